@@ -1,0 +1,78 @@
+"""Multi-head attention as a mixer: projections, GQA/MQA head sharing, RoPE, cache; the kernel does the rest."""
+
+from __future__ import annotations
+
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..cache import StaticKV
+from .base import AttentionKernel
+
+
+class _Attention(nn.Module):
+    """What self- and cross-attention share: head bookkeeping, the kernel and the output projection."""
+
+    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, d_model // heads
+        self.kernel = kernel
+        self.out_proj = nn.Linear(heads * self.head_dim, d_model, bias=bias)
+
+    def split_heads(self, x: Tensor, heads: int) -> Tensor:
+        return rearrange(x, "b l (h d) -> b h l d", h=heads)
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        return self.out_proj(rearrange(x, "b h l d -> b l (h d)"))
+
+
+class MultiHeadAttention(_Attention):
+    """Self-attention: one fused QKV projection, ``kv_heads`` ≤ ``heads`` key/value heads (GQA/MQA).
+
+    Positions come from the mixer context: rotary angles are applied to q and k, a relative
+    score bias (ALiBi/T5) is handed to the kernel. In incremental decoding the kernel's own
+    state (``ctx.cache[self]``) holds the past.
+    """
+
+    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True):
+        super().__init__(d_model, heads, kv_heads, kernel, bias=bias)
+        self.qkv_proj = nn.Linear(d_model, (heads + 2 * kv_heads) * self.head_dim, bias=bias)
+
+    def forward(self, x: Tensor, ctx) -> Tensor:
+        q_dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        q, k, v = self.qkv_proj(x).split([q_dim, kv_dim, kv_dim], dim=-1)
+        q, k, v = self.split_heads(q, self.heads), self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
+        if ctx.rope is not None:
+            q, k = ctx.rope.rotate(q), ctx.rope.rotate(k)
+        if ctx.cache is None:
+            out = self.kernel(q, k, v, causal=ctx.causal, key_padding_mask=ctx.padding_mask, bias=ctx.score_bias)
+        else:
+            state = ctx.cache.get(self)
+            if state is None:
+                state = ctx.cache[self] = self.kernel.new_state()
+            out = self.kernel.step(q, k, v, state, bias=ctx.score_bias)
+        return self.merge_heads(out)
+
+
+class CrossAttention(_Attention):
+    """Attention from the decoder to the encoder output (``ctx.memory``); no positions, never causal."""
+
+    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True):
+        super().__init__(d_model, heads, kv_heads, kernel, bias=bias)
+        self.q_proj = nn.Linear(d_model, heads * self.head_dim, bias=bias)
+        self.kv_proj = nn.Linear(d_model, 2 * kv_heads * self.head_dim, bias=bias)
+
+    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        k, v = self.kv_proj(memory).chunk(2, dim=-1)
+        return self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
+
+    def forward(self, x: Tensor, ctx) -> Tensor:
+        q = self.split_heads(self.q_proj(x), self.heads)
+        if ctx.cache is None:
+            k, v = self.memory_kv(ctx.memory)
+        else:
+            state = ctx.cache.get(self)
+            if state is None:
+                state = ctx.cache[self] = StaticKV(*self.memory_kv(ctx.memory))
+            k, v = state.keys, state.values
+        out = self.kernel(q, k, v, causal=False, key_padding_mask=ctx.memory_padding_mask)
+        return self.merge_heads(out)

@@ -1,0 +1,72 @@
+"""Residual sublayers, the layer that chains them, and the context every mixer receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..attention.bias import ScoreBias
+from ..cache import DecodingCache
+from ..position import Rotation
+
+
+@dataclass
+class MixerContext:
+    """What a mixer may need besides its input: masks, causality, positions, cache, encoder memory."""
+
+    padding_mask: Tensor | None  # (batch, L) True = padding
+    causal: bool
+    positions: Tensor  # (L,) absolute positions of this call's tokens
+    rope: Rotation | None = None
+    score_bias: ScoreBias | None = None
+    cache: DecodingCache | None = None  # set in incremental decoding
+    memory: Tensor | None = None  # encoder output, for cross-attention
+    memory_padding_mask: Tensor | None = None
+
+
+class Residual(nn.Module):
+    """One residual sublayer around ``body`` (a mixer or an FFN, called as ``body(x, ctx)``).
+
+    pre-norm:  x + s · f(norm(x))          post-norm:  norm(α · x + s · f(x))
+    ``s`` is a fixed step (½ for Conformer's macaron FFNs); ``α`` is DeepNet's up-weighting of the
+    skip path (Wang et al., 2022); with ``rezero`` there is no norm and f is gated by a learned
+    scalar that starts at 0 (Bachlechner et al., 2020), so a deep stack starts as the identity.
+    """
+
+    def __init__(
+        self, body: nn.Module, norm: nn.Module | None, *, prenorm: bool = True, dropout: float = 0.0,
+        scale: float = 1.0, alpha: float = 1.0, rezero: bool = False,
+    ) -> None:
+        super().__init__()
+        self.body, self.norm = body, norm if norm is not None else nn.Identity()
+        self.prenorm, self.scale, self.alpha = prenorm or rezero, scale, alpha
+        self.dropout = nn.Dropout(dropout)
+        self.gate = nn.Parameter(torch.zeros(())) if rezero else None
+
+    def branch(self, h: Tensor, ctx: MixerContext) -> Tensor:
+        out = self.dropout(self.body(h, ctx))
+        if self.scale != 1.0:
+            out = out * self.scale
+        return out if self.gate is None else out * self.gate
+
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
+        if self.prenorm:
+            return x + self.branch(self.norm(x), ctx)
+        skip = x if self.alpha == 1.0 else x * self.alpha
+        return self.norm(skip + self.branch(x, ctx))
+
+
+class Layer(nn.Module):
+    """A layer: residual sublayers applied in order, then an optional final norm (Conformer)."""
+
+    def __init__(self, sublayers: list[nn.Module], final_norm: nn.Module | None = None) -> None:
+        super().__init__()
+        self.sublayers = nn.ModuleList(sublayers)
+        self.final_norm = final_norm
+
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
+        for sublayer in self.sublayers:
+            x = sublayer(x, ctx)
+        return x if self.final_norm is None else self.final_norm(x)

@@ -1,0 +1,41 @@
+"""The ``hybridformer`` command line: typer sub-apps, one file per command group.
+
+Every command body only calls the public Python API. Errors the user can fix (bad config,
+bad data, bad checkpoint) print as one line on stderr and exit with status 2 — no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import HybridformerError
+from . import config_cmd
+
+app = typer.Typer(
+    name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Improved Transformers: long-text attention, convolution hybrids and model fusion.",
+)
+app.add_typer(config_cmd.app, name="config")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app(standalone_mode=False)
+    except HybridformerError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors carry their own exit code
+        from click.exceptions import ClickException
+
+        if isinstance(exc, ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,227 @@
+"""Validated, nested configuration (pydantic), loaded from YAML with ``a.b=c`` overrides.
+
+Config stops at the builders: modules receive plain arguments, never a config object.
+Every validation failure surfaces as one :class:`ConfigError` naming the full key path,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from .attention import ATTENTION, kernel_options
+from .blocks import LAYERS
+from .errors import ConfigError
+
+__all__ = [
+    "AttentionConfig",
+    "ConvConfig",
+    "StackConfig",
+    "ModelConfig",
+    "ConfigError",
+    "load_config",
+    "parse_config",
+    "apply_overrides",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class AttentionConfig(BaseModel):
+    """``{name: <mechanism>, <option>: <value>, ...}``; options are the kernel's keyword-only parameters."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    name: str = "full"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check_name_and_options(self) -> AttentionConfig:
+        if self.name not in ATTENTION:
+            raise ValueError(f"unknown attention {self.name!r}; allowed: {', '.join(sorted(ATTENTION))}")
+        allowed = kernel_options(ATTENTION[self.name])
+        for key in self.options:
+            if key not in allowed:
+                raise ValueError(
+                    f"option {key!r} is not accepted by attention {self.name!r}; "
+                    f"allowed: {', '.join(allowed) or '(none)'}"
+                )
+        return self
+
+
+class ConvConfig(_Strict):
+    """Convolution options shared by the convolutional mixers."""
+
+    kernel_size: int = 15
+
+    @model_validator(mode="after")
+    def _check(self) -> ConvConfig:
+        if self.kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
+        return self
+
+
+class StackConfig(_Strict):
+    """One stack (encoder or decoder) of identical layers."""
+
+    layers: int = 3
+    layer: str = "transformer"
+    attention: AttentionConfig = AttentionConfig()
+    conv: ConvConfig = ConvConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> StackConfig:
+        if self.layer not in LAYERS:
+            raise ValueError(f"unknown layer {self.layer!r}; allowed: {', '.join(sorted(LAYERS))}")
+        if self.layers < 0:
+            raise ValueError(f"layers must be >= 0, got {self.layers}")
+        return self
+
+
+Position = Literal["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
+
+
+class ModelConfig(_Strict):
+    """The whole architecture; ``build_model(cfg)`` turns it into a module."""
+
+    arch: Literal["encoder_decoder", "decoder_lm", "encoder_classifier"] = "encoder_decoder"
+    vocab_size: int = 8000
+    d_model: int = 256
+    heads: int = 4
+    kv_heads: int | None = None  # None = heads (MHA); 1 = MQA; in between = GQA
+    ffn_dim: int = 1024
+    activation: Literal["relu", "gelu", "swiglu", "geglu"] = "relu"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_placement: Literal["pre", "post"] = "pre"
+    residual: Literal["standard", "deepnet", "rezero"] = "standard"
+    dropout: float = 0.1
+    position: Position = "sinusoidal"
+    max_positions: int = 1024  # learned positions only
+    rope_base: float = 10000.0
+    t5_buckets: int = 32
+    t5_max_distance: int = 128
+    embed_scale: bool = True  # multiply embeddings by sqrt(d_model)
+    tie_embeddings: bool = True  # decoder input embedding = output projection
+    share_embeddings: bool = True  # encoder and decoder share one embedding (shared vocabulary)
+    num_classes: int = 2  # encoder_classifier only
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    encoder: StackConfig = StackConfig()
+    decoder: StackConfig = StackConfig()
+    cross_attention: AttentionConfig = AttentionConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        kv = self.kv_heads or self.heads
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by heads={self.heads}")
+        if self.heads % kv:
+            raise ValueError(f"heads={self.heads} must be divisible by kv_heads={kv}")
+        if (self.d_model // self.heads) % 2 and self.position == "rope":
+            raise ValueError("rope needs an even head dimension (d_model / heads)")
+        if self.residual == "deepnet" and self.norm_placement != "post":
+            raise ValueError("residual='deepnet' scales a post-norm skip path; set norm_placement='post'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("vocab_size", "d_model", "heads", "ffn_dim", "max_positions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        return self
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def is_seq2seq(self) -> bool:
+        return self.arch == "encoder_decoder"
+
+
+# ----------------------------------------------------------------------------- loading
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_config(cls: type[M], data: dict[str, Any], *, prefix: str = "") -> M:
+    """Validate ``data`` as ``cls``, turning pydantic's report into one readable ConfigError."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(cls, exc, prefix)) from None
+
+
+def _describe(cls: type[BaseModel], exc: ValidationError, prefix: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        path = ".".join(([prefix] if prefix else []) + loc) or "config"
+        if err["type"] == "extra_forbidden":
+            allowed = _fields_at(cls, err["loc"][:-1])
+            lines.append(f"{path}: unknown key; allowed keys: {', '.join(allowed)}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            shown = "input" in err and not isinstance(err["input"], dict)
+            lines.append(f"{path}: {msg} (got {err['input']!r})" if shown else f"{path}: {msg}")
+    return "; ".join(lines)
+
+
+def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        cls = annotation
+    return sorted(cls.model_fields)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) mapping; a missing or malformed file is a ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid YAML/JSON: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), cls: type[M] = ModelConfig) -> M:
+    """Load ``cls`` from a YAML file (or defaults when ``path`` is None) plus overrides."""
+    data = read_config_file(path) if path is not None else {}
+    return parse_config(cls, apply_overrides(data, list(overrides)))

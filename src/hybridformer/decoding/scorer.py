@@ -1,0 +1,64 @@
+"""The Scorer protocol: all decoding needs from a model (or an ensemble of models)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ..cache import DecodingCache
+
+
+class Scorer(Protocol):
+    """``init_state(src)``, ``step(state, prev_tokens) -> (log_probs, state)``, ``reorder(state, index)``."""
+
+    def init_state(self, src: Tensor | None) -> Any: ...
+
+    def step(self, state: Any, prev_tokens: Tensor) -> tuple[Tensor, Any]: ...
+
+    def reorder(self, state: Any, beam_index: Tensor) -> Any: ...
+
+
+@dataclass
+class ModelState:
+    cache: DecodingCache
+    offset: int = 0  # tokens already fed
+    memory: Tensor | None = None  # encoder output (seq2seq)
+    memory_padding_mask: Tensor | None = None
+
+
+class ModelScorer:
+    """One model as a Scorer: incremental decoding through its caches, never recomputing the prefix."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model.eval()
+        self.seq2seq = hasattr(model, "encode") and hasattr(model, "tgt_embed")
+
+    @torch.no_grad()
+    def init_state(self, src: Tensor | None = None) -> ModelState:
+        if not self.seq2seq:
+            return ModelState(DecodingCache())
+        if src is None:
+            raise ValueError("a sequence-to-sequence model needs a source batch to decode")
+        memory, mask = self.model.encode(src)
+        return ModelState(DecodingCache(), 0, memory, mask)
+
+    @torch.no_grad()
+    def step(self, state: ModelState, prev_tokens: Tensor) -> tuple[Tensor, ModelState]:
+        """prev_tokens: (batch, n) tokens not yet fed -> log-probs of the next token (batch, vocab)."""
+        if self.seq2seq:
+            logits = self.model.decode(prev_tokens, state.memory, state.memory_padding_mask,
+                                       cache=state.cache, offset=state.offset)
+        else:
+            logits = self.model.decode(prev_tokens, cache=state.cache, offset=state.offset)
+        state.offset += prev_tokens.shape[1]
+        return torch.log_softmax(logits[:, -1].float(), dim=-1), state
+
+    def reorder(self, state: ModelState, beam_index: Tensor) -> ModelState:
+        state.cache.reorder(beam_index)
+        if state.memory is not None:
+            state.memory = state.memory.index_select(0, beam_index)
+            state.memory_padding_mask = state.memory_padding_mask.index_select(0, beam_index)
+        return state

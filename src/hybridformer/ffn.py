@@ -1,0 +1,30 @@
+"""Position-wise feed-forward networks, plain or gated (Shazeer, 2020: GLU variants)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swiglu": F.silu, "geglu": F.gelu}
+GATED = {"swiglu", "geglu"}
+
+
+class FeedForward(nn.Module):
+    """``W2 · act(W1 x)``, or ``W2 · (act(W1 x) ⊙ V x)`` for the gated variants (one fused input matmul)."""
+
+    def __init__(self, d_model: int, hidden: int, activation: str = "relu", dropout: float = 0.0) -> None:
+        super().__init__()
+        self.gated = activation in GATED
+        self.act = ACTIVATIONS[activation]
+        self.linear1 = nn.Linear(d_model, hidden * (2 if self.gated else 1))
+        self.linear2 = nn.Linear(hidden, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, ctx=None) -> Tensor:
+        h = self.linear1(x)
+        if self.gated:
+            h, gate = h.chunk(2, dim=-1)
+            h = self.act(h) * gate
+        else:
+            h = self.act(h)
+        return self.linear2(self.dropout(h))

@@ -1,0 +1,206 @@
+"""The three model shapes, all built from the same stacks of layers: seq2seq, causal LM, encoder.
+
+``build_model(cfg)`` is where the config stops: everything below receives plain arguments.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .attention import ATTENTION, ALiBi, T5RelativeBias
+from .blocks import LAYERS, Layer, LayerParts, MixerContext
+from .blocks.deepnet import deepnet_constants, deepnet_init
+from .cache import DecodingCache
+from .config import ModelConfig, StackConfig
+from .position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
+
+
+class TokenEmbedding(nn.Embedding):
+    """Token embedding, optionally scaled by √d_model (so it matches sinusoidal positions in size)."""
+
+    def __init__(self, vocab_size: int, d_model: int, pad_id: int, scale: bool) -> None:
+        super().__init__(vocab_size, d_model, padding_idx=pad_id)
+        self.scale = math.sqrt(d_model) if scale else 1.0
+        nn.init.normal_(self.weight, std=d_model**-0.5)
+        with torch.no_grad():
+            self.weight[pad_id].zero_()
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = super().forward(tokens)
+        return x * self.scale if self.scale != 1.0 else x
+
+
+class Stack(nn.Module):
+    """Layers sharing one causality and one position scheme; positions are computed once per call."""
+
+    def __init__(
+        self, layers: list[Layer], final_norm: nn.Module | None, *, causal: bool, dropout: float = 0.0,
+        absolute: nn.Module | None = None, rope: RotaryEmbedding | None = None, score_bias: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.final_norm, self.causal = final_norm, causal
+        self.absolute, self.rope, self.score_bias = absolute, rope, score_bias
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, *, padding_mask: Tensor | None = None, offset: int = 0,
+        memory: Tensor | None = None, memory_padding_mask: Tensor | None = None, cache: DecodingCache | None = None,
+    ) -> Tensor:
+        """x: (batch, L, d_model) embedded tokens at positions offset..offset+L-1."""
+        positions = torch.arange(offset, offset + x.shape[1], device=x.device)
+        if self.absolute is not None:
+            x = x + self.absolute(positions).to(x.dtype)
+        ctx = MixerContext(
+            padding_mask=padding_mask, causal=self.causal, positions=positions,
+            rope=self.rope(positions) if self.rope is not None else None,
+            score_bias=self.score_bias(positions, positions) if self.score_bias is not None else None,
+            cache=cache, memory=memory, memory_padding_mask=memory_padding_mask,
+        )
+        x = self.dropout(x)
+        for layer in self.layers:
+            x = layer(x, ctx)
+        return x if self.final_norm is None else self.final_norm(x)
+
+
+class EncoderDecoder(nn.Module):
+    """Sequence-to-sequence model: translation, summarization."""
+
+    def __init__(self, src_embed: TokenEmbedding, encoder: Stack, tgt_embed: TokenEmbedding, decoder: Stack,
+                 output: nn.Linear, pad_id: int) -> None:
+        super().__init__()
+        self.src_embed, self.encoder, self.tgt_embed, self.decoder, self.output = (
+            src_embed, encoder, tgt_embed, decoder, output)
+        self.pad_id = pad_id
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """src: (batch, S) -> memory (batch, S, d_model) and its padding mask (batch, S)."""
+        mask = src.eq(self.pad_id)
+        return self.encoder(self.src_embed(src), padding_mask=mask), mask
+
+    def decode(self, tgt: Tensor, memory: Tensor, memory_padding_mask: Tensor, *,
+               cache: DecodingCache | None = None, offset: int = 0) -> Tensor:
+        """tgt: (batch, T) -> logits (batch, T, vocab); with a cache, tgt holds only the new tokens."""
+        h = self.decoder(self.tgt_embed(tgt), padding_mask=tgt.eq(self.pad_id) if cache is None else None,
+                         offset=offset, memory=memory, memory_padding_mask=memory_padding_mask, cache=cache)
+        return self.output(h)
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        memory, mask = self.encode(src)
+        return self.decode(tgt, memory, mask)
+
+
+class DecoderLM(nn.Module):
+    """Causal language model (decoder only)."""
+
+    def __init__(self, embed: TokenEmbedding, decoder: Stack, output: nn.Linear, pad_id: int) -> None:
+        super().__init__()
+        self.embed, self.decoder, self.output, self.pad_id = embed, decoder, output, pad_id
+
+    def decode(self, tokens: Tensor, *, cache: DecodingCache | None = None, offset: int = 0) -> Tensor:
+        padding = tokens.eq(self.pad_id) if cache is None else None
+        return self.output(self.decoder(self.embed(tokens), padding_mask=padding, offset=offset, cache=cache))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.decode(tokens)
+
+
+class Encoder(nn.Module):
+    """Bidirectional encoder with a classification head over the mean of its non-padding states."""
+
+    def __init__(self, embed: TokenEmbedding, encoder: Stack, num_classes: int, pad_id: int) -> None:
+        super().__init__()
+        self.embed, self.encoder, self.pad_id = embed, encoder, pad_id
+        self.head = nn.Linear(embed.embedding_dim, num_classes)
+
+    def encode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        mask = tokens.eq(self.pad_id)
+        return self.encoder(self.embed(tokens), padding_mask=mask), mask
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens: (batch, L) -> class logits (batch, num_classes)."""
+        states, mask = self.encode(tokens)
+        keep = (~mask).unsqueeze(-1).to(states.dtype)
+        pooled = (states * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        return self.head(pooled)
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def build_model(cfg: ModelConfig) -> EncoderDecoder | DecoderLM | Encoder:
+    """Turn a validated ModelConfig into a model (random init)."""
+    scales = deepnet_constants(cfg.arch, cfg.encoder.layers, cfg.decoder.layers)
+    alpha_beta = scales if cfg.residual == "deepnet" else {"encoder": (1.0, None), "decoder": (1.0, None)}
+
+    def embedding() -> TokenEmbedding:
+        return TokenEmbedding(cfg.vocab_size, cfg.d_model, cfg.pad_id, cfg.embed_scale)
+
+    def stack(role: str, stack_cfg: StackConfig, *, causal: bool, cross: bool) -> Stack:
+        alpha, beta = alpha_beta[role]
+        built = build_stack(cfg, stack_cfg, causal=causal, cross=cross, alpha=alpha, where=f"model.{role}")
+        if beta is not None:
+            deepnet_init(built, beta)
+        return built
+
+    def output_layer(embed: TokenEmbedding) -> nn.Linear:
+        output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            output.weight = embed.weight
+        return output
+
+    if cfg.arch == "encoder_decoder":
+        src_embed = embedding()
+        tgt_embed = src_embed if cfg.share_embeddings else embedding()
+        return EncoderDecoder(
+            src_embed, stack("encoder", cfg.encoder, causal=False, cross=False),
+            tgt_embed, stack("decoder", cfg.decoder, causal=True, cross=True), output_layer(tgt_embed), cfg.pad_id)
+    if cfg.arch == "decoder_lm":
+        embed = embedding()
+        return DecoderLM(embed, stack("decoder", cfg.decoder, causal=True, cross=False), output_layer(embed),
+                         cfg.pad_id)
+    embed = embedding()
+    return Encoder(embed, stack("encoder", cfg.encoder, causal=False, cross=False), cfg.num_classes, cfg.pad_id)
+
+
+def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross: bool, alpha: float = 1.0,
+                where: str = "model") -> Stack:
+    """One stack of ``stack_cfg.layers`` layers with this model's width, norms and positions."""
+    ATTENTION[stack_cfg.attention.name].check(causal=causal, position=cfg.position, where=f"{where}.attention")
+    parts = LayerParts(
+        d_model=cfg.d_model, heads=cfg.heads, kv_heads=cfg.num_kv_heads, ffn_dim=cfg.ffn_dim,
+        activation=cfg.activation, norm=cfg.norm, prenorm=cfg.norm_placement == "pre", dropout=cfg.dropout,
+        residual_scheme=cfg.residual, alpha=alpha,
+        attention=stack_cfg.attention.name, attention_options=stack_cfg.attention.options,
+        cross_attention=cfg.cross_attention.name, cross_attention_options=cfg.cross_attention.options,
+        conv_kernel_size=stack_cfg.conv.kernel_size, causal=causal,
+    )
+    layers = [LAYERS[stack_cfg.layer](parts, cross) for _ in range(stack_cfg.layers)]
+    needs_final_norm = parts.prenorm and cfg.residual != "rezero"
+    head_dim = cfg.d_model // cfg.heads
+    return Stack(
+        layers, parts.norm_layer() if needs_final_norm else None, causal=causal, dropout=cfg.dropout,
+        absolute=_absolute_positions(cfg),
+        rope=RotaryEmbedding(head_dim, cfg.rope_base) if cfg.position == "rope" else None,
+        score_bias=_score_bias(cfg, bidirectional=not causal),
+    )
+
+
+def _absolute_positions(cfg: ModelConfig) -> nn.Module | None:
+    if cfg.position == "sinusoidal":
+        return SinusoidalPositions(cfg.d_model)
+    if cfg.position == "learned":
+        return LearnedPositions(cfg.max_positions, cfg.d_model)
+    return None
+
+
+def _score_bias(cfg: ModelConfig, *, bidirectional: bool) -> nn.Module | None:
+    if cfg.position == "alibi":
+        return ALiBi(cfg.heads)
+    if cfg.position == "t5":
+        return T5RelativeBias(cfg.heads, num_buckets=cfg.t5_buckets, max_distance=cfg.t5_max_distance,
+                              bidirectional=bidirectional)
+    return None

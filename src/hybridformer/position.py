@@ -1,0 +1,69 @@
+"""Absolute position embeddings (sinusoidal, learned) and rotary position embeddings (RoPE)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sin/cos embeddings (Vaswani et al., 2017); any length, no parameters."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        freqs = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.d_model = d_model
+
+    def forward(self, positions: Tensor) -> Tensor:
+        angles = positions.float()[:, None] * self.freqs[None]
+        table = torch.zeros(len(positions), self.d_model, device=positions.device)
+        table[:, 0::2] = angles.sin()
+        table[:, 1::2] = angles.cos()[:, : self.d_model // 2]
+        return table
+
+
+class LearnedPositions(nn.Module):
+    """A trained embedding per position up to ``max_positions``."""
+
+    def __init__(self, max_positions: int, d_model: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(max_positions, d_model)
+        nn.init.normal_(self.table.weight, std=0.02)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        if int(positions.max()) >= self.table.num_embeddings:
+            raise ValueError(
+                f"position {int(positions.max())} exceeds max_positions={self.table.num_embeddings}; "
+                "raise model.max_positions or use position=rope/alibi/sinusoidal"
+            )
+        return self.table(positions)
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE (Su et al., 2021): rotate pairs of q/k channels by position-dependent angles."""
+
+    def __init__(self, head_dim: int, base: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: Tensor) -> Rotation:
+        angles = positions.float()[:, None] * self.inv_freq[None]  # (L, head_dim/2)
+        angles = torch.cat([angles, angles], dim=-1)
+        return Rotation(angles.cos(), angles.sin())
+
+
+class Rotation:
+    """Precomputed cos/sin for one call's positions, applied to every layer's q and k."""
+
+    def __init__(self, cos: Tensor, sin: Tensor) -> None:
+        self.cos, self.sin = cos, sin  # (L, head_dim)
+
+    def rotate(self, x: Tensor) -> Tensor:
+        """x: (batch, heads, L, head_dim) -> same, rotated (half-split channel pairing)."""
+        first, second = x.chunk(2, dim=-1)
+        rotated_half = torch.cat([-second, first], dim=-1)
+        return x * self.cos.to(x.dtype) + rotated_half * self.sin.to(x.dtype)
