@@ -28,9 +28,8 @@ def build_attention(name: str, **options: Any) -> AttentionKernel:
     allowed = kernel_options(kernel_cls)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(
-            f"attention {name!r} does not take option(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or '(none)'}"
-        )
+        allowed_text = ", ".join(allowed) or "(none)"
+        raise ConfigError(f"attention {name!r} does not take option(s) {', '.join(unknown)}; allowed: {allowed_text}")
     return kernel_cls(**options)
 
 

@@ -40,7 +40,8 @@ class MultiHeadAttention(_Attention):
     def forward(self, x: Tensor, ctx) -> Tensor:
         q_dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
         q, k, v = self.qkv_proj(x).split([q_dim, kv_dim, kv_dim], dim=-1)
-        q, k, v = self.split_heads(q, self.heads), self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
+        q = self.split_heads(q, self.heads)
+        k, v = self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
         if ctx.rope is not None:
             q, k = ctx.rope.rotate(q), ctx.rope.rotate(k)
         if ctx.cache is None:
