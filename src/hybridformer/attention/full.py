@@ -43,7 +43,8 @@ class FullAttention(AttentionKernel):
             rows = slice(start, start + self.chunk_size)
             block = bias.dense(rows).to(q.dtype)[None]  # (1, heads, chunk, k_len)
             if mask is not None:
-                block = block.masked_fill(~mask[:, :, rows], float("-inf"))
+                rows_mask = mask if mask.shape[2] == 1 else mask[:, :, rows]
+                block = block.masked_fill(~rows_mask, float("-inf"))
             outputs.append(F.scaled_dot_product_attention(
                 q[:, :, rows], k, v, attn_mask=block, dropout_p=dropout, enable_gqa=gqa))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
