@@ -64,6 +64,10 @@ def text_batches(tokenizer: Tokenizer, config: ModelConfig, files: list[Path], *
         raise DataError(f"{files[0]} is empty")
     tgt = [ids[:max_len] for ids in _encode(tokenizer, columns[-1], bos=config.bos_id, eos=config.eos_id)]
     src = [ids[:max_len] for ids in _encode(tokenizer, columns[0], bos=None, eos=config.eos_id)] if need == 2 else None
+    largest = max(max(ids) for ids in tgt + (src or []))
+    if largest >= config.vocab_size:
+        raise DataError(f"token id {largest} from {files[-1]} exceeds the model's vocab_size={config.vocab_size}; "
+                        "is tokenizer.json the one the model was trained with?")
     batches = []
     for start in range(0, len(tgt), batch_size):
         rows = slice(start, start + batch_size)

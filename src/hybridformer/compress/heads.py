@@ -39,8 +39,9 @@ class HeadGates:
         self.gates: dict[str, Tensor] = {}
         self._handles = []
         for name, module in attention_modules(model).items():
-            weight = module.out_proj.weight
-            gate = torch.ones(module.heads, device=weight.device, dtype=weight.dtype, requires_grad=requires_grad)
+            weight = next(module.out_proj.parameters(), None)  # None for int8 layers: gates stay float32
+            gate = torch.ones(module.heads, device=None if weight is None else weight.device,
+                              dtype=None if weight is None else weight.dtype, requires_grad=requires_grad)
             self.gates[name] = gate
             self._handles.append(module.out_proj.register_forward_pre_hook(_gate_hook(gate, module.head_dim)))
 
@@ -76,12 +77,17 @@ def batch_loss(model: nn.Module, batch) -> Tensor:
     if hasattr(model, "tgt_embed"):
         src, tgt = batch
         logits = model(src, tgt[:, :-1])
-        return F.cross_entropy(logits.flatten(0, 1).float(), tgt[:, 1:].flatten(), ignore_index=model.pad_id)
+        return F.cross_entropy(_wide(logits).flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=model.pad_id)
     if hasattr(model, "head"):
         tokens, labels = batch
-        return F.cross_entropy(model(tokens).float(), labels)
+        return F.cross_entropy(_wide(model(tokens)), labels)
     logits = model(batch[:, :-1])
-    return F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), ignore_index=model.pad_id)
+    return F.cross_entropy(_wide(logits).flatten(0, 1), batch[:, 1:].flatten(), ignore_index=model.pad_id)
+
+
+def _wide(logits: Tensor) -> Tensor:
+    """At least float32 for the softmax (half-precision logits), never narrower than given."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def head_importance(model: nn.Module, batches: Iterable) -> dict[str, Tensor]:
