@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 
+import pytest
 import torch
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
@@ -14,7 +15,9 @@ from typer.testing import CliRunner
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from hybridformer.cli import app
 from hybridformer.compress import sparsity
+from hybridformer.compress.data import text_batches
 from hybridformer.decoding import ModelScorer, greedy_search
+from hybridformer.errors import DataError
 
 WORDS = "a dog runs in the park two men play ball ein hund läuft im zwei männer spielen".split()
 
@@ -82,11 +85,6 @@ def test_bench_compress_writes_ratios(tmp_path):
 
 
 def test_data_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
-    import pytest
-
-    from hybridformer.compress.data import text_batches
-    from hybridformer.errors import DataError
-
     ckpt = load_checkpoint(make_checkpoint(tmp_path / "base"))
     (tmp_path / "a.txt").write_text("a dog\ntwo men\n")
     (tmp_path / "b.txt").write_text("ein hund\n")

@@ -120,7 +120,7 @@ def bench_compress(
     cfg = load_config(config, set_)
     result = benchmark_compression(cfg, head_fraction=heads, batch_size=batch_size, src_len=src_len,
                                    new_tokens=new_tokens, repeats=repeats, threads=threads)
-    typer.echo(f"{'variant':<16}{'tokens/s':>10}{'speedup':>9}{'params':>12}{'MiB':>9}")
+    typer.echo(f"{'variant':<16}{'tokens/s':>10}{'speedup':>9}{'elements':>12}{'MiB':>9}")
     for name, row in result["variants"].items():
         typer.echo(f"{name:<16}{row['tokens_per_s']:>10.1f}{row['speedup']:>9.2f}{row['numel']:>12}"
                    f"{row['megabytes']:>9.2f}")
