@@ -39,6 +39,8 @@ def test_int8_linear_matches_pytorch_dynamic_quantization():
     assert isinstance(ours[0], Int8Linear)
     x = torch.randn(2, 5, 16)
     assert torch.equal(ours(x), reference(x))
+    assert not ours[0].bias.requires_grad
+    assert torch.equal(copy.deepcopy(ours)(x), reference(x))  # ensembles/benchmarks copy models
 
 
 def test_quantized_model_stays_close_to_float():

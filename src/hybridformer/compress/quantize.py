@@ -42,6 +42,7 @@ class Int8Linear(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, _: module.repack())
 
     @classmethod
+    @torch.no_grad()
     def from_dynamic(cls, qlinear: nn.Module) -> Int8Linear:
         """Take over a ``DynamicQuantizedLinear`` made by ``torch.ao.quantization.quantize_dynamic``."""
         weight, bias = qlinear._packed_params._weight_bias()
