@@ -120,6 +120,9 @@ class ModelConfig(_Strict):
     encoder: StackConfig = StackConfig()
     decoder: StackConfig = StackConfig()
     cross_attention: AttentionConfig = AttentionConfig()
+    # compression (docs/compression.md), replayed by build_model on the freshly built float model:
+    pruned_heads: dict[str, list[int]] | None = None  # attention module path -> kept query heads (original ids)
+    quantization: Literal["dynamic_int8"] | None = None  # linear layers as int8 (CPU inference)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

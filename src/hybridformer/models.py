@@ -14,6 +14,8 @@ from .attention import ATTENTION, ALiBi, T5RelativeBias
 from .blocks import LAYERS, Layer, LayerParts, MixerContext
 from .blocks.deepnet import deepnet_constants, deepnet_init
 from .cache import DecodingCache
+from .compress.prune import apply_pruned_heads
+from .compress.quantize import quantize_dynamic_int8
 from .config import ModelConfig, StackConfig
 from .position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
 
@@ -131,8 +133,8 @@ class Encoder(nn.Module):
 # ----------------------------------------------------------------------------- building
 
 
-def build_model(cfg: ModelConfig) -> EncoderDecoder | DecoderLM | Encoder:
-    """Turn a validated ModelConfig into a model (random init)."""
+def _build_float_model(cfg: ModelConfig) -> EncoderDecoder | DecoderLM | Encoder:
+    """The uncompressed model of ``cfg`` (random init)."""
     scales = deepnet_constants(cfg.arch, cfg.encoder.layers, cfg.decoder.layers)
     alpha_beta = scales if cfg.residual == "deepnet" else {"encoder": (1.0, None), "decoder": (1.0, None)}
 
@@ -204,3 +206,11 @@ def _score_bias(cfg: ModelConfig, *, bidirectional: bool) -> nn.Module | None:
         return T5RelativeBias(cfg.heads, num_buckets=cfg.t5_buckets, max_distance=cfg.t5_max_distance,
                               bidirectional=bidirectional)
     return None
+
+
+def build_model(cfg: ModelConfig) -> EncoderDecoder | DecoderLM | Encoder:
+    """Turn a validated ModelConfig into a model (random init), then replay its compression:
+    pruned attention heads, then int8 quantization (see docs/compression.md)."""
+    model = apply_pruned_heads(_build_float_model(cfg), cfg.pruned_heads,
+                               per_head_bias=cfg.position in ("alibi", "t5"))
+    return quantize_dynamic_int8(model) if cfg.quantization == "dynamic_int8" else model

@@ -11,13 +11,16 @@ import sys
 import typer
 
 from ..errors import HybridformerError
-from . import config_cmd
+from . import compress, config_cmd
 
 app = typer.Typer(
     name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Improved Transformers: long-text attention, convolution hybrids and model fusion.",
 )
 app.add_typer(config_cmd.app, name="config")
+app.command("prune")(compress.prune)
+app.command("quantize")(compress.quantize)
+app.add_typer(compress.bench_app, name="bench")  # merge: add bench_compress to the shared bench group
 
 
 def main() -> None:

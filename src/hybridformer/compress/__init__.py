@@ -1,0 +1,24 @@
+"""Model compression: attention-head pruning, magnitude pruning, dynamic int8 quantization.
+
+See docs/compression.md. Pruned and quantized models are described by their ``ModelConfig``
+(``pruned_heads``, ``quantization``), so their checkpoints load with ``load_checkpoint``.
+"""
+
+from .heads import HeadGates, attention_modules, batch_loss, head_importance, weight_importance
+from .magnitude import (
+    iterative_magnitude_prune,
+    magnitude_masks,
+    magnitude_prune,
+    make_permanent,
+    sparsity,
+    sparsity_schedule,
+)
+from .prune import apply_pruned_heads, head_counts, keep_heads, prune_heads, select_heads
+from .quantize import Int8Linear, quantize_dynamic_int8, quantize_model
+
+__all__ = [
+    "HeadGates", "attention_modules", "batch_loss", "head_importance", "weight_importance",
+    "apply_pruned_heads", "head_counts", "keep_heads", "prune_heads", "select_heads",
+    "magnitude_masks", "magnitude_prune", "make_permanent", "sparsity", "sparsity_schedule",
+    "iterative_magnitude_prune", "Int8Linear", "quantize_dynamic_int8", "quantize_model",
+]

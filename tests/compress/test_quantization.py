@@ -1,0 +1,91 @@
+"""Dynamic int8 quantization: PyTorch's numerics, close to float, exact save/load round trip."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from hybridformer.compress import Int8Linear, quantize_dynamic_int8, quantize_model
+from hybridformer.compress.benchmark import state_size
+from hybridformer.decoding import ModelScorer, greedy_search
+from hybridformer.errors import ConfigError
+
+
+def tiny(**overrides) -> ModelConfig:
+    base = dict(vocab_size=40, d_model=32, heads=4, kv_heads=2, ffn_dim=64, dropout=0.0, position="rope",
+                encoder={"layers": 2}, decoder={"layers": 2})
+    return ModelConfig(**{**base, **overrides})
+
+
+def batch():
+    src, tgt = torch.randint(3, 40, (3, 9)), torch.randint(3, 40, (3, 6))
+    src[2, -4:] = 0
+    return src, tgt
+
+
+def test_int8_linear_matches_pytorch_dynamic_quantization():
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    float_model = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = quantize_dynamic(float_model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    ours = quantize_dynamic_int8(copy.deepcopy(float_model))
+    assert isinstance(ours[0], Int8Linear)
+    x = torch.randn(2, 5, 16)
+    assert torch.equal(ours(x), reference(x))
+    assert not ours[0].bias.requires_grad
+    assert torch.equal(copy.deepcopy(ours)(x), reference(x))  # ensembles/benchmarks copy models
+
+
+def test_quantized_model_stays_close_to_float():
+    config = tiny()
+    model = build_model(config).eval()
+    src, tgt = batch()
+    expected = model(src, tgt)
+    quantized, new_config = quantize_model(copy.deepcopy(model), config)
+    got = quantized(src, tgt)
+    assert new_config.quantization == "dynamic_int8"
+    assert not any(isinstance(m, nn.Linear) for m in quantized.modules())
+    # int8 weights and activations: errors of about 1% of the logit scale, not exact equality
+    assert (got - expected).abs().max() <= 0.05 * expected.abs().max()
+    assert torch.nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0) > 0.999
+
+
+def test_quantized_checkpoint_round_trips_and_decodes(tmp_path):
+    config = tiny()
+    model = build_model(config).eval()
+    _, float_bytes = state_size(model)
+    quantized, new_config = quantize_model(model, config)
+    src, tgt = batch()
+    expected = quantized(src, tgt)
+    save_checkpoint(tmp_path / "int8", quantized, new_config)
+    loaded = load_checkpoint(tmp_path / "int8")
+    assert loaded.config.quantization == "dynamic_int8"
+    assert isinstance(loaded.model.decoder.layers[0].sublayers[0].body.qkv_proj, Int8Linear)
+    assert torch.equal(loaded.model(src, tgt), expected)
+    assert state_size(loaded.model)[1] < float_bytes
+    scorer = ModelScorer(loaded.model)
+    tokens = greedy_search(scorer, scorer.init_state(src), torch.full((3, 1), 1), eos_id=2, max_new_tokens=5)
+    assert len(tokens) == 3
+
+
+def test_pruned_then_quantized_round_trips(tmp_path):
+    from hybridformer.compress import prune_heads, weight_importance
+
+    config = tiny(arch="decoder_lm", position="alibi")
+    model = build_model(config).eval()
+    config = prune_heads(model, config, 0.5, weight_importance(model))
+    model, config = quantize_model(model, config)
+    tokens = torch.randint(3, 40, (2, 8))
+    save_checkpoint(tmp_path / "both", model, config)
+    assert torch.equal(load_checkpoint(tmp_path / "both").model(tokens), model(tokens))
+    with pytest.raises(ConfigError, match="already quantized"):
+        quantize_model(model, config)
+    with pytest.raises(ConfigError, match="quantized"):
+        prune_heads(model, config, 0.5, {})
