@@ -156,3 +156,19 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     meta_file = path / META
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     return Checkpoint(model.to(device).eval(), config, load_tokenizer(path), path, meta)
+
+
+def write_checkpoint_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Atomically create the directory ``path`` from ``fill(tmp_dir)``: for writers that have no
+    ``nn.Module`` to hand to :func:`save_checkpoint` (averaging and merging stream raw tensors)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        _fsync_tree(tmp)
+        _replace_dir(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
