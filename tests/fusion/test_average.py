@@ -70,3 +70,22 @@ def test_cli_average_and_merge_explicit_lists(tmp_path, ckpt):
     result = runner.invoke(app, ["merge", "--method", "linear", "--weights", "1,x", str(a), str(b),
                                  "--out", str(tmp_path / "bad")])
     assert result.exit_code != 0 and "expected comma-separated numbers" in str(result.exception)
+
+
+def test_missing_or_corrupt_weights_are_checkpoint_errors(ckpt, tmp_path):
+    a, b = ckpt("a", seed=1), ckpt("b", seed=2)
+    (b / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        average_checkpoints([a, b], tmp_path / "avg")
+    (b / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=f"{b}: missing model.safetensors"):
+        average_checkpoints([a, b], tmp_path / "avg")
+    assert not (tmp_path / "avg").exists()
+
+
+def test_output_may_replace_an_input(ckpt):
+    a, b = ckpt("a", seed=1), ckpt("b", seed=2)
+    wa, wb = load_weights(a), load_weights(b)
+    average_checkpoints([a, b], a)
+    avg = load_weights(a)
+    assert all(torch.allclose(avg[n], (wa[n] + wb[n]) / 2) for n in wa)

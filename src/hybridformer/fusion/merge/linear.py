@@ -29,5 +29,5 @@ def weighted_mean(tensors: list[Tensor], weights: tuple[float, ...]) -> Tensor:
     """Σ w_i x_i / Σ w_i (the sum is taken first so equal inputs come back bit-exact)."""
     total = tensors[0] * weights[0]
     for tensor, weight in zip(tensors[1:], weights[1:], strict=True):
-        total = total + tensor * weight
-    return total / sum(weights)
+        total.add_(tensor, alpha=weight)
+    return total.div_(sum(weights))
