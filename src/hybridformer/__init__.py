@@ -12,3 +12,7 @@ __all__ = [
     "Checkpoint", "load_checkpoint", "save_checkpoint",
     "ConfigError", "CheckpointError", "DataError", "HybridformerError",
 ]
+
+from .fusion import Ensemble, average_checkpoints, merge_checkpoints  # noqa: E402
+
+__all__ += ["Ensemble", "average_checkpoints", "merge_checkpoints"]

@@ -46,11 +46,8 @@ def save_checkpoint(
     ``write_extra(tmp_dir)`` lets the trainer add its own files (optimizer state) to the same
     atomic write. A crash at any moment leaves either the old directory or the new one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(config.model_dump(), indent=2))
         if tokenizer is not None:
@@ -59,11 +56,8 @@ def save_checkpoint(
             (tmp / META).write_text(json.dumps(meta, indent=2))
         if write_extra is not None:
             write_extra(tmp)
-        _fsync_tree(tmp)
-        _replace_dir(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+
+    return write_checkpoint_dir(path, fill)
 
 
 def _fsync_tree(directory: Path) -> None:
@@ -156,3 +150,19 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     meta_file = path / META
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     return Checkpoint(model.to(device).eval(), config, load_tokenizer(path), path, meta)
+
+
+def write_checkpoint_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Atomically create the directory ``path`` from ``fill(tmp_dir)``: :func:`save_checkpoint` and the
+    writers that have no ``nn.Module`` (averaging and merging stream raw tensors) share it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        _fsync_tree(tmp)
+        _replace_dir(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -42,3 +42,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+from . import fusion  # noqa: E402
+
+app.command("average")(fusion.average)
+app.command("merge")(fusion.merge)

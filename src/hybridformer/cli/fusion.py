@@ -1,0 +1,70 @@
+"""``hybridformer average`` and ``hybridformer merge``: fuse checkpoints into one checkpoint directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import ConfigError
+from ..fusion import METHODS, average_checkpoints, last_checkpoints, merge_checkpoints
+
+
+def average(
+    checkpoints: list[Path] = typer.Argument(..., help="Checkpoint directories, or one RUN_DIR with --last."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint directory to write (replaced atomically)."),
+    last: int = typer.Option(None, "--last", help="Average the N highest step_<N> checkpoints of RUN_DIR."),
+) -> None:
+    """Average checkpoints of one architecture, streaming tensor by tensor.
+
+    Examples:
+
+      hybridformer average runs/a/step_9000 runs/a/step_10000 --out runs/a/avg
+
+      hybridformer average --last 5 runs/a --out runs/a/avg5
+    """
+    if last is not None:
+        if len(checkpoints) != 1:
+            raise ConfigError(f"--last {last} takes exactly one RUN_DIR, got {len(checkpoints)} paths")
+        checkpoints = last_checkpoints(checkpoints[0], last)
+    written = average_checkpoints(checkpoints, out)
+    typer.echo(f"averaged {len(checkpoints)} checkpoints ({', '.join(p.name for p in checkpoints)}) -> {written}")
+
+
+def merge(
+    checkpoints: list[Path] = typer.Argument(..., help="Checkpoint directories to merge (one architecture)."),
+    method: str = typer.Option(..., "--method", help=f"One of: {', '.join(METHODS)}."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint directory to write (replaced atomically)."),
+    base: Path = typer.Option(None, "--base", help="Shared base checkpoint (task_arithmetic, ties, dare)."),
+    weights: str = typer.Option(None, "--weights", help="One weight per checkpoint, comma-separated: 0.7,0.3"),
+    density: float = typer.Option(None, "--density", help="Fraction of each task vector kept (ties: 0.2, dare: 0.1)."),
+    t: float = typer.Option(0.5, "--t", help="slerp position: 0 = first checkpoint, 1 = second."),
+    seed: int = typer.Option(0, "--seed", help="dare: seed of the random drop."),
+    combine: str = typer.Option("linear", "--combine", help="dare: combine the sparse task vectors by linear|ties."),
+) -> None:
+    """Merge checkpoint weights into one model.
+
+    Examples:
+
+      hybridformer merge --method linear --weights 0.6,0.4 seed1/best seed2/best --out soup
+
+      hybridformer merge --method slerp --t 0.3 a/best b/best --out slerp
+
+      hybridformer merge --method ties --base pre/best --density 0.2 ft1/best ft2/best --out ties
+
+      hybridformer merge --method dare --combine ties --base pre/best --density 0.5 ft1/best ft2/best --out dare
+    """
+    written = merge_checkpoints(checkpoints, method, out, base=base, weights=parse_weights(weights),
+                                density=density, t=t, seed=seed, combine=combine)
+    typer.echo(f"merged {len(checkpoints)} checkpoints with {method} -> {written}")
+
+
+def parse_weights(text: str | None) -> list[float] | None:
+    """'0.7,0.3' (or space-separated) -> [0.7, 0.3]; a bad number is a ConfigError naming it."""
+    if text is None:
+        return None
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--weights {text!r}: expected comma-separated numbers such as 0.7,0.3") from None

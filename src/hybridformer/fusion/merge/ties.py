@@ -1,0 +1,52 @@
+"""TIES-Merging: trim, elect sign, disjoint merge (Yadav et al., 2023).
+
+Averaging task vectors lets small redundant changes drown out the important ones and lets
+opposite-signed changes cancel. TIES keeps the ``density`` fraction of each task vector with
+the largest magnitude (trim), elects each parameter's sign by the larger total mass (elect),
+and averages only the values that agree with the elected sign (disjoint mean); the result is
+added to the base. ``weights`` scale each model's votes and its share of the mean.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ...errors import ConfigError
+from .base import MergeOptions, task_vectors
+
+
+class Ties:
+    needs_base = True
+    default_density = 0.2  # the paper's k = 20%
+
+    def check(self, num_models: int, options: MergeOptions) -> None:
+        if any(w <= 0 for w in options.weights):
+            raise ConfigError(f"ties: weights {list(options.weights)} must be positive")
+
+    def merge(self, name: str, models: list[Tensor], base: Tensor | None, options: MergeOptions) -> Tensor:
+        trimmed = [trim(delta, options.density) for delta in task_vectors(models, base)]
+        return base + disjoint_mean(trimmed, options.weights)
+
+
+def trim(delta: Tensor, density: float) -> Tensor:
+    """Keep the round(density · n) entries of largest magnitude (at least one), zero the rest."""
+    n = delta.numel()
+    keep = min(n, max(1, round(density * n)))
+    if keep == n:
+        return delta
+    flat = delta.flatten()
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[flat.abs().topk(keep).indices] = True
+    return (flat * mask).view_as(delta)
+
+
+def disjoint_mean(deltas: list[Tensor], weights: tuple[float, ...]) -> Tensor:
+    """Elect sign(Σ w_i δ_i) per entry, then average the nonzero δ_i that agree with it (0 if none)."""
+    stacked = torch.stack(deltas)  # (models, *shape)
+    w = torch.tensor(weights, dtype=stacked.dtype, device=stacked.device).view(-1, *([1] * (stacked.dim() - 1)))
+    elected = torch.sign((w * stacked).sum(0))
+    agree = (torch.sign(stacked) == elected) & (stacked != 0)
+    share = w * agree
+    total = share.sum(0)
+    return torch.where(total > 0, (share * stacked).sum(0) / total.clamp(min=1e-300), torch.zeros_like(total))
