@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fusion_helpers import make_checkpoint
+from fusion.fusion_helpers import make_checkpoint
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from fusion_helpers import VOCAB, tiny_config, tokenizer
+from fusion.fusion_helpers import VOCAB, tiny_config, tokenizer
 
 from hybridformer import CheckpointError, Ensemble, load_checkpoint
 from hybridformer.decoding import ModelScorer, greedy_search

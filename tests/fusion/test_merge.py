@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from fusion_helpers import tiny_config, tokenizer
+from fusion.fusion_helpers import tiny_config, tokenizer
 
 from hybridformer import CheckpointError, ConfigError, load_checkpoint, merge_checkpoints
 from hybridformer.checkpoint import load_weights
