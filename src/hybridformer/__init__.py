@@ -4,6 +4,7 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, DataError, HybridformerError
 from .models import DecoderLM, Encoder, EncoderDecoder, build_model
+from .train import train
 
 __version__ = "0.1.0"
 
@@ -12,3 +13,4 @@ __all__ = [
     "Checkpoint", "load_checkpoint", "save_checkpoint",
     "ConfigError", "CheckpointError", "DataError", "HybridformerError",
 ]
+__all__ += ["train"]
