@@ -3,11 +3,21 @@ from __future__ import annotations
 import gzip
 
 import pytest
-from tests.conftest import require_data
 
-from hybridformer.data.tokenizer import (BOS, EOS, PAD, RESERVED, char_tokenizer, decode, encode,
-                                         load_tokenizer_file, train_tokenizer, train_tokenizer_files)
+from hybridformer.data.tokenizer import (
+    BOS,
+    EOS,
+    PAD,
+    RESERVED,
+    char_tokenizer,
+    decode,
+    encode,
+    load_tokenizer_file,
+    train_tokenizer,
+    train_tokenizer_files,
+)
 from hybridformer.errors import ConfigError
+from tests.conftest import require_data
 
 TEXT = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "  two  spaces here "] * 20
 

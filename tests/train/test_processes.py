@@ -61,10 +61,11 @@ def test_sigkill_then_resume_is_exact(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one_with_accumulation(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_torchrun_two_processes_match_one_with_accumulation(tmp_path, strategy):
     common = ("model.dropout=0.0", "train.max_steps=6", "train.eval_every=3", "train.device=cpu")
     single = train(tiny(*common, "train.accumulate=2"), tmp_path / "single")
-    config = _write(tiny(*common), tmp_path / "exp.yaml")
+    config = _write(tiny(*common, f"train.strategy={strategy}", "train.ema_decay=0.9"), tmp_path / "exp.yaml")
     run = tmp_path / "ddp"
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -24,7 +25,8 @@ def train(
       torchrun --nproc-per-node 2 -m hybridformer.cli train configs/multi30k-transformer.yaml --out runs/ddp
     """
     result = run_training(config, out, overrides=set_, resume=resume, progress=progress)
-    typer.echo(f"{result.status} at step {result.step}: best valid loss {result.best_valid_loss:.4f}; "
-               f"checkpoints in {result.run_dir / 'checkpoints'}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"{result.status} at step {result.step}: best valid loss {result.best_valid_loss:.4f}; "
+                   f"checkpoints in {result.run_dir / 'checkpoints'}")
     if result.status == "diverged":
         raise typer.Exit(3)

@@ -127,3 +127,12 @@ def full_tensor(tensor: Tensor) -> Tensor:
 def full_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """Model weights gathered onto every rank, on CPU (for saving and EMA export)."""
     return {name: full_tensor(t).detach().cpu() for name, t in unwrap(model).state_dict().items()}
+
+
+def copy_full_into(dst: Tensor, full: Tensor) -> None:
+    """Copy a whole tensor into ``dst``, which may be an FSDP shard (DTensor) of it."""
+    if hasattr(dst, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        full = distribute_tensor(full.to(dst.device), dst.device_mesh, dst.placements)
+    dst.copy_(full)

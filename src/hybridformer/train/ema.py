@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .distributed import copy_full_into
+
 
 class EMA:
     """``shadow = decay * shadow + (1 - decay) * param`` after every optimizer step.
@@ -36,4 +38,4 @@ class EMA:
     def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
         self.updates = int(state["updates"])
         for name in self.shadow:
-            self.shadow[name].copy_(state[f"shadow.{name}"])
+            copy_full_into(self.shadow[name], state[f"shadow.{name}"])
