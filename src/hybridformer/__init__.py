@@ -3,16 +3,15 @@
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, load_config
 from .errors import CheckpointError, ConfigError, DataError, HybridformerError
+from .fusion import Ensemble, average_checkpoints, merge_checkpoints
 from .models import DecoderLM, Encoder, EncoderDecoder, build_model
+from .train import train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ModelConfig", "load_config", "build_model", "EncoderDecoder", "DecoderLM", "Encoder",
-    "Checkpoint", "load_checkpoint", "save_checkpoint",
+    "Checkpoint", "load_checkpoint", "save_checkpoint", "train",
+    "Ensemble", "average_checkpoints", "merge_checkpoints",
     "ConfigError", "CheckpointError", "DataError", "HybridformerError",
 ]
-
-from .fusion import Ensemble, average_checkpoints, merge_checkpoints  # noqa: E402
-
-__all__ += ["Ensemble", "average_checkpoints", "merge_checkpoints"]

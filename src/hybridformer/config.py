@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .attention import ATTENTION, kernel_options
 from .blocks import LAYERS
@@ -228,3 +228,92 @@ def load_config(path: str | Path | None, overrides: list[str] = (), cls: type[M]
     """Load ``cls`` from a YAML file (or defaults when ``path`` is None) plus overrides."""
     data = read_config_file(path) if path is not None else {}
     return parse_config(cls, apply_overrides(data, list(overrides)))
+
+
+# ----------------------------------------------------------------------------- training (data, train, experiment)
+
+
+class DataConfig(_Strict):
+    """Where training text comes from and how it becomes batches.
+
+    Seq2seq reads either plain parallel files (``train_src``/``train_tgt``, ``.gz`` allowed), a JSONL
+    file with named fields (``train_file`` + ``src_field``/``tgt_field``), or a built-in generated
+    task (``builtin``). A decoder LM reads ``train_file`` as one text (JSONL: ``tgt_field``) split into
+    blocks; without ``valid_file`` the last ``valid_fraction`` of it is held out. Relative paths are
+    relative to the working directory.
+    """
+
+    format: Literal["text", "jsonl"] = "text"
+    train_src: str | None = None
+    train_tgt: str | None = None
+    valid_src: str | None = None
+    valid_tgt: str | None = None
+    train_file: str | None = None
+    valid_file: str | None = None
+    src_field: str = "source"
+    tgt_field: str = "target"
+    valid_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    builtin: str | None = None  # name of a generated task from hybridformer.data.tasks
+    builtin_train: int = 5000
+    builtin_valid: int = 300
+    tokenizer: str | None = None  # tokenizer.json to use; None = learn one from the training text
+    tokenizer_kind: Literal["bpe", "char"] = "bpe"
+    vocab_size: int = Field(8000, ge=1)  # when learning a BPE tokenizer
+    max_src_len: int = Field(256, ge=2)  # longer pairs are dropped (and counted)
+    max_tgt_len: int = Field(256, ge=2)
+    block_size: int = Field(256, ge=1)  # LM: tokens per training block
+    max_tokens: int = Field(4096, ge=1)  # padded tokens per batch (per process, per micro-step)
+    limit_train: int | None = Field(None, ge=1)  # use only the first N training examples (quick runs)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if (self.train_src is None) != (self.train_tgt is None) or (self.valid_src is None) != (self.valid_tgt is None):
+            raise ValueError("parallel files come in pairs: set both train_src and train_tgt (and valid_src/valid_tgt)")
+        return self
+
+
+class TrainConfig(_Strict):
+    """The optimization loop: AdamW, schedule, loss, precision, evaluation, checkpoints, stopping."""
+
+    seed: int = 1
+    max_steps: int = Field(1000, ge=1)
+    lr: float = Field(5e-4, gt=0.0)
+    min_lr: float = Field(0.0, ge=0.0)
+    schedule: Literal["inverse_sqrt", "cosine", "linear", "constant"] = "inverse_sqrt"
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-8
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    clip_norm: float = Field(1.0, ge=0.0)  # 0 = no clipping
+    accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast to bfloat16
+    activation_checkpointing: bool = False
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # e.g. 0.999: EMA of the weights
+    eval_every: int = Field(200, ge=1)
+    save_every: int | None = Field(None, ge=1)  # None = eval_every
+    keep_last: int = Field(3, ge=1)
+    patience: int | None = Field(None, ge=1)  # early stopping: evaluations without improvement
+    log_every: int = Field(10, ge=1)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun with more than one process
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.min_lr > self.lr:
+            raise ValueError(f"train.min_lr={self.min_lr} must not exceed train.lr={self.lr}")
+        return self
+
+
+class ExperimentConfig(_Strict):
+    """A training recipe: ``model``, ``data`` and ``train`` sections (``configs/*.yaml``)."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        if self.model.arch == "encoder_classifier":
+            raise ValueError("model.arch: training supports arch 'encoder_decoder' and 'decoder_lm'")
+        return self

@@ -11,16 +11,22 @@ import sys
 import typer
 
 from ..errors import HybridformerError
-from . import compress, config_cmd
+from . import compress, config_cmd, fusion, tokenizer, train
 
 app = typer.Typer(
     name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Improved Transformers: long-text attention, convolution hybrids and model fusion.",
 )
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: speed and memory, measured against peers.")
+app.add_typer(bench_app, name="bench")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(tokenizer.app, name="tokenizer")
+app.command("train")(train.train)
+app.command("average")(fusion.average)
+app.command("merge")(fusion.merge)
 app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
-app.add_typer(compress.bench_app, name="bench")  # merge: add bench_compress to the shared bench group
+bench_app.command("compress")(compress.bench_compress)
 
 
 def main() -> None:
@@ -42,8 +48,3 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
-
-from . import fusion  # noqa: E402
-
-app.command("average")(fusion.average)
-app.command("merge")(fusion.merge)

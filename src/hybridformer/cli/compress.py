@@ -98,10 +98,6 @@ def _meta(meta: dict, source: Path, note: dict) -> dict:
     return {**meta, "compression": [*meta.get("compression", []), {**note, "source": str(source)}]}
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks.")
-
-
-@bench_app.command("compress")
 def bench_compress(
     config: Path = typer.Argument(None, help="Model config YAML (defaults when omitted)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set d_model=512"),

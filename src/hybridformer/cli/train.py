@@ -1,0 +1,32 @@
+"""``hybridformer train CONFIG.yaml --out RUN_DIR [--set k=v ...] [--resume]``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from ..train import train as run_training
+
+
+def train(
+    config: Path = typer.Argument(..., help="Experiment YAML with model/data/train sections (see configs/)."),
+    out: Path = typer.Option(..., "--out", help="Run directory: checkpoints, metrics.jsonl, tb/."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.lr=3e-4"),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the newest checkpoint in --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    """Train a model. Under `torchrun --nproc-per-node N` the same command runs data-parallel.
+
+    Examples:
+      hybridformer train configs/tinyshakespeare-char.yaml --out runs/shakespeare --set train.max_steps=500
+      hybridformer train configs/multi30k-transformer.yaml --out runs/m30k --resume
+      torchrun --nproc-per-node 2 -m hybridformer.cli train configs/multi30k-transformer.yaml --out runs/ddp
+    """
+    result = run_training(config, out, overrides=set_, resume=resume, progress=progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"{result.status} at step {result.step}: best valid loss {result.best_valid_loss:.4f}; "
+                   f"checkpoints in {result.run_dir / 'checkpoints'}")
+    if result.status == "diverged":
+        raise typer.Exit(3)

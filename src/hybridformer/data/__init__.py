@@ -1,0 +1,13 @@
+"""Text to batches: tokenizers, dataset readers, token-budget batching, built-in generated tasks."""
+
+from .batching import BatchStream, DataPosition, collate, make_batches
+from .datasets import DataReport, Example, lm_examples, read_jsonl, read_lines, read_parallel, seq2seq_examples
+from .tasks import TASKS, Task, make_task, number_to_words
+from .tokenizer import char_tokenizer, load_tokenizer_file, train_tokenizer, train_tokenizer_files
+
+__all__ = [
+    "BatchStream", "DataPosition", "collate", "make_batches",
+    "DataReport", "Example", "lm_examples", "read_jsonl", "read_lines", "read_parallel", "seq2seq_examples",
+    "TASKS", "Task", "make_task", "number_to_words",
+    "char_tokenizer", "load_tokenizer_file", "train_tokenizer", "train_tokenizer_files",
+]

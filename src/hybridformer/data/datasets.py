@@ -1,0 +1,175 @@
+"""Reading training text: parallel files, JSONL with named fields, monolingual text in fixed blocks.
+
+Nothing is silent: invalid UTF-8 names the file and line, mismatched parallel files name both
+files and both counts, and dropped (empty or over-long) pairs are counted in a ``DataReport``.
+Examples are token-id lists ready for batching: ``src`` (encoder input, ends with </s>),
+``tgt_in`` (decoder input, starts with <s>) and ``tgt_out`` (what the decoder must predict).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from ..errors import DataError
+from .tokenizer import BOS, EOS, encode
+
+
+@dataclass
+class Example:
+    src: list[int]  # empty for language modelling
+    tgt_in: list[int]
+    tgt_out: list[int]
+
+    @property
+    def size(self) -> int:
+        """Padded-batch cost of this example: the longer of its encoder and decoder sequences."""
+        return max(len(self.src), len(self.tgt_in))
+
+
+@dataclass
+class DataReport:
+    """What was read and what was dropped, to print rather than hide."""
+
+    source: str
+    read: int = 0
+    kept: int = 0
+    dropped_empty: int = 0
+    dropped_long: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{self.source}: {self.kept} examples from {self.read} read"
+        if self.dropped_empty or self.dropped_long:
+            text += f" (dropped {self.dropped_empty} empty, {self.dropped_long} longer than the limit)"
+        return text
+
+
+# ----------------------------------------------------------------------------- raw text
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+
+
+def read_text(path: str | Path) -> str:
+    """The whole file as text (``.gz`` decompressed); invalid UTF-8 names the file and line."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: invalid UTF-8 (byte {raw[exc.start]:#04x}); "
+                        "convert the file to UTF-8, e.g. with iconv") from None
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Lines of a text file without their line endings (``\\r\\n`` too)."""
+    text = read_text(path)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[tuple[str, str]]:
+    """Aligned line pairs of two files; different line counts are an error naming both."""
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise DataError(f"parallel files differ in length: {src_path} has {len(src)} lines, "
+                        f"{tgt_path} has {len(tgt)}")
+    return list(zip(src, tgt, strict=True))
+
+
+def read_jsonl(path: str | Path, fields: Sequence[str]) -> list[tuple[str, ...]]:
+    """One tuple of ``fields`` per JSON line. A field may be dotted (``target.0``); lists of strings are joined."""
+    path = Path(path)
+    rows = []
+    for number, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        rows.append(tuple(_field(record, name, f"{path}:{number}") for name in fields))
+    return rows
+
+
+def _field(record: Any, name: str, where: str) -> str:
+    value = record
+    for part in name.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            keys = ", ".join(sorted(value)) if isinstance(value, dict) else type(value).__name__
+            raise DataError(f"{where}: no field {name!r} (available: {keys})")
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " ".join(value)
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {name!r} is {type(value).__name__}, expected text")
+    return value
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+def seq2seq_examples(
+    pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer, *, max_src_len: int, max_tgt_len: int, source: str,
+) -> tuple[list[Example], DataReport]:
+    """Tokenize pairs; drop empty pairs and pairs over the length limits (counted in the report)."""
+    report = DataReport(source, read=len(pairs))
+    src_ids = encode(tokenizer, [s for s, _ in pairs])
+    tgt_ids = encode(tokenizer, [t for _, t in pairs])
+    examples = []
+    for (src_text, tgt_text), src, tgt in zip(pairs, src_ids, tgt_ids, strict=True):
+        if not src_text.strip() or not tgt_text.strip():
+            report.dropped_empty += 1
+        elif len(src) + 1 > max_src_len or len(tgt) + 1 > max_tgt_len:
+            report.dropped_long += 1
+        else:
+            examples.append(Example(src + [EOS], [BOS] + tgt, tgt + [EOS]))
+    report.kept = len(examples)
+    return examples, report
+
+
+def lm_examples(text: str, tokenizer: Tokenizer, *, block_size: int, source: str) -> tuple[list[Example], DataReport]:
+    """Split one long token stream into non-overlapping blocks of ``block_size`` next-token predictions."""
+    lines = text.splitlines(keepends=True)
+    stream = [BOS] + [i for ids in encode(tokenizer, lines) for i in ids]
+    count = (len(stream) - 1) // block_size
+    examples = [Example([], stream[i * block_size: (i + 1) * block_size],
+                        stream[i * block_size + 1: (i + 1) * block_size + 1]) for i in range(count)]
+    report = DataReport(source, read=count, kept=count)
+    if count == 0:
+        raise DataError(f"{source}: {len(stream) - 1} tokens is less than one block of {block_size}; "
+                        "lower data.block_size or add text")
+    dropped = len(stream) - 1 - count * block_size
+    if dropped:
+        report.notes.append(f"last {dropped} tokens do not fill a block and are unused")
+    return examples, report
+
+
+def split_text(text: str, valid_fraction: float) -> tuple[str, str]:
+    """First ``1 - valid_fraction`` of the text for training, the rest for validation (at a line break)."""
+    cut = int(len(text) * (1.0 - valid_fraction))
+    newline = text.rfind("\n", 0, cut)
+    cut = newline + 1 if newline > 0 else cut
+    return text[:cut], text[cut:]

@@ -1,0 +1,129 @@
+"""Tokenizers: subword BPE (Sennrich et al., 2016) with byte fallback, or characters, on HF ``tokenizers``.
+
+Every tokenizer made here has the same fixed layout so that it fits any ModelConfig:
+ids 0-3 are ``<pad> <s> </s> <unk>`` (ModelConfig's pad/bos/eos ids), ids 4-259 are the 256
+byte tokens ``<0x00>..<0xFF>``, and the learned symbols follow. A character the tokenizer
+never saw is spelled as its UTF-8 bytes (byte fallback, as in SentencePiece/Llama), so no
+input is ever unknown and decoding gives the input back exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from ..errors import ConfigError, DataError
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+PAD, BOS, EOS, UNK = range(4)
+BYTES = [f"<0x{i:02X}>" for i in range(256)]
+RESERVED = len(SPECIALS) + len(BYTES)
+SPACE = "▁"  # word-boundary marker, SentencePiece style: spaces survive the round trip
+
+TokenizerKind = Literal["bpe", "char"]
+
+
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = 8000, *, kind: TokenizerKind = "bpe", min_frequency: int = 2,
+) -> Tokenizer:
+    """Learn a tokenizer from an iterable of texts (lines or documents).
+
+    ``kind="bpe"``: up to ``vocab_size`` ids in total (special and byte tokens included).
+    ``kind="char"``: one id per character seen (``vocab_size`` is ignored), for character LMs.
+    """
+    if kind == "char":
+        chars = {"\n"} | {ch for text in texts for ch in text}  # line breaks matter to an LM
+        return _assemble(sorted(chars), [], kind="char")
+    if kind != "bpe":
+        raise ConfigError(f"tokenizer kind must be 'bpe' or 'char', got {kind!r}")
+    if vocab_size <= RESERVED:
+        raise ConfigError(f"vocab_size={vocab_size} must exceed the {RESERVED} reserved special and byte tokens")
+    learner = Tokenizer(models.BPE(unk_token="<unk>"))
+    learner.normalizer, learner.pre_tokenizer = _bpe_normalizer(), _bpe_pre_tokenizer()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(BYTES), special_tokens=SPECIALS, min_frequency=min_frequency,
+        show_progress=False,
+    )
+    learner.train_from_iterator(texts, trainer)
+    learned = json.loads(learner.to_str())["model"]
+    symbols = [t for t, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]) if t not in SPECIALS]
+    return _assemble(symbols, [tuple(m) for m in learned["merges"]], kind="bpe")
+
+
+def char_tokenizer(alphabet: Iterable[str]) -> Tokenizer:
+    """A character tokenizer over a known alphabet (generated tasks know theirs in advance)."""
+    return _assemble(sorted(set(alphabet)), [], kind="char")
+
+
+def train_tokenizer_files(
+    files: Iterable[str | Path], vocab_size: int = 8000, *, kind: TokenizerKind = "bpe", min_frequency: int = 2,
+) -> Tokenizer:
+    """``train_tokenizer`` over the lines of plain-text files (``.gz`` allowed); bad UTF-8 is a DataError."""
+    from .datasets import read_lines
+
+    def lines() -> Iterator[str]:
+        for file in files:
+            yield from read_lines(file)
+
+    return train_tokenizer(lines(), vocab_size, kind=kind, min_frequency=min_frequency)
+
+
+def load_tokenizer_file(path: str | Path) -> Tokenizer:
+    """Read a ``tokenizer.json`` and check it has the special-token layout the models expect."""
+    path = Path(path)
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises plain Exception subclasses
+        raise DataError(f"{path}: cannot read tokenizer ({exc})") from None
+    check_special_ids(tokenizer, str(path))
+    return tokenizer
+
+
+def check_special_ids(tokenizer: Tokenizer, where: str, pad_id: int = PAD, bos_id: int = BOS,
+                      eos_id: int = EOS) -> None:
+    """The tokenizer's ``<pad> <s> </s>`` ids must be the model's pad/bos/eos ids."""
+    for token, want in (("<pad>", pad_id), ("<s>", bos_id), ("</s>", eos_id)):
+        got = tokenizer.token_to_id(token)
+        if got != want:
+            raise ConfigError(f"{where}: token {token} has id {got}, but the model expects {want}; "
+                              "retrain it with `hybridformer tokenizer train` or fix model.pad_id/bos_id/eos_id")
+
+
+def encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text (no special tokens added; the data pipeline adds <s> and </s>)."""
+    return [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+def decode(tokenizer: Tokenizer, ids: list[int]) -> str:
+    """Text of ``ids``, skipping <pad>, <s> and </s>."""
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _bpe_normalizer() -> normalizers.Normalizer:
+    # "a b" -> "▁a▁b": a leading marker on every word, spaces kept exactly (also runs of them).
+    return normalizers.Sequence([normalizers.Prepend(SPACE), normalizers.Replace(" ", SPACE)])
+
+
+def _bpe_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="never")
+
+
+def _assemble(symbols: list[str], merges: list[tuple[str, str]], *, kind: TokenizerKind) -> Tokenizer:
+    """Lay out specials, bytes, then ``symbols``; the model falls back to bytes for anything else."""
+    vocab = {token: i for i, token in enumerate(SPECIALS + BYTES)}
+    for symbol in symbols:
+        vocab.setdefault(symbol, len(vocab))
+    tokenizer = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True))
+    if kind == "char":
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), "isolated")
+        tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    else:
+        tokenizer.normalizer, tokenizer.pre_tokenizer = _bpe_normalizer(), _bpe_pre_tokenizer()
+        tokenizer.decoder = decoders.Sequence([
+            decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tokenizer.add_special_tokens(SPECIALS)
+    return tokenizer

@@ -1,0 +1,41 @@
+"""Exponential moving average of the weights (Polyak & Juditsky, 1992), kept in float32 beside training."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .distributed import copy_full_into
+
+
+class EMA:
+    """``shadow = decay * shadow + (1 - decay) * param`` after every optimizer step.
+
+    The first steps use ``min(decay, (1 + n) / (10 + n))`` so early noise fades fast (as in
+    TensorFlow's ExponentialMovingAverage with num_updates).
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay, self.updates = decay, 0
+        self.shadow = {name: p.detach().float().clone() for name, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, param in model.named_parameters():
+            self.shadow[name].lerp_(param.detach().float(), 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Write the averaged weights into ``model`` (a separate copy used for export)."""
+        for name, param in model.named_parameters():
+            param.copy_(self.shadow[name].to(param.dtype))
+
+    def state_dict(self) -> dict[str, Tensor | int]:
+        return {"updates": self.updates, **{f"shadow.{k}": v for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
+        self.updates = int(state["updates"])
+        for name in self.shadow:
+            copy_full_into(self.shadow[name], state[f"shadow.{name}"])

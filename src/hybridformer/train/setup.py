@@ -1,0 +1,117 @@
+"""From an ExperimentConfig to what the loop needs: a tokenizer, tokenized examples, a model config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from ..config import DataConfig, ExperimentConfig, ModelConfig
+from ..data.datasets import (
+    DataReport,
+    Example,
+    lm_examples,
+    read_jsonl,
+    read_parallel,
+    read_text,
+    seq2seq_examples,
+    split_text,
+)
+from ..data.tasks import make_task
+from ..data.tokenizer import check_special_ids, load_tokenizer_file, train_tokenizer
+from ..errors import ConfigError
+
+
+@dataclass
+class RawData:
+    """Untokenized text: pairs for seq2seq, one long text each for an LM."""
+
+    train: list[tuple[str, str]] | str
+    valid: list[tuple[str, str]] | str
+    tokenizer: Tokenizer | None = None  # a generated task brings its own
+
+    def texts(self) -> list[str]:
+        """Training text to learn a tokenizer from (both sides: a joint vocabulary)."""
+        if isinstance(self.train, str):
+            return self.train.splitlines()
+        return [s for s, _ in self.train] + [t for _, t in self.train]
+
+
+def read_raw(data: DataConfig, lm: bool) -> RawData:
+    """Read the configured source; every missing piece is a ConfigError naming the data.* key."""
+    if data.builtin is not None:
+        if lm:
+            raise ConfigError("data.builtin tasks are seq2seq; use model.arch=encoder_decoder")
+        task = make_task(data.builtin, data.builtin_train, data.builtin_valid)
+        return RawData(task.train, task.valid, task.tokenizer)
+    if lm:
+        if data.train_file is None:
+            raise ConfigError("data.train_file: a language model needs a training text file")
+        train = _lm_text(data, data.train_file)
+        if data.valid_file is None:
+            train, valid = split_text(train, data.valid_fraction)
+        else:
+            valid = _lm_text(data, data.valid_file)
+        return RawData(train, valid)
+    if data.format == "jsonl":
+        if data.train_file is None or data.valid_file is None:
+            raise ConfigError("data.train_file and data.valid_file: JSONL seq2seq data needs both")
+        fields = (data.src_field, data.tgt_field)
+        return RawData(read_jsonl(data.train_file, fields), read_jsonl(data.valid_file, fields))
+    if data.train_src is None or data.valid_src is None:
+        raise ConfigError("data.train_src/train_tgt and data.valid_src/valid_tgt: seq2seq text data needs all four "
+                          "(or data.format=jsonl with data.train_file, or data.builtin)")
+    return RawData(read_parallel(data.train_src, data.train_tgt), read_parallel(data.valid_src, data.valid_tgt))
+
+
+def _lm_text(data: DataConfig, path: str) -> str:
+    if data.format == "jsonl":
+        return "\n".join(text for (text,) in read_jsonl(path, (data.tgt_field,))) + "\n"
+    return read_text(path)
+
+
+def get_tokenizer(cfg: ExperimentConfig, raw: RawData, saved: Path | None) -> Tokenizer:
+    """The run's saved tokenizer (resume), the configured file, the task's own, or a freshly learned one."""
+    if saved is not None and saved.exists():
+        tokenizer = load_tokenizer_file(saved)
+    elif cfg.data.tokenizer is not None:
+        tokenizer = load_tokenizer_file(cfg.data.tokenizer)
+    elif raw.tokenizer is not None:
+        tokenizer = raw.tokenizer
+    else:
+        tokenizer = train_tokenizer(raw.texts(), cfg.data.vocab_size, kind=cfg.data.tokenizer_kind)
+    check_special_ids(tokenizer, "tokenizer", cfg.model.pad_id, cfg.model.bos_id, cfg.model.eos_id)
+    return tokenizer
+
+
+def model_config_for(model: ModelConfig, tokenizer: Tokenizer) -> ModelConfig:
+    """The model's vocabulary is the tokenizer's."""
+    return model.model_copy(update={"vocab_size": tokenizer.get_vocab_size()})
+
+
+def tokenize(cfg: ExperimentConfig, raw: RawData, tokenizer: Tokenizer,
+             log: Callable[[str], None]) -> tuple[list[Example], list[Example]]:
+    """Tokenized train and validation examples; what was dropped is logged, never hidden."""
+    data = cfg.data
+    out: list[list[Example]] = []
+    for name, part in (("train", raw.train), ("valid", raw.valid)):
+        if isinstance(part, str):
+            examples, report = lm_examples(part, tokenizer, block_size=data.block_size, source=name)
+        else:
+            examples, report = seq2seq_examples(part, tokenizer, max_src_len=data.max_src_len,
+                                                max_tgt_len=data.max_tgt_len, source=name)
+        if name == "train" and data.limit_train is not None:
+            examples = examples[: data.limit_train]
+            report.notes.append(f"limited to the first {len(examples)} (data.limit_train)")
+        _log_report(report, log)
+        if not examples:
+            raise ConfigError(f"no {name} examples left after filtering; check the data files and "
+                              "data.max_src_len/max_tgt_len")
+        out.append(examples)
+    return out[0], out[1]
+
+
+def _log_report(report: DataReport, log: Callable[[str], None]) -> None:
+    log(report.summary() + "".join(f"; {note}" for note in report.notes))

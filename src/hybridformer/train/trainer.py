@@ -1,0 +1,330 @@
+"""The training loop: AdamW, scheduled lr, label smoothing, accumulation, clipping, EMA, exact resume.
+
+Exact resume rests on three choices: the global RNG is reseeded from ``(seed, step, rank)``
+before every step (so no RNG state has to survive a crash), the learning rate is a pure
+function of the step, and the data order is a pure function of ``(seed, epoch)`` plus a saved
+position. The optimizer state, EMA and counters go into ``trainer_state.pt`` inside the same
+atomic checkpoint write as the weights. A run killed at any moment and resumed with
+``--resume`` therefore produces the same losses, step for step, as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..blocks import Layer
+from ..checkpoint import load_checkpoint, load_config_file, load_state_into, load_weights, save_checkpoint
+from ..config import ExperimentConfig, load_config
+from ..data.batching import BatchStream, DataPosition, collate, make_batches
+from ..errors import ConfigError
+from ..models import build_model
+from . import distributed as D
+from .ema import EMA
+from .logging import MetricsLog, ProgressBar
+from .losses import label_smoothed_nll
+from .schedules import build_schedule
+from .setup import get_tokenizer, model_config_for, read_raw, tokenize
+from .state import RunDir, read_trainer_state, write_trainer_state
+
+
+@dataclass
+class TrainResult:
+    status: Literal["completed", "early_stopped", "diverged"]
+    step: int
+    best_valid_loss: float
+    last_valid_loss: float
+    checkpoint: Path | None  # newest step checkpoint
+    run_dir: Path
+    message: str = ""
+
+
+def train(config: ExperimentConfig | str | Path, out: str | Path, *, overrides: list[str] = (),
+          resume: bool = False, progress: bool = False) -> TrainResult:
+    """Train the model of ``config`` (an ExperimentConfig or a YAML path) into run directory ``out``.
+
+    ``resume=True`` continues from the newest checkpoint in ``out`` exactly where it stopped.
+    Works unchanged under ``torchrun`` (one process per device; only rank 0 writes).
+    """
+    if not isinstance(config, ExperimentConfig):
+        config = load_config(config, list(overrides), ExperimentConfig)
+    env = D.init_distributed(config.train.device)
+    try:
+        return _Trainer(config, RunDir(out), env, resume=resume, progress=progress).run()
+    finally:
+        D.shutdown(env)
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each layer's activations in the backward pass instead of storing them (Chen et al., 2016)."""
+    for module in model.modules():
+        if isinstance(module, Layer):
+            module.forward = functools.partial(checkpoint, module.forward, use_reentrant=False)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step) * 1009 + rank
+
+
+class _Trainer:
+    def __init__(self, cfg: ExperimentConfig, run: RunDir, env: D.DistEnv, *, resume: bool, progress: bool) -> None:
+        self.cfg, self.run_dir, self.env, self.t = cfg, run, env, cfg.train
+        self.device = D.resolve_device(self.t.device, env)
+        self.bar = ProgressBar(self.t.max_steps, 0, enabled=False)
+        resume_from = self._check_run_dir(resume)
+        lm = cfg.model.arch == "decoder_lm"
+        raw = read_raw(cfg.data, lm)
+        if env.is_main and not (resume_from and run.tokenizer.exists()):
+            run.root.mkdir(parents=True, exist_ok=True)
+            get_tokenizer(cfg, raw, None).save(str(run.tokenizer))
+        D.barrier(env)  # the others read the tokenizer rank 0 learned, so all ranks share one vocabulary
+        self.tokenizer = get_tokenizer(cfg, raw, run.tokenizer)
+        self.model_cfg = model_config_for(cfg.model, self.tokenizer)
+        self.train_examples, self.valid_examples = tokenize(cfg, raw, self.tokenizer, self.log)
+        torch.manual_seed(self.t.seed)
+        model = build_model(self.model_cfg)
+        state = self._restore_weights(model, resume_from) if resume_from else None
+        if self.t.activation_checkpointing:
+            enable_activation_checkpointing(model)
+        self.model = D.wrap_model(model.to(self.device), env, self.t.strategy, self.device)
+        self.optimizer = self._optimizer()
+        self.ema = EMA(D.unwrap(self.model), self.t.ema_decay) if self.t.ema_decay else None
+        self.schedule = build_schedule(self.t.schedule, lr=self.t.lr, warmup_steps=self.t.warmup_steps,
+                                       total_steps=self.t.max_steps, min_lr=self.t.min_lr)
+        self.step, self.best, self.bad_evals, self.last_valid = 0, math.inf, 0, math.nan
+        position = DataPosition()
+        if state is not None:
+            self._restore_state(state)
+            position = DataPosition.from_state(state["data"])
+        self.stream = BatchStream(self.train_examples, cfg.data.max_tokens, seed=self.t.seed,
+                                  per_step=self.t.accumulate * env.world_size, position=position)
+        if env.is_main:
+            run.config.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            if resume_from:
+                run.truncate_metrics(self.step)
+        self.metrics = MetricsLog(run.metrics, run.tensorboard, enabled=env.is_main,
+                                  purge_step=self.step + 1 if resume_from else None)
+        self.bar = ProgressBar(self.t.max_steps, self.step, enabled=progress and env.is_main)
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def log(self, message: str) -> None:
+        if self.env.is_main:
+            self.bar.print(message)
+
+    def _check_run_dir(self, resume: bool) -> Path | None:
+        latest = self.run_dir.latest()
+        if resume:
+            if latest is None:
+                self.log(f"no checkpoint in {self.run_dir.checkpoints}; starting from scratch")
+            return latest
+        if latest is not None:
+            raise ConfigError(f"{self.run_dir.root} already holds checkpoints (newest {latest.name}); "
+                              "pass --resume to continue it or choose another --out")
+        return None
+
+    def _restore_weights(self, model: nn.Module, checkpoint_dir: Path) -> dict:
+        saved = load_config_file(checkpoint_dir)
+        if saved != self.model_cfg:
+            mine, theirs = self.model_cfg.model_dump(), saved.model_dump()
+            keys = [k for k in mine if mine[k] != theirs.get(k)]
+            raise ConfigError(f"--resume: model config differs from {checkpoint_dir} in: {', '.join(keys)}")
+        load_state_into(model, load_weights(checkpoint_dir), checkpoint_dir)
+        self.log(f"resuming from {checkpoint_dir}")
+        return read_trainer_state(checkpoint_dir)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """AdamW (Loshchilov & Hutter, 2019); no weight decay on biases, norms and other vectors."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": self.t.weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.t.lr, betas=self.t.betas, eps=self.t.adam_eps)
+
+    def _fsdp(self) -> bool:
+        return self.env.active and self.t.strategy == "fsdp"
+
+    def _optimizer_state(self) -> dict:
+        if self._fsdp():
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            return get_optimizer_state_dict(self.model, self.optimizer,
+                                            options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return self.optimizer.state_dict()
+
+    def _restore_state(self, state: dict) -> None:
+        if self._fsdp():
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.best, self.bad_evals = int(state["step"]), float(state["best"]), int(state["bad_evals"])
+        self.last_valid = float(state.get("last_valid", math.nan))
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> TrainResult:
+        status, message = "completed", ""
+        since, tokens_seen = time.perf_counter(), 0
+        try:
+            while self.step < self.t.max_steps:
+                self.step += 1
+                loss, nll, tokens, grad_norm = self._train_step()
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                    latest = self.run_dir.latest()
+                    status = "diverged"
+                    message = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} at step "
+                               f"{self.step} (loss={loss}, grad_norm={grad_norm}); stopped without updating. "
+                               f"Last good checkpoint: {latest or 'none'}. Lower train.lr, raise "
+                               "train.warmup_steps or use precision=fp32, then resume.")
+                    self.step -= 1
+                    break
+                tokens_seen += tokens
+                if self.step % self.t.log_every == 0 or self.step == self.t.max_steps:
+                    elapsed = max(time.perf_counter() - since, 1e-9)
+                    rate = tokens_seen / elapsed
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.metrics.write("train", self.step, {
+                        "loss": loss, "nll": nll, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": rate,
+                        "epoch": self.stream.position.epoch})
+                    self.bar.update(self.step, loss, lr, rate)
+                    since, tokens_seen = time.perf_counter(), 0
+                stop = self._maybe_evaluate()
+                save_every = self.t.save_every or self.t.eval_every
+                if self.step % save_every == 0 or self.step == self.t.max_steps or stop:
+                    self._save()
+                if stop:
+                    status = "early_stopped"
+                    message = (f"validation loss did not improve for {self.t.patience} evaluations; "
+                               f"best {self.best:.4f}")
+                    break
+        finally:
+            self.bar.close()
+            self.metrics.close()
+        if message:
+            self.log(message)
+        return TrainResult(status, self.step, self.best, self.last_valid, self.run_dir.latest(),
+                           self.run_dir.root, message)
+
+    def _train_step(self) -> tuple[float, float, int, float]:
+        """One optimizer step over this rank's micro-batches; returns global (loss, nll/token, tokens, grad norm)."""
+        torch.manual_seed(step_seed(self.t.seed, self.step, self.env.rank))
+        batches = self.stream.next_step()[self.env.rank:: self.env.world_size]
+        lr = self.schedule(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        totals = torch.zeros(3, dtype=torch.float64)  # sum of per-batch mean losses, nll sum, tokens
+        for index, examples in enumerate(batches):
+            with D.no_sync_unless(self.model, index == len(batches) - 1):
+                loss_sum, nll_sum, count = self._forward(examples)
+                loss = loss_sum / count.clamp(min=1)
+                (loss / len(batches)).backward()
+            totals += torch.stack([loss.detach(), nll_sum.detach(), count]).double().cpu()
+        D.all_reduce_sum(totals, self.env)
+        mean_loss = totals[0].item() / (len(batches) * self.env.world_size)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.clip_norm or math.inf)
+        grad_norm = float(D.full_tensor(norm))
+        if math.isfinite(mean_loss) and math.isfinite(grad_norm):
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(D.unwrap(self.model))
+        self.optimizer.zero_grad(set_to_none=True)
+        tokens = int(totals[2].item())
+        return mean_loss, totals[1].item() / max(tokens, 1), tokens, grad_norm
+
+    def _forward(self, examples: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in collate(examples, self.model_cfg.pad_id).items()}
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.t.precision == "bf16")
+        with autocast:
+            logits = self.model(batch["src"], batch["tgt_in"]) if "src" in batch else self.model(batch["tgt_in"])
+        return label_smoothed_nll(logits, batch["tgt_out"], epsilon=self.t.label_smoothing,
+                                  ignore_index=self.model_cfg.pad_id)
+
+    # ------------------------------------------------------------------ evaluation and checkpoints
+
+    def _maybe_evaluate(self) -> bool:
+        """Validate every ``eval_every`` steps; True when early stopping says stop."""
+        if self.step % self.t.eval_every and self.step != self.t.max_steps:
+            return False
+        self.last_valid = self.validation_loss()
+        improved = self.last_valid < self.best
+        if improved:
+            self.best, self.bad_evals = self.last_valid, 0
+            self._save_export(self.run_dir.best, None)
+        else:
+            self.bad_evals += 1
+        self.metrics.write("valid", self.step, {"loss": self.last_valid, "ppl": math.exp(min(self.last_valid, 50)),
+                                                "best": self.best})
+        self.log(f"step {self.step}: valid loss {self.last_valid:.4f} (best {self.best:.4f})")
+        return self.t.patience is not None and self.bad_evals >= self.t.patience
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Token-level NLL (nats/token) over the whole validation set, summed across ranks."""
+        model = D.unwrap(self.model)
+        model.eval()
+        batches = make_batches([ex.size for ex in self.valid_examples], self.cfg.data.max_tokens, seed=0, epoch=0,
+                               shuffle=False)
+        shard = not self._fsdp()  # FSDP ranks must run the same forwards: each evaluates everything
+        mine = batches[self.env.rank:: self.env.world_size] if shard else batches
+        totals = torch.zeros(2, dtype=torch.float64)
+        for indices in mine:
+            _, nll_sum, count = self._forward([self.valid_examples[i] for i in indices])
+            totals += torch.stack([nll_sum, count]).double().cpu()
+        if shard:
+            D.all_reduce_sum(totals, self.env)
+        return totals[0].item() / max(totals[1].item(), 1.0)
+
+    def _export_model(self, ema: dict[str, torch.Tensor] | None) -> nn.Module:
+        """The model to write: the live one, or a plain CPU copy (FSDP: gathered; EMA: averaged weights)."""
+        if ema is None and not self._fsdp():
+            return D.unwrap(self.model)
+        model = build_model(self.model_cfg)
+        load_state_into(model, D.full_state_dict(self.model), self.run_dir.root)
+        if ema is not None:
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    param.copy_(ema[name])
+        return model
+
+    def _save_export(self, path: Path, ema: dict[str, torch.Tensor] | None, **extra) -> None:
+        model = self._export_model(ema)  # collective under FSDP: every rank takes part
+        if self.env.is_main:
+            save_checkpoint(path, model, self.model_cfg, self.tokenizer,
+                            meta={"step": self.step, "valid_loss": self.last_valid}, **extra)
+
+    def _save(self) -> None:
+        state = {"step": self.step, "best": self.best, "bad_evals": self.bad_evals, "last_valid": self.last_valid,
+                 "data": self.stream.position.state_dict(), "optimizer": self._optimizer_state(),
+                 "ema": self.ema.state_dict() if self.ema is not None else {},
+                 "world_size": self.env.world_size}
+        if self.ema is not None:
+            state["ema"] = {k: D.full_tensor(v).cpu() if isinstance(v, torch.Tensor) else v
+                            for k, v in state["ema"].items()}
+            shadow = {k.removeprefix("shadow."): v for k, v in state["ema"].items() if k.startswith("shadow.")}
+            self._save_export(self.run_dir.ema, shadow)
+        self._save_export(self.run_dir.step_dir(self.step), None,
+                          write_extra=lambda tmp: write_trainer_state(tmp, state))
+        if self.env.is_main:
+            self.run_dir.prune(self.t.keep_last)
+        D.barrier(self.env)
+
+
+def export_ema(run_dir: str | Path, out: str | Path) -> Path:
+    """Copy a run's EMA weights out as an ordinary checkpoint directory (for generate/evaluate/average)."""
+    source = RunDir(run_dir).ema
+    ckpt = load_checkpoint(source)
+    return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.tokenizer, meta=ckpt.meta)

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hybridformer.errors import ConfigError
+from hybridformer.train.losses import label_smoothed_nll
+from hybridformer.train.schedules import build_schedule
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_label_smoothing_matches_torch(eps):
+    logits = torch.randn(3, 5, 11)
+    target = torch.randint(1, 11, (3, 5))
+    target[0, 3:] = 0  # padding
+    loss, nll, count = label_smoothed_nll(logits, target, epsilon=eps, ignore_index=0)
+    want = F.cross_entropy(logits.view(-1, 11), target.view(-1), ignore_index=0, label_smoothing=eps,
+                           reduction="sum")
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(nll, F.cross_entropy(logits.view(-1, 11), target.view(-1), ignore_index=0,
+                                                    reduction="sum"))
+    assert count.item() == 13
+
+
+def test_schedules_by_hand():
+    inv = build_schedule("inverse_sqrt", lr=1.0, warmup_steps=4, total_steps=100)
+    assert [inv(s) for s in (1, 2, 4)] == [0.25, 0.5, 1.0]
+    assert inv(16) == pytest.approx(0.5)
+    cos = build_schedule("cosine", lr=1.0, warmup_steps=10, total_steps=110, min_lr=0.1)
+    assert cos(10) == 1.0 and cos(60) == pytest.approx(0.55) and cos(110) == pytest.approx(0.1)
+    assert cos(500) == pytest.approx(0.1)
+    lin = build_schedule("linear", lr=2.0, warmup_steps=0, total_steps=10)
+    assert lin(5) == pytest.approx(1.0)
+    assert build_schedule("constant", lr=3.0, warmup_steps=0, total_steps=1)(1000) == 3.0
+    assert all(math.isfinite(inv(s)) for s in range(1, 50))
+    with pytest.raises(ConfigError, match="allowed"):
+        build_schedule("step", lr=1.0, warmup_steps=0, total_steps=1)
