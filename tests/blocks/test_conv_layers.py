@@ -7,7 +7,7 @@ import torch
 
 from hybridformer import ModelConfig, build_model
 from hybridformer.attention import ATTENTION
-from hybridformer.blocks import LAYERS
+from hybridformer.blocks import LAYERS, Residual
 from hybridformer.config import load_config
 from hybridformer.decoding import ModelScorer
 from hybridformer.errors import ConfigError
@@ -16,11 +16,13 @@ CASES = [(name, {}) for name in LAYERS] + [("branchformer", {"merge": "learned"}
 IDS = [name + "".join(f"-{v}" for v in conv.values()) for name, conv in CASES]
 
 
-def config(layer: str, conv: dict, arch: str, *, position: str = "sinusoidal", attention: str = "full") -> ModelConfig:
+def config(layer: str, conv: dict, arch: str, *, position: str = "sinusoidal", attention: str = "full",
+           **model) -> ModelConfig:
+    """Two tiny layers per stack, grouped-query attention (kv_heads=1), no dropout."""
     conv = {"kernel_size": 3, "heads": 2, **conv}
     stack = {"layers": 2, "layer": layer, "attention": {"name": attention}, "conv": conv}
-    return ModelConfig(arch=arch, vocab_size=40, d_model=16, heads=2, ffn_dim=32, dropout=0.0, position=position,
-                       encoder=stack, decoder=stack)
+    return ModelConfig(arch=arch, vocab_size=40, d_model=16, heads=2, kv_heads=1, ffn_dim=32, dropout=0.0,
+                       position=position, encoder=stack, decoder=stack, **model)
 
 
 def tokens(*shape: int) -> torch.Tensor:
@@ -90,6 +92,21 @@ def test_incremental_decoding_equals_full_causal_forward(layer, conv, arch, posi
         full, state = model(tgt), scorer.init_state()
     stepped = step_through(scorer, state, tgt, prompt=3)
     torch.testing.assert_close(stepped, torch.log_softmax(full[:, 2:], -1), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scheme", [{"norm_placement": "post", "residual": "deepnet"}, {"residual": "rezero"},
+                                    {"norm": "rmsnorm", "activation": "swiglu", "position": "t5"}])
+@pytest.mark.parametrize("layer", ["conformer", "ebranchformer", "lsra"])
+def test_conv_layers_compose_with_residual_and_norm_options(layer, scheme):
+    model = build_model(config(layer, {}, "encoder_decoder", **scheme)).eval()
+    for module in model.modules():
+        if isinstance(module, Residual) and module.gate is not None:
+            module.gate.data.fill_(0.5)  # ReZero starts as the identity; open the gates so the mixers count
+    src, tgt = tokens(2, 6), tokens(2, 5)
+    full = model(src, tgt)
+    scorer = ModelScorer(model)
+    stepped = step_through(scorer, scorer.init_state(src), tgt, prompt=1)
+    torch.testing.assert_close(stepped, torch.log_softmax(full, -1), atol=1e-5, rtol=1e-4)
 
 
 def test_cache_reorder_follows_beams():
