@@ -7,7 +7,6 @@ layer is one residual layer built exactly as a model builds it (``build_stack``,
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ class LayerResult:
     batch: int
     causal: bool
     params: int
-    us_per_token: float  # forward + backward, median over repeats
+    us_per_token: float  # forward + backward, best of the repeats (least disturbed by other load)
     peak_mib: float | None  # extra memory during one forward + backward (None when not measurable)
 
     def as_dict(self) -> dict:
@@ -65,7 +64,7 @@ def bench_layer(layer: str, d_model: int, length: int, *, batch: int = 1, causal
     return LayerResult(
         layer=layer, d_model=d_model, length=length, batch=batch, causal=causal,
         params=sum(p.numel() for p in stack.layers.parameters()),
-        us_per_token=statistics.median(times) / (batch * length) * 1e6,
+        us_per_token=min(times) / (batch * length) * 1e6,
         peak_mib=None if peak is None else peak / 2**20,
     )
 

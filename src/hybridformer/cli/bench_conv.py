@@ -30,7 +30,7 @@ def layers(
     batch: int = typer.Option(1, help="Sequences per pass."),
     causal: bool = typer.Option(False, "--causal/--bidirectional", help="Decoder (causal) or encoder layers."),
     kernel_size: int = typer.Option(15, help="Convolution kernel width (conv.kernel_size)."),
-    repeats: int = typer.Option(3, help="Timed passes per measurement (median reported), after one warm-up."),
+    repeats: int = typer.Option(3, help="Timed passes per measurement (the fastest is reported), after one warm-up."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = leave torch's default)."),
     out: Path = typer.Option(None, help="Directory for layers.json and layers.md."),

@@ -8,6 +8,7 @@ convolution over the window it returns.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
@@ -48,9 +49,9 @@ class DepthwiseConv(nn.Module):
     def __init__(self, channels: int, kernel_size: int, *, bias: bool = True) -> None:
         super().__init__()
         self.kernel_size = kernel_size
-        conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=bias)  # for its default init
-        self.weight = nn.Parameter(conv.weight.detach()[:, 0])  # (C, k)
-        self.bias = nn.Parameter(conv.bias.detach()) if bias else None
+        bound = kernel_size**-0.5  # nn.Conv1d's default init for a depthwise kernel (fan-in k)
+        self.weight = nn.Parameter(torch.empty(channels, kernel_size).uniform_(-bound, bound))  # (C, k)
+        self.bias = nn.Parameter(torch.empty(channels).uniform_(-bound, bound)) if bias else None
 
     def forward(self, x: Tensor, ctx) -> Tensor:
         """x: (batch, L, C) -> (batch, L, C)."""
