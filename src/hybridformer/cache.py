@@ -66,3 +66,23 @@ class DecodingCache(dict):
         """Keep batch rows ``index`` (beam search's surviving hypotheses), in that order."""
         for state in self.values():
             state.reorder(index)
+
+
+class ConvState:
+    """The last ``k − 1`` inputs of a causal convolution, so decoding step by step equals the full forward.
+
+    Decoding starts at position 0, so the history starts as zeros: exactly the left padding the
+    full causal forward uses.
+    """
+
+    def __init__(self, batch: int, history: int, channels: int, like: Tensor) -> None:
+        self.history = like.new_zeros(batch, history, channels)  # (batch, k-1, channels)
+
+    def extend(self, x: Tensor) -> Tensor:
+        """x: (batch, n, channels) new inputs -> (batch, k-1+n, channels) window the conv needs."""
+        window = torch.cat([self.history, x], dim=1)
+        self.history = window[:, window.shape[1] - self.history.shape[1] :]
+        return window
+
+    def reorder(self, index: Tensor) -> None:
+        self.history = self.history.index_select(0, index)

@@ -60,15 +60,20 @@ class AttentionConfig(BaseModel):
 
 
 class ConvConfig(_Strict):
-    """Convolution options shared by the convolutional mixers."""
+    """Options of the convolution mixers and the conv-hybrid layer types (docs/conv.md)."""
 
-    kernel_size: int = 15
+    kernel_size: int = Field(15, ge=1)  # every convolution mixer's kernel width
+    heads: int = Field(8, ge=1)  # lightweight/dynamic convolution: heads sharing one softmax-normalised kernel
+    weight_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # DropConnect on lightweight/dynamic kernels
+    lsra_split: float = Field(0.5, gt=0.0, lt=1.0)  # lsra: share of channels given to the attention branch
+    lsra_conv: Literal["lightweight", "dynamic"] = "lightweight"  # lsra: the convolution branch
+    merge: Literal["concat", "learned"] = "concat"  # branchformer: concat + projection, or learned weights
+    merge_kernel_size: int = Field(3, ge=1)  # ebranchformer: depthwise merge convolution width
+    cgmlp_dim: int | None = Field(None, ge=2)  # (e)branchformer cgMLP hidden width; None = ffn_dim
 
-    @model_validator(mode="after")
-    def _check(self) -> ConvConfig:
-        if self.kernel_size < 1:
-            raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
-        return self
+    def layer_parts(self) -> dict[str, Any]:
+        """These options as ``LayerParts`` keyword arguments (``conv_<key>``)."""
+        return {f"conv_{key}": value for key, value in self.model_dump().items()}
 
 
 class StackConfig(_Strict):
@@ -142,6 +147,12 @@ class ModelConfig(_Strict):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         return self
 
+    @model_validator(mode="after")
+    def _check_conv_layers(self) -> ModelConfig:
+        for role in ("encoder", "decoder"):
+            check_conv_stack(self, role)
+        return self
+
     @property
     def num_kv_heads(self) -> int:
         return self.kv_heads or self.heads
@@ -149,6 +160,28 @@ class ModelConfig(_Strict):
     @property
     def is_seq2seq(self) -> bool:
         return self.arch == "encoder_decoder"
+
+
+def check_conv_stack(cfg: ModelConfig, role: str) -> None:
+    """Widths the conv-hybrid layer types need, checked against the model (errors name the key)."""
+    stack: StackConfig = getattr(cfg, role)
+    conv, key = stack.conv, f"{role}.conv"
+    if stack.layer in ("lightconv", "dynamicconv") and cfg.d_model % conv.heads:
+        raise ValueError(f"{key}.heads={conv.heads} must divide d_model={cfg.d_model} for layer {stack.layer!r}")
+    if stack.layer in ("branchformer", "ebranchformer") and (conv.cgmlp_dim or cfg.ffn_dim) % 2:
+        raise ValueError(f"{key}.cgmlp_dim (default ffn_dim) must be even: the cgMLP gates one half by the other")
+    if stack.layer == "lsra":
+        attn = round(cfg.d_model * conv.lsra_split)
+        if attn < 1 or attn >= cfg.d_model or attn % cfg.heads:
+            raise ValueError(f"{key}.lsra_split={conv.lsra_split} gives {attn} attention channels of "
+                             f"d_model={cfg.d_model}; they must be a positive multiple of heads={cfg.heads}, less "
+                             "than d_model")
+        if cfg.position == "rope" and (attn // cfg.heads) % 2:
+            raise ValueError(f"{key}.lsra_split={conv.lsra_split}: rope needs an even attention head "
+                             f"({attn} channels / {cfg.heads} heads)")
+        if (cfg.d_model - attn) % conv.heads:
+            raise ValueError(f"{key}.heads={conv.heads} must divide the {cfg.d_model - attn} convolution channels "
+                             f"of lsra (d_model={cfg.d_model}, lsra_split={conv.lsra_split})")
 
 
 # ----------------------------------------------------------------------------- loading

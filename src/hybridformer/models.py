@@ -178,7 +178,7 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
         residual_scheme=cfg.residual, alpha=alpha,
         attention=stack_cfg.attention.name, attention_options=stack_cfg.attention.options,
         cross_attention=cfg.cross_attention.name, cross_attention_options=cfg.cross_attention.options,
-        conv_kernel_size=stack_cfg.conv.kernel_size, causal=causal,
+        causal=causal, **stack_cfg.conv.layer_parts(),
     )
     layers = [LAYERS[stack_cfg.layer](parts, cross) for _ in range(stack_cfg.layers)]
     needs_final_norm = parts.prenorm and cfg.residual != "rezero"

@@ -9,9 +9,11 @@ from typing import Any
 from torch import nn
 
 from ..attention import CrossAttention, MultiHeadAttention, build_attention
+from ..conv import ConformerConvModule, ConvBlock, ConvGatedMLP, DepthwiseConvMerge, DynamicConv, LightweightConv
 from ..ffn import FeedForward
 from ..norm import build_norm
-from .residual import Layer, Residual
+from .lsra import ChannelSlice
+from .residual import ConcatMerge, Layer, Parallel, Residual, WeightedMerge
 
 
 @dataclass
@@ -33,14 +35,21 @@ class LayerParts:
     cross_attention: str = "full"
     cross_attention_options: dict[str, Any] = field(default_factory=dict)
     conv_kernel_size: int = 15
+    conv_heads: int = 8  # lightweight/dynamic convolution: heads sharing one kernel
+    conv_weight_dropout: float = 0.0
+    conv_lsra_split: float = 0.5  # LSRA: share of channels given to attention
+    conv_lsra_conv: str = "lightweight"  # LSRA convolution branch: lightweight | dynamic
+    conv_merge: str = "concat"  # Branchformer branch merge: concat | learned
+    conv_merge_kernel_size: int = 3  # E-Branchformer depthwise merge
+    conv_cgmlp_dim: int | None = None  # cgMLP hidden width (None = ffn_dim)
     causal: bool = False
 
     def norm_layer(self) -> nn.Module:
         return build_norm(self.norm, self.d_model)
 
-    def self_attention(self) -> MultiHeadAttention:
+    def self_attention(self, width: int | None = None) -> MultiHeadAttention:
         kernel = build_attention(self.attention, **self.attention_options)
-        return MultiHeadAttention(self.d_model, self.heads, self.kv_heads, kernel)
+        return MultiHeadAttention(width or self.d_model, self.heads, self.kv_heads, kernel)
 
     def cross_attention_mixer(self) -> CrossAttention:
         kernel = build_attention(self.cross_attention, **self.cross_attention_options)
@@ -56,6 +65,47 @@ class LayerParts:
             scale=scale, alpha=self.alpha, rezero=rezero,
         )
 
+    def cross_sublayers(self, cross: bool) -> list[Residual]:
+        """The cross-attention sublayer of a decoder layer (none in encoders and decoder-only LMs)."""
+        return [self.residual(self.cross_attention_mixer())] if cross else []
+
+    def layer_final_norm(self) -> nn.Module | None:
+        """The per-layer output norm of Conformer / E-Branchformer (none with ReZero, which has no norms)."""
+        return None if self.residual_scheme == "rezero" else self.norm_layer()
+
+    def conv_module(self) -> ConformerConvModule:
+        return ConformerConvModule(self.d_model, self.conv_kernel_size, norm=self.norm, dropout=self.dropout)
+
+    def light_conv(self, width: int | None = None) -> ConvBlock:
+        width = width or self.d_model
+        conv = LightweightConv(width, self.conv_kernel_size, self.conv_heads, weight_dropout=self.conv_weight_dropout)
+        return ConvBlock(width, conv, dropout=self.dropout)
+
+    def dynamic_conv(self, width: int | None = None) -> ConvBlock:
+        width = width or self.d_model
+        conv = DynamicConv(width, self.conv_kernel_size, self.conv_heads, weight_dropout=self.conv_weight_dropout)
+        return ConvBlock(width, conv, dropout=self.dropout)
+
+    def cgmlp(self) -> ConvGatedMLP:
+        hidden = self.conv_cgmlp_dim or self.ffn_dim
+        return ConvGatedMLP(self.d_model, hidden, self.conv_kernel_size, norm=self.norm, dropout=self.dropout)
+
+    def branch_merge(self, branches: int = 2) -> nn.Module:
+        """Branchformer's merge: concat + projection, or learned weights."""
+        if self.conv_merge == "learned":
+            return WeightedMerge(branches)
+        return ConcatMerge(nn.Linear(branches * self.d_model, self.d_model))
+
+    def depthwise_merge(self, branches: int = 2) -> DepthwiseConvMerge:
+        return DepthwiseConvMerge(self.d_model, branches, self.conv_merge_kernel_size)
+
+    def lsra(self) -> Parallel:
+        """LSRA: attention on the first ``conv_lsra_split`` of the channels, convolution on the rest."""
+        split = round(self.d_model * self.conv_lsra_split)
+        conv = self.dynamic_conv if self.conv_lsra_conv == "dynamic" else self.light_conv
+        attention = ChannelSlice(self.self_attention(split), 0, split, head_dim=split // self.heads)
+        return Parallel([attention, ChannelSlice(conv(self.d_model - split), split, self.d_model)], ConcatMerge())
+
 
 def transformer_layer(parts: LayerParts, cross: bool) -> Layer:
     """Vaswani et al. (2017): self-attention, [cross-attention], feed-forward."""
@@ -66,6 +116,50 @@ def transformer_layer(parts: LayerParts, cross: bool) -> Layer:
     return Layer(sublayers)
 
 
+def conformer_layer(parts: LayerParts, cross: bool) -> Layer:
+    """Gulati et al. (2020): ½·FFN, self-attention, [cross-attention], conv module, ½·FFN, norm (macaron)."""
+    return Layer([
+        parts.residual(parts.ffn(), 0.5), parts.residual(parts.self_attention()), *parts.cross_sublayers(cross),
+        parts.residual(parts.conv_module()), parts.residual(parts.ffn(), 0.5),
+    ], parts.layer_final_norm())
+
+
+def lsra_layer(parts: LayerParts, cross: bool) -> Layer:
+    """Lite Transformer (Wu et al., 2020): long-short range attention, [cross-attention], feed-forward."""
+    return Layer([parts.residual(parts.lsra()), *parts.cross_sublayers(cross), parts.residual(parts.ffn())])
+
+
+def branchformer_layer(parts: LayerParts, cross: bool) -> Layer:
+    """Peng et al. (2022): self-attention ∥ cgMLP, merged; [cross-attention]. No FFN, as in the paper."""
+    branches = Parallel([parts.self_attention(), parts.cgmlp()], parts.branch_merge())
+    return Layer([parts.residual(branches), *parts.cross_sublayers(cross)])
+
+
+def ebranchformer_layer(parts: LayerParts, cross: bool) -> Layer:
+    """Kim et al. (2022): ½·FFN, self-attention ∥ cgMLP with a depthwise-conv merge, [cross], ½·FFN, norm."""
+    branches = Parallel([parts.self_attention(), parts.cgmlp()], parts.depthwise_merge())
+    return Layer([
+        parts.residual(parts.ffn(), 0.5), parts.residual(branches), *parts.cross_sublayers(cross),
+        parts.residual(parts.ffn(), 0.5),
+    ], parts.layer_final_norm())
+
+
+def lightconv_layer(parts: LayerParts, cross: bool) -> Layer:
+    """Wu et al. (2019): lightweight convolution in place of self-attention, [cross-attention], FFN."""
+    return Layer([parts.residual(parts.light_conv()), *parts.cross_sublayers(cross), parts.residual(parts.ffn())])
+
+
+def dynamicconv_layer(parts: LayerParts, cross: bool) -> Layer:
+    """Wu et al. (2019): dynamic convolution in place of self-attention, [cross-attention], FFN."""
+    return Layer([parts.residual(parts.dynamic_conv()), *parts.cross_sublayers(cross), parts.residual(parts.ffn())])
+
+
 LAYERS: dict[str, Callable[[LayerParts, bool], Layer]] = {
     "transformer": transformer_layer,
+    "conformer": conformer_layer,
+    "lsra": lsra_layer,
+    "branchformer": branchformer_layer,
+    "ebranchformer": ebranchformer_layer,
+    "lightconv": lightconv_layer,
+    "dynamicconv": dynamicconv_layer,
 }

@@ -70,3 +70,49 @@ class Layer(nn.Module):
         for sublayer in self.sublayers:
             x = sublayer(x, ctx)
         return x if self.final_norm is None else self.final_norm(x)
+
+
+class Parallel(nn.Module):
+    """Branches applied to the same input, their outputs combined by ``merge(outputs, ctx)``.
+
+    Branchformer (Peng et al., 2022) runs self-attention and a cgMLP side by side; Lite
+    Transformer's LSRA (Wu et al., 2020) runs attention and convolution on channel shares.
+    Wrapped in a ``Residual``, the branches share its one norm (a per-branch norm's affine
+    parameters fold into each branch's first projection, so nothing is lost).
+    """
+
+    def __init__(self, branches: list[nn.Module], merge: nn.Module) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        self.merge = merge
+
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
+        return self.merge([branch(x, ctx) for branch in self.branches], ctx)
+
+
+class ConcatMerge(nn.Module):
+    """Concatenate branch outputs along channels, then an optional projection (Branchformer: 2d → d)."""
+
+    def __init__(self, proj: nn.Module | None = None) -> None:
+        super().__init__()
+        self.proj = proj
+
+    def forward(self, outputs: list[Tensor], ctx: MixerContext) -> Tensor:
+        joined = torch.cat(outputs, dim=-1)
+        return joined if self.proj is None else self.proj(joined)
+
+
+class WeightedMerge(nn.Module):
+    """``Σ softmax(w)_i · y_i`` with one learned logit per branch (Branchformer's weighted average).
+
+    The paper derives the weights by attention pooling over the whole sequence; a learned
+    per-layer weight keeps the merge causal and streamable.
+    """
+
+    def __init__(self, branches: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(branches))
+
+    def forward(self, outputs: list[Tensor], ctx: MixerContext) -> Tensor:
+        weights = torch.softmax(self.logits, dim=0)
+        return sum(w * y for w, y in zip(weights, outputs, strict=True))

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ..errors import HybridformerError
-from . import compress, config_cmd, fusion, tokenizer, train
+from . import bench_conv, compress, config_cmd, fusion, tokenizer, train
 
 app = typer.Typer(
     name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -27,6 +27,7 @@ app.command("merge")(fusion.merge)
 app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
 bench_app.command("compress")(compress.bench_compress)
+bench_app.command("layers")(bench_conv.layers)
 
 
 def main() -> None:

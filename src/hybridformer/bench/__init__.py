@@ -1,0 +1,1 @@
+"""Benchmarks: measured, never asserted (the numbers go to docs/RESULTS.md)."""
