@@ -12,3 +12,9 @@ __all__ = [
     "Checkpoint", "load_checkpoint", "save_checkpoint",
     "ConfigError", "CheckpointError", "DataError", "HybridformerError",
 ]
+
+# Decoding and evaluation (issue 6).
+from .decoding.generate import generate  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
+
+__all__ += ["generate", "evaluate"]
