@@ -39,3 +39,10 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+# Decoding and evaluation (issue 6).
+from . import evaluate as _evaluate_cmd  # noqa: E402
+from . import generate as _generate_cmd  # noqa: E402
+
+app.command("generate")(_generate_cmd.generate_cmd)
+app.command("evaluate")(_evaluate_cmd.evaluate_cmd)

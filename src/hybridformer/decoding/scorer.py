@@ -54,7 +54,9 @@ class ModelScorer:
         else:
             logits = self.model.decode(prev_tokens, cache=state.cache, offset=state.offset)
         state.offset += prev_tokens.shape[1]
-        return torch.log_softmax(logits[:, -1].float(), dim=-1), state
+        log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        log_probs[:, self.model.pad_id] = float("-inf")  # padding is never an output
+        return log_probs, state
 
     def reorder(self, state: ModelState, beam_index: Tensor) -> ModelState:
         state.cache.reorder(beam_index)
