@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from hybridformer.decoding.logits import (
-    banned_ngram_mask, block_repeated_ngrams, length_penalty, max_lengths, top_k_filter, top_p_filter,
+    banned_ngram_mask,
+    block_repeated_ngrams,
+    length_penalty,
+    max_lengths,
+    top_k_filter,
+    top_p_filter,
 )
 
 
