@@ -23,3 +23,38 @@ def require_data(*parts: str) -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+# ----------------------------------------------------------------------------- tiny checkpoints (decoding, CLI)
+
+TINY_TEXT = [
+    "the cat sat on the mat", "a dog ran in the park", "the bird sang a song", "we read a good book",
+    "die katze sass auf der matte", "ein hund lief im park", "der vogel sang ein lied", "wir lasen ein gutes buch",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A small BPE tokenizer trained in-test: <pad>=0, <s>=1, </s>=2, <unk>=3 (the model's pad/bos/eos)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=80, special_tokens=["<pad>", "<s>", "</s>", "<unk>"])
+    tokenizer.train_from_iterator(TINY_TEXT, trainer)
+    return tokenizer
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_tokenizer):
+    """``make(arch="encoder_decoder", **config)`` -> path of a randomly initialised tiny checkpoint."""
+    from hybridformer import ModelConfig, build_model, save_checkpoint
+
+    def make(arch: str = "encoder_decoder", name: str | None = None, **overrides) -> Path:
+        settings = dict(arch=arch, vocab_size=tiny_tokenizer.get_vocab_size(), d_model=16, heads=2, ffn_dim=32,
+                        dropout=0.0, encoder={"layers": 1}, decoder={"layers": 1})
+        cfg = ModelConfig(**(settings | overrides))
+        return save_checkpoint(tmp_path / (name or arch), build_model(cfg).eval(), cfg, tiny_tokenizer)
+
+    return make

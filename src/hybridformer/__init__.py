@@ -2,7 +2,9 @@
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, load_config
+from .decoding.generate import generate
 from .errors import CheckpointError, ConfigError, DataError, HybridformerError
+from .evaluate import evaluate
 from .fusion import Ensemble, average_checkpoints, merge_checkpoints
 from .models import DecoderLM, Encoder, EncoderDecoder, build_model
 from .train import train
@@ -11,7 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ModelConfig", "load_config", "build_model", "EncoderDecoder", "DecoderLM", "Encoder",
-    "Checkpoint", "load_checkpoint", "save_checkpoint", "train",
+    "Checkpoint", "load_checkpoint", "save_checkpoint", "train", "generate", "evaluate",
     "Ensemble", "average_checkpoints", "merge_checkpoints",
     "ConfigError", "CheckpointError", "DataError", "HybridformerError",
 ]

@@ -9,7 +9,7 @@ from hybridformer import ModelConfig, build_model
 from hybridformer.attention import ATTENTION
 from hybridformer.blocks import LAYERS, Residual
 from hybridformer.config import load_config
-from hybridformer.decoding import ModelScorer
+from hybridformer.decoding import ModelScorer, output_log_probs
 from hybridformer.errors import ConfigError
 
 CASES = [(name, {}) for name in LAYERS] + [("branchformer", {"merge": "learned"}), ("lsra", {"lsra_conv": "dynamic"})]
@@ -91,7 +91,7 @@ def test_incremental_decoding_equals_full_causal_forward(layer, conv, arch, posi
     else:
         full, state = model(tgt), scorer.init_state()
     stepped = step_through(scorer, state, tgt, prompt=3)
-    torch.testing.assert_close(stepped, torch.log_softmax(full[:, 2:], -1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(stepped, output_log_probs(full[:, 2:], 0), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("scheme", [{"norm_placement": "post", "residual": "deepnet"}, {"residual": "rezero"},
@@ -106,7 +106,7 @@ def test_conv_layers_compose_with_residual_and_norm_options(layer, scheme):
     full = model(src, tgt)
     scorer = ModelScorer(model)
     stepped = step_through(scorer, scorer.init_state(src), tgt, prompt=1)
-    torch.testing.assert_close(stepped, torch.log_softmax(full, -1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(stepped, output_log_probs(full, 0), atol=1e-5, rtol=1e-4)
 
 
 def test_cache_reorder_follows_beams():
@@ -118,7 +118,7 @@ def test_cache_reorder_follows_beams():
     index = torch.tensor([2, 2, 0])
     state = scorer.reorder(state, index)
     log_probs, _ = scorer.step(state, seq[index, 5:6])
-    torch.testing.assert_close(log_probs, torch.log_softmax(model(seq[index])[:, -1], -1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(log_probs, output_log_probs(model(seq[index])[:, -1], 0), atol=1e-5, rtol=1e-4)
 
 
 def _kernels(causal: bool) -> list[str]:

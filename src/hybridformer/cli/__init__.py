@@ -12,6 +12,8 @@ import typer
 
 from ..errors import HybridformerError
 from . import bench_conv, compress, config_cmd, fusion, tokenizer, train
+from . import evaluate as evaluate_cmd
+from . import generate as generate_cmd
 
 app = typer.Typer(
     name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -22,6 +24,8 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(tokenizer.app, name="tokenizer")
 app.command("train")(train.train)
+app.command("generate")(generate_cmd.generate_cmd)
+app.command("evaluate")(evaluate_cmd.evaluate_cmd)
 app.command("average")(fusion.average)
 app.command("merge")(fusion.merge)
 app.command("prune")(compress.prune)
@@ -49,3 +53,5 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+# Decoding and evaluation (issue 6).

@@ -1,33 +1,56 @@
-"""Greedy decoding over any Scorer."""
+"""Token-by-token decoding over any Scorer: greedy, and the loop sampling shares with it."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .logits import block_repeated_ngrams
 from .scorer import Scorer
+
+Pick = Callable[[Tensor], Tensor]  # log-probs (rows, vocab) -> chosen token per row (rows,)
 
 
 @torch.no_grad()
-def greedy_search(scorer: Scorer, state, prefix: Tensor, *, eos_id: int, max_new_tokens: int) -> list[list[int]]:
-    """Feed ``prefix`` (batch, n) — BOS for seq2seq, the prompt for an LM — then pick the argmax.
+def token_loop(
+    scorer: Scorer, state, prefix: Tensor, pick: Pick, *, eos_id: int, max_new_tokens: int | Tensor,
+    no_repeat_ngram: int = 0,
+) -> list[list[int]]:
+    """Feed ``prefix`` (batch, n) — BOS for seq2seq, the prompt for an LM — then extend every row
+    one chosen token at a time through the scorer's incremental state (the prefix is never re-fed).
 
+    ``max_new_tokens``: one budget for all rows, or a (batch,) tensor of per-row budgets.
     Returns each row's new tokens, without the final EOS.
     """
     batch = prefix.shape[0]
-    finished = torch.zeros(batch, dtype=torch.bool, device=prefix.device)
-    outputs: list[Tensor] = []
-    tokens = prefix
-    for _ in range(max_new_tokens):
-        log_probs, state = scorer.step(state, tokens)
-        next_token = log_probs.argmax(-1)
-        next_token = next_token.masked_fill(finished, eos_id)
-        outputs.append(next_token)
-        finished |= next_token.eq(eos_id)
+    budget = torch.as_tensor(max_new_tokens, device=prefix.device).expand(batch)
+    finished = budget.le(0)
+    history, tokens = prefix, prefix
+    generated: list[Tensor] = []
+    for step in range(int(budget.max())):
         if bool(finished.all()):
             break
+        log_probs, state = scorer.step(state, tokens)
+        if no_repeat_ngram > 0:
+            log_probs = block_repeated_ngrams(log_probs, history, no_repeat_ngram, eos_id)
+        next_token = pick(log_probs).masked_fill(finished, eos_id)
+        generated.append(next_token)
+        finished |= next_token.eq(eos_id) | budget.le(step + 1)
         tokens = next_token[:, None]
-    return [strip_after_eos(row, eos_id) for row in torch.stack(outputs, 1).tolist()] if outputs else [[]] * batch
+        history = torch.cat([history, tokens], 1)
+    if not generated:
+        return [[] for _ in range(batch)]
+    rows = torch.stack(generated, 1).tolist()
+    return [strip_after_eos(row[:limit], eos_id) for row, limit in zip(rows, budget.tolist(), strict=True)]
+
+
+def greedy_search(scorer: Scorer, state, prefix: Tensor, *, eos_id: int, max_new_tokens: int | Tensor,
+                  no_repeat_ngram: int = 0) -> list[list[int]]:
+    """Pick the most likely next token at every step (beam search with one beam, without the bookkeeping)."""
+    return token_loop(scorer, state, prefix, lambda log_probs: log_probs.argmax(-1), eos_id=eos_id,
+                      max_new_tokens=max_new_tokens, no_repeat_ngram=no_repeat_ngram)
 
 
 def strip_after_eos(tokens: list[int], eos_id: int) -> list[int]:

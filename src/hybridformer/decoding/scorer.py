@@ -54,7 +54,7 @@ class ModelScorer:
         else:
             logits = self.model.decode(prev_tokens, cache=state.cache, offset=state.offset)
         state.offset += prev_tokens.shape[1]
-        return torch.log_softmax(logits[:, -1].float(), dim=-1), state
+        return output_log_probs(logits[:, -1], self.model.pad_id), state
 
     def reorder(self, state: ModelState, beam_index: Tensor) -> ModelState:
         state.cache.reorder(beam_index)
@@ -62,3 +62,10 @@ class ModelScorer:
             state.memory = state.memory.index_select(0, beam_index)
             state.memory_padding_mask = state.memory_padding_mask.index_select(0, beam_index)
         return state
+
+
+def output_log_probs(logits: Tensor, pad_id: int) -> Tensor:
+    """Log-probabilities over real outputs: padding is never generated, so it gets no mass at all."""
+    logits = logits.float().clone()
+    logits[..., pad_id] = float("-inf")
+    return torch.log_softmax(logits, dim=-1)

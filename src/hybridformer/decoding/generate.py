@@ -1,0 +1,192 @@
+"""``generate``: checkpoint(s) + lines of text -> one output line per input line, streamed.
+
+The decoder only ever sees a :class:`~hybridformer.decoding.scorer.Scorer`; which one is built
+from the checkpoints is decided in :func:`load_decoder`, the single place an ensemble plugs in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor
+
+from ..checkpoint import Checkpoint, load_checkpoint
+from ..config import ModelConfig
+from ..errors import CheckpointError, ConfigError, DataError
+from .beam import beam_search
+from .greedy import greedy_search
+from .logits import max_lengths
+from .sampling import sample_search
+from .scorer import ModelScorer, Scorer
+from .text import decode_tokens, encode_source, pad, token_batches, windows
+
+CheckpointLike = str | Path | Checkpoint
+
+
+@dataclass
+class GenerationOptions:
+    """How to search. ``beam=None`` means 5 for beam search and 1 for sampling; ``max_len_a/b``
+    ``None`` mean ``1.2 · src_len + 10`` for seq2seq and ``0 · prompt_len + 100`` for an LM."""
+
+    beam: int | None = None
+    lenpen: float = 1.0
+    sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_len_a: float | None = None
+    max_len_b: int | None = None
+    no_repeat_ngram: int = 0
+    early_stopping: bool = True
+    seed: int | None = None
+    batch_tokens: int = 4096
+
+    def check(self) -> None:
+        """Validate at the edge: every problem is one ConfigError naming the option."""
+        problems = []
+        if self.beam is not None and self.beam < 1:
+            problems.append(f"beam must be >= 1 (got {self.beam})")
+        if self.sample and (self.beam or 1) > 1:
+            problems.append("sample draws one continuation per input: use beam 1 (or leave it out) with sampling")
+        if self.temperature <= 0:
+            problems.append(f"temperature must be > 0 (got {self.temperature}); use greedy search for argmax")
+        if self.top_k < 0:
+            problems.append(f"top_k must be >= 0, 0 = off (got {self.top_k})")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append(f"top_p must be in (0, 1] (got {self.top_p})")
+        if self.max_len_a is not None and self.max_len_a < 0:
+            problems.append(f"max_len_a must be >= 0 (got {self.max_len_a})")
+        if self.max_len_b is not None and self.max_len_b < 0:
+            problems.append(f"max_len_b must be >= 0 (got {self.max_len_b})")
+        if self.no_repeat_ngram < 0:
+            problems.append(f"no_repeat_ngram must be >= 0, 0 = off (got {self.no_repeat_ngram})")
+        if self.batch_tokens < 1:
+            problems.append(f"batch_tokens must be >= 1 (got {self.batch_tokens})")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @classmethod
+    def parse(cls, options: dict) -> GenerationOptions:
+        """Options from keyword arguments, checked; an unknown name is a ConfigError listing the known ones."""
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown generation option(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(cls.__dataclass_fields__)}")
+        opts = cls(**options)
+        opts.check()
+        return opts
+
+    @property
+    def beam_size(self) -> int:
+        return self.beam if self.beam is not None else (1 if self.sample else 5)
+
+
+@dataclass
+class Decoder:
+    """What generation needs from the checkpoint(s): a Scorer, the tokenizer and the config."""
+
+    scorer: Scorer
+    tokenizer: Tokenizer
+    config: ModelConfig
+    device: torch.device
+    name: str  # the checkpoint path(s), for messages
+
+
+def load_decoder(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu",
+                 *, purpose: str = "generate") -> Decoder:
+    """Load the checkpoint(s) and check they can generate text: a tokenizer, an encoder-decoder or LM."""
+    items = [checkpoints] if isinstance(checkpoints, CheckpointLike) else list(checkpoints)
+    if not items:
+        raise ConfigError(f"{purpose} needs at least one checkpoint")
+    if len(items) > 1:
+        raise ConfigError(f"{purpose} got {len(items)} checkpoints: ensembles are not supported yet; pass one CKPT")
+    ckpt = items[0] if isinstance(items[0], Checkpoint) else load_checkpoint(items[0], device)
+    check_generative(ckpt, purpose)
+    return Decoder(ModelScorer(ckpt.model), ckpt.tokenizer, ckpt.config, torch.device(device), str(ckpt.path))
+
+
+def check_generative(ckpt: Checkpoint, purpose: str) -> None:
+    """A checkpoint that cannot produce text fails here, with what would work instead."""
+    if ckpt.config.arch == "encoder_classifier":
+        raise CheckpointError(f"{ckpt.path}: an encoder_classifier checkpoint predicts labels and cannot "
+                              f"{purpose} text; use an encoder_decoder or decoder_lm checkpoint")
+    if ckpt.tokenizer is None:
+        raise CheckpointError(f"{ckpt.path}: no tokenizer.json; {purpose} needs the tokenizer the model was "
+                              "trained with inside the checkpoint")
+    if ckpt.tokenizer.get_vocab_size() > ckpt.config.vocab_size:
+        raise CheckpointError(f"{ckpt.path}: tokenizer has {ckpt.tokenizer.get_vocab_size()} tokens but the model "
+                              f"only {ckpt.config.vocab_size} (vocab_size); they were not trained together")
+
+
+def generate(
+    checkpoints: CheckpointLike | Sequence[CheckpointLike], inputs: Iterable[str], *,
+    device: str | torch.device = "cpu", **options,
+) -> Iterator[str]:
+    """Decode every input line; yields one output line per input line, in input order, as soon as
+    its window of ~``4 · batch_tokens`` input tokens is done.
+
+    ``options`` are the fields of :class:`GenerationOptions` (``beam``, ``lenpen``, ``sample``,
+    ``temperature``, ``top_k``, ``top_p``, ``max_len_a``, ``max_len_b``, ``no_repeat_ngram``,
+    ``early_stopping``, ``seed``, ``batch_tokens``). Checkpoints and options are checked now;
+    the input is read lazily while iterating (an input without lines is a :class:`DataError`).
+    """
+    opts = GenerationOptions.parse(options)
+    return stream_outputs(load_decoder(checkpoints, device), inputs, opts)
+
+
+def stream_outputs(decoder: Decoder, inputs: Iterable[str], opts: GenerationOptions) -> Iterator[str]:
+    generator = torch.Generator(device=decoder.device)
+    if opts.seed is not None:
+        generator.manual_seed(opts.seed)
+    encoded = (encode_source(decoder.tokenizer, line, decoder.config) for line in inputs)
+    count = 0
+    for window in windows(encoded, 4 * opts.batch_tokens):
+        outputs: dict[int, list[int]] = {}
+        lengths = [len(ids) for ids in window]
+        for batch in token_batches(lengths, opts.batch_tokens, rows_per_item=opts.beam_size,
+                                   same_length=not decoder.config.is_seq2seq):
+            outputs.update(zip(batch, decode_batch(decoder, [window[i] for i in batch], opts, generator), strict=True))
+        for index in range(len(window)):
+            yield decode_tokens(decoder.tokenizer, outputs[index])
+        count += len(window)
+    if count == 0:
+        raise DataError("no input lines to generate from")
+
+
+def decode_batch(decoder: Decoder, sources: list[list[int]], opts: GenerationOptions,
+                 generator: torch.Generator | None = None) -> list[list[int]]:
+    """Token ids of one batch in, output token ids out (LM prompts in a batch share one length)."""
+    cfg, scorer = decoder.config, decoder.scorer
+    src = pad(sources, cfg.pad_id, decoder.device)
+    if cfg.is_seq2seq:
+        state = scorer.init_state(src)
+        prefix = torch.full((len(sources), 1), cfg.bos_id, dtype=torch.long, device=decoder.device)
+        lengths = src.ne(cfg.pad_id).sum(1) - 1  # source tokens, EOS not counted
+        a, b = _or(opts.max_len_a, 1.2), _or(opts.max_len_b, 10)
+    else:
+        state, prefix, lengths = scorer.init_state(None), src, torch.tensor([src.shape[1]] * len(sources))
+        a, b = _or(opts.max_len_a, 0.0), _or(opts.max_len_b, 100)
+    cap = None
+    if cfg.position == "learned":  # learned position tables end at max_positions
+        cap = cfg.max_positions - prefix.shape[1]
+        if cap < 1 or src.shape[1] > cfg.max_positions:
+            raise DataError(f"an input of {src.shape[1]} tokens does not fit max_positions={cfg.max_positions} "
+                            "of this model's learned positions; shorten the line")
+    budget: Tensor = max_lengths(lengths, a, b, cap=cap).to(decoder.device)
+    common = {"eos_id": cfg.eos_id, "no_repeat_ngram": opts.no_repeat_ngram}
+    if opts.sample:
+        return sample_search(scorer, state, prefix, max_new_tokens=budget, temperature=opts.temperature,
+                             top_k=opts.top_k, top_p=opts.top_p, generator=generator, **common)
+    if opts.beam_size == 1:
+        return greedy_search(scorer, state, prefix, max_new_tokens=budget, **common)
+    hyps = beam_search(scorer, state, prefix, beam=opts.beam_size, max_len=budget, lenpen=opts.lenpen,
+                       early_stopping=opts.early_stopping, **common)
+    return [h.tokens for h in hyps]
+
+
+def _or(value, default):
+    return default if value is None else value

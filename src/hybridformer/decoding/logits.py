@@ -1,0 +1,82 @@
+"""Small, separately testable pieces the searches are built from: length limits and penalties,
+n-gram blocking, and the truncations used for sampling.
+
+Every function works on a whole batch at once — rows are hypotheses, columns the vocabulary —
+so the searches stay free of per-row Python loops.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def max_lengths(src_lengths: Tensor, a: float, b: int, *, cap: int | None = None) -> Tensor:
+    """Per-sentence output budget ``a · src_len + b`` (Ott et al., 2019, fairseq's max-len-a/b).
+
+    ``cap`` bounds it further (e.g. learned positions cannot go past ``max_positions``).
+    Returns an int64 tensor shaped like ``src_lengths``; every budget is at least 1.
+    """
+    limit = (src_lengths.to(torch.float64) * a).floor().long() + int(b)
+    if cap is not None:
+        limit = limit.clamp(max=cap)
+    return limit.clamp(min=1)
+
+
+def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
+    """Divisor for a hypothesis' summed log-probability: ``length ** alpha``.
+
+    α = 0 ranks by raw log-probability (which favours short outputs); α = 1 by the average
+    per-token log-probability; α > 1 favours longer outputs still. This is the form used by
+    fairseq and HuggingFace (Wu et al., 2016 use ((5 + len) / 6) ** α, which ranks alike).
+    """
+    return lengths.to(torch.float32).clamp(min=1) ** alpha
+
+
+def banned_ngram_mask(history: Tensor, n: int, vocab_size: int) -> Tensor:
+    """Tokens that would repeat an n-gram already in each row of ``history`` (Paulus et al., 2018).
+
+    history: (rows, t) tokens so far -> bool (rows, vocab), True = banned next token. A token is
+    banned when the last ``n - 1`` tokens followed by it already occur somewhere in the row.
+    """
+    rows, t = history.shape
+    counts = torch.zeros(rows, vocab_size, dtype=torch.long, device=history.device)
+    if n < 1 or t < n:
+        return counts.bool()
+    if n == 1:  # unigrams: nothing seen may appear again
+        return counts.scatter_add_(1, history, torch.ones_like(history)).bool()
+    windows = history.unfold(1, n, 1)  # (rows, t - n + 1, n): every n-gram so far
+    tail = history[:, t - n + 1 :]  # (rows, n - 1): the context the next token would extend
+    matches = windows[:, :, :-1].eq(tail[:, None, :]).all(-1)  # (rows, t - n + 1)
+    return counts.scatter_add_(1, windows[:, :, -1], matches.long()).bool()
+
+
+def block_repeated_ngrams(log_probs: Tensor, history: Tensor, n: int, eos_id: int) -> Tensor:
+    """``log_probs`` (rows, vocab) with every token that would repeat an n-gram of ``history`` set to -inf.
+
+    EOS is never blocked: ending a hypothesis is not a repetition, and a search must always be able to end.
+    """
+    banned = banned_ngram_mask(history, n, log_probs.shape[-1])
+    banned[:, eos_id] = False
+    return log_probs.masked_fill(banned, float("-inf"))
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Keep the ``k`` largest logits of each row, set the rest to -inf (Fan et al., 2018). k ≤ 0: keep all."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = logits.topk(k, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Nucleus truncation (Holtzman et al., 2020): keep the smallest set of most likely tokens whose
+    probability reaches ``p``; the most likely token is always kept. p ≥ 1: keep all."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    mass_before = probs.cumsum(-1) - probs  # probability of the tokens ranked above each one
+    drop_sorted = mass_before >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))

@@ -1,0 +1,92 @@
+"""``evaluate``: score a checkpoint on a source/reference pair — BLEU, chrF, ROUGE on its generated
+outputs, or perplexity / bits per char of the references under teacher forcing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .decoding.generate import CheckpointLike, Decoder, GenerationOptions, load_decoder, stream_outputs
+from .decoding.text import encode_source, encode_target, pad, read_all, token_batches
+from .errors import ConfigError, DataError
+from .metrics import METRICS, MetricResult, perplexity, token_nll
+
+Lines = str | Path | Sequence[str]
+
+
+def evaluate(
+    checkpoints: CheckpointLike | Sequence[CheckpointLike], src: Lines | None, ref: Lines, *,
+    metric: str = "bleu", context: int = 256, device: str | torch.device = "cpu", **options,
+) -> MetricResult:
+    """Score ``checkpoints`` on ``ref`` (a file, ``-``, or a list of lines).
+
+    bleu / chrf / rouge: decode ``src`` with :func:`~hybridformer.generate` (``options`` as there)
+    and compare with ``ref`` line by line — encoder-decoder checkpoints only.
+    ppl: teacher-forced likelihood of ``ref`` — given ``src`` for an encoder-decoder (per line,
+    EOS included); for a language model, ``ref`` as one text stream (no ``src``) scored in
+    blocks of ``context`` tokens, each block seeing only its own past.
+    """
+    if metric not in (*METRICS, "ppl"):
+        raise ConfigError(f"metric {metric!r} unknown; choose one of: {', '.join((*METRICS, 'ppl'))}")
+    decoder = load_decoder(checkpoints, device, purpose="evaluate")
+    seq2seq, path = decoder.config.is_seq2seq, decoder.name
+    if not seq2seq and metric != "ppl":
+        raise ConfigError(f"{path} is a decoder_lm checkpoint: {metric} scores seq2seq outputs against "
+                          "references; for a language model use --metric ppl")
+    if seq2seq and src is None:
+        raise ConfigError(f"{path} is an encoder_decoder checkpoint: {metric} needs --src (the source lines)")
+    if not seq2seq and src is not None:
+        raise ConfigError(f"{path} is a decoder_lm checkpoint: ppl scores --ref as one text; drop --src")
+    references = read_all(ref)
+    sources = read_all(src) if src is not None else None
+    if sources is not None and len(sources) != len(references):
+        raise DataError(f"{_label(src, 'the source list')} has {len(sources)} lines but "
+                        f"{_label(ref, 'the reference list')} has {len(references)}; "
+                        "source and reference must pair up line by line")
+    if metric != "ppl":
+        opts = GenerationOptions.parse(options)
+        return METRICS[metric](list(stream_outputs(decoder, sources, opts)), references)
+    batch_tokens = GenerationOptions.parse(options).batch_tokens
+    if seq2seq:
+        return _seq2seq_perplexity(decoder, sources, references, batch_tokens)
+    return _lm_perplexity(decoder, references, context)
+
+
+def _seq2seq_perplexity(decoder: Decoder, sources: list[str], references: list[str], batch_tokens: int) -> MetricResult:
+    cfg, model = decoder.config, decoder.scorer.model
+    src = [encode_source(decoder.tokenizer, line, cfg) for line in sources]
+    tgt = [encode_target(decoder.tokenizer, line, cfg) for line in references]
+    nll, tokens = 0.0, 0
+    lengths = [len(s) + len(t[0]) for s, t in zip(src, tgt, strict=True)]
+    for batch in token_batches(lengths, batch_tokens):
+        labels = pad([tgt[i][1] for i in batch], cfg.pad_id, decoder.device)
+        nll += token_nll(model, pad([tgt[i][0] for i in batch], cfg.pad_id, decoder.device), labels, cfg.pad_id,
+                         src=pad([src[i] for i in batch], cfg.pad_id, decoder.device))
+        tokens += int(labels.ne(cfg.pad_id).sum())
+    chars = sum(len(line) + 1 for line in references)  # EOS counts as the line's newline
+    return perplexity(nll, tokens, chars, signature="ppl|seq2seq|teacher-forced|per-line|eos:yes")
+
+
+def _lm_perplexity(decoder: Decoder, references: list[str], context: int) -> MetricResult:
+    if context < 1:
+        raise ConfigError(f"context must be >= 1 (got {context})")
+    cfg, model = decoder.config, decoder.scorer.model
+    text = "\n".join(references) + "\n"
+    encoding = decoder.tokenizer.encode(text, add_special_tokens=False)
+    ids = torch.tensor(encoding.ids, dtype=torch.long, device=decoder.device)
+    if len(ids) < 2:
+        raise DataError(f"{len(ids)} token(s) of reference text: perplexity needs at least 2")
+    if cfg.position == "learned":
+        context = min(context, cfg.max_positions)
+    nll = 0.0
+    for start in range(0, len(ids) - 1, context):  # block i predicts tokens start+1 .. start+context
+        block = ids[start : start + context + 1]
+        nll += token_nll(model, block[None, :-1], block[None, 1:], -100)
+    chars = len(text) - encoding.offsets[0][1]  # the first token is context, not scored
+    return perplexity(nll, len(ids) - 1, max(chars, 1), signature=f"ppl|lm|teacher-forced|stream|context:{context}")
+
+
+def _label(lines: Lines, default: str) -> str:
+    return str(lines) if isinstance(lines, str | Path) else default

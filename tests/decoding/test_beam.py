@@ -1,0 +1,138 @@
+"""Beam search against hand-built scorers whose best sequence is known, and against greedy."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from hybridformer import ModelConfig, build_model
+from hybridformer.decoding import ModelScorer, beam_search, greedy_search
+
+EOS, A, B = 2, 3, 4
+VOCAB = 5  # 0 pad, 1 bos, 2 eos, 3 a, 4 b
+
+
+class TableScorer:
+    """A Scorer from a table {generated tokens (tuple) -> {token: prob}}; unknown prefixes end (EOS)."""
+
+    def __init__(self, table: dict[tuple, dict[int, float]] | None = None, seed: int | None = None) -> None:
+        self.table, self.seed = table or {}, seed
+
+    def init_state(self, src):
+        return None
+
+    def distribution(self, generated: tuple) -> torch.Tensor:
+        if self.seed is not None:  # a fixed random distribution over EOS, a, b for every prefix
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + hash(generated) % 1_000_003)
+            logits = torch.full((VOCAB,), float("-inf"))
+            logits[[EOS, A, B]] = torch.randn(3, generator=g) * 2
+            return logits.log_softmax(-1)
+        probs = self.table.get(generated, {EOS: 1.0})
+        out = torch.full((VOCAB,), float("-inf"))
+        for token, p in probs.items():
+            out[token] = math.log(p)
+        return out
+
+    def step(self, state, prev_tokens):
+        rows = [tuple(row) for row in prev_tokens.tolist()]
+        state = [r[1:] if s is None else s + r for s, r in zip(state or [None] * len(rows), rows, strict=True)]
+        return torch.stack([self.distribution(s) for s in state]), state
+
+    def reorder(self, state, index):
+        return [state[i] for i in index.tolist()]
+
+
+def run_beam(scorer, beam, **kw):
+    prefix = torch.ones(1, 1, dtype=torch.long)
+    return beam_search(scorer, scorer.init_state(None), prefix, beam=beam, eos_id=EOS, **kw)[0]
+
+
+def test_beam_finds_the_best_sequence_where_greedy_does_not():
+    # greedy: a (0.6) then EOS (0.4) = 0.24; the best is b (0.4) then EOS (0.9) = 0.36
+    table = {(): {A: 0.6, B: 0.4}, (A,): {EOS: 0.4, A: 0.3, B: 0.3}, (B,): {EOS: 0.9, A: 0.05, B: 0.05}}
+    scorer = TableScorer(table)
+    greedy = greedy_search(scorer, None, torch.ones(1, 1, dtype=torch.long), eos_id=EOS, max_new_tokens=5)
+    assert greedy == [[A]]
+    best = run_beam(scorer, 2, max_len=5, lenpen=0.0)
+    assert best.tokens == [B]
+    assert best.log_prob == pytest.approx(math.log(0.36), abs=1e-5)
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_length_penalty_changes_the_choice(early_stopping):
+    # [] scores log .5 = -0.69 (length 1); [a, b] scores log .256 = -1.36 (length 3, mean -0.45)
+    table = {(): {EOS: 0.5, A: 0.4, B: 0.1}, (A,): {B: 0.8, EOS: 0.1, A: 0.1}, (A, B): {EOS: 0.8, A: 0.1, B: 0.1},
+             (B,): {A: 1.0}}
+    scorer = TableScorer(table)
+    assert run_beam(scorer, 2, max_len=6, lenpen=0.0, early_stopping=early_stopping).tokens == []
+    chosen = run_beam(scorer, 2, max_len=6, lenpen=1.0, early_stopping=early_stopping)
+    assert chosen.tokens == [A, B]
+    assert chosen.score == pytest.approx(math.log(0.256) / 3, abs=1e-5)
+
+
+def brute_force_best(scorer: TableScorer, max_len: int, lenpen: float) -> tuple[list[int], float]:
+    best, best_score = None, -math.inf
+    for n in range(max_len + 1):
+        for seq in itertools.product([A, B], repeat=n):
+            log_prob = sum(float(scorer.distribution(seq[:i])[t]) for i, t in enumerate(seq))
+            log_prob += float(scorer.distribution(seq)[EOS])
+            score = log_prob / (n + 1) ** lenpen
+            if score > best_score:
+                best, best_score = list(seq), score
+    return best, best_score
+
+
+@pytest.mark.parametrize("lenpen", [0.0, 1.0, 2.0])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_exact_beam_with_room_for_every_prefix_equals_brute_force(seed, lenpen):
+    scorer = TableScorer(seed=seed)
+    best = run_beam(scorer, 16, max_len=3, lenpen=lenpen, early_stopping=False)
+    tokens, score = brute_force_best(scorer, 3, lenpen)
+    assert best.tokens == tokens
+    assert best.score == pytest.approx(score, abs=1e-5)
+
+
+def test_budget_forces_eos():
+    always_a = {A: 0.99, EOS: 0.01}
+    scorer = TableScorer({(): always_a, (A,): always_a, (A, A): always_a})
+    best = run_beam(scorer, 2, max_len=2, early_stopping=False)
+    assert best.tokens == [A, A]
+    assert best.log_prob == pytest.approx(2 * math.log(0.99) + math.log(0.01), abs=1e-5)
+
+
+def tiny(arch: str) -> torch.nn.Module:
+    cfg = ModelConfig(arch=arch, vocab_size=13, d_model=16, heads=2, ffn_dim=32, dropout=0.0, position="rope",
+                      encoder={"layers": 1}, decoder={"layers": 2})
+    return build_model(cfg).eval()
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+@pytest.mark.parametrize("arch", ["encoder_decoder", "decoder_lm"])
+def test_beam_one_equals_greedy(arch, early_stopping):
+    model = tiny(arch)
+    scorer = ModelScorer(model)
+    src = torch.tensor([[5, 6, 7, 2], [8, 9, 2, 0], [3, 2, 0, 0]])
+    prefix = torch.ones(3, 1, dtype=torch.long) if arch == "encoder_decoder" else src[:, :2]
+    budget = torch.tensor([7, 3, 5])
+    greedy = greedy_search(scorer, scorer.init_state(src), prefix, eos_id=2, max_new_tokens=budget)
+    beam = beam_search(scorer, scorer.init_state(src), prefix, beam=1, eos_id=2, max_len=budget,
+                       early_stopping=early_stopping)
+    assert [h.tokens for h in beam] == greedy
+    assert [len(g) for g in greedy] <= budget.tolist()
+
+
+def test_batched_beam_equals_one_sentence_at_a_time():
+    model = tiny("encoder_decoder")
+    scorer = ModelScorer(model)
+    src = torch.tensor([[5, 6, 7, 2], [8, 9, 2, 0], [3, 2, 0, 0]])
+    together = beam_search(scorer, scorer.init_state(src), torch.ones(3, 1, dtype=torch.long), beam=3, eos_id=2,
+                           max_len=torch.tensor([6, 4, 5]))
+    for row, length, hyp in zip(src, [6, 4, 5], together, strict=True):
+        row = row[row.ne(0)][None]
+        alone = beam_search(scorer, scorer.init_state(row), torch.ones(1, 1, dtype=torch.long), beam=3, eos_id=2,
+                            max_len=length)[0]
+        assert alone.tokens == hyp.tokens
+        assert alone.score == pytest.approx(hyp.score, abs=1e-4)

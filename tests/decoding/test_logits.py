@@ -1,0 +1,61 @@
+"""The small pieces searches are built from, against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hybridformer.decoding.logits import (
+    banned_ngram_mask,
+    block_repeated_ngrams,
+    length_penalty,
+    max_lengths,
+    top_k_filter,
+    top_p_filter,
+)
+
+
+def banned(history: list[list[int]], n: int, vocab: int = 8) -> list[list[int]]:
+    mask = banned_ngram_mask(torch.tensor(history), n, vocab)
+    return [row.nonzero().flatten().tolist() for row in mask]
+
+
+def test_banned_ngrams_by_hand():
+    assert banned([[5, 6, 5]], 2) == [[6]]  # "5 6" seen: after 5, never 6 again
+    assert banned([[1, 2, 3, 1, 2]], 3) == [[3]]  # "1 2 3" seen
+    assert banned([[1, 2, 3, 1, 2]], 2) == [[3]]  # after 2: only "2 3" exists
+    assert banned([[4, 4, 4]], 2) == [[4]]
+    assert banned([[1, 2, 3]], 2) == [[]]  # 3 never seen before
+    assert banned([[1, 2, 3], [7, 1, 7]], 1) == [[1, 2, 3], [1, 7]]
+    assert banned([[1, 2]], 3) == [[]]  # shorter than one n-gram
+
+
+def test_eos_is_never_blocked():
+    log_probs = torch.zeros(1, 8)
+    out = block_repeated_ngrams(log_probs, torch.tensor([[2, 5, 2]]), 2, eos_id=2)
+    assert out[0, 2] == 0 and out[0, 5] == -math.inf
+
+
+def test_max_lengths_and_penalty():
+    assert max_lengths(torch.tensor([0, 4, 10]), 1.5, 2).tolist() == [2, 8, 17]
+    assert max_lengths(torch.tensor([0, 10]), 0.0, 0, cap=5).tolist() == [1, 1]
+    assert max_lengths(torch.tensor([10]), 1.0, 0, cap=5).tolist() == [5]
+    assert length_penalty(torch.tensor([1, 4]), 0.5).tolist() == [1.0, 2.0]
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.tensor([[0.1, 3.0, 2.0, -1.0, 2.5]])
+    kept = top_k_filter(logits, 2).isfinite()[0].tolist()
+    assert kept == [False, True, False, False, True]
+    assert torch.equal(top_k_filter(logits, 0), logits)
+
+
+@pytest.mark.parametrize(("p", "expected"), [(0.5, [0]), (0.6, [0, 1]), (0.85, [0, 1, 2]), (1.0, [0, 1, 2, 3])])
+def test_top_p_keeps_the_smallest_nucleus(p, expected):
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    order = torch.tensor([2, 0, 3, 1])  # shuffle columns: the filter must follow probabilities, not positions
+    logits = probs.log()[:, order]
+    kept = top_p_filter(logits, p).isfinite()[0]
+    assert sorted(order[kept].tolist()) == expected
