@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .decoding.generate import CheckpointLike, Decoder, GenerationOptions, load_decoder, stream_outputs
+from .decoding.scorer import ModelScorer
 from .decoding.text import encode_source, encode_target, pad, read_all, token_batches
 from .errors import ConfigError, DataError
 from .metrics import METRICS, MetricResult, perplexity, token_nll
@@ -18,7 +19,8 @@ Lines = str | Path | Sequence[str]
 
 def evaluate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], src: Lines | None, ref: Lines, *,
-    metric: str = "bleu", context: int = 256, device: str | torch.device = "cpu", **options,
+    metric: str = "bleu", context: int = 256, device: str | torch.device = "cpu",
+    weights: Sequence[float] | None = None, combine: str = "prob", **options,
 ) -> MetricResult:
     """Score ``checkpoints`` on ``ref`` (a file, ``-``, or a list of lines).
 
@@ -30,7 +32,10 @@ def evaluate(
     """
     if metric not in (*METRICS, "ppl"):
         raise ConfigError(f"metric {metric!r} unknown; choose one of: {', '.join((*METRICS, 'ppl'))}")
-    decoder = load_decoder(checkpoints, device, purpose="evaluate")
+    decoder = load_decoder(checkpoints, device, purpose="evaluate", weights=weights, combine=combine)
+    if metric == "ppl" and not isinstance(decoder.scorer, ModelScorer):
+        raise ConfigError("ppl scores one model under teacher forcing; evaluate each checkpoint on its own "
+                          "(ensembles are scored with bleu, chrf or rouge)")
     seq2seq, path = decoder.config.is_seq2seq, decoder.name
     if not seq2seq and metric != "ppl":
         raise ConfigError(f"{path} is a decoder_lm checkpoint: {metric} scores seq2seq outputs against "

@@ -84,8 +84,9 @@ def error_cases(ckpt: Path, lm: Path, classifier: Path, files: Path) -> dict[str
         "evaluate classifier": ["evaluate", classifier, "--src", files / "src.txt", "--ref", files / "ref.txt"],
         "evaluate unknown metric": ["evaluate", ckpt, "--src", files / "src.txt", "--ref", files / "ref.txt",
                                     "--metric", "meteor"],
-        "evaluate several checkpoints": ["evaluate", ckpt, ckpt, "--src", files / "src.txt", "--ref",
-                                         files / "ref.txt"],
+        "evaluate ppl of an ensemble": ["evaluate", ckpt, ckpt, "--src", files / "src.txt", "--ref",
+                                        files / "ref.txt", "--metric", "ppl"],
+        "bad ensemble weights": ["generate", ckpt, ckpt, "--input", files / "src.txt", "--weights", "1,x"],
     }
 
 
@@ -93,7 +94,8 @@ def test_errors_are_one_line_without_traceback(monkeypatch, capsys, tiny_checkpo
     cases = error_cases(tiny_checkpoint(), tiny_checkpoint("decoder_lm"), tiny_checkpoint("encoder_classifier"),
                         files)
     expected = {"missing checkpoint": "no such checkpoint", "empty input": "empty input",
-                "classifier": "encoder_classifier", "several checkpoints": "ensembles",
+                "classifier": "encoder_classifier", "several checkpoints": "ensemble members must all be",
+                "evaluate ppl of an ensemble": "each checkpoint", "bad ensemble weights": "comma-separated",
                 "evaluate LM with bleu": "use --metric ppl", "evaluate line counts": "4 lines",
                 "evaluate seq2seq without --src": "needs --src", "evaluate unknown metric": "meteor"}
     for name, args in cases.items():

@@ -59,8 +59,8 @@ def test_errors_are_clear(tiny_checkpoint, tmp_path):
     seq2seq = tiny_checkpoint()
     with pytest.raises(DataError, match="no input lines"):
         list(generate(seq2seq, []))
-    with pytest.raises(ConfigError, match="ensembles are not supported yet"):
-        generate([seq2seq, seq2seq], LINES)
+    with pytest.raises(CheckpointError, match="ensemble members must all be"):
+        generate([seq2seq, tiny_checkpoint("decoder_lm")], LINES)
     with pytest.raises(ConfigError, match="top_p"):
         generate(seq2seq, LINES, sample=True, top_p=0.0)
     with pytest.raises(ConfigError, match="unknown generation option.*beams"):
@@ -82,3 +82,11 @@ def test_learned_positions_cap_the_output(tiny_checkpoint):
         assert isinstance(line, str)  # did not run past the position table
     with pytest.raises(DataError, match="max_positions"):
         list(generate(path, [" ".join(["the cat sat on the mat"] * 4)], beam=1))
+
+
+def test_several_checkpoints_generate_as_an_ensemble(tiny_checkpoint):
+    """The same checkpoint twice is an ensemble equal to that checkpoint alone."""
+    one = tiny_checkpoint()
+    alone = list(generate(one, LINES, beam=3, max_len_b=5))
+    assert list(generate([one, one], LINES, beam=3, max_len_b=5)) == alone
+    assert list(generate([one, one], LINES, beam=3, max_len_b=5, weights=[1.0, 0.0], combine="log_prob")) == alone

@@ -7,7 +7,19 @@ import json
 import typer
 
 from ..evaluate import evaluate
-from .generate import BATCH_TOKENS, BEAM, CHECKPOINTS, DEVICE, LENPEN, MAX_LEN_A, MAX_LEN_B, NO_REPEAT
+from .generate import (
+    BATCH_TOKENS,
+    BEAM,
+    CHECKPOINTS,
+    COMBINE,
+    DEVICE,
+    LENPEN,
+    MAX_LEN_A,
+    MAX_LEN_B,
+    NO_REPEAT,
+    WEIGHTS,
+    parse_weights,
+)
 
 
 def evaluate_cmd(
@@ -24,6 +36,8 @@ def evaluate_cmd(
     no_repeat_ngram: int = NO_REPEAT,
     batch_tokens: int = BATCH_TOKENS,
     device: str = DEVICE,
+    weights: str = WEIGHTS,
+    combine: str = COMBINE,
 ) -> None:
     """Print the score and its signature (sacreBLEU's for bleu/chrf).
 
@@ -33,10 +47,12 @@ def evaluate_cmd(
     Examples:
       hybridformer evaluate runs/mt/best --src test.en --ref test.de --metric bleu
       hybridformer evaluate runs/lm/best --ref valid.txt --metric ppl --json
+      hybridformer evaluate runs/a/best runs/b/best --src test.en --ref test.de   # an ensemble
     """
     decoding = {"beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b,
                 "no_repeat_ngram": no_repeat_ngram, "batch_tokens": batch_tokens}
     if metric == "ppl":
         decoding = {"batch_tokens": batch_tokens}
-    result = evaluate(checkpoints, src, ref, metric=metric, context=context, device=device, **decoding)
+    result = evaluate(checkpoints, src, ref, metric=metric, context=context, device=device,
+                      weights=parse_weights(weights), combine=combine, **decoding)
     typer.echo(json.dumps(result.as_dict()) if as_json else str(result))

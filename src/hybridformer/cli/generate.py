@@ -6,6 +6,7 @@ import typer
 
 from ..decoding.generate import generate
 from ..decoding.text import read_lines
+from ..errors import ConfigError
 
 # Decoding options, shared with ``hybridformer evaluate``.
 BEAM = typer.Option(None, "--beam", help="Beam size (default 5; 1 = greedy).", min=1)
@@ -15,7 +16,19 @@ MAX_LEN_B = typer.Option(None, "--max-len-b", help="Output budget a·src_len+b, 
 NO_REPEAT = typer.Option(0, "--no-repeat-ngram", help="Never repeat an n-gram of this size (0 = off).")
 BATCH_TOKENS = typer.Option(4096, "--batch-tokens", help="Padded input tokens × beam per batch.")
 DEVICE = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda.")
-CHECKPOINTS = typer.Argument(..., help="Checkpoint directory (several = an ensemble, once model fusion lands).")
+CHECKPOINTS = typer.Argument(..., help="Checkpoint directory; several = an ensemble (same vocabulary).")
+WEIGHTS = typer.Option(None, "--weights", help="Ensemble weights, comma-separated (default: equal).")
+COMBINE = typer.Option("prob", "--combine", help="Ensemble: mean of probabilities (prob) or of log-probs (log_prob).")
+
+
+def parse_weights(text: str | None) -> list[float] | None:
+    """``"0.7,0.3"`` -> [0.7, 0.3]; a malformed list is a one-line error."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--weights must be comma-separated numbers, got {text!r}") from None
 
 
 def generate_cmd(
@@ -33,6 +46,8 @@ def generate_cmd(
     no_repeat_ngram: int = NO_REPEAT,
     batch_tokens: int = BATCH_TOKENS,
     device: str = DEVICE,
+    weights: str = WEIGHTS,
+    combine: str = COMBINE,
 ) -> None:
     """Translate / summarize / continue each line of --input; outputs stream to stdout in input order.
 
@@ -42,11 +57,12 @@ def generate_cmd(
     Examples:
       hybridformer generate runs/mt/best --input test.en --beam 5 --lenpen 1.0 > test.hyp
       echo "The quick brown fox" | hybridformer generate runs/lm/best --input - --sample --top-p 0.9
+      hybridformer generate runs/a/best runs/b/best runs/c/best --input test.en   # an ensemble
     """
     outputs = generate(
         checkpoints, read_lines(input), device=device, beam=beam, lenpen=lenpen, sample=sample,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_len_a=max_len_a, max_len_b=max_len_b,
-        no_repeat_ngram=no_repeat_ngram, batch_tokens=batch_tokens,
+        no_repeat_ngram=no_repeat_ngram, batch_tokens=batch_tokens, weights=parse_weights(weights), combine=combine,
     )
     for line in outputs:
         typer.echo(line)  # click flushes each line: output streams

@@ -21,7 +21,7 @@ from .beam import beam_search
 from .greedy import greedy_search
 from .logits import max_lengths
 from .sampling import sample_search
-from .scorer import ModelScorer, Scorer
+from .scorer import Scorer
 from .text import decode_tokens, encode_source, pad, token_batches, windows
 
 CheckpointLike = str | Path | Checkpoint
@@ -97,16 +97,24 @@ class Decoder:
 
 
 def load_decoder(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu",
-                 *, purpose: str = "generate") -> Decoder:
-    """Load the checkpoint(s) and check they can generate text: a tokenizer, an encoder-decoder or LM."""
+                 *, purpose: str = "generate", weights: Sequence[float] | None = None,
+                 combine: str = "prob") -> Decoder:
+    """Load the checkpoint(s) and check they can generate text: a tokenizer, an encoder-decoder or LM.
+
+    Several checkpoints become one :class:`~hybridformer.fusion.Ensemble` Scorer (same vocabulary,
+    any architectures), combined per step by ``combine`` (``prob`` or ``log_prob``) with ``weights``.
+    """
+    from ..fusion.ensemble import scorer_from_checkpoints
+
     items = [checkpoints] if isinstance(checkpoints, CheckpointLike) else list(checkpoints)
     if not items:
         raise ConfigError(f"{purpose} needs at least one checkpoint")
-    if len(items) > 1:
-        raise ConfigError(f"{purpose} got {len(items)} checkpoints: ensembles are not supported yet; pass one CKPT")
-    ckpt = items[0] if isinstance(items[0], Checkpoint) else load_checkpoint(items[0], device)
-    check_generative(ckpt, purpose)
-    return Decoder(ModelScorer(ckpt.model), ckpt.tokenizer, ckpt.config, torch.device(device), str(ckpt.path))
+    ckpts = [item if isinstance(item, Checkpoint) else load_checkpoint(item, device) for item in items]
+    for ckpt in ckpts:
+        check_generative(ckpt, purpose)
+    scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine)
+    name = ", ".join(str(c.path) for c in ckpts)
+    return Decoder(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name)
 
 
 def check_generative(ckpt: Checkpoint, purpose: str) -> None:
@@ -124,18 +132,19 @@ def check_generative(ckpt: Checkpoint, purpose: str) -> None:
 
 def generate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], inputs: Iterable[str], *,
-    device: str | torch.device = "cpu", **options,
+    device: str | torch.device = "cpu", weights: Sequence[float] | None = None, combine: str = "prob", **options,
 ) -> Iterator[str]:
     """Decode every input line; yields one output line per input line, in input order, as soon as
     its window of ~``4 · batch_tokens`` input tokens is done.
 
     ``options`` are the fields of :class:`GenerationOptions` (``beam``, ``lenpen``, ``sample``,
     ``temperature``, ``top_k``, ``top_p``, ``max_len_a``, ``max_len_b``, ``no_repeat_ngram``,
-    ``early_stopping``, ``seed``, ``batch_tokens``). Checkpoints and options are checked now;
+    ``early_stopping``, ``seed``, ``batch_tokens``). Several checkpoints decode as one ensemble
+    (``weights``, ``combine`` as in :func:`load_decoder`). Checkpoints and options are checked now;
     the input is read lazily while iterating (an input without lines is a :class:`DataError`).
     """
     opts = GenerationOptions.parse(options)
-    return stream_outputs(load_decoder(checkpoints, device), inputs, opts)
+    return stream_outputs(load_decoder(checkpoints, device, weights=weights, combine=combine), inputs, opts)
 
 
 def stream_outputs(decoder: Decoder, inputs: Iterable[str], opts: GenerationOptions) -> Iterator[str]:
