@@ -105,15 +105,15 @@ def test_block_sparse_gradients_match_reference() -> None:
 
 
 def test_block_sparse_pattern_is_bigbird_and_reproducible_from_seed() -> None:
-    kernel = build_attention("block_sparse", block_size=1, window_blocks=1, global_blocks=2, num_random_blocks=3, seed=7)
+    options = {"block_size": 1, "window_blocks": 1, "global_blocks": 2, "num_random_blocks": 3}
+    kernel = build_attention("block_sparse", **options, seed=7)
     mask = kernel.dense_mask(32, causal=False)
     i = torch.arange(32)
     assert mask[i[1:], i[:-1]].all() and mask[i, i].all() and mask[i[:-1], i[1:]].all()  # sliding blocks
     assert mask[:, :2].all() and mask[:2, :].all()  # global rows and columns
     per_row = mask.sum(1)  # 3 window + 2 global + 3 random (fewer where window and global overlap, or at the end)
     assert (per_row[3:31] == 8).all() and per_row[2] == 7 and per_row[31] == 7
-    same = build_attention("block_sparse", block_size=1, window_blocks=1, global_blocks=2, num_random_blocks=3, seed=7)
-    other = build_attention("block_sparse", block_size=1, window_blocks=1, global_blocks=2, num_random_blocks=3, seed=8)
+    same, other = build_attention("block_sparse", **options, seed=7), build_attention("block_sparse", **options, seed=8)
     assert torch.equal(same.dense_mask(32, causal=False), mask)
     assert not torch.equal(other.dense_mask(32, causal=False), mask)
     causal = kernel.dense_mask(32, causal=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attn_oracle import B, H, D, padding, qkv, reference
+from attn_oracle import B, D, H, padding, qkv, reference
 
 from hybridformer.attention import build_attention
 
+LOW_RANK = [("linformer", {"proj_len": 8, "max_len": 64}), ("nystrom", {"num_landmarks": 6})]
 
-@pytest.mark.parametrize("name,opts", [("linformer", {"proj_len": 8, "max_len": 64}), ("nystrom", {"num_landmarks": 6})])
+
+@pytest.mark.parametrize("name,opts", LOW_RANK)
 def test_padded_batches_give_finite_outputs_independent_of_padded_keys(name: str, opts: dict) -> None:
     kernel = build_attention(name, **opts)
     q, k, v = qkv(37)

@@ -11,13 +11,14 @@ import sys
 import typer
 
 from ..errors import HybridformerError
-from . import config_cmd
+from . import bench, config_cmd
 
 app = typer.Typer(
     name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Improved Transformers: long-text attention, convolution hybrids and model fusion.",
 )
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(bench.app, name="bench")
 
 
 def main() -> None:
