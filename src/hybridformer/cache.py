@@ -86,3 +86,52 @@ class ConvState:
 
     def reorder(self, index: Tensor) -> None:
         self.history = self.history.index_select(0, index)
+
+class RollingKVCache:
+    """Sliding-window decoding memory: the ``num_global`` first keys plus the last ``window`` keys.
+
+    Memory stays bounded by ``num_global + window`` keys however long the generation runs
+    (plus the tokens of the current step while they are attended).
+    """
+
+    def __init__(self, window: int, num_global: int = 0) -> None:
+        self.window, self.num_global = window, num_global
+        self.keys: Tensor | None = None  # (batch, kv_heads, kept, head_dim)
+        self.values: Tensor | None = None
+        self.kept_positions: Tensor | None = None  # (kept,) absolute positions of the kept keys
+        self.length = 0
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Add ``n`` new keys/values; return kept + new keys, values and their absolute positions."""
+        new_positions = torch.arange(self.length, self.length + k.shape[2], device=k.device)
+        if self.keys is None:
+            keys, values, positions = k, v, new_positions
+        else:
+            keys, values = torch.cat([self.keys, k], dim=2), torch.cat([self.values, v], dim=2)
+            positions = torch.cat([self.kept_positions, new_positions])
+        self.length += k.shape[2]
+        keep = (positions < self.num_global) | (positions >= self.length - self.window)
+        self.keys, self.values, self.kept_positions = keys[:, :, keep], values[:, :, keep], positions[keep]
+        return keys, values, positions
+
+    def reorder(self, index: Tensor) -> None:
+        if self.keys is not None:
+            self.keys = self.keys.index_select(0, index)
+            self.values = self.values.index_select(0, index)
+
+
+class LinearAttentionState:
+    """Recurrent state of kernelized attention (Katharopoulos et al., 2020): O(1) memory per token.
+
+    ``kv`` = Σ φ(k) vᵀ (batch, heads, features, head_dim) and ``k_sum`` = Σ φ(k) (batch, heads, features).
+    """
+
+    def __init__(self) -> None:
+        self.kv: Tensor | None = None
+        self.k_sum: Tensor | None = None
+        self.length = 0
+
+    def reorder(self, index: Tensor) -> None:
+        if self.kv is not None:
+            self.kv = self.kv.index_select(0, index)
+            self.k_sum = self.k_sum.index_select(0, index)

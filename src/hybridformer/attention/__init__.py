@@ -10,13 +10,25 @@ from typing import Any
 from ..errors import ConfigError
 from .base import AttentionKernel, kernel_options
 from .bias import ALiBi, ScoreBias, T5RelativeBias
+from .block_sparse import BlockSparseAttention
+from .chunked import ChunkedAttention
 from .full import FullAttention
+from .linear import LinearAttention, PerformerAttention
+from .local import SlidingWindowAttention
+from .low_rank import LinformerAttention, NystromAttention
 from .multihead import CrossAttention, MultiHeadAttention
 from .reference import ReferenceAttention
 
 ATTENTION: dict[str, type[AttentionKernel]] = {
     "reference": ReferenceAttention,
     "full": FullAttention,
+    "chunked": ChunkedAttention,
+    "sliding_window": SlidingWindowAttention,
+    "block_sparse": BlockSparseAttention,
+    "linear": LinearAttention,
+    "performer": PerformerAttention,
+    "linformer": LinformerAttention,
+    "nystrom": NystromAttention,
 }
 
 
@@ -35,5 +47,7 @@ def build_attention(name: str, **options: Any) -> AttentionKernel:
 
 __all__ = [
     "ATTENTION", "build_attention", "kernel_options", "AttentionKernel", "ScoreBias", "ALiBi", "T5RelativeBias",
-    "MultiHeadAttention", "CrossAttention", "FullAttention", "ReferenceAttention",
+    "MultiHeadAttention", "CrossAttention", "FullAttention", "ReferenceAttention", "ChunkedAttention",
+    "SlidingWindowAttention", "BlockSparseAttention", "LinearAttention", "PerformerAttention", "LinformerAttention",
+    "NystromAttention",
 ]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..cache import KVCache
+from ..errors import ConfigError
 from .bias import ScoreBias
 
 
@@ -50,3 +52,27 @@ def kernel_options(kernel_cls: type) -> list[str]:
     """The options a kernel takes: its keyword-only ``__init__`` parameters."""
     params = inspect.signature(kernel_cls.__init__).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, *, allowed: Tensor | None = None, bias: Tensor | None = None,
+           dropout: float = 0.0) -> Tensor:
+    """Dense softmax attention over one block on SDPA's fused CPU/GPU kernels.
+
+    q (..., heads, q, d), k/v (..., kv_heads, k, d); ``allowed`` bool and ``bias`` float broadcast to
+    (..., heads, q, k). Rows with no allowed key come back as zeros (as in ``reference``).
+    """
+    mask = allowed
+    if bias is not None:
+        bias = bias.to(q.dtype)
+        mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
+    gqa = q.dim() == 4 and k.shape[1] != q.shape[1]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
+
+
+def no_score_bias(name: str, position: str, where: str) -> None:
+    """Kernelized and low-rank attention never form q·k scores, so an additive score bias has no place."""
+    if position in ("alibi", "t5"):
+        raise ConfigError(
+            f"{where}: attention.name={name!r} cannot use position={position!r} (an additive score bias needs "
+            "explicit scores); use position=rope/sinusoidal/learned, or attention full, chunked, sliding_window "
+            "or block_sparse")

@@ -29,3 +29,27 @@ def drop_empty_padding(key_padding_mask: Tensor | None) -> Tensor | None:
     if key_padding_mask is None or not bool(key_padding_mask.any()):
         return None
     return key_padding_mask
+
+
+def position_mask(
+    q_pos: Tensor, k_pos: Tensor, *, causal: bool, window: int | None = None, num_global: int = 0,
+    key_padding: Tensor | None = None,
+) -> Tensor:
+    """Allowed mask from absolute positions, for any gathered block of queries and keys.
+
+    ``q_pos`` (..., q, 1) and ``k_pos`` (..., 1, k) broadcast against each other. ``window``: the
+    band |q - k| <= window (causal: 0 <= q - k <= window), widened by ``num_global`` leading tokens
+    that attend and are attended everywhere (Longformer). ``key_padding`` (batch, ..., 1, k), True =
+    padding, already gathered to ``k_pos``; it adds a leading batch dimension to the result.
+    """
+    allowed = torch.ones((), dtype=torch.bool, device=q_pos.device)
+    if window is not None:
+        allowed = (q_pos - k_pos).abs() <= window
+        if num_global:
+            allowed = allowed | (q_pos < num_global) | (k_pos < num_global)
+    if causal:
+        allowed = allowed & (k_pos <= q_pos)
+    allowed = allowed.expand(torch.broadcast_shapes(q_pos.shape, k_pos.shape))
+    if key_padding is not None:
+        allowed = allowed & ~key_padding
+    return allowed

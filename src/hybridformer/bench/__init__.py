@@ -1,1 +1,9 @@
-"""Benchmarks: measured, never asserted (the numbers go to docs/RESULTS.md)."""
+"""Benchmarks: measured, never asserted (the numbers go to docs/RESULTS.md).
+
+attention scaling (time and peak memory vs length), layer-type cost, compression speed, and
+training/generation throughput against peer libraries.
+"""
+
+from .attention import PointSpec, markdown_table, parse_mechanism, run_benchmark, write_outputs
+
+__all__ = ["PointSpec", "markdown_table", "parse_mechanism", "run_benchmark", "write_outputs"]

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ..errors import HybridformerError
-from . import bench_conv, compress, config_cmd, fusion, tokenizer, train
+from . import bench, compress, config_cmd, fusion, tokenizer, train
 from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
 
@@ -19,8 +19,7 @@ app = typer.Typer(
     name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Improved Transformers: long-text attention, convolution hybrids and model fusion.",
 )
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: speed and memory, measured against peers.")
-app.add_typer(bench_app, name="bench")
+app.add_typer(bench.app, name="bench")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(tokenizer.app, name="tokenizer")
 app.command("train")(train.train)
@@ -30,8 +29,6 @@ app.command("average")(fusion.average)
 app.command("merge")(fusion.merge)
 app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
-bench_app.command("compress")(compress.bench_compress)
-bench_app.command("layers")(bench_conv.layers)
 
 
 def main() -> None:
