@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ModelConfig
+
 
 @dataclass
 class Size:
@@ -48,33 +50,52 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- hybridformer
 
 
-def hybridformer(size: Size, **model_options) -> Contender:
+def hybridformer(size: Size, config: ModelConfig | None = None) -> Contender:
+    """hybridformer at ``size``, or exactly ``config`` (whose sizes then define ``size``)."""
     import hybridformer as hf
-    from hybridformer.decoding import ModelScorer, greedy_search
+    from hybridformer.decoding import ModelScorer, beam_search, greedy_search
 
-    cfg = hf.ModelConfig(
+    cfg = config or hf.ModelConfig(
         arch="decoder_lm" if size.lm else "encoder_decoder", vocab_size=size.vocab, d_model=size.d_model,
         heads=size.heads, ffn_dim=size.ffn_dim, dropout=0.0, encoder={"layers": size.layers},
-        decoder={"layers": size.layers}, **model_options,
+        decoder={"layers": size.layers},
     )
     model = hf.build_model(cfg)
     if size.lm:
         return Contender("hybridformer", model, lambda src, tgt_in, tgt_out: cross_entropy(model(tgt_in), tgt_out),
                          version=hf.__version__)
 
-    def greedy(src: Tensor, steps: int) -> Tensor:
-        scorer = ModelScorer(model)
-        start = torch.full((src.shape[0], 1), cfg.bos_id)
-        return greedy_search(scorer, scorer.init_state(src), start, eos_id=-1, max_new_tokens=steps)
+    def scorer_and_start(src: Tensor) -> tuple[NoEarlyEnd, Tensor]:
+        return NoEarlyEnd(ModelScorer(model), cfg.eos_id), torch.full((src.shape[0], 1), cfg.bos_id)
+
+    def greedy(src: Tensor, steps: int):
+        scorer, start = scorer_and_start(src)
+        return greedy_search(scorer, scorer.init_state(src), start, eos_id=cfg.eos_id, max_new_tokens=steps)
 
     def beam(src: Tensor, steps: int, beams: int):
-        from hybridformer.decoding import beam_search
-
-        scorer = ModelScorer(model)
-        return beam_search(scorer, src, bos_id=cfg.bos_id, eos_id=-1, beam_size=beams, max_len=steps)
+        scorer, start = scorer_and_start(src)
+        return beam_search(scorer, scorer.init_state(src), start, beam=beams, eos_id=cfg.eos_id, max_len=steps)
 
     return Contender("hybridformer", model, lambda src, tgt_in, tgt_out: cross_entropy(model(src, tgt_in), tgt_out),
                      greedy, beam, hf.__version__)
+
+
+class NoEarlyEnd:
+    """A Scorer that never ends a hypothesis early, so every contender generates exactly ``steps`` tokens."""
+
+    def __init__(self, scorer, eos_id: int) -> None:
+        self.scorer, self.eos_id = scorer, eos_id
+
+    def init_state(self, src):
+        return self.scorer.init_state(src)
+
+    def step(self, state, prev_tokens: Tensor):
+        log_probs, state = self.scorer.step(state, prev_tokens)
+        log_probs[:, self.eos_id] = float("-inf")
+        return log_probs, state
+
+    def reorder(self, state, beam_index: Tensor):
+        return self.scorer.reorder(state, beam_index)
 
 
 # ----------------------------------------------------------------------------- torch.nn.Transformer

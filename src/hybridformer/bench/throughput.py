@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..config import ModelConfig
+from ..errors import ConfigError
 from .peers import PEERS, Contender, Size, hybridformer
 
 SIZES = {
@@ -101,8 +103,17 @@ def training_flops(contender: Contender, batch) -> int:
     return counter.get_total_flops()
 
 
-def load_contenders(size: Size, peers: list[str]) -> tuple[list[Contender], list[Result]]:
-    contenders, skipped = [hybridformer(size)], []
+def size_of(cfg: ModelConfig) -> Size:
+    """The benchmark size a model config describes (peers are built at the same size)."""
+    stack = cfg.decoder if cfg.arch == "decoder_lm" else cfg.encoder
+    return Size(d_model=cfg.d_model, heads=cfg.heads, layers=stack.layers, ffn_dim=cfg.ffn_dim,
+                vocab=cfg.vocab_size, lm=cfg.arch == "decoder_lm",
+                **({"batch": 4, "src_len": 0, "tgt_len": 1024} if cfg.arch == "decoder_lm" else {}))
+
+
+def load_contenders(size: Size, peers: list[str], config: ModelConfig | None = None
+                    ) -> tuple[list[Contender], list[Result]]:
+    contenders, skipped = [hybridformer(size, config)], []
     for name in peers:
         try:
             contenders.append(PEERS[name](size))
@@ -111,9 +122,10 @@ def load_contenders(size: Size, peers: list[str]) -> tuple[list[Contender], list
     return contenders, skipped
 
 
-def run_size(name: str, size: Size, peers: list[str], repeats: int, steps: int, beams: int) -> list[Result]:
+def run_size(name: str, size: Size, peers: list[str], repeats: int, steps: int, beams: int,
+             config: ModelConfig | None = None) -> list[Result]:
     torch.manual_seed(0)
-    contenders, skipped = load_contenders(size, peers)
+    contenders, skipped = load_contenders(size, peers, config)
     batch = _batch(size)
     results = {c.name: Result(name, c.name, c.version) for c in contenders}
     train_times = interleaved({c.name: _train_step(c, batch) for c in contenders}, repeats)
@@ -144,14 +156,23 @@ def _generation(c: Contender, mode: str, src, steps: int, beams: int) -> Callabl
 
 
 def run(sizes: list[str], peers: list[str] | None = None, *, repeats: int = 5, steps: int = 64, beams: int = 5,
-        threads: int | None = None) -> Report:
-    """Benchmark the named sizes (``SIZES``) against ``peers`` (default: all of ``PEERS``)."""
+        threads: int | None = None, config: ModelConfig | None = None) -> Report:
+    """Benchmark the named sizes (``SIZES``), or one ``config``, against ``peers`` (default: all of ``PEERS``)."""
+    unknown = [name for name in sizes if name not in SIZES]
+    if unknown:
+        raise ConfigError(f"unknown benchmark size(s) {', '.join(unknown)}; allowed: {', '.join(SIZES)}")
+    unknown = [name for name in peers or [] if name not in PEERS]
+    if unknown:
+        raise ConfigError(f"unknown peer(s) {', '.join(unknown)}; allowed: {', '.join(PEERS)}")
     if threads:
         torch.set_num_threads(threads)
     report = Report(gemm_peak(512 if sizes == ["tiny"] else 2048), torch.get_num_threads(),
                     f"{platform.machine()} {platform.processor() or ''}".strip())
-    for name in sizes:
-        report.results += run_size(name, SIZES[name], list(PEERS) if peers is None else peers, repeats, steps, beams)
+    peers = list(PEERS) if peers is None else peers
+    if config is not None:
+        report.results += run_size("config", size_of(config), peers, repeats, steps, beams, config)
+    for name in sizes if config is None else []:
+        report.results += run_size(name, SIZES[name], peers, repeats, steps, beams)
     return report
 
 

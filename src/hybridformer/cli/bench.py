@@ -55,3 +55,37 @@ def attention(
     paths = write_outputs(results, out, title=title)
     typer.echo(markdown_table(results))
     typer.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
+
+
+@app.command("throughput")
+def throughput(
+    config: Path = typer.Argument(None, help="Model config (YAML; a `model:` section or ModelConfig keys). "
+                                  "Without it: the built-in --sizes."),
+    out: Path = typer.Option(..., "--out", help="Directory for throughput.json and throughput.md."),
+    sizes: str = typer.Option("default,d512,lm1024", "--sizes", help="Comma-separated: default, d512, lm1024, tiny."),
+    peers: str = typer.Option(None, "--peers", help="Comma-separated peers (default: all; \"\" = none)."),
+    repeats: int = typer.Option(5, "--repeats", help="Timed rounds per measurement (median reported).", min=1),
+    steps: int = typer.Option(64, "--steps", help="New tokens per generated sequence.", min=1),
+    beams: int = typer.Option(5, "--beams", help="Beam size for the beam-search measurement.", min=1),
+    threads: int = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a model key of CONFIG, e.g. --set position=rope"),
+) -> None:
+    """Training and generation tokens/s of hybridformer vs torch.nn.Transformer, HF and x-transformers.
+
+    All contenders are timed in one process, interleaved, median of --repeats; the training step's
+    achieved FLOP/s is reported as a share of this machine's measured fp32 GEMM peak.
+
+    Example: hybridformer bench throughput --sizes default --out runs/throughput
+    """
+    from ..bench.throughput import markdown, run, write
+    from ..config import ModelConfig, apply_overrides, parse_config, read_config_file
+
+    model_cfg = None
+    if config is not None:
+        data = read_config_file(config)
+        model_cfg = parse_config(ModelConfig, apply_overrides(data.get("model", data), set_), prefix="model")
+    report = run([s for s in sizes.split(",") if s], [p for p in peers.split(",") if p] if peers is not None else None,
+                 repeats=repeats, steps=steps, beams=beams, threads=threads, config=model_cfg)
+    json_path, _ = write(report, out)
+    typer.echo(markdown(report))
+    typer.echo(f"\nwrote {json_path} and throughput.md")
