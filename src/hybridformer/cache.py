@@ -43,9 +43,16 @@ class KVCache:
         return torch.arange(self.length, device=device)
 
     def reorder(self, index: Tensor) -> None:
-        if self.keys is not None:
-            self.keys = self.keys.index_select(0, index)
-            self.values = self.values.index_select(0, index)
+        """Gather only the filled part; keep the buffers (and their spare capacity) when the batch size holds."""
+        if self.keys is None:
+            return
+        keys = self.keys[:, :, : self.length].index_select(0, index)
+        values = self.values[:, :, : self.length].index_select(0, index)
+        if len(index) != self.keys.shape[0]:  # beam search dropped finished sentences: new, smaller buffers
+            self.keys, self.values = keys.new_empty(len(index), *self.keys.shape[1:]), values.new_empty(
+                len(index), *self.values.shape[1:])
+        self.keys[:, :, : self.length] = keys
+        self.values[:, :, : self.length] = values
 
 
 class StaticKV:

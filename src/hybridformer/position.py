@@ -9,20 +9,30 @@ from torch import Tensor, nn
 
 
 class SinusoidalPositions(nn.Module):
-    """Fixed sin/cos embeddings (Vaswani et al., 2017); any length, no parameters."""
+    """Fixed sin/cos embeddings (Vaswani et al., 2017); any length, no parameters.
+
+    The table is computed once and grown on demand, so a decoding step is one index lookup.
+    """
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
-        freqs = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
-        self.register_buffer("freqs", freqs, persistent=False)
         self.d_model = d_model
+        self.register_buffer("table", self.compute(d_model, 1024), persistent=False)
+
+    @staticmethod
+    def compute(d_model: int, length: int) -> Tensor:
+        freqs = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
+        angles = torch.arange(length).float()[:, None] * freqs[None]
+        table = torch.zeros(length, d_model)
+        table[:, 0::2] = angles.sin()
+        table[:, 1::2] = angles.cos()[:, : d_model // 2]
+        return table
 
     def forward(self, positions: Tensor) -> Tensor:
-        angles = positions.float()[:, None] * self.freqs[None]
-        table = torch.zeros(len(positions), self.d_model, device=positions.device)
-        table[:, 0::2] = angles.sin()
-        table[:, 1::2] = angles.cos()[:, : self.d_model // 2]
-        return table
+        needed = int(positions[-1]) + 1 if len(positions) else 0
+        if needed > len(self.table):
+            self.table = self.compute(self.d_model, max(needed, 2 * len(self.table))).to(self.table.device)
+        return self.table[positions]
 
 
 class LearnedPositions(nn.Module):

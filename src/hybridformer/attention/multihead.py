@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from einops import rearrange
 from torch import Tensor, nn
 
 from ..cache import StaticKV
@@ -19,10 +18,12 @@ class _Attention(nn.Module):
         self.out_proj = nn.Linear(heads * self.head_dim, d_model, bias=bias)
 
     def split_heads(self, x: Tensor, heads: int) -> Tensor:
-        return rearrange(x, "b l (h d) -> b h l d", h=heads)
+        """(batch, L, heads·head_dim) -> (batch, heads, L, head_dim), a view (this runs every decoding step)."""
+        return x.unflatten(-1, (heads, self.head_dim)).transpose(1, 2)
 
     def merge_heads(self, x: Tensor) -> Tensor:
-        return self.out_proj(rearrange(x, "b h l d -> b l (h d)"))
+        """(batch, heads, L, head_dim) -> output projection of (batch, L, heads·head_dim)."""
+        return self.out_proj(x.transpose(1, 2).flatten(2))
 
 
 class MultiHeadAttention(_Attention):

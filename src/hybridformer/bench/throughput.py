@@ -84,7 +84,7 @@ def _batch(size: Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _train_step(contender: Contender, batch) -> Callable[[], None]:
-    optimizer = torch.optim.AdamW(contender.model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(contender.model.parameters(), lr=1e-4, fused=True)  # the same for every contender
     contender.model.train()
 
     def step() -> None:

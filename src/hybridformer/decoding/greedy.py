@@ -39,7 +39,8 @@ def token_loop(
         generated.append(next_token)
         finished |= next_token.eq(eos_id) | budget.le(step + 1)
         tokens = next_token[:, None]
-        history = torch.cat([history, tokens], 1)
+        if no_repeat_ngram > 0:
+            history = torch.cat([history, tokens], 1)
     if not generated:
         return [[] for _ in range(batch)]
     rows = torch.stack(generated, 1).tolist()

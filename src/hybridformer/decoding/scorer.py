@@ -66,6 +66,5 @@ class ModelScorer:
 
 def output_log_probs(logits: Tensor, pad_id: int) -> Tensor:
     """Log-probabilities over real outputs: padding is never generated, so it gets no mass at all."""
-    logits = logits.float().clone()
-    logits[..., pad_id] = float("-inf")
-    return torch.log_softmax(logits, dim=-1)
+    pad = torch.tensor([pad_id], device=logits.device)
+    return torch.log_softmax(logits.float().index_fill(-1, pad, float("-inf")), dim=-1)
