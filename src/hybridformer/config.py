@@ -324,6 +324,7 @@ class TrainConfig(_Strict):
     activation_checkpointing: bool = False
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # e.g. 0.999: EMA of the weights
     eval_every: int = Field(200, ge=1)
+    eval_bleu: int = Field(0, ge=0)  # seq2seq: greedy-decode this many validation pairs and log BLEU (0 = off)
     save_every: int | None = Field(None, ge=1)  # None = eval_every
     keep_last: int = Field(3, ge=1)
     patience: int | None = Field(None, ge=1)  # early stopping: evaluations without improvement

@@ -30,19 +30,21 @@ def test_average_matches_the_hand_computed_mean(ckpt, tmp_path):
 
 
 def make_run(tmp_path, ckpt):
+    """A trainer run directory: checkpoints/step-NNNNNN (complete ones hold trainer_state.pt), best, ema."""
     run = tmp_path / "run"
-    for step in ("step_100", "step_0200", "step_50", "step_1000"):
-        ckpt(f"run/{step}", seed=int(step.split("_")[1]) % 7)
-    for other in ("best", "last", "step_x"):
-        ckpt(f"run/{other}")
-    (run / "step_5000").write_text("a file, not a checkpoint")
+    for step in (100, 200, 50, 1000):
+        path = ckpt(f"run/checkpoints/step-{step:06d}", seed=step % 7)
+        (path / "trainer_state.pt").write_bytes(b"")
+    ckpt("run/checkpoints/step-002000")  # no trainer_state.pt: an interrupted write, never picked
+    for other in ("best", "ema"):
+        ckpt(f"run/checkpoints/{other}")
     return run
 
 
 def test_last_n_picks_the_highest_step_numbers(tmp_path, ckpt):
     run = make_run(tmp_path, ckpt)
-    assert [p.name for p in last_checkpoints(run, 2)] == ["step_0200", "step_1000"]
-    assert [p.name for p in last_checkpoints(run, 4)] == ["step_50", "step_100", "step_0200", "step_1000"]
+    assert [p.name for p in last_checkpoints(run, 2)] == ["step-000200", "step-001000"]
+    assert [p.name for p in last_checkpoints(run, 4)] == ["step-000050", "step-000100", "step-000200", "step-001000"]
     with pytest.raises(CheckpointError, match="last 5 checkpoints but found 4"):
         last_checkpoints(run, 5)
 
@@ -51,8 +53,8 @@ def test_cli_average_last_n(tmp_path, ckpt):
     run = make_run(tmp_path, ckpt)
     result = CliRunner().invoke(app, ["average", "--last", "2", str(run), "--out", str(tmp_path / "avg")])
     assert result.exit_code == 0, result.output
-    assert "step_0200, step_1000" in result.output
-    w1, w2 = load_weights(run / "step_0200"), load_weights(run / "step_1000")
+    assert "step-000200, step-001000" in result.output
+    w1, w2 = load_weights(run / "checkpoints/step-000200"), load_weights(run / "checkpoints/step-001000")
     avg = load_weights(tmp_path / "avg")
     assert all(torch.allclose(avg[n], (w1[n] + w2[n]) / 2) for n in w1)
 

@@ -99,3 +99,20 @@ def test_char_lm_from_text_file(tmp_path, tiny_config):
                                "train.max_steps=3"), tmp_path / "r")
     ckpt = load_checkpoint(result.checkpoint)
     assert ckpt.config.arch == "decoder_lm" and ckpt.tokenizer.decode(ckpt.tokenizer.encode("To be").ids) == "To be"
+
+
+def test_validation_bleu_is_logged_and_matches_evaluate(tmp_path, tiny_config):
+    """With train.eval_bleu=N the trainer greedy-decodes N validation pairs; the score equals `evaluate`'s."""
+    import json
+
+    from hybridformer import evaluate
+    from hybridformer.data import make_task
+
+    train(tiny_config("train.max_steps=8", "train.eval_bleu=10"), tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid = [row for row in rows if row["kind"] == "valid"]
+    assert len(valid) == 2 and all(0.0 <= row["bleu"] <= 100.0 for row in valid)
+    pairs = make_task("numbers", 200, 30).valid[:10]
+    last = RunDir(tmp_path / "run").latest()
+    score = evaluate(last, [s for s, _ in pairs], [t for _, t in pairs], metric="bleu", beam=1)
+    assert abs(score.score - valid[-1]["bleu"]) < 1e-6

@@ -13,13 +13,13 @@ from ..fusion import METHODS, average_checkpoints, last_checkpoints, merge_check
 def average(
     checkpoints: list[Path] = typer.Argument(..., help="Checkpoint directories, or one RUN_DIR with --last."),
     out: Path = typer.Option(..., "--out", help="Checkpoint directory to write (replaced atomically)."),
-    last: int = typer.Option(None, "--last", help="Average the N highest step_<N> checkpoints of RUN_DIR."),
+    last: int = typer.Option(None, "--last", help="Average the N newest step checkpoints of the training run RUN_DIR."),
 ) -> None:
     """Average checkpoints of one architecture, streaming tensor by tensor.
 
     Examples:
 
-      hybridformer average runs/a/step_9000 runs/a/step_10000 --out runs/a/avg
+      hybridformer average runs/a/checkpoints/step-009000 runs/a/checkpoints/step-010000 --out runs/a/avg
 
       hybridformer average --last 5 runs/a --out runs/a/avg5
     """

@@ -8,16 +8,12 @@ It streams tensor by tensor, so memory stays near one model whatever the number 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CheckpointError
 from .merge.linear import weighted_mean
 from .streaming import fuse_checkpoints
-
-# Trainer checkpoint directories inside a run directory: step_<N> (zero padding allowed), plus best/ and last/.
-STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Path:
@@ -28,15 +24,16 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Path:
 
 
 def last_checkpoints(run_dir: str | Path, n: int) -> list[Path]:
-    """The ``n`` ``step_<N>`` checkpoints of ``run_dir`` with the highest step numbers, oldest first."""
+    """The ``n`` newest complete step checkpoints of the training run ``run_dir``, oldest first."""
+    from ..train.state import RunDir
+
     run_dir = Path(run_dir)
     if n < 1:
         raise CheckpointError(f"--last needs a positive number of checkpoints, got {n}")
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
-    steps = sorted((int(m.group(1)), child) for child in run_dir.iterdir()
-                   if child.is_dir() and (m := STEP_DIR.match(child.name)))
+    steps = RunDir(run_dir).step_checkpoints()
     if len(steps) < n:
-        raise CheckpointError(f"{run_dir}: asked for the last {n} checkpoints but found {len(steps)} "
-                              "step_<N> directories; lower --last or list the checkpoints explicitly")
-    return [path for _, path in steps[-n:]]
+        raise CheckpointError(f"{run_dir}: asked for the last {n} checkpoints but found {len(steps)} step "
+                              "checkpoints under checkpoints/; lower --last or list the checkpoints explicitly")
+    return steps[-n:]

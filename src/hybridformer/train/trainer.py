@@ -26,7 +26,10 @@ from ..blocks import Layer
 from ..checkpoint import load_checkpoint, load_config_file, load_state_into, load_weights, save_checkpoint
 from ..config import ExperimentConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
+from ..decoding.generate import Decoder, GenerationOptions, stream_outputs
+from ..decoding.scorer import ModelScorer
 from ..errors import ConfigError
+from ..metrics import bleu
 from ..models import build_model
 from . import distributed as D
 from .ema import EMA
@@ -90,6 +93,7 @@ class _Trainer:
         self.tokenizer = get_tokenizer(cfg, raw, run.tokenizer)
         self.model_cfg = model_config_for(cfg.model, self.tokenizer)
         self.train_examples, self.valid_examples = tokenize(cfg, raw, self.tokenizer, self.log)
+        self.bleu_pairs = raw.valid[: cfg.train.eval_bleu] if not lm else []
         torch.manual_seed(self.t.seed)
         model = build_model(self.model_cfg)
         state = self._restore_weights(model, resume_from) if resume_from else None
@@ -271,9 +275,12 @@ class _Trainer:
             self._save_export(self.run_dir.best, None)
         else:
             self.bad_evals += 1
-        self.metrics.write("valid", self.step, {"loss": self.last_valid, "ppl": math.exp(min(self.last_valid, 50)),
-                                                "best": self.best})
-        self.log(f"step {self.step}: valid loss {self.last_valid:.4f} (best {self.best:.4f})")
+        scores = {"loss": self.last_valid, "ppl": math.exp(min(self.last_valid, 50)), "best": self.best}
+        if self.bleu_pairs:
+            scores["bleu"] = self.validation_bleu()
+        self.metrics.write("valid", self.step, scores)
+        bleu = f", BLEU {scores['bleu']:.2f} on {len(self.bleu_pairs)} pairs" if self.bleu_pairs else ""
+        self.log(f"step {self.step}: valid loss {self.last_valid:.4f} (best {self.best:.4f}){bleu}")
         return self.t.patience is not None and self.bad_evals >= self.t.patience
 
     @torch.no_grad()
@@ -292,6 +299,14 @@ class _Trainer:
         if shard:
             D.all_reduce_sum(totals, self.env)
         return totals[0].item() / max(totals[1].item(), 1.0)
+
+    def validation_bleu(self) -> float:
+        """sacreBLEU of greedy outputs on the first ``train.eval_bleu`` validation pairs (same on every rank)."""
+        model = self._export_model(None)
+        decoder = Decoder(ModelScorer(model), self.tokenizer, self.model_cfg, self.device, "validation")
+        sources, references = zip(*self.bleu_pairs, strict=True)
+        hypotheses = list(stream_outputs(decoder, sources, GenerationOptions.parse({"beam": 1})))
+        return bleu(hypotheses, list(references)).score
 
     def _export_model(self, ema: dict[str, torch.Tensor] | None) -> nn.Module:
         """The model to write: the live one, or a plain CPU copy (FSDP: gathered; EMA: averaged weights)."""
