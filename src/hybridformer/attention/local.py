@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..cache import RollingKVCache
 from ..errors import ConfigError
-from .base import AttentionKernel, attend
+from .base import AttentionKernel, attend, expand_kv
 from .bias import ScoreBias
 from .masks import drop_empty_padding, position_mask
 
@@ -36,6 +37,78 @@ class SlidingWindowAttention(AttentionKernel):
         q_len, k_len = q.shape[2], k.shape[2]
         offset = k_len - q_len  # query i sits at key position offset + i
         padding = drop_empty_padding(key_padding_mask)
+        if offset == 0:
+            out = self._all_blocks(q, k, v, causal, padding, bias)
+        else:
+            out = self._block_by_block(q, k, v, causal, padding, bias, offset)
+        global_rows = min(q_len, max(0, self.num_global - offset))
+        if global_rows:  # global queries attend every key
+            q_pos = torch.arange(global_rows, device=q.device) + offset
+            dense = self._attend(q[:, :, :global_rows], k, v, q_pos, torch.arange(k_len, device=q.device),
+                                 causal, padding, bias, window=None)
+            out = torch.cat([dense, out[:, :, global_rows:]], dim=2)
+        return out
+
+    def _all_blocks(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, padding: Tensor | None,
+                    bias: ScoreBias | None) -> Tensor:
+        """Queries in blocks of ``window``: block b needs only key blocks b-1, b (and b+1 when not causal)
+        plus the global keys, so all blocks go through SDPA together (a few large calls, no Python loop
+        per block) over an unfolded (blocks, span) view of the keys — O(L · window) time and memory."""
+        batch, heads, length, dim = q.shape
+        k, v = expand_kv(k, heads), expand_kv(v, heads)
+        c, g, device = self.window, min(self.num_global, length), q.device
+        n = -(-length // c)
+        left, right = c, 0 if causal else c
+        span = left + c + right
+
+        def unfold(x: Tensor, fill: float) -> Tensor:  # (..., L, D) -> (..., n, span, D)
+            x = F.pad(x, (0, 0, left, n * c - length + right), value=fill)
+            return x.unfold(-2, span, c).transpose(-1, -2)
+
+        q_pos = torch.arange(n * c, device=device).view(n, c, 1)
+        k_pos = (torch.arange(n, device=device) * c - left).view(n, 1, 1) + torch.arange(span, device=device)
+        allowed = (k_pos >= g) & (k_pos < length) & ((q_pos - k_pos).abs() <= self.window)  # (n, c, span)
+        g_pos = torch.arange(g, device=device).view(1, 1, g)
+        allowed_g = (g_pos <= q_pos) if causal else torch.ones(n, c, g, dtype=torch.bool, device=device)
+        if causal:
+            allowed = allowed & (k_pos <= q_pos)
+        allowed = torch.cat([allowed_g.expand(n, c, g), allowed], -1)[None]  # (1|batch, n, c, g + span)
+        if padding is not None:
+            pad_blocks = unfold(padding[..., None].float(), 1.0)[..., 0].bool()  # (batch, n, span)
+            allowed = allowed & ~torch.cat([padding[:, None, :g].expand(-1, n, -1), pad_blocks], -1)[:, :, None]
+        scores = None
+        if bias is not None:
+            scores = torch.cat([bias.between(q_pos, g_pos), bias.between(q_pos, k_pos)], -1)  # (heads, n, c, ·)
+        empty = ~allowed.any(-1, keepdim=True)  # rows with nothing to see (beyond the end, or all padding)
+        allowed = allowed | empty
+
+        q_blocks = F.pad(q, (0, 0, 0, n * c - length)).unflatten(2, (n, c))  # (B, H, n, c, D)
+        k_blocks, v_blocks = unfold(k, 0.0), unfold(v, 0.0)  # views; copied once, group by group
+        if g:
+            k_blocks = torch.cat([k[:, :, None, :g].expand(-1, -1, n, -1, -1), k_blocks], -2)
+            v_blocks = torch.cat([v[:, :, None, :g].expand(-1, -1, n, -1, -1), v_blocks], -2)
+        # One SDPA call for all blocks (its flash kernel never materializes scores); with a score bias the
+        # additive float mask is materialized, so blocks go in groups of bounded size.
+        group = n if scores is None else max(1, (1 << 22) // (heads * c * (g + span)))
+        dropout = self.dropout if self.training else 0.0
+        outputs = []
+        # torch.split (not slicing) so backward joins the groups' gradients in one cat, not a zero-filled
+        # full-size tensor per group.
+        for qg, kg, vg, mask, start in zip(q_blocks.split(group, 2), k_blocks.split(group, 2),
+                                           v_blocks.split(group, 2), allowed.split(group, 1), range(0, n, group),
+                                           strict=True):
+            mask = mask.unsqueeze(1)  # (1|B, 1, G, c, S)
+            if scores is not None:
+                mask = scores[None, :, start : start + group].to(q.dtype).masked_fill(~mask, float("-inf"))
+            outputs.append(_sdpa_blocks(qg, kg, vg, mask, dropout))
+        out = torch.cat(outputs, 2) if len(outputs) > 1 else outputs[0]
+        out = out.masked_fill(empty[:, None], 0.0)
+        return out.flatten(2, 3)[:, :, :length]
+
+    def _block_by_block(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, padding: Tensor | None,
+                        bias: ScoreBias | None, offset: int) -> Tensor:
+        """Fewer queries than keys (a chunk decoded after a cache): one band per query block."""
+        q_len, k_len = q.shape[2], k.shape[2]
         outputs = []
         for start in range(0, q_len, self.chunk_size):
             q_pos = torch.arange(start, min(start + self.chunk_size, q_len), device=q.device) + offset
@@ -46,14 +119,7 @@ class SlidingWindowAttention(AttentionKernel):
                 k_pos = torch.cat([torch.arange(min(self.num_global, lo), device=q.device), k_pos])
             outputs.append(self._attend(q[:, :, start : start + self.chunk_size], k, v, q_pos, k_pos, causal,
                                         padding, bias, window=self.window))
-        out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
-        global_rows = min(q_len, max(0, self.num_global - offset))
-        if global_rows:  # global queries attend every key
-            q_pos = torch.arange(global_rows, device=q.device) + offset
-            dense = self._attend(q[:, :, :global_rows], k, v, q_pos, torch.arange(k_len, device=q.device),
-                                 causal, padding, bias, window=None)
-            out = torch.cat([dense, out[:, :, global_rows:]], dim=2)
-        return out
+        return torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
 
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, causal: bool,
@@ -81,3 +147,16 @@ class SlidingWindowAttention(AttentionKernel):
                                 num_global=self.num_global)
         score_bias = None if bias is None else bias.between(q_pos[:, None], k_pos[None, :])
         return attend(q, keys, values, allowed=allowed, bias=score_bias)
+
+
+def _sdpa_blocks(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float) -> Tensor:
+    """SDPA over (B, H, G, c, D) blocks: the G blocks join the batch, so every call is 4-D."""
+    batch, heads, blocks, c, dim = q.shape
+
+    def fold(x: Tensor) -> Tensor:  # (B, H, G, n, D) -> (B·G, H, n, D)
+        return x.transpose(1, 2).reshape(batch * blocks, heads, x.shape[-2], x.shape[-1])
+
+    mask = mask.expand(batch, mask.shape[1], blocks, c, mask.shape[-1]).transpose(1, 2)
+    mask = mask.reshape(batch * blocks, mask.shape[2], c, mask.shape[-1])
+    out = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=mask, dropout_p=dropout)
+    return out.reshape(batch, blocks, heads, c, dim).transpose(1, 2)

@@ -20,7 +20,7 @@ def train(
     """Train a model. Under `torchrun --nproc-per-node N` the same command runs data-parallel.
 
     Examples:
-      hybridformer train configs/tinyshakespeare-char.yaml --out runs/shakespeare --set train.max_steps=500
+      hybridformer train configs/shakespeare-char.yaml --out runs/shakespeare --set train.max_steps=500
       hybridformer train configs/multi30k-transformer.yaml --out runs/m30k --resume
       torchrun --nproc-per-node 2 -m hybridformer.cli train configs/multi30k-transformer.yaml --out runs/ddp
     """
