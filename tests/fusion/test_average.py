@@ -89,3 +89,11 @@ def test_output_may_replace_an_input(ckpt):
     average_checkpoints([a, b], a)
     avg = load_weights(a)
     assert all(torch.allclose(avg[n], (wa[n] + wb[n]) / 2) for n in wa)
+
+
+def test_last_n_reads_a_training_run_directory(tmp_path, ckpt):
+    """``hybridformer train --out RUN`` keeps its step checkpoints in RUN/checkpoints/step-<NNNNNN>."""
+    for step in ("step-000090", "step-000100", "step-000080"):
+        ckpt(f"run/checkpoints/{step}")
+    ckpt("run/checkpoints/best")
+    assert [p.name for p in last_checkpoints(tmp_path / "run", 2)] == ["step-000090", "step-000100"]

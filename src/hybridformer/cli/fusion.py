@@ -13,7 +13,8 @@ from ..fusion import METHODS, average_checkpoints, last_checkpoints, merge_check
 def average(
     checkpoints: list[Path] = typer.Argument(..., help="Checkpoint directories, or one RUN_DIR with --last."),
     out: Path = typer.Option(..., "--out", help="Checkpoint directory to write (replaced atomically)."),
-    last: int = typer.Option(None, "--last", help="Average the N highest step_<N> checkpoints of RUN_DIR."),
+    last: int = typer.Option(None, "--last", help="Average the N highest step checkpoints of RUN_DIR "
+                             "(step_<N>, or a training run's checkpoints/step-<N>)."),
 ) -> None:
     """Average checkpoints of one architecture, streaming tensor by tensor.
 

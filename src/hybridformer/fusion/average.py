@@ -16,8 +16,8 @@ from ..errors import CheckpointError
 from .merge.linear import weighted_mean
 from .streaming import fuse_checkpoints
 
-# Trainer checkpoint directories inside a run directory: step_<N> (zero padding allowed), plus best/ and last/.
-STEP_DIR = re.compile(r"^step_(\d+)$")
+# Step checkpoint directories: step_<N> (zero padding allowed), or the trainer's RUN_DIR/checkpoints/step-<NNNNNN>.
+STEP_DIR = re.compile(r"^step[_-](\d+)$")
 
 
 def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Path:
@@ -28,15 +28,25 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Path:
 
 
 def last_checkpoints(run_dir: str | Path, n: int) -> list[Path]:
-    """The ``n`` ``step_<N>`` checkpoints of ``run_dir`` with the highest step numbers, oldest first."""
+    """The ``n`` ``step_<N>`` checkpoints of ``run_dir`` with the highest step numbers, oldest first.
+
+    ``run_dir`` may also be a training run directory (``hybridformer train --out``): its step
+    checkpoints live in ``checkpoints/step-<NNNNNN>``.
+    """
     run_dir = Path(run_dir)
     if n < 1:
         raise CheckpointError(f"--last needs a positive number of checkpoints, got {n}")
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
-    steps = sorted((int(m.group(1)), child) for child in run_dir.iterdir()
-                   if child.is_dir() and (m := STEP_DIR.match(child.name)))
+    steps = _step_dirs(run_dir) or _step_dirs(run_dir / "checkpoints")
     if len(steps) < n:
         raise CheckpointError(f"{run_dir}: asked for the last {n} checkpoints but found {len(steps)} "
                               "step_<N> directories; lower --last or list the checkpoints explicitly")
     return [path for _, path in steps[-n:]]
+
+
+def _step_dirs(directory: Path) -> list[tuple[int, Path]]:
+    if not directory.is_dir():
+        return []
+    return sorted((int(m.group(1)), child) for child in directory.iterdir()
+                  if child.is_dir() and (m := STEP_DIR.match(child.name)))
