@@ -44,7 +44,9 @@ MODELS = {
     "conformer": {"encoder": {"layers": 2, "layer": "conformer", "conv": {"kernel_size": 7}}},
 }
 STEPS, FAST_STEPS = 800, 10
-FAST_SIZES = (300, 40)  # --fast: train/valid examples (the test set is as large as valid)
+# Outputs are ~10x longer than inputs (7 digits -> up to 77 characters), beyond generate's default 1.2·src_len+10.
+MAX_LEN = {"max_len_a": 0.0, "max_len_b": 100}
+FAST_SIZES = (200, 20)  # --fast: train/valid examples (the test set is as large as valid)
 
 
 @dataclass
@@ -104,7 +106,7 @@ def quickstart(out: str | Path = "hybridformer-quickstart", *, steps: int | None
 
     The two models train at once in ``jobs`` processes of ``threads`` CPU threads each: models this
     small gain little from a second thread, and OpenMP threads on a busy machine can make every
-    tiny op wait for a descheduled peer (measured 5-50x slower; docs/RESULTS.md#quickstart).
+    tiny op wait for a descheduled peer (measured 4-50x slower; docs/RESULTS.md#quickstart).
     ``fast`` shortens everything (a few steps, less data) for tests: the pipeline runs, the models
     do not learn.
     """
@@ -173,7 +175,7 @@ def _run(out: Path, steps: int, fast: bool, seed: int, jobs: int, threads: int, 
         rows.append(_score(f"{name} avg{len(paths)}", [averaged], sources, references, beam, math.log(valid.score)))
     result = QuickstartResult(out, rows, files["test_src"], files["test_tgt"], len(sources), beam, steps, jobs,
                               threads, time.perf_counter() - start, _cpu_seconds(),
-                              next_commands(out, final, files["test_src"], files["test_tgt"]))
+                              next_commands(out, final, files["test_src"], files["test_tgt"], beam))
     result.save()
     return result
 
@@ -190,20 +192,21 @@ def _score(name: str, checkpoints: Sequence[Path], sources: list[str], reference
     """Beam-decode ``sources`` (timed) and score the outputs against ``references``."""
     params = sum(p.numel() for c in checkpoints for p in load_checkpoint(c).model.parameters())
     began = time.perf_counter()
-    hypotheses = list(generate(list(checkpoints), sources, beam=beam))
+    hypotheses = list(generate(list(checkpoints), sources, beam=beam, **MAX_LEN))
     decode_s = time.perf_counter() - began
     exact = 100.0 * sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(references)
     return Row(name, [str(c) for c in checkpoints], params, valid_loss, exact, bleu(hypotheses, references).score,
                chrf(hypotheses, references).score, tokens_per_s, train_s, decode_s)
 
 
-def next_commands(out: Path, final: dict[str, Path], test_src: Path, test_ref: Path) -> list[str]:
+def next_commands(out: Path, final: dict[str, Path], test_src: Path, test_ref: Path, beam: int) -> list[str]:
     """Commands to try on the quickstart's own checkpoints."""
     t, c = (str(final[name]) for name in MODELS)
+    budget = f"--beam {beam} --max-len-a {MAX_LEN['max_len_a']:g} --max-len-b {MAX_LEN['max_len_b']}"
     return [
-        f"echo 1204 | hybridformer generate {t} --input - --beam 4",
-        f"hybridformer evaluate {t} --src {test_src} --ref {test_ref} --metric chrf",
-        f"hybridformer evaluate {t} {c} --src {test_src} --ref {test_ref} --metric bleu   # ensemble",
+        f"echo 1204 | hybridformer generate {t} --input - {budget}",
+        f"hybridformer evaluate {t} --src {test_src} --ref {test_ref} --metric chrf {budget}",
+        f"hybridformer evaluate {t} {c} --src {test_src} --ref {test_ref} --metric bleu {budget}   # ensemble",
         f"hybridformer average --last {AVERAGE_LAST} {out / 'conformer'} --out {out / 'conformer-avg'}",
         f"hybridformer evaluate {out / 'transformer-avg'} --src {out / 'data' / 'valid.src'} "
         f"--ref {out / 'data' / 'valid.tgt'} --metric ppl",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 
 import pytest
@@ -39,7 +40,7 @@ def test_quickstart_fast_runs_end_to_end(monkeypatch, capsys, tmp_path):
 
     summary = json.loads((out / "quickstart.json").read_text())
     rows = {row["name"]: row for row in summary["rows"]}
-    assert summary["steps"] == 6 and summary["test_examples"] == 40
+    assert summary["steps"] == 6 and summary["test_examples"] == 20
     t, c = rows["transformer"], rows["conformer"]
     assert rows["ensemble"]["checkpoints"] == t["checkpoints"] + c["checkpoints"]
     assert rows["ensemble"]["params"] == t["params"] + c["params"] and t["params"] != c["params"]
@@ -51,6 +52,14 @@ def test_quickstart_fast_runs_end_to_end(monkeypatch, capsys, tmp_path):
             assert ckpt.config.arch == "encoder_decoder" and ckpt.tokenizer is not None
     assert load_checkpoint(c["checkpoints"][0]).config.encoder.layer == "conformer"
     assert t["tokens_per_s"] > 0 and rows["ensemble"]["valid_loss"] is None
+
+    # the printed next commands work as written
+    commands = summary["commands"]
+    assert any(" average --last 3 " in command for command in commands)
+    evaluate_chrf = next(command for command in commands if "--metric chrf" in command)
+    code, stdout, stderr = run_cli(monkeypatch, capsys, *shlex.split(evaluate_chrf)[1:])
+    assert code == 0 and "CHRF" in stdout, stderr
+    assert float(stdout.split()[2]) == pytest.approx(t["chrf"], abs=0.01)
 
     # the trainer's final validation loss is the loss `evaluate --metric ppl` reports for that checkpoint
     valid = evaluate(t["checkpoints"][0], out / "data" / "valid.src", out / "data" / "valid.tgt", metric="ppl")

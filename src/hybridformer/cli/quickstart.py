@@ -37,10 +37,10 @@ def quickstart(
     console.print(f"summary: {result.out / 'quickstart.json'}", highlight=False)
     console.print("checkpoints:")
     for row in result.rows:
-        console.print(f"  {row.name:<18} {', '.join(row.checkpoints)}", highlight=False)
+        console.print(f"  {row.name:<18} {', '.join(row.checkpoints)}", highlight=False, soft_wrap=True)
     console.print("next, try:")
     for command in result.commands:
-        console.print(f"  {command}", highlight=False, markup=False)
+        console.print(f"  {command}", highlight=False, markup=False, soft_wrap=True)  # keep commands copyable
 
 
 def summary_table(result: QuickstartResult) -> Table:
