@@ -47,7 +47,7 @@ def summary_table(result: QuickstartResult) -> Table:
     """The summary as a rich table: one row per model, ensemble and checkpoint average."""
     table = Table(title=f"numbers -> words: {result.test_examples} held-out test examples, beam {result.beam}")
     for header in ("model", "params", "valid loss", "exact %", "BLEU", "chrF", "train tok/s", "train s", "decode s"):
-        table.add_column(header, justify="left" if header == "model" else "right")
+        table.add_column(header, justify="left" if header == "model" else "right", no_wrap=header == "model")
     for row in result.rows:
         table.add_row(row.name, f"{row.params / 1e6:.2f}M", _num(row.valid_loss, 3), f"{row.exact_match:.1f}",
                       f"{row.bleu:.1f}", f"{row.chrf:.1f}", _num(row.tokens_per_s, 0), _num(row.train_s, 0),
