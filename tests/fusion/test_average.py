@@ -91,3 +91,4 @@ def test_output_may_replace_an_input(ckpt):
     average_checkpoints([a, b], a)
     avg = load_weights(a)
     assert all(torch.allclose(avg[n], (wa[n] + wb[n]) / 2) for n in wa)
+

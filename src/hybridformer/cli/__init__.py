@@ -14,6 +14,7 @@ from ..errors import HybridformerError
 from . import bench, compress, config_cmd, fusion, tokenizer, train
 from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
+from .quickstart import quickstart
 
 app = typer.Typer(
     name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -29,6 +30,7 @@ app.command("average")(fusion.average)
 app.command("merge")(fusion.merge)
 app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
+app.command("quickstart")(quickstart)
 
 
 def main() -> None:
