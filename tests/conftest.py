@@ -58,3 +58,19 @@ def tiny_checkpoint(tmp_path, tiny_tokenizer):
         return save_checkpoint(tmp_path / (name or arch), build_model(cfg).eval(), cfg, tiny_tokenizer)
 
     return make
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``hybridformer ARGS`` in-process: (exit code, stdout, stderr)."""
+    import sys
+
+    from hybridformer.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["hybridformer", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err

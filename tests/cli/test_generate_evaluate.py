@@ -9,22 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY_TEXT
-
-from hybridformer.cli import main
+from conftest import TINY_TEXT, run_cli
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hybridformer", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -5,25 +5,13 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import sys
 
 import pytest
+from conftest import run_cli
 
 from hybridformer import evaluate, load_checkpoint
-from hybridformer.cli import main
 from hybridformer.errors import ConfigError
 from hybridformer.quickstart import quickstart
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hybridformer", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.slow
