@@ -96,6 +96,8 @@ class _Trainer:
         torch.manual_seed(self.t.seed)
         model = build_model(self.model_cfg)
         state = self._restore_weights(model, resume_from) if resume_from else None
+        if state is None and self.t.init_from:
+            self._init_weights(model, Path(self.t.init_from))
         if self.t.activation_checkpointing:
             enable_activation_checkpointing(model)
         self.model = D.wrap_model(model.to(self.device), env, self.t.strategy, self.device)
@@ -144,6 +146,16 @@ class _Trainer:
         load_state_into(model, load_weights(checkpoint_dir), checkpoint_dir)
         self.log(f"resuming from {checkpoint_dir}")
         return read_trainer_state(checkpoint_dir)
+
+    def _init_weights(self, model: nn.Module, checkpoint_dir: Path) -> None:
+        """``train.init_from``: start from a checkpoint of the same architecture (dropout may differ)."""
+        saved = load_config_file(checkpoint_dir)
+        mine, theirs = self.model_cfg.model_dump(), saved.model_dump()
+        keys = [k for k in mine if k != "dropout" and mine[k] != theirs.get(k)]
+        if keys:
+            raise ConfigError(f"train.init_from: model config differs from {checkpoint_dir} in: {', '.join(keys)}")
+        load_state_into(model, load_weights(checkpoint_dir), checkpoint_dir)
+        self.log(f"initialised the weights from {checkpoint_dir}")
 
     def _optimizer(self) -> torch.optim.Optimizer:
         """AdamW (Loshchilov & Hutter, 2019); no weight decay on biases, norms and other vectors."""
