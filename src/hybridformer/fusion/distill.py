@@ -19,6 +19,7 @@ is refused, like a resume with another model config.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -35,7 +36,7 @@ from ..train.state import RunDir
 from .checks import check_same_vocabulary
 from .ensemble import Combine, check_decodable
 from .kd_loss import WordDistillLoss
-from .seqkd import cached_data_config, teacher_targets
+from .seqkd import cache_meta, cached_data_config, teacher_targets, wait_for_cache
 
 Kind = Literal["word", "sequence"]
 SETTINGS_FILE = "distill.json"
@@ -70,18 +71,24 @@ def distill(teachers: Sequence[str | Path], config: ExperimentConfig | str | Pat
                 "weights": list(weights) if weights is not None else None, "combine": combine}
     settings |= ({"alpha": alpha, "temperature": temperature} if kind == "word" else
                  {"beam": beam, "lenpen": lenpen})
-    _record_settings(run, settings, resume)
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 writes into the run directory
     if kind == "word":
         loss = WordDistillLoss([c.model for c in ckpts], alpha=alpha, temperature=temperature, weights=weights,
                                combine=combine, pad_id=cfg.model.pad_id)
+        _record_settings(run, settings, resume, write=rank == 0)
         return train(cfg, run.root, resume=resume, progress=progress, loss=loss)
     if cfg.model.arch != "encoder_decoder":
         raise ConfigError("--kind sequence decodes training sources, so it needs an encoder_decoder student "
                           "(use --kind word for a decoder_lm)")
+    _record_settings(run, settings, resume, write=rank == 0)
     raw = read_raw(cfg.data, lm=False)
     search = {"beam": beam, "lenpen": lenpen, "batch_tokens": batch_tokens}
-    cache = teacher_targets(run.root, ckpts, raw.train, raw.valid, search=search, device=device, weights=weights,
-                            combine=combine)
+    if rank == 0:
+        cache = teacher_targets(run.root, ckpts, raw.train, raw.valid, search=search, device=device,
+                                weights=weights, combine=combine)
+    else:  # the other processes wait for rank 0's decoding (torchrun stops them all if it fails)
+        cache = wait_for_cache(run.root, cache_meta(ckpts, raw.train, search=search, weights=weights,
+                                                    combine=combine))
     del ckpts
     cfg = cfg.model_copy(update={"data": cached_data_config(cfg.data, cache)})
     return train(cfg, run.root, resume=resume, progress=progress)
@@ -110,7 +117,7 @@ def _student_config(teachers: Sequence[Checkpoint], cfg: ExperimentConfig, run: 
     return cfg
 
 
-def _record_settings(run: RunDir, settings: dict, resume: bool) -> None:
+def _record_settings(run: RunDir, settings: dict, resume: bool, *, write: bool = True) -> None:
     """Write ``distill.json``; on resume, refuse settings that differ from the recorded ones."""
     file = run.root / SETTINGS_FILE
     if resume and run.latest() is not None and file.exists():
@@ -121,6 +128,7 @@ def _record_settings(run: RunDir, settings: dict, resume: bool) -> None:
             raise ConfigError(f"--resume: distillation settings differ from {file} ({details}); "
                               "resume with the original settings or distill into another --out")
         return
-    run.root.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(settings, indent=1) + "\n")
+    if write:
+        run.root.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps(settings, indent=1) + "\n")
 

@@ -42,11 +42,8 @@ def teacher_targets(run_root: Path, teachers: Sequence[Checkpoint], train: Seque
     ``search`` are :func:`~hybridformer.decoding.generate` options (beam, lenpen, batch_tokens, ...).
     """
     cache = run_root / SEQKD_DIR
-    meta = {"teachers": [str(Path(t.path).resolve()) for t in teachers], "search": search,
-            "weights": list(weights) if weights is not None else None, "combine": combine,
-            "sources": len(train), "sources_sha256": sources_digest(train)}
-    meta_file = cache / "meta.json"
-    if meta_file.exists() and json.loads(meta_file.read_text()) == meta and (cache / "train.jsonl").exists():
+    meta = cache_meta(teachers, train, search=search, weights=weights, combine=combine)
+    if _holds(cache, meta):
         log(f"sequence-level KD: reusing {len(train)} cached teacher outputs from {cache / 'train.jsonl'}")
         return cache
     log(f"sequence-level KD: decoding {len(train)} training sources with {len(teachers)} teacher(s) "
@@ -63,6 +60,29 @@ def teacher_targets(run_root: Path, teachers: Sequence[Checkpoint], train: Seque
     shutil.rmtree(cache, ignore_errors=True)
     tmp.rename(cache)  # a crash before this line leaves no half-written cache behind
     log(f"sequence-level KD: decoded in {time.perf_counter() - started:.1f}s")
+    return cache
+
+
+def cache_meta(teachers: Sequence[Checkpoint], train: Sequence[tuple[str, str]], *, search: dict[str, Any],
+               weights: Sequence[float] | None, combine: str) -> dict[str, Any]:
+    """What the cached outputs depend on: a cache is reused only when all of it matches."""
+    return {"teachers": [str(Path(t.path).resolve()) for t in teachers], "search": search,
+            "weights": list(weights) if weights is not None else None, "combine": combine,
+            "sources": len(train), "sources_sha256": sources_digest(train)}
+
+
+def _holds(cache: Path, meta: dict[str, Any]) -> bool:
+    try:
+        return json.loads((cache / "meta.json").read_text()) == meta and (cache / "train.jsonl").exists()
+    except (OSError, ValueError):
+        return False
+
+
+def wait_for_cache(run_root: Path, meta: dict[str, Any], poll_s: float = 2.0) -> Path:
+    """Under torchrun: block until rank 0 has renamed the finished cache (with this ``meta``) into place."""
+    cache = run_root / SEQKD_DIR
+    while not _holds(cache, meta):
+        time.sleep(poll_s)
     return cache
 
 
