@@ -181,3 +181,16 @@ def test_cli_distill(tmp_path, teacher):
     assert "completed at step 2" in result.output
     settings = yaml.safe_load((tmp_path / "run" / "distill.json").read_text())
     assert settings["alpha"] == 0.7 and settings["temperature"] == 2.0 and len(settings["teachers"]) == 2
+
+
+def test_language_model_word_distillation(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("To be, or not to be, that is the question:\n" * 40)
+    lm = ("model.arch=decoder_lm", "data.builtin=null", f"data.train_file={text}", "data.tokenizer_kind=char",
+          "data.block_size=32", "data.max_tokens=128")
+    lm_teacher = train(tiny(*lm, "train.max_steps=4"), tmp_path / "teacher").checkpoint
+    result = distill([lm_teacher], tiny(*lm, "train.max_steps=3", "model.d_model=16"), tmp_path / "student")
+    assert result.step == 3 and all("kl" in e for e in read_metrics(tmp_path / "student" / "metrics.jsonl")
+                                    if e["kind"] == "train")
+    with pytest.raises(ConfigError, match="needs an encoder_decoder student"):
+        distill([lm_teacher], tiny(*lm, "train.max_steps=1"), tmp_path / "seq", kind="sequence")
