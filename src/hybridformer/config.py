@@ -331,6 +331,7 @@ class TrainConfig(_Strict):
     log_every: int = Field(10, ge=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun with more than one process
+    init_from: str | None = None  # checkpoint whose weights start the run (fine-tuning); unused on resume
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

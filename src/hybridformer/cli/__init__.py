@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ..errors import HybridformerError
-from . import bench, compress, config_cmd, fusion, tokenizer, train
+from . import bench, compress, config_cmd, distill, fusion, tokenizer, train
 from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
 from .quickstart import quickstart
@@ -28,6 +28,7 @@ app.command("generate")(generate_cmd.generate_cmd)
 app.command("evaluate")(evaluate_cmd.evaluate_cmd)
 app.command("average")(fusion.average)
 app.command("merge")(fusion.merge)
+app.command("distill")(distill.distill)
 app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
 app.command("quickstart")(quickstart)

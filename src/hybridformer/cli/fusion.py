@@ -8,21 +8,32 @@ import typer
 
 from ..errors import ConfigError
 from ..fusion import METHODS, average_checkpoints, last_checkpoints, merge_checkpoints
+from ..train import export_ema
 
 
 def average(
     checkpoints: list[Path] = typer.Argument(..., help="Checkpoint directories, or one RUN_DIR with --last."),
     out: Path = typer.Option(..., "--out", help="Checkpoint directory to write (replaced atomically)."),
-    last: int = typer.Option(None, "--last", help="Average the N newest step checkpoints of the training run RUN_DIR."),
+    last: int = typer.Option(None, "--last", help="Average the N highest step checkpoints of RUN_DIR."),
+    ema: bool = typer.Option(False, "--ema", help="Export RUN_DIR's EMA weights (train.ema_decay) instead."),
 ) -> None:
-    """Average checkpoints of one architecture, streaming tensor by tensor.
+    """Average checkpoints of one architecture, streaming tensor by tensor, or export a run's EMA weights.
 
     Examples:
 
       hybridformer average runs/a/checkpoints/step-009000 runs/a/checkpoints/step-010000 --out runs/a/avg
 
       hybridformer average --last 5 runs/a --out runs/a/avg5
+
+      hybridformer average --ema runs/a --out runs/a/ema-export
     """
+    if ema:
+        if last is not None or len(checkpoints) != 1:
+            raise ConfigError("--ema takes exactly one RUN_DIR (and no --last): it exports the average the "
+                              "trainer kept during training")
+        written = export_ema(checkpoints[0], out)
+        typer.echo(f"exported the EMA weights of {checkpoints[0]} -> {written}")
+        return
     if last is not None:
         if len(checkpoints) != 1:
             raise ConfigError(f"--last {last} takes exactly one RUN_DIR, got {len(checkpoints)} paths")

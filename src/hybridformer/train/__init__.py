@@ -1,9 +1,9 @@
 """Training: the loop (``train``), losses, lr schedules, EMA, distributed helpers, run directories."""
 
-from .losses import label_smoothed_nll
+from .losses import TrainLoss, label_smoothed_nll
 from .schedules import SCHEDULES, build_schedule
 from .state import RunDir, read_metrics
 from .trainer import TrainResult, enable_activation_checkpointing, export_ema, train
 
-__all__ = ["train", "TrainResult", "export_ema", "enable_activation_checkpointing", "label_smoothed_nll",
+__all__ = ["train", "TrainResult", "export_ema", "enable_activation_checkpointing", "label_smoothed_nll", "TrainLoss",
            "build_schedule", "SCHEDULES", "RunDir", "read_metrics"]

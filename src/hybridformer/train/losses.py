@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,3 +32,23 @@ def label_smoothed_nll(logits: Tensor, target: Tensor, *, epsilon: float, ignore
 
 def token_count(target: Tensor, ignore_index: int) -> int:
     return int(torch.count_nonzero(target.ne(ignore_index)))
+
+
+LabelLoss = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
+
+
+class TrainLoss(Protocol):
+    """A training objective the trainer accepts in place of label-smoothed cross-entropy (``train(loss=...)``).
+
+    Called once per micro-batch with the model's ``logits`` (batch, length, vocab), the padded
+    ``batch`` (``src`` for seq2seq, ``tgt_in``, ``tgt_out``, on the training device) and
+    ``label_loss(logits) -> (loss_sum, nll_sum, n_tokens)``, the trainer's own label-smoothed loss.
+    Returns ``(loss_sum, nll_sum, n_tokens, extras)``: the trainer divides ``loss_sum`` by
+    ``n_tokens`` and backpropagates it; ``extras`` are named sums logged per token in
+    ``metrics.jsonl`` (e.g. ``kl``). It must be deterministic given the student's weights and the
+    batch (anything random must use the global RNG, which the trainer reseeds every step), so exact
+    resume keeps working. Validation does not call it: it always reports the label NLL.
+    """
+
+    def __call__(self, logits: Tensor, batch: dict[str, Tensor], label_loss: LabelLoss,
+                 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]: ...

@@ -28,13 +28,13 @@ from ..config import ExperimentConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
 from ..decoding.generate import Decoder, GenerationOptions, stream_outputs
 from ..decoding.scorer import ModelScorer
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..metrics import bleu
 from ..models import build_model
 from . import distributed as D
 from .ema import EMA
 from .logging import MetricsLog, ProgressBar
-from .losses import label_smoothed_nll
+from .losses import TrainLoss, label_smoothed_nll
 from .schedules import build_schedule
 from .setup import get_tokenizer, model_config_for, read_raw, tokenize
 from .state import RunDir, read_trainer_state, write_trainer_state
@@ -52,17 +52,19 @@ class TrainResult:
 
 
 def train(config: ExperimentConfig | str | Path, out: str | Path, *, overrides: list[str] = (),
-          resume: bool = False, progress: bool = False) -> TrainResult:
+          resume: bool = False, progress: bool = False, loss: TrainLoss | None = None) -> TrainResult:
     """Train the model of ``config`` (an ExperimentConfig or a YAML path) into run directory ``out``.
 
     ``resume=True`` continues from the newest checkpoint in ``out`` exactly where it stopped.
     Works unchanged under ``torchrun`` (one process per device; only rank 0 writes).
+    ``loss`` replaces the training objective (see :class:`~hybridformer.train.losses.TrainLoss`, e.g.
+    distillation); validation always reports the label NLL, so runs stay comparable.
     """
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, list(overrides), ExperimentConfig)
     env = D.init_distributed(config.train.device)
     try:
-        return _Trainer(config, RunDir(out), env, resume=resume, progress=progress).run()
+        return _Trainer(config, RunDir(out), env, resume=resume, progress=progress, loss=loss).run()
     finally:
         D.shutdown(env)
 
@@ -79,8 +81,9 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class _Trainer:
-    def __init__(self, cfg: ExperimentConfig, run: RunDir, env: D.DistEnv, *, resume: bool, progress: bool) -> None:
-        self.cfg, self.run_dir, self.env, self.t = cfg, run, env, cfg.train
+    def __init__(self, cfg: ExperimentConfig, run: RunDir, env: D.DistEnv, *, resume: bool, progress: bool,
+                 loss: TrainLoss | None = None) -> None:
+        self.cfg, self.run_dir, self.env, self.t, self.loss = cfg, run, env, cfg.train, loss
         self.device = D.resolve_device(self.t.device, env)
         self.bar = ProgressBar(self.t.max_steps, 0, enabled=False)
         resume_from = self._check_run_dir(resume)
@@ -97,6 +100,8 @@ class _Trainer:
         torch.manual_seed(self.t.seed)
         model = build_model(self.model_cfg)
         state = self._restore_weights(model, resume_from) if resume_from else None
+        if state is None and self.t.init_from:
+            self._init_weights(model, Path(self.t.init_from))
         if self.t.activation_checkpointing:
             enable_activation_checkpointing(model)
         self.model = D.wrap_model(model.to(self.device), env, self.t.strategy, self.device)
@@ -146,6 +151,16 @@ class _Trainer:
         self.log(f"resuming from {checkpoint_dir}")
         return read_trainer_state(checkpoint_dir)
 
+    def _init_weights(self, model: nn.Module, checkpoint_dir: Path) -> None:
+        """``train.init_from``: start from a checkpoint of the same architecture (dropout may differ)."""
+        saved = load_config_file(checkpoint_dir)
+        mine, theirs = self.model_cfg.model_dump(), saved.model_dump()
+        keys = [k for k in mine if k != "dropout" and mine[k] != theirs.get(k)]
+        if keys:
+            raise ConfigError(f"train.init_from: model config differs from {checkpoint_dir} in: {', '.join(keys)}")
+        load_state_into(model, load_weights(checkpoint_dir), checkpoint_dir)
+        self.log(f"initialised the weights from {checkpoint_dir}")
+
     def _optimizer(self) -> torch.optim.Optimizer:
         """AdamW (Loshchilov & Hutter, 2019); no weight decay on biases, norms and other vectors.
 
@@ -190,7 +205,7 @@ class _Trainer:
         try:
             while self.step < self.t.max_steps:
                 self.step += 1
-                loss, nll, tokens, grad_norm = self._train_step()
+                loss, nll, tokens, grad_norm, extras = self._train_step()
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                     latest = self.run_dir.latest()
                     status = "diverged"
@@ -207,7 +222,7 @@ class _Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.metrics.write("train", self.step, {
                         "loss": loss, "nll": nll, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": rate,
-                        "epoch": self.stream.position.epoch})
+                        "epoch": self.stream.position.epoch, **extras})
                     self.bar.update(self.step, loss, lr, rate)
                     since, tokens_seen = time.perf_counter(), 0
                 stop = self._maybe_evaluate()
@@ -227,8 +242,11 @@ class _Trainer:
         return TrainResult(status, self.step, self.best, self.last_valid, self.run_dir.latest(),
                            self.run_dir.root, message)
 
-    def _train_step(self) -> tuple[float, float, int, float]:
-        """One optimizer step over this rank's micro-batches; returns global (loss, nll/token, tokens, grad norm)."""
+    def _train_step(self) -> tuple[float, float, int, float, dict[str, float]]:
+        """One optimizer step over this rank's micro-batches.
+
+        Returns global (loss, nll/token, tokens, grad norm, the loss hook's extra sums per token).
+        """
         torch.manual_seed(step_seed(self.t.seed, self.step, self.env.rank))
         batches = self.stream.next_step()[self.env.rank:: self.env.world_size]
         lr = self.schedule(self.step)
@@ -236,13 +254,20 @@ class _Trainer:
             group["lr"] = lr
         self.model.train()
         totals = torch.zeros(3, dtype=torch.float64)  # sum of per-batch mean losses, nll sum, tokens
+        extra_sums: dict[str, torch.Tensor] = {}
         for index, examples in enumerate(batches):
             with D.no_sync_unless(self.model, index == len(batches) - 1):
-                loss_sum, nll_sum, count = self._forward(examples)
+                loss_sum, nll_sum, count, extras = self._forward(examples, training=True)
                 loss = loss_sum / count.clamp(min=1)
                 (loss / len(batches)).backward()
             totals += torch.stack([loss.detach(), nll_sum.detach(), count]).double().cpu()
+            for key, value in extras.items():
+                extra_sums[key] = extra_sums.get(key, 0.0) + value.detach().double().cpu()
         D.all_reduce_sum(totals, self.env)
+        keys = sorted(extra_sums)
+        extra_totals = torch.stack([extra_sums[k] for k in keys]) if keys else torch.zeros(0, dtype=torch.float64)
+        if keys:
+            D.all_reduce_sum(extra_totals, self.env)
         mean_loss = totals[0].item() / (len(batches) * self.env.world_size)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.clip_norm or math.inf)
         grad_norm = float(D.full_tensor(norm))
@@ -252,15 +277,24 @@ class _Trainer:
                 self.ema.update(D.unwrap(self.model))
         self.optimizer.zero_grad(set_to_none=True)
         tokens = int(totals[2].item())
-        return mean_loss, totals[1].item() / max(tokens, 1), tokens, grad_norm
+        extras = {k: v.item() / max(tokens, 1) for k, v in zip(keys, extra_totals, strict=True)}
+        return mean_loss, totals[1].item() / max(tokens, 1), tokens, grad_norm, extras
 
-    def _forward(self, examples: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _forward(self, examples: list, training: bool = False,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(loss sum, label nll sum, tokens, extra sums) of one batch; ``self.loss`` only while training."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in collate(examples, self.model_cfg.pad_id).items()}
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.t.precision == "bf16")
         with autocast:
             logits = self.model(batch["src"], batch["tgt_in"]) if "src" in batch else self.model(batch["tgt_in"])
-        return label_smoothed_nll(logits, batch["tgt_out"], epsilon=self.t.label_smoothing,
-                                  ignore_index=self.model_cfg.pad_id)
+
+        def label_loss(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return label_smoothed_nll(scores, batch["tgt_out"], epsilon=self.t.label_smoothing,
+                                      ignore_index=self.model_cfg.pad_id)
+
+        if training and self.loss is not None:
+            return self.loss(logits, batch, label_loss)
+        return (*label_loss(logits), {})
 
     # ------------------------------------------------------------------ evaluation and checkpoints
 
@@ -294,7 +328,7 @@ class _Trainer:
         mine = batches[self.env.rank:: self.env.world_size] if shard else batches
         totals = torch.zeros(2, dtype=torch.float64)
         for indices in mine:
-            _, nll_sum, count = self._forward([self.valid_examples[i] for i in indices])
+            _, nll_sum, count, _ = self._forward([self.valid_examples[i] for i in indices])
             totals += torch.stack([nll_sum, count]).double().cpu()
         if shard:
             D.all_reduce_sum(totals, self.env)
@@ -346,5 +380,8 @@ class _Trainer:
 def export_ema(run_dir: str | Path, out: str | Path) -> Path:
     """Copy a run's EMA weights out as an ordinary checkpoint directory (for generate/evaluate/average)."""
     source = RunDir(run_dir).ema
+    if not source.is_dir():
+        raise CheckpointError(f"{run_dir}: no EMA weights ({source} is missing); train with train.ema_decay "
+                              "(e.g. --set train.ema_decay=0.999) to keep them")
     ckpt = load_checkpoint(source)
     return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.tokenizer, meta=ckpt.meta)

@@ -1,0 +1,100 @@
+"""Sequence-level knowledge distillation data: the teachers' beam outputs on the training sources, cached.
+
+Kim & Rush (2016) found that training the student on the teacher's beam-search translations of
+the training sources (instead of the references) transfers more than word-level KD and makes
+the student's own beam search almost unnecessary. Decoding the training set is the expensive
+part, so it happens once: the pairs (source, teacher output) are written to
+``RUN_DIR/seqkd/train.jsonl`` with the validation references beside them (``valid.jsonl``) and a
+``meta.json`` saying how they were made. A resumed or repeated run with the same teachers,
+search settings and sources reuses the files; the student then trains with the normal trainer
+on ``data.format=jsonl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import Checkpoint
+from ..config import DataConfig
+from ..decoding.generate import generate
+
+SEQKD_DIR = "seqkd"
+
+
+def sources_digest(pairs: Sequence[tuple[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for source, _ in pairs:
+        digest.update(source.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def teacher_targets(run_root: Path, teachers: Sequence[Checkpoint], train: Sequence[tuple[str, str]],
+                    valid: Sequence[tuple[str, str]], *, search: dict[str, Any], device: str,
+                    weights: Sequence[float] | None, combine: str, log: Callable[[str], None] = print) -> Path:
+    """The cache directory holding ``train.jsonl`` (teacher outputs) and ``valid.jsonl``; decoded only when missing.
+
+    ``search`` are :func:`~hybridformer.decoding.generate` options (beam, lenpen, batch_tokens, ...).
+    """
+    cache = run_root / SEQKD_DIR
+    meta = cache_meta(teachers, train, search=search, weights=weights, combine=combine)
+    if _holds(cache, meta):
+        log(f"sequence-level KD: reusing {len(train)} cached teacher outputs from {cache / 'train.jsonl'}")
+        return cache
+    log(f"sequence-level KD: decoding {len(train)} training sources with {len(teachers)} teacher(s) "
+        f"({', '.join(f'{k}={v}' for k, v in search.items())}); cached in {cache}")
+    started = time.perf_counter()
+    outputs = generate(list(teachers), (source for source, _ in train), device=device, weights=weights,
+                       combine=combine, **search)
+    tmp = run_root / f".{SEQKD_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _write_jsonl(tmp / "train.jsonl", ((source, out) for (source, _), out in zip(train, outputs, strict=True)))
+    _write_jsonl(tmp / "valid.jsonl", valid)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    shutil.rmtree(cache, ignore_errors=True)
+    tmp.rename(cache)  # a crash before this line leaves no half-written cache behind
+    log(f"sequence-level KD: decoded in {time.perf_counter() - started:.1f}s")
+    return cache
+
+
+def cache_meta(teachers: Sequence[Checkpoint], train: Sequence[tuple[str, str]], *, search: dict[str, Any],
+               weights: Sequence[float] | None, combine: str) -> dict[str, Any]:
+    """What the cached outputs depend on: a cache is reused only when all of it matches."""
+    return {"teachers": [str(Path(t.path).resolve()) for t in teachers], "search": search,
+            "weights": list(weights) if weights is not None else None, "combine": combine,
+            "sources": len(train), "sources_sha256": sources_digest(train)}
+
+
+def _holds(cache: Path, meta: dict[str, Any]) -> bool:
+    try:
+        return json.loads((cache / "meta.json").read_text()) == meta and (cache / "train.jsonl").exists()
+    except (OSError, ValueError):
+        return False
+
+
+def wait_for_cache(run_root: Path, meta: dict[str, Any], poll_s: float = 2.0) -> Path:
+    """Under torchrun: block until rank 0 has renamed the finished cache (with this ``meta``) into place."""
+    cache = run_root / SEQKD_DIR
+    while not _holds(cache, meta):
+        time.sleep(poll_s)
+    return cache
+
+
+def _write_jsonl(path: Path, pairs) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for source, target in pairs:
+            handle.write(json.dumps({"source": source, "target": target}, ensure_ascii=False) + "\n")
+
+
+def cached_data_config(data: DataConfig, cache: Path) -> DataConfig:
+    """``data`` pointed at the cached pairs (JSONL), all other settings (lengths, batching, tokenizer) kept."""
+    return data.model_copy(update={
+        "format": "jsonl", "builtin": None, "train_src": None, "train_tgt": None, "valid_src": None,
+        "valid_tgt": None, "train_file": str(cache / "train.jsonl"), "valid_file": str(cache / "valid.jsonl"),
+        "src_field": "source", "tgt_field": "target"})
