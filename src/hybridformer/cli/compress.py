@@ -40,8 +40,8 @@ def prune(
     of each head's output projection (a weaker, data-free proxy).
 
     Examples:
-      hybridformer prune runs/m30k/best --heads 0.3 --data val.de.gz --data val.en.gz --out runs/m30k-h30
-      hybridformer prune runs/m30k/best --sparsity 0.5 --out runs/m30k-s50
+      hybridformer prune runs/m30k/checkpoints/best --heads 0.3 --data val.en.gz --data val.de.gz --out runs/m30k-h30
+      hybridformer prune runs/m30k/checkpoints/best --sparsity 0.5 --out runs/m30k-s50
     """
     if (heads is None) == (sparsity_ is None):
         raise ConfigError("give exactly one of --heads FRACTION or --sparsity FRACTION")
@@ -76,7 +76,7 @@ def quantize(
 ) -> None:
     """Quantize every linear layer to int8 (dynamic, per channel) for CPU inference.
 
-    Example: hybridformer quantize runs/m30k/best --out runs/m30k-int8
+    Example: hybridformer quantize runs/m30k/checkpoints/best --out runs/m30k-int8
     """
     ckpt = load_checkpoint(checkpoint)
     _, before = state_size(ckpt.model)

@@ -45,9 +45,9 @@ def evaluate_cmd(
     under teacher forcing (perplexity, bits per token and per character).
 
     Examples:
-      hybridformer evaluate runs/mt/best --src test.en --ref test.de --metric bleu
-      hybridformer evaluate runs/lm/best --ref valid.txt --metric ppl --json
-      hybridformer evaluate runs/a/best runs/b/best --src test.en --ref test.de   # an ensemble
+      hybridformer evaluate runs/mt/checkpoints/best --src test.en --ref test.de --metric bleu
+      hybridformer evaluate runs/lm/checkpoints/best --ref valid.txt --metric ppl --json
+      hybridformer evaluate runs/a/checkpoints/best runs/b/checkpoints/best --src test.en --ref test.de   # an ensemble
     """
     decoding = {"beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b,
                 "no_repeat_ngram": no_repeat_ngram, "batch_tokens": batch_tokens}

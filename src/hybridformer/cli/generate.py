@@ -55,9 +55,9 @@ def generate_cmd(
     line as a prompt (only the continuation is printed).
 
     Examples:
-      hybridformer generate runs/mt/best --input test.en --beam 5 --lenpen 1.0 > test.hyp
-      echo "The quick brown fox" | hybridformer generate runs/lm/best --input - --sample --top-p 0.9
-      hybridformer generate runs/a/best runs/b/best runs/c/best --input test.en   # an ensemble
+      hybridformer generate runs/mt/checkpoints/best --input test.en --beam 5 --lenpen 1.0 > test.hyp
+      echo "The quick brown fox" | hybridformer generate runs/lm/checkpoints/best --input - --sample --top-p 0.9
+      hybridformer generate runs/a/checkpoints/best runs/b/checkpoints/best --input test.en   # an ensemble
     """
     outputs = generate(
         checkpoints, read_lines(input), device=device, beam=beam, lenpen=lenpen, sample=sample,
