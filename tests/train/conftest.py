@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from hybridformer.config import ExperimentConfig, load_config
 
@@ -24,9 +23,5 @@ def tiny_config():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and steadiest on a shared 2-core machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every trainer test runs on one thread (see tests/conftest.py::one_thread)."""

@@ -26,12 +26,6 @@ class EMA:
         for name, param in model.named_parameters():
             self.shadow[name].lerp_(param.detach().float(), 1.0 - decay)
 
-    @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> None:
-        """Write the averaged weights into ``model`` (a separate copy used for export)."""
-        for name, param in model.named_parameters():
-            param.copy_(self.shadow[name].to(param.dtype))
-
     def state_dict(self) -> dict[str, Tensor | int]:
         return {"updates": self.updates, **{f"shadow.{k}": v for k, v in self.shadow.items()}}
 

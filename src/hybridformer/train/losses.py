@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -28,10 +27,6 @@ def label_smoothed_nll(logits: Tensor, target: Tensor, *, epsilon: float, ignore
     nll_sum = (nll * keep_f).sum()
     loss_sum = (1.0 - epsilon) * nll_sum + epsilon * (smooth * keep_f).sum()
     return loss_sum, nll_sum, keep.sum()
-
-
-def token_count(target: Tensor, ignore_index: int) -> int:
-    return int(torch.count_nonzero(target.ne(ignore_index)))
 
 
 LabelLoss = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
