@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..blocks import Layer
 from ..checkpoint import load_checkpoint, load_config_file, load_state_into, load_weights, save_checkpoint
-from ..config import ExperimentConfig, load_config
+from ..config import ExperimentConfig, ModelConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
 from ..decoding.generate import Decoder, GenerationOptions, stream_outputs
 from ..decoding.scorer import ModelScorer
@@ -94,7 +94,7 @@ class _Trainer:
             get_tokenizer(cfg, raw, None).save(str(run.tokenizer))
         D.barrier(env)  # the others read the tokenizer rank 0 learned, so all ranks share one vocabulary
         self.tokenizer = get_tokenizer(cfg, raw, run.tokenizer)
-        self.model_cfg = model_config_for(cfg.model, self.tokenizer)
+        self.model_cfg = self._inherit_pruning(model_config_for(cfg.model, self.tokenizer))
         self.train_examples, self.valid_examples = tokenize(cfg, raw, self.tokenizer, self.log)
         self.bleu_pairs = raw.valid[: cfg.train.eval_bleu] if not lm else []
         torch.manual_seed(self.t.seed)
@@ -150,6 +150,14 @@ class _Trainer:
         load_state_into(model, load_weights(checkpoint_dir), checkpoint_dir)
         self.log(f"resuming from {checkpoint_dir}")
         return read_trainer_state(checkpoint_dir)
+
+    def _inherit_pruning(self, model_cfg: ModelConfig) -> ModelConfig:
+        """Fine-tuning a head-pruned checkpoint (``train.init_from``) keeps its pruned architecture,
+        so ``hybridformer prune ... && hybridformer train --set train.init_from=PRUNED`` just works."""
+        if not self.t.init_from or model_cfg.pruned_heads is not None:
+            return model_cfg
+        pruned = load_config_file(Path(self.t.init_from)).pruned_heads
+        return model_cfg.model_copy(update={"pruned_heads": pruned}) if pruned else model_cfg
 
     def _init_weights(self, model: nn.Module, checkpoint_dir: Path) -> None:
         """``train.init_from``: start from a checkpoint of the same architecture (dropout may differ)."""
