@@ -98,6 +98,30 @@ def test_alpha_zero_is_the_label_loss_and_kl_is_zero_for_the_teacher_itself():
         WordDistillLoss([Fixed(logits)], alpha=1.5)
 
 
+class Recorder(nn.Module):
+    """A linear 'teacher' that records the dtype its forward computed in."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.proj, self.seen = nn.Linear(3, vocab), []
+
+    def forward(self, src, tgt_in):
+        out = self.proj(torch.ones(*tgt_in.shape, 3))
+        self.seen.append(out.dtype)
+        return out
+
+
+def test_teachers_run_at_the_students_precision():
+    target = torch.randint(1, 7, (2, 5))
+    batch = {"src": torch.ones(2, 3, dtype=torch.long), "tgt_in": target, "tgt_out": target}
+    teacher = Recorder(7)
+    loss = WordDistillLoss([teacher], alpha=0.5, pad_id=PAD)
+    fp32 = loss(torch.randn(2, 5, 7), batch, _label_loss(target))[3]["kl"]
+    bf16 = loss(torch.randn(2, 5, 7).bfloat16(), batch, _label_loss(target))[3]["kl"]
+    assert teacher.seen == [torch.float32, torch.bfloat16]
+    assert fp32.dtype == bf16.dtype == torch.float32 and torch.isfinite(bf16)
+
+
 def test_student_moves_toward_the_teacher(tmp_path, teacher):
     result = distill([teacher], tiny("train.max_steps=12", "train.eval_every=12", "model.d_model=16"),
                      tmp_path / "student", alpha=1.0)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Issue 7's fusion experiment on Multi30k En->De test2016: single models, checkpoint averages, EMA exports,
+# the ensemble, a linear merge and a distilled student, all decoded and scored the same way.
+#
+#   benchmarks/fusion_multi30k.sh prepare              # averages, EMA exports, merge (seconds)
+#   benchmarks/fusion_multi30k.sh decode NAME CKPT...  # beam-4 decode + sacreBLEU; several CKPTs = ensemble
+#   benchmarks/fusion_multi30k.sh distill STEPS        # student: best single + STEPS of word-level KD from all
+#   benchmarks/fusion_multi30k.sh control STEPS        # the same STEPS on the labels alone (the KD control)
+#
+# Run from the repository root. RUNS holds the trained members, one run directory each (MEMBERS names them);
+# results go to $OUT/results.txt (one line per system: name, BLEU, decode seconds, sacreBLEU detail).
+set -euo pipefail
+RUNS=${RUNS:-runs}
+OUT=${OUT:-runs/fusion-exp}
+MEMBERS=${MEMBERS:-"m30k-t1 m30k-t2 m30k-c3"}
+STUDENT_BASE=${STUDENT_BASE:-m30k-t1}
+DATA=../shared/data/multi30k
+mkdir -p "$OUT/ckpt" "$OUT/hyp"
+[ -f "$OUT/test.en" ] || zcat $DATA/test_2016_flickr.en.gz > "$OUT/test.en"
+[ -f "$OUT/test.de" ] || zcat $DATA/test_2016_flickr.de.gz > "$OUT/test.de"
+latest() { ls -d "$RUNS/$1"/checkpoints/step-* | sort | tail -1; }
+FINETUNE="--set train.init_from=$(latest "$STUDENT_BASE") --set train.schedule=constant --set train.lr=3e-4
+  --set train.warmup_steps=0 --set train.save_every=50 --set train.log_every=10 --set train.precision=bf16 --no-progress"
+
+case $1 in
+prepare)
+  for m in $MEMBERS; do
+    hybridformer average --last 5 "$RUNS/$m" --out "$OUT/ckpt/$m-avg5"
+    hybridformer average --ema "$RUNS/$m" --out "$OUT/ckpt/$m-ema"
+  done
+  set -- $MEMBERS
+  hybridformer merge --method linear "$(latest "$1")" "$(latest "$2")" --out "$OUT/ckpt/merge-$1-$2" ;;
+decode)
+  name=$2; shift 2
+  start=$(date +%s.%N)
+  hybridformer generate "$@" -i "$OUT/test.en" --beam 4 --batch-tokens 16000 > "$OUT/hyp/$name.de"
+  secs=$(python -c "import time; print(round(time.time() - $start, 1))")
+  sacrebleu "$OUT/test.de" -i "$OUT/hyp/$name.de" -m bleu -w 2 > "$OUT/hyp/$name.bleu.json"
+  python -c "import json; r = json.load(open('$OUT/hyp/$name.bleu.json')); \
+print('$name', r['score'], '${secs}s', r['verbose_score'], r['signature'])" | tee -a "$OUT/results.txt" ;;
+distill)
+  teachers=$(for m in $MEMBERS; do printf -- "--teacher %s " "$(latest "$m")"; done)
+  # shellcheck disable=SC2086
+  hybridformer distill $teachers --config configs/multi30k-small.yaml --out "$OUT/student" \
+    --set data.tokenizer="$(latest "$STUDENT_BASE")/tokenizer.json" --set train.max_steps="$2" \
+    --set train.eval_every="$2" $FINETUNE ;;
+control)
+  # shellcheck disable=SC2086
+  hybridformer train configs/multi30k-small.yaml --out "$OUT/control" \
+    --set data.tokenizer="$(latest "$STUDENT_BASE")/tokenizer.json" --set train.max_steps="$2" \
+    --set train.eval_every="$2" $FINETUNE ;;
+*) echo "usage: $0 prepare|decode NAME CKPT...|distill STEPS|control STEPS" >&2; exit 2 ;;
+esac
