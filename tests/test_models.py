@@ -138,3 +138,17 @@ def test_learned_positions_beyond_the_table_is_a_clear_error():
     model = build_model(tiny("decoder_lm", position="learned", max_positions=8))
     with pytest.raises(ValueError, match="max_positions=8"):
         model(tokens(1, 9))
+
+
+def test_vocab_logits_uses_a_fresh_transposed_weight_outside_autograd():
+    from hybridformer.models import vocab_logits
+
+    output = torch.nn.Linear(6, 11, bias=False)
+    h = torch.randn(2, 3, 6)
+    with torch.no_grad():
+        assert torch.allclose(vocab_logits(output, h), output(h), atol=1e-6)
+        output.weight.mul_(2.0)  # an optimizer step or load_state_dict: the cached copy must not go stale
+        assert torch.allclose(vocab_logits(output, h), output(h), atol=1e-6)
+    logits = vocab_logits(output, h)  # under autograd: the module itself, so gradients reach the weight
+    logits.sum().backward()
+    assert output.weight.grad is not None
