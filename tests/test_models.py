@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from hybridformer import ModelConfig, build_model
+from hybridformer.cache import StaticKV
 from hybridformer.decoding import ModelScorer, greedy_search, output_log_probs
 
 POSITIONS = ["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
@@ -152,3 +153,34 @@ def test_vocab_logits_uses_a_fresh_transposed_weight_outside_autograd():
     logits = vocab_logits(output, h)  # under autograd: the module itself, so gradients reach the weight
     logits.sum().backward()
     assert output.weight.grad is not None
+
+
+@pytest.mark.parametrize("reorder", ["beams", "shuffle"])
+def test_cached_cross_attention_follows_beam_reorders(reorder):
+    """Beams of one sentence share one copy of the source's keys (folded into queries); any other
+    reorder gathers rows. Either way each row's next-token scores equal a full forward of that row."""
+    torch.manual_seed(0)
+    model = build_model(tiny(kv_heads=2)).eval()
+    src = tokens(3, 6)
+    src[1, 4:] = 0  # padding in one source
+    beams = 2
+    rows = torch.arange(3).repeat_interleave(beams)  # 6 rows: two beams per sentence
+    if reorder == "shuffle":
+        rows = torch.tensor([2, 0, 0, 1, 2, 1])
+    first = tokens(3, 1)
+    tgt = torch.cat([first[rows], tokens(len(rows), 3)], 1)
+    scorer = ModelScorer(model)
+    state = scorer.init_state(src)
+    _, state = scorer.step(state, first)  # the first token is fed once per sentence, as beam search does
+    state = scorer.reorder(state, rows)
+    for t in range(1, 4):
+        perm = torch.randperm(beams) + torch.arange(3)[:, None] * beams if reorder == "beams" else torch.randperm(6)
+        perm = perm.reshape(-1)
+        state = scorer.reorder(state, perm)
+        rows, tgt = rows[perm], tgt[perm]
+        log_probs, state = scorer.step(state, tgt[:, t : t + 1])
+        with torch.no_grad():
+            full = output_log_probs(model(src[rows], tgt[:, : t + 1]), model.pad_id)
+        torch.testing.assert_close(log_probs, full[:, t], atol=1e-5, rtol=1e-5)
+    groups = {kv.grouped()[3] for kv in state.cache.values() if isinstance(kv, StaticKV)}
+    assert groups == ({beams} if reorder == "beams" else {1})

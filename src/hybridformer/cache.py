@@ -56,14 +56,45 @@ class KVCache:
 
 
 class StaticKV:
-    """Keys and values computed once (cross-attention over the encoder output)."""
+    """Keys, values and key padding computed once per source sentence (cross-attention over the encoder output).
 
-    def __init__(self, keys: Tensor, values: Tensor) -> None:
-        self.keys, self.values = keys, values
+    Beam search reorders the rows every step, yet all beams of a sentence attend the same source. So
+    the state keeps one copy per source plus a row -> source map that ``reorder`` composes (no copy);
+    :meth:`grouped` hands the attention its keys once per sentence with the group size, and the
+    attention folds each sentence's beams into extra queries. Rows that do not form equal consecutive
+    groups are gathered for real, so any reorder stays correct.
+    """
+
+    def __init__(self, keys: Tensor, values: Tensor, padding: Tensor | None) -> None:
+        self.keys, self.values, self.padding = keys, values, padding  # (sources, kv_heads, S, d), (sources, S)
+        self.rows: Tensor | None = None  # row -> source; None: row i is source i
+        self._view: tuple[Tensor, Tensor, Tensor | None, int] | None = None
 
     def reorder(self, index: Tensor) -> None:
-        self.keys = self.keys.index_select(0, index)
-        self.values = self.values.index_select(0, index)
+        self.rows = index if self.rows is None else self.rows.index_select(0, index)
+        self._view = None
+
+    def grouped(self) -> tuple[Tensor, Tensor, Tensor | None, int]:
+        """``(keys, values, padding, group)``: rows ``g·i … g·i + g − 1`` all attend source entry ``i``."""
+        if self._view is None:
+            self._view = self._group()
+        return self._view
+
+    def _group(self) -> tuple[Tensor, Tensor, Tensor | None, int]:
+        if self.rows is None:
+            return self.keys, self.values, self.padding, 1
+        sources, counts = torch.unique_consecutive(self.rows, return_counts=True)
+        group = int(counts[0])
+        if not bool(counts.eq(group).all()) or len(sources) * group != len(self.rows):
+            sources, group = self.rows, 1  # no common group size: gather every row
+        pick = None if len(sources) == len(self.keys) and bool(sources.eq(self._arange()).all()) else sources
+        if pick is None:
+            return self.keys, self.values, self.padding, group
+        padding = None if self.padding is None else self.padding.index_select(0, pick)
+        return self.keys.index_select(0, pick), self.values.index_select(0, pick), padding, group
+
+    def _arange(self) -> Tensor:
+        return torch.arange(len(self.keys), device=self.keys.device)
 
 
 class DecodingCache(dict):

@@ -71,10 +71,27 @@ class CrossAttention(_Attention):
         q = self.split_heads(self.q_proj(x), self.heads)
         if ctx.cache is None:
             k, v = self.memory_kv(ctx.memory)
-        else:
-            state = ctx.cache.get(self)
-            if state is None:
-                state = ctx.cache[self] = StaticKV(*self.memory_kv(ctx.memory))
-            k, v = state.keys, state.values
-        out = self.kernel(q, k, v, causal=False, key_padding_mask=ctx.memory_padding_mask)
-        return self.merge_heads(out)
+            return self.merge_heads(self.kernel(q, k, v, causal=False, key_padding_mask=ctx.memory_padding_mask))
+        state = ctx.cache.get(self)
+        if state is None:
+            state = ctx.cache[self] = StaticKV(*self.memory_kv(ctx.memory), ctx.memory_padding_mask)
+        k, v, padding, group = state.grouped()
+        out = self.kernel(fold_beams(q, group), k, v, causal=False, key_padding_mask=padding)
+        return self.merge_heads(unfold_beams(out, group))
+
+
+def fold_beams(q: Tensor, group: int) -> Tensor:
+    """(rows, heads, n, d) -> (rows / group, heads, group · n, d): a sentence's beams as one query block."""
+    if group == 1:
+        return q
+    rows, heads, n, dim = q.shape
+    return q.view(rows // group, group, heads, n, dim).transpose(1, 2).reshape(rows // group, heads, group * n, dim)
+
+
+def unfold_beams(out: Tensor, group: int) -> Tensor:
+    """The inverse of :func:`fold_beams`."""
+    if group == 1:
+        return out
+    sources, heads, gn, dim = out.shape
+    n = gn // group
+    return out.view(sources, heads, group, n, dim).transpose(1, 2).reshape(sources * group, heads, n, dim)

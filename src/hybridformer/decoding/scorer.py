@@ -51,6 +51,9 @@ class ModelScorer:
         if self.seq2seq:
             logits = self.model.decode(prev_tokens, state.memory, state.memory_padding_mask,
                                        cache=state.cache, offset=state.offset)
+            # Each cross-attention now holds the source's keys/values (StaticKV): the encoder output is
+            # never read again, so it is dropped rather than reordered at every beam step.
+            state.memory = state.memory_padding_mask = None
         else:
             logits = self.model.decode(prev_tokens, cache=state.cache, offset=state.offset)
         state.offset += prev_tokens.shape[1]
