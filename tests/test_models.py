@@ -141,18 +141,19 @@ def test_learned_positions_beyond_the_table_is_a_clear_error():
         model(tokens(1, 9))
 
 
-def test_vocab_logits_uses_a_fresh_transposed_weight_outside_autograd():
+def test_vocab_logits_transposes_the_weight_once_per_decoding_session():
+    from hybridformer.cache import DecodingCache
     from hybridformer.models import vocab_logits
 
     output = torch.nn.Linear(6, 11, bias=False)
     h = torch.randn(2, 3, 6)
+    cache = DecodingCache()
     with torch.no_grad():
-        assert torch.allclose(vocab_logits(output, h), output(h), atol=1e-6)
-        output.weight.mul_(2.0)  # an optimizer step or load_state_dict: the cached copy must not go stale
-        assert torch.allclose(vocab_logits(output, h), output(h), atol=1e-6)
-    logits = vocab_logits(output, h)  # under autograd: the module itself, so gradients reach the weight
-    logits.sum().backward()
-    assert output.weight.grad is not None
+        assert torch.allclose(vocab_logits(output, h, cache), output(h), atol=1e-6)
+        assert torch.equal(cache[output].weight, output.weight.t())
+        output.weight.mul_(2.0)  # a new session (new cache) sees new weights
+        assert torch.allclose(vocab_logits(output, h, DecodingCache()), output(h), atol=1e-6)
+    assert vocab_logits(output, h, None).requires_grad  # training and full forwards: the module itself
 
 
 @pytest.mark.parametrize("reorder", ["beams", "shuffle"])

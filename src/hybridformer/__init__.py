@@ -17,3 +17,8 @@ __all__ = [
     "Ensemble", "average_checkpoints", "merge_checkpoints",
     "ConfigError", "CheckpointError", "DataError", "HybridformerError",
 ]
+
+# Classification (issue 3: LRA text).
+from .classify import evaluate_classifier  # noqa: E402
+
+__all__ += ["evaluate_classifier"]

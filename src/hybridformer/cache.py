@@ -97,6 +97,16 @@ class StaticKV:
         return torch.arange(len(self.keys), device=self.keys.device)
 
 
+class TransposedWeight:
+    """A projection weight transposed once per decoding session (weights do not change while decoding)."""
+
+    def __init__(self, weight: Tensor) -> None:
+        self.weight = weight.detach().t().contiguous()
+
+    def reorder(self, index: Tensor) -> None:
+        """Not per row: nothing to do."""
+
+
 class DecodingCache(dict):
     """All incremental state of one model: ``{module: state}``, each state with ``reorder(index)``."""
 

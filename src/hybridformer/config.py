@@ -276,7 +276,7 @@ class DataConfig(_Strict):
     relative to the working directory.
     """
 
-    format: Literal["text", "jsonl"] = "text"
+    format: Literal["text", "jsonl", "folders"] = "text"  # folders: labeled documents, see below
     train_src: str | None = None
     train_tgt: str | None = None
     valid_src: str | None = None
@@ -290,13 +290,23 @@ class DataConfig(_Strict):
     builtin_train: int = 5000
     builtin_valid: int = 300
     tokenizer: str | None = None  # tokenizer.json to use; None = learn one from the training text
-    tokenizer_kind: Literal["bpe", "char"] = "bpe"
+    tokenizer_kind: Literal["bpe", "char", "byte"] = "bpe"
     vocab_size: int = Field(8000, ge=1)  # when learning a BPE tokenizer
     max_src_len: int = Field(256, ge=2)  # longer pairs are dropped (and counted)
     max_tgt_len: int = Field(256, ge=2)
     block_size: int = Field(256, ge=1)  # LM: tokens per training block
     max_tokens: int = Field(4096, ge=1)  # padded tokens per batch (per process, per micro-step)
     limit_train: int | None = Field(None, ge=1)  # use only the first N training examples (quick runs)
+    # classification (model.arch=encoder_classifier): labeled documents, truncated to max_src_len tokens.
+    # format=jsonl: train_file/valid_file with text_field/label_field; format=folders: train_file is a
+    # directory or tar archive of <split>/<label>/*.txt, valid from valid_split (valid_file, default
+    # train_file). Without a validation source a seeded valid_fraction of the training documents is held out.
+    text_field: str = "text"
+    label_field: str = "label"
+    train_split: str = "train"
+    valid_split: str | None = None
+    labels: list[str] | None = None  # keep only these labels (e.g. skip aclImdb's train/unsup)
+    limit_valid: int | None = Field(None, ge=1)  # classification: validate on a seeded subset of N documents
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -349,6 +359,12 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
-        if self.model.arch == "encoder_classifier":
-            raise ValueError("model.arch: training supports arch 'encoder_decoder' and 'decoder_lm'")
+        classifier, labeled = self.model.arch == "encoder_classifier", self.data.format in ("jsonl", "folders")
+        if classifier and (not labeled or self.data.builtin is not None):
+            raise ValueError("data.format: an encoder_classifier trains on labeled documents; set data.format to "
+                             "'jsonl' (text_field/label_field) or 'folders' (<split>/<label>/*.txt)")
+        if classifier and self.train.eval_bleu:
+            raise ValueError("train.eval_bleu decodes text; an encoder_classifier logs validation accuracy instead")
+        if not classifier and self.data.format == "folders":
+            raise ValueError("data.format='folders' holds labeled documents for model.arch='encoder_classifier'")
         return self

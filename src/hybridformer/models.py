@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .attention import ATTENTION, ALiBi, T5RelativeBias
 from .blocks import LAYERS, Layer, LayerParts, MixerContext
 from .blocks.deepnet import deepnet_constants, deepnet_init
-from .cache import DecodingCache
+from .cache import DecodingCache, TransposedWeight
 from .compress.prune import apply_pruned_heads
 from .compress.quantize import quantize_dynamic_int8
 from .config import ModelConfig, StackConfig
@@ -35,20 +35,17 @@ class TokenEmbedding(nn.Embedding):
         return x * self.scale if self.scale != 1.0 else x
 
 
-def vocab_logits(output: nn.Module, h: Tensor) -> Tensor:
-    """``output(h)``, the vocabulary projection. Outside autograd a plain ``nn.Linear`` multiplies by a
-    cached contiguous transpose of its weight instead: for the few rows of a decoding step, that GEMM
-    layout was measured 1.3-1.5x faster on CPU than ``F.linear``'s (docs/RESULTS.md). The cache is keyed
-    on the weight's storage and version, so an optimizer step, ``load_state_dict`` or ``.to()`` refreshes it.
+def vocab_logits(output: nn.Module, h: Tensor, cache: DecodingCache | None) -> Tensor:
+    """``output(h)``, the vocabulary projection. In incremental decoding a plain ``nn.Linear`` multiplies
+    by a contiguous transpose of its weight made once per decoding session (kept in the cache): for the
+    few rows of a decoding step that GEMM layout was measured 1.3-1.5x faster on CPU than ``F.linear``'s.
     """
-    if torch.is_grad_enabled() or type(output) is not nn.Linear or output.bias is not None:
+    if cache is None or type(output) is not nn.Linear or output.bias is not None:
         return output(h)
-    weight = output.weight
-    key = (weight.data_ptr(), weight._version, weight.dtype)
-    cached = output.__dict__.get("_transposed")
-    if cached is None or cached[0] != key:
-        cached = output.__dict__["_transposed"] = (key, weight.detach().t().contiguous())
-    return torch.matmul(h, cached[1])
+    state = cache.get(output)
+    if state is None:
+        state = cache[output] = TransposedWeight(output.weight)
+    return torch.matmul(h, state.weight)
 
 
 class Stack(nn.Module):
@@ -104,7 +101,7 @@ class EncoderDecoder(nn.Module):
         """tgt: (batch, T) -> logits (batch, T, vocab); with a cache, tgt holds only the new tokens."""
         h = self.decoder(self.tgt_embed(tgt), padding_mask=tgt.eq(self.pad_id) if cache is None else None,
                          offset=offset, memory=memory, memory_padding_mask=memory_padding_mask, cache=cache)
-        return vocab_logits(self.output, h)
+        return vocab_logits(self.output, h, cache)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         memory, mask = self.encode(src)
@@ -120,8 +117,8 @@ class DecoderLM(nn.Module):
 
     def decode(self, tokens: Tensor, *, cache: DecodingCache | None = None, offset: int = 0) -> Tensor:
         padding = tokens.eq(self.pad_id) if cache is None else None
-        return vocab_logits(self.output, self.decoder(self.embed(tokens), padding_mask=padding, offset=offset,
-                                                      cache=cache))
+        h = self.decoder(self.embed(tokens), padding_mask=padding, offset=offset, cache=cache)
+        return vocab_logits(self.output, h, cache)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.decode(tokens)

@@ -11,7 +11,7 @@ from hybridformer.errors import ConfigError
     ("train.lrr=1", r"train\.lrr: unknown key; allowed keys: .*\blr\b"),
     ("data.max_tokens=0", r"data\.max_tokens"),
     ("train.schedule=step", r"train\.schedule"),
-    ("model.arch=encoder_classifier", r"model\.arch"),
+    ("model.arch=encoder_classifier", r"data\.format: an encoder_classifier trains on labeled documents"),
 ])
 def test_errors_name_the_key_path(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -73,7 +73,7 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, tiny_config, monkeypatch
 
 
 def test_early_stopping(tmp_path, tiny_config, monkeypatch):
-    monkeypatch.setattr(trainer._Trainer, "validation_loss", lambda self: 1.0)
+    monkeypatch.setattr(trainer._Trainer, "validation_scores", lambda self: {"loss": 1.0})
     result = train(tiny_config("train.max_steps=40", "train.eval_every=2", "train.patience=2"), tmp_path / "r")
     assert result.status == "early_stopped" and result.step == 6 and result.best_valid_loss == 1.0
     assert RunDir(tmp_path / "r").latest().name == "step-000006"

@@ -1,4 +1,4 @@
-"""``hybridformer evaluate``: score a checkpoint on a source/reference pair."""
+"""``hybridformer evaluate``: score a checkpoint on a source/reference pair, or a classifier on labeled documents."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from ..classify import evaluate_classifier
+from ..errors import ConfigError
 from ..evaluate import evaluate
 from .generate import (
     BATCH_TOKENS,
@@ -25,8 +27,16 @@ from .generate import (
 def evaluate_cmd(
     checkpoints: list[str] = CHECKPOINTS,
     src: str = typer.Option(None, "--src", help="Source lines (seq2seq); omit for a language model."),
-    ref: str = typer.Option(..., "--ref", help="Reference lines, paired with --src line by line."),
-    metric: str = typer.Option("bleu", "--metric", "-m", help="bleu | chrf | rouge | ppl"),
+    ref: str = typer.Option(None, "--ref", help="Reference lines, paired with --src line by line."),
+    labeled: str = typer.Option(None, "--labeled", help="Classifier: labeled documents, a JSONL file or a "
+                                "directory/.tar.gz of <split>/<label>/*.txt; reports accuracy."),
+    split: str = typer.Option("test", "--split", help="--labeled folders: the split folder to score."),
+    limit: int = typer.Option(None, "--limit", help="--labeled: score a fixed random subset of N documents."),
+    seed: int = typer.Option(0, "--seed", help="--labeled --limit: the subset's seed."),
+    text_field: str = typer.Option("text", "--text-field", help="--labeled JSONL: the text field."),
+    label_field: str = typer.Option("label", "--label-field", help="--labeled JSONL: the label field."),
+    metric: str = typer.Option(None, "--metric", "-m", help="bleu | chrf | rouge | ppl | accuracy (default: bleu, "
+                               "or accuracy with --labeled)"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
     context: int = typer.Option(256, "--context", help="ppl of a language model: tokens per scored block."),
     beam: int = BEAM,
@@ -42,13 +52,26 @@ def evaluate_cmd(
     """Print the score and its signature (sacreBLEU's for bleu/chrf).
 
     bleu / chrf / rouge decode --src with beam search and compare with --ref; ppl scores --ref
-    under teacher forcing (perplexity, bits per token and per character).
+    under teacher forcing (perplexity, bits per token and per character). accuracy classifies
+    --labeled documents with an encoder_classifier (several checkpoints average probabilities).
 
     Examples:
       hybridformer evaluate runs/mt/checkpoints/best --src test.en --ref test.de --metric bleu
       hybridformer evaluate runs/lm/checkpoints/best --ref valid.txt --metric ppl --json
       hybridformer evaluate runs/a/checkpoints/best runs/b/checkpoints/best --src test.en --ref test.de   # an ensemble
+      hybridformer evaluate runs/imdb/checkpoints/best --labeled aclImdb_v1.tar.gz --split test --limit 2000
     """
+    if labeled is not None or metric == "accuracy":
+        if labeled is None or src is not None or ref is not None:
+            raise ConfigError("accuracy scores a classifier on --labeled documents; drop --src/--ref")
+        result = evaluate_classifier(checkpoints, labeled, split=split, text_field=text_field,
+                                     label_field=label_field, limit=limit, seed=seed, batch_tokens=batch_tokens,
+                                     device=device)
+        typer.echo(json.dumps(result.as_dict()) if as_json else str(result))
+        return
+    if ref is None:
+        raise ConfigError("evaluate needs --ref (text metrics) or --labeled (a classifier's accuracy)")
+    metric = metric or "bleu"
     decoding = {"beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b,
                 "no_repeat_ngram": no_repeat_ngram, "batch_tokens": batch_tokens}
     if metric == "ppl":

@@ -8,7 +8,7 @@ import typer
 
 from ..data.tokenizer import train_tokenizer_files
 
-app = typer.Typer(no_args_is_help=True, help="Learn tokenizers (BPE with byte fallback, or characters).")
+app = typer.Typer(no_args_is_help=True, help="Learn tokenizers (BPE with byte fallback, characters, or plain bytes).")
 
 
 @app.command("train")
@@ -16,7 +16,7 @@ def train(
     files: list[Path] = typer.Argument(..., help="Plain-text files (.gz allowed), one text per line."),
     vocab_size: int = typer.Option(8000, "--vocab-size", help="Total ids, incl. 4 special and 256 byte tokens."),
     out: Path = typer.Option(..., "--out", help="Where to write tokenizer.json."),
-    kind: str = typer.Option("bpe", "--kind", help="bpe (subwords) or char (one id per character)."),
+    kind: str = typer.Option("bpe", "--kind", help="bpe (subwords), char (one id per character) or byte (256 bytes)."),
     min_frequency: int = typer.Option(2, "--min-frequency", help="BPE: ignore pairs seen fewer times."),
 ) -> None:
     """Learn a tokenizer. Pass both sides' files for a joint vocabulary, or one side's for a per-side one.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ class Example:
     src: list[int]  # empty for language modelling
     tgt_in: list[int]
     tgt_out: list[int]
+    label: int | None = None  # class id (classification: src holds the document, tgt_in/tgt_out are empty)
 
     @property
     def size(self) -> int:
@@ -69,12 +70,16 @@ def _read_bytes(path: Path) -> bytes:
 def read_text(path: str | Path) -> str:
     """The whole file as text (``.gz`` decompressed); invalid UTF-8 names the file and line."""
     path = Path(path)
-    raw = _read_bytes(path)
+    return decode_utf8(_read_bytes(path), str(path))
+
+
+def decode_utf8(raw: bytes, where: str) -> str:
+    """``raw`` as UTF-8 text; invalid bytes are a DataError naming ``where`` and the line."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}:{line}: invalid UTF-8 (byte {raw[exc.start]:#04x}); "
+        raise DataError(f"{where}:{line}: invalid UTF-8 (byte {raw[exc.start]:#04x}); "
                         "convert the file to UTF-8, e.g. with iconv") from None
 
 
@@ -98,17 +103,19 @@ def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[tuple[str,
 
 def read_jsonl(path: str | Path, fields: Sequence[str]) -> list[tuple[str, ...]]:
     """One tuple of ``fields`` per JSON line. A field may be dotted (``target.0``); lists of strings are joined."""
+    return [tuple(_field(record, name, where) for name in fields) for where, record in json_records(path)]
+
+
+def json_records(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """``(\"file:line\", record)`` for every non-blank line of a JSONL file; bad JSON names the line."""
     path = Path(path)
-    rows = []
     for number, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield f"{path}:{number}", json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-        rows.append(tuple(_field(record, name, f"{path}:{number}") for name in fields))
-    return rows
 
 
 def _field(record: Any, name: str, where: str) -> str:

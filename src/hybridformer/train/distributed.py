@@ -78,6 +78,21 @@ def all_reduce_sum(values: Tensor, env: DistEnv) -> Tensor:
     return values
 
 
+def accumulate(sums: dict[str, Tensor], values: dict[str, Tensor]) -> None:
+    """Add named scalars (a batch's counts) into running float64 CPU sums."""
+    for key, value in values.items():
+        sums[key] = sums.get(key, 0.0) + value.detach().double().cpu()
+
+
+def all_reduce_named(sums: dict[str, Tensor], env: DistEnv) -> dict[str, float]:
+    """Named sums added up across ranks (every rank has the same keys)."""
+    keys = sorted(sums)
+    if not keys:
+        return {}
+    totals = all_reduce_sum(torch.stack([sums[k] for k in keys]), env)
+    return dict(zip(keys, totals.tolist(), strict=True))
+
+
 def wrap_model(model: nn.Module, env: DistEnv, strategy: str, device: torch.device) -> nn.Module:
     """DDP (replicated weights, averaged gradients) or FSDP2 (weights sharded per layer, then the root)."""
     if not env.active:

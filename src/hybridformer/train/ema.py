@@ -1,11 +1,17 @@
-"""Exponential moving average of the weights (Polyak & Juditsky, 1992), kept in float32 beside training."""
+"""Exponential moving average of the weights (Polyak & Juditsky, 1992), kept in float32 beside training,
+and `export_ema`, which copies a run's EMA weights out as an ordinary checkpoint."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..errors import CheckpointError
 from .distributed import copy_full_into
+from .state import RunDir
 
 
 class EMA:
@@ -33,3 +39,13 @@ class EMA:
         self.updates = int(state["updates"])
         for name in self.shadow:
             copy_full_into(self.shadow[name], state[f"shadow.{name}"])
+
+
+def export_ema(run_dir: str | Path, out: str | Path) -> Path:
+    """Copy a run's EMA weights out as an ordinary checkpoint directory (for generate/evaluate/average)."""
+    source = RunDir(run_dir).ema
+    if not source.is_dir():
+        raise CheckpointError(f"{run_dir}: no EMA weights ({source} is missing); train with train.ema_decay "
+                              "(e.g. --set train.ema_decay=0.999) to keep them")
+    ckpt = load_checkpoint(source)
+    return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.tokenizer, meta=ckpt.meta)

@@ -105,7 +105,7 @@ def tokenize(cfg: ExperimentConfig, raw: RawData, tokenizer: Tokenizer,
         if name == "train" and data.limit_train is not None:
             examples = examples[: data.limit_train]
             report.notes.append(f"limited to the first {len(examples)} (data.limit_train)")
-        _log_report(report, log)
+        log_report(report, log)
         if not examples:
             raise ConfigError(f"no {name} examples left after filtering; check the data files and "
                               "data.max_src_len/max_tgt_len")
@@ -113,5 +113,5 @@ def tokenize(cfg: ExperimentConfig, raw: RawData, tokenizer: Tokenizer,
     return out[0], out[1]
 
 
-def _log_report(report: DataReport, log: Callable[[str], None]) -> None:
+def log_report(report: DataReport, log: Callable[[str], None]) -> None:
     log(report.summary() + "".join(f"; {note}" for note in report.notes))

@@ -23,20 +23,21 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..blocks import Layer
-from ..checkpoint import load_checkpoint, load_config_file, load_state_into, load_weights, save_checkpoint
+from ..checkpoint import load_config_file, load_state_into, load_weights, save_checkpoint
 from ..config import ExperimentConfig, ModelConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
 from ..decoding.generate import Decoder, GenerationOptions, stream_outputs
 from ..decoding.scorer import ModelScorer
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..metrics import bleu
 from ..models import build_model
 from . import distributed as D
 from .ema import EMA
 from .logging import MetricsLog, ProgressBar
 from .losses import TrainLoss, label_smoothed_nll
+from .objectives import objective_for
 from .schedules import build_schedule
-from .setup import get_tokenizer, model_config_for, read_raw, tokenize
+from .setup import get_tokenizer
 from .state import RunDir, read_trainer_state, write_trainer_state
 
 
@@ -87,16 +88,16 @@ class _Trainer:
         self.device = D.resolve_device(self.t.device, env)
         self.bar = ProgressBar(self.t.max_steps, 0, enabled=False)
         resume_from = self._check_run_dir(resume)
-        lm = cfg.model.arch == "decoder_lm"
-        raw = read_raw(cfg.data, lm)
+        self.objective = objective_for(cfg)
+        raw = self.objective.read()
         if env.is_main and not (resume_from and run.tokenizer.exists()):
             run.root.mkdir(parents=True, exist_ok=True)
             get_tokenizer(cfg, raw, None).save(str(run.tokenizer))
         D.barrier(env)  # the others read the tokenizer rank 0 learned, so all ranks share one vocabulary
         self.tokenizer = get_tokenizer(cfg, raw, run.tokenizer)
-        self.model_cfg = self._inherit_pruning(model_config_for(cfg.model, self.tokenizer))
-        self.train_examples, self.valid_examples = tokenize(cfg, raw, self.tokenizer, self.log)
-        self.bleu_pairs = raw.valid[: cfg.train.eval_bleu] if not lm else []
+        self.model_cfg = self._inherit_pruning(self.objective.model_config(self.tokenizer))
+        self.train_examples, self.valid_examples = self.objective.examples(raw, self.tokenizer, self.log)
+        self.bleu_pairs = raw.valid[: cfg.train.eval_bleu] if cfg.model.is_seq2seq else []
         torch.manual_seed(self.t.seed)
         model = build_model(self.model_cfg)
         state = self._restore_weights(model, resume_from) if resume_from else None
@@ -209,11 +210,13 @@ class _Trainer:
 
     def run(self) -> TrainResult:
         status, message = "completed", ""
-        since, tokens_seen = time.perf_counter(), 0
+        since, tokens_seen, step_times = time.perf_counter(), 0, []
         try:
             while self.step < self.t.max_steps:
                 self.step += 1
+                started = time.perf_counter()
                 loss, nll, tokens, grad_norm, extras = self._train_step()
+                step_times.append(time.perf_counter() - started)
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                     latest = self.run_dir.latest()
                     status = "diverged"
@@ -230,9 +233,10 @@ class _Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.metrics.write("train", self.step, {
                         "loss": loss, "nll": nll, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": rate,
+                        "step_s": sum(step_times) / len(step_times),  # optimizer steps only: no eval, no saving
                         "epoch": self.stream.position.epoch, **extras})
                     self.bar.update(self.step, loss, lr, rate)
-                    since, tokens_seen = time.perf_counter(), 0
+                    since, tokens_seen, step_times = time.perf_counter(), 0, []
                 stop = self._maybe_evaluate()
                 save_every = self.t.save_every or self.t.eval_every
                 if self.step % save_every == 0 or self.step == self.t.max_steps or stop:
@@ -253,7 +257,8 @@ class _Trainer:
     def _train_step(self) -> tuple[float, float, int, float, dict[str, float]]:
         """One optimizer step over this rank's micro-batches.
 
-        Returns global (loss, nll/token, tokens, grad norm, the loss hook's extra sums per token).
+        Returns global (loss, nll/target, tokens processed, grad norm, extra sums per target). A target
+        is a predicted token, or a document for a classifier.
         """
         torch.manual_seed(step_seed(self.t.seed, self.step, self.env.rank))
         batches = self.stream.next_step()[self.env.rank:: self.env.world_size]
@@ -261,21 +266,17 @@ class _Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        totals = torch.zeros(3, dtype=torch.float64)  # sum of per-batch mean losses, nll sum, tokens
+        totals = torch.zeros(4, dtype=torch.float64)  # sum of per-batch mean losses, nll sum, targets, tokens
         extra_sums: dict[str, torch.Tensor] = {}
         for index, examples in enumerate(batches):
             with D.no_sync_unless(self.model, index == len(batches) - 1):
-                loss_sum, nll_sum, count, extras = self._forward(examples, training=True)
+                loss_sum, nll_sum, count, extras, tokens = self._forward(examples, training=True)
                 loss = loss_sum / count.clamp(min=1)
                 (loss / len(batches)).backward()
-            totals += torch.stack([loss.detach(), nll_sum.detach(), count]).double().cpu()
-            for key, value in extras.items():
-                extra_sums[key] = extra_sums.get(key, 0.0) + value.detach().double().cpu()
+            totals += torch.stack([loss.detach(), nll_sum.detach(), count, tokens]).double().cpu()
+            D.accumulate(extra_sums, extras)
         D.all_reduce_sum(totals, self.env)
-        keys = sorted(extra_sums)
-        extra_totals = torch.stack([extra_sums[k] for k in keys]) if keys else torch.zeros(0, dtype=torch.float64)
-        if keys:
-            D.all_reduce_sum(extra_totals, self.env)
+        extra_totals = D.all_reduce_named(extra_sums, self.env)
         mean_loss = totals[0].item() / (len(batches) * self.env.world_size)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.clip_norm or math.inf)
         grad_norm = float(D.full_tensor(norm))
@@ -284,25 +285,31 @@ class _Trainer:
             if self.ema is not None:
                 self.ema.update(D.unwrap(self.model))
         self.optimizer.zero_grad(set_to_none=True)
-        tokens = int(totals[2].item())
-        extras = {k: v.item() / max(tokens, 1) for k, v in zip(keys, extra_totals, strict=True)}
-        return mean_loss, totals[1].item() / max(tokens, 1), tokens, grad_norm, extras
+        targets = max(totals[2].item(), 1.0)
+        extras = {k: v / targets for k, v in extra_totals.items()}
+        return mean_loss, totals[1].item() / targets, int(totals[3].item()), grad_norm, extras
 
     def _forward(self, examples: list, training: bool = False,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """(loss sum, label nll sum, tokens, extra sums) of one batch; ``self.loss`` only while training."""
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """(loss sum, label nll sum, targets, extra sums, tokens) of one batch; ``self.loss`` only while training.
+
+        What the model is run on and what it must predict come from ``self.objective``.
+        """
         batch = {k: v.to(self.device, non_blocking=True) for k, v in collate(examples, self.model_cfg.pad_id).items()}
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.t.precision == "bf16")
         with autocast:
-            logits = self.model(batch["src"], batch["tgt_in"]) if "src" in batch else self.model(batch["tgt_in"])
+            logits = self.objective.logits(self.model, batch)
+        target, ignore_index = self.objective.targets(batch)
 
         def label_loss(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            return label_smoothed_nll(scores, batch["tgt_out"], epsilon=self.t.label_smoothing,
-                                      ignore_index=self.model_cfg.pad_id)
+            return label_smoothed_nll(scores, target, epsilon=self.t.label_smoothing, ignore_index=ignore_index)
 
+        counts = {k: v.detach() for k, v in self.objective.counts(logits, batch).items()}
         if training and self.loss is not None:
-            return self.loss(logits, batch, label_loss)
-        return (*label_loss(logits), {})
+            loss_sum, nll_sum, count, extras = self.loss(logits, batch, label_loss)
+        else:
+            (loss_sum, nll_sum, count), extras = label_loss(logits), {}
+        return loss_sum, nll_sum, count, {**counts, **extras}, self.objective.units(batch, target)
 
     # ------------------------------------------------------------------ evaluation and checkpoints
 
@@ -310,24 +317,27 @@ class _Trainer:
         """Validate every ``eval_every`` steps; True when early stopping says stop."""
         if self.step % self.t.eval_every and self.step != self.t.max_steps:
             return False
-        self.last_valid = self.validation_loss()
+        valid = self.validation_scores()
+        self.last_valid = valid.pop("loss")
         improved = self.last_valid < self.best
         if improved:
             self.best, self.bad_evals = self.last_valid, 0
             self._save_export(self.run_dir.best, None)
         else:
             self.bad_evals += 1
-        scores = {"loss": self.last_valid, "ppl": math.exp(min(self.last_valid, 50)), "best": self.best}
+        scores = {"loss": self.last_valid, **self.objective.scores(self.last_valid), "best": self.best, **valid}
         if self.bleu_pairs:
             scores["bleu"] = self.validation_bleu()
         self.metrics.write("valid", self.step, scores)
         bleu = f", BLEU {scores['bleu']:.2f} on {len(self.bleu_pairs)} pairs" if self.bleu_pairs else ""
-        self.log(f"step {self.step}: valid loss {self.last_valid:.4f} (best {self.best:.4f}){bleu}")
+        counts = "".join(f", {key} {value:.4f}" for key, value in valid.items())
+        self.log(f"step {self.step}: valid loss {self.last_valid:.4f} (best {self.best:.4f}){counts}{bleu}")
         return self.t.patience is not None and self.bad_evals >= self.t.patience
 
     @torch.no_grad()
-    def validation_loss(self) -> float:
-        """Token-level NLL (nats/token) over the whole validation set, summed across ranks."""
+    def validation_scores(self) -> dict[str, float]:
+        """``loss``: NLL per target (nats per token, or per document) over the whole validation set, summed
+        across ranks; plus the objective's counts per target (a classifier's ``accuracy``)."""
         model = D.unwrap(self.model)
         model.eval()
         batches = make_batches([ex.size for ex in self.valid_examples], self.cfg.data.max_tokens, seed=0, epoch=0,
@@ -335,12 +345,16 @@ class _Trainer:
         shard = not self._fsdp()  # FSDP ranks must run the same forwards: each evaluates everything
         mine = batches[self.env.rank:: self.env.world_size] if shard else batches
         totals = torch.zeros(2, dtype=torch.float64)
+        sums: dict[str, torch.Tensor] = {}
         for indices in mine:
-            _, nll_sum, count, _ = self._forward([self.valid_examples[i] for i in indices])
+            _, nll_sum, count, counts, _ = self._forward([self.valid_examples[i] for i in indices])
             totals += torch.stack([nll_sum, count]).double().cpu()
+            D.accumulate(sums, counts)
         if shard:
             D.all_reduce_sum(totals, self.env)
-        return totals[0].item() / max(totals[1].item(), 1.0)
+        extras = D.all_reduce_named(sums, self.env if shard else D.DistEnv())
+        targets = max(totals[1].item(), 1.0)
+        return {"loss": totals[0].item() / targets, **{k: v / targets for k, v in extras.items()}}
 
     def validation_bleu(self) -> float:
         """sacreBLEU of greedy outputs on the first ``train.eval_bleu`` validation pairs (same on every rank)."""
@@ -366,7 +380,7 @@ class _Trainer:
         model = self._export_model(ema)  # collective under FSDP: every rank takes part
         if self.env.is_main:
             save_checkpoint(path, model, self.model_cfg, self.tokenizer,
-                            meta={"step": self.step, "valid_loss": self.last_valid}, **extra)
+                            meta={"step": self.step, "valid_loss": self.last_valid, **self.objective.meta}, **extra)
 
     def _save(self) -> None:
         state = {"step": self.step, "best": self.best, "bad_evals": self.bad_evals, "last_valid": self.last_valid,
@@ -383,13 +397,3 @@ class _Trainer:
         if self.env.is_main:
             self.run_dir.prune(self.t.keep_last)
         D.barrier(self.env)
-
-
-def export_ema(run_dir: str | Path, out: str | Path) -> Path:
-    """Copy a run's EMA weights out as an ordinary checkpoint directory (for generate/evaluate/average)."""
-    source = RunDir(run_dir).ema
-    if not source.is_dir():
-        raise CheckpointError(f"{run_dir}: no EMA weights ({source} is missing); train with train.ema_decay "
-                              "(e.g. --set train.ema_decay=0.999) to keep them")
-    ckpt = load_checkpoint(source)
-    return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.tokenizer, meta=ckpt.meta)
