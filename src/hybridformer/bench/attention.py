@@ -174,12 +174,17 @@ def run_benchmark(
     batch: int = 1, heads: int = 8, head_dim: int = 64, repeats: int = 3, time_cap_s: float = 300.0,
     memory_cap_gb: float = 8.0, progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every mechanism (``name:key=value...``) at every length; returns one result dict per point."""
+    """Every mechanism (``name:key=value...``) at every length; returns one result dict per point.
+
+    A mechanism's own ``bias=...`` overrides ``bias`` for it, so a biased and an unbiased mechanism
+    can be measured in one run (``-m full,chunked:bias=alibi``).
+    """
     parsed = [parse_mechanism(m) for m in mechanisms]
     results = []
     for name, options in parsed:
+        point_bias = str(options.pop("bias", bias))
         for length in lengths:
-            spec = PointSpec(name, length, options, causal, backward, bias, batch, heads, head_dim, repeats,
+            spec = PointSpec(name, length, options, causal, backward, point_bias, batch, heads, head_dim, repeats,
                              memory_cap_gb)
             results.append(run_point(spec, time_cap_s=time_cap_s))
             if progress is not None:
