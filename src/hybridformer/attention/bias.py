@@ -21,7 +21,7 @@ class ScoreBias:
     fn: Callable[[Tensor, Tensor], Tensor]
     q_pos: Tensor  # (q_len,)
     k_pos: Tensor  # (k_len,)
-    slopes: Tensor | None = None  # (heads,): set when fn = slopes · (k_pos - q_pos) wherever k_pos <= q_pos
+    slopes: Tensor | None = None  # (heads,): set when fn = -slopes · |q_pos - k_pos| (ALiBi)
 
     def dense(self, q_rows: slice = slice(None), k_cols: slice = slice(None)) -> Tensor:
         """(heads, q, k) for a rectangular block of this call's queries and keys."""
@@ -34,14 +34,15 @@ class ScoreBias:
     def with_keys(self, k_pos: Tensor) -> ScoreBias:
         return replace(self, k_pos=k_pos)
 
-    def causal_slopes(self) -> Tensor | None:
-        """Per-head slopes when, under a bottom-right causal mask, this bias is ``slope · (k_pos - q_pos)``.
+    def distance_slopes(self) -> Tensor | None:
+        """Per-head slopes when this bias is ``-slope · |q_pos - k_pos|`` (ALiBi) over ordered positions.
 
-        Then the bias splits into a key feature ``slope · k_pos`` and a per-query constant that the
-        softmax ignores, so a kernel can fold it into q·k as one extra dimension instead of building
-        any bias tensor. That needs the positions aligned like the mask: the queries are the last
-        keys (``q_pos == k_pos[-q_len:]``) and key positions never decrease, so every key a query may
-        see sits at or before it. None otherwise (not linear, or positions that do not line up).
+        Such a bias is linear on each side of the diagonal, so it splits into a key feature
+        ``slope · k_pos`` and a per-query constant that the softmax ignores: a kernel can fold it into
+        q·k as one extra dimension instead of building any bias tensor (``folded_bias``). That needs
+        the positions to follow the key order: the queries are the last keys (``q_pos ==
+        k_pos[-q_len:]``, the causal mask's bottom-right alignment) and key positions never
+        decrease. None otherwise (another bias, or positions that do not line up).
         """
         q_len = self.q_pos.shape[0]
         if self.slopes is None or q_len > self.k_pos.shape[0]:
