@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,7 @@ class ScoreBias:
     fn: Callable[[Tensor, Tensor], Tensor]
     q_pos: Tensor  # (q_len,)
     k_pos: Tensor  # (k_len,)
+    slopes: Tensor | None = None  # (heads,): set when fn = -slopes · |q_pos - k_pos| (ALiBi)
 
     def dense(self, q_rows: slice = slice(None), k_cols: slice = slice(None)) -> Tensor:
         """(heads, q, k) for a rectangular block of this call's queries and keys."""
@@ -31,7 +32,23 @@ class ScoreBias:
         return self.fn(q_pos, k_pos)
 
     def with_keys(self, k_pos: Tensor) -> ScoreBias:
-        return ScoreBias(self.fn, self.q_pos, k_pos)
+        return replace(self, k_pos=k_pos)
+
+    def distance_slopes(self) -> Tensor | None:
+        """Per-head slopes when this bias is ``-slope · |q_pos - k_pos|`` (ALiBi) over ordered positions.
+
+        Such a bias is linear on each side of the diagonal, so it splits into a key feature
+        ``slope · k_pos`` and a per-query constant that the softmax ignores: a kernel can fold it into
+        q·k as one extra dimension instead of building any bias tensor (``folded_bias``). That needs
+        the positions to follow the key order: the queries are the last keys (``q_pos ==
+        k_pos[-q_len:]``, the causal mask's bottom-right alignment) and key positions never
+        decrease. None otherwise (another bias, or positions that do not line up).
+        """
+        q_len = self.q_pos.shape[0]
+        if self.slopes is None or q_len > self.k_pos.shape[0]:
+            return None
+        aligned = torch.equal(self.q_pos, self.k_pos[self.k_pos.shape[0] - q_len:])
+        return self.slopes if aligned and bool((self.k_pos.diff() >= 0).all()) else None
 
 
 class ALiBi(nn.Module):
@@ -46,7 +63,7 @@ class ALiBi(nn.Module):
         return -self.slopes.view(-1, *([1] * distance.dim())) * distance
 
     def forward(self, q_pos: Tensor, k_pos: Tensor) -> ScoreBias:
-        return ScoreBias(self.scores, q_pos, k_pos)
+        return ScoreBias(self.scores, q_pos, k_pos, slopes=self.slopes)
 
 
 def alibi_slopes(heads: int) -> Tensor:

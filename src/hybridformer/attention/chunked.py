@@ -7,8 +7,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
-from .base import AttentionKernel, attend
+from .base import AttentionKernel, attend, expand_kv
 from .bias import ScoreBias
+from .folded_bias import folded_bias_attention
 from .masks import drop_empty_padding, position_mask
 
 
@@ -23,6 +24,11 @@ class ChunkedAttention(AttentionKernel):
     mask, so training memory is O(L · chunk) too, and bias parameters (T5) still get gradients.
     (An explicit Python online softmax over key chunks was measured 10-20x slower on CPU: its
     ~20 elementwise passes per score cannot compete with one fused pass.)
+
+    ALiBi (``ScoreBias.distance_slopes``), causal or not, needs no bias tensor at all: it is folded
+    into q·k as one extra dimension (``folded_bias``), on CPU, without padding or active dropout, at
+    close to SDPA's unbiased speed; larger chunks are faster there and its fp32 rounding error grows
+    with slope × chunk (docs/attention.md).
     """
 
     def __init__(self, *, chunk_size: int = 256, dropout: float = 0.0) -> None:
@@ -37,6 +43,11 @@ class ChunkedAttention(AttentionKernel):
     ) -> Tensor:
         q_len, k_len = q.shape[2], k.shape[2]
         padding = drop_empty_padding(key_padding_mask)
+        slopes = None if bias is None else bias.distance_slopes()
+        if slopes is not None and padding is None and q.device.type == "cpu" and not (self.training and self.dropout):
+            heads = q.shape[1]
+            return folded_bias_attention(q, expand_kv(k, heads), expand_kv(v, heads), slopes.to(q.device),
+                                         bias.k_pos.to(q.device), causal=causal, chunk_size=self.chunk_size)
         recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
         outputs = []
         for start in range(0, q_len, self.chunk_size):

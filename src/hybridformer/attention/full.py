@@ -16,9 +16,10 @@ class FullAttention(AttentionKernel):
 
     A score bias (ALiBi, T5) cannot enter SDPA's flash kernel except as an additive mask, and one
     dense (heads, L, L) mask is the memory wall this toolkit exists to avoid. So a biased call goes
-    query chunk by query chunk (the ``chunked`` mechanism: each chunk's bias exists only while that
-    chunk is computed, and is recomputed in backward), keeping memory O(heads · chunk · L) forward
-    and backward. FlexAttention was measured as the alternative on CPU: faster forward, but no CPU
+    through the ``chunked`` mechanism: causal ALiBi folded into q·k (no bias tensor at all), any
+    other bias query chunk by query chunk (each chunk's bias exists only while that chunk is
+    computed, and is recomputed in backward), keeping memory O(heads · chunk · L) forward and backward.
+    FlexAttention was measured as the alternative on CPU: faster forward, but no CPU
     backward in torch 2.13 and a recompile per decoding shape (docs/RESULTS.md).
     """
 

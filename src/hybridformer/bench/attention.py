@@ -29,7 +29,9 @@ from ..attention import ATTENTION, ALiBi, T5RelativeBias, build_attention
 from ..attention.bias import alibi_slopes
 from ..errors import ConfigError
 
-EXTRA_MECHANISMS = ("flex",)  # FlexAttention (torch.compile'd) with the same ALiBi/causal semantics as `full`
+# Measured beside the kernels: "flex" = FlexAttention (torch.compile'd) with the same ALiBi/causal semantics
+# as `full`; "local-attention" = the PyPI package (lucidrains) with the pattern of `sliding_window`.
+EXTRA_MECHANISMS = ("flex", "local-attention")
 
 
 @dataclass
@@ -79,6 +81,8 @@ def _make_call(spec: PointSpec) -> tuple[Callable[[], None], list[torch.Tensor]]
     bias_module = bias_module(spec.heads) if bias_module else None
     if spec.name == "flex":
         attention = _flex(spec)
+    elif spec.name == "local-attention":
+        attention = _local_attention(spec)
     else:
         kernel = build_attention(spec.name, **spec.options)
         kernel.check(causal=spec.causal, position=spec.bias if spec.bias != "none" else "none", where="bench")
@@ -119,6 +123,25 @@ def _flex(spec: PointSpec) -> Callable:
     return lambda q, k, v: compiled(q, k, v, score_mod=score_mod, block_mask=block_mask)
 
 
+def _local_attention(spec: PointSpec) -> Callable:
+    """The ``local-attention`` package (optional ``bench`` extra) in the pattern of ``sliding_window``.
+
+    ``exact_windowsize`` limits each query to the ``window`` keys before it (and, when not causal,
+    after it), as ``sliding_window:window=W`` does; the package still computes its full windows.
+    """
+    from local_attention import LocalAttention  # ImportError -> reported as skipped
+
+    options = dict(spec.options)
+    window = options.pop("window", 512)
+    if options or spec.bias != "none":
+        raise ConfigError("bench mechanism 'local-attention' takes only window=W and no bias")
+    if spec.length % window:  # its autopad would let non-causal queries attend the pad keys
+        raise ConfigError(f"bench mechanism 'local-attention' needs a length divisible by window={window}")
+    module = LocalAttention(window_size=window, causal=spec.causal, look_backward=1,
+                            look_forward=0 if spec.causal else 1, exact_windowsize=True)
+    return lambda q, k, v: module(q, k, v)
+
+
 def _status_kb(field_name: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field_name + ":"):
@@ -151,6 +174,8 @@ def measure_point(spec: PointSpec) -> dict[str, Any]:
         result.update(status="memory cap", error=str(exc).splitlines()[0][:200])
     except (ConfigError, NotImplementedError) as exc:  # e.g. FlexAttention has no CPU backward
         result.update(status="n/a", error=str(exc).splitlines()[0][:200])
+    except ImportError as exc:  # a peer package that is not installed
+        result.update(status="skipped", error=f"{exc.name or exc} is not installed (pip install 'hybridformer[bench]')")
     return result
 
 
@@ -174,12 +199,17 @@ def run_benchmark(
     batch: int = 1, heads: int = 8, head_dim: int = 64, repeats: int = 3, time_cap_s: float = 300.0,
     memory_cap_gb: float = 8.0, progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every mechanism (``name:key=value...``) at every length; returns one result dict per point."""
+    """Every mechanism (``name:key=value...``) at every length; returns one result dict per point.
+
+    A mechanism's own ``bias=...`` overrides ``bias`` for it, so a biased and an unbiased mechanism
+    can be measured in one run (``-m full,chunked:bias=alibi``).
+    """
     parsed = [parse_mechanism(m) for m in mechanisms]
     results = []
     for name, options in parsed:
+        point_bias = str(options.pop("bias", bias))
         for length in lengths:
-            spec = PointSpec(name, length, options, causal, backward, bias, batch, heads, head_dim, repeats,
+            spec = PointSpec(name, length, options, causal, backward, point_bias, batch, heads, head_dim, repeats,
                              memory_cap_gb)
             results.append(run_point(spec, time_cap_s=time_cap_s))
             if progress is not None:

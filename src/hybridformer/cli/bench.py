@@ -21,7 +21,8 @@ DEFAULT_MECHANISMS = ["full", "reference", "chunked", "sliding_window:window=512
 def attention(
     out: Path = typer.Option(..., "--out", help="Directory for results.json, results.md and scaling.png."),
     mechanisms: list[str] = typer.Option(DEFAULT_MECHANISMS, "--mechanisms", "-m",
-                                         help="name[:key=value...]; repeat or comma-separate. 'flex' = FlexAttention."),
+                                         help="name[:key=value...]; repeat or comma-separate. 'flex' = FlexAttention. "
+                                         "A bias=alibi|t5|none option overrides --bias for that mechanism."),
     lengths: list[str] = typer.Option(["1024,2048,4096,8192,16384,32768,65536"], "--lengths", "-l",
                                       help="Sequence lengths; repeat or comma-separate."),
     backward: bool = typer.Option(False, "--backward/--forward-only", help="Time forward + backward."),
