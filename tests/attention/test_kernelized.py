@@ -41,8 +41,10 @@ def test_causal_with_fewer_queries_uses_earlier_keys_as_prefix(name: str) -> Non
     torch.testing.assert_close(out, dense_kernelized(kernel, q, k, v, causal=True))
 
 
-def test_linear_gradients_match_closed_form() -> None:
-    kernel = build_attention("linear", chunk_size=8)
+@pytest.mark.parametrize("segment_len", [4096, 5])  # 5: the checkpointed segment-by-segment training path
+def test_linear_gradients_match_closed_form(segment_len: int) -> None:
+    kernel = build_attention("linear", chunk_size=4)
+    kernel.segment_len = segment_len
     q, k, v = qkv(21, grad=True)
     out, expected = kernel(q, k, v, causal=True), dense_kernelized(kernel, q, k, v, causal=True)
     weights = torch.randn_like(out)

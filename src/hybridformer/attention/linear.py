@@ -3,7 +3,10 @@
 Both replace softmax(q kᵀ) with φ(q) φ(k)ᵀ, so attention becomes φ(q) (Σ φ(k) vᵀ) normalised by
 φ(q) · Σ φ(k). Non-causal: two small matrix products. Causal: prefix sums, computed chunk by
 chunk (quadratic only inside a chunk), so memory is O(L · d² / chunk) instead of one running
-state per token. Decoding carries the running sums: O(1) time and memory per token.
+state per token. Under autograd, sequences longer than ``segment_len`` go one segment at a time
+through activation checkpointing, carrying the running sums, so training keeps only the features
+and one segment's temporaries (64k tokens train in < 1 GiB). Decoding carries the running sums:
+O(1) time and memory per token.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from ..cache import LinearAttentionState
 from ..errors import ConfigError
@@ -26,6 +30,7 @@ class _KernelizedAttention(AttentionKernel):
     """What elu+1 and FAVOR+ share: everything except the feature map φ."""
 
     name = "kernelized"
+    segment_len = 4096  # tokens per recomputed segment in training (see the module docstring)
 
     def __init__(self, chunk_size: int, eps: float) -> None:
         super().__init__()
@@ -67,7 +72,26 @@ class _KernelizedAttention(AttentionKernel):
         return numerator / (denominator + self.eps)
 
     def _causal(self, phi_q: Tensor, phi_k: Tensor, v: Tensor, state: LinearAttentionState) -> Tensor:
-        """Chunked prefix sums from ``state`` (updated in place to include these keys)."""
+        """Causal attention continuing from ``state`` (updated in place to include these keys)."""
+        length, seg = phi_q.shape[2], self.segment_len
+        kv, k_sum = state.kv, state.k_sum
+        if length <= seg or not (torch.is_grad_enabled() and any(t.requires_grad for t in (phi_q, phi_k, v))):
+            out, kv, k_sum = self._prefix_sums(phi_q, phi_k, v, kv, k_sum)
+        else:
+            outs = []
+            for start in range(0, length, seg):
+                part = slice(start, start + seg)
+                o, kv, k_sum = checkpoint(self._prefix_sums, phi_q[:, :, part], phi_k[:, :, part], v[:, :, part],
+                                          kv, k_sum, use_reentrant=False)
+                outs.append(o)
+            out = torch.cat(outs, dim=2)
+        state.kv, state.k_sum = kv, k_sum
+        state.length += length
+        return out
+
+    def _prefix_sums(self, phi_q: Tensor, phi_k: Tensor, v: Tensor, kv: Tensor | None, k_sum: Tensor | None,
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+        """Chunked prefix sums from the running sums ``kv``, ``k_sum`` -> (output, new kv, new k_sum)."""
         length, c = phi_q.shape[2], self.chunk_size
         pad = -length % c
         if pad:
@@ -77,17 +101,16 @@ class _KernelizedAttention(AttentionKernel):
         chunk_k = kc.sum(3)  # (batch, heads, n, features)
         kv_before = chunk_kv.cumsum(2) - chunk_kv  # exclusive prefix over chunks
         k_before = chunk_k.cumsum(2) - chunk_k
-        if state.kv is not None:
-            kv_before, k_before = kv_before + state.kv[:, :, None], k_before + state.k_sum[:, :, None]
+        if kv is not None:
+            kv_before, k_before = kv_before + kv[:, :, None], k_before + k_sum[:, :, None]
         inner = torch.einsum("bhncf,bhnmf->bhncm", qc, kc).tril()  # within-chunk, causal
         numerator = torch.einsum("bhncf,bhnfd->bhncd", qc, kv_before) + inner @ vc
         denominator = torch.einsum("bhncf,bhnf->bhnc", qc, k_before) + inner.sum(-1)
         out = self._normalise(numerator, denominator[..., None])
         total_kv, total_k = chunk_kv.sum(2), chunk_k.sum(2)
-        state.kv = total_kv if state.kv is None else state.kv + total_kv
-        state.k_sum = total_k if state.k_sum is None else state.k_sum + total_k
-        state.length += length
-        return rearrange(out, "b h n c d -> b h (n c) d")[:, :, :length]
+        kv = total_kv if kv is None else kv + total_kv
+        k_sum = total_k if k_sum is None else k_sum + total_k
+        return rearrange(out, "b h n c d -> b h (n c) d")[:, :, :length], kv, k_sum
 
     def new_state(self) -> LinearAttentionState:
         return LinearAttentionState()
