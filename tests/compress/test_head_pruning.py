@@ -158,3 +158,15 @@ def test_bad_pruned_heads_config_is_a_clear_error():
         build_model(config)
     with pytest.raises(ConfigError, match="distinct heads"):
         build_model(tiny(pruned_heads={"encoder.layers.0.sublayers.0.body": [7]}))
+
+
+def test_narrowed_alibi_keeps_its_slopes_for_the_folded_kernel_path():
+    from hybridformer.attention import ALiBi, build_attention
+    from hybridformer.compress.prune import HeadSubsetKernel
+
+    alibi = ALiBi(4)
+    positions = torch.arange(6)
+    bias = alibi(positions, positions)
+    narrowed = HeadSubsetKernel(build_attention("full"), [0, 2])._narrow(bias)
+    torch.testing.assert_close(narrowed.slopes, bias.slopes[[0, 2]])
+    torch.testing.assert_close(narrowed.dense(), bias.dense()[[0, 2]])

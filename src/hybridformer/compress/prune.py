@@ -36,8 +36,9 @@ class HeadSubsetKernel(AttentionKernel):
         if bias is None:
             return None
         fn, kept = bias.fn, self.kept
+        slopes = None if bias.slopes is None else bias.slopes.index_select(0, kept.to(bias.slopes.device))
         return ScoreBias(lambda q_pos, k_pos: fn(q_pos, k_pos).index_select(0, kept.to(q_pos.device)),
-                         bias.q_pos, bias.k_pos)
+                         bias.q_pos, bias.k_pos, slopes)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
                 key_padding_mask: Tensor | None = None, bias: ScoreBias | None = None) -> Tensor:
