@@ -156,18 +156,17 @@ def test_vocab_logits_transposes_the_weight_once_per_decoding_session():
     assert vocab_logits(output, h, None).requires_grad  # training and full forwards: the module itself
 
 
-@pytest.mark.parametrize("reorder", ["beams", "shuffle"])
+@pytest.mark.parametrize("reorder", ["beams", "drop", "shuffle"])
 def test_cached_cross_attention_follows_beam_reorders(reorder):
-    """Beams of one sentence share one copy of the source's keys (folded into queries); any other
-    reorder gathers rows. Either way each row's next-token scores equal a full forward of that row."""
+    """Beams of one sentence share one copy of the source's keys (folded into queries), also after a
+    finished sentence leaves the batch ("drop"); any other reorder gathers rows. Either way each row's
+    next-token scores equal a full forward of that row."""
     torch.manual_seed(0)
     model = build_model(tiny(kv_heads=2)).eval()
     src = tokens(3, 6)
     src[1, 4:] = 0  # padding in one source
     beams = 2
-    rows = torch.arange(3).repeat_interleave(beams)  # 6 rows: two beams per sentence
-    if reorder == "shuffle":
-        rows = torch.tensor([2, 0, 0, 1, 2, 1])
+    rows = torch.tensor([2, 0, 0, 1, 2, 1]) if reorder == "shuffle" else torch.arange(3).repeat_interleave(beams)
     first = tokens(3, 1)
     tgt = torch.cat([first[rows], tokens(len(rows), 3)], 1)
     scorer = ModelScorer(model)
@@ -175,13 +174,19 @@ def test_cached_cross_attention_follows_beam_reorders(reorder):
     _, state = scorer.step(state, first)  # the first token is fed once per sentence, as beam search does
     state = scorer.reorder(state, rows)
     for t in range(1, 4):
-        perm = torch.randperm(beams) + torch.arange(3)[:, None] * beams if reorder == "beams" else torch.randperm(6)
-        perm = perm.reshape(-1)
+        sentences = len(rows) // beams
+        if reorder == "shuffle":
+            perm = torch.randperm(len(rows))
+        else:  # beams move within their sentence; "drop" also removes the middle sentence at step 2
+            perm = (torch.randperm(beams) + torch.arange(sentences)[:, None] * beams).reshape(-1)
+            if reorder == "drop" and t == 2:
+                perm = torch.cat([perm[:beams], perm[2 * beams:]])
         state = scorer.reorder(state, perm)
         rows, tgt = rows[perm], tgt[perm]
         log_probs, state = scorer.step(state, tgt[:, t : t + 1])
         with torch.no_grad():
             full = output_log_probs(model(src[rows], tgt[:, : t + 1]), model.pad_id)
         torch.testing.assert_close(log_probs, full[:, t], atol=1e-5, rtol=1e-5)
-    groups = {kv.grouped()[3] for kv in state.cache.values() if isinstance(kv, StaticKV)}
-    assert groups == ({beams} if reorder == "beams" else {1})
+    states = [kv for kv in state.cache.values() if isinstance(kv, StaticKV)]
+    assert {kv.group for kv in states} == ({1} if reorder == "shuffle" else {beams})
+    assert {len(kv.keys) for kv in states} == {len(rows) // kv.group for kv in states}  # one copy per sentence

@@ -59,42 +59,37 @@ class StaticKV:
     """Keys, values and key padding computed once per source sentence (cross-attention over the encoder output).
 
     Beam search reorders the rows every step, yet all beams of a sentence attend the same source. So
-    the state keeps one copy per source plus a row -> source map that ``reorder`` composes (no copy);
-    :meth:`grouped` hands the attention its keys once per sentence with the group size, and the
-    attention folds each sentence's beams into extra queries. Rows that do not form equal consecutive
-    groups are gathered for real, so any reorder stays correct.
+    ``reorder`` only composes a row -> source map (no copy), and :meth:`grouped` hands the attention
+    one copy of the keys per sentence with the group size: the attention folds each sentence's beams
+    into extra queries. Keys are gathered only when the layout changes (a sentence finished), and rows
+    that do not form equal consecutive groups are gathered one by one, so any reorder stays correct.
     """
 
     def __init__(self, keys: Tensor, values: Tensor, padding: Tensor | None) -> None:
         self.keys, self.values, self.padding = keys, values, padding  # (sources, kv_heads, S, d), (sources, S)
-        self.rows: Tensor | None = None  # row -> source; None: row i is source i
-        self._view: tuple[Tensor, Tensor, Tensor | None, int] | None = None
+        self.rows: Tensor | None = None  # row -> entry of keys/values; None: row i is entry i
+        self.group = 1
 
     def reorder(self, index: Tensor) -> None:
         self.rows = index if self.rows is None else self.rows.index_select(0, index)
-        self._view = None
 
     def grouped(self) -> tuple[Tensor, Tensor, Tensor | None, int]:
-        """``(keys, values, padding, group)``: rows ``g·i … g·i + g − 1`` all attend source entry ``i``."""
-        if self._view is None:
-            self._view = self._group()
-        return self._view
+        """``(keys, values, padding, group)``: rows ``g·i … g·i + g − 1`` all attend entry ``i``."""
+        if self.rows is not None:
+            self._regroup(self.rows)
+        return self.keys, self.values, self.padding, self.group
 
-    def _group(self) -> tuple[Tensor, Tensor, Tensor | None, int]:
-        if self.rows is None:
-            return self.keys, self.values, self.padding, 1
-        sources, counts = torch.unique_consecutive(self.rows, return_counts=True)
+    def _regroup(self, rows: Tensor) -> None:
+        entries, counts = torch.unique_consecutive(rows, return_counts=True)
         group = int(counts[0])
-        if not bool(counts.eq(group).all()) or len(sources) * group != len(self.rows):
-            sources, group = self.rows, 1  # no common group size: gather every row
-        pick = None if len(sources) == len(self.keys) and bool(sources.eq(self._arange()).all()) else sources
-        if pick is None:
-            return self.keys, self.values, self.padding, group
-        padding = None if self.padding is None else self.padding.index_select(0, pick)
-        return self.keys.index_select(0, pick), self.values.index_select(0, pick), padding, group
-
-    def _arange(self) -> Tensor:
-        return torch.arange(len(self.keys), device=self.keys.device)
+        if not bool(counts.eq(group).all()):
+            entries, group = rows, 1  # no common group size: one entry per row
+        if len(entries) != len(self.keys) or not bool(entries.eq(torch.arange(len(entries), device=rows.device)).all()):
+            self.keys, self.values = self.keys.index_select(0, entries), self.values.index_select(0, entries)
+            if self.padding is not None:
+                self.padding = self.padding.index_select(0, entries)
+        self.rows = torch.arange(len(entries), device=rows.device).repeat_interleave(group)
+        self.group = group
 
 
 class TransposedWeight:

@@ -19,7 +19,8 @@ def _grads(out: torch.Tensor, *tensors: torch.Tensor) -> list[torch.Tensor]:
 
 @pytest.fixture
 def folded_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts calls of the folded path, so a test knows which path it checked."""
+    """Counts calls of the folded path, so a test knows which path it checked; small shapes fold too."""
+    monkeypatch.setattr(chunked_module.ChunkedAttention, "fold_min_queries", 1)
     calls: list[int] = []
     inner = chunked_module.folded_bias_attention
 
@@ -86,6 +87,16 @@ def test_shifted_positions_still_fold(folded_calls: list[int]) -> None:
     out = build_attention("chunked", chunk_size=4)(q, k, v, causal=True, bias=bias)
     torch.testing.assert_close(out, reference(q, k, v, causal=True, bias=bias))
     assert folded_calls
+
+
+def test_a_decoding_step_keeps_the_dense_bias_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(chunked_module, "folded_bias_attention", lambda *a, **k: calls.append(1))
+    q, k, v = qkv(1, 21)
+    bias = make_bias("alibi", 1, 21)
+    out = build_attention("chunked")(q, k, v, causal=True, bias=bias)
+    torch.testing.assert_close(out, reference(q, k, v, causal=True, bias=bias))
+    assert not calls
 
 
 def test_padding_and_dropout_keep_the_general_path(folded_calls: list[int]) -> None:
