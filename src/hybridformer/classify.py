@@ -16,6 +16,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .data.batching import collate, make_batches
 from .data.classification import classification_examples, read_documents, shuffled
 from .errors import CheckpointError, ConfigError, DataError
+from .fusion.checks import check_same_vocabulary
 from .metrics import MetricResult
 
 CheckpointLike = str | Path | Checkpoint
@@ -79,8 +80,7 @@ def _load(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | 
         if ckpt.meta.get("labels") != first.meta.get("labels") or ckpt.config.num_classes != first.config.num_classes:
             raise ConfigError(f"ensemble members must share their classes: {first.path} has "
                               f"{first.meta.get('labels')}, {ckpt.path} has {ckpt.meta.get('labels')}")
-        if ckpt.tokenizer.to_str() != first.tokenizer.to_str():
-            raise ConfigError(f"ensemble members must share one tokenizer: {ckpt.path} differs from {first.path}")
+    check_same_vocabulary([c.path for c in ckpts], [c.config for c in ckpts], [c.tokenizer for c in ckpts])
     return ckpts
 
 
