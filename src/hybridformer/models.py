@@ -192,15 +192,14 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
         residual_scheme=cfg.residual, alpha=alpha,
         attention=stack_cfg.attention.name, attention_options=stack_cfg.attention.options,
         cross_attention=cfg.cross_attention.name, cross_attention_options=cfg.cross_attention.options,
-        causal=causal, **stack_cfg.conv.layer_parts(),
+        causal=causal, head_dim=cfg.head_dim, norm_eps=cfg.norm_eps, attention_bias=cfg.attention_bias,
+        qkv_bias=cfg.qkv_bias, ffn_bias=cfg.ffn_bias, **stack_cfg.conv.layer_parts(),
     )
     layers = [LAYERS[stack_cfg.layer](parts, cross) for _ in range(stack_cfg.layers)]
     needs_final_norm = parts.prenorm and cfg.residual != "rezero"
-    head_dim = cfg.d_model // cfg.heads
     return Stack(
         layers, parts.norm_layer() if needs_final_norm else None, causal=causal, dropout=cfg.dropout,
-        absolute=_absolute_positions(cfg),
-        rope=RotaryEmbedding(head_dim, cfg.rope_base) if cfg.position == "rope" else None,
+        absolute=_absolute_positions(cfg), rope=_rotary(cfg),
         score_bias=_score_bias(cfg, bidirectional=not causal),
     )
 
@@ -209,8 +208,15 @@ def _absolute_positions(cfg: ModelConfig) -> nn.Module | None:
     if cfg.position == "sinusoidal":
         return SinusoidalPositions(cfg.d_model)
     if cfg.position == "learned":
-        return LearnedPositions(cfg.max_positions, cfg.d_model)
+        return LearnedPositions(cfg.max_positions, cfg.d_model, cfg.position_offset)
     return None
+
+
+def _rotary(cfg: ModelConfig) -> RotaryEmbedding | None:
+    if cfg.position != "rope":
+        return None
+    scaling = cfg.rope_scaling.rotary_options(cfg.max_positions) if cfg.rope_scaling is not None else {}
+    return RotaryEmbedding(cfg.attention_head_dim, cfg.rope_base, **scaling)
 
 
 def _score_bias(cfg: ModelConfig, *, bidirectional: bool) -> nn.Module | None:
