@@ -78,11 +78,17 @@ class ConvConfig(_Strict):
 
 
 class StackConfig(_Strict):
-    """One stack (encoder or decoder) of identical layers."""
+    """One stack (encoder or decoder) of layers of one type.
+
+    ``layer_attention`` overrides the self-attention of chosen layers (0-based index -> attention),
+    e.g. ``{0: {name: full}}`` keeps layer 0 exact while ``attention`` windows the rest
+    (``hybridformer longify --layers``, or ``--set model.decoder.layer_attention.0.name=full``).
+    """
 
     layers: int = 3
     layer: str = "transformer"
     attention: AttentionConfig = AttentionConfig()
+    layer_attention: dict[int, AttentionConfig] = {}
     conv: ConvConfig = ConvConfig()
 
     @model_validator(mode="after")
@@ -91,7 +97,15 @@ class StackConfig(_Strict):
             raise ValueError(f"unknown layer {self.layer!r}; allowed: {', '.join(sorted(LAYERS))}")
         if self.layers < 0:
             raise ValueError(f"layers must be >= 0, got {self.layers}")
+        outside = sorted(i for i in self.layer_attention if not 0 <= i < self.layers)
+        if outside:
+            raise ValueError(f"layer_attention: layer index {outside[0]} does not exist; this stack has layers "
+                             f"0..{self.layers - 1}")
         return self
+
+    def attention_of(self, index: int) -> AttentionConfig:
+        """The self-attention of layer ``index``: its override, else the stack's."""
+        return self.layer_attention.get(index, self.attention)
 
 
 Position = Literal["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
