@@ -111,7 +111,8 @@ class _Trainer:
         self.optimizer = self._optimizer()
         self.ema = EMA(D.unwrap(self.model), self.t.ema_decay) if self.t.ema_decay else None
         self.schedule = build_schedule(self.t.schedule, lr=self.t.lr, warmup_steps=self.t.warmup_steps,
-                                       total_steps=self.t.max_steps, min_lr=self.t.min_lr)
+                                       total_steps=self.t.max_steps, min_lr=self.t.min_lr,
+                                       decay_fraction=self.t.decay_fraction, decay_shape=self.t.decay_shape)
         self.step, self.best, self.bad_evals, self.last_valid = 0, math.inf, 0, math.nan
         position = DataPosition()
         if state is not None:
