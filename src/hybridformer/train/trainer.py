@@ -31,6 +31,7 @@ from ..decoding.scorer import ModelScorer
 from ..errors import ConfigError
 from ..metrics import bleu
 from ..models import build_model
+from ..outputs import prepare_run_dir
 from . import distributed as D
 from .ema import EMA
 from .logging import MetricsLog, ProgressBar
@@ -64,6 +65,7 @@ def train(config: ExperimentConfig | str | Path, out: str | Path, *, overrides: 
     """
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, list(overrides), ExperimentConfig)
+    prepare_run_dir(out)
     env = D.init_distributed(config.train.device)
     try:
         return _Trainer(config, RunDir(out), env, resume=resume, progress=progress, loss=loss).run()
