@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from .config import ModelConfig, parse_config
+from .devices import check_device
 from .errors import CheckpointError, ConfigError
 
 WEIGHTS, CONFIG, TOKENIZER, META = "model.safetensors", "config.json", "tokenizer.json", "meta.json"
@@ -143,7 +144,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     """Rebuild the model from ``config.json`` and load its safetensors weights (nothing is unpickled)."""
     from .models import build_model
 
-    path = Path(path)
+    path, device = Path(path), check_device(device)
     config = load_config_file(path)
     model = build_model(config)
     load_state_into(model, load_weights(path, device), path / WEIGHTS)
