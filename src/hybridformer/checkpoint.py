@@ -25,6 +25,7 @@ from torch import nn
 from .config import ModelConfig, parse_config
 from .devices import check_device
 from .errors import CheckpointError, ConfigError
+from .models import build_model
 
 WEIGHTS, CONFIG, TOKENIZER, META = "model.safetensors", "config.json", "tokenizer.json", "meta.json"
 
@@ -142,8 +143,6 @@ def load_tokenizer(path: str | Path) -> Tokenizer | None:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild the model from ``config.json`` and load its safetensors weights (nothing is unpickled)."""
-    from .models import build_model
-
     path, device = Path(path), check_device(device)
     config = load_config_file(path)
     model = build_model(config)
