@@ -150,9 +150,11 @@ def test_checkpoint_round_trip_records_the_change(tmp_path, tiny_checkpoint):
     ({"attention": "full", "rope_scaling": "stretch:2"}, "expected none or TYPE:FACTOR"),
     ({"attention": "full", "stack": "encoder"}, "has no encoder stack"),
     ({"attention": "sliding_window:num_global=1", "global_tokens": 2}, "contradicts num_global=1"),
+    ({"attention": "chunked", "layer": "lightconv"}, "has no self-attention"),
 ])
 def test_impossible_configs_are_refused(tmp_path, tiny_checkpoint, kwargs, message):
-    source = tiny_checkpoint("decoder_lm", position="learned", max_positions=16)
+    layer = kwargs.pop("layer", "transformer")
+    source = tiny_checkpoint("decoder_lm", position="learned", max_positions=16, decoder={"layers": 1, "layer": layer})
     with pytest.raises(ConfigError, match=message):
         longify(source, tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
