@@ -116,7 +116,7 @@ def test_rolling_cache_decoding_equals_the_full_forward(position):
         steps = [model.decode(tokens[:, i : i + 1], cache=cache, offset=i) for i in range(LENGTH)]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
     kept = [state for state in cache.values() if isinstance(state, RollingKVCache)]
-    assert kept and all(state.keys.shape[2] == 2 + 5 for state in kept)  # sinks + window, not the whole text
+    assert kept and all(state.keys.shape[2] == 2 + 5 + 1 for state in kept)  # sinks + window (+ next), not all
 
 
 def test_checkpoint_round_trip_records_the_change(tmp_path, tiny_checkpoint):
