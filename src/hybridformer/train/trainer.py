@@ -26,9 +26,10 @@ from ..blocks import Layer
 from ..checkpoint import load_config_file, load_state_into, load_weights, save_checkpoint
 from ..config import ExperimentConfig, ModelConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
-from ..decoding.generate import Decoder, GenerationOptions, stream_outputs
-from ..decoding.scorer import ModelScorer
+from ..decoding import ModelScorer
 from ..errors import ConfigError
+from ..generation import GenerationOptions, stream_outputs
+from ..inference import Decoder
 from ..metrics import bleu
 from ..models import build_model
 from ..outputs import prepare_run_dir
