@@ -81,6 +81,13 @@ def test_cli_tunes_on_dev_writes_json_and_refuses_test_data(good_and_useless, tm
     saved = json.loads(out.read_text())
     assert saved["weights"][0] > 0.5 and saved["metric"] == "chrf" and len(saved["trials"]) == 5
     assert read_weights_file(out) == saved["weights"]
+    tuned = run_entry("evaluate", good, useless, "--src", root / "dev.src", "--ref", root / "dev.ref",
+                      "--metric", "chrf", "--beam", "1", "--weights", f"@{out}", "--json")
+    assert tuned.returncode == 0, tuned.stderr
+    assert json.loads(tuned.stdout)["score"] == pytest.approx(saved["score"])
+    merged = run_entry("merge", "--method", "linear", good, useless, "--weights", f"@{out}", "--out",
+                       tmp_path / "soup")
+    assert merged.returncode == 0, merged.stderr
     again = run_entry("tune-weights", good, useless, "--src", root / "dev.src", "--ref", root / "dev.ref",
                       "--metric", "loss", "--out", out)
     assert_one_line_error(again, 2, "already exists", "--overwrite")

@@ -26,10 +26,11 @@ from typing import Literal
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .decoding.text import encode_source, encode_target, pad, read_all, token_batches
+from .data.text import encode_source, encode_target, pad, read_all, token_batches
+from .decoding import combine_log_probs
 from .errors import ConfigError, DataError
 from .evaluate import evaluate
-from .fusion import combine_log_probs, merge_checkpoints
+from .fusion import merge_checkpoints
 
 Metric = Literal["bleu", "chrf", "loss"]
 Purpose = Literal["ensemble", "merge"]

@@ -52,7 +52,7 @@ def merge(
     method: str = typer.Option(..., "--method", help=f"One of: {', '.join(METHODS)}."),
     out: Path = typer.Option(..., "--out", help="New checkpoint directory to write (written atomically)."),
     base: Path = typer.Option(None, "--base", help="Shared base checkpoint (task_arithmetic, ties, dare)."),
-    weights: str = typer.Option(None, "--weights", help="One weight per checkpoint, comma-separated: 0.7,0.3"),
+    weights: str = typer.Option(None, "--weights", help="Weights: 0.7,0.3 or @FILE (tune-weights)."),
     density: float = typer.Option(None, "--density", help="Fraction of each task vector kept (ties: 0.2, dare: 0.1)."),
     t: float = typer.Option(0.5, "--t", help="slerp position: 0 = first checkpoint, 1 = second."),
     seed: int = typer.Option(0, "--seed", help="dare: seed of the random drop."),
