@@ -53,7 +53,7 @@ def merge(
     method: str = typer.Option(..., "--method", help=f"One of: {', '.join(METHODS)} (their options are listed above)."),
     out: Path = typer.Option(..., "--out", help="New checkpoint directory to write (written atomically)."),
     base: Path = typer.Option(None, "--base", help="Shared base checkpoint (methods that take --base, above)."),
-    weights: str = typer.Option(None, "--weights", help="One weight per checkpoint, comma-separated: 0.7,0.3"),
+    weights: str = typer.Option(None, "--weights", help="Weights: 0.7,0.3 or @FILE (tune-weights)."),
     density: float = typer.Option(None, "--density", help="Same as --option density=X."),
     t: float = typer.Option(None, "--t", help="Same as --option t=X."),
     seed: int = typer.Option(None, "--seed", help="Same as --option seed=N."),

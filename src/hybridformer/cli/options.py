@@ -36,9 +36,14 @@ def parse_list(text: str | Sequence[str] | None, convert: Callable[[str], T], *,
 
 
 def parse_weights(text: str | None) -> list[float] | None:
-    """``--weights 0.7,0.3`` (or ``"0.7 0.3"``) -> [0.7, 0.3]; ``None`` when the option is absent."""
+    """``--weights 0.7,0.3`` (or ``"0.7 0.3"``) -> [0.7, 0.3]; ``@FILE`` reads the weights a
+    ``tune-weights`` run wrote (JSON); ``None`` when the option is absent."""
     if text is None:
         return None
+    if text.startswith("@"):
+        from ..tune import read_weights_file
+
+        return read_weights_file(text[1:])
     try:
         return [float(part) for part in split_list(text)]
     except ValueError:
