@@ -111,12 +111,15 @@ def run_entry(*args, timeout: float = 120, **kwargs):
     return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
-def assert_one_line_error(result, status: int = 2, *words: str) -> str:
-    """A clean failure: exit ``status``, no traceback, one line on stderr naming ``words``."""
-    err = result.stderr.strip()
+def assert_one_line_error(result, status: int = 2, *words: str, alone: bool = False) -> str:
+    """A clean failure: exit ``status``, no traceback, the error as one ``error:`` line naming ``words``,
+    last on stderr (after any progress lines the command printed; ``alone``: nothing else on stderr)."""
+    lines = result.stderr.strip().splitlines()
     assert result.returncode == status, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert len(err.splitlines()) == 1, err
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr[-2000:]
+    assert not alone or len(lines) == 1, result.stderr[-2000:]
     for word in words:
-        assert word in err, err
-    return err
+        assert word in errors[0], errors[0]
+    return errors[0]
