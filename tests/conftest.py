@@ -97,18 +97,24 @@ def entry_env(**extra: str) -> dict[str, str]:
             "OMP_NUM_THREADS": "1", **extra}
 
 
-def run_entry(*args, timeout: float = 120, **kwargs):
-    """Run the installed ``hybridformer`` console script (``sys.exit(main())``) in a subprocess: the
-    real exit status and stderr, no CliRunner in between. Falls back to the same call through python."""
+def entry_command() -> list[str]:
+    """The installed ``hybridformer`` console script (``sys.exit(main())``), or the same call through python."""
     import shutil
-    import subprocess
     import sys
 
     script = shutil.which("hybridformer")
-    command = [script] if script else [sys.executable, "-c", "import sys; from hybridformer.cli import main; "
-                                                             "sys.exit(main())"]
+    return [script] if script else [sys.executable, "-c", "import sys; from hybridformer.cli import main; "
+                                                          "sys.exit(main())"]
+
+
+def run_entry(*args, timeout: float = 120, **kwargs):
+    """Run the real console script in a subprocess: the real exit status and stderr, no CliRunner between."""
+    import subprocess
+
     kwargs.setdefault("env", entry_env())
-    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+    if "stdout" not in kwargs and "stderr" not in kwargs:
+        kwargs["capture_output"] = True
+    return subprocess.run([*entry_command(), *map(str, args)], text=True, timeout=timeout, **kwargs)
 
 
 def assert_one_line_error(result, status: int = 2, *words: str, alone: bool = False) -> str:
