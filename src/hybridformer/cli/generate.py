@@ -19,7 +19,7 @@ NO_REPEAT = typer.Option(0, "--no-repeat-ngram", help="Never repeat an n-gram of
 BATCH_TOKENS = typer.Option(4096, "--batch-tokens", help="Padded input tokens × beam per batch.")
 DEVICE = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda.")
 CHECKPOINTS = typer.Argument(..., help="Checkpoint directory; several = an ensemble (same vocabulary).")
-WEIGHTS = typer.Option(None, "--weights", help="Ensemble weights, comma-separated (default: equal).")
+WEIGHTS = typer.Option(None, "--weights", help="Ensemble weights: 0.7,0.3 or @FILE from tune-weights (default: equal).")
 COMBINE = typer.Option("prob", "--combine", help="Ensemble: mean of probabilities (prob) or of log-probs (log_prob).")
 
 
