@@ -7,7 +7,7 @@ import typer
 from ..data.text import iter_lines
 from ..generation import generate
 from .options import parse_weights
-from .progress import LineProgress
+from .progress import LineProgress, sigint_deferred
 
 # Decoding options, shared with ``hybridformer evaluate``.
 BEAM = typer.Option(None, "--beam", help="Beam size (default 5; 1 = greedy).", min=1)
@@ -62,8 +62,9 @@ def generate_cmd(
     with LineProgress(input, enabled=progress) as bar:
         try:
             for line in outputs:
-                typer.echo(line)  # click flushes each line: output streams
-                written += 1
+                with sigint_deferred():  # the count below is exact: Ctrl-C lands between lines, not inside one
+                    typer.echo(line)  # click flushes each line: output streams
+                    written += 1
                 bar.advance()
         except KeyboardInterrupt:
             bar.stop()
