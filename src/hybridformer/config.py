@@ -78,11 +78,17 @@ class ConvConfig(_Strict):
 
 
 class StackConfig(_Strict):
-    """One stack (encoder or decoder) of identical layers."""
+    """One stack (encoder or decoder) of layers of one type.
+
+    ``layer_attention`` overrides the self-attention of chosen layers (0-based index -> attention),
+    e.g. ``{0: {name: full}}`` keeps layer 0 exact while ``attention`` windows the rest
+    (``hybridformer longify --layers``, or ``--set model.decoder.layer_attention.0.name=full``).
+    """
 
     layers: int = 3
     layer: str = "transformer"
     attention: AttentionConfig = AttentionConfig()
+    layer_attention: dict[int, AttentionConfig] = {}
     conv: ConvConfig = ConvConfig()
 
     @model_validator(mode="after")
@@ -91,7 +97,15 @@ class StackConfig(_Strict):
             raise ValueError(f"unknown layer {self.layer!r}; allowed: {', '.join(sorted(LAYERS))}")
         if self.layers < 0:
             raise ValueError(f"layers must be >= 0, got {self.layers}")
+        outside = sorted(i for i in self.layer_attention if not 0 <= i < self.layers)
+        if outside:
+            raise ValueError(f"layer_attention: layer index {outside[0]} does not exist; this stack has layers "
+                             f"0..{self.layers - 1}")
         return self
+
+    def attention_of(self, index: int) -> AttentionConfig:
+        """The self-attention of layer ``index``: its override, else the stack's."""
+        return self.layer_attention.get(index, self.attention)
 
 
 Position = Literal["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
@@ -369,15 +383,18 @@ class TrainConfig(_Strict):
     max_steps: int = Field(1000, ge=1)
     lr: float = Field(5e-4, gt=0.0)
     min_lr: float = Field(0.0, ge=0.0)
-    schedule: Literal["inverse_sqrt", "cosine", "linear", "constant"] = "inverse_sqrt"
+    schedule: Literal["inverse_sqrt", "cosine", "linear", "constant", "wsd"] = "inverse_sqrt"
     warmup_steps: int = Field(100, ge=0)
+    # Final cool-down to min_lr over this share of max_steps: wsd (default 0.2) and inverse_sqrt (default none)
+    decay_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.98)
     adam_eps: float = 1e-8
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     clip_norm: float = Field(1.0, ge=0.0)  # 0 = no clipping
     accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast to bfloat16
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16 = autocast; auto = probe at start-up, keep faster
     activation_checkpointing: bool = False
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # e.g. 0.999: EMA of the weights
     eval_every: int = Field(200, ge=1)
@@ -394,6 +411,9 @@ class TrainConfig(_Strict):
     def _check(self) -> TrainConfig:
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr={self.min_lr} must not exceed train.lr={self.lr}")
+        if self.decay_fraction is not None and self.schedule not in ("wsd", "inverse_sqrt"):
+            raise ValueError(f"train.decay_fraction applies to schedule wsd or inverse_sqrt, not {self.schedule!r} "
+                             "(cosine and linear already decay over the whole run)")
         return self
 
 
