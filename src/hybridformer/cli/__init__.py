@@ -15,6 +15,7 @@ from . import bench, compress, config_cmd, distill, fusion, tokenizer, train
 from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
 from .quickstart import quickstart
+from .serve import serve_cmd
 
 app = typer.Typer(
     name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -32,6 +33,7 @@ app.command("distill")(distill.distill)
 app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
 app.command("quickstart")(quickstart)
+app.command("serve")(serve_cmd)
 
 
 def main() -> None:
