@@ -14,6 +14,7 @@ from ..errors import HybridformerError
 from . import bench, compress, config_cmd, distill, fusion, tokenizer, train
 from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
+from .export import export_cmd
 from .quickstart import quickstart
 from .serve import serve_cmd
 
@@ -34,6 +35,7 @@ app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
 app.command("quickstart")(quickstart)
 app.command("serve")(serve_cmd)
+app.command("export")(export_cmd)
 
 
 def main() -> None:

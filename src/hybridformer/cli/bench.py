@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 
 from ..bench import markdown_table, run_benchmark, write_outputs
-from . import bench_conv, compress
+from . import bench_conv, bench_serve, compress
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks: speed and memory, measured, with peers in the same run.")
 app.command("compress")(compress.bench_compress)
 app.command("layers")(bench_conv.layers)
+app.command("serve")(bench_serve.bench_serve)
 
 DEFAULT_MECHANISMS = ["full", "reference", "chunked", "sliding_window:window=512", "block_sparse", "linear",
                       "performer", "linformer:max_len=65536", "nystrom"]
