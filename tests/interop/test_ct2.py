@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_TEXT
+from conftest import TINY_TEXT, run_cli
 
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from hybridformer.checkpoint import Checkpoint
@@ -167,3 +167,31 @@ def test_unsupported_shapes_are_refused_by_name(tmp_path, tiny_tokenizer, name):
         export_ct2(ckpt, tmp_path / "out")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_export_command_end_to_end(tmp_path, tiny_tokenizer, monkeypatch, capsys):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = os.environ | {"PYTHONPATH": str(src)}
+    good = make_checkpoint(tmp_path / "mt", tiny_tokenizer, "encoder_decoder").path
+    conv = make_checkpoint(tmp_path / "conv", tiny_tokenizer, "encoder_decoder",
+                           encoder={"layers": 1, "layer": "conformer"}).path
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "hybridformer", "export", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+
+    done = run(str(good), "--to", "ct2", "--quantization", "int8", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "model.bin").is_file() and (tmp_path / "out" / "tokenizer.json").is_file()
+    refused = run(str(conv), "--to", "ct2", "--out", str(tmp_path / "x"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "conformer" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    for args in ([good, "--to", "onnx", "--out", tmp_path / "y"], [good, "--to", "ct2", "--out", tmp_path / "out"]):
+        code, _, err = run_cli(monkeypatch, capsys, "export", *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
