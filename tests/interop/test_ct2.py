@@ -25,6 +25,8 @@ SEQ2SEQ = {
     "learned-geglu-untied-unscaled": {"position": "learned", "activation": "geglu", "tie_embeddings": False,
                                       "share_embeddings": False, "embed_scale": False},
     "t5-gqa": {"position": "t5", "heads": 4, "kv_heads": 2},
+    "learned-offset-no-biases-eps": {"position": "learned", "position_offset": 2, "max_positions": 64,
+                                     "attention_bias": False, "ffn_bias": False, "norm_eps": 1e-6},
     "t5-pruned-equal": {"position": "t5", "pruned_heads": {
         "encoder.layers.0.sublayers.0.body": [1], "decoder.layers.0.sublayers.0.body": [0],
         "decoder.layers.0.sublayers.1.body": [1]}},
@@ -33,6 +35,10 @@ LM = {
     "rope-gqa-rmsnorm-swiglu": {"position": "rope", "heads": 4, "kv_heads": 2, "norm": "rmsnorm",
                                 "activation": "swiglu"},
     "alibi": {"position": "alibi", "heads": 4},
+    "rope-linear-scaling-head-dim": {"position": "rope", "head_dim": 12, "rope_base": 500.0,
+                                     "rope_scaling": {"type": "linear", "factor": 2.0}},
+    "rope-ntk-llama-like": {"position": "rope", "rope_scaling": {"type": "ntk", "factor": 4.0}, "norm": "rmsnorm",
+                            "activation": "swiglu", "attention_bias": False, "ffn_bias": False, "qkv_bias": True},
     "t5": {"position": "t5"},
     "learned-postnorm": {"position": "learned", "norm_placement": "post"},
     "sinusoidal-untied": {"tie_embeddings": False},
@@ -151,6 +157,7 @@ UNSUPPORTED = {
     "alibi in seq2seq": ("encoder_decoder", {"position": "alibi"}, "decoder-only"),
     "int8 torch model": ("decoder_lm", {"quantization": "dynamic_int8"}, "--quantization int8"),
     "classifier": ("encoder_classifier", {}, "classifier"),
+    "yarn rope scaling": ("decoder_lm", {"position": "rope", "rope_scaling": {"type": "yarn", "factor": 2.0}}, "yarn"),
 }
 
 

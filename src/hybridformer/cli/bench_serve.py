@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -24,11 +23,11 @@ def _int_list(text: str, name: str) -> list[int]:
 
 def _is_language_model(checkpoint: Path) -> bool:
     from ..checkpoint import load_config_file
-    from ..interop.ct2 import HYBRIDFORMER_CONFIG
+    from ..interop.ct2 import exported_config
 
-    exported = checkpoint / HYBRIDFORMER_CONFIG
-    if exported.is_file():
-        return json.loads(exported.read_text()).get("arch") == "decoder_lm"
+    exported = exported_config(checkpoint)
+    if exported is not None:
+        return exported.get("arch") == "decoder_lm"
     return load_config_file(checkpoint).arch == "decoder_lm"
 
 

@@ -21,7 +21,7 @@ from ..checkpoint import WEIGHTS, load_tokenizer
 from ..config import ModelConfig, parse_config
 from ..decoding.logits import max_lengths
 from ..errors import CheckpointError, DataError
-from .ct2 import HYBRIDFORMER_CONFIG, SINUSOID_ROWS, export_ct2, is_ct2_export, require_ctranslate2
+from .ct2 import CT2_CONFIG, SINUSOID_ROWS, export_ct2, exported_config, is_ct2_export, require_ctranslate2
 
 
 @dataclass
@@ -114,11 +114,10 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
         export = ct2_cache(path, quantization or "float32")
         weights = path / WEIGHTS
         stale = not is_ct2_export(export) or (
-            weights.is_file() and weights.stat().st_mtime > (export / HYBRIDFORMER_CONFIG).stat().st_mtime)
+            weights.is_file() and weights.stat().st_mtime > (export / CT2_CONFIG).stat().st_mtime)
         if stale:
             export_ct2(path, export, quantization=quantization or "float32", overwrite=True)
-    meta = json.loads((export / HYBRIDFORMER_CONFIG).read_text())
-    config = parse_config(ModelConfig, {k: v for k, v in meta.items() if not k.startswith("_")})
+    config = parse_config(ModelConfig, exported_config(export))
     tokenizer = load_tokenizer(export)
     if tokenizer is None:
         raise CheckpointError(f"{export}: no tokenizer.json beside the CTranslate2 model")
