@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from ..decoding.generate import generate
-from ..decoding.text import read_lines
-from ..errors import ConfigError
+from ..data.text import iter_lines
+from ..generation import generate
+from .options import parse_weights
 
 # Decoding options, shared with ``hybridformer evaluate``.
 BEAM = typer.Option(None, "--beam", help="Beam size (default 5; 1 = greedy).", min=1)
@@ -16,19 +16,13 @@ MAX_LEN_B = typer.Option(None, "--max-len-b", help="Output budget a·src_len+b, 
 NO_REPEAT = typer.Option(0, "--no-repeat-ngram", help="Never repeat an n-gram of this size (0 = off).")
 BATCH_TOKENS = typer.Option(4096, "--batch-tokens", help="Padded input tokens × beam per batch.")
 DEVICE = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda.")
+ENGINE = typer.Option("torch", "--engine", help="torch, or ct2 (CTranslate2: CKPT may be an export; a checkpoint "
+                      "is exported once into CKPT.ct2-<quantization> beside it).")
+QUANTIZATION = typer.Option(None, "--quantization", help="--engine ct2: float32 | int8 | int8_float32 | bfloat16 "
+                            "(default float32, or what the export holds).")
 CHECKPOINTS = typer.Argument(..., help="Checkpoint directory; several = an ensemble (same vocabulary).")
 WEIGHTS = typer.Option(None, "--weights", help="Ensemble weights, comma-separated (default: equal).")
 COMBINE = typer.Option("prob", "--combine", help="Ensemble: mean of probabilities (prob) or of log-probs (log_prob).")
-
-
-def parse_weights(text: str | None) -> list[float] | None:
-    """``"0.7,0.3"`` -> [0.7, 0.3]; a malformed list is a one-line error."""
-    if text is None:
-        return None
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--weights must be comma-separated numbers, got {text!r}") from None
 
 
 def generate_cmd(
@@ -46,6 +40,8 @@ def generate_cmd(
     no_repeat_ngram: int = NO_REPEAT,
     batch_tokens: int = BATCH_TOKENS,
     device: str = DEVICE,
+    engine: str = ENGINE,
+    quantization: str = QUANTIZATION,
     weights: str = WEIGHTS,
     combine: str = COMBINE,
 ) -> None:
@@ -58,9 +54,11 @@ def generate_cmd(
       hybridformer generate runs/mt/checkpoints/best --input test.en --beam 5 --lenpen 1.0 > test.hyp
       echo "The quick brown fox" | hybridformer generate runs/lm/checkpoints/best --input - --sample --top-p 0.9
       hybridformer generate runs/a/checkpoints/best runs/b/checkpoints/best --input test.en   # an ensemble
+      hybridformer generate runs/mt/checkpoints/best --input test.en --engine ct2 --quantization int8   # CTranslate2
     """
     outputs = generate(
-        checkpoints, read_lines(input), device=device, beam=beam, lenpen=lenpen, sample=sample,
+        checkpoints, iter_lines(input, require=True), device=device, engine=engine, quantization=quantization,
+        beam=beam, lenpen=lenpen, sample=sample,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_len_a=max_len_a, max_len_b=max_len_b,
         no_repeat_ngram=no_repeat_ngram, batch_tokens=batch_tokens, weights=parse_weights(weights), combine=combine,
     )

@@ -20,8 +20,16 @@ from tokenizers import Tokenizer
 from ..checkpoint import WEIGHTS, load_tokenizer
 from ..config import ModelConfig, parse_config
 from ..decoding.logits import max_lengths
-from ..errors import CheckpointError, DataError
-from .ct2 import CT2_CONFIG, SINUSOID_ROWS, export_ct2, exported_config, is_ct2_export, require_ctranslate2
+from ..errors import CheckpointError, ConfigError, DataError
+from .ct2 import (
+    CT2_CONFIG,
+    QUANTIZATIONS,
+    SINUSOID_ROWS,
+    export_ct2,
+    exported_config,
+    is_ct2_export,
+    require_ctranslate2,
+)
 
 
 @dataclass
@@ -42,16 +50,14 @@ class Ct2Decoder:
     def decode_batch(self, sources: list[list[int]], opts, generator: torch.Generator | None = None) -> list[list[int]]:
         """Token ids of one batch in (seq2seq sources end with EOS), output token ids out, without EOS.
 
-        ``opts`` is a :class:`~hybridformer.decoding.generate.GenerationOptions`; output budgets are
+        ``opts`` is a :class:`~hybridformer.generation.GenerationOptions`; output budgets are
         the torch engine's ``a · src_len + b`` per input.
         """
         cfg = self.config
         if opts.sample and opts.seed is not None and generator is not None:
             require_ctranslate2().set_random_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
         lengths = torch.tensor([len(s) - 1 if cfg.is_seq2seq else len(s) for s in sources])
-        a, b = (1.2, 10) if cfg.is_seq2seq else (0.0, 100)
-        a = a if opts.max_len_a is None else opts.max_len_a
-        b = b if opts.max_len_b is None else opts.max_len_b
+        a, b = opts.length_budget(cfg.is_seq2seq)
         budgets = max_lengths(lengths, a, b, cap=self._cap(sources)).tolist()
         search = dict(beam_size=opts.beam_size, length_penalty=opts.lenpen, no_repeat_ngram_size=opts.no_repeat_ngram,
                       sampling_topk=(opts.top_k if opts.sample else 1), sampling_topp=opts.top_p,
@@ -105,6 +111,8 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
     """Open a CTranslate2 export, or an ordinary checkpoint exported once into ``<path>.ct2-<quantization>``
     beside it (float32 unless ``quantization``; re-exported when the checkpoint's weights are newer)."""
     ct2 = require_ctranslate2()
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ConfigError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     path = Path(path)
     compute_type = "default"
     if is_ct2_export(path):

@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..decoding.generate import GenerationOptions
-from ..decoding.text import decode_tokens, encode_source
+from ..data.text import decode_tokens, encode_source
 from ..errors import HybridformerError
+from ..generation import GenerationOptions
 from .batcher import DynamicBatcher
 from .metrics import Metrics
 from .schemas import GenerateRequest
@@ -179,9 +179,7 @@ async def decode_texts(app: FastAPI, texts: list[str], options: dict) -> list[li
     longest = max(len(s) for s in sources)
     if longest > settings.max_input_tokens:
         raise RequestError(413, f"an input of {longest} tokens; the limit is {settings.max_input_tokens}")
-    seq2seq = decoder.config.is_seq2seq
-    a = opts.max_len_a if opts.max_len_a is not None else (1.2 if seq2seq else 0.0)
-    b = opts.max_len_b if opts.max_len_b is not None else (10 if seq2seq else 100)
+    a, b = opts.length_budget(decoder.config.is_seq2seq)
     if int(a * longest) + b > settings.max_new_tokens:
         raise RequestError(413, f"output budget max_len_a*len+max_len_b = {int(a * longest) + b} tokens; the "
                                 f"limit is {settings.max_new_tokens}")

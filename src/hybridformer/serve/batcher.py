@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..decoding.generate import GenerationOptions
-from .engine import decode_sources, options_key
+from ..generation import GenerationOptions, decode_sources
+from .engine import options_key
 from .metrics import Metrics
 
 

@@ -1,30 +1,27 @@
 """``generate``: checkpoint(s) + lines of text -> one output line per input line, streamed.
 
-The decoder only ever sees a :class:`~hybridformer.decoding.scorer.Scorer`; which one is built
-from the checkpoints is decided in :func:`load_decoder`, the single place an ensemble plugs in.
+The searches only ever see a :class:`~hybridformer.decoding.Scorer`; which one is built from the
+checkpoints is decided in :func:`hybridformer.inference.load_decoder`, the single place an
+ensemble plugs in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from tokenizers import Tokenizer
 from torch import Tensor
 
-from ..checkpoint import Checkpoint, load_checkpoint
-from ..config import ModelConfig
-from ..errors import CheckpointError, ConfigError, DataError
-from .beam import beam_search
-from .greedy import greedy_search
-from .logits import max_lengths
-from .sampling import sample_search
-from .scorer import Scorer
-from .text import decode_tokens, encode_source, pad, token_batches, windows
+from .data.text import decode_tokens, encode_source, pad, token_batches, windows
+from .decoding import beam_search, greedy_search, sample_search
+from .decoding.logits import max_lengths
+from .errors import ConfigError, DataError
+from .inference import CheckpointLike, Decoder, load_decoder
 
-CheckpointLike = str | Path | Checkpoint
+if TYPE_CHECKING:
+    from .interop.ct2_engine import Ct2Decoder
 
 
 @dataclass
@@ -84,55 +81,16 @@ class GenerationOptions:
     def beam_size(self) -> int:
         return self.beam if self.beam is not None else (1 if self.sample else 5)
 
-
-@dataclass
-class Decoder:
-    """What generation needs from the checkpoint(s): a Scorer, the tokenizer and the config."""
-
-    scorer: Scorer
-    tokenizer: Tokenizer
-    config: ModelConfig
-    device: torch.device
-    name: str  # the checkpoint path(s), for messages
-
-
-def load_decoder(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu",
-                 *, purpose: str = "generate", weights: Sequence[float] | None = None,
-                 combine: str = "prob") -> Decoder:
-    """Load the checkpoint(s) and check they can generate text: a tokenizer, an encoder-decoder or LM.
-
-    Several checkpoints become one :class:`~hybridformer.fusion.Ensemble` Scorer (same vocabulary,
-    any architectures), combined per step by ``combine`` (``prob`` or ``log_prob``) with ``weights``.
-    """
-    from ..fusion.ensemble import scorer_from_checkpoints
-
-    items = [checkpoints] if isinstance(checkpoints, CheckpointLike) else list(checkpoints)
-    if not items:
-        raise ConfigError(f"{purpose} needs at least one checkpoint")
-    ckpts = [item if isinstance(item, Checkpoint) else load_checkpoint(item, device) for item in items]
-    for ckpt in ckpts:
-        check_generative(ckpt, purpose)
-    scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine)
-    name = ", ".join(str(c.path) for c in ckpts)
-    return Decoder(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name)
-
-
-def check_generative(ckpt: Checkpoint, purpose: str) -> None:
-    """A checkpoint that cannot produce text fails here, with what would work instead."""
-    if ckpt.config.arch == "encoder_classifier":
-        raise CheckpointError(f"{ckpt.path}: an encoder_classifier checkpoint predicts labels and cannot "
-                              f"{purpose} text; use an encoder_decoder or decoder_lm checkpoint")
-    if ckpt.tokenizer is None:
-        raise CheckpointError(f"{ckpt.path}: no tokenizer.json; {purpose} needs the tokenizer the model was "
-                              "trained with inside the checkpoint")
-    if ckpt.tokenizer.get_vocab_size() > ckpt.config.vocab_size:
-        raise CheckpointError(f"{ckpt.path}: tokenizer has {ckpt.tokenizer.get_vocab_size()} tokens but the model "
-                              f"only {ckpt.config.vocab_size} (vocab_size); they were not trained together")
+    def length_budget(self, seq2seq: bool) -> tuple[float, int]:
+        """``(a, b)`` of the output budget ``a · src_len + b`` with the defaults filled in."""
+        a, b = (1.2, 10) if seq2seq else (0.0, 100)
+        return (a if self.max_len_a is None else self.max_len_a), (b if self.max_len_b is None else self.max_len_b)
 
 
 def generate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], inputs: Iterable[str], *,
-    device: str | torch.device = "cpu", weights: Sequence[float] | None = None, combine: str = "prob", **options,
+    device: str | torch.device = "cpu", weights: Sequence[float] | None = None, combine: str = "prob",
+    engine: str = "torch", quantization: str | None = None, **options,
 ) -> Iterator[str]:
     """Decode every input line; yields one output line per input line, in input order, as soon as
     its window of ~``4 · batch_tokens`` input tokens is done.
@@ -140,11 +98,14 @@ def generate(
     ``options`` are the fields of :class:`GenerationOptions` (``beam``, ``lenpen``, ``sample``,
     ``temperature``, ``top_k``, ``top_p``, ``max_len_a``, ``max_len_b``, ``no_repeat_ngram``,
     ``early_stopping``, ``seed``, ``batch_tokens``). Several checkpoints decode as one ensemble
-    (``weights``, ``combine`` as in :func:`load_decoder`). Checkpoints and options are checked now;
-    the input is read lazily while iterating (an input without lines is a :class:`DataError`).
+    (``weights``, ``combine`` as in :func:`~hybridformer.inference.load_decoder`). ``engine="ct2"`` decodes
+    with CTranslate2 (``quantization`` as there). Checkpoints and options are checked now; the input is read
+    lazily while iterating (an input without lines is a :class:`DataError`).
     """
     opts = GenerationOptions.parse(options)
-    return stream_outputs(load_decoder(checkpoints, device, weights=weights, combine=combine), inputs, opts)
+    decoder = load_decoder(checkpoints, device, weights=weights, combine=combine, engine=engine,
+                           quantization=quantization)
+    return stream_outputs(decoder, inputs, opts)
 
 
 def stream_outputs(decoder: Decoder, inputs: Iterable[str], opts: GenerationOptions) -> Iterator[str]:
@@ -154,31 +115,39 @@ def stream_outputs(decoder: Decoder, inputs: Iterable[str], opts: GenerationOpti
     encoded = (encode_source(decoder.tokenizer, line, decoder.config) for line in inputs)
     count = 0
     for window in windows(encoded, 4 * opts.batch_tokens):
-        outputs: dict[int, list[int]] = {}
-        lengths = [len(ids) for ids in window]
-        for batch in token_batches(lengths, opts.batch_tokens, rows_per_item=opts.beam_size,
-                                   same_length=not decoder.config.is_seq2seq):
-            outputs.update(zip(batch, decode_batch(decoder, [window[i] for i in batch], opts, generator), strict=True))
-        for index in range(len(window)):
-            yield decode_tokens(decoder.tokenizer, outputs[index])
+        for ids in decode_sources(decoder, window, opts, generator):
+            yield decode_tokens(decoder.tokenizer, ids)
         count += len(window)
     if count == 0:
         raise DataError("no input lines to generate from")
 
 
-def decode_batch(decoder: Decoder, sources: list[list[int]], opts: GenerationOptions,
+def decode_sources(decoder: Decoder | Ct2Decoder, sources: list[list[int]], opts: GenerationOptions,
+                   generator: torch.Generator | None = None) -> list[list[int]]:
+    """Output token ids for every source, in order, decoded in length-sorted batches of ``opts.batch_tokens``
+    (LM prompts batch only with prompts of their length)."""
+    outputs: dict[int, list[int]] = {}
+    lengths = [len(ids) for ids in sources]
+    for batch in token_batches(lengths, opts.batch_tokens, rows_per_item=opts.beam_size,
+                               same_length=not decoder.config.is_seq2seq):
+        outputs.update(zip(batch, decode_batch(decoder, [sources[i] for i in batch], opts, generator), strict=True))
+    return [outputs[i] for i in range(len(sources))]
+
+
+def decode_batch(decoder: Decoder | Ct2Decoder, sources: list[list[int]], opts: GenerationOptions,
                  generator: torch.Generator | None = None) -> list[list[int]]:
     """Token ids of one batch in, output token ids out (LM prompts in a batch share one length)."""
+    if not isinstance(decoder, Decoder):  # another engine (CTranslate2) searches by itself
+        return decoder.decode_batch(sources, opts, generator)
     cfg, scorer = decoder.config, decoder.scorer
     src = pad(sources, cfg.pad_id, decoder.device)
     if cfg.is_seq2seq:
         state = scorer.init_state(src)
         prefix = torch.full((len(sources), 1), cfg.bos_id, dtype=torch.long, device=decoder.device)
         lengths = src.ne(cfg.pad_id).sum(1) - 1  # source tokens, EOS not counted
-        a, b = _or(opts.max_len_a, 1.2), _or(opts.max_len_b, 10)
     else:
         state, prefix, lengths = scorer.init_state(None), src, torch.tensor([src.shape[1]] * len(sources))
-        a, b = _or(opts.max_len_a, 0.0), _or(opts.max_len_b, 100)
+    a, b = opts.length_budget(cfg.is_seq2seq)
     cap = None
     if cfg.position == "learned":  # learned position tables end at max_positions
         cap = cfg.max_positions - prefix.shape[1]
@@ -195,7 +164,3 @@ def decode_batch(decoder: Decoder, sources: list[list[int]], opts: GenerationOpt
     hyps = beam_search(scorer, state, prefix, beam=opts.beam_size, max_len=budget, lenpen=opts.lenpen,
                        early_stopping=opts.early_stopping, **common)
     return [h.tokens for h in hyps]
-
-
-def _or(value, default):
-    return default if value is None else value
