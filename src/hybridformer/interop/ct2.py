@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from ..outputs import prepare_output_dir
 from ..position import LearnedPositions, SinusoidalPositions
 
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "bfloat16")
+TOKENIZER_EXTRAS = ("tokenizer_config.json", "chat_template.jinja")
 CT2_CONFIG = "config.json"  # CTranslate2's; our ModelConfig rides along under the key "hybridformer"
 SINUSOID_ROWS = 2048  # rows of the sinusoidal table written into the export (its longest sequence)
 EXACT_KERNELS = (FullAttention, ReferenceAttention, ChunkedAttention)
@@ -145,6 +147,9 @@ def export_ct2(checkpoint: str | Path | Checkpoint, out: str | Path, *, quantiza
     def fill(tmp: Path) -> None:
         conv.convert(str(tmp), quantization=quantization, force=True)
         (tmp / TOKENIZER).write_text(ckpt.tokenizer.to_str())
+        for name in TOKENIZER_EXTRAS:  # the chat template and special tokens of a converted instruct model
+            if (Path(ckpt.path) / name).is_file():
+                shutil.copyfile(Path(ckpt.path) / name, tmp / name)
 
     return write_checkpoint_dir(out, fill)
 
