@@ -203,3 +203,13 @@ def test_export_command_end_to_end(tmp_path, tiny_tokenizer, monkeypatch, capsys
         code, _, err = run_cli(monkeypatch, capsys, "export", *args)
         assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_missing_ctranslate2_is_one_clear_line(monkeypatch):
+    import sys
+
+    from hybridformer.interop.ct2 import require_ctranslate2
+
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # as if the ct2 extra were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'hybridformer\[ct2\]'"):
+        require_ctranslate2()

@@ -7,18 +7,9 @@ from pathlib import Path
 import typer
 
 from ..errors import ConfigError
+from .options import parse_list, split_list
 
 DEFAULT_SENTENCES = "../shared/data/multi30k/test_2016_flickr.en.gz"
-
-
-def _int_list(text: str, name: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part]
-    except ValueError:
-        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"{name} must list positive integers, got {text!r}")
-    return values
 
 
 def _is_language_model(checkpoint: Path) -> bool:
@@ -54,13 +45,15 @@ def bench_serve(
     """
     from ..bench.serve import markdown, read_sentences, run_load_test, write_results
 
-    engine_list = [e for e in engines.split(",") if e]
+    engine_list = split_list(engines)
     if not engine_list or set(engine_list) - {"torch", "ct2"}:
         raise ConfigError(f"--engines must list torch and/or ct2, got {engines!r}")
     modes = {"off": [False], "on": [True], "both": [False, True]}.get(batching)
     if modes is None:
         raise ConfigError(f"--batching must be off, on or both, got {batching!r}")
-    counts = _int_list(clients, "--clients")
+    counts = parse_list(clients, int, option="--clients", example="1,4,16,64")
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--clients must list positive integers, got {clients!r}")
     lines = read_sentences(sentences, requests)
     lm = _is_language_model(checkpoint)
 
