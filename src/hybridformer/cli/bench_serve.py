@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 
 import typer
@@ -62,6 +64,7 @@ def bench_serve(
                    f"{row['throughput_rps']:>8.2f} req/s  p50 {row['p50_ms']:>8.1f} ms  p99 {row['p99_ms']:>8.1f} ms"
                    f"  errors {row['errors']} wrong {row['wrong']}", err=True)
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still stops its servers
     rows = run_load_test(checkpoint, lines, lm=lm, clients=counts, requests=requests, engines=engine_list,
                          batching_modes=modes, threads=threads, max_wait_ms=max_wait_ms,
                          max_batch_tokens=max_batch_tokens, max_tokens=max_tokens, time_cap=time_cap,
