@@ -97,3 +97,12 @@ def test_engine_errors_are_one_line(monkeypatch, capsys, tmp_path, tiny_tokenize
     for args in cases:
         code, _, err = run_cli(monkeypatch, capsys, *args)
         assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_ct2_sampling_is_reproducible_with_a_seed(monkeypatch, capsys, tmp_path, tiny_tokenizer, files):
+    lm = spread(tmp_path / "lm", tiny_tokenizer, "decoder_lm")
+    runs = [run_cli(monkeypatch, capsys, "generate", lm, "--input", files / "src.txt", "--engine", "ct2", "--sample",
+                    "--top-k", "20", "--seed", str(seed), "--max-len-b", "12") for seed in (3, 3, 4)]
+    assert all(code == 0 for code, _, _ in runs)
+    assert runs[0][1] == runs[1][1] and len(runs[0][1].splitlines()) == 4
+    assert runs[0][1] != runs[2][1]
