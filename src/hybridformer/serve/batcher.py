@@ -133,7 +133,7 @@ class DynamicBatcher:
         opts = batch[0].opts
         generator = None
         if opts.sample:
-            generator = torch.Generator()
+            generator = torch.Generator(device=self.decoder.device)
             generator.manual_seed(opts.seed if opts.seed is not None else int(torch.seed() % 2**63))
         outputs = decode_sources(self.decoder, sources, opts, generator)
         self.metrics.batch(len(batch), len(sources), sum(len(o) for o in outputs))
