@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .data.text import decode_tokens, encode_source, pad, token_batches, windows
+from .data.text import decode_tokens, encode_checked, pad, token_batches, windows
 from .decoding import beam_search, greedy_search, sample_search
 from .decoding.logits import max_lengths
 from .errors import ConfigError, DataError
@@ -112,7 +112,8 @@ def stream_outputs(decoder: Decoder, inputs: Iterable[str], opts: GenerationOpti
     generator = torch.Generator(device=decoder.device)
     if opts.seed is not None:
         generator.manual_seed(opts.seed)
-    encoded = (encode_source(decoder.tokenizer, line, decoder.config) for line in inputs)
+    encoded = (encode_checked(decoder.tokenizer, line, decoder.config, number)
+               for number, line in enumerate(inputs, start=1))
     count = 0
     for window in windows(encoded, 4 * opts.batch_tokens):
         for ids in decode_sources(decoder, window, opts, generator):
@@ -148,7 +149,7 @@ def decode_batch(decoder: Decoder | Ct2Decoder, sources: list[list[int]], opts: 
     else:
         state, prefix, lengths = scorer.init_state(None), src, torch.tensor([src.shape[1]] * len(sources))
     a, b = opts.length_budget(cfg.is_seq2seq)
-    cap = None
+    cap = cfg.max_positions  # new tokens: --max-len-b 100000000 would otherwise decode for ever
     if cfg.position == "learned":  # learned position tables end at max_positions
         cap = cfg.max_positions - prefix.shape[1]
         if cap < 1 or src.shape[1] > cfg.max_positions:

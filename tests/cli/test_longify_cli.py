@@ -9,6 +9,8 @@ from pathlib import Path
 
 from conftest import TINY_TEXT, run_cli
 
+from hybridformer.checkpoint import load_config_file
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
@@ -50,3 +52,10 @@ def test_generate_runs_on_a_longified_checkpoint(monkeypatch, capsys, tmp_path, 
                              "--max-len-b", "30")
     assert code == 0, err
     assert len(out.splitlines()) == 2
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path / "long", "--ref", tmp_path / "in.txt",
+                             "--metric", "ppl")
+    assert code == 0 and out.strip(), err
+    code, _, err = run_cli(monkeypatch, capsys, "merge", "--method", "linear", tmp_path / "long", tmp_path / "long",
+                           "--out", tmp_path / "merged")
+    assert code == 0, err
+    assert load_config_file(tmp_path / "merged") == load_config_file(tmp_path / "long")

@@ -13,6 +13,7 @@ from . import bench, compress, config_cmd, distill, fusion, tokenizer, train
 from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
 from . import longify as longify_cmd
+from . import tune as tune_cmd
 from .export import export_cmd
 from .quickstart import quickstart
 from .serve import serve_cmd
@@ -49,6 +50,7 @@ app.command("distill")(distill.distill)
 app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
 app.command("longify")(longify_cmd.longify)
+app.command("tune-weights")(tune_cmd.tune_weights_cmd)
 app.command("quickstart")(quickstart)
 app.command("serve")(serve_cmd)
 app.command("export")(export_cmd)

@@ -84,17 +84,19 @@ class Ct2Decoder:
                                             end_token=self.vocab[self.config.eos_id], **search)
         return [list(r.sequences_ids[0]) for r in results]
 
-    def _cap(self, sources: list[list[int]]) -> int | None:
-        """Outputs end where the exported position table ends (learned: max_positions; else 2048 rows)."""
-        if self.config.position in ("rope", "alibi", "t5"):
-            return None
-        rows = self.config.max_positions if self.config.position == "learned" else SINUSOID_ROWS
-        prefix = 1 if self.config.is_seq2seq else max(len(s) for s in sources)
+    def _cap(self, sources: list[list[int]]) -> int:
+        """The torch engine's cap on new tokens (``max_positions``; learned positions: what is left of the
+        table), and never past the end of the exported position table."""
+        cfg = self.config
+        prefix = 1 if cfg.is_seq2seq else max(len(s) for s in sources)
         longest = max(len(s) for s in sources)
+        if cfg.position in ("rope", "alibi", "t5"):
+            return cfg.max_positions
+        rows = cfg.max_positions if cfg.position == "learned" else SINUSOID_ROWS
         if longest > rows or rows - prefix < 1:
             raise DataError(f"an input of {longest} tokens does not fit the {rows} positions of this model; "
                             "shorten the line")
-        return rows - prefix
+        return rows - prefix if cfg.position == "learned" else min(cfg.max_positions, rows - prefix)
 
     def score(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> list[list[float]]:
         """Teacher-forced log-probabilities: of ``targets + [EOS]`` given ``sources`` (seq2seq), or of
