@@ -2,7 +2,8 @@
 
 One worker thread owns the model; the event loop only queues jobs and hands back results, so
 ``/health`` and ``/metrics`` answer while a batch decodes. Jobs merge only when their decoding
-options are equal (a batch is one search), up to ``max_batch_tokens`` input tokens. Sampling
+options are equal (a batch is one search) — for a language model, also their prompt lengths — up to
+``max_batch_tokens`` input tokens. Sampling
 jobs always decode alone, from their own seeded generator, so a caller's sample never depends on
 who else was in the queue. If a merged batch fails, each of its jobs is retried alone: one bad
 request can only fail itself.
@@ -98,8 +99,16 @@ class DynamicBatcher:
                 return
 
     def _mates(self, first: Job) -> list[Job]:
-        key = options_key(first.opts)
-        return [j for j in self.pending if not j.solo and options_key(j.opts) == key]
+        key = (options_key(first.opts), self._shape(first))
+        return [j for j in self.pending if not j.solo and (options_key(j.opts), self._shape(j)) == key]
+
+    def _shape(self, job: Job) -> int | None:
+        """Language-model prompts decode together only when they have one length (one offset for all rows),
+        so an LM job merges only with jobs of its prompt length: a merged batch is then one forward batch."""
+        if self.decoder.config.is_seq2seq:
+            return None
+        lengths = {len(s) for s in job.sources}
+        return lengths.pop() if len(lengths) == 1 else -id(job)
 
     def _take(self, first: Job) -> list[Job]:
         """``first`` plus the queued jobs with its options, in arrival order, within the token budget."""
