@@ -149,7 +149,7 @@ def drive(send: Callable, url: str, sentences: list[str], clients: int, requests
                     outputs.setdefault(sentence_id, []).append(text)
                     errors[0] += text is None
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -7,7 +7,7 @@ import typer
 from ..data.text import iter_lines
 from ..generation import generate
 from .options import parse_weights
-from .progress import LineProgress
+from .progress import LineProgress, sigint_deferred
 
 # Decoding options, shared with ``hybridformer evaluate``.
 BEAM = typer.Option(None, "--beam", help="Beam size (default 5; 1 = greedy).", min=1)
@@ -46,6 +46,7 @@ def generate_cmd(
     quantization: str = QUANTIZATION,
     weights: str = WEIGHTS,
     combine: str = COMBINE,
+    chat: bool = typer.Option(False, "--chat", help="Wrap each line as a user message in the model's chat template."),
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar on stderr (default: when "
                                   "stderr is a terminal and stdout is not)."),
 ) -> None:
@@ -59,19 +60,22 @@ def generate_cmd(
       echo "The quick brown fox" | hybridformer generate runs/lm/checkpoints/best --input - --sample --top-p 0.9
       hybridformer generate runs/a/checkpoints/best runs/b/checkpoints/best --input test.en   # an ensemble
       hybridformer generate runs/mt/checkpoints/best --input test.en --engine ct2 --quantization int8   # CTranslate2
+      echo "What is the capital of France?" | hybridformer generate smollm2 --input - --beam 1 --chat
     """
     outputs = generate(
         checkpoints, iter_lines(input, require=True), device=device, engine=engine, quantization=quantization,
         beam=beam, lenpen=lenpen, sample=sample,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_len_a=max_len_a, max_len_b=max_len_b,
         no_repeat_ngram=no_repeat_ngram, batch_tokens=batch_tokens, weights=parse_weights(weights), combine=combine,
+        chat=chat,
     )
     written = 0
     with LineProgress(input, enabled=progress) as bar:
         try:
             for line in outputs:
-                typer.echo(line)  # click flushes each line: output streams
-                written += 1
+                with sigint_deferred():  # the count below is exact: Ctrl-C lands between lines, not inside one
+                    typer.echo(line)  # click flushes each line: output streams
+                    written += 1
                 bar.advance()
         except KeyboardInterrupt:
             bar.stop()

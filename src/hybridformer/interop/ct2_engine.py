@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from ..checkpoint import WEIGHTS, load_tokenizer
 from ..config import ModelConfig, parse_config
+from ..data.chat import ChatTemplate, load_chat_template
 from ..decoding.logits import max_lengths
 from ..errors import CheckpointError, ConfigError, DataError
 from .ct2 import (
@@ -43,6 +44,7 @@ class Ct2Decoder:
     device: torch.device = torch.device("cpu")
     vocab: list[str] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
+    chat_template: ChatTemplate | None = None  # a converted instruct model's, for generate --chat and serve
 
     def tokens(self, ids: list[int]) -> list[str]:
         return [self.vocab[i] for i in ids]
@@ -137,7 +139,7 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
     vocab_file = "shared_vocabulary.json" if config.is_seq2seq else "vocabulary.json"
     vocab = json.loads((export / vocab_file).read_text())
     return Ct2Decoder(model, tokenizer, config, str(export), torch.device("cpu"), vocab,
-                      {token: i for i, token in enumerate(vocab)})
+                      {token: i for i, token in enumerate(vocab)}, load_chat_template(export))
 
 
 def ct2_cache(checkpoint: Path, quantization: str) -> Path:

@@ -58,9 +58,8 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
 
-def create_app(decoder, settings: ServeSettings, *, chat_template: str | None = None) -> FastAPI:
-    """A FastAPI app serving ``decoder`` (a torch ``Decoder`` or a ``Ct2Decoder``) under ``settings``;
-    ``chat_template`` (Jinja) formats chat requests for a language model."""
+def create_app(decoder, settings: ServeSettings) -> FastAPI:
+    """A FastAPI app serving ``decoder`` (a torch ``Decoder`` or a ``Ct2Decoder``) under ``settings``."""
     metrics = Metrics()
     batcher = DynamicBatcher(decoder, metrics, max_batch_tokens=settings.max_batch_tokens,
                              max_wait_ms=settings.max_wait_ms, batching=settings.batching)
@@ -73,7 +72,6 @@ def create_app(decoder, settings: ServeSettings, *, chat_template: str | None = 
 
     app = FastAPI(title="hybridformer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.decoder, app.state.settings, app.state.metrics, app.state.batcher = decoder, settings, metrics, batcher
-    app.state.chat_template = chat_template
 
     @app.middleware("http")
     async def guard(request: Request, call_next) -> Response:

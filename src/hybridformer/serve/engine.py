@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple
+from dataclasses import asdict
 from pathlib import Path
 
 from ..generation import GenerationOptions
@@ -17,4 +17,4 @@ def load_engine(checkpoint: str | Path, *, engine: str = "torch", quantization: 
 
 def options_key(opts: GenerationOptions) -> tuple:
     """Requests whose options share this key may be decoded in one batch (batch_tokens aside)."""
-    return astuple(opts)[:-1]  # batch_tokens is the server's, not the request's
+    return tuple(sorted((k, v) for k, v in asdict(opts).items() if k != "batch_tokens"))  # batch_tokens: the server's

@@ -12,12 +12,12 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from tokenizers import Tokenizer
 
+from ..data.chat import ChatTemplate
 from .app import decode_texts, read_request
 from .schemas import ChatRequest, CompletionRequest, Message
 
@@ -50,7 +50,7 @@ def add_openai_routes(app: FastAPI) -> None:
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await read_request(request, ChatRequest, settings)
-        prompt = chat_prompt(body.messages, decoder.tokenizer, app.state.chat_template)
+        prompt = chat_prompt(body.messages, decoder.chat_template)
         outputs = await decode_texts(app, [prompt], body.options(DEFAULT_MAX_TOKENS * 32))
         budget = body.max_tokens or body.max_completion_tokens or DEFAULT_MAX_TOKENS * 32
         text, reason, pieces = _finish(decoder.tokenizer, outputs[0], budget, body.stops())
@@ -62,24 +62,14 @@ def add_openai_routes(app: FastAPI) -> None:
                              "finish_reason": reason, "logprobs": None}]}
 
 
-def chat_prompt(messages: list[Message], tokenizer: Tokenizer, template: str | None) -> str:
-    """The conversation as one prompt: the checkpoint's chat template (Jinja, as in Hugging Face) when it has
-    one, else ChatML (``<|im_start|>role ... <|im_end|>``) ending in an open assistant turn."""
+def chat_prompt(messages: list[Message], template: ChatTemplate | None) -> str:
+    """The conversation as one prompt: the model's chat template (kept from its source by ``convert``) when it
+    has one, else ChatML (``<|im_start|>role ... <|im_end|>``) ending in an open assistant turn."""
     turns = [m.model_dump() for m in messages]
     if template is not None:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(template).render(messages=turns, add_generation_prompt=True,
-                                                bos_token="", eos_token="")
+        return template.render(turns)
     text = "".join(f"<|im_start|>{t['role']}\n{t['content']}<|im_end|>\n" for t in turns)
     return text + "<|im_start|>assistant\n"
-
-
-def load_chat_template(path: str | Path) -> str | None:
-    """``chat_template.jinja`` of a checkpoint or export, if it has one."""
-    file = Path(path) / "chat_template.jinja"
-    return file.read_text() if file.is_file() else None
 
 
 def _finish(tokenizer: Tokenizer, ids: list[int], budget: int, stops: list[str]) -> tuple[str, str, list[str]]:

@@ -15,7 +15,6 @@ import uvicorn
 from ..errors import ConfigError
 from .app import ServeSettings, create_app
 from .engine import load_engine
-from .openai import load_chat_template
 
 API_KEY_ENV = "HYBRIDFORMER_API_KEY"
 
@@ -27,7 +26,7 @@ def build_server(checkpoint: str | Path, settings: ServeSettings, *, host: str =
         raise ConfigError(f"--port must be in 0..65535, got {port}")
     decoder = load_engine(checkpoint, engine=settings.engine, quantization=quantization, device=device)
     settings.model_name = Path(checkpoint).name if settings.model_name == "hybridformer" else settings.model_name
-    app = create_app(decoder, settings, chat_template=load_chat_template(checkpoint))
+    app = create_app(decoder, settings)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=None,
                             access_log=log_level == "debug")
     return uvicorn.Server(config)
