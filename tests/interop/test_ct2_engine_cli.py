@@ -106,3 +106,16 @@ def test_ct2_sampling_is_reproducible_with_a_seed(monkeypatch, capsys, tmp_path,
     assert all(code == 0 for code, _, _ in runs)
     assert runs[0][1] == runs[1][1] and len(runs[0][1].splitlines()) == 4
     assert runs[0][1] != runs[2][1]
+
+
+def test_chat_template_travels_with_the_export(monkeypatch, capsys, tmp_path, tiny_tokenizer, files):
+    lm = spread(tmp_path / "lm", tiny_tokenizer, "decoder_lm")
+    template = "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}the{% endif %}"
+    (lm / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    outputs = []
+    for engine in ("torch", "ct2"):
+        code, out, err = run_cli(monkeypatch, capsys, "generate", lm, "--input", files / "src.txt", "--chat", *GREEDY,
+                                 "--engine", engine)
+        assert code == 0, err
+        outputs.append(out)
+    assert outputs[0] == outputs[1] and (tmp_path / "lm.ct2-float32" / "tokenizer_config.json").is_file()
