@@ -109,7 +109,10 @@ def main() -> None:
         first = subprocess.Popen([EXE, "train", "exp.yaml", "--out", "run2", "--resume", "--no-progress",
                                   *sets("train.max_steps=400", "train.save_every=2", "train.keep_last=3")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(8)  # the first one is training
+        log, logged = root / "run2" / "metrics.jsonl", len((root / "run2" / "metrics.jsonl").read_text().splitlines())
+        while len(log.read_text().splitlines()) <= logged:  # wait until the first one is training
+            assert first.poll() is None, "the first run stopped"
+            time.sleep(0.05)
         result = cli("train", "exp.yaml", "--out", "run2", "--resume", "--no-progress",
                      *sets("train.max_steps=400", "train.save_every=2", "train.keep_last=3"), timeout=20)
         first.kill()
