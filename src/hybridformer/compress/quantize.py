@@ -16,6 +16,7 @@ one, nothing is unpickled, and a loaded model computes bit-for-bit what the save
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -77,24 +78,29 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     """Quantize every ``nn.Linear`` of ``model`` in place to :class:`Int8Linear` (CPU only) and return it."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    if any(p.device.type != "cpu" for p in model.parameters()):
+    devices = {p.device.type for p in model.parameters()}
+    if devices == {"meta"}:  # shapes only (a checkpoint's header is checked before anything is built)
+        _swap_linears(model, lambda linear: Int8Linear(linear.in_features, linear.out_features,
+                                                       bias=linear.bias is not None))
+        return model
+    if devices - {"cpu"}:
         raise ConfigError("int8 dynamic quantization runs on CPU; move the model to CPU first")
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
         quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
-    _swap_dynamic_linears(model)
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    _swap_linears(model, Int8Linear.from_dynamic, DynamicQuantizedLinear)
     return model
 
 
-def _swap_dynamic_linears(module: nn.Module) -> None:
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-
+def _swap_linears(module: nn.Module, make: Callable[[nn.Module], Int8Linear], kind: type = nn.Linear) -> None:
     for name, child in module.named_children():
-        if isinstance(child, DynamicQuantizedLinear):
-            setattr(module, name, Int8Linear.from_dynamic(child))
+        if isinstance(child, kind):
+            setattr(module, name, make(child))
         else:
-            _swap_dynamic_linears(child)
+            _swap_linears(child, make, kind)
 
 
 def quantize_model(model: nn.Module, config: ModelConfig) -> tuple[nn.Module, ModelConfig]:
