@@ -15,11 +15,24 @@ import torch
 from .checkpoint import Checkpoint, load_checkpoint
 from .data.batching import collate, make_batches
 from .data.classification import classification_examples, read_documents, shuffled
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError, brief
 from .fusion.checks import check_same_vocabulary
 from .metrics import MetricResult
 
 CheckpointLike = str | Path | Checkpoint
+
+
+def _classifier_meta(ckpt: Checkpoint) -> tuple[list[str] | None, int | None]:
+    """The class names and truncation length a classifier's ``meta.json`` records, checked."""
+    labels, max_len = ckpt.meta.get("labels"), ckpt.meta.get("max_len")
+    where = ckpt.path / "meta.json"
+    if labels is not None and (not isinstance(labels, list) or len(labels) != ckpt.config.num_classes
+                               or not all(isinstance(name, str) for name in labels)):
+        raise CheckpointError(f"{where}: 'labels' must be a list of {ckpt.config.num_classes} class names "
+                              f"(model.num_classes), got {brief(labels)}")
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+        raise CheckpointError(f"{where}: 'max_len' must be a positive integer, got {brief(max_len)}")
+    return labels, max_len
 
 
 def evaluate_classifier(
@@ -36,9 +49,10 @@ def evaluate_classifier(
     negative log-likelihood per document and the accuracy of each class.
     """
     ckpts = _load(checkpoints, device)
-    labels, tokenizer = ckpts[0].meta.get("labels"), ckpts[0].tokenizer
+    labels, saved_len = _classifier_meta(ckpts[0])
+    tokenizer = ckpts[0].tokenizer
     labels = labels or [str(i) for i in range(ckpts[0].config.num_classes)]
-    max_len = max_len or ckpts[0].meta.get("max_len") or 4096
+    max_len = max_len or saved_len or 4096
     documents = read_documents(data, format=format, split=split, text_field=text_field, label_field=label_field)
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1 (got {limit})")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..bench import markdown_table, run_benchmark, write_outputs
+from ..errors import ConfigError, brief
 from . import bench_conv, compress
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks: speed and memory, measured, with peers in the same run.")
@@ -42,7 +43,7 @@ def attention(
       hybridformer bench attention -m full,chunked,sliding_window:window=256 -l 1024,4096 --backward --out runs/b
     """
     names = [m for item in mechanisms for m in item.split(",") if m]
-    sizes = [int(n) for item in lengths for n in item.split(",") if n]
+    sizes = [_length(n) for item in lengths for n in item.split(",") if n.strip()]
 
     def progress(point: dict) -> None:
         shown = f"{point['time_s']:.3f} s, {point['peak_mib']:.0f} MiB" if point["status"] == "ok" else point["status"]
@@ -56,6 +57,13 @@ def attention(
     paths = write_outputs(results, out, title=title)
     typer.echo(markdown_table(results))
     typer.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
+
+
+def _length(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--lengths: {brief(text)} is not a whole number of tokens (e.g. -l 1024,4096)") from None
 
 
 @app.command("throughput")

@@ -18,7 +18,7 @@ from ..compress import (
     weight_importance,
 )
 from ..compress.benchmark import benchmark_compression, state_size
-from ..compress.data import text_batches
+from ..compress.data import check_batching, text_batches
 from ..config import load_config
 from ..errors import ConfigError
 
@@ -45,6 +45,7 @@ def prune(
     """
     if (heads is None) == (sparsity_ is None):
         raise ConfigError("give exactly one of --heads FRACTION or --sparsity FRACTION")
+    check_batching(max_examples, batch_size)
     ckpt = load_checkpoint(checkpoint)
     model, config = ckpt.model, ckpt.config
     if config.quantization is not None:

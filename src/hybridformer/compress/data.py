@@ -7,6 +7,7 @@ Sequences follow the model's token conventions: a target (or LM text) is ``BOS â
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from ..config import ModelConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 
 def read_lines(path: str | Path, limit: int | None = None) -> list[str]:
@@ -28,7 +29,7 @@ def read_lines(path: str | Path, limit: int | None = None) -> list[str]:
                 if limit is not None and number > limit:
                     break
                 lines.append(line.rstrip("\n"))
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     return lines
 
@@ -49,9 +50,17 @@ def _pad(rows: list[list[int]], pad_id: int) -> Tensor:
     return batch
 
 
+def check_batching(max_examples: int, batch_size: int) -> None:
+    """``--max-examples`` and ``--batch-size`` are counts: refuse 0 or less before a checkpoint is loaded."""
+    for flag, value in (("--max-examples", max_examples), ("--batch-size", batch_size)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
+
+
 def text_batches(tokenizer: Tokenizer, config: ModelConfig, files: list[Path], *, max_examples: int = 512,
                  batch_size: int = 32, max_len: int = 256) -> list:
     """``(src, tgt)`` batches from two parallel files (seq2seq) or token batches from one file (LM)."""
+    check_batching(max_examples, batch_size)
     need = 2 if config.is_seq2seq else 1
     if config.arch == "encoder_classifier" or len(files) != need:
         raise DataError(f"a {config.arch} model needs {need} data file(s) for head importance, got {len(files)}"

@@ -35,7 +35,7 @@ from ..train.setup import model_config_for, read_raw
 from ..train.state import RunDir
 from .checks import check_same_vocabulary
 from .ensemble import Combine, check_decodable
-from .kd_loss import WordDistillLoss
+from .kd_loss import WordDistillLoss, check_word_options
 from .seqkd import cache_meta, cached_data_config, teacher_targets, wait_for_cache
 
 Kind = Literal["word", "sequence"]
@@ -55,6 +55,8 @@ def distill(teachers: Sequence[str | Path], config: ExperimentConfig | str | Pat
     """
     if kind not in ("word", "sequence"):
         raise ConfigError(f"--kind must be 'word' or 'sequence', got {kind!r}")
+    if kind == "word":
+        check_word_options(alpha, temperature)
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, list(overrides), ExperimentConfig)
     run = RunDir(out)
     if not resume and run.latest() is not None:
