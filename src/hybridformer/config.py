@@ -147,7 +147,7 @@ class ModelConfig(_Strict):
     embed_scale: bool = True  # multiply embeddings by sqrt(d_model)
     tie_embeddings: bool = True  # decoder input embedding = output projection
     share_embeddings: bool = True  # encoder and decoder share one embedding (shared vocabulary)
-    num_classes: int = Field(2, ge=2)  # encoder_classifier only
+    num_classes: int = Field(2, ge=0)  # encoder_classifier only
     pad_id: int = Field(0, ge=0)
     bos_id: int = Field(1, ge=0)
     eos_id: int = Field(2, ge=0)
