@@ -12,12 +12,13 @@ GATED = {"swiglu", "geglu"}
 class FeedForward(nn.Module):
     """``W2 · act(W1 x)``, or ``W2 · (act(W1 x) ⊙ V x)`` for the gated variants (one fused input matmul)."""
 
-    def __init__(self, d_model: int, hidden: int, activation: str = "relu", dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int, hidden: int, activation: str = "relu", dropout: float = 0.0, *,
+                 bias: bool = True) -> None:
         super().__init__()
         self.gated = activation in GATED
         self.act = ACTIVATIONS[activation]
-        self.linear1 = nn.Linear(d_model, hidden * (2 if self.gated else 1))
-        self.linear2 = nn.Linear(hidden, d_model)
+        self.linear1 = nn.Linear(d_model, hidden * (2 if self.gated else 1), bias=bias)
+        self.linear2 = nn.Linear(hidden, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, ctx=None) -> Tensor:

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .rope_scaling import scaled_inv_freq
+
 
 class SinusoidalPositions(nn.Module):
     """Fixed sin/cos embeddings (Vaswani et al., 2017); any length, no parameters.
@@ -36,34 +38,60 @@ class SinusoidalPositions(nn.Module):
 
 
 class LearnedPositions(nn.Module):
-    """A trained embedding per position up to ``max_positions``."""
+    """A trained embedding per position up to ``max_positions``.
 
-    def __init__(self, max_positions: int, d_model: int) -> None:
+    ``offset`` rows come before position 0 (BART/mBART keep 2, RoPE-less RoBERTa pad_id + 1), so
+    position p reads row ``p + offset`` and the table has ``max_positions + offset`` rows.
+    """
+
+    def __init__(self, max_positions: int, d_model: int, offset: int = 0) -> None:
         super().__init__()
-        self.table = nn.Embedding(max_positions, d_model)
+        self.max_positions, self.offset = max_positions, offset
+        self.table = nn.Embedding(max_positions + offset, d_model)
         nn.init.normal_(self.table.weight, std=0.02)
 
     def forward(self, positions: Tensor) -> Tensor:
-        if int(positions.max()) >= self.table.num_embeddings:
+        if int(positions.max()) >= self.max_positions:
             raise ValueError(
-                f"position {int(positions.max())} exceeds max_positions={self.table.num_embeddings}; "
+                f"position {int(positions.max())} exceeds max_positions={self.max_positions}; "
                 "raise model.max_positions or use position=rope/alibi/sinusoidal"
             )
-        return self.table(positions)
+        return self.table(positions + self.offset if self.offset else positions)
 
 
 class RotaryEmbedding(nn.Module):
-    """RoPE (Su et al., 2021): rotate pairs of q/k channels by position-dependent angles."""
+    """RoPE (Su et al., 2021): rotate pairs of q/k channels by position-dependent angles.
 
-    def __init__(self, head_dim: int, base: float = 10000.0) -> None:
+    ``scaling`` (see :mod:`hybridformer.rope_scaling`) stretches the frequencies for contexts longer
+    than the model was trained on; its knobs are keyword arguments. ``dynamic`` scaling depends on
+    the largest position of each call, so its frequencies are recomputed per call past
+    ``original_max_positions``.
+    """
+
+    def __init__(self, head_dim: int, base: float = 10000.0, *, scaling: str | None = None,
+                 **scaling_options: float | int | bool | None) -> None:
         super().__init__()
-        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        self.head_dim, self.base, self.scaling, self.scaling_options = head_dim, base, scaling, scaling_options
+        inv_freq, self.attention_factor = scaled_inv_freq(head_dim, base, scaling, **scaling_options)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
+    def frequencies(self, positions: Tensor) -> tuple[Tensor, float]:
+        if self.scaling == "dynamic" and len(positions):
+            seq_len = int(positions.max()) + 1
+            if seq_len > self.scaling_options["original_max_positions"]:
+                inv_freq, factor = scaled_inv_freq(self.head_dim, self.base, "dynamic", seq_len=seq_len,
+                                                   **self.scaling_options)
+                return inv_freq.to(self.inv_freq.device), factor
+        return self.inv_freq, self.attention_factor
+
     def forward(self, positions: Tensor) -> Rotation:
-        angles = positions.float()[:, None] * self.inv_freq[None]  # (L, head_dim/2)
+        inv_freq, factor = self.frequencies(positions)
+        angles = positions.float()[:, None] * inv_freq[None]  # (L, head_dim/2)
         angles = torch.cat([angles, angles], dim=-1)
-        return Rotation(angles.cos(), angles.sin())
+        cos, sin = angles.cos(), angles.sin()
+        if factor != 1.0:
+            cos, sin = cos * factor, sin * factor
+        return Rotation(cos, sin)
 
 
 class Rotation:

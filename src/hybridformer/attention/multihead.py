@@ -11,9 +11,10 @@ from .base import AttentionKernel
 class _Attention(nn.Module):
     """What self- and cross-attention share: head bookkeeping, the kernel and the output projection."""
 
-    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True):
+    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True,
+                 head_dim: int | None = None):
         super().__init__()
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, d_model // heads
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim or d_model // heads
         self.kernel = kernel
         self.out_proj = nn.Linear(heads * self.head_dim, d_model, bias=bias)
 
@@ -34,9 +35,11 @@ class MultiHeadAttention(_Attention):
     state (``ctx.cache[self]``) holds the past.
     """
 
-    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True):
-        super().__init__(d_model, heads, kv_heads, kernel, bias=bias)
-        self.qkv_proj = nn.Linear(d_model, (heads + 2 * kv_heads) * self.head_dim, bias=bias)
+    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True,
+                 qkv_bias: bool | None = None, head_dim: int | None = None):
+        super().__init__(d_model, heads, kv_heads, kernel, bias=bias, head_dim=head_dim)
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        self.qkv_proj = nn.Linear(d_model, (heads + 2 * kv_heads) * self.head_dim, bias=qkv_bias)
 
     def forward(self, x: Tensor, ctx) -> Tensor:
         q_dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
@@ -58,10 +61,12 @@ class MultiHeadAttention(_Attention):
 class CrossAttention(_Attention):
     """Attention from the decoder to the encoder output (``ctx.memory``); no positions, never causal."""
 
-    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True):
-        super().__init__(d_model, heads, kv_heads, kernel, bias=bias)
-        self.q_proj = nn.Linear(d_model, heads * self.head_dim, bias=bias)
-        self.kv_proj = nn.Linear(d_model, 2 * kv_heads * self.head_dim, bias=bias)
+    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True,
+                 qkv_bias: bool | None = None, head_dim: int | None = None):
+        super().__init__(d_model, heads, kv_heads, kernel, bias=bias, head_dim=head_dim)
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        self.q_proj = nn.Linear(d_model, heads * self.head_dim, bias=qkv_bias)
+        self.kv_proj = nn.Linear(d_model, 2 * kv_heads * self.head_dim, bias=qkv_bias)
 
     def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         k, v = self.kv_proj(memory).chunk(2, dim=-1)

@@ -30,6 +30,7 @@ from ..checkpoint import Checkpoint, load_checkpoint
 from ..config import ExperimentConfig, load_config
 from ..data.tokenizer import load_tokenizer_file
 from ..errors import ConfigError
+from ..outputs import prepare_run_dir
 from ..train import TrainResult, train
 from ..train.setup import model_config_for, read_raw
 from ..train.state import RunDir
@@ -58,7 +59,7 @@ def distill(teachers: Sequence[str | Path], config: ExperimentConfig | str | Pat
     if kind == "word":
         check_word_options(alpha, temperature)
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, list(overrides), ExperimentConfig)
-    run = RunDir(out)
+    run = RunDir(prepare_run_dir(out))
     if not resume and run.latest() is not None:
         raise ConfigError(f"{run.root} already holds checkpoints (newest {run.latest().name}); "
                           "pass --resume to continue it or choose another --out")
