@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import typer
 
-from ..config import ExperimentConfig, ModelConfig, apply_overrides, parse_config, read_config_file
+from ..config import ConfigError, ExperimentConfig, ModelConfig, apply_overrides, parse_config, read_config_file
 from ..models import build_model
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and validate configs.")
@@ -42,6 +42,9 @@ def check(
     else:
         model_cfg = parse_config(ModelConfig, data)
         shown = model_cfg.model_dump()
-    with torch.device("meta"):
-        build_model(model_cfg)
+    try:
+        with torch.device("meta"):
+            build_model(model_cfg)
+    except (RuntimeError, OverflowError) as exc:  # e.g. "Storage size calculation overflowed"
+        raise ConfigError(f"model: too large to build ({str(exc).splitlines()[0][:160]})") from None
     typer.echo(json.dumps(shown, indent=2))

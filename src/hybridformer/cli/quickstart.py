@@ -12,6 +12,9 @@ from ..quickstart import QuickstartResult
 from ..quickstart import quickstart as run_quickstart
 
 
+TABLE_WIDTH = 104  # the summary table's full width
+
+
 def quickstart(
     out: Path = typer.Option(Path("hybridformer-quickstart"), "--out", help="Directory for data, runs, checkpoints."),
     steps: int = typer.Option(None, "--steps", help="Optimizer steps per model (default 800; 10 with --fast)."),
@@ -28,7 +31,7 @@ def quickstart(
 
     Needs no data and no downloads; about 2 minutes on 2 CPU cores.
     """
-    console = Console()
+    console = Console(width=max(Console().width, TABLE_WIDTH))  # a pipe or narrow terminal must not cut headers
     result = run_quickstart(out, steps=steps, fast=fast, seed=seed, jobs=jobs, threads=threads, beam=beam,
                             overwrite=overwrite, progress=True, log=console.print)
     console.print(summary_table(result))
