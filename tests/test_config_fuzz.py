@@ -44,11 +44,11 @@ EXTRA_KEYS = ["model.kv_heads", "model.rope_base", "model.t5_buckets", "model.t5
               "data.vocab_size", "data.tokenizer_kind", "data.max_src_len", "data.block_size", "train.betas",
               "train.device", "train.schedule", "train.accumulate", "train.label_smoothing", "train.clip_norm",
               "train.min_lr", "train.adam_eps", "train.ema_decay", "train.precision", "train.keep_last"]
-VALUES: list[Any] = [0, -1, -5, 1, 2, 3, 7, 64, 2**31, 2**70, 0.5, 1.5, -0.5, math.nan, math.inf, -math.inf, "abc", "",
-                     "full", "rope", "alibi", "t5", "sliding_window", "linear", "gelu", "swiglu", "rmsnorm", "conformer",
-                     "post", "deepnet", "cpu", "tpu", "cosine", "char", "bpe", True, False, None, [], {}, [2, -1],
-                     [0.9, 0.99], {"name": "sliding_window", "window": 0}, {"name": "performer", "feature_dim": "x"},
-                     "\x00\xff", "x" * 10000]
+VALUES: list[Any] = [0, -1, -5, 1, 2, 3, 7, 64, 2**31, 2**70, 0.5, 1.5, -0.5, math.nan, math.inf, -math.inf, "abc",
+                     "", "full", "rope", "alibi", "t5", "sliding_window", "linear", "gelu", "swiglu", "rmsnorm",
+                     "conformer", "post", "deepnet", "cpu", "tpu", "cosine", "char", "bpe", True, False, None, [], {},
+                     [2, -1], [0.9, 0.99], {"name": "sliding_window", "window": 0},
+                     {"name": "performer", "feature_dim": "x"}, "\x00\xff", "x" * 10000]
 
 
 def _paths(node: dict[str, Any], prefix: str = "") -> list[str]:

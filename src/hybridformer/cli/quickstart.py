@@ -11,7 +11,6 @@ from rich.table import Table
 from ..quickstart import QuickstartResult
 from ..quickstart import quickstart as run_quickstart
 
-
 TABLE_WIDTH = 104  # the summary table's full width
 
 
