@@ -261,7 +261,7 @@ def check_weight_specs(config: ModelConfig, specs: TensorSpecs, source: Path) ->
     try:
         with torch.device("meta"):
             expected = build_model(config).state_dict(keep_vars=True)
-    except (RuntimeError, ValueError, OverflowError) as exc:  # e.g. "Storage size calculation overflowed"
+    except (RuntimeError, ValueError, OverflowError, TypeError) as exc:  # e.g. "Storage size calculation overflowed"
         raise CheckpointError(f"{source.parent / CONFIG}: describes a model that cannot be built "
                               f"({str(exc).splitlines()[0][:200]})") from None
     check_fit(expected, {name: (_DTYPES.get(dtype), shape) for name, (dtype, shape) in specs.items()}, source)

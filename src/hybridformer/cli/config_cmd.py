@@ -45,6 +45,6 @@ def check(
     try:
         with torch.device("meta"):
             build_model(model_cfg)
-    except (RuntimeError, OverflowError) as exc:  # e.g. "Storage size calculation overflowed"
+    except (RuntimeError, OverflowError, TypeError) as exc:  # e.g. "Storage size calculation overflowed"
         raise ConfigError(f"model: too large to build ({str(exc).splitlines()[0][:160]})") from None
     typer.echo(json.dumps(shown, indent=2))
