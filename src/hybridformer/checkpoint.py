@@ -26,6 +26,7 @@ from torch import nn
 
 from .config import ModelConfig, parse_config
 from .errors import CheckpointError, ConfigError, brief
+from .models import build_model
 
 WEIGHTS, CONFIG, TOKENIZER, META = "model.safetensors", "config.json", "tokenizer.json", "meta.json"
 ARCHITECTURE, FINGERPRINT = "hybridformer.architecture", "hybridformer.fingerprint"  # safetensors metadata keys
@@ -141,14 +142,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     on the meta device, so a config claiming a 2**40 vocabulary allocates nothing). After loading,
     every weight must be finite.
     """
-    from .models import build_model
-
     path = Path(path)
     config = load_config_file(path)
     specs, metadata = weight_specs(path)
     check_weight_specs(config, specs, path / WEIGHTS)
     check_architecture(config, metadata, path)
     meta = load_meta(path)
+    check_meta(meta, config, path / META)
     tensors = load_weights(path, device)
     check_finite(tensors, path / WEIGHTS)
     model = build_model(config)
@@ -171,6 +171,17 @@ def load_meta(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise CheckpointError(f"{meta_file}: must hold a JSON object, got {type(meta).__name__}")
     return meta
+
+
+def check_meta(meta: dict[str, Any], config: ModelConfig, where: Path) -> None:
+    """The keys of ``meta.json`` that loading relies on: a classifier's class names and truncation length."""
+    labels, max_len = meta.get("labels"), meta.get("max_len")
+    if labels is not None and (not isinstance(labels, list) or len(labels) != config.num_classes
+                               or not all(isinstance(name, str) for name in labels)):
+        raise CheckpointError(f"{where}: 'labels' must be a list of {config.num_classes} class names "
+                              f"(model.num_classes), got {brief(labels)}")
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+        raise CheckpointError(f"{where}: 'max_len' must be a positive integer, got {brief(max_len)}")
 
 
 # ----------------------------------------------------------------------------- integrity checks (before building)
@@ -250,8 +261,6 @@ def check_weight_specs(config: ModelConfig, specs: TensorSpecs, source: Path) ->
     Layer counts are compared with the header's layer indices first (no building at all), then the
     model is built on the meta device (shapes only, no memory) and compared tensor by tensor.
     """
-    from .models import build_model
-
     for role in ("encoder", "decoder"):
         found = {int(m.group(1)) for m in (re.match(rf"{role}\.layers\.(\d+)\.", n) for n in specs) if m}
         claimed = getattr(config, role).layers

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from hybridformer.data.classification import read_label_folders
-from hybridformer.data.datasets import read_lines
+from hybridformer.data.text import read_lines
 from hybridformer.errors import DataError
 from tests.conftest import assert_one_line_error, run_entry
 from tests.data.test_classification import _write_tar
