@@ -25,6 +25,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from .config import ModelConfig, parse_config
+from .devices import check_device
 from .errors import CheckpointError, ConfigError, brief
 from .models import build_model
 
@@ -142,7 +143,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     on the meta device, so a config claiming a 2**40 vocabulary allocates nothing). After loading,
     every weight must be finite.
     """
-    path = Path(path)
+    path, device = Path(path), check_device(device)
     config = load_config_file(path)
     specs, metadata = weight_specs(path)
     check_weight_specs(config, specs, path / WEIGHTS)
