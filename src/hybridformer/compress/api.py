@@ -17,7 +17,7 @@ from torch import nn
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..errors import ConfigError
 from ..outputs import prepare_output_dir
-from .data import text_batches
+from .data import check_batching, text_batches
 from .heads import head_importance, weight_importance
 from .magnitude import magnitude_prune, sparsity
 from .prune import head_counts, prune_heads
