@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .context import MixerContext
+
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swiglu": F.silu, "geglu": F.gelu}
 GATED = {"swiglu", "geglu"}
 
@@ -21,7 +23,7 @@ class FeedForward(nn.Module):
         self.linear2 = nn.Linear(hidden, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, ctx=None) -> Tensor:
+    def forward(self, x: Tensor, ctx: MixerContext | None = None) -> Tensor:
         h = self.linear1(x)
         if self.gated:
             h, gate = h.chunk(2, dim=-1)

@@ -6,12 +6,16 @@ bad data, bad checkpoint) print as one line on stderr and exit with status 2 —
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from ..errors import HybridformerError
 from . import bench, compress, config_cmd, distill, fusion, tokenizer, train
 from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
+from . import interop as interop_cmd
 from . import longify as longify_cmd
 from . import tune as tune_cmd
 from .quickstart import quickstart
@@ -50,6 +54,8 @@ app.command("quantize")(compress.quantize)
 app.command("longify")(longify_cmd.longify)
 app.command("tune-weights")(tune_cmd.tune_weights_cmd)
 app.command("quickstart")(quickstart)
+app.command("convert")(interop_cmd.convert)
+app.command("export")(interop_cmd.export)
 
 
 def main() -> int:
@@ -69,6 +75,12 @@ def main() -> int:
         return 130
     except typer.Exit as exc:
         return exc.exit_code
+    except BrokenPipeError:  # ``generate ... | head``: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a full disk, a read-only or unreadable path: the environment, not a bug
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(f"{where}{exc.strerror or exc}")
     except click_error as exc:
         if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
             text = exc.ctx.get_help()  # bare ``hybridformer`` or ``hybridformer bench`` (rich prints it itself)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import sys
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +23,8 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from ..errors import DataError
+
+READ_ERRORS = (OSError, EOFError, zlib.error)  # zlib.error: a .gz file whose compressed stream is corrupt
 
 
 def open_binary(path: str | Path) -> BinaryIO:
@@ -42,7 +45,7 @@ def read_bytes(path: str | Path) -> bytes:
     with open_binary(path) as handle:
         try:
             return handle.read()
-        except (OSError, EOFError) as exc:
+        except READ_ERRORS as exc:
             raise DataError(f"{path}: cannot read ({exc})") from None
 
 
@@ -77,7 +80,7 @@ def iter_lines(path: str | Path, *, limit: int | None = None, require: bool = Fa
                 count -= 1
                 break
             yield decode_utf8(raw, name, count).removesuffix("\n").removesuffix("\r")
-    except (OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"{name}: cannot read ({exc})") from None
     finally:
         if handle is not sys.stdin.buffer:
@@ -115,6 +118,40 @@ def encode_source(tokenizer: Tokenizer, line: str, config: ModelConfig) -> list[
     if config.is_seq2seq:
         return source_ids(ids, config.eos_id)
     return ids or [config.bos_id]
+
+
+INPUT_LIMIT = 16384  # tokens, for position schemes without a table (sinusoidal, RoPE, ALiBi, T5, none)
+
+
+def input_limit(config: ModelConfig) -> int:
+    """The longest input generation accepts: the learned position table's ``max_positions``, or
+    ``max(max_positions, INPUT_LIMIT)`` for position schemes that extrapolate. (New tokens are capped at
+    ``max_positions`` in :func:`~hybridformer.generation.decode_batch`.)"""
+    return config.max_positions if config.position == "learned" else max(config.max_positions, INPUT_LIMIT)
+
+
+def encode_checked(tokenizer: Tokenizer, line: str, config: ModelConfig, number: int) -> list[int]:
+    """:func:`encode_source` of input line ``number``; longer than :func:`input_limit` is a DataError.
+
+    A huge line (a 10 MB paragraph) is judged from a prefix, so it fails in milliseconds instead of
+    being tokenized for half a minute and then decoded for ever.
+    """
+    limit = input_limit(config)
+    prefix = 16 * (limit + 2)  # characters: no tokenizer averages 16 characters per token
+    if len(line) > prefix and len(tokenizer.encode(line[:prefix], add_special_tokens=False).ids) > limit + 1:
+        raise DataError(f"input line {number} ({len(line):,} characters) is longer than the {limit:,} tokens "
+                        f"this model takes ({_limit_reason(config)}); shorten or split it")
+    ids = encode_source(tokenizer, line, config)
+    if len(ids) > limit:
+        raise DataError(f"input line {number} has {len(ids):,} tokens, more than the {limit:,} this model takes "
+                        f"({_limit_reason(config)}); shorten or split it")
+    return ids
+
+
+def _limit_reason(config: ModelConfig) -> str:
+    if config.position == "learned":
+        return "model.max_positions of its learned positions"
+    return f"max(model.max_positions, {INPUT_LIMIT})"
 
 
 def encode_target(tokenizer: Tokenizer, line: str, config: ModelConfig) -> tuple[list[int], list[int]]:

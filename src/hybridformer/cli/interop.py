@@ -1,0 +1,48 @@
+"""``hybridformer convert`` (Hugging Face folder / GGUF file -> checkpoint) and ``hybridformer export``."""
+
+from __future__ import annotations
+
+import typer
+
+from ..interop import convert as convert_model
+from ..interop import export as export_model
+
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out.")
+
+
+def convert(
+    src: str = typer.Argument(..., help="A Hugging Face model folder (config.json + safetensors) or a .gguf file."),
+    out: str = typer.Option(..., "--out", help="Checkpoint directory to write."),
+    overwrite: bool = OVERWRITE,
+) -> None:
+    """Convert a pretrained model into a hybridformer checkpoint that every command can use.
+
+    Supported: Llama, Mistral, Qwen2, SmolLM (and the other families listed in docs/interop.md).
+    The tokenizer (ids preserved), chat template and special tokens travel with the model.
+
+    Examples:
+      hybridformer convert ../shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf --out smollm2
+      hybridformer convert ~/models/Qwen2-0.5B --out qwen2
+      echo "What is the capital of France?" | hybridformer generate smollm2 --input - --beam 1 --chat
+    """
+    path = convert_model(src, out, overwrite=overwrite)
+    typer.echo(f"wrote {path}")
+
+
+def export(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory to export."),
+    to: str = typer.Option(..., "--to", help="Target format: hf (transformers folder) or ct2 (CTranslate2)."),
+    out: str = typer.Option(..., "--out", help="Folder to write."),
+    quantization: str = typer.Option(None, "--quantization", help="ct2 only: float32, int8, int8_float32, bfloat16."),
+    overwrite: bool = OVERWRITE,
+) -> None:
+    """Export a checkpoint to another toolkit. ``--to hf`` writes a folder transformers loads
+    (Llama, Mistral, Qwen2 layouts); layers Hugging Face cannot represent are refused by name.
+
+    Examples:
+      hybridformer export smollm2 --to hf --out smollm2-hf
+      hybridformer export runs/mt/checkpoints/best --to ct2 --quantization int8 --out mt-ct2
+    """
+    options = {} if quantization is None else {"quantization": quantization}
+    path = export_model(checkpoint, out, to=to, overwrite=overwrite, **options)
+    typer.echo(f"wrote {path}")
