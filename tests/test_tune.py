@@ -112,3 +112,14 @@ def test_weights_file_errors(tmp_path):
         read_weights_file(tmp_path / "missing.json")
     (tmp_path / "list.json").write_text("[1, 2.5]")
     assert read_weights_file(tmp_path / "list.json") == [1.0, 2.5]
+
+
+def test_cli_refuses_language_models_and_unknown_metrics(tiny_checkpoint, tmp_path):
+    lm_a, lm_b = tiny_checkpoint("decoder_lm", name="a"), tiny_checkpoint("decoder_lm", name="b")
+    (tmp_path / "dev.src").write_text("one\n")
+    (tmp_path / "dev.ref").write_text("eins\n")
+    dev = ["--src", tmp_path / "dev.src", "--ref", tmp_path / "dev.ref", "--out", tmp_path / "w.json"]
+    assert_one_line_error(run_entry("tune-weights", lm_a, lm_b, *dev, "--metric", "loss"), 2, "encoder_decoder")
+    assert_one_line_error(run_entry("tune-weights", lm_a, lm_b, *dev, "--metric", "rouge"), 2, "bleu, chrf or loss")
+    assert_one_line_error(run_entry("tune-weights", lm_a, *dev), 2, "at least two checkpoints")
+    assert not (tmp_path / "w.json").exists()

@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, load_config_file
 from .data.text import encode_source, encode_target, pad, read_all, token_batches
 from .decoding import combine_log_probs
 from .errors import ConfigError, DataError
@@ -132,28 +132,24 @@ def tune_weights(checkpoints: Sequence[str | Path], src: str | Path, ref: str | 
     sources, references = read_all(src), read_all(ref)
     if len(sources) != len(references) or not references:
         raise DataError(f"{src} has {len(sources)} lines and {ref} {len(references)}: they must pair up, non-empty")
+    if not all(load_config_file(p).is_seq2seq for p in checkpoints):
+        raise ConfigError("tune-weights scores --src/--ref pairs; every checkpoint must be an encoder_decoder")
+    members = [load_checkpoint(p, device) for p in checkpoints] if purpose == "ensemble" else []
     with tempfile.TemporaryDirectory(prefix="hybridformer-tune-") as tmp:
-        if purpose == "ensemble":
-            ckpts = [load_checkpoint(p, device) for p in checkpoints]
-            if not ckpts[0].config.is_seq2seq:
-                raise ConfigError(f"{checkpoints[0]}: tune-weights scores --src/--ref pairs; it needs "
-                                  "encoder_decoder checkpoints")
-
-            def candidate(weights: list[float]) -> list[Checkpoint]:
-                return ckpts
-        else:
-            def candidate(weights: list[float]) -> list[Path]:
-                return [merge_checkpoints(checkpoints, "linear", Path(tmp) / "merged", weights=weights)]
 
         def score(weights: list[float]) -> float:
-            models = candidate(weights)
-            member_weights = weights if purpose == "ensemble" else None
+            """The dev score of one candidate, higher is better (the negated loss for ``loss``)."""
+            if purpose == "ensemble":
+                models, member_weights = members, weights
+            else:
+                merged = merge_checkpoints(checkpoints, "linear", Path(tmp) / "merged", weights=weights)
+                models, member_weights = [load_checkpoint(merged, device)], [1.0]
             if metric == "loss":
-                loaded = [m if isinstance(m, Checkpoint) else load_checkpoint(m, device) for m in models]
-                result = -teacher_forced_loss(loaded, member_weights or [1.0], sources, references, combine=combine)
+                result = -teacher_forced_loss(models, member_weights, sources, references, combine=combine)
             else:
                 result = evaluate(models, sources, references, metric=metric, device=device,
-                                  weights=member_weights, combine=combine, **decoding).score
+                                  weights=member_weights if purpose == "ensemble" else None, combine=combine,
+                                  **decoding).score
             if log is not None:
                 log(f"weights {', '.join(f'{w:.3g}' for w in weights)}: {metric} {abs(result):.4f}")
             return result

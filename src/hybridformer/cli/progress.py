@@ -1,8 +1,13 @@
-"""A progress bar on stderr for commands that stream one output line per input line (``generate``)."""
+"""For commands that stream one output line per input line (``generate``): a progress bar on stderr, and
+exact counting of the lines written when Ctrl-C stops them."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -49,3 +54,16 @@ def _count_lines(path: Path) -> int | None:
         return None
     with path.open("rb") as handle:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold SIGINT while the block runs (main thread); a Ctrl-C meanwhile is raised right after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,8 +27,8 @@ _held: dict[Path, list] = {}  # path -> [fd, depth]: distill takes the lock, the
 class RunLock:
     """``with RunLock(run_dir, log):`` — exclusive, re-entrant within one process, released on exit."""
 
-    def __init__(self, root: Path, log: Callable[[str], None] = print, *, enabled: bool = True) -> None:
-        self.root, self.log, self.enabled = Path(root), log, enabled
+    def __init__(self, root: Path, log: Callable[[str], None] | None = None, *, enabled: bool = True) -> None:
+        self.root, self.log, self.enabled = Path(root), log or _stderr, enabled
         self.path = (self.root / LOCK_FILE).absolute()
 
     def __enter__(self) -> RunLock:
@@ -69,6 +70,10 @@ class RunLock:
             os.ftruncate(entry[0], 0)  # an empty lock file = released cleanly (a pid left in it = killed)
             fcntl.flock(entry[0], fcntl.LOCK_UN)
             os.close(entry[0])
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _read_owner(fd: int) -> str:

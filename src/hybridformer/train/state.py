@@ -71,7 +71,7 @@ class RunDir:
 
     def recover(self, log) -> None:  # noqa: ANN001 - a print-like callable
         """On start and resume (under the run lock): refuse planted links, then undo what a kill left."""
-        check_no_links([self.root, self.checkpoints, self.metrics, self.tokenizer, self.config, self.tensorboard,
+        check_no_links([self.checkpoints, self.metrics, self.tokenizer, self.config, self.tensorboard,
                         self.best, self.ema])
         recover(self.checkpoints, is_complete, log)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,16 +72,12 @@ def train(config: ExperimentConfig | str | Path, out: str | Path, *, overrides: 
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, list(overrides), ExperimentConfig)
     prepare_run_dir(out)
-    with RunLock(Path(out), _stderr, enabled=int(os.environ.get("RANK", "0")) == 0):
+    with RunLock(Path(out), enabled=int(os.environ.get("RANK", "0")) == 0):
         env = D.init_distributed(config.train.device)
         try:
             return _Trainer(config, RunDir(out), env, resume=resume, progress=progress, loss=loss).run()
         finally:
             D.shutdown(env)
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def enable_activation_checkpointing(model: nn.Module) -> None:
