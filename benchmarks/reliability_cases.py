@@ -89,20 +89,24 @@ def main() -> None:
     Path("precious").mkdir()
     Path("precious/thesis.tex").write_text("years of work")
     Path("some_file.txt").write_text("keep me")
-    case("`average --last 3 RUN --out RUN`", lambda: guarded(["average", "--last", "3", run, "--out", run], run))
+    shutil.copytree(run, "run-a")  # the data-loss cases each get their own copy: the old code destroys it
+    case("`average --last 3 RUN --out RUN`",
+         lambda: guarded(["average", "--last", "3", root / "run-a", "--out", root / "run-a"], root / "run-a"))
     case("`average CK --out precious/` (unrelated files)",
          lambda: guarded(["average", "ck", "--out", "precious"], Path("precious")))
     case("`average CK --out precious/ --overwrite`",
          lambda: guarded(["average", "ck", "--out", "precious", "--overwrite"], Path("precious")))
     case("`average CK --out some_file.txt`",
          lambda: guarded(["average", "ck", "--out", "some_file.txt"], Path("some_file.txt")))
-    case("`quantize X --out X`", lambda: guarded(["quantize", "ck", "--out", "ck"], Path("ck")))
-    step = sorted((run / "checkpoints").glob("step-*"))[-1]
+    shutil.copytree("ck", "ck-q")
+    case("`quantize X --out X`", lambda: guarded(["quantize", "ck-q", "--out", "ck-q"], Path("ck-q")))
+    step = sorted((shutil.copytree(run, "run-b") / "checkpoints").glob("step-*"))[-1]
     case("`average CK --out RUN/checkpoints/step-N --overwrite`",
          lambda: guarded(["average", "ck", "--out", step, "--overwrite"], step))
-    case("`tokenizer train in.txt --out in.txt --overwrite`",
-         lambda: guarded(["tokenizer", "train", "in.txt", "--kind", "char", "--out", "in.txt", "--overwrite"],
-                         Path("in.txt")))
+    Path("text.txt").write_text("the cat sat on the mat\n" * 20)
+    case("`tokenizer train text.txt --out text.txt --overwrite`",
+         lambda: guarded(["tokenizer", "train", "text.txt", "--kind", "char", "--out", "text.txt", "--overwrite"],
+                         Path("text.txt")))
 
     def second_writer() -> tuple[subprocess.CompletedProcess, str]:
         shutil.copytree(run, "run2")
@@ -202,7 +206,8 @@ def main() -> None:
                                  "16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.stdout.read(), proc.stderr.read()  # the reader's buffer may hold more lines
+        proc.wait(timeout=60)
         written = (1 if first else 0) + len(stdout.splitlines())
         result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         said = f"first {written} output line" in stderr
