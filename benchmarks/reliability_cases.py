@@ -3,6 +3,7 @@ and classify each outcome. Prints a markdown table (case | exit | outcome).
 
     PYTHONPATH=src python benchmarks/reliability_cases.py            # this checkout
     PYTHONPATH=/tmp/old/src python benchmarks/reliability_cases.py   # an older one (git archive REV src)
+    PYTHONPATH=src python benchmarks/reliability_cases.py generate   # only the cases whose name has "generate"
 
 Outcome classes: ``clear error`` (exit 2, one ``error:`` line last on stderr, no traceback), ``ok`` (the
 intended success), ``traceback``, ``data lost`` (something the user did not ask to replace is gone or was
@@ -25,7 +26,7 @@ from pathlib import Path
 
 TINY = ["data.builtin=numbers", "data.builtin_train=200", "data.builtin_valid=30", "data.max_tokens=600",
         "model.d_model=32", "model.heads=2", "model.ffn_dim=64", "model.encoder.layers=1", "model.decoder.layers=1",
-        "train.warmup_steps=4", "train.lr=0.003", "train.log_every=1", "train.eval_every=4"]
+        "train.warmup_steps=4", "train.lr=0.003", "train.log_every=1", "train.eval_every=4", "model.max_positions=64"]
 EXE = shutil.which("hybridformer") or "hybridformer"
 
 
@@ -75,6 +76,8 @@ def main() -> None:
     rows: list[tuple[str, str, str]] = []
 
     def case(name: str, run: Callable[[], tuple[subprocess.CompletedProcess, str]]) -> None:
+        if sys.argv[1:] and not any(word in name for word in sys.argv[1:]):
+            return  # only the cases named on the command line
         result, outcome = run()
         rows.append((name, str(result.returncode), outcome))
         print(f"| {name} | {result.returncode} | {outcome} |", flush=True)
@@ -100,7 +103,7 @@ def main() -> None:
          lambda: guarded(["average", "ck", "--out", "some_file.txt"], Path("some_file.txt")))
     shutil.copytree("ck", "ck-q")
     case("`quantize X --out X`", lambda: guarded(["quantize", "ck-q", "--out", "ck-q"], Path("ck-q")))
-    step = sorted((shutil.copytree(run, "run-b") / "checkpoints").glob("step-*"))[-1]
+    step = sorted((Path(shutil.copytree(run, "run-b")) / "checkpoints").glob("step-*"))[-1]
     case("`average CK --out RUN/checkpoints/step-N --overwrite`",
          lambda: guarded(["average", "ck", "--out", step, "--overwrite"], step))
     Path("text.txt").write_text("the cat sat on the mat\n" * 20)
