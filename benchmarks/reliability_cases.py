@@ -33,7 +33,7 @@ def sets(*items: str) -> list[str]:
     return [arg for item in [*TINY, *items] for arg in ("--set", item)]
 
 
-def cli(*args, timeout: float = 90, **kwargs) -> subprocess.CompletedProcess:
+def cli(*args, timeout: float = 400, **kwargs) -> subprocess.CompletedProcess:
     try:
         return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
     except subprocess.TimeoutExpired:
@@ -67,7 +67,7 @@ def main() -> None:
     os.chdir(root)
     Path("exp.yaml").write_text("{}\n")
     made = cli("train", "exp.yaml", "--out", "run", "--no-progress",
-               *sets("train.max_steps=6", "train.save_every=2", "train.keep_last=3"), timeout=300)
+               *sets("train.max_steps=6", "train.save_every=2", "train.keep_last=3"))
     assert made.returncode == 0, made.stderr
     ckpt = root / "run" / "checkpoints" / "best"
     shutil.copytree(ckpt, "ck")
@@ -89,29 +89,36 @@ def main() -> None:
     Path("precious").mkdir()
     Path("precious/thesis.tex").write_text("years of work")
     Path("some_file.txt").write_text("keep me")
-    case("`average --last 3 RUN --out RUN`", lambda: guarded(["average", "--last", "3", run, "--out", run], run))
+    shutil.copytree(run, "run-a")  # the data-loss cases each get their own copy: the old code destroys it
+    case("`average --last 3 RUN --out RUN`",
+         lambda: guarded(["average", "--last", "3", root / "run-a", "--out", root / "run-a"], root / "run-a"))
     case("`average CK --out precious/` (unrelated files)",
          lambda: guarded(["average", "ck", "--out", "precious"], Path("precious")))
     case("`average CK --out precious/ --overwrite`",
          lambda: guarded(["average", "ck", "--out", "precious", "--overwrite"], Path("precious")))
     case("`average CK --out some_file.txt`",
          lambda: guarded(["average", "ck", "--out", "some_file.txt"], Path("some_file.txt")))
-    case("`quantize X --out X`", lambda: guarded(["quantize", "ck", "--out", "ck"], Path("ck")))
-    step = sorted((run / "checkpoints").glob("step-*"))[-1]
+    shutil.copytree("ck", "ck-q")
+    case("`quantize X --out X`", lambda: guarded(["quantize", "ck-q", "--out", "ck-q"], Path("ck-q")))
+    step = sorted((shutil.copytree(run, "run-b") / "checkpoints").glob("step-*"))[-1]
     case("`average CK --out RUN/checkpoints/step-N --overwrite`",
          lambda: guarded(["average", "ck", "--out", step, "--overwrite"], step))
-    case("`tokenizer train in.txt --out in.txt --overwrite`",
-         lambda: guarded(["tokenizer", "train", "in.txt", "--kind", "char", "--out", "in.txt", "--overwrite"],
-                         Path("in.txt")))
+    Path("text.txt").write_text("the cat sat on the mat\n" * 20)
+    case("`tokenizer train text.txt --out text.txt --overwrite`",
+         lambda: guarded(["tokenizer", "train", "text.txt", "--kind", "char", "--out", "text.txt", "--overwrite"],
+                         Path("text.txt")))
 
     def second_writer() -> tuple[subprocess.CompletedProcess, str]:
         shutil.copytree(run, "run2")
         first = subprocess.Popen([EXE, "train", "exp.yaml", "--out", "run2", "--resume", "--no-progress",
                                   *sets("train.max_steps=400", "train.save_every=2", "train.keep_last=3")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(8)  # the first one is training
+        log, logged = root / "run2" / "metrics.jsonl", len((root / "run2" / "metrics.jsonl").read_text().splitlines())
+        while len(log.read_text().splitlines()) <= logged:  # wait until the first one is training
+            assert first.poll() is None, "the first run stopped"
+            time.sleep(0.05)
         result = cli("train", "exp.yaml", "--out", "run2", "--resume", "--no-progress",
-                     *sets("train.max_steps=400", "train.save_every=2", "train.keep_last=3"), timeout=20)
+                     *sets("train.max_steps=400", "train.save_every=2", "train.keep_last=3"), timeout=60)
         first.kill()
         first.wait()
         if result.returncode == -1:  # still training alongside the first: two writers
@@ -199,7 +206,8 @@ def main() -> None:
                                  "16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.stdout.read(), proc.stderr.read()  # the reader's buffer may hold more lines
+        proc.wait(timeout=60)
         written = (1 if first else 0) + len(stdout.splitlines())
         result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         said = f"first {written} output line" in stderr
@@ -240,13 +248,13 @@ def main() -> None:
     def big_line() -> tuple[subprocess.CompletedProcess, str]:
         Path("big.txt").write_text(("1 2 3 4 5 6 7 8 9 " * 600_000)[:10_000_000] + "\n")
         started = time.perf_counter()
-        result = cli("generate", "ck", "--input", "big.txt", "--beam", "1", timeout=120)
+        result = cli("generate", "ck", "--input", "big.txt", "--beam", "1", timeout=240)
         result.stdout = f"{time.perf_counter() - started:.1f} s"
         return result, classify(result)
 
     case("a 10 MB input line to `generate`", big_line)
     case("`generate --max-len-b 100000000`", lambda: (lambda r: (r, classify(r, expect="ok", ok=r.returncode == 0)))(
-        cli("generate", "ck", "--input", "in.txt", "--beam", "1", "--max-len-b", "100000000", timeout=150)))
+        cli("generate", "ck", "--input", "in.txt", "--beam", "1", "--max-len-b", "100000000", timeout=240)))
     shutil.rmtree(root, ignore_errors=True)
     counts: dict[str, int] = {}
     for _, _, outcome in rows:

@@ -6,6 +6,9 @@ bad data, bad checkpoint) print as one line on stderr and exit with status 2 —
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from ..errors import HybridformerError
@@ -16,6 +19,7 @@ from . import interop as interop_cmd
 from . import longify as longify_cmd
 from . import tune as tune_cmd
 from .quickstart import quickstart
+from .serve import serve_cmd
 
 app = typer.Typer(
     name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -51,6 +55,7 @@ app.command("quantize")(compress.quantize)
 app.command("longify")(longify_cmd.longify)
 app.command("tune-weights")(tune_cmd.tune_weights_cmd)
 app.command("quickstart")(quickstart)
+app.command("serve")(serve_cmd)
 app.command("convert")(interop_cmd.convert)
 app.command("export")(interop_cmd.export)
 
@@ -72,6 +77,12 @@ def main() -> int:
         return 130
     except typer.Exit as exc:
         return exc.exit_code
+    except BrokenPipeError:  # ``generate ... | head``: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a full disk, a read-only or unreadable path: the environment, not a bug
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(f"{where}{exc.strerror or exc}")
     except click_error as exc:
         if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
             text = exc.ctx.get_help()  # bare ``hybridformer`` or ``hybridformer bench`` (rich prints it itself)

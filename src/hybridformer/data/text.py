@@ -126,7 +126,7 @@ INPUT_LIMIT = 16384  # tokens, for position schemes without a table (sinusoidal,
 def input_limit(config: ModelConfig) -> int:
     """The longest input generation accepts: the learned position table's ``max_positions``, or
     ``max(max_positions, INPUT_LIMIT)`` for position schemes that extrapolate. (New tokens are capped at
-    ``max_positions`` in :func:`~hybridformer.decoding.generate.decode_batch`.)"""
+    ``max_positions`` in :func:`~hybridformer.generation.decode_batch`.)"""
     return config.max_positions if config.position == "learned" else max(config.max_positions, INPUT_LIMIT)
 
 
