@@ -75,6 +75,9 @@ def _load(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | 
         if ckpt.config.arch != "encoder_classifier":
             raise CheckpointError(f"{ckpt.path}: a {ckpt.config.arch} checkpoint does not predict labels; "
                                   "accuracy needs an encoder_classifier (use --src/--ref for text metrics)")
+        if ckpt.config.num_classes == 0:
+            raise CheckpointError(f"{ckpt.path}: a sentence encoder (num_classes=0) has no classification head; "
+                                  "fine-tune it on labeled documents first (train.init_from)")
         if ckpt.tokenizer is None:
             raise CheckpointError(f"{ckpt.path}: no tokenizer.json; the classifier's tokenizer must be inside it")
         if ckpt.meta.get("labels") != first.meta.get("labels") or ckpt.config.num_classes != first.config.num_classes:

@@ -105,23 +105,38 @@ class ModelConfig(_Strict):
     heads: int = 4
     kv_heads: int | None = None  # None = heads (MHA); 1 = MQA; in between = GQA
     ffn_dim: int = 1024
-    activation: Literal["relu", "gelu", "swiglu", "geglu"] = "relu"
+    activation: Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh"] = "relu"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_placement: Literal["pre", "post"] = "pre"
     residual: Literal["standard", "deepnet", "rezero"] = "standard"
     dropout: float = 0.1
     position: Position = "sinusoidal"
-    max_positions: int = 1024  # learned positions only
+    max_positions: int = 1024  # learned positions (and rope_scaling's default original length)
+    position_offset: int = Field(0, ge=0)  # learned positions: rows before position 0 (BART 2, RoBERTa pad_id+1)
     rope_base: float = 10000.0
+    head_dim: int | None = Field(None, ge=1)  # attention head width; None = d_model // heads
+    norm_eps: float = Field(1e-5, gt=0.0)
+    attention_bias: bool = True  # biases of the attention projections (q, k, v, out)
+    qkv_bias: bool | None = None  # biases of q, k, v (Qwen2: True, attention_bias False); None = attention_bias
+    ffn_bias: bool = True  # biases of the feed-forward linears
     t5_buckets: int = 32
     t5_max_distance: int = 128
     embed_scale: bool = True  # multiply embeddings by sqrt(d_model)
     tie_embeddings: bool = True  # decoder input embedding = output projection
     share_embeddings: bool = True  # encoder and decoder share one embedding (shared vocabulary)
-    num_classes: int = 2  # encoder_classifier only
+    num_classes: int = Field(2, ge=0)  # encoder_classifier only; 0 = no head (a sentence encoder)
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
+    # options of pretrained encoder-decoders and encoders (docs/interop.md); defaults = the toolkit's own models
+    decoder_start_id: int | None = None  # first decoder token of a seq2seq model; None = bos_id
+    score_scale: float | None = None  # attention score scale; None = 1/sqrt(head_dim) (T5: 1)
+    sinusoid_layout: Literal["interleaved", "halves"] = "interleaved"  # halves: [sin | cos] (Marian)
+    positions_skip_padding: bool = False  # learned positions count only non-padding tokens (RoBERTa)
+    type_vocab_size: int = Field(0, ge=0)  # token type embeddings; type 0 is added (BERT, RoBERTa)
+    layernorm_embedding: bool = False  # a norm over the summed embeddings (BART, mBART, BERT)
+    final_logits_bias: bool = False  # a bias on the vocabulary projection (BART, Marian)
+    output_scale: float = 1.0  # seq2seq: decoder states scaled before the projection (tied T5: d_model**-0.5)
     encoder: StackConfig = StackConfig()
     decoder: StackConfig = StackConfig()
     cross_attention: AttentionConfig = AttentionConfig()
@@ -132,12 +147,14 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         kv = self.kv_heads or self.heads
-        if self.d_model % self.heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible by heads={self.heads}")
+        if self.head_dim is None and self.d_model % self.heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by heads={self.heads} (or set head_dim)")
         if self.heads % kv:
             raise ValueError(f"heads={self.heads} must be divisible by kv_heads={kv}")
-        if (self.d_model // self.heads) % 2 and self.position == "rope":
-            raise ValueError("rope needs an even head dimension (d_model / heads)")
+        if self.attention_head_dim % 2 and self.position == "rope":
+            raise ValueError(f"rope needs an even head dimension, got {self.attention_head_dim}")
+        if self.head_dim is not None and "lsra" in (self.encoder.layer, self.decoder.layer):
+            raise ValueError("head_dim cannot be set with layer='lsra' (its attention branch derives its own)")
         if self.residual == "deepnet" and self.norm_placement != "post":
             raise ValueError("residual='deepnet' scales a post-norm skip path; set norm_placement='post'")
         if not 0.0 <= self.dropout < 1.0:
@@ -145,6 +162,9 @@ class ModelConfig(_Strict):
         for name in ("vocab_size", "d_model", "heads", "ffn_dim", "max_positions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.output_scale != 1.0 and self.arch != "encoder_decoder":
+            raise ValueError("output_scale scales a seq2seq decoder's output (T5); leave it at 1.0 for "
+                             f"arch={self.arch!r}")
         return self
 
     @model_validator(mode="after")
@@ -158,8 +178,17 @@ class ModelConfig(_Strict):
         return self.kv_heads or self.heads
 
     @property
+    def attention_head_dim(self) -> int:
+        return self.head_dim or self.d_model // self.heads
+
+    @property
     def is_seq2seq(self) -> bool:
         return self.arch == "encoder_decoder"
+
+    @property
+    def start_id(self) -> int:
+        """The token a seq2seq decoder starts from (BART: eos, T5 and Marian: pad)."""
+        return self.bos_id if self.decoder_start_id is None else self.decoder_start_id
 
 
 def check_conv_stack(cfg: ModelConfig, role: str) -> None:

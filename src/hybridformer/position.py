@@ -12,44 +12,57 @@ class SinusoidalPositions(nn.Module):
     """Fixed sin/cos embeddings (Vaswani et al., 2017); any length, no parameters.
 
     The table is computed once and grown on demand, so a decoding step is one index lookup.
+    ``layout``: ``interleaved`` puts sin/cos of one frequency in channels 2i/2i+1 (tensor2tensor,
+    fairseq); ``halves`` puts all sines first, then all cosines (Marian).
     """
 
-    def __init__(self, d_model: int) -> None:
+    def __init__(self, d_model: int, layout: str = "interleaved") -> None:
         super().__init__()
-        self.d_model = d_model
-        self.register_buffer("table", self.compute(d_model, 1024), persistent=False)
+        self.d_model, self.layout = d_model, layout
+        self.register_buffer("table", self.compute(d_model, 1024, layout), persistent=False)
 
     @staticmethod
-    def compute(d_model: int, length: int) -> Tensor:
+    def compute(d_model: int, length: int, layout: str = "interleaved") -> Tensor:
         freqs = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
         angles = torch.arange(length).float()[:, None] * freqs[None]
         table = torch.zeros(length, d_model)
+        if layout == "halves":
+            half = (d_model + 1) // 2
+            table[:, :half] = angles.sin()
+            table[:, half:] = angles.cos()[:, : d_model // 2]
+            return table
         table[:, 0::2] = angles.sin()
         table[:, 1::2] = angles.cos()[:, : d_model // 2]
         return table
 
     def forward(self, positions: Tensor) -> Tensor:
-        needed = int(positions[-1]) + 1 if len(positions) else 0
+        needed = int(positions.max()) + 1 if positions.numel() else 0
         if needed > len(self.table):
-            self.table = self.compute(self.d_model, max(needed, 2 * len(self.table))).to(self.table.device)
+            grown = self.compute(self.d_model, max(needed, 2 * len(self.table)), self.layout)
+            self.table = grown.to(self.table.device)
         return self.table[positions]
 
 
 class LearnedPositions(nn.Module):
-    """A trained embedding per position up to ``max_positions``."""
+    """A trained embedding per position up to ``max_positions``.
 
-    def __init__(self, max_positions: int, d_model: int) -> None:
+    ``offset`` rows come before position 0 (BART/mBART keep 2, RoPE-less RoBERTa pad_id + 1), so
+    position p reads row ``p + offset`` and the table has ``max_positions + offset`` rows.
+    """
+
+    def __init__(self, max_positions: int, d_model: int, offset: int = 0) -> None:
         super().__init__()
-        self.table = nn.Embedding(max_positions, d_model)
+        self.max_positions, self.offset = max_positions, offset
+        self.table = nn.Embedding(max_positions + offset, d_model)
         nn.init.normal_(self.table.weight, std=0.02)
 
     def forward(self, positions: Tensor) -> Tensor:
-        if int(positions.max()) >= self.table.num_embeddings:
+        if int(positions.max()) >= self.max_positions:
             raise ValueError(
-                f"position {int(positions.max())} exceeds max_positions={self.table.num_embeddings}; "
+                f"position {int(positions.max())} exceeds max_positions={self.max_positions}; "
                 "raise model.max_positions or use position=rope/alibi/sinusoidal"
             )
-        return self.table(positions)
+        return self.table(positions + self.offset if self.offset else positions)
 
 
 class RotaryEmbedding(nn.Module):

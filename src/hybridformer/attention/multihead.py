@@ -11,11 +11,21 @@ from .base import AttentionKernel
 class _Attention(nn.Module):
     """What self- and cross-attention share: head bookkeeping, the kernel and the output projection."""
 
-    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True):
+    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True,
+                 head_dim: int | None = None):
         super().__init__()
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, d_model // heads
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim or d_model // heads
         self.kernel = kernel
         self.out_proj = nn.Linear(heads * self.head_dim, d_model, bias=bias)
+        self.q_scale: float | None = None  # see set_score_scale
+
+    def set_score_scale(self, score_scale: float | None) -> _Attention:
+        """Scale scores by ``score_scale`` instead of the kernels' 1/√head_dim (T5: 1), through q."""
+        self.q_scale = None if score_scale is None else score_scale * self.head_dim**0.5
+        return self
+
+    def scale_queries(self, q: Tensor) -> Tensor:
+        return q if self.q_scale is None else q * self.q_scale
 
     def split_heads(self, x: Tensor, heads: int) -> Tensor:
         """(batch, L, heads·head_dim) -> (batch, heads, L, head_dim), a view (this runs every decoding step)."""
@@ -34,14 +44,16 @@ class MultiHeadAttention(_Attention):
     state (``ctx.cache[self]``) holds the past.
     """
 
-    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True):
-        super().__init__(d_model, heads, kv_heads, kernel, bias=bias)
-        self.qkv_proj = nn.Linear(d_model, (heads + 2 * kv_heads) * self.head_dim, bias=bias)
+    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True,
+                 qkv_bias: bool | None = None, head_dim: int | None = None):
+        super().__init__(d_model, heads, kv_heads, kernel, bias=bias, head_dim=head_dim)
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        self.qkv_proj = nn.Linear(d_model, (heads + 2 * kv_heads) * self.head_dim, bias=qkv_bias)
 
     def forward(self, x: Tensor, ctx) -> Tensor:
         q_dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
         q, k, v = self.qkv_proj(x).split([q_dim, kv_dim, kv_dim], dim=-1)
-        q = self.split_heads(q, self.heads)
+        q = self.scale_queries(self.split_heads(q, self.heads))
         k, v = self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
         if ctx.rope is not None:
             q, k = ctx.rope.rotate(q), ctx.rope.rotate(k)
@@ -58,17 +70,19 @@ class MultiHeadAttention(_Attention):
 class CrossAttention(_Attention):
     """Attention from the decoder to the encoder output (``ctx.memory``); no positions, never causal."""
 
-    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True):
-        super().__init__(d_model, heads, kv_heads, kernel, bias=bias)
-        self.q_proj = nn.Linear(d_model, heads * self.head_dim, bias=bias)
-        self.kv_proj = nn.Linear(d_model, 2 * kv_heads * self.head_dim, bias=bias)
+    def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True,
+                 qkv_bias: bool | None = None, head_dim: int | None = None):
+        super().__init__(d_model, heads, kv_heads, kernel, bias=bias, head_dim=head_dim)
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        self.q_proj = nn.Linear(d_model, heads * self.head_dim, bias=qkv_bias)
+        self.kv_proj = nn.Linear(d_model, 2 * kv_heads * self.head_dim, bias=qkv_bias)
 
     def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         k, v = self.kv_proj(memory).chunk(2, dim=-1)
         return self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
 
     def forward(self, x: Tensor, ctx) -> Tensor:
-        q = self.split_heads(self.q_proj(x), self.heads)
+        q = self.scale_queries(self.split_heads(self.q_proj(x), self.heads))
         if ctx.cache is None:
             k, v = self.memory_kv(ctx.memory)
             return self.merge_heads(self.kernel(q, k, v, causal=False, key_padding_mask=ctx.memory_padding_mask))
