@@ -83,3 +83,41 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- the real console script
+
+def entry_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess that must import this checkout (not another install)."""
+    import os
+
+    import hybridformer
+
+    src = str(Path(hybridformer.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": "1", **extra}
+
+
+def run_entry(*args, timeout: float = 120, **kwargs):
+    """Run the installed ``hybridformer`` console script (``sys.exit(main())``) in a subprocess: the
+    real exit status and stderr, no CliRunner in between. Falls back to the same call through python."""
+    import shutil
+    import subprocess
+    import sys
+
+    script = shutil.which("hybridformer")
+    command = [script] if script else [sys.executable, "-c", "import sys; from hybridformer.cli import main; "
+                                                             "sys.exit(main())"]
+    kwargs.setdefault("env", entry_env())
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def assert_one_line_error(result, status: int = 2, *words: str) -> str:
+    """A clean failure: exit ``status``, no traceback, one line on stderr naming ``words``."""
+    err = result.stderr.strip()
+    assert result.returncode == status, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(err.splitlines()) == 1, err
+    for word in words:
+        assert word in err, err
+    return err

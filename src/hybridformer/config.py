@@ -23,6 +23,7 @@ __all__ = [
     "ConvConfig",
     "StackConfig",
     "ModelConfig",
+    "RopeScaling",
     "ConfigError",
     "load_config",
     "parse_config",
@@ -77,11 +78,17 @@ class ConvConfig(_Strict):
 
 
 class StackConfig(_Strict):
-    """One stack (encoder or decoder) of identical layers."""
+    """One stack (encoder or decoder) of layers of one type.
+
+    ``layer_attention`` overrides the self-attention of chosen layers (0-based index -> attention),
+    e.g. ``{0: {name: full}}`` keeps layer 0 exact while ``attention`` windows the rest
+    (``hybridformer longify --layers``, or ``--set model.decoder.layer_attention.0.name=full``).
+    """
 
     layers: int = 3
     layer: str = "transformer"
     attention: AttentionConfig = AttentionConfig()
+    layer_attention: dict[int, AttentionConfig] = {}
     conv: ConvConfig = ConvConfig()
 
     @model_validator(mode="after")
@@ -90,10 +97,49 @@ class StackConfig(_Strict):
             raise ValueError(f"unknown layer {self.layer!r}; allowed: {', '.join(sorted(LAYERS))}")
         if self.layers < 0:
             raise ValueError(f"layers must be >= 0, got {self.layers}")
+        outside = sorted(i for i in self.layer_attention if not 0 <= i < self.layers)
+        if outside:
+            raise ValueError(f"layer_attention: layer index {outside[0]} does not exist; this stack has layers "
+                             f"0..{self.layers - 1}")
         return self
+
+    def attention_of(self, index: int) -> AttentionConfig:
+        """The self-attention of layer ``index``: its override, else the stack's."""
+        return self.layer_attention.get(index, self.attention)
 
 
 Position = Literal["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
+
+
+class RopeScaling(_Strict):
+    """RoPE frequency scaling for contexts past the trained length (formulas: ``hybridformer.rope_scaling``).
+
+    ``original_max_positions``: the trained context (llama3, yarn) or the length past which dynamic
+    scaling starts; None = ``model.max_positions``.
+    """
+
+    type: Literal["linear", "dynamic", "ntk", "llama3", "yarn"]
+    factor: float = Field(gt=0.0)
+    original_max_positions: int | None = Field(None, ge=1)
+    low_freq_factor: float = 1.0  # llama3
+    high_freq_factor: float = 4.0  # llama3
+    beta_fast: float = 32.0  # yarn
+    beta_slow: float = 1.0  # yarn
+    attention_factor: float | None = None  # yarn: cos/sin scale; None = 0.1 ln(factor) + 1
+    truncate: bool = True  # yarn: round the correction range to whole dimensions
+
+    @model_validator(mode="after")
+    def _check(self) -> RopeScaling:
+        if self.type == "llama3" and self.high_freq_factor <= self.low_freq_factor:
+            raise ValueError(f"llama3 needs high_freq_factor > low_freq_factor, got {self.high_freq_factor} <= "
+                             f"{self.low_freq_factor}")
+        return self
+
+    def rotary_options(self, max_positions: int) -> dict[str, Any]:
+        """Keyword arguments of ``RotaryEmbedding`` (plain values; the config stops here)."""
+        options = self.model_dump(exclude={"type"})
+        options["original_max_positions"] = self.original_max_positions or max_positions
+        return {"scaling": self.type, **options}
 
 
 class ModelConfig(_Strict):
@@ -114,6 +160,7 @@ class ModelConfig(_Strict):
     max_positions: int = 1024  # learned positions (and rope_scaling's default original length)
     position_offset: int = Field(0, ge=0)  # learned positions: rows before position 0 (BART 2, RoBERTa pad_id+1)
     rope_base: float = 10000.0
+    rope_scaling: RopeScaling | None = None  # rope only: linear | dynamic | ntk | llama3 | yarn
     head_dim: int | None = Field(None, ge=1)  # attention head width; None = d_model // heads
     norm_eps: float = Field(1e-5, gt=0.0)
     attention_bias: bool = True  # biases of the attention projections (q, k, v, out)
@@ -153,6 +200,8 @@ class ModelConfig(_Strict):
             raise ValueError(f"heads={self.heads} must be divisible by kv_heads={kv}")
         if self.attention_head_dim % 2 and self.position == "rope":
             raise ValueError(f"rope needs an even head dimension, got {self.attention_head_dim}")
+        if self.rope_scaling is not None and self.position != "rope":
+            raise ValueError(f"rope_scaling applies to position='rope', not {self.position!r}")
         if self.head_dim is not None and "lsra" in (self.encoder.layer, self.decoder.layer):
             raise ValueError("head_dim cannot be set with layer='lsra' (its attention branch derives its own)")
         if self.residual == "deepnet" and self.norm_placement != "post":
@@ -351,15 +400,18 @@ class TrainConfig(_Strict):
     max_steps: int = Field(1000, ge=1)
     lr: float = Field(5e-4, gt=0.0)
     min_lr: float = Field(0.0, ge=0.0)
-    schedule: Literal["inverse_sqrt", "cosine", "linear", "constant"] = "inverse_sqrt"
+    schedule: Literal["inverse_sqrt", "cosine", "linear", "constant", "wsd"] = "inverse_sqrt"
     warmup_steps: int = Field(100, ge=0)
+    # Final cool-down to min_lr over this share of max_steps: wsd (default 0.2) and inverse_sqrt (default none)
+    decay_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.98)
     adam_eps: float = 1e-8
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     clip_norm: float = Field(1.0, ge=0.0)  # 0 = no clipping
     accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast to bfloat16
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16 = autocast; auto = probe at start-up, keep faster
     activation_checkpointing: bool = False
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # e.g. 0.999: EMA of the weights
     eval_every: int = Field(200, ge=1)
@@ -376,6 +428,9 @@ class TrainConfig(_Strict):
     def _check(self) -> TrainConfig:
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr={self.min_lr} must not exceed train.lr={self.lr}")
+        if self.decay_fraction is not None and self.schedule not in ("wsd", "inverse_sqrt"):
+            raise ValueError(f"train.decay_fraction applies to schedule wsd or inverse_sqrt, not {self.schedule!r} "
+                             "(cosine and linear already decay over the whole run)")
         return self
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +17,7 @@ from .blocks.deepnet import deepnet_constants, deepnet_init
 from .cache import DecodingCache, TransposedWeight
 from .compress.prune import apply_pruned_heads
 from .compress.quantize import quantize_dynamic_int8
-from .config import ModelConfig, StackConfig
+from .config import AttentionConfig, ModelConfig, StackConfig
 from .position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
 
 
@@ -226,6 +227,9 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
                 where: str = "model") -> Stack:
     """One stack of ``stack_cfg.layers`` layers with this model's width, norms and positions."""
     ATTENTION[stack_cfg.attention.name].check(causal=causal, position=cfg.position, where=f"{where}.attention")
+    for index, override in sorted(stack_cfg.layer_attention.items()):
+        ATTENTION[override.name].check(causal=causal, position=cfg.position,
+                                       where=f"{where}.layer_attention.{index}")
     parts = LayerParts(
         d_model=cfg.d_model, heads=cfg.heads, kv_heads=cfg.num_kv_heads, ffn_dim=cfg.ffn_dim,
         activation=cfg.activation, norm=cfg.norm, prenorm=cfg.norm_placement == "pre", dropout=cfg.dropout,
@@ -235,18 +239,22 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
         causal=causal, head_dim=cfg.head_dim, norm_eps=cfg.norm_eps, attention_bias=cfg.attention_bias,
         qkv_bias=cfg.qkv_bias, ffn_bias=cfg.ffn_bias, **stack_cfg.conv.layer_parts(),
     )
-    layers = [LAYERS[stack_cfg.layer](parts, cross) for _ in range(stack_cfg.layers)]
+    layers = [LAYERS[stack_cfg.layer](_with_attention(parts, stack_cfg.attention_of(i)), cross)
+              for i in range(stack_cfg.layers)]
     needs_final_norm = parts.prenorm and cfg.residual != "rezero"
-    head_dim = cfg.attention_head_dim
     return Stack(
         layers, parts.norm_layer() if needs_final_norm else None, causal=causal, dropout=cfg.dropout,
-        absolute=_absolute_positions(cfg),
-        rope=RotaryEmbedding(head_dim, cfg.rope_base) if cfg.position == "rope" else None,
+        absolute=_absolute_positions(cfg), rope=_rotary(cfg),
         score_bias=_score_bias(cfg, bidirectional=not causal),
         token_type=nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None,
         embed_norm=parts.norm_layer() if cfg.layernorm_embedding else None,
         count_non_padding=cfg.positions_skip_padding,
     )
+
+
+def _with_attention(parts: LayerParts, attention: AttentionConfig) -> LayerParts:
+    """``parts`` with this layer's self-attention (a per-layer override, or the stack's own)."""
+    return replace(parts, attention=attention.name, attention_options=attention.options)
 
 
 def _absolute_positions(cfg: ModelConfig) -> nn.Module | None:
@@ -255,6 +263,13 @@ def _absolute_positions(cfg: ModelConfig) -> nn.Module | None:
     if cfg.position == "learned":
         return LearnedPositions(cfg.max_positions, cfg.d_model, cfg.position_offset)
     return None
+
+
+def _rotary(cfg: ModelConfig) -> RotaryEmbedding | None:
+    if cfg.position != "rope":
+        return None
+    scaling = cfg.rope_scaling.rotary_options(cfg.max_positions) if cfg.rope_scaling is not None else {}
+    return RotaryEmbedding(cfg.attention_head_dim, cfg.rope_base, **scaling)
 
 
 def _score_bias(cfg: ModelConfig, *, bidirectional: bool) -> nn.Module | None:

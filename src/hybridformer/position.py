@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .rope_scaling import scaled_inv_freq
+
 
 class SinusoidalPositions(nn.Module):
     """Fixed sin/cos embeddings (Vaswani et al., 2017); any length, no parameters.
@@ -66,17 +68,38 @@ class LearnedPositions(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """RoPE (Su et al., 2021): rotate pairs of q/k channels by position-dependent angles."""
+    """RoPE (Su et al., 2021): rotate pairs of q/k channels by position-dependent angles.
 
-    def __init__(self, head_dim: int, base: float = 10000.0) -> None:
+    ``scaling`` (see :mod:`hybridformer.rope_scaling`) stretches the frequencies for contexts longer
+    than the model was trained on; its knobs are keyword arguments. ``dynamic`` scaling depends on
+    the largest position of each call, so its frequencies are recomputed per call past
+    ``original_max_positions``.
+    """
+
+    def __init__(self, head_dim: int, base: float = 10000.0, *, scaling: str | None = None,
+                 **scaling_options: float | int | bool | None) -> None:
         super().__init__()
-        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        self.head_dim, self.base, self.scaling, self.scaling_options = head_dim, base, scaling, scaling_options
+        inv_freq, self.attention_factor = scaled_inv_freq(head_dim, base, scaling, **scaling_options)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
+    def frequencies(self, positions: Tensor) -> tuple[Tensor, float]:
+        if self.scaling == "dynamic" and len(positions):
+            seq_len = int(positions.max()) + 1
+            if seq_len > self.scaling_options["original_max_positions"]:
+                inv_freq, factor = scaled_inv_freq(self.head_dim, self.base, "dynamic", seq_len=seq_len,
+                                                   **self.scaling_options)
+                return inv_freq.to(self.inv_freq.device), factor
+        return self.inv_freq, self.attention_factor
+
     def forward(self, positions: Tensor) -> Rotation:
-        angles = positions.float()[:, None] * self.inv_freq[None]  # (L, head_dim/2)
+        inv_freq, factor = self.frequencies(positions)
+        angles = positions.float()[:, None] * inv_freq[None]  # (L, head_dim/2)
         angles = torch.cat([angles, angles], dim=-1)
-        return Rotation(angles.cos(), angles.sin())
+        cos, sin = angles.cos(), angles.sin()
+        if factor != 1.0:
+            cos, sin = cos * factor, sin * factor
+        return Rotation(cos, sin)
 
 
 class Rotation:

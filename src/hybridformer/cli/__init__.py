@@ -14,6 +14,7 @@ from ..errors import HybridformerError
 from . import bench, compress, config_cmd, distill, fusion, tokenizer, train
 from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
+from . import longify as longify_cmd
 from .quickstart import quickstart
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.command("merge")(fusion.merge)
 app.command("distill")(distill.distill)
 app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
+app.command("longify")(longify_cmd.longify)
 app.command("quickstart")(quickstart)
 
 

@@ -21,6 +21,7 @@ from ..compress.benchmark import benchmark_compression, state_size
 from ..compress.data import text_batches
 from ..config import load_config
 from ..errors import ConfigError
+from ..outputs import prepare_output_dir
 
 
 def prune(
@@ -33,6 +34,7 @@ def prune(
     scope: str = typer.Option("global", "--scope", help="Magnitude pruning scope: global or layer."),
     max_examples: int = typer.Option(512, "--max-examples", help="Held-out lines used for head importance."),
     batch_size: int = typer.Option(32, "--batch-size", help="Batch size for head importance."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
 ) -> None:
     """Remove attention heads (structured) or zero small weights (unstructured) and save the result.
 
@@ -45,6 +47,7 @@ def prune(
     """
     if (heads is None) == (sparsity_ is None):
         raise ConfigError("give exactly one of --heads FRACTION or --sparsity FRACTION")
+    prepare_output_dir(out, overwrite=overwrite, inputs=[checkpoint, *data])
     ckpt = load_checkpoint(checkpoint)
     model, config = ckpt.model, ckpt.config
     if config.quantization is not None:
@@ -73,11 +76,13 @@ def prune(
 def quantize(
     checkpoint: Path = typer.Argument(..., help="Float checkpoint directory."),
     out: Path = typer.Option(..., "--out", help="Directory for the int8 checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
 ) -> None:
     """Quantize every linear layer to int8 (dynamic, per channel) for CPU inference.
 
     Example: hybridformer quantize runs/m30k/checkpoints/best --out runs/m30k-int8
     """
+    prepare_output_dir(out, overwrite=overwrite, inputs=[checkpoint])
     ckpt = load_checkpoint(checkpoint)
     _, before = state_size(ckpt.model)
     model, config = quantize_model(ckpt.model, ckpt.config)

@@ -8,14 +8,16 @@ import typer
 
 from ..errors import ConfigError
 from ..fusion import METHODS, average_checkpoints, last_checkpoints, merge_checkpoints
-from ..train import export_ema
+from ..outputs import prepare_output_dir
+from ..train import RunDir, export_ema
 
 
 def average(
     checkpoints: list[Path] = typer.Argument(..., help="Checkpoint directories, or one RUN_DIR with --last."),
-    out: Path = typer.Option(..., "--out", help="Checkpoint directory to write (replaced atomically)."),
+    out: Path = typer.Option(..., "--out", help="New checkpoint directory to write (written atomically)."),
     last: int = typer.Option(None, "--last", help="Average the N highest step checkpoints of RUN_DIR."),
     ema: bool = typer.Option(False, "--ema", help="Export RUN_DIR's EMA weights (train.ema_decay) instead."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
 ) -> None:
     """Average checkpoints of one architecture, streaming tensor by tensor, or export a run's EMA weights.
 
@@ -31,6 +33,7 @@ def average(
         if last is not None or len(checkpoints) != 1:
             raise ConfigError("--ema takes exactly one RUN_DIR (and no --last): it exports the average the "
                               "trainer kept during training")
+        prepare_output_dir(out, overwrite=overwrite, inputs=[RunDir(checkpoints[0]).ema])
         written = export_ema(checkpoints[0], out)
         typer.echo(f"exported the EMA weights of {checkpoints[0]} -> {written}")
         return
@@ -38,6 +41,7 @@ def average(
         if len(checkpoints) != 1:
             raise ConfigError(f"--last {last} takes exactly one RUN_DIR, got {len(checkpoints)} paths")
         checkpoints = last_checkpoints(checkpoints[0], last)
+    prepare_output_dir(out, overwrite=overwrite, inputs=checkpoints)
     written = average_checkpoints(checkpoints, out)
     typer.echo(f"averaged {len(checkpoints)} checkpoints ({', '.join(p.name for p in checkpoints)}) -> {written}")
 
@@ -45,13 +49,14 @@ def average(
 def merge(
     checkpoints: list[Path] = typer.Argument(..., help="Checkpoint directories to merge (one architecture)."),
     method: str = typer.Option(..., "--method", help=f"One of: {', '.join(METHODS)}."),
-    out: Path = typer.Option(..., "--out", help="Checkpoint directory to write (replaced atomically)."),
+    out: Path = typer.Option(..., "--out", help="New checkpoint directory to write (written atomically)."),
     base: Path = typer.Option(None, "--base", help="Shared base checkpoint (task_arithmetic, ties, dare)."),
     weights: str = typer.Option(None, "--weights", help="One weight per checkpoint, comma-separated: 0.7,0.3"),
     density: float = typer.Option(None, "--density", help="Fraction of each task vector kept (ties: 0.2, dare: 0.1)."),
     t: float = typer.Option(0.5, "--t", help="slerp position: 0 = first checkpoint, 1 = second."),
     seed: int = typer.Option(0, "--seed", help="dare: seed of the random drop."),
     combine: str = typer.Option("linear", "--combine", help="dare: combine the sparse task vectors by linear|ties."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
 ) -> None:
     """Merge checkpoint weights into one model.
 
@@ -65,6 +70,7 @@ def merge(
 
       hybridformer merge --method dare --combine ties --base pre/best --density 0.5 ft1/best ft2/best --out dare
     """
+    prepare_output_dir(out, overwrite=overwrite, inputs=[*checkpoints, *([base] if base else [])])
     written = merge_checkpoints(checkpoints, method, out, base=base, weights=parse_weights(weights),
                                 density=density, t=t, seed=seed, combine=combine)
     typer.echo(f"merged {len(checkpoints)} checkpoints with {method} -> {written}")

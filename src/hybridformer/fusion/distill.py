@@ -30,6 +30,7 @@ from ..checkpoint import Checkpoint, load_checkpoint
 from ..config import ExperimentConfig, load_config
 from ..data.tokenizer import load_tokenizer_file
 from ..errors import ConfigError
+from ..outputs import prepare_run_dir
 from ..train import TrainResult, train
 from ..train.setup import model_config_for, read_raw
 from ..train.state import RunDir
@@ -56,7 +57,7 @@ def distill(teachers: Sequence[str | Path], config: ExperimentConfig | str | Pat
     if kind not in ("word", "sequence"):
         raise ConfigError(f"--kind must be 'word' or 'sequence', got {kind!r}")
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, list(overrides), ExperimentConfig)
-    run = RunDir(out)
+    run = RunDir(prepare_run_dir(out))
     if not resume and run.latest() is not None:
         raise ConfigError(f"{run.root} already holds checkpoints (newest {run.latest().name}); "
                           "pass --resume to continue it or choose another --out")

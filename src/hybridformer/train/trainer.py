@@ -31,6 +31,7 @@ from ..decoding.scorer import ModelScorer
 from ..errors import ConfigError
 from ..metrics import bleu
 from ..models import build_model
+from ..outputs import prepare_run_dir
 from . import distributed as D
 from .ema import EMA
 from .logging import MetricsLog, ProgressBar
@@ -63,6 +64,7 @@ def train(config: ExperimentConfig | str | Path, out: str | Path, *, overrides: 
     """
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, list(overrides), ExperimentConfig)
+    prepare_run_dir(out)
     env = D.init_distributed(config.train.device)
     try:
         return _Trainer(config, RunDir(out), env, resume=resume, progress=progress, loss=loss).run()
@@ -109,7 +111,8 @@ class _Trainer:
         self.optimizer = self._optimizer()
         self.ema = EMA(D.unwrap(self.model), self.t.ema_decay) if self.t.ema_decay else None
         self.schedule = build_schedule(self.t.schedule, lr=self.t.lr, warmup_steps=self.t.warmup_steps,
-                                       total_steps=self.t.max_steps, min_lr=self.t.min_lr)
+                                       total_steps=self.t.max_steps, min_lr=self.t.min_lr,
+                                       decay_fraction=self.t.decay_fraction, decay_shape=self.t.decay_shape)
         self.step, self.best, self.bad_evals, self.last_valid = 0, math.inf, 0, math.nan
         position = DataPosition()
         if state is not None:

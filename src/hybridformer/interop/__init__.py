@@ -1,0 +1,1 @@
+"""Interoperability with other toolkits: Hugging Face / GGUF conversion, Hugging Face and CTranslate2 export."""

@@ -1,0 +1,302 @@
+"""Export to CTranslate2 (Klein et al., 2020), the C++ inference engine behind OpenNMT and faster-whisper.
+
+The export goes through CTranslate2's own converter API: :class:`HybridformerConverter` is a
+``ctranslate2.converters.Converter`` whose ``_load`` fills a ``TransformerSpec`` (encoder-decoder)
+or ``TransformerDecoderModelSpec`` (decoder-only) from the weights of a loaded checkpoint, so
+validation, quantization and the on-disk format are CTranslate2's. Only models whose every layer
+CTranslate2 computes the same way are exported; anything else is refused by :func:`ct2_blockers`
+with one line naming it. The export folder also holds the ``tokenizer.json`` and the model's own
+config (``hybridformer.json``), so ``generate --engine ct2`` and ``serve`` need nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attention import ChunkedAttention, CrossAttention, FullAttention, MultiHeadAttention, ReferenceAttention
+from ..checkpoint import TOKENIZER, Checkpoint, load_checkpoint, write_checkpoint_dir
+from ..compress.prune import HeadSubsetKernel
+from ..config import ModelConfig
+from ..errors import CheckpointError, ConfigError, DataError
+from ..ffn import FeedForward
+from ..position import LearnedPositions, SinusoidalPositions
+
+QUANTIZATIONS = ("float32", "int8", "int8_float32", "bfloat16")
+HYBRIDFORMER_CONFIG = "hybridformer.json"  # our ModelConfig beside CTranslate2's own config.json
+SINUSOID_ROWS = 2048  # rows of the sinusoidal table written into the export (its longest sequence)
+EXACT_KERNELS = (FullAttention, ReferenceAttention, ChunkedAttention)
+# ModelConfig fields the export reads; any other field must keep its default (ct2_blockers checks).
+UNDERSTOOD = {
+    "arch", "vocab_size", "d_model", "heads", "kv_heads", "ffn_dim", "activation", "norm", "norm_placement",
+    "residual", "dropout", "position", "max_positions", "rope_base", "t5_buckets", "t5_max_distance",
+    "embed_scale", "tie_embeddings", "share_embeddings", "num_classes", "pad_id", "bos_id", "eos_id",
+    "encoder", "decoder", "cross_attention", "pruned_heads", "quantization",
+}
+
+
+def require_ctranslate2():
+    """The ``ctranslate2`` module, or a one-line error saying how to install it."""
+    try:
+        import ctranslate2
+    except ImportError:
+        raise ConfigError("the ct2 engine needs CTranslate2: pip install 'hybridformer[ct2]' "
+                          "(or pip install ctranslate2)") from None
+    return ctranslate2
+
+
+def ct2_blockers(ckpt: Checkpoint) -> list[str]:
+    """Why CTranslate2 cannot run this model (empty when it can), one reason per line."""
+    cfg, model, problems = ckpt.config, ckpt.model, []
+    default = ModelConfig()
+    for name in sorted(set(type(cfg).model_fields) - UNDERSTOOD):
+        if getattr(cfg, name) != getattr(default, name):
+            problems.append(f"{name}={getattr(cfg, name)!r} is not supported by the CTranslate2 export")
+    if cfg.arch == "encoder_classifier":
+        problems.append("arch='encoder_classifier': CTranslate2 translates and generates; a classifier has no "
+                        "decoder to export")
+        return problems
+    for role in ("encoder", "decoder") if cfg.is_seq2seq else ("decoder",):
+        layer = getattr(cfg, role).layer
+        if layer != "transformer":
+            problems.append(f"{role}.layer={layer!r} (convolution/hybrid layers): CTranslate2 runs Transformer "
+                            "layers only")
+    if cfg.residual != "standard":
+        problems.append(f"residual={cfg.residual!r} (DeepNet/ReZero scaling): CTranslate2 has plain residuals only")
+    if cfg.quantization is not None:
+        problems.append(f"quantization={cfg.quantization!r}: export the float checkpoint and pass --quantization "
+                        "int8 instead")
+    if cfg.is_seq2seq and cfg.position in ("rope", "alibi"):
+        problems.append(f"position={cfg.position!r} in an encoder-decoder: CTranslate2 applies RoPE/ALiBi in "
+                        "decoder-only models only")
+    if problems:
+        return problems
+    kernels = sorted({_kernel(m).__class__.__name__ for m in model.modules()
+                      if isinstance(m, MultiHeadAttention | CrossAttention)
+                      and not isinstance(_kernel(m), EXACT_KERNELS)})
+    if kernels:
+        problems.append(f"attention {', '.join(kernels)} (sparse, linear or low-rank): CTranslate2 computes full "
+                        "softmax attention only")
+    counts = {m.heads for m in model.modules() if isinstance(m, MultiHeadAttention | CrossAttention)}
+    if len(counts) > 1:
+        problems.append(f"pruned heads with unequal counts per layer ({sorted(counts)}): CTranslate2 needs one "
+                        "head count for every attention layer")
+    if cfg.pruned_heads and cfg.position == "alibi":
+        problems.append("pruned heads with ALiBi: CTranslate2 recomputes the slopes from the head count and "
+                        "cannot keep the pruned model's narrowed slopes")
+    return problems
+
+
+def _kernel(module: nn.Module) -> nn.Module:
+    kernel = module.kernel
+    return kernel.inner if isinstance(kernel, HeadSubsetKernel) else kernel
+
+
+def converter(ckpt: Checkpoint):
+    """A ``ctranslate2.converters.Converter`` for ``ckpt``; refuses (one line) what CTranslate2 cannot run."""
+    ct2 = require_ctranslate2()
+    problems = ct2_blockers(ckpt)
+    if problems:
+        raise ConfigError(f"{ckpt.path}: cannot export to CTranslate2: {'; '.join(problems)}")
+    return _converter_class(ct2.converters.Converter)(ckpt)
+
+
+@functools.cache
+def _converter_class(base: type) -> type:
+    """The converter class, made on first use so that ``ctranslate2`` stays an optional import."""
+
+    class HybridformerConverter(base):
+        def __init__(self, ckpt: Checkpoint) -> None:
+            self.ckpt = ckpt
+
+        def _load(self):
+            return build_spec(self.ckpt)
+
+    return HybridformerConverter
+
+
+def export_ct2(checkpoint: str | Path | Checkpoint, out: str | Path, *, quantization: str = "float32",
+               overwrite: bool = False) -> Path:
+    """Write the CTranslate2 model of ``checkpoint`` to the folder ``out`` (atomically), with its tokenizer.
+
+    ``quantization``: the weight type CTranslate2 stores (float32, int8, int8_float32, bfloat16).
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    if ckpt.tokenizer is None:
+        raise CheckpointError(f"{ckpt.path}: no tokenizer.json; the export needs the tokenizer the model was "
+                              "trained with")
+    conv = converter(ckpt)
+    out = _prepare_out(Path(out), overwrite)
+
+    def fill(tmp: Path) -> None:
+        conv.convert(str(tmp), quantization=quantization, force=True)
+        (tmp / TOKENIZER).write_text(ckpt.tokenizer.to_str())
+        meta = ckpt.config.model_dump() | {"_ct2_quantization": quantization, "_source": str(ckpt.path)}
+        (tmp / HYBRIDFORMER_CONFIG).write_text(json.dumps(meta, indent=2))
+
+    return write_checkpoint_dir(out, fill)
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise DataError(f"--out {out} already exists and is not empty; pass --overwrite to replace it")
+        if not is_ct2_export(out):
+            raise DataError(f"--out {out} is not a CTranslate2 export of a hybridformer model; it is never "
+                            "replaced, choose another --out")
+    return out
+
+
+def is_ct2_export(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "model.bin").is_file() and (path / HYBRIDFORMER_CONFIG).is_file()
+
+
+# ----------------------------------------------------------------------------- spec filling
+
+
+def build_spec(ckpt: Checkpoint):
+    """The filled ``TransformerSpec`` / ``TransformerDecoderModelSpec`` of a checked checkpoint."""
+    from ctranslate2.specs import common_spec, transformer_spec
+
+    cfg, model = ckpt.config, ckpt.model
+    heads = next(m.heads for m in model.modules() if isinstance(m, MultiHeadAttention))
+    head_dim = cfg.d_model // cfg.heads
+    kv_heads = next(m.kv_heads for m in model.modules() if isinstance(m, MultiHeadAttention))
+    common = dict(
+        pre_norm=cfg.norm_placement == "pre", activation=_activation(cfg, common_spec.Activation),
+        ffn_glu=cfg.activation in ("swiglu", "geglu"), rms_norm=cfg.norm == "rmsnorm",
+        relative_attention_bias=cfg.position == "t5",
+        num_heads_kv=kv_heads if kv_heads != heads else None,
+        head_dim=head_dim if heads * head_dim != cfg.d_model else None,
+    )
+    if cfg.is_seq2seq:
+        encoder = transformer_spec.TransformerEncoderSpec(cfg.encoder.layers, heads, **common)
+        decoder = transformer_spec.TransformerDecoderSpec(cfg.decoder.layers, heads, with_encoder_attention=True,
+                                                          **common)
+        spec = transformer_spec.TransformerSpec(encoder, decoder)
+        _fill_stack(encoder, model.encoder, model.src_embed, cfg)
+        _fill_stack(decoder, model.decoder, model.tgt_embed, cfg)
+        vocab = vocabulary(ckpt)
+        spec.register_source_vocabulary(vocab)
+        spec.register_target_vocabulary(vocab)
+        spec.config.decoder_start_token = vocab[cfg.bos_id]
+    else:
+        rope = cfg.position == "rope"
+        decoder = transformer_spec.TransformerDecoderSpec(
+            cfg.decoder.layers, heads, with_encoder_attention=False, alibi=cfg.position == "alibi",
+            rotary_dim=0 if rope else None, rotary_interleave=False, rotary_base=cfg.rope_base, **common)
+        spec = transformer_spec.TransformerDecoderModelSpec(decoder)
+        _fill_stack(decoder, model.decoder, model.embed, cfg)
+        vocab = vocabulary(ckpt)
+        spec.register_vocabulary(vocab)
+    _linear(decoder.projection, model.output)
+    spec.config.bos_token, spec.config.eos_token = vocab[cfg.bos_id], vocab[cfg.eos_id]
+    spec.config.unk_token = "<unk>" if "<unk>" in vocab else vocab[cfg.eos_id]
+    spec.config.layer_norm_epsilon = 1e-5  # norm.build_norm's epsilon
+    return spec
+
+
+def _activation(cfg: ModelConfig, activation):
+    return {"relu": activation.RELU, "gelu": activation.GELU, "swiglu": activation.SWISH,
+            "geglu": activation.GELU}[cfg.activation]
+
+
+def _fill_stack(spec, stack: nn.Module, embed: nn.Embedding, cfg: ModelConfig) -> None:
+    """Embeddings, positions, layers and final norm of one stack (encoder or decoder)."""
+    embeddings = spec.embeddings[0] if isinstance(spec.embeddings, list) else spec.embeddings
+    embeddings.weight = _array(embed.weight)
+    spec.scale_embeddings = cfg.embed_scale
+    if hasattr(spec, "position_encodings"):
+        spec.position_encodings.encodings = _position_table(stack.absolute, cfg)
+    if stack.final_norm is not None:
+        _norm(spec.layer_norm, stack.final_norm)
+    bias_table = stack.score_bias.table.weight if cfg.position == "t5" else None
+    for layer_spec, layer in zip(spec.layer, stack.layers, strict=True):
+        self_attn, *cross, ffn = layer.sublayers
+        _self_attention(layer_spec.self_attention, self_attn, bias_table, cfg)
+        if cross:
+            _attention(layer_spec.attention, cross[0])
+            _linear(layer_spec.attention.linear[0], cross[0].body.q_proj)
+            _linear(layer_spec.attention.linear[1], cross[0].body.kv_proj)
+            _linear(layer_spec.attention.linear[2], cross[0].body.out_proj)
+        _ffn(layer_spec.ffn, ffn)
+
+
+def _position_table(absolute: nn.Module | None, cfg: ModelConfig) -> np.ndarray:
+    """The absolute position table, written out (CTranslate2's own sinusoid orders sin/cos differently)."""
+    if isinstance(absolute, LearnedPositions):
+        return _array(absolute.table.weight)
+    if isinstance(absolute, SinusoidalPositions):
+        return SinusoidalPositions.compute(cfg.d_model, SINUSOID_ROWS).numpy()
+    return np.zeros((SINUSOID_ROWS, cfg.d_model), dtype=np.float32)  # position='none' (or relative only)
+
+
+def _self_attention(spec, residual: nn.Module, bias_table: torch.Tensor | None, cfg: ModelConfig) -> None:
+    _attention(spec, residual)
+    attn = residual.body
+    _linear(spec.linear[0], attn.qkv_proj)
+    _linear(spec.linear[1], attn.out_proj)
+    if bias_table is not None:
+        kept = getattr(attn.kernel, "kept", None)
+        table = bias_table if kept is None else bias_table.index_select(1, kept)
+        spec.relative_attention_bias = _array(table)
+        spec.relative_attention_max_distance = np.dtype("int32").type(cfg.t5_max_distance)
+
+
+def _attention(spec, residual: nn.Module) -> None:
+    _norm(spec.layer_norm, residual.norm)
+    spec.queries_scale = np.dtype("float32").type(1.0 / math.sqrt(residual.body.head_dim))
+
+
+def _ffn(spec, residual: nn.Module) -> None:
+    ffn: FeedForward = residual.body
+    _norm(spec.layer_norm, residual.norm)
+    if ffn.gated:  # act(first half) * second half
+        weight, gate = ffn.linear1.weight.chunk(2, dim=0)
+        bias, gate_bias = ffn.linear1.bias.chunk(2) if ffn.linear1.bias is not None else (None, None)
+        _set_linear(spec.linear_0, weight, bias)
+        _set_linear(spec.linear_0_noact, gate, gate_bias)
+    else:
+        _linear(spec.linear_0, ffn.linear1)
+    _linear(spec.linear_1, ffn.linear2)
+
+
+def _linear(spec, linear: nn.Linear) -> None:
+    _set_linear(spec, linear.weight, linear.bias)
+
+
+def _set_linear(spec, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    spec.weight = _array(weight)
+    if bias is not None:
+        spec.bias = _array(bias)
+
+
+def _norm(spec, norm: nn.Module) -> None:
+    spec.gamma = _array(norm.weight)
+    if isinstance(norm, nn.LayerNorm):
+        spec.beta = _array(norm.bias)
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", torch.float32).contiguous().numpy().copy()
+
+
+def vocabulary(ckpt: Checkpoint) -> list[str]:
+    """One token string per model id: the tokenizer's, then ``<extra_N>`` for rows it does not use."""
+    size = ckpt.config.vocab_size
+    tokens = [ckpt.tokenizer.id_to_token(i) for i in range(size)]
+    seen = set()
+    for i, token in enumerate(tokens):
+        if token is None or token in seen:
+            tokens[i] = f"<extra_{i}>"
+        seen.add(tokens[i])
+    return tokens

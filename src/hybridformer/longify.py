@@ -1,0 +1,269 @@
+"""Long context for a trained model: swap its self-attention for a long-text mechanism, keep every weight.
+
+The LED / Longformer recipe (Beltagy et al., 2020): the trained weights stay; the self-attention of
+chosen layers becomes windowed (or block-sparse, chunked exact, ...); a learned position table is
+extended by tiling its trained rows (positions ``n .. 2n-1`` reuse rows ``0 .. n-1``, the rows
+before ``position_offset`` kept in front); RoPE keeps its base or takes a scaling (Chen et al.,
+2023; bloc97, 2023; Peng et al., 2023); sinusoidal, ALiBi and T5 positions need nothing. The
+result is an ordinary checkpoint whose ``config.json`` holds the new architecture and whose
+``meta.json`` records what was changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from .attention import ATTENTION, kernel_options
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import AttentionConfig, ModelConfig, StackConfig, parse_config
+from .errors import ConfigError, DataError
+from .models import build_model
+from .position import LearnedPositions
+
+__all__ = ["longify", "longify_checkpoint", "longify_config", "parse_attention_spec", "parse_layers",
+           "parse_rope_scaling", "tile_positions", "LongifyPlan"]
+
+ROPE_SCALINGS = ("linear", "dynamic", "ntk", "yarn")
+
+
+@dataclass(frozen=True)
+class LongifyPlan:
+    """What to change: the new self-attention, where, and the position treatment."""
+
+    attention: AttentionConfig
+    layers: str = "all"  # all | 0,2,4 | every:N
+    stack: str | None = None  # encoder | decoder | both; None = the model's long-input stack (see default_stacks)
+    max_positions: int | None = None
+    rope_scaling: str | None = None  # none | linear:F | ntk:F | yarn:F | dynamic:F
+    global_tokens: int = 0
+
+
+# ----------------------------------------------------------------------------- parsing user input
+
+
+def parse_attention_spec(text: str | AttentionConfig | dict[str, Any]) -> AttentionConfig:
+    """``NAME[:key=value,...]`` (``:`` also separates options) -> a validated AttentionConfig."""
+    if isinstance(text, AttentionConfig):
+        return text
+    if isinstance(text, dict):
+        return parse_config(AttentionConfig, text, prefix="--attention")
+    name, _, rest = text.strip().partition(":")
+    options: dict[str, Any] = {}
+    for pair in filter(None, (p.strip() for p in rest.replace(":", ",").split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--attention {text!r}: option {pair!r} must look like key=value "
+                              "(e.g. sliding_window:window=2048,num_global=4)")
+        options[key.strip()] = yaml.safe_load(value)
+    return parse_config(AttentionConfig, {"name": name, **options}, prefix="--attention")
+
+
+def parse_layers(spec: str, num_layers: int, *, where: str) -> list[int]:
+    """``all`` | ``0,2,4`` | ``every:N`` (layers 0, N, 2N, ...) -> sorted layer indices of one stack."""
+    spec = spec.strip()
+    if spec == "all":
+        return list(range(num_layers))
+    if spec.startswith("every:"):
+        step = _int(spec.removeprefix("every:"), f"--layers {spec!r}: every:N needs a positive integer N")
+        if step < 1:
+            raise ConfigError(f"--layers {spec!r}: every:N needs N >= 1")
+        return list(range(0, num_layers, step))
+    indices = sorted({_int(p, f"--layers {spec!r}: expected all, every:N or indices such as 0,2,4")
+                      for p in spec.split(",") if p.strip()})
+    if not indices:
+        raise ConfigError(f"--layers {spec!r}: no layer index given")
+    bad = [i for i in indices if not 0 <= i < num_layers]
+    if bad:
+        raise ConfigError(f"--layers: layer {bad[0]} does not exist in the {where} (layers 0..{num_layers - 1})")
+    return indices
+
+
+def parse_rope_scaling(spec: str | None, cfg: ModelConfig) -> dict[str, Any] | None:
+    """``none`` | ``TYPE:FACTOR`` -> a ``rope_scaling`` dict for ``cfg`` (None: keep the model's RoPE)."""
+    if spec is None or spec.strip() == "none":
+        return None
+    kind, _, factor_text = spec.strip().partition(":")
+    if kind not in ROPE_SCALINGS or not factor_text:
+        raise ConfigError(f"--rope-scaling {spec!r}: expected none or TYPE:FACTOR with TYPE one of "
+                          f"{', '.join(ROPE_SCALINGS)} (e.g. linear:4)")
+    try:
+        factor = float(factor_text)
+    except ValueError:
+        raise ConfigError(f"--rope-scaling {spec!r}: factor {factor_text!r} is not a number") from None
+    if factor < 1.0:
+        raise ConfigError(f"--rope-scaling {spec!r}: factor must be >= 1 (it stretches the trained positions)")
+    if cfg.position != "rope":
+        raise ConfigError(f"--rope-scaling applies to RoPE models; this model uses position={cfg.position!r} "
+                          "(learned tables are tiled by --max-positions; sinusoidal, alibi and t5 need nothing)")
+    return {"type": kind, "factor": factor, "original_max_positions": cfg.max_positions}
+
+
+def _int(text: str, message: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ConfigError(message) from None
+
+
+# ----------------------------------------------------------------------------- the config change
+
+
+def default_stacks(cfg: ModelConfig) -> list[str]:
+    """Where long input goes: an LM's decoder, a classifier's encoder, a seq2seq model's encoder (LED)."""
+    return ["decoder"] if cfg.arch == "decoder_lm" else ["encoder"]
+
+
+def model_stacks(cfg: ModelConfig) -> list[str]:
+    return {"decoder_lm": ["decoder"], "encoder_classifier": ["encoder"]}.get(cfg.arch, ["encoder", "decoder"])
+
+
+def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, dict[str, Any]]:
+    """The longified ModelConfig and the record of what changed (for ``meta.json``)."""
+    attention = _with_globals(plan.attention, plan.global_tokens)
+    stacks = _chosen_stacks(cfg, plan.stack)
+    update: dict[str, Any] = {}
+    changed_layers: dict[str, list[int]] = {}
+    for role in stacks:
+        stack: StackConfig = getattr(cfg, role)
+        layers = parse_layers(plan.layers, stack.layers, where=f"{role} stack")
+        carried = _carry_dropout(stack, attention)
+        overrides = dict(stack.layer_attention)
+        if layers == list(range(stack.layers)):
+            update[role] = stack.model_copy(update={"attention": carried, "layer_attention": {}})
+        else:
+            overrides.update({i: carried for i in layers})
+            update[role] = stack.model_copy(update={"layer_attention": overrides})
+        changed_layers[role] = layers
+    old_max = cfg.max_positions
+    if plan.max_positions is not None:
+        if plan.max_positions < old_max:
+            raise ConfigError(f"--max-positions {plan.max_positions} is below the model's current "
+                              f"max_positions={old_max}; longify only extends")
+        update["max_positions"] = plan.max_positions
+    scaling = parse_rope_scaling(plan.rope_scaling, cfg)
+    if scaling is not None:
+        update["rope_scaling"] = scaling
+    data = cfg.model_dump()
+    data.update({k: v.model_dump() if isinstance(v, StackConfig) else v for k, v in update.items()})
+    new_cfg = parse_config(ModelConfig, data, prefix="model")
+    record = {
+        "attention": {"name": attention.name, **attention.options}, "stacks": changed_layers,
+        "max_positions": [old_max, new_cfg.max_positions], "position": cfg.position,
+        "rope_scaling": scaling, "global_tokens": plan.global_tokens,
+    }
+    return new_cfg, record
+
+
+def _chosen_stacks(cfg: ModelConfig, stack: str | None) -> list[str]:
+    if stack is None:
+        return default_stacks(cfg)
+    if stack not in ("encoder", "decoder", "both"):
+        raise ConfigError(f"--stack {stack!r}: expected encoder, decoder or both")
+    wanted = ["encoder", "decoder"] if stack == "both" else [stack]
+    present = model_stacks(cfg)
+    missing = [s for s in wanted if s not in present]
+    if missing:
+        raise ConfigError(f"--stack {stack}: a {cfg.arch} model has no {missing[0]} stack "
+                          f"(it has: {', '.join(present)})")
+    return wanted
+
+
+def _with_globals(attention: AttentionConfig, global_tokens: int) -> AttentionConfig:
+    """``--global-tokens K``: the first K tokens attend and are attended everywhere (``num_global``)."""
+    if global_tokens < 0:
+        raise ConfigError(f"--global-tokens must be >= 0, got {global_tokens}")
+    if not global_tokens:
+        return attention
+    options = attention.options
+    if "num_global" not in _allowed_options(attention.name):
+        raise ConfigError(f"--global-tokens: attention {attention.name!r} has no global tokens; use sliding_window "
+                          "(block_sparse marks global blocks: block_sparse:global_blocks=N)")
+    if options.get("num_global", global_tokens) != global_tokens:
+        raise ConfigError(f"--global-tokens {global_tokens} contradicts num_global={options['num_global']} "
+                          "in --attention; give one of them")
+    return AttentionConfig(name=attention.name, **{**options, "num_global": global_tokens})
+
+
+def _carry_dropout(stack: StackConfig, attention: AttentionConfig) -> AttentionConfig:
+    """Keep the stack's attention dropout when the new mechanism takes one and the spec does not set it."""
+    old = stack.attention.options.get("dropout")
+    if old is None or "dropout" in attention.options or "dropout" not in _allowed_options(attention.name):
+        return attention
+    return AttentionConfig(name=attention.name, **{**attention.options, "dropout": old})
+
+
+def _allowed_options(name: str) -> list[str]:
+    return kernel_options(ATTENTION[name])
+
+
+# ----------------------------------------------------------------------------- the weights
+
+
+def tile_positions(table: Tensor, rows: int, offset: int = 0) -> Tensor:
+    """A learned position table grown to ``rows`` rows (LED): the first ``offset`` rows (BART's 2,
+    RoBERTa's pad + 1) stay in front, then the trained rows ``offset..`` repeat until the table is full,
+    so position ``p`` takes the trained row of position ``p mod n``."""
+    trained = table[offset:]
+    if len(trained) == 0:
+        raise ConfigError(f"the position table has {len(table)} rows, none after position_offset={offset}")
+    repeats = -(-(rows - offset) // len(trained))
+    return torch.cat([table[:offset], trained.repeat(repeats, 1)[: rows - offset]])
+
+
+def _transfer(old: nn.Module, new: nn.Module, offset: int) -> None:
+    """Copy every weight of ``old`` into ``new``; learned position tables are tiled to their new length."""
+    state = dict(old.state_dict())
+    for name, module in new.named_modules():
+        if isinstance(module, LearnedPositions):
+            key = f"{name}.table.weight" if name else "table.weight"
+            state[key] = tile_positions(state[key], module.table.num_embeddings, offset)
+    new.load_state_dict(state, strict=True)
+
+
+def longify_checkpoint(checkpoint: Checkpoint, plan: LongifyPlan) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
+    """In memory: the longified model (eval mode), its config, and the change record."""
+    new_cfg, record = longify_config(checkpoint.config, plan)
+    model = build_model(new_cfg)
+    _transfer(checkpoint.model, model, getattr(new_cfg, "position_offset", 0))
+    return model.eval(), new_cfg, record
+
+
+def longify(
+    ckpt: str | Path, out: str | Path, *, attention: str | AttentionConfig | dict[str, Any], layers: str = "all",
+    stack: str | None = None, max_positions: int | None = None, rope_scaling: str | None = None,
+    global_tokens: int = 0, overwrite: bool = False,
+) -> Path:
+    """Write a longified copy of checkpoint ``ckpt`` to ``out`` (see module docstring); returns ``out``."""
+    out = _prepare_output_dir(Path(out), overwrite=overwrite, source=Path(ckpt))
+    plan = LongifyPlan(parse_attention_spec(attention), layers, stack, max_positions, rope_scaling, global_tokens)
+    checkpoint = load_checkpoint(ckpt)
+    model, new_cfg, record = longify_checkpoint(checkpoint, plan)
+    record["source"] = str(Path(ckpt))
+    meta = dict(checkpoint.meta)
+    meta["longify"] = [*_as_list(meta.get("longify")), record]
+    return save_checkpoint(out, model, new_cfg, checkpoint.tokenizer, meta=meta)
+
+
+def _as_list(value: Any) -> Iterable[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def _prepare_output_dir(out: Path, *, overwrite: bool, source: Path) -> Path:
+    """Refuse to write over the source checkpoint, a file, or a non-empty directory without ``--overwrite``."""
+    if out.resolve() == source.resolve():
+        raise DataError(f"--out {out} is the checkpoint being longified; choose another --out")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a directory; give a new directory path")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise DataError(f"--out {out} already exists and is not empty; pass --overwrite to replace it")
+        if not (out / "config.json").is_file() or not (out / "model.safetensors").is_file():
+            raise DataError(f"--out {out} is not a checkpoint directory; it is never replaced, choose another --out")
+    return out

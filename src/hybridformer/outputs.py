@@ -1,0 +1,124 @@
+"""The output guard: what a command may write to ``--out`` without destroying what the user did not ask to lose.
+
+Every command that writes ``--out`` calls :func:`prepare_output_dir` or :func:`prepare_output_file`
+before it computes anything. An existing, non-empty target is refused unless ``--overwrite``; even
+then only something hybridformer itself writes is replaced — a checkpoint directory (weights,
+config, tokenizer, meta, or an export of them) or a regular file — never an arbitrary folder, a
+training run, a step checkpoint holding trainer state, or an input of the same command. The write
+itself stays atomic (temp dir + rename in :func:`hybridformer.checkpoint.write_checkpoint_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import DataError
+
+# Files a model directory written by hybridformer (a checkpoint, or an HF / CTranslate2 export of one) may hold.
+MODEL_FILES = frozenset({
+    "model.safetensors", "config.json", "tokenizer.json", "meta.json", "generation_config.json",
+    "tokenizer_config.json", "special_tokens_map.json", "model.safetensors.index.json", "model.bin",
+    "shared_vocabulary.json", "shared_vocabulary.txt", "source_vocabulary.json", "target_vocabulary.json",
+    "vocabulary.json", "vocabulary.txt", "chat_template.jinja", "README.md",
+})
+_SHARD = re.compile(r"model-\d+-of-\d+\.safetensors")
+RUN_MARKERS = ("checkpoints", "metrics.jsonl", "run.lock", "distill.json", "seqkd")  # what a training run holds
+TRAINER_STATE = "trainer_state.pt"
+
+
+def prepare_output_dir(out: str | Path, *, overwrite: bool, inputs: Iterable[str | Path] = ()) -> Path:
+    """Check that directory ``out`` may be written; raise :class:`DataError` (one line) when it may not.
+
+    ``out`` may be absent or an empty directory; with ``overwrite`` it may also be a model directory
+    that hybridformer wrote. It may never be a file, a training run directory, a step checkpoint of a
+    run (it holds ``trainer_state.pt``), or overlap one of ``inputs``.
+    """
+    out = Path(out)
+    _check_parent(out)
+    _check_inputs(out, inputs)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        kind = "a symbolic link" if out.is_symlink() else "a file"
+        raise DataError(f"--out {out} is {kind}, not a directory; give a new directory path")
+    if not out.exists() or not any(out.iterdir()):
+        return out
+    reason = _not_replaceable(out)
+    if reason:
+        raise DataError(f"--out {out} {reason}; it is never replaced, choose another --out")
+    if not overwrite:
+        raise DataError(f"--out {out} already exists and is not empty; pass --overwrite to replace it")
+    return out
+
+
+def prepare_output_file(path: str | Path, *, overwrite: bool, inputs: Iterable[str | Path] = ()) -> Path:
+    """Check that file ``path`` may be written; same rules as :func:`prepare_output_dir` for one file."""
+    path = Path(path)
+    _check_parent(path)
+    _check_inputs(path, inputs)
+    if path.is_dir():
+        raise DataError(f"--out {path} is a directory; give a file path such as {path / 'out.json'}")
+    if path.is_symlink():
+        raise DataError(f"--out {path} is a symbolic link; give a regular file path")
+    if path.exists() and not overwrite:
+        raise DataError(f"--out {path} already exists; pass --overwrite to replace it")
+    return path
+
+
+def prepare_run_dir(out: str | Path) -> Path:
+    """Check that ``out`` may hold a training run: absent, empty, or already a run directory (resume rules
+    are the trainer's). A file, a link, or a folder of other things is refused, so nothing is overwritten."""
+    out = Path(out)
+    _check_parent(out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        kind = "a symbolic link" if out.is_symlink() else "a file"
+        raise DataError(f"--out {out} is {kind}; a training run needs a directory path")
+    if out.exists() and any(out.iterdir()) and not is_run_dir(out):
+        raise DataError(f"--out {out} is a non-empty directory that is not a training run; "
+                        "choose a new or empty --out")
+    return out
+
+
+def is_run_dir(path: Path) -> bool:
+    """A training run directory (``hybridformer train --out``): never replaced as a whole."""
+    return path.is_dir() and any((path / marker).exists() for marker in RUN_MARKERS)
+
+
+def _not_replaceable(out: Path) -> str | None:
+    """Why ``out`` (an existing, non-empty directory) must not be replaced, or None for a model directory."""
+    if is_run_dir(out):
+        return "is a training run directory"
+    if out.parent.name == "checkpoints" and is_run_dir(out.parent.parent):
+        return f"is a checkpoint that training run {out.parent.parent} manages"
+    names = {entry.name for entry in out.iterdir()}
+    if TRAINER_STATE in names:
+        return f"holds {TRAINER_STATE} (a resumable training checkpoint)"
+    foreign = sorted(n for n in names if not (n in MODEL_FILES or _SHARD.fullmatch(n))
+                     or not (out / n).is_file() or (out / n).is_symlink())
+    if foreign or "config.json" not in names:
+        example = f" (it holds {foreign[0]!r})" if foreign else " (no config.json)"
+        return f"is not a hybridformer model directory{example}"
+    return None
+
+
+def _check_parent(out: Path) -> None:
+    """The nearest existing ancestor must be a directory (``--out notes.txt/model`` is refused early)."""
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"--out {out}: {parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise DataError(f"--out {out}: {parent} is not writable")
+            return
+
+
+def _check_inputs(out: Path, inputs: Iterable[str | Path]) -> None:
+    """``out`` must neither be, contain, nor lie inside one of the command's inputs."""
+    target = out.resolve()
+    for source in inputs:
+        resolved = Path(source).resolve()
+        if target == resolved or target in resolved.parents or resolved in target.parents:
+            relation = ("is" if target == resolved else
+                        "contains" if target in resolved.parents else "lies inside")
+            raise DataError(f"--out {out} {relation} the input {source}; write the result somewhere else")

@@ -1,0 +1,52 @@
+"""``hybridformer longify`` through the real console script: success, generate on the result, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import TINY_TEXT, run_cli
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def hybridformer(*args: object) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run([sys.executable, "-c", "from hybridformer.cli import main; main()", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_cli_longifies_and_refuses_impossible_configs(monkeypatch, capsys, tmp_path, tiny_checkpoint):
+    source = tiny_checkpoint("decoder_lm", position="rope")
+    done = hybridformer("longify", source, "--attention", "sliding_window:window=4", "--global-tokens", "2",
+                        "--rope-scaling", "none", "--out", tmp_path / "long")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "long" / "meta.json").is_file()
+    bad = hybridformer("longify", source, "--attention", "linformer", "--out", tmp_path / "bad")
+    assert bad.returncode == 2 and "cannot be causal" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    for args, message in [
+        (["--attention", "sliding_window", "--max-positions", "8"], "below the model's current"),
+        (["--attention", "sliding_window", "--layers", "3"], "layer 3 does not exist"),
+        (["--attention", "sliding_window", "--layers", "every:x"], "every:N needs"),
+        (["--attention", "sliding_window:window"], "must look like key=value"),
+    ]:
+        code, _, err = run_cli(monkeypatch, capsys, "longify", source, *args, "--out", tmp_path / "bad")
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli(monkeypatch, capsys, "longify", source, "--attention", "chunked", "--out", tmp_path / "long")
+    assert code == 2 and "--overwrite" in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_generate_runs_on_a_longified_checkpoint(monkeypatch, capsys, tmp_path, tiny_checkpoint):
+    source = tiny_checkpoint("decoder_lm", position="learned", max_positions=16)
+    code, _, err = run_cli(monkeypatch, capsys, "longify", source, "--attention", "sliding_window:window=3",
+                           "--max-positions", "64", "--out", tmp_path / "long")
+    assert code == 0, err
+    (tmp_path / "in.txt").write_text("\n".join(TINY_TEXT[:2]) + "\n")
+    code, out, err = run_cli(monkeypatch, capsys, "generate", tmp_path / "long", "--input", tmp_path / "in.txt",
+                             "--max-len-b", "30")
+    assert code == 0, err
+    assert len(out.splitlines()) == 2

@@ -1,0 +1,169 @@
+"""CTranslate2 export: greedy tokens and teacher-forced log-probs equal the torch engine's on tiny models of every
+supported shape; every shape CTranslate2 cannot run is refused with one line naming it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY_TEXT
+
+from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from hybridformer.checkpoint import Checkpoint
+from hybridformer.decoding.generate import GenerationOptions, decode_batch, load_decoder
+from hybridformer.decoding.text import encode_source, encode_target
+from hybridformer.errors import ConfigError, DataError
+
+pytest.importorskip("ctranslate2", reason="the ct2 extra (pip install 'hybridformer[ct2]') is not installed")
+
+from hybridformer.interop.ct2 import ct2_blockers, export_ct2  # noqa: E402
+from hybridformer.interop.ct2_engine import load_ct2_decoder  # noqa: E402
+
+SEQ2SEQ = {
+    "prenorm-relu-sinusoidal": {},
+    "postnorm-gelu": {"norm_placement": "post", "activation": "gelu"},
+    "rmsnorm-swiglu-mqa": {"norm": "rmsnorm", "activation": "swiglu", "heads": 4, "kv_heads": 1},
+    "learned-geglu-untied-unscaled": {"position": "learned", "activation": "geglu", "tie_embeddings": False,
+                                      "share_embeddings": False, "embed_scale": False},
+    "t5-gqa": {"position": "t5", "heads": 4, "kv_heads": 2},
+    "t5-pruned-equal": {"position": "t5", "pruned_heads": {
+        "encoder.layers.0.sublayers.0.body": [1], "decoder.layers.0.sublayers.0.body": [0],
+        "decoder.layers.0.sublayers.1.body": [1]}},
+}
+LM = {
+    "rope-gqa-rmsnorm-swiglu": {"position": "rope", "heads": 4, "kv_heads": 2, "norm": "rmsnorm",
+                                "activation": "swiglu"},
+    "alibi": {"position": "alibi", "heads": 4},
+    "t5": {"position": "t5"},
+    "learned-postnorm": {"position": "learned", "norm_placement": "post"},
+    "sinusoidal-untied": {"tie_embeddings": False},
+    "no-positions-mqa": {"position": "none", "heads": 2, "kv_heads": 1},
+}
+
+
+def make_checkpoint(path, tokenizer, arch: str, **overrides) -> Checkpoint:
+    """A tiny model with weights spread wide enough (std 0.5) that greedy search is not a string of ties."""
+    layers = {"layers": 1}
+    cfg = ModelConfig(**({"arch": arch, "vocab_size": tokenizer.get_vocab_size(), "d_model": 16, "heads": 2,
+                          "ffn_dim": 32, "dropout": 0.0, "encoder": layers, "decoder": layers} | overrides))
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.5)
+    save_checkpoint(path, model, cfg, tokenizer)
+    return load_checkpoint(path)
+
+
+def check_parity(tmp_path, tokenizer, arch: str, overrides: dict) -> None:
+    ckpt = make_checkpoint(tmp_path / "ckpt", tokenizer, arch, **overrides)
+    ct2 = load_ct2_decoder(export_ct2(ckpt, tmp_path / "ct2"))
+    torch_decoder = load_decoder(ckpt)
+    opts = GenerationOptions.parse({"beam": 1, "max_len_a": 0.0, "max_len_b": 12})
+    sources = [encode_source(tokenizer, line, ckpt.config) for line in TINY_TEXT[:4]]
+    if arch == "decoder_lm":  # LM prompts batch by equal length (as generate does)
+        batches = [[s] for s in sources]
+    else:
+        batches = [sources]
+    produced = 0
+    for batch in batches:
+        expected = decode_batch(torch_decoder, batch, opts)
+        assert ct2.decode_batch(batch, opts) == expected
+        produced += sum(map(len, expected))
+    assert produced > 0
+    with torch.no_grad():
+        if arch == "decoder_lm":
+            for source, log_probs in zip(sources, ct2.score(sources), strict=True):
+                full = ckpt.model(torch.tensor([source])).log_softmax(-1)[0]
+                want = full[torch.arange(len(source) - 1), torch.tensor(source[1:])]
+                assert torch.allclose(torch.tensor(log_probs), want, atol=1e-4)
+        else:
+            pairs = [encode_target(tokenizer, line, ckpt.config) for line in TINY_TEXT[4:8]]
+            targets = [labels[:-1] for _, labels in pairs]
+            for source, (inputs, labels), log_probs in zip(sources, pairs, ct2.score(sources, targets), strict=True):
+                full = ckpt.model(torch.tensor([source]), torch.tensor([inputs])).log_softmax(-1)[0]
+                want = full[torch.arange(len(labels)), torch.tensor(labels)]
+                assert torch.allclose(torch.tensor(log_probs), want, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", SEQ2SEQ)
+def test_seq2seq_export_matches_torch(tmp_path, tiny_tokenizer, name, one_thread):
+    check_parity(tmp_path, tiny_tokenizer, "encoder_decoder", SEQ2SEQ[name])
+
+
+@pytest.mark.parametrize("name", LM)
+def test_lm_export_matches_torch(tmp_path, tiny_tokenizer, name, one_thread):
+    check_parity(tmp_path, tiny_tokenizer, "decoder_lm", LM[name])
+
+
+def test_int8_export_stays_close(tmp_path, tiny_tokenizer, one_thread):
+    ckpt = make_checkpoint(tmp_path / "ckpt", tiny_tokenizer, "decoder_lm", position="rope")
+    sources = [encode_source(tiny_tokenizer, TINY_TEXT[0], ckpt.config)]
+    exact = load_ct2_decoder(export_ct2(ckpt, tmp_path / "f32")).score(sources)[0]
+    int8 = load_ct2_decoder(export_ct2(ckpt, tmp_path / "i8", quantization="int8")).score(sources)[0]
+    assert (tmp_path / "i8" / "model.bin").stat().st_size < (tmp_path / "f32" / "model.bin").stat().st_size
+    assert max(abs(a - b) for a, b in zip(exact, int8, strict=True)) < 0.5
+
+
+def test_checkpoint_is_exported_once_into_a_cache(tmp_path, tiny_tokenizer):
+    ckpt = make_checkpoint(tmp_path / "ckpt", tiny_tokenizer, "encoder_decoder")
+    first = load_ct2_decoder(ckpt.path)
+    cache = tmp_path / "ckpt.ct2-float32"
+    assert first.name == str(cache) and (cache / "tokenizer.json").is_file()
+    stamp = (cache / "model.bin").stat().st_mtime_ns
+    load_ct2_decoder(ckpt.path)
+    assert (cache / "model.bin").stat().st_mtime_ns == stamp
+
+
+def test_export_refuses_to_replace_what_it_did_not_write(tmp_path, tiny_tokenizer):
+    ckpt = make_checkpoint(tmp_path / "ckpt", tiny_tokenizer, "decoder_lm")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(DataError):
+        export_ct2(ckpt, tmp_path / "notes", overwrite=True)
+    export_ct2(ckpt, tmp_path / "out")
+    with pytest.raises(DataError, match="--overwrite"):
+        export_ct2(ckpt, tmp_path / "out")
+    export_ct2(ckpt, tmp_path / "out", overwrite=True)
+    with pytest.raises(ConfigError, match="quantization"):
+        export_ct2(ckpt, tmp_path / "q", quantization="int4")
+
+
+UNSUPPORTED = {
+    "conformer": ("encoder_decoder", {"encoder": {"layers": 1, "layer": "conformer"}}, "convolution"),
+    "lightconv": ("decoder_lm", {"decoder": {"layers": 1, "layer": "lightconv"}}, "convolution"),
+    "branchformer": ("encoder_decoder", {"encoder": {"layers": 1, "layer": "branchformer"}}, "convolution"),
+    "sliding_window": ("decoder_lm", {"decoder": {"layers": 1, "attention": {"name": "sliding_window",
+                                                                            "window": 2}}}, "sparse"),
+    "block_sparse": ("encoder_decoder", {"encoder": {"layers": 1, "attention": {
+        "name": "block_sparse", "block_size": 2}}}, "sparse"),
+    "linear": ("decoder_lm", {"decoder": {"layers": 1, "attention": {"name": "linear"}}}, "linear"),
+    "performer": ("decoder_lm", {"decoder": {"layers": 1, "attention": {"name": "performer"}}}, "linear"),
+    "linformer": ("encoder_decoder", {"encoder": {"layers": 1, "attention": {"name": "linformer",
+                                                                            "proj_len": 4}}}, "low-rank"),
+    "nystrom": ("encoder_decoder", {"encoder": {"layers": 1, "attention": {"name": "nystrom",
+                                                                          "num_landmarks": 2}}}, "low-rank"),
+    "deepnet": ("encoder_decoder", {"residual": "deepnet", "norm_placement": "post"}, "DeepNet"),
+    "rezero": ("decoder_lm", {"residual": "rezero"}, "ReZero"),
+    "unequal pruned heads": ("decoder_lm", {"decoder": {"layers": 2},
+                                            "pruned_heads": {"decoder.layers.0.sublayers.0.body": [0]}}, "unequal"),
+    "pruned alibi": ("decoder_lm", {"position": "alibi", "pruned_heads": {
+        "decoder.layers.0.sublayers.0.body": [0]}}, "ALiBi"),
+    "rope in seq2seq": ("encoder_decoder", {"position": "rope"}, "decoder-only"),
+    "alibi in seq2seq": ("encoder_decoder", {"position": "alibi"}, "decoder-only"),
+    "int8 torch model": ("decoder_lm", {"quantization": "dynamic_int8"}, "--quantization int8"),
+    "classifier": ("encoder_classifier", {}, "classifier"),
+}
+
+
+@pytest.mark.parametrize("name", UNSUPPORTED)
+def test_unsupported_shapes_are_refused_by_name(tmp_path, tiny_tokenizer, name):
+    arch, overrides, words = UNSUPPORTED[name]
+    cfg = ModelConfig(**({"arch": arch, "vocab_size": tiny_tokenizer.get_vocab_size(), "d_model": 16, "heads": 2,
+                          "ffn_dim": 32, "dropout": 0.0, "encoder": {"layers": 1}, "decoder": {"layers": 1}}
+                         | overrides))
+    ckpt = Checkpoint(build_model(cfg).eval(), cfg, tiny_tokenizer, tmp_path / name)
+    problems = ct2_blockers(ckpt)
+    assert problems and any(words in p for p in problems), problems
+    with pytest.raises(ConfigError, match="cannot export to CTranslate2") as info:
+        export_ct2(ckpt, tmp_path / "out")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()

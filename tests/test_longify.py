@@ -1,0 +1,158 @@
+"""longify: covering-window parity per position scheme, LED position tiling, per-layer attention, rejections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hybridformer import ModelConfig, build_model, load_checkpoint
+from hybridformer.cache import DecodingCache, RollingKVCache
+from hybridformer.checkpoint import Checkpoint
+from hybridformer.errors import ConfigError
+from hybridformer.longify import (
+    LongifyPlan,
+    longify,
+    longify_checkpoint,
+    parse_attention_spec,
+    parse_layers,
+    tile_positions,
+)
+
+LENGTH = 24  # tokens per test sequence; every "covering" window below sees all of them
+COVERING = {  # mechanisms exact when their window / block pattern covers the input
+    "sliding_window": {"window": LENGTH, "chunk_size": 8},
+    "sliding_window+global": {"window": LENGTH, "num_global": 2},
+    "block_sparse": {"block_size": 8, "window_blocks": 3, "num_random_blocks": 0},
+    "chunked": {"chunk_size": 8},
+}
+POSITIONS = ["learned", "sinusoidal", "rope", "alibi", "t5"]
+
+
+def tiny(arch: str, position: str, **overrides) -> Checkpoint:
+    stacks = {"encoder": {"layers": 2}, "decoder": {"layers": 2}}
+    cfg = ModelConfig(arch=arch, vocab_size=50, d_model=32, heads=4, ffn_dim=48, dropout=0.0, position=position,
+                      max_positions=32, **(stacks | overrides))
+    model = build_model(cfg).eval()
+    return Checkpoint(model, cfg, None, Path("in-memory"))
+
+
+def spec(mechanism: str) -> dict:
+    return {"name": mechanism.split("+")[0], **COVERING[mechanism]}
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("mechanism", list(COVERING))
+@pytest.mark.parametrize("arch", ["decoder_lm", "encoder_classifier"])
+def test_covering_window_keeps_the_logits(arch, mechanism, position):
+    original = tiny(arch, position)
+    plan = LongifyPlan(parse_attention_spec(spec(mechanism)), max_positions=64)
+    model, cfg, record = longify_checkpoint(original, plan)
+    tokens = torch.randint(3, 50, (2, LENGTH))
+    tokens[1, -5:] = 0  # padding in the second row
+    with torch.no_grad():
+        expected, got = original.model(tokens), model(tokens)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    stack = "decoder" if arch == "decoder_lm" else "encoder"
+    assert getattr(cfg, stack).attention.name == spec(mechanism)["name"] and cfg.max_positions == 64
+    assert record["stacks"] == {stack: [0, 1]}
+
+
+def test_seq2seq_encoder_and_both_stacks_keep_the_logits():
+    original = tiny("encoder_decoder", "learned")
+    src, tgt = torch.randint(3, 50, (2, LENGTH)), torch.randint(3, 50, (2, 10))
+    expected = original.model(src, tgt)
+    for stack in (None, "both"):
+        model, cfg, _ = longify_checkpoint(original, LongifyPlan(parse_attention_spec(spec("sliding_window")),
+                                                                 stack=stack, max_positions=96))
+        torch.testing.assert_close(model(src, tgt), expected, atol=1e-5, rtol=0)
+        assert cfg.encoder.attention.name == "sliding_window"
+        assert cfg.decoder.attention.name == ("sliding_window" if stack == "both" else "full")
+
+
+def test_tiling_puts_trained_rows_where_led_does():
+    table = torch.arange(2 + 5, dtype=torch.float32)[:, None].expand(-1, 3)  # 2 offset rows + 5 trained
+    grown = tile_positions(table, 2 + 13, offset=2)
+    assert grown.shape == (15, 3)
+    torch.testing.assert_close(grown[:2], table[:2])  # offset rows stay in front
+    for position in range(13):  # position p reads the trained row of p mod 5 (LED copies old[2:] k times)
+        torch.testing.assert_close(grown[2 + position], table[2 + position % 5])
+
+
+def test_longified_learned_table_repeats_the_trained_positions():
+    original = tiny("decoder_lm", "learned")
+    model, _, _ = longify_checkpoint(original, LongifyPlan(parse_attention_spec("sliding_window:window=8"),
+                                                           max_positions=80))
+    old, new = original.model.decoder.absolute, model.decoder.absolute
+    positions = torch.arange(80)
+    torch.testing.assert_close(new(positions), old(positions % 32))
+
+
+def test_layer_subsets_and_config_overrides():
+    original = tiny("decoder_lm", "rope", decoder={"layers": 5})
+    _, cfg, _ = longify_checkpoint(original, LongifyPlan(parse_attention_spec("sliding_window:window=4"),
+                                                         layers="every:2"))
+    assert cfg.decoder.attention.name == "full" and sorted(cfg.decoder.layer_attention) == [0, 2, 4]
+    assert parse_layers("1, 3", 5, where="decoder") == [1, 3]
+    model = build_model(cfg)
+    kernels = [type(layer.sublayers[0].body.kernel).__name__ for layer in model.decoder.layers]
+    assert kernels == ["SlidingWindowAttention", "FullAttention"] * 2 + ["SlidingWindowAttention"]
+    from hybridformer.config import load_config
+
+    same = load_config(None, ["arch=decoder_lm", "decoder.layers=5", "decoder.layer_attention.1.name=chunked"])
+    assert same.decoder.attention_of(1).name == "chunked" and same.decoder.attention_of(0).name == "full"
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi"])
+def test_rolling_cache_decoding_equals_the_full_forward(position):
+    original = tiny("decoder_lm", position)
+    model, _, _ = longify_checkpoint(original, LongifyPlan(parse_attention_spec("sliding_window:window=5"),
+                                                           global_tokens=2, max_positions=64))
+    tokens = torch.randint(3, 50, (2, LENGTH))
+    with torch.no_grad():
+        full = model(tokens)
+        cache = DecodingCache()
+        steps = [model.decode(tokens[:, i : i + 1], cache=cache, offset=i) for i in range(LENGTH)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+    kept = [state for state in cache.values() if isinstance(state, RollingKVCache)]
+    assert kept and all(state.keys.shape[2] == 2 + 5 for state in kept)  # sinks + window, not the whole text
+
+
+def test_checkpoint_round_trip_records_the_change(tmp_path, tiny_checkpoint):
+    source = tiny_checkpoint("decoder_lm", position="learned", max_positions=16)
+    out = longify(source, tmp_path / "long", attention="sliding_window:window=4,chunk_size=4", global_tokens=1,
+                  max_positions=40)
+    loaded, before = load_checkpoint(out), load_checkpoint(source)
+    tokens = torch.randint(3, 20, (1, 12))
+    ref = build_model(loaded.config).eval()
+    assert loaded.config.max_positions == 40 and loaded.tokenizer is not None
+    (record,) = loaded.meta["longify"]
+    assert record["attention"] == {"name": "sliding_window", "window": 4, "chunk_size": 4, "num_global": 1}
+    assert record["max_positions"] == [16, 40] and record["source"] == str(source)
+    ref.load_state_dict(loaded.model.state_dict())
+    torch.testing.assert_close(loaded.model(tokens), ref(tokens))
+    torch.testing.assert_close(loaded.model.decoder.absolute.table.weight[16:32],
+                               before.model.decoder.absolute.table.weight)
+    again = longify(out, tmp_path / "longer", attention="sliding_window:window=8", max_positions=64)
+    assert [r["max_positions"] for r in load_checkpoint(again).meta["longify"]] == [[16, 40], [40, 64]]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"attention": "linformer"}, "cannot be causal"),
+    ({"attention": "sliding_window", "max_positions": 8}, "below the model's current max_positions=16"),
+    ({"attention": "sliding_window", "layers": "0,7"}, "layer 7 does not exist in the decoder stack"),
+    ({"attention": "sliding_window:window"}, "must look like key=value"),
+    ({"attention": "sliding_window:windw=4"}, "option 'windw' is not accepted"),
+    ({"attention": "nope"}, "unknown attention 'nope'"),
+    ({"attention": "chunked", "global_tokens": 2}, "has no global tokens"),
+    ({"attention": "full", "rope_scaling": "linear:2"}, "applies to RoPE models"),
+    ({"attention": "full", "rope_scaling": "stretch:2"}, "expected none or TYPE:FACTOR"),
+    ({"attention": "full", "stack": "encoder"}, "has no encoder stack"),
+    ({"attention": "sliding_window:num_global=1", "global_tokens": 2}, "contradicts num_global=1"),
+])
+def test_impossible_configs_are_refused(tmp_path, tiny_checkpoint, kwargs, message):
+    source = tiny_checkpoint("decoder_lm", position="learned", max_positions=16)
+    with pytest.raises(ConfigError, match=message):
+        longify(source, tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
