@@ -22,3 +22,8 @@ __all__ = [
 from .classify import evaluate_classifier  # noqa: E402
 
 __all__ += ["evaluate_classifier"]
+
+# Pretrained models (issue 13): Hugging Face / GGUF conversion.
+from .interop import convert  # noqa: E402
+
+__all__ += ["convert"]

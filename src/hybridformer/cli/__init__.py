@@ -14,6 +14,7 @@ from ..errors import HybridformerError
 from . import bench, compress, config_cmd, distill, fusion, tokenizer, train
 from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
+from . import interop as interop_cmd
 from . import longify as longify_cmd
 from .quickstart import quickstart
 
@@ -34,6 +35,7 @@ app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
 app.command("longify")(longify_cmd.longify)
 app.command("quickstart")(quickstart)
+app.command("convert")(interop_cmd.convert)
 
 
 def main() -> None:

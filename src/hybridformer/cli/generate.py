@@ -48,6 +48,7 @@ def generate_cmd(
     device: str = DEVICE,
     weights: str = WEIGHTS,
     combine: str = COMBINE,
+    chat: bool = typer.Option(False, "--chat", help="Wrap each line as a user message in the model's chat template."),
 ) -> None:
     """Translate / summarize / continue each line of --input; outputs stream to stdout in input order.
 
@@ -58,11 +59,13 @@ def generate_cmd(
       hybridformer generate runs/mt/checkpoints/best --input test.en --beam 5 --lenpen 1.0 > test.hyp
       echo "The quick brown fox" | hybridformer generate runs/lm/checkpoints/best --input - --sample --top-p 0.9
       hybridformer generate runs/a/checkpoints/best runs/b/checkpoints/best --input test.en   # an ensemble
+      echo "What is the capital of France?" | hybridformer generate smollm2 --input - --beam 1 --chat
     """
     outputs = generate(
         checkpoints, read_lines(input), device=device, beam=beam, lenpen=lenpen, sample=sample,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_len_a=max_len_a, max_len_b=max_len_b,
         no_repeat_ngram=no_repeat_ngram, batch_tokens=batch_tokens, weights=parse_weights(weights), combine=combine,
+        chat=chat,
     )
     for line in outputs:
         typer.echo(line)  # click flushes each line: output streams

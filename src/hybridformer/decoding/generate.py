@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..config import ModelConfig
+from ..data.chat import ChatTemplate, load_chat_template
 from ..errors import CheckpointError, ConfigError, DataError
 from .beam import beam_search
 from .greedy import greedy_search
@@ -44,6 +45,7 @@ class GenerationOptions:
     early_stopping: bool = True
     seed: int | None = None
     batch_tokens: int = 4096
+    chat: bool = False  # each input line is a user message, wrapped in the checkpoint's chat template
 
     def check(self) -> None:
         """Validate at the edge: every problem is one ConfigError naming the option."""
@@ -94,6 +96,7 @@ class Decoder:
     config: ModelConfig
     device: torch.device
     name: str  # the checkpoint path(s), for messages
+    chat_template: ChatTemplate | None = None  # the first checkpoint's (instruct models)
 
 
 def load_decoder(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu",
@@ -114,7 +117,8 @@ def load_decoder(checkpoints: CheckpointLike | Sequence[CheckpointLike], device:
         check_generative(ckpt, purpose)
     scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine)
     name = ", ".join(str(c.path) for c in ckpts)
-    return Decoder(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name)
+    return Decoder(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name,
+                   load_chat_template(ckpts[0].path))
 
 
 def check_generative(ckpt: Checkpoint, purpose: str) -> None:
@@ -151,6 +155,11 @@ def stream_outputs(decoder: Decoder, inputs: Iterable[str], opts: GenerationOpti
     generator = torch.Generator(device=decoder.device)
     if opts.seed is not None:
         generator.manual_seed(opts.seed)
+    if opts.chat:
+        if decoder.chat_template is None or decoder.config.is_seq2seq:
+            raise ConfigError(f"{decoder.name}: no chat template (tokenizer_config.json chat_template); --chat "
+                              "needs an instruct model converted with `hybridformer convert`")
+        inputs = (decoder.chat_template.prompt(line) for line in inputs)
     encoded = (encode_source(decoder.tokenizer, line, decoder.config) for line in inputs)
     count = 0
     for window in windows(encoded, 4 * opts.batch_tokens):

@@ -1,0 +1,67 @@
+"""Chat templates: an instruct model's Jinja template (kept from its source in ``tokenizer_config.json``)
+turns messages into the exact prompt text the model was trained on.
+
+Rendered like ``transformers``' ``apply_chat_template``: a sandboxed Jinja environment with
+``trim_blocks``/``lstrip_blocks``, loop controls, ``raise_exception``, ``strftime_now`` and a
+``tojson`` that does not escape HTML; the special tokens (``bos_token`` ...) are template variables.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError, DataError
+
+TOKENIZER_CONFIG = "tokenizer_config.json"
+
+
+@dataclass
+class ChatTemplate:
+    template: str
+    special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token, eos_token, ... -> text
+
+    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message: str) -> None:
+            raise jinja2.exceptions.TemplateError(message)
+
+        def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
+                   sort_keys: bool = False) -> str:
+            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                            extensions=["jinja2.ext.loopcontrols"])
+        env.filters["tojson"] = tojson
+        env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
+        try:
+            return env.from_string(self.template).render(
+                messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt,
+                **self.special_tokens)
+        except jinja2.exceptions.TemplateError as exc:
+            raise DataError(f"chat template: {exc}") from None
+
+    def prompt(self, user_message: str) -> str:
+        """The prompt for one user turn, ending where the assistant's answer starts."""
+        return self.render([{"role": "user", "content": user_message}])
+
+
+def load_chat_template(directory: str | Path) -> ChatTemplate | None:
+    """The chat template of a checkpoint directory (None when it has none)."""
+    file = Path(directory) / TOKENIZER_CONFIG
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file}: corrupt JSON ({exc})") from None
+    template = data.get("chat_template") if isinstance(data, dict) else None
+    if not isinstance(template, str):
+        return None
+    special = {k: v for k, v in data.items() if k.endswith("_token") and isinstance(v, str)}
+    return ChatTemplate(template, special)

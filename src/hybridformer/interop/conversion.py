@@ -1,0 +1,106 @@
+"""``convert``: a Hugging Face folder or a GGUF file -> an ordinary hybridformer checkpoint directory.
+
+The source's config becomes a validated ModelConfig (any setting that would change the computation
+and is not supported is a one-line error naming it), the model is laid out on the ``meta`` device
+to learn every tensor's name and shape, and the weights are streamed into ``model.safetensors``
+one tensor at a time. Every source tensor must be used: a leftover one would mean a different model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import CONFIG, META, WEIGHTS, write_checkpoint_dir
+from ..config import ModelConfig, parse_config
+from ..errors import CheckpointError, ConfigError, DataError
+from ..models import build_model
+from ..outputs import prepare_output_dir
+from . import tokenizer as tokenizers
+from .folder import HFFolder
+from .gguf import GGUFFile
+from .hf import ARCHITECTURES, Architecture
+from .rules import Rule, check_sources
+from .stream import write_streaming
+
+IGNORED = ("rotary_emb.inv_freq", "masked_bias", "attn.bias")  # buffers some checkpoints save; not weights
+
+
+def open_source(src: Path) -> tuple[HFFolder | GGUFFile, tokenizers.TokenizerFiles, str]:
+    """The tensor source, its tokenizer and its format name (``hf`` or ``gguf``)."""
+    if not src.exists():
+        raise DataError(f"{src}: no such file or folder")
+    if src.is_file():
+        if src.suffix != ".gguf":
+            raise DataError(f"{src}: expected a Hugging Face model folder or a .gguf file")
+        source = GGUFFile(src)
+        has_tokenizer = source.field("tokenizer.ggml.model") is not None
+        return source, tokenizers.from_gguf(src) if has_tokenizer else tokenizers.TokenizerFiles(), "gguf"
+    return HFFolder(src), tokenizers.from_folder(src), "hf"
+
+
+def architecture(hf: dict[str, Any], where: Path) -> Architecture:
+    model_type = hf.get("model_type")
+    if model_type not in ARCHITECTURES:
+        raise ConfigError(f"{where}: model_type={model_type!r} is not supported; supported: "
+                          f"{', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[model_type]
+
+
+def plan(source: HFFolder | GGUFFile, files: tokenizers.TokenizerFiles, where: Path
+         ) -> tuple[ModelConfig, list[Rule]]:
+    """The ModelConfig and tensor rules for ``source``, checked against its tensors."""
+    arch = architecture(source.config, where)
+    data = arch.model_config(source.config)
+    tokenizers.choose_special_ids(data, files)
+    try:
+        cfg = parse_config(ModelConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: the converted config is invalid: {exc}") from None
+    rules = arch.rules(cfg)
+    available = source.keys()
+    check_sources(rules, available, str(where))
+    used = {name for rule in rules for name in rule.theirs}
+    extra = sorted(n for n in available - used if not n.endswith(IGNORED))
+    if extra:
+        raise CheckpointError(f"{where}: tensor(s) the {source.config.get('model_type')} mapping does not use: "
+                              f"{', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''} (an unsupported variant)")
+    return cfg, rules
+
+
+def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Name -> (shape, dtype) of every tensor the checkpoint stores, from the model built on ``meta``."""
+    with torch.device("meta"):
+        state = build_model(cfg).state_dict()
+    ours = {rule.ours for rule in rules}
+    tied = {"output.weight"} if cfg.tie_embeddings else set()
+    uncovered = sorted(set(state) - ours - tied)
+    unknown = sorted(ours - set(state))
+    if uncovered or unknown:
+        raise CheckpointError(f"internal mapping error: tensors uncovered {uncovered[:3]}, unknown {unknown[:3]}")
+    return {rule.ours: (tuple(state[rule.ours].shape), torch.float32) for rule in rules}
+
+
+def convert(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Convert a Hugging Face model folder or a ``.gguf`` file into a hybridformer checkpoint at ``out``.
+
+    The result loads with :func:`hybridformer.load_checkpoint` and works with every command; the
+    tokenizer (ids preserved), chat template and special tokens travel with it.
+    """
+    src, out = Path(src), prepare_output_dir(out, overwrite=overwrite, inputs=[src])
+    source, files, fmt = open_source(src)
+    cfg, rules = plan(source, files, src)
+    specs = tensor_specs(cfg, rules)
+    by_name = {rule.ours: rule for rule in rules}
+    meta = {"converted_from": str(src), "format": fmt, "model_type": source.config.get("model_type")}
+
+    def fill(tmp: Path) -> None:
+        write_streaming(tmp / WEIGHTS, specs, lambda name: by_name[name].build(source.get))
+        (tmp / CONFIG).write_text(json.dumps(cfg.model_dump(), indent=2))
+        files.write(tmp, cfg)
+        (tmp / META).write_text(json.dumps(meta, indent=2))
+
+    return write_checkpoint_dir(out, fill)

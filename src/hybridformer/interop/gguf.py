@@ -1,0 +1,125 @@
+"""GGUF files (llama.cpp) as a lazy tensor source in Hugging Face naming and layout.
+
+Tensors are dequantized to float32 one at a time with the ``gguf`` package (the file is memory
+mapped, so nothing else is read). llama.cpp's converter permutes the rows of the Llama q and k
+projections (its RoPE pairs adjacent channels, HF's ``rotate_half`` pairs the two halves); that
+permutation is undone here, exactly as transformers' GGUF loader does. The metadata becomes an HF
+config.json dict, so the Llama mapping in ``hf/llama.py`` serves both sources.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError, ConfigError
+
+ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}  # GGUF general.architecture -> HF model_type
+_LAYER = {
+    "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+}
+_GLOBAL = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+           "output.weight": "lm_head.weight"}
+_BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
+
+
+def hf_name(name: str) -> str:
+    """``blk.3.attn_q.weight`` -> ``model.layers.3.self_attn.q_proj.weight`` (unknown names stay as they are)."""
+    if name in _GLOBAL:
+        return _GLOBAL[name]
+    match = _BLOCK.fullmatch(name)
+    if match and match.group(2) in _LAYER:
+        return f"model.layers.{match.group(1)}.{_LAYER[match.group(2)]}.{match.group(3)}"
+    return name
+
+
+def unpermute(weight: Tensor, heads: int) -> Tensor:
+    """Undo llama.cpp's ``permute(w, n_head)``: rows (heads, 2, d/2) interleaved back to (heads, d/2 · 2) halves."""
+    rows = weight.shape[0]
+    return weight.reshape(heads, rows // heads // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+class GGUFFile:
+    """``config`` (an HF config.json dict), ``keys()`` and ``get(name)`` (float32, HF layout)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            from gguf import GGUFReader
+        except ImportError:
+            raise ConfigError("reading GGUF needs the gguf package: pip install 'hybridformer[interop]'") from None
+        try:
+            self.reader = GGUFReader(str(path))
+        except Exception as exc:  # the reader raises ValueError, struct errors, ... on a damaged file
+            raise CheckpointError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from None
+        self.path = path
+        arch = self.field("general.architecture")
+        if arch not in ARCHITECTURES:
+            raise ConfigError(f"{path}: GGUF general.architecture={arch!r} is not supported; supported: "
+                              f"{', '.join(ARCHITECTURES)}")
+        self.arch = arch
+        self._tensors = {hf_name(t.name): t for t in self.reader.tensors}
+        self.config = self._config()
+
+    def field(self, key: str, default: Any = None) -> Any:
+        field = self.reader.fields.get(key)
+        return default if field is None else field.contents()
+
+    def _config(self) -> dict[str, Any]:
+        a = self.arch
+        heads = self.field(f"{a}.attention.head_count")
+        config: dict[str, Any] = {
+            "model_type": ARCHITECTURES[a], "hidden_size": self.field(f"{a}.embedding_length"),
+            "intermediate_size": self.field(f"{a}.feed_forward_length"),
+            "num_hidden_layers": self.field(f"{a}.block_count"), "num_attention_heads": heads,
+            "num_key_value_heads": self.field(f"{a}.attention.head_count_kv", heads),
+            "rms_norm_eps": self.field(f"{a}.attention.layer_norm_rms_epsilon", 1e-5),
+            "rope_theta": self.field(f"{a}.rope.freq_base", 10000.0),
+            "max_position_embeddings": self.field(f"{a}.context_length", 2048),
+            "vocab_size": self.field(f"{a}.vocab_size") or len(self.field("tokenizer.ggml.tokens", []))
+            or self._tensors["model.embed_tokens.weight"].shape[-1],
+            "tie_word_embeddings": "lm_head.weight" not in self._tensors,
+            "bos_token_id": self.field("tokenizer.ggml.bos_token_id"),
+            "eos_token_id": self.field("tokenizer.ggml.eos_token_id"),
+            "pad_token_id": self.field("tokenizer.ggml.padding_token_id"),
+            "hidden_act": "silu",
+        }
+        key_length = self.field(f"{a}.attention.key_length")
+        if key_length is not None:
+            config["head_dim"] = key_length
+        rope_dims = self.field(f"{a}.rope.dimension_count")
+        if rope_dims is not None and rope_dims != (key_length or config["hidden_size"] // heads):
+            raise ConfigError(f"{self.path}: {a}.rope.dimension_count={rope_dims} (RoPE on part of each head) "
+                              "is not supported")
+        kind = self.field(f"{a}.rope.scaling.type")
+        if kind not in (None, "none"):
+            if kind not in ("linear", "yarn"):
+                raise ConfigError(f"{self.path}: {a}.rope.scaling.type={kind!r} is not supported (linear, yarn)")
+            config["rope_scaling"] = {"rope_type": kind, "factor": self.field(f"{a}.rope.scaling.factor"),
+                                      "original_max_position_embeddings":
+                                          self.field(f"{a}.rope.scaling.original_context_length")}
+        return config
+
+    def keys(self) -> set[str]:
+        return set(self._tensors)
+
+    def get(self, name: str) -> Tensor:
+        from gguf import dequantize
+
+        tensor = self._tensors[name]
+        try:
+            array = dequantize(tensor.data, tensor.tensor_type)
+        except Exception as exc:  # an unknown quantization type or truncated data
+            raise CheckpointError(f"{self.path}: cannot dequantize {tensor.name} "
+                                  f"({tensor.tensor_type.name}: {exc})") from None
+        weight = torch.from_numpy(array if array.flags.writeable else array.copy()).float()
+        if self.arch == "llama" and name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
+            weight = unpermute(weight, self.config["num_attention_heads"])
+        elif self.arch == "llama" and name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
+            weight = unpermute(weight, self.config["num_key_value_heads"])
+        return weight

@@ -1,0 +1,101 @@
+"""What the per-architecture mappings share: the mapping record, field checks and RoPE settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...config import ModelConfig
+from ...errors import ConfigError
+from ..rules import Rule
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One Hugging Face ``model_type``: its config and tensor names, in both directions.
+
+    ``model_config(hf)`` turns config.json into ModelConfig data (raising ConfigError naming any
+    field that changes the computation and is not supported); ``rules(cfg)`` lists our tensors
+    and their sources; ``hf_config(cfg)`` is config.json for the export (None = no export).
+    """
+
+    model_config: Callable[[dict[str, Any]], dict[str, Any]]
+    rules: Callable[[ModelConfig], list[Rule]]
+    hf_config: Callable[[ModelConfig], dict[str, Any]] | None = None
+    hf_class: str = ""  # the transformers class the export names in config.json ``architectures``
+
+
+def unsupported(field: str, value: Any, why: str) -> ConfigError:
+    return ConfigError(f"config.json: {field}={value!r} is not supported ({why})")
+
+
+def require(hf: dict[str, Any], field: str, allowed: tuple, default: Any, why: str) -> None:
+    """Refuse a field whose value changes the computation in a way the toolkit does not implement."""
+    value = hf.get(field, default)
+    if value not in allowed:
+        raise unsupported(field, value, why)
+
+
+def first_id(value: Any) -> int | None:
+    """config.json ids may be a list (several EOS tokens): the first one."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+RopeFields = dict[str, Any]
+_ROPE_KNOBS = {  # HF rope_parameters key -> RopeScaling field, per type
+    "linear": {},
+    "dynamic": {},
+    "llama3": {"low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor",
+               "original_max_position_embeddings": "original_max_positions"},
+    "yarn": {"beta_fast": "beta_fast", "beta_slow": "beta_slow", "attention_factor": "attention_factor",
+             "original_max_position_embeddings": "original_max_positions", "truncate": "truncate"},
+}
+
+
+def rope_settings(hf: dict[str, Any]) -> RopeFields:
+    """``rope_base`` and ``rope_scaling`` from config.json (``rope_parameters`` in transformers 5,
+    ``rope_scaling`` + ``rope_theta`` before), with HF's defaults filled in exactly."""
+    params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    base = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+    kind = params.get("rope_type", params.get("type", "default"))
+    partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    if partial not in (None, 1, 1.0):
+        raise unsupported("partial_rotary_factor", partial, "RoPE on part of each head is not implemented")
+    if kind == "default":
+        return {"rope_base": float(base)}
+    if kind not in _ROPE_KNOBS:
+        raise unsupported("rope_scaling.rope_type", kind, f"supported: default, {', '.join(_ROPE_KNOBS)}")
+    scaling: dict[str, Any] = {"type": kind, "factor": params.get("factor")}
+    for key, field in _ROPE_KNOBS[kind].items():
+        if params.get(key) is not None:
+            scaling[field] = params[key]
+    if kind == "yarn":
+        scaling["beta_fast"] = params.get("beta_fast") or 32.0
+        scaling["beta_slow"] = params.get("beta_slow") or 1.0
+        if params.get("mscale") or params.get("mscale_all_dim"):
+            raise unsupported("rope_scaling.mscale", params.get("mscale"), "DeepSeek's YaRN variant")
+    if scaling["factor"] is None:
+        raise unsupported("rope_scaling.factor", None, f"{kind} scaling needs a factor")
+    # HF's dynamic scaling starts past max_position_embeddings; llama3/yarn default to it too.
+    scaling.setdefault("original_max_positions", hf.get("original_max_position_embeddings")
+                       or hf.get("max_position_embeddings"))
+    return {"rope_base": float(base), "rope_scaling": scaling}
+
+
+def hf_rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
+    """The inverse of :func:`rope_settings`: transformers 5's ``rope_parameters``."""
+    params: dict[str, Any] = {"rope_theta": cfg.rope_base, "rope_type": "default"}
+    scaling = cfg.rope_scaling
+    if scaling is None:
+        return params
+    if scaling.type == "ntk":
+        raise ConfigError("rope_scaling.type='ntk' (static NTK) has no Hugging Face equivalent; "
+                          "use linear, dynamic, llama3 or yarn")
+    params.update(rope_type=scaling.type, factor=scaling.factor)
+    for key, field in _ROPE_KNOBS[scaling.type].items():
+        value = getattr(scaling, field)
+        params[key] = value if value is not None or field != "original_max_positions" else cfg.max_positions
+    return params

@@ -1,0 +1,107 @@
+"""The Llama family (Llama 1-3, Mistral, Qwen2, SmolLM): pre-norm RMSNorm, SwiGLU, rotary positions
+in the ``rotate_half`` layout (our RoPE's layout), grouped-query attention, no biases but Qwen2's q/k/v
+biases, a tied or untied output projection. Mistral's sliding window becomes our ``sliding_window``
+kernel (HF lets a query see ``sliding_window`` keys including itself: our ``window`` is one less).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...config import ModelConfig
+from ..rules import Rule
+from .common import Architecture, first_id, hf_rope_parameters, require, rope_settings, unsupported
+
+
+def model_config(hf: dict[str, Any]) -> dict[str, Any]:
+    model_type = hf.get("model_type", "llama")
+    require(hf, "hidden_act", ("silu",), "silu", "the Llama family uses SwiGLU (silu)")
+    require(hf, "pretraining_tp", (None, 1), 1, "tensor-parallel slicing of the projections")
+    if hf.get("quantization_config"):
+        raise unsupported("quantization_config", hf["quantization_config"].get("quant_method", "?"),
+                          "convert a float checkpoint (or the GGUF file)")
+    heads, hidden = hf["num_attention_heads"], hf["hidden_size"]
+    head_dim = hf.get("head_dim") or hidden // heads
+    attention: dict[str, Any] = {"name": "full"}
+    if model_type == "qwen2":
+        if hf.get("use_sliding_window") or "sliding_attention" in (hf.get("layer_types") or ()):
+            raise unsupported("use_sliding_window", True, "Qwen2's sliding window on some layers only")
+        bias = {"attention_bias": False, "qkv_bias": True, "ffn_bias": False}
+    else:
+        bias = {"attention_bias": bool(hf.get("attention_bias", False)), "qkv_bias": None,
+                "ffn_bias": bool(hf.get("mlp_bias", False))}
+        window = hf.get("sliding_window") if model_type == "mistral" else None
+        if window is not None:
+            attention = {"name": "sliding_window", "window": int(window) - 1}
+    return {
+        "arch": "decoder_lm", "vocab_size": hf["vocab_size"], "d_model": hidden, "heads": heads,
+        "kv_heads": hf.get("num_key_value_heads") or heads,
+        "head_dim": None if head_dim * heads == hidden else head_dim,
+        "ffn_dim": hf["intermediate_size"], "activation": "swiglu", "norm": "rmsnorm", "norm_placement": "pre",
+        "norm_eps": hf.get("rms_norm_eps", 1e-6), "dropout": 0.0, "position": "rope",
+        "max_positions": hf.get("max_position_embeddings", 2048), **rope_settings(hf),
+        "embed_scale": False, "tie_embeddings": bool(hf.get("tie_word_embeddings", False)), **bias,
+        "bos_id": first_id(hf.get("bos_token_id")), "eos_id": first_id(hf.get("eos_token_id")),
+        "pad_id": hf.get("pad_token_id"),
+        "decoder": {"layers": hf["num_hidden_layers"], "layer": "transformer", "attention": attention},
+    }
+
+
+def rules(cfg: ModelConfig) -> list[Rule]:
+    hd = cfg.attention_head_dim
+    q, kv = cfg.heads * hd, cfg.num_kv_heads * hd
+    out = [Rule("embed.weight", ("model.embed_tokens.weight",))]
+    for i in range(cfg.decoder.layers):
+        hf, ours = f"model.layers.{i}", f"decoder.layers.{i}.sublayers"
+        attn = [f"{hf}.self_attn.{p}_proj" for p in "qkv"]
+        out += [
+            Rule(f"{ours}.0.norm.weight", (f"{hf}.input_layernorm.weight",)),
+            Rule(f"{ours}.0.body.qkv_proj.weight", tuple(f"{a}.weight" for a in attn), (q, kv, kv)),
+            Rule(f"{ours}.0.body.out_proj.weight", (f"{hf}.self_attn.o_proj.weight",)),
+            Rule(f"{ours}.1.norm.weight", (f"{hf}.post_attention_layernorm.weight",)),
+            Rule(f"{ours}.1.body.linear1.weight", (f"{hf}.mlp.gate_proj.weight", f"{hf}.mlp.up_proj.weight"),
+                 (cfg.ffn_dim, cfg.ffn_dim)),
+            Rule(f"{ours}.1.body.linear2.weight", (f"{hf}.mlp.down_proj.weight",)),
+        ]
+        if cfg.qkv_bias if cfg.qkv_bias is not None else cfg.attention_bias:
+            out.append(Rule(f"{ours}.0.body.qkv_proj.bias", tuple(f"{a}.bias" for a in attn), (q, kv, kv)))
+        if cfg.attention_bias:
+            out.append(Rule(f"{ours}.0.body.out_proj.bias", (f"{hf}.self_attn.o_proj.bias",)))
+        if cfg.ffn_bias:
+            out += [Rule(f"{ours}.1.body.linear1.bias", (f"{hf}.mlp.gate_proj.bias", f"{hf}.mlp.up_proj.bias"),
+                         (cfg.ffn_dim, cfg.ffn_dim)),
+                    Rule(f"{ours}.1.body.linear2.bias", (f"{hf}.mlp.down_proj.bias",))]
+    out.append(Rule("decoder.final_norm.weight", ("model.norm.weight",)))
+    if not cfg.tie_embeddings:
+        out.append(Rule("output.weight", ("lm_head.weight",)))
+    return out
+
+
+def hf_config(cfg: ModelConfig, model_type: str) -> dict[str, Any]:
+    """config.json of ``cfg`` as a ``model_type`` (llama, mistral or qwen2) model."""
+    attention = cfg.decoder.attention
+    config: dict[str, Any] = {
+        "model_type": model_type, "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.ffn_dim, "num_hidden_layers": cfg.decoder.layers,
+        "num_attention_heads": cfg.heads, "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.attention_head_dim, "hidden_act": "silu", "max_position_embeddings": cfg.max_positions,
+        "rms_norm_eps": cfg.norm_eps, "rope_parameters": hf_rope_parameters(cfg),
+        "tie_word_embeddings": cfg.tie_embeddings, "bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id,
+        "pad_token_id": cfg.pad_id, "attention_dropout": 0.0,
+    }
+    if model_type == "qwen2":
+        config.update(use_sliding_window=False, sliding_window=None)
+    elif model_type == "mistral":
+        config["sliding_window"] = attention.options["window"] + 1 if attention.name == "sliding_window" else None
+    else:
+        config.update(attention_bias=cfg.attention_bias, mlp_bias=cfg.ffn_bias)
+    return config
+
+
+def _architecture(model_type: str, hf_class: str) -> Architecture:
+    return Architecture(model_config, rules, lambda cfg: hf_config(cfg, model_type), hf_class)
+
+
+LLAMA = _architecture("llama", "LlamaForCausalLM")
+MISTRAL = _architecture("mistral", "MistralForCausalLM")
+QWEN2 = _architecture("qwen2", "Qwen2ForCausalLM")

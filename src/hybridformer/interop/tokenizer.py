@@ -1,0 +1,104 @@
+"""The source model's tokenizer, kept as is: ``tokenizer.json`` (ids preserved), the chat template and
+the special tokens, written into the checkpoint as ``tokenizer.json`` + ``tokenizer_config.json``.
+
+The pad id is chosen so it never collides with text: many decoder-only models reuse EOS as padding,
+but our models treat ``pad_id`` as "not a token" (masked as a key, never generated), so a pad equal
+to BOS/EOS would mask every end-of-turn in a chat. The source's pad is kept when it is distinct,
+otherwise the unknown token, otherwise another special token; docs/interop.md explains the choice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from ..errors import CheckpointError, ConfigError
+from .folder import read_json
+
+SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+TOKENIZER_CONFIG = "tokenizer_config.json"
+
+
+@dataclass
+class TokenizerFiles:
+    tokenizer: Tokenizer | None = None
+    chat_template: str | None = None
+    special: dict[str, str] = field(default_factory=dict)  # bos_token/eos_token/... -> token text
+
+    def token_id(self, key: str) -> int | None:
+        token = self.special.get(key)
+        return None if token is None or self.tokenizer is None else self.tokenizer.token_to_id(token)
+
+    def write(self, directory: Path, config: Any) -> None:
+        """tokenizer.json and tokenizer_config.json (chat template, special tokens as the model uses them)."""
+        if self.tokenizer is None:
+            return
+        (directory / "tokenizer.json").write_text(self.tokenizer.to_str())
+        special = {key: self.tokenizer.id_to_token(getattr(config, f"{key.split('_')[0]}_id"))
+                   for key in ("bos_token", "eos_token", "pad_token")}
+        if self.special.get("unk_token"):
+            special["unk_token"] = self.special["unk_token"]
+        data = {**special, "chat_template": self.chat_template}
+        (directory / TOKENIZER_CONFIG).write_text(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _token_text(value: Any) -> str | None:
+    """tokenizer_config.json writes special tokens as strings or as AddedToken dicts."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def from_folder(path: Path) -> TokenizerFiles:
+    """A Hugging Face folder's tokenizer (none when it has no tokenizer.json)."""
+    files = TokenizerFiles()
+    tokenizer_file = path / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        return files
+    try:
+        files.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    except Exception as exc:  # tokenizers raises plain Exception subclasses
+        raise CheckpointError(f"{tokenizer_file}: corrupt tokenizer ({exc})") from None
+    config = read_json(path / TOKENIZER_CONFIG) if (path / TOKENIZER_CONFIG).is_file() else {}
+    files.special = {key: text for key in SPECIAL_KEYS if (text := _token_text(config.get(key)))}
+    template = path / "chat_template.jinja"
+    files.chat_template = template.read_text(encoding="utf-8") if template.is_file() else config.get("chat_template")
+    if isinstance(files.chat_template, list):  # several named templates: keep the default one
+        named = {t.get("name"): t.get("template") for t in files.chat_template if isinstance(t, dict)}
+        files.chat_template = named.get("default")
+    return files
+
+
+def from_gguf(path: Path) -> TokenizerFiles:
+    """The tokenizer stored in a GGUF file's metadata, rebuilt by transformers' GGUF converter (ids preserved)."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ConfigError("reading a GGUF tokenizer needs transformers: pip install 'hybridformer[interop]'") from None
+    try:
+        hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as exc:  # transformers raises many kinds for an unsupported or broken tokenizer
+        raise CheckpointError(f"{path}: cannot rebuild the tokenizer from its metadata ({exc})") from None
+    files = TokenizerFiles(Tokenizer.from_str(hf.backend_tokenizer.to_str()), hf.chat_template)
+    files.special = {key: str(token) for key in SPECIAL_KEYS if (token := getattr(hf, key, None)) is not None}
+    return files
+
+
+def choose_special_ids(data: dict[str, Any], files: TokenizerFiles) -> None:
+    """Fill ``bos_id``/``eos_id``/``pad_id`` of ModelConfig ``data`` (config.json first, then the tokenizer)."""
+    for key in ("bos", "eos"):
+        if data.get(f"{key}_id") is None:
+            data[f"{key}_id"] = files.token_id(f"{key}_token")
+    bos, eos = data.get("bos_id"), data.get("eos_id")
+    if eos is None:
+        raise ConfigError("config.json: no eos_token_id and no tokenizer eos_token; generation needs one")
+    data["bos_id"] = eos if bos is None else bos  # a model without BOS: empty prompts start from EOS
+    specials = [] if files.tokenizer is None else sorted(
+        i for i, token in files.tokenizer.get_added_tokens_decoder().items() if token.special)
+    candidates = [data.get("pad_id"), files.token_id("pad_token"), files.token_id("unk_token"), *specials, 0,
+                  data["vocab_size"] - 1]
+    data["pad_id"] = next(c for c in candidates if c is not None and c not in (data["bos_id"], eos))
