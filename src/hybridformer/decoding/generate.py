@@ -182,7 +182,7 @@ def decode_batch(decoder: Decoder, sources: list[list[int]], opts: GenerationOpt
     src = pad(sources, cfg.pad_id, decoder.device)
     if cfg.is_seq2seq:
         state = scorer.init_state(src)
-        prefix = torch.full((len(sources), 1), cfg.bos_id, dtype=torch.long, device=decoder.device)
+        prefix = torch.full((len(sources), 1), cfg.start_id, dtype=torch.long, device=decoder.device)
         lengths = src.ne(cfg.pad_id).sum(1) - 1  # source tokens, EOS not counted
         a, b = _or(opts.max_len_a, 1.2), _or(opts.max_len_b, 10)
     else:

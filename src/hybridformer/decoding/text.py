@@ -63,9 +63,10 @@ def encode_source(tokenizer: Tokenizer, line: str, config: ModelConfig) -> list[
 
 
 def encode_target(tokenizer: Tokenizer, line: str, config: ModelConfig) -> tuple[list[int], list[int]]:
-    """Teacher forcing for a seq2seq reference: decoder input ``[BOS] + tokens``, labels ``tokens + [EOS]``."""
+    """Teacher forcing for a seq2seq reference: decoder input ``[start] + tokens`` (start = BOS unless the
+    config sets decoder_start_id), labels ``tokens + [EOS]``."""
     ids = tokenizer.encode(line, add_special_tokens=False).ids
-    return [config.bos_id] + ids, ids + [config.eos_id]
+    return [config.start_id] + ids, ids + [config.eos_id]
 
 
 def decode_tokens(tokenizer: Tokenizer, ids: list[int]) -> str:
