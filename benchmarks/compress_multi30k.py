@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from hybridformer import evaluate, load_checkpoint
+from hybridformer.bench.tradeoff import decode_speed, make_variants, plot_tradeoff
 from hybridformer.compress.data import text_batches
-from hybridformer.compress.sweep import decode_speed, make_variants, plot_tradeoff
-from hybridformer.decoding.text import encode_source, pad
+from hybridformer.data.text import encode_source, pad
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from hybridformer import load_checkpoint
-from hybridformer.compress.sweep import decode_speed
-from hybridformer.decoding.text import encode_source, pad
+from hybridformer.bench.tradeoff import decode_speed
+from hybridformer.data.text import encode_source, pad
 
 TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k" / "test_2016_flickr.en.gz"
 

@@ -68,8 +68,7 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
     monkeypatch.setattr(sys, "argv", ["hybridformer", *map(str, args)])
     try:
-        main()
-        code = 0
+        code = main()
     except SystemExit as exc:
         code = exc.code or 0
     out, err = capsys.readouterr()

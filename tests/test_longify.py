@@ -156,3 +156,25 @@ def test_impossible_configs_are_refused(tmp_path, tiny_checkpoint, kwargs, messa
     with pytest.raises(ConfigError, match=message):
         longify(source, tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def test_position_offset_rows_stay_in_front():
+    original = tiny("decoder_lm", "learned", position_offset=2)
+    model, _, _ = longify_checkpoint(original, LongifyPlan(parse_attention_spec("chunked"), max_positions=100))
+    old, new = original.model.decoder.absolute.table.weight, model.decoder.absolute.table.weight
+    assert new.shape[0] == 102
+    torch.testing.assert_close(new[:2], old[:2])
+    torch.testing.assert_close(new[2 + 32 * 2 : 2 + 32 * 3], old[2:])
+    tokens = torch.randint(3, 50, (1, LENGTH))
+    torch.testing.assert_close(model(tokens), original.model(tokens), atol=1e-5, rtol=0)
+
+
+def test_rope_scaling_stretches_from_the_trained_length():
+    original = tiny("decoder_lm", "rope")
+    _, cfg, record = longify_checkpoint(original, LongifyPlan(parse_attention_spec("full"), max_positions=128,
+                                                             rope_scaling="yarn:4"))
+    assert cfg.rope_scaling.type == "yarn" and cfg.rope_scaling.factor == 4.0
+    assert cfg.rope_scaling.original_max_positions == 32 and cfg.max_positions == 128
+    assert record["rope_scaling"]["type"] == "yarn"
+    _, cfg, _ = longify_checkpoint(original, LongifyPlan(parse_attention_spec("full"), rope_scaling="none"))
+    assert cfg.rope_scaling is None

@@ -13,7 +13,7 @@ import torch
 from conftest import TINY_TEXT, require_data
 
 from hybridformer import evaluate, load_checkpoint
-from hybridformer.metrics import bleu, chrf, rouge
+from hybridformer.metrics import bleu, chrf, rouge, split_sentences
 
 REFS = ["Der Hund läuft über die Wiese.", "Ein Mann fährt Fahrrad, schnell!", "Zwei Kinder spielen im Park.",
         "Eine Frau liest ein Buch am Fenster.", "Das ist gut."]
@@ -56,12 +56,40 @@ def test_rouge_matches_rouge_score():
     from rouge_score import rouge_scorer
 
     result = rouge(HYPS, REFS)
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    for name in ("rouge1", "rouge2", "rougeL"):
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):  # one sentence per line: Lsum splits nothing more
         expected = 100 * sum(scorer.score(r, h)[name].fmeasure for h, r in zip(HYPS, REFS, strict=True)) / len(REFS)
         assert result.details[name] == pytest.approx(expected, abs=1e-9)
-    assert result.score == result.details["rougeL"]
-    assert "stemmer:yes" in result.signature
+    assert result.score == result.details["rougeLsum"]
+    assert "stemmer:yes" in result.signature and "headline:rougeLsum|split:rule" in result.signature
+
+
+def test_split_sentences():
+    text = 'Dr. Smith left at 3.30 p.m. yesterday. He said "no!" Then e.g. Fig. 2 (see U.S. data). ok ?\nnext line'
+    assert split_sentences(text) == ["Dr. Smith left at 3.30 p.m. yesterday.", 'He said "no!"',
+                                     "Then e.g. Fig. 2 (see U.S. data).", "ok ?", "next line"]
+    assert split_sentences("the team met . they agreed .") == ["the team met .", "they agreed ."]
+    assert split_sentences("  ") == []
+
+
+def test_rouge_lsum_scores_over_sentences():
+    """Summary-level LCS: reordered sentences keep their full LCS, unlike sentence-level ROUGE-L."""
+    ref = "The cat sat on the mat. The dog barked at the cat."
+    hyp = "The dog barked at the cat. The cat sat on the mat."
+    result = rouge([hyp], [ref])
+    assert result.details["rougeLsum"] == pytest.approx(100.0)
+    assert result.details["rougeL"] < 70
+
+
+def test_rouge_reproduces_the_published_qmsum_hmnet_scores():
+    """QMSum's released HMNet outputs score 36.51 / 11.41 / 31.60 (R-1 / R-2 / R-L) in its README."""
+    folder = require_data("qmsum", "hmnet_gold_output")
+    preds = (folder / "preds.txt").read_text(encoding="utf-8").splitlines()
+    refs = (folder / "refs.txt").read_text(encoding="utf-8").splitlines()
+    details = rouge(preds, refs).details
+    assert details["rouge1"] == pytest.approx(36.51, abs=0.5)
+    assert details["rouge2"] == pytest.approx(11.41, abs=0.5)
+    assert details["rougeLsum"] == pytest.approx(31.60, abs=0.5)
 
 
 def uniform(path):

@@ -2,10 +2,10 @@
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, load_config
-from .decoding.generate import generate
 from .errors import CheckpointError, ConfigError, DataError, HybridformerError
 from .evaluate import evaluate
 from .fusion import Ensemble, average_checkpoints, merge_checkpoints
+from .generation import generate
 from .models import DecoderLM, Encoder, EncoderDecoder, build_model
 from .train import train
 

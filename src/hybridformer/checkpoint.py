@@ -24,6 +24,7 @@ from torch import nn
 
 from .config import ModelConfig, parse_config
 from .errors import CheckpointError, ConfigError
+from .models import build_model
 
 WEIGHTS, CONFIG, TOKENIZER, META = "model.safetensors", "config.json", "tokenizer.json", "meta.json"
 
@@ -141,8 +142,6 @@ def load_tokenizer(path: str | Path) -> Tokenizer | None:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild the model from ``config.json`` and load its safetensors weights (nothing is unpickled)."""
-    from .models import build_model
-
     path = Path(path)
     config = load_config_file(path)
     model = build_model(config)

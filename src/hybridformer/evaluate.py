@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from .decoding.generate import CheckpointLike, Decoder, GenerationOptions, load_decoder, stream_outputs
-from .decoding.scorer import ModelScorer
-from .decoding.text import encode_source, encode_target, pad, read_all, token_batches
+from .data.text import encode_source, encode_target, pad, read_all, token_batches
+from .decoding import ModelScorer
 from .errors import ConfigError, DataError
+from .generation import GenerationOptions, stream_outputs
+from .inference import CheckpointLike, Decoder, load_decoder
 from .metrics import METRICS, MetricResult, perplexity, token_nll
 
 Lines = str | Path | Sequence[str]

@@ -23,8 +23,9 @@ from torch import Tensor, nn
 from .attention import ATTENTION, kernel_options
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import AttentionConfig, ModelConfig, StackConfig, parse_config
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .models import build_model
+from .outputs import prepare_output_dir
 from .position import LearnedPositions
 
 __all__ = ["longify", "longify_checkpoint", "longify_config", "parse_attention_spec", "parse_layers",
@@ -241,7 +242,7 @@ def longify(
     global_tokens: int = 0, overwrite: bool = False,
 ) -> Path:
     """Write a longified copy of checkpoint ``ckpt`` to ``out`` (see module docstring); returns ``out``."""
-    out = _prepare_output_dir(Path(out), overwrite=overwrite, source=Path(ckpt))
+    out = prepare_output_dir(out, overwrite=overwrite, inputs=[ckpt])
     plan = LongifyPlan(parse_attention_spec(attention), layers, stack, max_positions, rope_scaling, global_tokens)
     checkpoint = load_checkpoint(ckpt)
     model, new_cfg, record = longify_checkpoint(checkpoint, plan)
@@ -254,16 +255,3 @@ def longify(
 def _as_list(value: Any) -> Iterable[Any]:
     return [] if value is None else value if isinstance(value, list) else [value]
 
-
-def _prepare_output_dir(out: Path, *, overwrite: bool, source: Path) -> Path:
-    """Refuse to write over the source checkpoint, a file, or a non-empty directory without ``--overwrite``."""
-    if out.resolve() == source.resolve():
-        raise DataError(f"--out {out} is the checkpoint being longified; choose another --out")
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file, not a directory; give a new directory path")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise DataError(f"--out {out} already exists and is not empty; pass --overwrite to replace it")
-        if not (out / "config.json").is_file() or not (out / "model.safetensors").is_file():
-            raise DataError(f"--out {out} is not a checkpoint directory; it is never replaced, choose another --out")
-    return out

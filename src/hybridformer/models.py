@@ -12,13 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from .attention import ATTENTION, ALiBi, T5RelativeBias
+from .attention.head_subset import apply_pruned_heads
 from .blocks import LAYERS, Layer, LayerParts, MixerContext
 from .blocks.deepnet import deepnet_constants, deepnet_init
 from .cache import DecodingCache, TransposedWeight
-from .compress.prune import apply_pruned_heads
-from .compress.quantize import quantize_dynamic_int8
 from .config import AttentionConfig, ModelConfig, StackConfig
 from .position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
+from .quantized import quantize_dynamic_int8
 
 
 class TokenEmbedding(nn.Embedding):

@@ -26,10 +26,10 @@ import torch
 from .checkpoint import load_checkpoint
 from .config import ExperimentConfig, parse_config
 from .data.tasks import make_task
-from .decoding.generate import generate
 from .errors import ConfigError
 from .evaluate import evaluate
 from .fusion import average_checkpoints, last_checkpoints
+from .generation import generate
 from .metrics import bleu, chrf
 from .train import RunDir, TrainResult, read_metrics, train
 

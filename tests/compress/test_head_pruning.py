@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from hybridformer.bench.compress import state_size
 from hybridformer.compress import (
     HeadGates,
     attention_modules,
@@ -16,7 +17,6 @@ from hybridformer.compress import (
     select_heads,
     weight_importance,
 )
-from hybridformer.compress.benchmark import state_size
 from hybridformer.decoding import ModelScorer, greedy_search
 from hybridformer.errors import ConfigError
 
@@ -162,7 +162,7 @@ def test_bad_pruned_heads_config_is_a_clear_error():
 
 def test_narrowed_alibi_keeps_its_slopes_for_the_folded_kernel_path():
     from hybridformer.attention import ALiBi, build_attention
-    from hybridformer.compress.prune import HeadSubsetKernel
+    from hybridformer.attention.head_subset import HeadSubsetKernel
 
     alibi = ALiBi(4)
     positions = torch.arange(6)

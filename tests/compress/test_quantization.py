@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from hybridformer.bench.compress import state_size
 from hybridformer.compress import Int8Linear, quantize_dynamic_int8, quantize_model
-from hybridformer.compress.benchmark import state_size
 from hybridformer.decoding import ModelScorer, greedy_search
 from hybridformer.errors import ConfigError
 

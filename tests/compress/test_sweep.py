@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from hybridformer.bench.tradeoff import decode_speed, make_variants, plot_tradeoff
 from hybridformer.compress import attention_modules, sparsity
-from hybridformer.compress.sweep import decode_speed, make_variants, plot_tradeoff
 
 
 def test_make_variants_decode_speed_and_plot(tmp_path):

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from hybridformer.data.datasets import lm_examples, read_jsonl, read_lines, read_parallel, seq2seq_examples, split_text
+from hybridformer.data.datasets import lm_examples, read_jsonl, read_parallel, seq2seq_examples, split_text
+from hybridformer.data.text import read_lines
 from hybridformer.data.tokenizer import BOS, EOS, char_tokenizer
 from hybridformer.errors import DataError
 

@@ -6,7 +6,8 @@ import pytest
 from conftest import TINY_TEXT
 
 from hybridformer import CheckpointError, ConfigError, DataError, generate, load_checkpoint, save_checkpoint
-from hybridformer.decoding.generate import GenerationOptions, decode_batch, load_decoder
+from hybridformer.generation import GenerationOptions, decode_batch
+from hybridformer.inference import load_decoder
 
 LINES = TINY_TEXT + ["", "the cat", "a"]
 

@@ -17,10 +17,10 @@ from hybridformer import load_checkpoint, train
 from hybridformer.checkpoint import load_weights
 from hybridformer.cli import app
 from hybridformer.data.tasks import make_task
-from hybridformer.decoding.generate import generate
 from hybridformer.errors import CheckpointError, ConfigError
 from hybridformer.fusion import WordDistillLoss, distill, kl_to_teacher
 from hybridformer.fusion import seqkd as seqkd_module
+from hybridformer.generation import generate
 from hybridformer.train import label_smoothed_nll, read_metrics
 from hybridformer.train.state import RunDir
 

@@ -6,8 +6,6 @@ bad data, bad checkpoint) print as one line on stderr and exit with status 2 —
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from ..errors import HybridformerError
@@ -22,6 +20,22 @@ app = typer.Typer(
     name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Improved Transformers: long-text attention, convolution hybrids and model fusion.",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"hybridformer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Improved Transformers: long-text attention, convolution hybrids and model fusion."""
+
+
 app.add_typer(bench.app, name="bench")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(tokenizer.app, name="tokenizer")
@@ -38,24 +52,46 @@ app.command("quickstart")(quickstart)
 app.command("convert")(interop_cmd.convert)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    try:
-        app(standalone_mode=False)
-    except HybridformerError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors carry their own exit code
-        from click.exceptions import ClickException
+def main() -> int:
+    """Console-script entry point (``sys.exit(main())``): the exit status of DESIGN.md.
 
-        if isinstance(exc, ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    0 success; 2 bad input or usage (one line on stderr, never a traceback); 3 training diverged;
+    130 interrupted (SIGINT; 143 for SIGTERM). The installed typer may ship its own copy of click,
+    so click's exception classes are taken from typer itself (see ``_click_classes``).
+    """
+    click_error, usage_error = _click_classes()
+    try:
+        status = app(standalone_mode=False)
+    except HybridformerError as exc:
+        return fail(str(exc))
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except click_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
+            text = exc.ctx.get_help()  # bare ``hybridformer`` or ``hybridformer bench`` (rich prints it itself)
+            if text:
+                typer.echo(text, err=True)
+            return 2
+        hint = ""
+        if isinstance(exc, usage_error) and getattr(exc, "ctx", None) is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        return fail(exc.format_message() + hint)
+    return status if isinstance(status, int) else 0
+
+
+def fail(message: str) -> int:
+    """Print ``error: MESSAGE`` as one line on stderr; the status of bad input and usage."""
+    typer.secho(f"error: {' '.join(message.split())}", fg="red", err=True)
+    return 2
+
+
+def _click_classes() -> tuple[type[Exception], type[Exception]]:
+    """(ClickException, UsageError) of the click that typer really uses (its vendored copy or click)."""
+    classes = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+    return classes["ClickException"], classes["UsageError"]
+
 
 # Decoding and evaluation (issue 6).

@@ -1,5 +1,7 @@
 """``python -m hybridformer.cli ...`` (what torchrun launches: ``torchrun -m hybridformer.cli train ...``)."""
 
+import sys
+
 from . import main
 
-main()
+sys.exit(main())

@@ -8,6 +8,7 @@ import typer
 
 from ..bench import markdown_table, run_benchmark, write_outputs
 from . import bench_conv, compress
+from .options import parse_list, split_list
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks: speed and memory, measured, with peers in the same run.")
 app.command("compress")(compress.bench_compress)
@@ -41,8 +42,8 @@ def attention(
 
       hybridformer bench attention -m full,chunked,sliding_window:window=256 -l 1024,4096 --backward --out runs/b
     """
-    names = [m for item in mechanisms for m in item.split(",") if m]
-    sizes = [int(n) for item in lengths for n in item.split(",") if n]
+    names = split_list(mechanisms)
+    sizes = parse_list(lengths, int, option="--lengths", example="1024,4096")
 
     def progress(point: dict) -> None:
         shown = f"{point['time_s']:.3f} s, {point['peak_mib']:.0f} MiB" if point["status"] == "ok" else point["status"]
@@ -85,7 +86,7 @@ def throughput(
     if config is not None:
         data = read_config_file(config)
         model_cfg = parse_config(ModelConfig, apply_overrides(data.get("model", data), set_), prefix="model")
-    report = run([s for s in sizes.split(",") if s], [p for p in peers.split(",") if p] if peers is not None else None,
+    report = run(split_list(sizes), split_list(peers) if peers is not None else None,
                  repeats=repeats, steps=steps, beams=beams, threads=threads, config=model_cfg)
     json_path, _ = write(report, out)
     typer.echo(markdown(report))

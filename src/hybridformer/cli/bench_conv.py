@@ -11,13 +11,7 @@ import typer
 from ..bench.layers import bench_layers, markdown_table
 from ..blocks import LAYERS
 from ..errors import ConfigError
-
-
-def _ints(text: str, name: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--{name} must be comma-separated integers, got {text!r}") from None
+from .options import parse_list, split_list
 
 
 def layers(
@@ -36,7 +30,7 @@ def layers(
 
     Example: hybridformer bench layers --d-models 256,512 --lengths 128,1024 --out bench/layers
     """
-    names = [name.strip() for name in layer_types.split(",") if name.strip()]
+    names = split_list(layer_types)
     unknown = [name for name in names if name not in LAYERS]
     if unknown:
         raise ConfigError(f"--layers: unknown layer type(s) {', '.join(unknown)}; allowed: {', '.join(LAYERS)}")
@@ -44,7 +38,8 @@ def layers(
         raise ConfigError("--device cuda requested but no CUDA device is available")
     if threads:
         torch.set_num_threads(threads)
-    results = bench_layers(names, _ints(d_models, "d-models"), _ints(lengths, "lengths"), batch=batch, causal=causal,
+    results = bench_layers(names, parse_list(d_models, int, option="--d-models", example="256,512"),
+                           parse_list(lengths, int, option="--lengths", example="256,1024"), batch=batch, causal=causal,
                            repeats=repeats, kernel_size=kernel_size, device=device)
     table = markdown_table(results)
     typer.echo(table)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..bench.compress import benchmark_compression, state_size
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..compress import (
     head_counts,
@@ -17,7 +18,6 @@ from ..compress import (
     sparsity,
     weight_importance,
 )
-from ..compress.benchmark import benchmark_compression, state_size
 from ..compress.data import text_batches
 from ..config import load_config
 from ..errors import ConfigError

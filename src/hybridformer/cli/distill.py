@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..fusion import distill as run_distill
-from .fusion import parse_weights
+from .options import parse_weights
 
 
 def distill(

@@ -20,8 +20,8 @@ from .generate import (
     MAX_LEN_B,
     NO_REPEAT,
     WEIGHTS,
-    parse_weights,
 )
+from .options import parse_weights
 
 
 def evaluate_cmd(

@@ -10,6 +10,7 @@ from ..errors import ConfigError
 from ..fusion import METHODS, average_checkpoints, last_checkpoints, merge_checkpoints
 from ..outputs import prepare_output_dir
 from ..train import RunDir, export_ema
+from .options import parse_weights
 
 
 def average(
@@ -74,14 +75,3 @@ def merge(
     written = merge_checkpoints(checkpoints, method, out, base=base, weights=parse_weights(weights),
                                 density=density, t=t, seed=seed, combine=combine)
     typer.echo(f"merged {len(checkpoints)} checkpoints with {method} -> {written}")
-
-
-def parse_weights(text: str | None) -> list[float] | None:
-    """'0.7,0.3' (or space-separated) -> [0.7, 0.3]; a bad number is a ConfigError naming it."""
-    if text is None:
-        return None
-    parts = [p for p in text.replace(",", " ").split() if p]
-    try:
-        return [float(p) for p in parts]
-    except ValueError:
-        raise ConfigError(f"--weights {text!r}: expected comma-separated numbers such as 0.7,0.3") from None

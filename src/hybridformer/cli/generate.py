@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from ..decoding.generate import generate
-from ..decoding.text import read_lines
-from ..errors import ConfigError
+from ..data.text import iter_lines
+from ..generation import generate
+from .options import parse_weights
 
 # Decoding options, shared with ``hybridformer evaluate``.
 BEAM = typer.Option(None, "--beam", help="Beam size (default 5; 1 = greedy).", min=1)
@@ -19,16 +19,6 @@ DEVICE = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda.")
 CHECKPOINTS = typer.Argument(..., help="Checkpoint directory; several = an ensemble (same vocabulary).")
 WEIGHTS = typer.Option(None, "--weights", help="Ensemble weights, comma-separated (default: equal).")
 COMBINE = typer.Option("prob", "--combine", help="Ensemble: mean of probabilities (prob) or of log-probs (log_prob).")
-
-
-def parse_weights(text: str | None) -> list[float] | None:
-    """``"0.7,0.3"`` -> [0.7, 0.3]; a malformed list is a one-line error."""
-    if text is None:
-        return None
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"--weights must be comma-separated numbers, got {text!r}") from None
 
 
 def generate_cmd(
@@ -62,7 +52,7 @@ def generate_cmd(
       echo "What is the capital of France?" | hybridformer generate smollm2 --input - --beam 1 --chat
     """
     outputs = generate(
-        checkpoints, read_lines(input), device=device, beam=beam, lenpen=lenpen, sample=sample,
+        checkpoints, iter_lines(input, require=True), device=device, beam=beam, lenpen=lenpen, sample=sample,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_len_a=max_len_a, max_len_b=max_len_b,
         no_repeat_ngram=no_repeat_ngram, batch_tokens=batch_tokens, weights=parse_weights(weights), combine=combine,
         chat=chat,

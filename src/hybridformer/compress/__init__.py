@@ -4,7 +4,9 @@ See docs/compression.md. Pruned and quantized models are described by their ``Mo
 (``pruned_heads``, ``quantization``), so their checkpoints load with ``load_checkpoint``.
 """
 
-from .heads import HeadGates, attention_modules, batch_loss, head_importance, weight_importance
+from ..attention.head_subset import apply_pruned_heads, attention_modules, keep_heads
+from ..quantized import Int8Linear, quantize_dynamic_int8
+from .heads import HeadGates, batch_loss, head_importance, weight_importance
 from .magnitude import (
     iterative_magnitude_prune,
     magnitude_masks,
@@ -13,8 +15,8 @@ from .magnitude import (
     sparsity,
     sparsity_schedule,
 )
-from .prune import apply_pruned_heads, head_counts, keep_heads, prune_heads, select_heads
-from .quantize import Int8Linear, quantize_dynamic_int8, quantize_model
+from .prune import head_counts, prune_heads, select_heads
+from .quantize import quantize_model
 
 __all__ = [
     "HeadGates", "attention_modules", "batch_loss", "head_importance", "weight_importance",

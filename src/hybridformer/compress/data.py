@@ -6,47 +6,13 @@ Sequences follow the model's token conventions: a target (or LM text) is ``BOS â
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
-import torch
 from tokenizers import Tokenizer
-from torch import Tensor
 
 from ..config import ModelConfig
+from ..data.text import encode_source, encode_target, pad, read_lines
 from ..errors import DataError
-
-
-def read_lines(path: str | Path, limit: int | None = None) -> list[str]:
-    """The first ``limit`` lines of a UTF-8 text file (``.gz`` decompressed), newlines stripped."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    lines = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if limit is not None and number > limit:
-                    break
-                lines.append(line.rstrip("\n"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    return lines
-
-
-def _encode(tokenizer: Tokenizer, lines: list[str], *, bos: int | None, eos: int) -> list[list[int]]:
-    out = []
-    for ids in (e.ids for e in tokenizer.encode_batch(lines)):
-        if bos is not None and ids[:1] != [bos]:
-            ids = [bos, *ids]
-        out.append(ids if ids[-1:] == [eos] else [*ids, eos])
-    return out
-
-
-def _pad(rows: list[list[int]], pad_id: int) -> Tensor:
-    batch = torch.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        batch[i, : len(row)] = torch.tensor(row)
-    return batch
 
 
 def text_batches(tokenizer: Tokenizer, config: ModelConfig, files: list[Path], *, max_examples: int = 512,
@@ -62,8 +28,9 @@ def text_batches(tokenizer: Tokenizer, config: ModelConfig, files: list[Path], *
         raise DataError(f"{files[0]} and {files[1]} have different line counts in their first {max_examples} lines")
     if not columns[0]:
         raise DataError(f"{files[0]} is empty")
-    tgt = [ids[:max_len] for ids in _encode(tokenizer, columns[-1], bos=config.bos_id, eos=config.eos_id)]
-    src = [ids[:max_len] for ids in _encode(tokenizer, columns[0], bos=None, eos=config.eos_id)] if need == 2 else None
+    tgt = [(tgt_in + tgt_out[-1:])[:max_len] for tgt_in, tgt_out in (encode_target(tokenizer, line, config)
+                                                                      for line in columns[-1])]
+    src = [encode_source(tokenizer, line, config)[:max_len] for line in columns[0]] if need == 2 else None
     largest = max(max(ids) for ids in tgt + (src or []))
     if largest >= config.vocab_size:
         raise DataError(f"token id {largest} from {files[-1]} exceeds the model's vocab_size={config.vocab_size}; "
@@ -71,6 +38,6 @@ def text_batches(tokenizer: Tokenizer, config: ModelConfig, files: list[Path], *
     batches = []
     for start in range(0, len(tgt), batch_size):
         rows = slice(start, start + batch_size)
-        tgt_batch = _pad(tgt[rows], config.pad_id)
-        batches.append((_pad(src[rows], config.pad_id), tgt_batch) if src is not None else tgt_batch)
+        tgt_batch = pad(tgt[rows], config.pad_id)
+        batches.append((pad(src[rows], config.pad_id), tgt_batch) if src is not None else tgt_batch)
     return batches

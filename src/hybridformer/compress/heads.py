@@ -18,14 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention.multihead import CrossAttention, MultiHeadAttention
-
-AttentionModule = MultiHeadAttention | CrossAttention
-
-
-def attention_modules(model: nn.Module) -> dict[str, AttentionModule]:
-    """Every self- and cross-attention mixer of ``model`` by its module path (``decoder.layers.0...``)."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, (MultiHeadAttention, CrossAttention))}
+from ..attention.head_subset import attention_modules
 
 
 class HeadGates:

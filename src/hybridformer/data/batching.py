@@ -20,6 +20,7 @@ import torch
 
 from ..errors import ConfigError
 from .datasets import Example
+from .text import pad
 
 
 @dataclass
@@ -94,17 +95,11 @@ class BatchStream:
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad a batch: ``src`` (batch, S) when present, ``tgt_in``/``tgt_out`` (batch, T), or ``labels`` (batch,)."""
-
-    def pad(rows: list[list[int]]) -> torch.Tensor:
-        out = torch.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        return out
-
     if examples[0].label is not None:  # classification: documents and their class ids
-        return {"src": pad([ex.src for ex in examples]),
+        return {"src": pad([ex.src for ex in examples], pad_id),
                 "labels": torch.tensor([ex.label for ex in examples], dtype=torch.long)}
-    batch = {"tgt_in": pad([ex.tgt_in for ex in examples]), "tgt_out": pad([ex.tgt_out for ex in examples])}
+    batch = {"tgt_in": pad([ex.tgt_in for ex in examples], pad_id),
+             "tgt_out": pad([ex.tgt_out for ex in examples], pad_id)}
     if examples[0].src:
-        batch["src"] = pad([ex.src for ex in examples])
+        batch["src"] = pad([ex.src for ex in examples], pad_id)
     return batch

@@ -19,7 +19,8 @@ from pathlib import Path, PurePosixPath
 from tokenizers import Tokenizer
 
 from ..errors import DataError
-from .datasets import DataReport, Example, decode_utf8, json_records
+from .datasets import DataReport, Example, json_records
+from .text import decode_utf8
 from .tokenizer import encode
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")

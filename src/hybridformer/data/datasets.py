@@ -8,7 +8,6 @@ Examples are token-id lists ready for batching: ``src`` (encoder input, ends wit
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from ..errors import DataError
+from .text import read_lines, source_ids, target_ids
 from .tokenizer import BOS, EOS, encode
 
 
@@ -53,43 +53,6 @@ class DataReport:
 
 
 # ----------------------------------------------------------------------------- raw text
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-
-
-def read_text(path: str | Path) -> str:
-    """The whole file as text (``.gz`` decompressed); invalid UTF-8 names the file and line."""
-    path = Path(path)
-    return decode_utf8(_read_bytes(path), str(path))
-
-
-def decode_utf8(raw: bytes, where: str) -> str:
-    """``raw`` as UTF-8 text; invalid bytes are a DataError naming ``where`` and the line."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{where}:{line}: invalid UTF-8 (byte {raw[exc.start]:#04x}); "
-                        "convert the file to UTF-8, e.g. with iconv") from None
-
-
-def read_lines(path: str | Path) -> list[str]:
-    """Lines of a text file without their line endings (``\\r\\n`` too)."""
-    text = read_text(path)
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[tuple[str, str]]:
@@ -152,7 +115,7 @@ def seq2seq_examples(
         elif len(src) + 1 > max_src_len or len(tgt) + 1 > max_tgt_len:
             report.dropped_long += 1
         else:
-            examples.append(Example(src + [EOS], [BOS] + tgt, tgt + [EOS]))
+            examples.append(Example(source_ids(src, EOS), *target_ids(tgt, BOS, EOS)))
     report.kept = len(examples)
     return examples, report
 

@@ -17,6 +17,7 @@ from typing import Literal
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from ..errors import ConfigError, DataError
+from .text import read_lines
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 PAD, BOS, EOS, UNK = range(4)
@@ -66,8 +67,6 @@ def train_tokenizer_files(
     files: Iterable[str | Path], vocab_size: int = 8000, *, kind: TokenizerKind = "bpe", min_frequency: int = 2,
 ) -> Tokenizer:
     """``train_tokenizer`` over the lines of plain-text files (``.gz`` allowed); bad UTF-8 is a DataError."""
-    from .datasets import read_lines
-
     def lines() -> Iterator[str]:
         for file in files:
             yield from read_lines(file)

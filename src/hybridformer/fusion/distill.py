@@ -26,16 +26,16 @@ from typing import Literal
 
 import torch
 
-from ..checkpoint import Checkpoint, load_checkpoint
+from ..checkpoint import Checkpoint
 from ..config import ExperimentConfig, load_config
 from ..data.tokenizer import load_tokenizer_file
+from ..decoding.ensemble import Combine
 from ..errors import ConfigError
+from ..inference import check_same_vocabulary, load_checkpoints
 from ..outputs import prepare_run_dir
 from ..train import TrainResult, train
 from ..train.setup import model_config_for, read_raw
 from ..train.state import RunDir
-from .checks import check_same_vocabulary
-from .ensemble import Combine, check_decodable
 from .kd_loss import WordDistillLoss
 from .seqkd import cache_meta, cached_data_config, teacher_targets, wait_for_cache
 
@@ -65,7 +65,7 @@ def distill(teachers: Sequence[str | Path], config: ExperimentConfig | str | Pat
         raise ConfigError("distill needs at least one --teacher checkpoint")
     device = "cuda" if cfg.train.device == "auto" and torch.cuda.is_available() else cfg.train.device
     device = "cpu" if device == "auto" else device
-    ckpts = [load_checkpoint(p, device) for p in teachers]
+    ckpts = load_checkpoints(teachers, device, task="generate")  # teachers generate, share one vocabulary
     cfg = _student_config(ckpts, cfg, run, resume, label=str(config) if not isinstance(config, ExperimentConfig)
                           else "the student config")
     settings = {"kind": kind, "teachers": [str(Path(c.path).resolve()) for c in ckpts],
@@ -102,7 +102,6 @@ def _student_config(teachers: Sequence[Checkpoint], cfg: ExperimentConfig, run: 
     Without ``data.tokenizer`` the student takes the first teacher's ``tokenizer.json``; a resumed run keeps
     the tokenizer saved in its run directory (as the trainer does).
     """
-    check_decodable(teachers)  # teachers share one vocabulary and can generate
     first = teachers[0]
     if first.config.arch != cfg.model.arch:
         raise ConfigError(f"student model.arch={cfg.model.arch!r} but teacher {first.path} is {first.config.arch!r}; "

@@ -9,7 +9,7 @@ usual label loss:
 ``p^T`` is the softmax at temperature ``T`` (the ``T²`` keeps gradient sizes comparable across
 temperatures, as Hinton et al. recommend). The teacher may be an ensemble: its distribution is the
 members' distributions combined exactly as ensemble decoding combines them
-(:func:`~hybridformer.fusion.ensemble.combine_log_probs`), so the student imitates the very
+(:func:`~hybridformer.decoding.combine_log_probs`), so the student imitates the very
 distribution the ensemble decodes with. Teachers run in eval mode without gradients, so the loss
 is a deterministic function of the batch and the student's weights (exact resume keeps working).
 """
@@ -21,10 +21,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..decoding.scorer import output_log_probs
+from ..decoding import output_log_probs
+from ..decoding.ensemble import Combine, combine_log_probs
 from ..errors import ConfigError
 from ..train.losses import LabelLoss
-from .ensemble import Combine, combine_log_probs
 
 
 def kl_to_teacher(student_logits: Tensor, teacher_log_probs: Tensor, temperature: float = 1.0) -> Tensor:

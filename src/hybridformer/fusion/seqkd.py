@@ -22,7 +22,7 @@ from typing import Any
 
 from ..checkpoint import Checkpoint
 from ..config import DataConfig
-from ..decoding.generate import generate
+from ..generation import generate
 
 SEQKD_DIR = "seqkd"
 
@@ -39,7 +39,7 @@ def teacher_targets(run_root: Path, teachers: Sequence[Checkpoint], train: Seque
                     weights: Sequence[float] | None, combine: str, log: Callable[[str], None] = print) -> Path:
     """The cache directory holding ``train.jsonl`` (teacher outputs) and ``valid.jsonl``; decoded only when missing.
 
-    ``search`` are :func:`~hybridformer.decoding.generate` options (beam, lenpen, batch_tokens, ...).
+    ``search`` are :func:`~hybridformer.generate` options (beam, lenpen, batch_tokens, ...).
     """
     cache = run_root / SEQKD_DIR
     meta = cache_meta(teachers, train, search=search, weights=weights, combine=combine)

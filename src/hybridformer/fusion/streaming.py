@@ -23,7 +23,8 @@ from torch import Tensor
 
 from ..checkpoint import CONFIG, META, TOKENIZER, WEIGHTS, load_config_file, load_tokenizer, write_checkpoint_dir
 from ..errors import CheckpointError
-from .checks import TensorSpecs, check_same_architecture, check_same_tensors, check_same_vocabulary
+from ..inference import check_same_vocabulary
+from .checks import TensorSpecs, check_same_architecture, check_same_tensors
 
 # name, the models' tensors, the base's tensor (or None) -> merged tensor; all float64
 TensorFusion = Callable[[str, list[Tensor], Tensor | None], Tensor]

@@ -15,11 +15,11 @@ from ..data.datasets import (
     lm_examples,
     read_jsonl,
     read_parallel,
-    read_text,
     seq2seq_examples,
     split_text,
 )
 from ..data.tasks import make_task
+from ..data.text import read_text
 from ..data.tokenizer import check_special_ids, load_tokenizer_file, train_tokenizer
 from ..errors import ConfigError
 

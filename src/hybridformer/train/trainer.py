@@ -26,9 +26,10 @@ from ..blocks import Layer
 from ..checkpoint import load_config_file, load_state_into, load_weights, save_checkpoint
 from ..config import ExperimentConfig, ModelConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
-from ..decoding.generate import Decoder, GenerationOptions, stream_outputs
-from ..decoding.scorer import ModelScorer
+from ..decoding import ModelScorer
 from ..errors import ConfigError
+from ..generation import GenerationOptions, stream_outputs
+from ..inference import Decoder
 from ..metrics import bleu
 from ..models import build_model
 from ..outputs import prepare_run_dir
@@ -37,6 +38,7 @@ from .ema import EMA
 from .logging import MetricsLog, ProgressBar
 from .losses import TrainLoss, label_smoothed_nll
 from .objectives import objective_for
+from .precision import resolve_precision, summed
 from .schedules import build_schedule
 from .setup import get_tokenizer
 from .state import RunDir, read_trainer_state, write_trainer_state
@@ -110,6 +112,8 @@ class _Trainer:
         self.model = D.wrap_model(model.to(self.device), env, self.t.strategy, self.device)
         self.optimizer = self._optimizer()
         self.ema = EMA(D.unwrap(self.model), self.t.ema_decay) if self.t.ema_decay else None
+        self.precision, probe = resolve_precision(self.t.precision, state.get("precision") if state else None,
+                                                  self._probe_step, self.device.type, self.log, summed(env))
         self.schedule = build_schedule(self.t.schedule, lr=self.t.lr, warmup_steps=self.t.warmup_steps,
                                        total_steps=self.t.max_steps, min_lr=self.t.min_lr,
                                        decay_fraction=self.t.decay_fraction, decay_shape=self.t.decay_shape)
@@ -127,6 +131,9 @@ class _Trainer:
         self.metrics = MetricsLog(run.metrics, run.tensorboard, enabled=env.is_main,
                                   purge_step=self.step + 1 if resume_from else None)
         self.bar = ProgressBar(self.t.max_steps, self.step, enabled=progress and env.is_main)
+        if probe:
+            self.metrics.write("precision", self.step, {"choice": self.precision, **{f"{k}_step_s": v
+                                                                                      for k, v in probe.items()}})
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -292,14 +299,15 @@ class _Trainer:
         extras = {k: v / targets for k, v in extra_totals.items()}
         return mean_loss, totals[1].item() / targets, int(totals[3].item()), grad_norm, extras
 
-    def _forward(self, examples: list, training: bool = False,
+    def _forward(self, examples: list, training: bool = False, precision: str | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """(loss sum, label nll sum, targets, extra sums, tokens) of one batch; ``self.loss`` only while training.
 
         What the model is run on and what it must predict come from ``self.objective``.
         """
         batch = {k: v.to(self.device, non_blocking=True) for k, v in collate(examples, self.model_cfg.pad_id).items()}
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.t.precision == "bf16")
+        bf16 = (precision or self.precision) == "bf16"
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
         with autocast:
             logits = self.objective.logits(self.model, batch)
         target, ignore_index = self.objective.targets(batch)
@@ -313,6 +321,14 @@ class _Trainer:
         else:
             (loss_sum, nll_sum, count), extras = label_loss(logits), {}
         return loss_sum, nll_sum, count, {**counts, **extras}, self.objective.units(batch, target)
+
+    def _probe_step(self, precision: str) -> None:
+        """``precision: auto``: forward + backward of the first training batch (the weights do not change)."""
+        first = make_batches([ex.size for ex in self.train_examples], self.cfg.data.max_tokens, seed=self.t.seed,
+                             epoch=0)[0]
+        loss_sum, _, count, _, _ = self._forward([self.train_examples[i] for i in first], True, precision)
+        (loss_sum / count.clamp(min=1)).backward()
+        self.model.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ evaluation and checkpoints
 
@@ -389,7 +405,7 @@ class _Trainer:
         state = {"step": self.step, "best": self.best, "bad_evals": self.bad_evals, "last_valid": self.last_valid,
                  "data": self.stream.position.state_dict(), "optimizer": self._optimizer_state(),
                  "ema": self.ema.state_dict() if self.ema is not None else {},
-                 "world_size": self.env.world_size}
+                 "world_size": self.env.world_size, "precision": self.precision}
         if self.ema is not None:
             state["ema"] = {k: D.full_tensor(v).cpu() if isinstance(v, torch.Tensor) else v
                             for k, v in state["ema"].items()}

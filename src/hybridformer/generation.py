@@ -1,31 +1,23 @@
 """``generate``: checkpoint(s) + lines of text -> one output line per input line, streamed.
 
-The decoder only ever sees a :class:`~hybridformer.decoding.scorer.Scorer`; which one is built
-from the checkpoints is decided in :func:`load_decoder`, the single place an ensemble plugs in.
+The searches only ever see a :class:`~hybridformer.decoding.Scorer`; which one is built from the
+checkpoints is decided in :func:`hybridformer.inference.load_decoder`, the single place an
+ensemble plugs in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer
 from torch import Tensor
 
-from ..checkpoint import Checkpoint, load_checkpoint
-from ..config import ModelConfig
-from ..data.chat import ChatTemplate, load_chat_template
-from ..errors import CheckpointError, ConfigError, DataError
-from .beam import beam_search
-from .greedy import greedy_search
-from .logits import max_lengths
-from .sampling import sample_search
-from .scorer import Scorer
-from .text import decode_tokens, encode_source, pad, token_batches, windows
-
-CheckpointLike = str | Path | Checkpoint
+from .data.text import decode_tokens, encode_source, pad, token_batches, windows
+from .decoding import beam_search, greedy_search, sample_search
+from .decoding.logits import max_lengths
+from .errors import ConfigError, DataError
+from .inference import CheckpointLike, Decoder, load_decoder
 
 
 @dataclass
@@ -45,7 +37,6 @@ class GenerationOptions:
     early_stopping: bool = True
     seed: int | None = None
     batch_tokens: int = 4096
-    chat: bool = False  # each input line is a user message, wrapped in the checkpoint's chat template
 
     def check(self) -> None:
         """Validate at the edge: every problem is one ConfigError naming the option."""
@@ -87,53 +78,6 @@ class GenerationOptions:
         return self.beam if self.beam is not None else (1 if self.sample else 5)
 
 
-@dataclass
-class Decoder:
-    """What generation needs from the checkpoint(s): a Scorer, the tokenizer and the config."""
-
-    scorer: Scorer
-    tokenizer: Tokenizer
-    config: ModelConfig
-    device: torch.device
-    name: str  # the checkpoint path(s), for messages
-    chat_template: ChatTemplate | None = None  # the first checkpoint's (instruct models)
-
-
-def load_decoder(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu",
-                 *, purpose: str = "generate", weights: Sequence[float] | None = None,
-                 combine: str = "prob") -> Decoder:
-    """Load the checkpoint(s) and check they can generate text: a tokenizer, an encoder-decoder or LM.
-
-    Several checkpoints become one :class:`~hybridformer.fusion.Ensemble` Scorer (same vocabulary,
-    any architectures), combined per step by ``combine`` (``prob`` or ``log_prob``) with ``weights``.
-    """
-    from ..fusion.ensemble import scorer_from_checkpoints
-
-    items = [checkpoints] if isinstance(checkpoints, CheckpointLike) else list(checkpoints)
-    if not items:
-        raise ConfigError(f"{purpose} needs at least one checkpoint")
-    ckpts = [item if isinstance(item, Checkpoint) else load_checkpoint(item, device) for item in items]
-    for ckpt in ckpts:
-        check_generative(ckpt, purpose)
-    scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine)
-    name = ", ".join(str(c.path) for c in ckpts)
-    return Decoder(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name,
-                   load_chat_template(ckpts[0].path))
-
-
-def check_generative(ckpt: Checkpoint, purpose: str) -> None:
-    """A checkpoint that cannot produce text fails here, with what would work instead."""
-    if ckpt.config.arch == "encoder_classifier":
-        raise CheckpointError(f"{ckpt.path}: an encoder_classifier checkpoint predicts labels and cannot "
-                              f"{purpose} text; use an encoder_decoder or decoder_lm checkpoint")
-    if ckpt.tokenizer is None:
-        raise CheckpointError(f"{ckpt.path}: no tokenizer.json; {purpose} needs the tokenizer the model was "
-                              "trained with inside the checkpoint")
-    if ckpt.tokenizer.get_vocab_size() > ckpt.config.vocab_size:
-        raise CheckpointError(f"{ckpt.path}: tokenizer has {ckpt.tokenizer.get_vocab_size()} tokens but the model "
-                              f"only {ckpt.config.vocab_size} (vocab_size); they were not trained together")
-
-
 def generate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], inputs: Iterable[str], *,
     device: str | torch.device = "cpu", weights: Sequence[float] | None = None, combine: str = "prob", **options,
@@ -144,8 +88,8 @@ def generate(
     ``options`` are the fields of :class:`GenerationOptions` (``beam``, ``lenpen``, ``sample``,
     ``temperature``, ``top_k``, ``top_p``, ``max_len_a``, ``max_len_b``, ``no_repeat_ngram``,
     ``early_stopping``, ``seed``, ``batch_tokens``). Several checkpoints decode as one ensemble
-    (``weights``, ``combine`` as in :func:`load_decoder`). Checkpoints and options are checked now;
-    the input is read lazily while iterating (an input without lines is a :class:`DataError`).
+    (``weights``, ``combine`` as in :func:`~hybridformer.inference.load_decoder`). Checkpoints and options
+    are checked now; the input is read lazily while iterating (an input without lines is a :class:`DataError`).
     """
     opts = GenerationOptions.parse(options)
     return stream_outputs(load_decoder(checkpoints, device, weights=weights, combine=combine), inputs, opts)
@@ -155,11 +99,6 @@ def stream_outputs(decoder: Decoder, inputs: Iterable[str], opts: GenerationOpti
     generator = torch.Generator(device=decoder.device)
     if opts.seed is not None:
         generator.manual_seed(opts.seed)
-    if opts.chat:
-        if decoder.chat_template is None or decoder.config.is_seq2seq:
-            raise ConfigError(f"{decoder.name}: no chat template (tokenizer_config.json chat_template); --chat "
-                              "needs an instruct model converted with `hybridformer convert`")
-        inputs = (decoder.chat_template.prompt(line) for line in inputs)
     encoded = (encode_source(decoder.tokenizer, line, decoder.config) for line in inputs)
     count = 0
     for window in windows(encoded, 4 * opts.batch_tokens):

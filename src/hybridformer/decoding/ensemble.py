@@ -5,23 +5,21 @@ distributions are combined — by the (weighted) mean of probabilities, the clas
 (Hansen & Salamon, 1990; fairseq's default), or by the mean of log-probabilities renormalised,
 a product of experts (Hinton, 2002) that punishes tokens any member finds unlikely. The
 members only need one vocabulary, so a Transformer, a Conformer and an LSRA model can be
-ensembled; greedy, beam search and sampling run through :class:`Ensemble` unchanged.
+ensembled; greedy, beam search and sampling run through :class:`Ensemble` unchanged. Loading and
+checking the members' checkpoints is :mod:`hybridformer.inference`'s job.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import Checkpoint, load_checkpoint
-from ..decoding.scorer import ModelScorer, Scorer
-from ..errors import CheckpointError, ConfigError
-from .checks import check_same_vocabulary
+from ..errors import ConfigError
+from .scorer import ModelScorer, Scorer
 
 Combine = Literal["prob", "log_prob"]
 
@@ -38,25 +36,13 @@ class Ensemble:
             raise ConfigError("an ensemble needs at least one member")
         if combine not in ("prob", "log_prob"):
             raise ConfigError(f"ensemble combine must be 'prob' or 'log_prob', got {combine!r}")
-        weights = [1.0] * len(members) if weights is None else [float(w) for w in weights]
-        if len(weights) != len(members):
-            raise ConfigError(f"{len(weights)} ensemble weights for {len(members)} members; give one per member")
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ConfigError(f"ensemble weights {weights} must be >= 0 with a positive sum")
         self.members: list[Scorer] = [ModelScorer(m) if isinstance(m, nn.Module) else m for m in members]
-        self.weights = [w / sum(weights) for w in weights]
+        self.weights = member_weights(weights, len(members))
         self.combine = combine
         kinds = {getattr(m, "seq2seq", None) for m in self.members}
         if len(kinds) > 1:
             raise ConfigError("an ensemble cannot mix sequence-to-sequence models with language models")
         self.seq2seq = kinds.pop()
-
-    @classmethod
-    def from_checkpoints(cls, checkpoints: Sequence[Checkpoint], *, weights: Sequence[float] | None = None,
-                         combine: Combine = "prob") -> Ensemble:
-        """Members from loaded checkpoints, after checking they share one vocabulary and one task shape."""
-        check_decodable(checkpoints)
-        return cls([c.model for c in checkpoints], weights=weights, combine=combine)
 
     def init_state(self, src: Tensor | None = None) -> list[Any]:
         return [member.init_state(src) for member in self.members]
@@ -79,6 +65,16 @@ class Ensemble:
         return [member.reorder(s, beam_index) for member, s in zip(self.members, state, strict=True)]
 
 
+def member_weights(weights: Sequence[float] | None, members: int) -> list[float]:
+    """Relative ensemble weights checked and normalised to sum 1 (``None``: equal weights)."""
+    weights = [1.0] * members if weights is None else [float(w) for w in weights]
+    if len(weights) != members:
+        raise ConfigError(f"{len(weights)} ensemble weights for {members} members; give one per member")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"ensemble weights {weights} must be >= 0 with a positive sum")
+    return [w / sum(weights) for w in weights]
+
+
 def combine_log_probs(log_probs: Tensor, weights: Sequence[float], combine: Combine) -> Tensor:
     """log_probs: (members, batch, vocab) -> (batch, vocab) log of the combined distribution.
 
@@ -91,33 +87,3 @@ def combine_log_probs(log_probs: Tensor, weights: Sequence[float], combine: Comb
         return torch.logsumexp(log_probs + log_w, dim=0)
     weighted = torch.where(w > 0, w * log_probs, torch.zeros_like(log_probs))  # 0 · -inf stays 0
     return torch.log_softmax(weighted.sum(0), dim=-1)
-
-
-def check_decodable(checkpoints: Sequence[Checkpoint]) -> None:
-    """Ensemble members must all be generators of one kind and share one vocabulary."""
-    archs = {c.config.arch for c in checkpoints}
-    if "encoder_classifier" in archs:
-        bad = next(c.path for c in checkpoints if c.config.arch == "encoder_classifier")
-        raise CheckpointError(f"{bad} is an encoder_classifier; ensemble decoding needs encoder_decoder or "
-                              "decoder_lm checkpoints")
-    if len(archs) > 1:
-        kinds = ", ".join(f"{c.path}: {c.config.arch}" for c in checkpoints)
-        raise CheckpointError(f"ensemble members must all be encoder_decoder or all decoder_lm ({kinds})")
-    check_same_vocabulary([c.path for c in checkpoints], [c.config for c in checkpoints],
-                          [c.tokenizer for c in checkpoints])
-
-
-def scorer_from_checkpoints(checkpoints: Sequence[Checkpoint], *, weights: Sequence[float] | None = None,
-                            combine: Combine = "prob") -> Scorer:
-    """One checkpoint -> its ModelScorer; several -> a checked :class:`Ensemble`."""
-    if len(checkpoints) == 1 and weights is None:
-        return ModelScorer(checkpoints[0].model)
-    return Ensemble.from_checkpoints(checkpoints, weights=weights, combine=combine)
-
-
-def load_scorer(paths: Sequence[str | Path], *, weights: Sequence[float] | None = None, combine: Combine = "prob",
-                device: str | torch.device = "cpu") -> Scorer:
-    """Load checkpoint directories as one Scorer (what ``generate``/``evaluate`` with several CKPTs use)."""
-    if not paths:
-        raise CheckpointError("no checkpoint given")
-    return scorer_from_checkpoints([load_checkpoint(p, device) for p in paths], weights=weights, combine=combine)

@@ -18,11 +18,8 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..compress import head_importance, magnitude_prune, prune_heads, quantize_model, weight_importance
 from ..decoding import ModelScorer, greedy_search
-from .heads import head_importance, weight_importance
-from .magnitude import magnitude_prune
-from .prune import prune_heads
-from .quantize import quantize_model
 
 
 def make_variants(checkpoint: str | Path, out_dir: str | Path, *, head_fractions: list[float] = (),

@@ -16,12 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..compress import prune_heads, weight_importance
 from ..config import ModelConfig
 from ..decoding import ModelScorer, greedy_search
 from ..models import build_model
-from .heads import weight_importance
-from .prune import prune_heads
-from .quantize import quantize_dynamic_int8
+from ..quantized import quantize_dynamic_int8
 
 
 def _decode_seconds(model: nn.Module, src: torch.Tensor | None, prefix: torch.Tensor, new_tokens: int) -> float:

@@ -1,0 +1,22 @@
+"""The CLI's one list parser: commas, spaces and repeated flags alike; bad items are one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridformer.cli.options import parse_list, parse_weights, split_list
+from hybridformer.errors import ConfigError
+
+
+def test_commas_spaces_and_repeats_are_the_same_list() -> None:
+    assert parse_weights("0.7,0.3") == parse_weights("0.7, 0.3") == parse_weights("0.7 0.3") == [0.7, 0.3]
+    assert parse_weights(None) is None
+    assert split_list(["full,chunked", "linear"]) == ["full", "chunked", "linear"]
+    assert parse_list("8, 16,,32", int, option="--lengths", example="8,16") == [8, 16, 32]
+
+
+def test_a_bad_item_names_the_option() -> None:
+    with pytest.raises(ConfigError, match="--weights '1,x': expected comma-separated numbers"):
+        parse_weights("1,x")
+    with pytest.raises(ConfigError, match="--lengths '8,big'"):
+        parse_list("8,big", int, option="--lengths", example="8,16")
