@@ -110,10 +110,16 @@ def target_ids(ids: list[int], bos_id: int, eos_id: int) -> tuple[list[int], lis
 
 
 def encode_source(tokenizer: Tokenizer, line: str, config: ModelConfig) -> list[int]:
-    """Seq2seq source ``tokens + [EOS]``; LM prompt ``tokens`` (``[BOS]`` when the line is empty)."""
-    ids = tokenizer.encode(line, add_special_tokens=False).ids
+    """Seq2seq source ``tokens + [EOS]``; LM prompt ``tokens`` (``[BOS]`` when the line is empty).
+
+    A seq2seq source gets the special tokens of the tokenizer's own post-processor, so a converted
+    model sees its inputs framed as in training (BART ``<s> … </s>``, T5 and Marian ``… </s>``); the
+    toolkit's tokenizers have none, and EOS is appended when the framing does not already end with it.
+    """
     if config.is_seq2seq:
-        return source_ids(ids, config.eos_id)
+        ids = tokenizer.encode(line).ids
+        return ids if ids and ids[-1] == config.eos_id else source_ids(ids, config.eos_id)
+    ids = tokenizer.encode(line, add_special_tokens=False).ids
     return ids or [config.bos_id]
 
 
