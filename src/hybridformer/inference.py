@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import ModelConfig
+from .data.chat import ChatTemplate, load_chat_template
 from .decoding import Ensemble, ModelScorer, Scorer
 from .decoding.ensemble import Combine, combine_log_probs, member_weights
 from .errors import CheckpointError, ConfigError
@@ -127,6 +128,7 @@ class Decoder:
     config: ModelConfig
     device: torch.device
     name: str  # the checkpoint path(s), for messages
+    chat_template: ChatTemplate | None = None  # the first checkpoint's (instruct models), for generate --chat
 
 
 def scorer_from_checkpoints(checkpoints: Sequence[Checkpoint], *, weights: Sequence[float] | None = None,
@@ -148,7 +150,8 @@ def load_decoder(checkpoints: CheckpointLike | Sequence[CheckpointLike], device:
     ckpts = load_checkpoints(checkpoints, device, task=purpose)
     scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine)
     name = ", ".join(str(c.path) for c in ckpts)
-    return Decoder(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name)
+    return Decoder(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name,
+                   load_chat_template(ckpts[0].path))
 
 
 # ----------------------------------------------------------------------------- labels: a Classifier

@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 def hybridformer(*args: object) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run([sys.executable, "-c", "from hybridformer.cli import main; main()", *map(str, args)],
+    return subprocess.run([sys.executable, "-c", "import sys; from hybridformer.cli import main; sys.exit(main())", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=120)
 
 

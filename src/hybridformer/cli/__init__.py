@@ -50,6 +50,7 @@ app.command("quantize")(compress.quantize)
 app.command("longify")(longify_cmd.longify)
 app.command("quickstart")(quickstart)
 app.command("convert")(interop_cmd.convert)
+app.command("export")(interop_cmd.export)
 
 
 def main() -> int:

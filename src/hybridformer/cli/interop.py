@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..interop import convert as convert_model
+from ..interop import export as export_model
 
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out.")
 
@@ -25,4 +26,23 @@ def convert(
       echo "What is the capital of France?" | hybridformer generate smollm2 --input - --beam 1 --chat
     """
     path = convert_model(src, out, overwrite=overwrite)
+    typer.echo(f"wrote {path}")
+
+
+def export(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory to export."),
+    to: str = typer.Option(..., "--to", help="Target format: hf (transformers folder) or ct2 (CTranslate2)."),
+    out: str = typer.Option(..., "--out", help="Folder to write."),
+    quantization: str = typer.Option(None, "--quantization", help="ct2 only: float32, int8, int8_float32, bfloat16."),
+    overwrite: bool = OVERWRITE,
+) -> None:
+    """Export a checkpoint to another toolkit. ``--to hf`` writes a folder transformers loads
+    (Llama, Mistral, Qwen2 layouts); layers Hugging Face cannot represent are refused by name.
+
+    Examples:
+      hybridformer export smollm2 --to hf --out smollm2-hf
+      hybridformer export runs/mt/checkpoints/best --to ct2 --quantization int8 --out mt-ct2
+    """
+    options = {} if quantization is None else {"quantization": quantization}
+    path = export_model(checkpoint, out, to=to, overwrite=overwrite, **options)
     typer.echo(f"wrote {path}")

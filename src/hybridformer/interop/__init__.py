@@ -1,5 +1,6 @@
 """Interoperability with other toolkits: Hugging Face / GGUF conversion, Hugging Face and CTranslate2 export."""
 
 from .conversion import convert
+from .export import export, export_hf, hf_blockers
 
-__all__ = ["convert"]
+__all__ = ["convert", "export", "export_hf", "hf_blockers"]

@@ -1,0 +1,118 @@
+"""``export --to hf``: a checkpoint whose layers Hugging Face can represent -> a transformers model folder.
+
+The tensor rules of the conversion run backwards (split fused q/k/v and gate/up projections), so a
+Hugging Face -> hybridformer -> Hugging Face round trip gives identical tensors. A checkpoint with
+hybrid layers (convolutions, sparse or linear attention, DeepNet/ReZero residuals, pruned heads,
+int8 weights) has no Hugging Face equivalent and is refused with the list of what stands in the way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from ..checkpoint import CONFIG, META, TOKENIZER, WEIGHTS, load_config_file, load_weights, write_checkpoint_dir
+from ..config import ModelConfig
+from ..errors import ConfigError
+from ..outputs import prepare_output_dir
+from .hf import ARCHITECTURES
+from .tokenizer import TOKENIZER_CONFIG
+
+EXPORTABLE = ("llama", "mistral", "qwen2")  # model types whose mapping can run backwards
+
+
+def hf_blockers(cfg: ModelConfig) -> list[str]:
+    """What in ``cfg`` Hugging Face's Llama/Mistral/Qwen2 cannot represent (empty: exportable)."""
+    problems = []
+    if cfg.arch != "decoder_lm":
+        problems.append(f"arch={cfg.arch!r} (export supports decoder-only Llama-family models)")
+    stack = cfg.decoder
+    if stack.layer != "transformer":
+        problems.append(f"decoder.layer={stack.layer!r} (convolution/hybrid layers)")
+    attentions = {f"decoder.attention={stack.attention.name!r}": stack.attention} | {
+        f"decoder.layer_attention.{i}={a.name!r}": a for i, a in stack.layer_attention.items()}
+    for where, attention in attentions.items():
+        windowed = attention.name == "sliding_window" and not attention.options.get("num_global")
+        if attention.name != "full" and not windowed:
+            problems.append(f"{where} (sparse, linear or low-rank attention)")
+    if stack.layer_attention:
+        problems.append("decoder.layer_attention (per-layer attention overrides)")
+    checks = {
+        "position": ("rope", "positions"), "norm": ("rmsnorm", "norm"), "norm_placement": ("pre", "norm placement"),
+        "residual": ("standard", "DeepNet/ReZero residuals"), "activation": ("swiglu", "FFN activation"),
+        "embed_scale": (False, "embedding scale"),
+    }
+    for name, (wanted, what) in checks.items():
+        if getattr(cfg, name) != wanted:
+            problems.append(f"{name}={getattr(cfg, name)!r} ({what})")
+    if cfg.pruned_heads:
+        problems.append("pruned_heads (heads pruned per layer)")
+    if cfg.quantization:
+        problems.append(f"quantization={cfg.quantization!r} (int8 weights)")
+    if cfg.rope_scaling is not None and cfg.rope_scaling.type == "ntk":
+        problems.append("rope_scaling.type='ntk' (static NTK has no Hugging Face equivalent)")
+    if cfg.qkv_bias is not None and cfg.qkv_bias != cfg.attention_bias and (cfg.attention_bias or not cfg.qkv_bias):
+        problems.append("qkv_bias/attention_bias combination")
+    return problems
+
+
+def model_type_of(cfg: ModelConfig, meta: dict[str, Any]) -> str:
+    """The HF ``model_type`` to write: the source's when converted, else what the layout says."""
+    if meta.get("model_type") in EXPORTABLE:
+        return meta["model_type"]
+    if cfg.qkv_bias and not cfg.attention_bias:
+        return "qwen2"
+    return "mistral" if cfg.decoder.attention.name == "sliding_window" else "llama"
+
+
+def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``checkpoint`` as a Hugging Face model folder (config.json, model.safetensors, tokenizer files)."""
+    source = Path(checkpoint)
+    out = prepare_output_dir(out, overwrite=overwrite, inputs=[source])
+    cfg = load_config_file(source)
+    problems = hf_blockers(cfg)
+    if problems:
+        raise ConfigError(f"{source}: cannot export to Hugging Face: {'; '.join(problems)}")
+    meta = json.loads((source / META).read_text()) if (source / META).is_file() else {}
+    model_type = model_type_of(cfg, meta)
+    if model_type == "qwen2" and not (cfg.qkv_bias and not cfg.attention_bias):
+        raise ConfigError(f"{source}: a qwen2 model has q/k/v biases only (qkv_bias=True, attention_bias=False)")
+    arch = ARCHITECTURES[model_type]
+    ours = load_weights(source)
+    if cfg.tie_embeddings:
+        ours.pop("output.weight", None)
+    tensors = {}
+    for rule in arch.rules(cfg):
+        tensors.update(rule.split(ours[rule.ours]))
+    config = {**arch.hf_config(cfg), "architectures": [arch.hf_class], "torch_dtype": "float32"}
+    generation = {"bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id, "pad_token_id": cfg.pad_id}
+
+    def fill(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
+        for name in (TOKENIZER, TOKENIZER_CONFIG):
+            if (source / name).is_file():
+                shutil.copyfile(source / name, tmp / name)
+
+    return write_checkpoint_dir(out, fill)
+
+
+EXPORTERS = {"hf": export_hf}
+
+
+def export(checkpoint: str | Path, out: str | Path, *, to: str = "hf", overwrite: bool = False, **options: Any) -> Path:
+    """Export ``checkpoint`` to another toolkit's format: ``hf`` (transformers) or ``ct2`` (CTranslate2)."""
+    if to == "ct2":
+        from .ct2 import export_ct2
+
+        return export_ct2(checkpoint, out, overwrite=overwrite, **options)
+    if to not in EXPORTERS:
+        raise ConfigError(f"export --to {to!r} is not supported; choose hf or ct2")
+    if options:
+        raise ConfigError(f"export --to {to}: option(s) {', '.join(options)} apply to ct2 only")
+    return EXPORTERS[to](checkpoint, out, overwrite=overwrite)

@@ -1,0 +1,116 @@
+"""Tiny random Hugging Face models made locally with transformers (no downloads), and parity checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from hybridformer.cache import DecodingCache
+
+
+def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module, Path]:
+    """``kind`` -> (the transformers model in eval mode, the folder it was saved to)."""
+    import transformers
+
+    common = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
+    variants = {
+        "llama": ("LlamaConfig", "LlamaForCausalLM", dict(
+            head_dim=16, attention_bias=True, mlp_bias=True, tie_word_embeddings=False,
+            rope_parameters={"rope_type": "llama3", "rope_theta": 50000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
+        "llama-dynamic": ("LlamaConfig", "LlamaForCausalLM", dict(
+            max_position_embeddings=16, tie_word_embeddings=True,
+            rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0})),
+        "llama-yarn": ("LlamaConfig", "LlamaForCausalLM", dict(
+            rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                             "original_max_position_embeddings": 16})),
+        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
+        "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=5)),
+    }
+    config_class, model_class, extra = variants[kind]
+    config = getattr(transformers, config_class)(**(common | extra | overrides))
+    model = getattr(transformers, model_class)(config).eval()
+    with torch.no_grad():  # random biases (HF initialises them to zero, which would hide a mapping error)
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.normal_(std=0.1)
+    model.save_pretrained(directory)
+    return model, directory
+
+
+def padded_batch(vocab: int, pad_id: int, lengths: list[int], avoid: tuple[int, ...] = ()) -> torch.Tensor:
+    """Right-padded random tokens that never use ``pad_id`` (or ``avoid``) inside a row."""
+    allowed = torch.tensor([t for t in range(vocab) if t != pad_id and t not in avoid])
+    rows = torch.full((len(lengths), max(lengths)), pad_id)
+    for row, length in enumerate(lengths):
+        rows[row, :length] = allowed[torch.randint(len(allowed), (length,))]
+    return rows
+
+
+@torch.no_grad()
+def cached_logits(model: torch.nn.Module, tokens: torch.Tensor, prompt: int) -> torch.Tensor:
+    """Logits of ``tokens`` computed by feeding the prompt, then one token at a time through the cache."""
+    cache = DecodingCache()
+    out = [model.decode(tokens[:, :prompt], cache=cache, offset=0)]
+    for pos in range(prompt, tokens.shape[1]):
+        out.append(model.decode(tokens[:, pos : pos + 1], cache=cache, offset=pos))
+    return torch.cat(out, dim=1)
+
+
+_GGUF_LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+               "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+_GGUF_GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                "lm_head.weight": "output.weight"}
+
+
+def llama_cpp_permute(weight, heads: int):
+    """llama.cpp's convert_hf_to_gguf ``LlamaModel.permute`` (q/k rows to its adjacent-pair RoPE layout)."""
+    return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(
+        weight.shape)
+
+
+def write_tiny_gguf(hf: torch.nn.Module, path: Path, **fields) -> Path:
+    """Write a transformers Llama as llama.cpp would: permuted q/k, Q8_0 matrices, metadata under ``llama.``."""
+    from gguf import GGMLQuantizationType, GGUFWriter
+    from gguf.quants import quantize
+
+    cfg = hf.config
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_name("tiny llama")
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_bos_token_id(cfg.bos_token_id)
+    writer.add_eos_token_id(cfg.eos_token_id)
+    for key, value in fields.items():
+        writer.add_string(key, value) if isinstance(value, str) else writer.add_float32(key, value)
+    for name, tensor in hf.state_dict().items():
+        array = tensor.float().numpy()
+        if name in _GGUF_GLOBAL:
+            gguf_name = _GGUF_GLOBAL[name]
+        else:
+            parts = name.split(".")
+            gguf_name = f"blk.{parts[2]}.{_GGUF_LAYER['.'.join(parts[3:-1])]}.{parts[-1]}"
+        if "q_proj" in name:
+            array = llama_cpp_permute(array, cfg.num_attention_heads)
+        if "k_proj" in name:
+            array = llama_cpp_permute(array, cfg.num_key_value_heads)
+        q8 = GGMLQuantizationType.Q8_0
+        if array.ndim == 2:
+            writer.add_tensor(gguf_name, quantize(array, q8), raw_dtype=q8)
+        else:
+            writer.add_tensor(gguf_name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

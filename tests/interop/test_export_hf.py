@@ -1,0 +1,83 @@
+"""``export --to hf``: HF -> hybridformer -> HF gives identical tensors, transformers loads the result with the
+same logits, and checkpoints with layers Hugging Face cannot represent are refused by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from conftest import assert_one_line_error, run_entry  # noqa: E402
+from interop.hf_tiny import padded_batch, save_tiny  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from hybridformer import ModelConfig, build_model, convert, save_checkpoint  # noqa: E402
+from hybridformer.errors import ConfigError  # noqa: E402
+from hybridformer.interop import export, hf_blockers  # noqa: E402
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral", "llama-yarn"])
+def test_round_trip_identical_tensors_and_logits(kind: str, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    hf, folder = save_tiny(kind, tmp_path / "hf")
+    convert(folder, tmp_path / "ours")
+    export(tmp_path / "ours", tmp_path / "back", to="hf")
+    original, exported = load_file(folder / "model.safetensors"), load_file(tmp_path / "back" / "model.safetensors")
+    assert sorted(original) == sorted(exported)
+    assert all(torch.equal(original[name], exported[name]) for name in original)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    assert type(reloaded) is type(hf)
+    tokens = padded_batch(96, 0, [11, 6])
+    mask = tokens.ne(0).long()
+    with torch.no_grad():
+        assert torch.equal(reloaded(tokens, attention_mask=mask).logits, hf(tokens, attention_mask=mask).logits)
+
+
+def test_own_llama_style_model_exports(tmp_path: Path) -> None:
+    """A model trained in the toolkit with a Llama layout becomes a transformers LlamaForCausalLM."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = ModelConfig(arch="decoder_lm", vocab_size=64, d_model=32, heads=4, kv_heads=2, ffn_dim=48, dropout=0.0,
+                      activation="swiglu", norm="rmsnorm", position="rope", embed_scale=False, attention_bias=False,
+                      ffn_bias=False, tie_embeddings=False, decoder={"layers": 2})
+    model = build_model(cfg).eval()
+    save_checkpoint(tmp_path / "ckpt", model, cfg)
+    result = run_entry("export", tmp_path / "ckpt", "--to", "hf", "--out", tmp_path / "hf")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    tokens = torch.randint(3, 64, (2, 9))
+    with torch.no_grad():
+        assert (hf(tokens).logits - model(tokens)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"decoder": {"layers": 1, "layer": "conformer"}}, "decoder.layer='conformer'"),
+    ({"decoder": {"layers": 1, "attention": {"name": "linear"}}}, "decoder.attention='linear'"),
+    ({"residual": "deepnet", "norm_placement": "post"}, "residual='deepnet'"),
+    ({"arch": "encoder_decoder"}, "arch='encoder_decoder'"),
+    ({"position": "alibi"}, "position='alibi'"),
+])
+def test_hybrid_layers_are_refused_by_name(overrides: dict, named: str, tmp_path: Path) -> None:
+    base = dict(arch="decoder_lm", vocab_size=40, d_model=16, heads=2, ffn_dim=32, activation="swiglu",
+                norm="rmsnorm", position="rope", embed_scale=False, attention_bias=False, ffn_bias=False,
+                decoder={"layers": 1})
+    cfg = ModelConfig(**(base | overrides))
+    assert any(named in problem for problem in hf_blockers(cfg))
+    save_checkpoint(tmp_path / "ckpt", build_model(cfg), cfg)
+    with pytest.raises(ConfigError, match="cannot export to Hugging Face"):
+        export(tmp_path / "ckpt", tmp_path / "out", to="hf")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refusal_is_one_line(tmp_path: Path) -> None:
+    cfg = ModelConfig(arch="decoder_lm", vocab_size=40, d_model=16, heads=2, ffn_dim=32,
+                      decoder={"layers": 1, "layer": "lightconv"})
+    save_checkpoint(tmp_path / "ckpt", build_model(cfg), cfg)
+    result = run_entry("export", tmp_path / "ckpt", "--to", "hf", "--out", tmp_path / "out")
+    assert_one_line_error(result, 2, "decoder.layer='lightconv'")
