@@ -37,6 +37,7 @@ class GenerationOptions:
     early_stopping: bool = True
     seed: int | None = None
     batch_tokens: int = 4096
+    chat: bool = False  # each input line is a user message, wrapped in the checkpoint's chat template
 
     def check(self) -> None:
         """Validate at the edge: every problem is one ConfigError naming the option."""
@@ -99,6 +100,11 @@ def stream_outputs(decoder: Decoder, inputs: Iterable[str], opts: GenerationOpti
     generator = torch.Generator(device=decoder.device)
     if opts.seed is not None:
         generator.manual_seed(opts.seed)
+    if opts.chat:
+        if decoder.chat_template is None or decoder.config.is_seq2seq:
+            raise ConfigError(f"{decoder.name}: no chat template (tokenizer_config.json chat_template); --chat "
+                              "needs an instruct model converted with `hybridformer convert`")
+        inputs = (decoder.chat_template.prompt(line) for line in inputs)
     encoded = (encode_source(decoder.tokenizer, line, decoder.config) for line in inputs)
     count = 0
     for window in windows(encoded, 4 * opts.batch_tokens):
