@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import TINY_TEXT
-from hybridformer.decoding.generate import GenerationOptions, decode_batch, load_decoder
-from hybridformer.decoding.text import encode_source, encode_target
 
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from hybridformer.checkpoint import Checkpoint
+from hybridformer.data.text import encode_source, encode_target
 from hybridformer.errors import ConfigError, DataError
+from hybridformer.generation import GenerationOptions, decode_batch
+from hybridformer.inference import load_decoder
 
 pytest.importorskip("ctranslate2", reason="the ct2 extra (pip install 'hybridformer[ct2]') is not installed")
 
