@@ -139,19 +139,21 @@ def stream(args: argparse.Namespace) -> None:
     cache, nll = DecodingCache(), []
     rss_model = reset_peak()
     result["rss_model_mib"] = rss_model / 1024
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for begin in range(0, args.tokens, args.chunk):
         piece = ids[begin : min(begin + args.chunk, args.tokens)]
         logits = model.decode(piece[None], cache=cache, offset=begin)[0]
         nll += F.cross_entropy(logits.float(), ids[begin + 1 : begin + 1 + len(piece)], reduction="none").tolist()
         done = begin + len(piece)
         if done in MARKS:
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             result["marks"][str(done)] = {
-                "seconds": elapsed, "tokens_per_s": done / elapsed, "peak_rss_mib": _status_kb("VmHWM") / 1024,
+                "seconds": elapsed, "tokens_per_s": done / elapsed, "cpu_seconds": cpu, "tokens_per_cpu_s": done / cpu,
+                "peak_rss_mib": _status_kb("VmHWM") / 1024,
                 "peak_over_model_mib": (_status_kb("VmHWM") - rss_model) / 1024,
                 "cache_mib": cache_bytes(cache)[0] / 2**20}
-        result.update(evaluated=done, seconds=time.perf_counter() - start, buckets=bucket_table(nll))
+        result.update(evaluated=done, seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start,
+                      buckets=bucket_table(nll))
         write_json(out, {**result, "nll": nll})
         print(f"{args.variant}: {done} tokens, {result['seconds']:.0f} s, "
               f"{ {k: round(v['ppl'], 2) for k, v in result['buckets'].items()} }", flush=True)
@@ -204,13 +206,15 @@ def decode(args: argparse.Namespace) -> None:
     for context in (int(c) for c in args.contexts.split(",")):
         cache = filled_cache(model, context)
         model.decode(token, cache=cache, offset=context)  # warm-up (and the growing cache's one resize)
-        times = []
+        times, cpu_times = [], []
         for step in range(args.steps):
-            begin = time.perf_counter()
+            begin, cpu_begin = time.perf_counter(), time.process_time()
             model.decode(token, cache=cache, offset=context + 1 + step)
             times.append(time.perf_counter() - begin)
+            cpu_times.append(time.process_time() - cpu_begin)
         allocated, filled = cache_bytes(cache)
         result["contexts"][str(context)] = {"ms_per_token": 1000 * statistics.median(times),
+                                            "cpu_ms_per_token": 1000 * statistics.median(cpu_times),
                                             "cache_allocated_mib": allocated / 2**20,
                                             "cache_filled_mib": filled / 2**20}
         print(args.variant, context, result["contexts"][str(context)], flush=True)
@@ -233,7 +237,7 @@ def report(args: argparse.Namespace) -> None:
                   f"{b[n]['ppl']:.2f} (first {b[n]['tokens']} tokens)") for n in [*names, "0-8k"]]
         ratio = f"{b['16-32k']['ppl'] / b['0-8k']['ppl']:.3f}" if "16-32k" in b and "0-8k" in b else "-"
         print(f"| {r['variant']} | " + " | ".join(cells) + f" | {ratio} | {r['evaluated']} |")
-    print("\n| variant | " + " | ".join(f"{m // 1024}k: tokens/s, peak RSS (over model) MiB, cache MiB"
+    print("\n| variant | " + " | ".join(f"{m // 1024}k: tokens/CPU-s (tokens/s), peak RSS (over model) MiB, cache MiB"
                                         for m in MARKS) + " |")
     print("|---" * (len(MARKS) + 1) + "|")
     for r in streams:
@@ -241,18 +245,24 @@ def report(args: argparse.Namespace) -> None:
         for mark in MARKS:
             m = r["marks"].get(str(mark))
             cells.append("not run" if m is None else
-                         f"{m['tokens_per_s']:.1f}, {m['peak_rss_mib']:.0f} ({m['peak_over_model_mib']:.0f}), "
+                         f"{m['tokens_per_cpu_s']:.1f} ({m['tokens_per_s']:.1f}), {m['peak_rss_mib']:.0f} "
+                         f"({m['peak_over_model_mib']:.0f}), "
                          f"{m['cache_mib']:.0f}")
         print(f"| {r['variant']} | " + " | ".join(cells) + " |")
     decodes = [r for r in results if "contexts" in r]
     if decodes:
         contexts = sorted({int(c) for r in decodes for c in r["contexts"]})
-        print("\n| variant | " + " | ".join(f"{c // 1024}k: ms/token, cache MiB" for c in contexts) + " |")
+        print("\n| variant | " + " | ".join(f"{c // 1024}k: CPU ms/token (wall), cache MiB" for c in contexts) + " |")
         print("|---" * (len(contexts) + 1) + "|")
         for r in decodes:
-            cells = [f"{r['contexts'][str(c)]['ms_per_token']:.0f}, {r['contexts'][str(c)]['cache_allocated_mib']:.0f}"
-                     if str(c) in r["contexts"] else "not run" for c in contexts]
+            cells = [_decode_cell(r["contexts"][str(c)]) if str(c) in r["contexts"] else "not run" for c in contexts]
             print(f"| {r['variant']} | " + " | ".join(cells) + " |")
+
+
+def _decode_cell(point: dict) -> str:
+    return (f"{point['cpu_ms_per_token']:.0f} ({point['ms_per_token']:.0f}), {point['cache_allocated_mib']:.0f}"
+            + (f" ({point['cache_filled_mib']:.0f} filled)" if point["cache_filled_mib"] != point["cache_allocated_mib"]
+               else ""))
 
 
 def main() -> None:
@@ -271,13 +281,13 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--checkpoint", required=True)
         p.add_argument("--variant", choices=list(VARIANTS), required=True)
-        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--threads", type=int, default=1, help="1 makes CPU time a contention-proof cost measure")
         p.add_argument("--out", required=True)
     sub.choices["stream"].add_argument("--text", required=True)
     sub.choices["stream"].add_argument("--tokens", type=int, default=32768)
     sub.choices["stream"].add_argument("--chunk", type=int, default=512)
     sub.choices["decode"].add_argument("--contexts", default="1024,8192,32768")
-    sub.choices["decode"].add_argument("--steps", type=int, default=8)
+    sub.choices["decode"].add_argument("--steps", type=int, default=16)
     rep = sub.add_parser("report")
     rep.add_argument("dir")
     args = parser.parse_args()

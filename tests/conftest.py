@@ -97,26 +97,35 @@ def entry_env(**extra: str) -> dict[str, str]:
             "OMP_NUM_THREADS": "1", **extra}
 
 
-def run_entry(*args, timeout: float = 120, **kwargs):
-    """Run the installed ``hybridformer`` console script (``sys.exit(main())``) in a subprocess: the
-    real exit status and stderr, no CliRunner in between. Falls back to the same call through python."""
+def entry_command() -> list[str]:
+    """The installed ``hybridformer`` console script (``sys.exit(main())``), or the same call through python."""
     import shutil
-    import subprocess
     import sys
 
     script = shutil.which("hybridformer")
-    command = [script] if script else [sys.executable, "-c", "import sys; from hybridformer.cli import main; "
-                                                             "sys.exit(main())"]
+    return [script] if script else [sys.executable, "-c", "import sys; from hybridformer.cli import main; "
+                                                          "sys.exit(main())"]
+
+
+def run_entry(*args, timeout: float = 120, **kwargs):
+    """Run the real console script in a subprocess: the real exit status and stderr, no CliRunner between."""
+    import subprocess
+
     kwargs.setdefault("env", entry_env())
-    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+    if "stdout" not in kwargs and "stderr" not in kwargs:
+        kwargs["capture_output"] = True
+    return subprocess.run([*entry_command(), *map(str, args)], text=True, timeout=timeout, **kwargs)
 
 
-def assert_one_line_error(result, status: int = 2, *words: str) -> str:
-    """A clean failure: exit ``status``, no traceback, one line on stderr naming ``words``."""
-    err = result.stderr.strip()
+def assert_one_line_error(result, status: int = 2, *words: str, alone: bool = False) -> str:
+    """A clean failure: exit ``status``, no traceback, the error as one ``error:`` line naming ``words``,
+    last on stderr (after any progress lines the command printed; ``alone``: nothing else on stderr)."""
+    lines = result.stderr.strip().splitlines()
     assert result.returncode == status, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert len(err.splitlines()) == 1, err
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr[-2000:]
+    assert not alone or len(lines) == 1, result.stderr[-2000:]
     for word in words:
-        assert word in err, err
-    return err
+        assert word in errors[0], errors[0]
+    return errors[0]

@@ -116,7 +116,7 @@ def test_rolling_cache_decoding_equals_the_full_forward(position):
         steps = [model.decode(tokens[:, i : i + 1], cache=cache, offset=i) for i in range(LENGTH)]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
     kept = [state for state in cache.values() if isinstance(state, RollingKVCache)]
-    assert kept and all(state.keys.shape[2] == 2 + 5 for state in kept)  # sinks + window, not the whole text
+    assert kept and all(state.keys.shape[2] == 2 + 5 + 1 for state in kept)  # sinks + window (+ next), not all
 
 
 def test_checkpoint_round_trip_records_the_change(tmp_path, tiny_checkpoint):
@@ -150,9 +150,11 @@ def test_checkpoint_round_trip_records_the_change(tmp_path, tiny_checkpoint):
     ({"attention": "full", "rope_scaling": "stretch:2"}, "expected none or TYPE:FACTOR"),
     ({"attention": "full", "stack": "encoder"}, "has no encoder stack"),
     ({"attention": "sliding_window:num_global=1", "global_tokens": 2}, "contradicts num_global=1"),
+    ({"attention": "chunked", "layer": "lightconv"}, "has no self-attention"),
 ])
 def test_impossible_configs_are_refused(tmp_path, tiny_checkpoint, kwargs, message):
-    source = tiny_checkpoint("decoder_lm", position="learned", max_positions=16)
+    layer = kwargs.pop("layer", "transformer")
+    source = tiny_checkpoint("decoder_lm", position="learned", max_positions=16, decoder={"layers": 1, "layer": layer})
     with pytest.raises(ConfigError, match=message):
         longify(source, tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()

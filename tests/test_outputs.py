@@ -119,3 +119,15 @@ def test_overwrite_replaces_a_checkpoint(tmp_path, ckpt):
     result = run_entry("average", ckpt, ckpt, "--out", out, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert (out / "model.safetensors").exists()
+
+
+def test_tokenizer_train_keeps_its_input_and_existing_files(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("the cat sat on the mat\n" * 20)
+    assert_one_line_error(run_entry("tokenizer", "train", text, "--kind", "char", "--out", text, "--overwrite"),
+                          2, "input")
+    assert text.read_text().startswith("the cat")
+    out = tmp_path / "tok.json"
+    out.write_text("mine")
+    assert_one_line_error(run_entry("tokenizer", "train", text, "--kind", "char", "--out", out), 2, "--overwrite")
+    assert out.read_text() == "mine"

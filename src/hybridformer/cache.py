@@ -133,28 +133,57 @@ class ConvState:
 class RollingKVCache:
     """Sliding-window decoding memory: the ``num_global`` first keys plus the last ``window`` keys.
 
-    Memory stays bounded by ``num_global + window`` keys however long the generation runs
-    (plus the tokens of the current step while they are attended).
+    The keys live in a preallocated ring of ``num_global + window + 1`` slots: a decoding step writes
+    its key into the slot of the key that has just left the window (one key copied per layer, never
+    the window: concatenating and gathering the window every step was a third of a 2k-window step on
+    CPU), then the query attends the whole buffer. Once the ring wraps its slots are out of position
+    order; the kernel masks by ``kept_positions``, so order does not matter. Memory stays bounded by
+    ``num_global + window + 1`` keys however long the generation runs.
     """
 
     def __init__(self, window: int, num_global: int = 0) -> None:
         self.window, self.num_global = window, num_global
-        self.keys: Tensor | None = None  # (batch, kv_heads, kept, head_dim)
+        self.slots = num_global + window + 1
+        self.keys: Tensor | None = None  # (batch, kv_heads, slots, head_dim)
         self.values: Tensor | None = None
-        self.kept_positions: Tensor | None = None  # (kept,) absolute positions of the kept keys
+        self.kept_positions: Tensor | None = None  # (slots,) absolute position held by each slot
         self.length = 0
 
+    def _slot(self, position: int) -> int:
+        g = self.num_global
+        return position if position < g else g + (position - g) % (self.window + 1)
+
     def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Add ``n`` new keys/values; return kept + new keys, values and their absolute positions."""
-        new_positions = torch.arange(self.length, self.length + k.shape[2], device=k.device)
+        """Add ``n`` new keys/values; return the keys, values and absolute positions the new queries
+        attend (the kept ones and the new ones, in any order)."""
         if self.keys is None:
-            keys, values, positions = k, v, new_positions
-        else:
-            keys, values = torch.cat([self.keys, k], dim=2), torch.cat([self.values, v], dim=2)
-            positions = torch.cat([self.kept_positions, new_positions])
-        self.length += k.shape[2]
-        keep = (positions < self.num_global) | (positions >= self.length - self.window)
-        self.keys, self.values, self.kept_positions = keys[:, :, keep], values[:, :, keep], positions[keep]
+            batch, heads, _, dim = k.shape
+            self.keys = k.new_zeros(batch, heads, self.slots, dim)
+            self.values = v.new_zeros(batch, heads, self.slots, v.shape[-1])
+            self.kept_positions = torch.full((self.slots,), -1, dtype=torch.long, device=k.device)
+        n, filled = k.shape[2], min(self.length, self.slots)
+        if n == 1:  # decoding step: write into the ring, attend the ring
+            slot = self._slot(self.length)
+            self.keys[:, :, slot] = k[:, :, 0]
+            self.values[:, :, slot] = v[:, :, 0]
+            self.kept_positions[slot] = self.length
+            self.length += 1
+            used = min(self.length, self.slots)
+            return self.keys[:, :, :used], self.values[:, :, :used], self.kept_positions[:used]
+        first, g = self.length, self.num_global
+        positions = torch.cat([self.kept_positions[:filled], torch.arange(first, first + n, device=k.device)])
+        keys = torch.cat([self.keys[:, :, :filled], k], dim=2)
+        values = torch.cat([self.values[:, :, :filled], v], dim=2)
+        self.length += n
+        # the new keys that stay: global ones (a prefix) and the last window + 1 (a suffix)
+        global_end = min(n, max(0, g - first))
+        index = torch.cat([torch.arange(global_end), torch.arange(max(global_end, n - self.window - 1), n)])
+        index = index.to(k.device)
+        kept = index + first
+        slots = torch.where(kept < g, kept, g + (kept - g) % (self.window + 1))
+        self.keys[:, :, slots] = k[:, :, index]
+        self.values[:, :, slots] = v[:, :, index]
+        self.kept_positions[slots] = kept
         return keys, values, positions
 
     def reorder(self, index: Tensor) -> None:

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from .config import ModelConfig, parse_config
+from .devices import check_device
 from .errors import CheckpointError, ConfigError
 from .models import build_model
 
@@ -142,7 +143,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer | None:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild the model from ``config.json`` and load its safetensors weights (nothing is unpickled)."""
-    path = Path(path)
+    path, device = Path(path), check_device(device)
     config = load_config_file(path)
     model = build_model(config)
     load_state_into(model, load_weights(path, device), path / WEIGHTS)

@@ -7,6 +7,8 @@ from functools import partial
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .context import MixerContext
+
 _gelu_tanh = partial(F.gelu, approximate="tanh")  # GPT-2's and T5 v1.1's "gelu_new"
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": _gelu_tanh, "silu": F.silu,
                "swiglu": F.silu, "geglu": F.gelu, "geglu_tanh": _gelu_tanh}
@@ -25,7 +27,7 @@ class FeedForward(nn.Module):
         self.linear2 = nn.Linear(hidden, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, ctx=None) -> Tensor:
+    def forward(self, x: Tensor, ctx: MixerContext | None = None) -> Tensor:
         h = self.linear1(x)
         if self.gated:
             h, gate = h.chunk(2, dim=-1)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .data.text import decode_tokens, encode_source, pad, token_batches, windows
+from .data.text import decode_tokens, encode_checked, pad, token_batches, windows
 from .decoding import beam_search, greedy_search, sample_search
 from .decoding.logits import max_lengths
 from .errors import ConfigError, DataError
@@ -105,7 +105,8 @@ def stream_outputs(decoder: Decoder, inputs: Iterable[str], opts: GenerationOpti
             raise ConfigError(f"{decoder.name}: no chat template (tokenizer_config.json chat_template); --chat "
                               "needs an instruct model converted with `hybridformer convert`")
         inputs = (decoder.chat_template.prompt(line) for line in inputs)
-    encoded = (encode_source(decoder.tokenizer, line, decoder.config) for line in inputs)
+    encoded = (encode_checked(decoder.tokenizer, line, decoder.config, number)
+               for number, line in enumerate(inputs, start=1))
     count = 0
     for window in windows(encoded, 4 * opts.batch_tokens):
         outputs: dict[int, list[int]] = {}
@@ -133,7 +134,7 @@ def decode_batch(decoder: Decoder, sources: list[list[int]], opts: GenerationOpt
     else:
         state, prefix, lengths = scorer.init_state(None), src, torch.tensor([src.shape[1]] * len(sources))
         a, b = _or(opts.max_len_a, 0.0), _or(opts.max_len_b, 100)
-    cap = None
+    cap = cfg.max_positions  # new tokens: --max-len-b 100000000 would otherwise decode for ever
     if cfg.position == "learned":  # learned position tables end at max_positions
         cap = cfg.max_positions - prefix.shape[1]
         if cap < 1 or src.shape[1] > cfg.max_positions:

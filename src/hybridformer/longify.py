@@ -32,6 +32,7 @@ __all__ = ["longify", "longify_checkpoint", "longify_config", "parse_attention_s
            "parse_rope_scaling", "tile_positions", "LongifyPlan"]
 
 ROPE_SCALINGS = ("linear", "dynamic", "ntk", "yarn")
+NO_SELF_ATTENTION = ("lightconv", "dynamicconv")  # layer types whose token mixer is a convolution
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,9 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
     changed_layers: dict[str, list[int]] = {}
     for role in stacks:
         stack: StackConfig = getattr(cfg, role)
+        if stack.layer in NO_SELF_ATTENTION:
+            raise ConfigError(f"the {role} stack has layer={stack.layer!r}, which has no self-attention to replace "
+                              "(its convolution already costs O(L))")
         layers = parse_layers(plan.layers, stack.layers, where=f"{role} stack")
         carried = _carry_dropout(stack, attention)
         overrides = dict(stack.layer_attention)

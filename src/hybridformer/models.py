@@ -13,10 +13,11 @@ from torch import Tensor, nn
 
 from .attention import ATTENTION, ALiBi, T5RelativeBias
 from .attention.head_subset import apply_pruned_heads
-from .blocks import LAYERS, Layer, LayerParts, MixerContext
+from .blocks import LAYERS, Layer, LayerParts
 from .blocks.deepnet import deepnet_constants, deepnet_init
 from .cache import DecodingCache, TransposedWeight
 from .config import AttentionConfig, ModelConfig, StackConfig
+from .context import MixerContext
 from .position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
 from .quantized import quantize_dynamic_int8
 

@@ -71,9 +71,11 @@ def prepare_run_dir(out: str | Path) -> Path:
     are the trainer's). A file, a link, or a folder of other things is refused, so nothing is overwritten."""
     out = Path(out)
     _check_parent(out)
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        kind = "a symbolic link" if out.is_symlink() else "a file"
-        raise DataError(f"--out {out} is {kind}; a training run needs a directory path")
+    # a link the user made to a directory is fine (the trainer refuses links planted inside the run)
+    if out.is_symlink() and not out.exists():
+        raise DataError(f"--out {out} is a symbolic link to nothing; give a directory path")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; a training run needs a directory path")
     if out.exists() and any(out.iterdir()) and not is_run_dir(out):
         raise DataError(f"--out {out} is a non-empty directory that is not a training run; "
                         "choose a new or empty --out")

@@ -139,6 +139,8 @@ def _train_one(name: str, out: Path, steps: int, seed: int, sizes: tuple[int, in
     torch.set_num_threads(threads)
     began = time.perf_counter()
     result = train(experiment(name, steps, seed, *sizes), out / name, progress=progress)
+    if result.status == "interrupted":  # Ctrl-C: the trainer saved a checkpoint; stop the whole quickstart
+        raise KeyboardInterrupt
     return result, time.perf_counter() - began
 
 

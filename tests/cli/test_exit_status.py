@@ -20,7 +20,7 @@ from tests.conftest import assert_one_line_error, run_entry
     (["average", "--last", "abc", "RUN", "--out", "x"], ["--last"]),
 ])
 def test_usage_errors_are_one_line_with_status_2(args, words):
-    assert_one_line_error(run_entry(*args), 2, *words)
+    assert_one_line_error(run_entry(*args), 2, *words, alone=True)
 
 
 def test_bare_command_prints_help_without_traceback():

@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from conftest import TINY_TEXT, assert_one_line_error, run_cli, run_entry
 
-from conftest import TINY_TEXT, run_cli
-
-SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def hybridformer(*args: object) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run([sys.executable, "-c", "import sys; from hybridformer.cli import main; sys.exit(main())", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=120)
+from hybridformer.checkpoint import load_config_file
 
 
 def test_cli_longifies_and_refuses_impossible_configs(monkeypatch, capsys, tmp_path, tiny_checkpoint):
     source = tiny_checkpoint("decoder_lm", position="rope")
-    done = hybridformer("longify", source, "--attention", "sliding_window:window=4", "--global-tokens", "2",
-                        "--rope-scaling", "none", "--out", tmp_path / "long")
+    done = run_entry("longify", source, "--attention", "sliding_window:window=4", "--global-tokens", "2",
+                     "--rope-scaling", "none", "--out", tmp_path / "long")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "long" / "meta.json").is_file()
-    bad = hybridformer("longify", source, "--attention", "linformer", "--out", tmp_path / "bad")
-    assert bad.returncode == 2 and "cannot be causal" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    bad = run_entry("longify", source, "--attention", "linformer", "--out", tmp_path / "bad")
+    assert_one_line_error(bad, 2, "cannot be causal")
     for args, message in [
         (["--attention", "sliding_window", "--max-positions", "8"], "below the model's current"),
         (["--attention", "sliding_window", "--layers", "3"], "layer 3 does not exist"),
@@ -50,3 +38,10 @@ def test_generate_runs_on_a_longified_checkpoint(monkeypatch, capsys, tmp_path, 
                              "--max-len-b", "30")
     assert code == 0, err
     assert len(out.splitlines()) == 2
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path / "long", "--ref", tmp_path / "in.txt",
+                             "--metric", "ppl")
+    assert code == 0 and out.strip(), err
+    code, _, err = run_cli(monkeypatch, capsys, "merge", "--method", "linear", tmp_path / "long", tmp_path / "long",
+                           "--out", tmp_path / "merged")
+    assert code == 0, err
+    assert load_config_file(tmp_path / "merged") == load_config_file(tmp_path / "long")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hybridformer.cli.options import parse_list, parse_weights, split_list
-from hybridformer.errors import ConfigError
+from hybridformer.errors import ConfigError, DataError
 
 
 def test_commas_spaces_and_repeats_are_the_same_list() -> None:
@@ -20,3 +20,10 @@ def test_a_bad_item_names_the_option() -> None:
         parse_weights("1,x")
     with pytest.raises(ConfigError, match="--lengths '8,big'"):
         parse_list("8,big", int, option="--lengths", example="8,16")
+
+
+def test_weights_from_a_tune_weights_file(tmp_path) -> None:
+    (tmp_path / "w.json").write_text('{"weights": [0.8, 0.2], "metric": "bleu"}')
+    assert parse_weights(f"@{tmp_path / 'w.json'}") == [0.8, 0.2]
+    with pytest.raises(DataError, match="no such file"):
+        parse_weights(f"@{tmp_path / 'missing.json'}")

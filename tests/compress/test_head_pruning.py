@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
-from hybridformer.bench.compress import state_size
 from hybridformer.compress import (
     HeadGates,
     attention_modules,
@@ -15,6 +14,7 @@ from hybridformer.compress import (
     keep_heads,
     prune_heads,
     select_heads,
+    state_size,
     weight_importance,
 )
 from hybridformer.decoding import ModelScorer, greedy_search

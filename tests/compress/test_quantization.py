@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
-from hybridformer.bench.compress import state_size
-from hybridformer.compress import Int8Linear, quantize_dynamic_int8, quantize_model
+from hybridformer.compress import Int8Linear, quantize_dynamic_int8, quantize_model, state_size
 from hybridformer.decoding import ModelScorer, greedy_search
 from hybridformer.errors import ConfigError
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hybridformer.fusion.merge import METHODS, MergeOptions
+from hybridformer.fusion.merge import METHODS
 from hybridformer.fusion.merge.dare import drop_and_rescale, generator
 from hybridformer.fusion.merge.ties import disjoint_mean, trim
 
@@ -17,7 +17,7 @@ def t(*values: float) -> torch.Tensor:
 
 
 def merge(method: str, models, base=None, **options) -> torch.Tensor:
-    opts = MergeOptions(weights=tuple(options.pop("weights", (1.0,) * len(models))), **options)
+    opts = METHODS[method].options(weights=tuple(options.pop("weights", (1.0,) * len(models))), **options)
     return METHODS[method].merge("w", models, base, opts)
 
 

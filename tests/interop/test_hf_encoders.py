@@ -59,6 +59,23 @@ def test_a_sentence_encoder_has_no_head_and_cannot_generate(pair):
         embed(ckpt, ["no tokenizer in a tiny random model"])
 
 
+def test_export_round_trip_gives_identical_tensors_and_states(pair, tmp_path):
+    hf, ckpt = pair
+    from safetensors.torch import load_file
+
+    from hybridformer.interop.export import export_hf
+
+    out = export_hf(ckpt.path, tmp_path / "back")
+    original, exported = load_file(ckpt.path.parent / "hf" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(exported) <= set(original)
+    for name, tensor in exported.items():
+        assert torch.equal(tensor, original[name]), name
+    reloaded = transformers.AutoModel.from_pretrained(out).eval()
+    tokens = torch.randint(3, ckpt.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=tokens).last_hidden_state, hf(input_ids=tokens).last_hidden_state)
+
+
 def test_relative_positions_are_refused_by_name(tmp_path):
     hf_encoder("bert").save_pretrained(tmp_path / "hf")
     path = tmp_path / "hf" / "config.json"

@@ -12,6 +12,7 @@ from hybridformer.decoding.greedy import greedy_search
 from hybridformer.decoding.scorer import ModelScorer, output_log_probs
 from hybridformer.errors import ConfigError
 from hybridformer.interop import convert
+from hybridformer.interop.hf import ARCHITECTURES
 
 transformers = pytest.importorskip("transformers")
 
@@ -134,3 +135,37 @@ def test_unsupported_fields_are_one_line_errors_naming_them(tmp_path, kind, fiel
     with pytest.raises(ConfigError, match=field) as info:
         convert(tmp_path / "hf", tmp_path / "out")
     assert "\n" not in str(info.value)
+
+
+def test_export_round_trip_gives_identical_tensors_and_logits(pair, tmp_path):
+    hf, ckpt = pair
+    from safetensors.torch import load_file
+
+    from hybridformer.interop.export import export_hf
+
+    out = export_hf(ckpt.path, tmp_path / "back")
+    original, exported = load_file(ckpt.path.parent / "hf" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(exported) <= set(original)
+    unused = ARCHITECTURES[ckpt.meta["model_type"]].unused
+    assert all(name.startswith(unused) for name in set(original) - set(exported))  # only tied copies left out
+    for name, tensor in exported.items():
+        assert torch.equal(tensor, original[name]), name
+    reloaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(out).eval()
+    cfg = ckpt.config
+    src = batch(cfg, [5, 7], 5)
+    tgt = torch.cat([torch.full((2, 1), cfg.start_id), batch(cfg, [4, 4], 6)], 1)
+    with torch.no_grad():
+        kwargs = dict(input_ids=src, attention_mask=src.ne(cfg.pad_id), decoder_input_ids=tgt)
+        assert torch.equal(reloaded(**kwargs).logits, hf(**kwargs).logits)
+
+
+def test_export_refuses_what_hugging_face_cannot_hold(pair, tmp_path):
+    _, ckpt = pair
+    from hybridformer import save_checkpoint
+    from hybridformer.interop.export import export_hf
+
+    changed = ckpt.config.model_copy(update={"residual": "rezero"})
+    copy = save_checkpoint(tmp_path / "changed", ckpt.model, changed, ckpt.tokenizer,
+                           meta=json.loads((ckpt.path / "meta.json").read_text()))
+    with pytest.raises(ConfigError, match="residual='rezero'"):
+        export_hf(copy, tmp_path / "out")

@@ -69,10 +69,20 @@ def attend(q: Tensor, k: Tensor, v: Tensor, *, allowed: Tensor | None = None, bi
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
 
 
+SCORE_BIAS_ALTERNATIVES = ("use position=rope/sinusoidal/learned, or attention full, chunked, sliding_window "
+                           "or block_sparse")
+
+
 def no_score_bias(name: str, position: str, where: str) -> None:
     """Kernelized and low-rank attention never form q·k scores, so an additive score bias has no place."""
     if position in ("alibi", "t5"):
         raise ConfigError(
             f"{where}: attention.name={name!r} cannot use position={position!r} (an additive score bias needs "
-            "explicit scores); use position=rope/sinusoidal/learned, or attention full, chunked, sliding_window "
-            "or block_sparse")
+            f"explicit scores); {SCORE_BIAS_ALTERNATIVES}")
+
+
+def refuse_score_bias(name: str, bias: ScoreBias | None) -> None:
+    """At call time: a kernel that never forms q·k scores refuses a bias rather than ignore it."""
+    if bias is not None:
+        raise ConfigError(f"attention {name!r} cannot apply a score bias (ALiBi/T5 need explicit q·k scores); "
+                          f"{SCORE_BIAS_ALTERNATIVES}")

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..cache import LinearAttentionState
 from ..errors import ConfigError
-from .base import AttentionKernel, expand_kv, no_score_bias
+from .base import AttentionKernel, expand_kv, no_score_bias, refuse_score_bias
 from .bias import ScoreBias
 from .masks import drop_empty_padding
 
@@ -50,6 +50,7 @@ class _KernelizedAttention(AttentionKernel):
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
         key_padding_mask: Tensor | None = None, bias: ScoreBias | None = None,
     ) -> Tensor:
+        refuse_score_bias(self.name, bias)
         heads = q.shape[1]
         phi_q = self.features(q, is_query=True)
         phi_k = self.features(expand_kv(k, heads), is_query=False)
@@ -117,6 +118,7 @@ class _KernelizedAttention(AttentionKernel):
 
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: LinearAttentionState, *,
              bias: ScoreBias | None = None) -> Tensor:
+        refuse_score_bias(self.name, bias)
         heads = q.shape[1]
         phi_q = self.features(q, is_query=True)
         phi_k = self.features(expand_kv(k, heads), is_query=False)

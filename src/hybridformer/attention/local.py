@@ -142,7 +142,7 @@ class SlidingWindowAttention(AttentionKernel):
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: RollingKVCache, *, bias: ScoreBias | None = None) -> Tensor:
         """Attend the new tokens over the kept keys (global + last ``window``) and themselves."""
         keys, values, k_pos = state.extend(k, v)
-        q_pos = k_pos[-q.shape[2]:]
+        q_pos = torch.arange(state.length - q.shape[2], state.length, device=q.device)
         allowed = position_mask(q_pos[:, None], k_pos[None, :], causal=True, window=self.window,
                                 num_global=self.num_global)
         score_bias = None if bias is None else bias.between(q_pos[:, None], k_pos[None, :])

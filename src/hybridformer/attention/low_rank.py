@@ -13,9 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import AttentionKernel, attend, expand_kv, no_score_bias
+from .base import AttentionKernel, attend, expand_kv, no_score_bias, refuse_score_bias
 from .bias import ScoreBias
 from .masks import drop_empty_padding
+
+CANNOT_BE_CAUSAL = ("cannot be causal (it mixes the whole sequence); use 'linear', 'performer', "
+                    "'sliding_window', 'block_sparse' or 'chunked' in a decoder")
 
 
 class _NonCausal(AttentionKernel):
@@ -24,10 +27,14 @@ class _NonCausal(AttentionKernel):
     @classmethod
     def check(cls, *, causal: bool, position: str, where: str) -> None:
         if causal:
-            raise ConfigError(
-                f"{where}: attention.name={cls.name!r} cannot be causal (it mixes the whole sequence); "
-                "use 'linear', 'performer', 'sliding_window', 'block_sparse' or 'chunked' in a decoder")
+            raise ConfigError(f"{where}: attention.name={cls.name!r} {CANNOT_BE_CAUSAL}")
         no_score_bias(cls.name, position, where)
+
+    def refuse(self, causal: bool, bias: ScoreBias | None) -> None:
+        """A direct call must not get a silently non-causal (or unbiased) answer: refuse, naming both."""
+        if causal:
+            raise ConfigError(f"attention {self.name!r} got causal=True but {CANNOT_BE_CAUSAL}")
+        refuse_score_bias(self.name, bias)
 
     def step(self, q: Tensor, k: Tensor, v: Tensor, state, *, bias: ScoreBias | None = None) -> Tensor:
         raise ConfigError(f"attention {self.name!r} is non-causal and cannot decode incrementally")
@@ -54,6 +61,7 @@ class LinformerAttention(_NonCausal):
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
         key_padding_mask: Tensor | None = None, bias: ScoreBias | None = None,
     ) -> Tensor:
+        self.refuse(causal, bias)
         length = k.shape[2]
         if length > self.max_len:
             raise ValueError(f"linformer got {length} keys but max_len={self.max_len}; raise attention.max_len")
@@ -85,6 +93,7 @@ class NystromAttention(_NonCausal):
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
         key_padding_mask: Tensor | None = None, bias: ScoreBias | None = None,
     ) -> Tensor:
+        self.refuse(causal, bias)
         heads, length = q.shape[1], k.shape[2]
         k, v = expand_kv(k, heads), expand_kv(v, heads)
         padding = drop_empty_padding(key_padding_mask)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..cache import StaticKV
+from ..context import MixerContext
 from .base import AttentionKernel
 
 
@@ -50,7 +51,7 @@ class MultiHeadAttention(_Attention):
         qkv_bias = bias if qkv_bias is None else qkv_bias
         self.qkv_proj = nn.Linear(d_model, (heads + 2 * kv_heads) * self.head_dim, bias=qkv_bias)
 
-    def forward(self, x: Tensor, ctx) -> Tensor:
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         q_dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
         q, k, v = self.qkv_proj(x).split([q_dim, kv_dim, kv_dim], dim=-1)
         q = self.scale_queries(self.split_heads(q, self.heads))
@@ -81,7 +82,7 @@ class CrossAttention(_Attention):
         k, v = self.kv_proj(memory).chunk(2, dim=-1)
         return self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
 
-    def forward(self, x: Tensor, ctx) -> Tensor:
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         q = self.scale_queries(self.split_heads(self.q_proj(x), self.heads))
         if ctx.cache is None:
             k, v = self.memory_kv(ctx.memory)

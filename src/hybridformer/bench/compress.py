@@ -9,14 +9,16 @@ so machine noise hits them alike; what to compare are the ratios to ``float``.
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..compress import prune_heads, weight_importance
+from ..compress import prune_heads, state_size, weight_importance
 from ..config import ModelConfig
 from ..decoding import ModelScorer, greedy_search
 from ..models import build_model
@@ -43,12 +45,6 @@ def compression_variants(config: ModelConfig, head_fraction: float) -> dict[str,
         label: pruned,
         f"{label}+int8": quantize_dynamic_int8(copy.deepcopy(pruned)),
     }
-
-
-def state_size(model: nn.Module) -> tuple[int, int]:
-    """Elements and bytes of the saved state (tied tensors counted once): what a checkpoint holds."""
-    unique = {t.data_ptr(): t for t in model.state_dict().values() if t.numel()}
-    return sum(t.numel() for t in unique.values()), sum(t.numel() * t.element_size() for t in unique.values())
 
 
 @torch.no_grad()
@@ -84,3 +80,20 @@ def benchmark_compression(
         "batch_size": batch_size, "src_len": src_len if src is not None else 0, "new_tokens": new_tokens,
         "repeats": repeats, "head_fraction": head_fraction, "config": config.model_dump(), "variants": rows,
     }
+
+
+def compression_table(result: dict[str, Any]) -> str:
+    """The variants of :func:`benchmark_compression` as a fixed-width text table."""
+    lines = [f"{'variant':<16}{'tokens/s':>10}{'speedup':>9}{'elements':>12}{'MiB':>9}"]
+    for name, row in result["variants"].items():
+        lines.append(f"{name:<16}{row['tokens_per_s']:>10.1f}{row['speedup']:>9.2f}{row['numel']:>12}"
+                     f"{row['megabytes']:>9.2f}")
+    return "\n".join(lines)
+
+
+def write_compression(result: dict[str, Any], out: str | Path) -> Path:
+    """``out/compress.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compress.json").write_text(json.dumps(result, indent=2))
+    return out / "compress.json"

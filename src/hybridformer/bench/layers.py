@@ -7,13 +7,17 @@ layer is one residual layer built exactly as a model builds it (``build_stack``,
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
+from ..blocks import LAYERS
 from ..config import ModelConfig
+from ..errors import ConfigError
 from ..models import build_stack
 
 
@@ -122,3 +126,28 @@ def _peak_bytes(step: Callable[[], None], device: str) -> int | None:
         current += delta
         peak = max(peak, current)
     return peak
+
+
+def run_layer_benchmark(layers: list[str], d_models: list[int], lengths: list[int], *, device: str = "cpu",
+                        threads: int = 0, out: str | Path | None = None, **options) -> tuple[list[LayerResult], str]:
+    """Check the request, measure (``bench_layers``), and write ``layers.json`` + ``layers.md`` under ``out``.
+
+    Returns the results and their markdown table; ``threads`` > 0 sets torch's CPU threads first.
+    """
+    unknown = [name for name in layers if name not in LAYERS]
+    if unknown:
+        raise ConfigError(f"--layers: unknown layer type(s) {', '.join(unknown)}; allowed: {', '.join(LAYERS)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda requested but no CUDA device is available")
+    if threads:
+        torch.set_num_threads(threads)
+    results = bench_layers(layers, d_models, lengths, device=device, **options)
+    table = markdown_table(results)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"device": device, "threads": torch.get_num_threads(), "torch": torch.__version__}
+        (out / "layers.json").write_text(json.dumps({"meta": meta, "results": [r.as_dict() for r in results]},
+                                                    indent=2))
+        (out / "layers.md").write_text(table + "\n")
+    return results, table

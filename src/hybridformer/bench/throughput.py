@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..config import ModelConfig
+from ..config import ModelConfig, apply_overrides, parse_config, read_config_file
 from ..errors import ConfigError
 from .peers import PEERS, Contender, Size, hybridformer
 
@@ -213,3 +213,10 @@ def write(report: Report, out: str | Path) -> tuple[Path, Path]:
     (out / "throughput.json").write_text(json.dumps(asdict(report), indent=2))
     (out / "throughput.md").write_text(markdown(report) + "\n")
     return out / "throughput.json", out / "throughput.md"
+
+
+def read_model_config(path: str | Path, overrides: list[str] = ()) -> ModelConfig:
+    """The model a benchmark builds: ``path`` holds ModelConfig keys or an experiment's ``model:`` section,
+    ``overrides`` are ``key=value`` edits of it (as ``--set``)."""
+    data = read_config_file(path)
+    return parse_config(ModelConfig, apply_overrides(data.get("model", data), list(overrides)), prefix="model")

@@ -18,7 +18,14 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..compress import head_importance, magnitude_prune, prune_heads, quantize_model, weight_importance
+from ..compress import (
+    compression_meta,
+    head_importance,
+    magnitude_prune,
+    prune_heads,
+    quantize_model,
+    weight_importance,
+)
 from ..decoding import ModelScorer, greedy_search
 
 
@@ -34,8 +41,8 @@ def make_variants(checkpoint: str | Path, out_dir: str | Path, *, head_fractions
     written = {}
 
     def save(label: str, model: nn.Module, config, note: dict[str, Any]) -> None:
-        meta = {**ckpt.meta, "compression": [*ckpt.meta.get("compression", []), {**note, "source": str(checkpoint)}]}
-        written[label] = save_checkpoint(out_dir / label, model, config, ckpt.tokenizer, meta=meta)
+        written[label] = save_checkpoint(out_dir / label, model, config, ckpt.tokenizer,
+                                         meta=compression_meta(ckpt.meta, checkpoint, note))
 
     for fraction in head_fractions:
         model = copy.deepcopy(ckpt.model)

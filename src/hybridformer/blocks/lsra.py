@@ -11,6 +11,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from ..context import MixerContext
 from ..position import Rotation
 
 
@@ -25,7 +26,7 @@ class ChannelSlice(nn.Module):
         super().__init__()
         self.body, self.start, self.stop, self.head_dim = body, start, stop, head_dim
 
-    def forward(self, x: Tensor, ctx) -> Tensor:
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         if self.head_dim is not None and ctx.rope is not None and ctx.rope.cos.shape[-1] != self.head_dim:
             ctx = dataclasses.replace(ctx, rope=narrow_rotation(ctx.rope, self.head_dim))
         return self.body(x[..., self.start : self.stop], ctx)

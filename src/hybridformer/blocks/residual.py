@@ -1,29 +1,11 @@
-"""Residual sublayers, the layer that chains them, and the context every mixer receives."""
+"""Residual sublayers and the layer that chains them (the context every mixer receives is ``context.py``)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..attention.bias import ScoreBias
-from ..cache import DecodingCache
-from ..position import Rotation
-
-
-@dataclass
-class MixerContext:
-    """What a mixer may need besides its input: masks, causality, positions, cache, encoder memory."""
-
-    padding_mask: Tensor | None  # (batch, L) True = padding
-    causal: bool
-    positions: Tensor  # (L,) absolute positions of this call's tokens
-    rope: Rotation | None = None
-    score_bias: ScoreBias | None = None
-    cache: DecodingCache | None = None  # set in incremental decoding
-    memory: Tensor | None = None  # encoder output, for cross-attention
-    memory_padding_mask: Tensor | None = None
+from ..context import MixerContext
 
 
 class Residual(nn.Module):

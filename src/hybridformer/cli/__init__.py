@@ -14,6 +14,7 @@ from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
 from . import interop as interop_cmd
 from . import longify as longify_cmd
+from . import tune as tune_cmd
 from .quickstart import quickstart
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ app.command("distill")(distill.distill)
 app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
 app.command("longify")(longify_cmd.longify)
+app.command("tune-weights")(tune_cmd.tune_weights_cmd)
 app.command("quickstart")(quickstart)
 app.command("convert")(interop_cmd.convert)
 app.command("export")(interop_cmd.export)

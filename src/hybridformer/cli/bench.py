@@ -7,12 +7,14 @@ from pathlib import Path
 import typer
 
 from ..bench import markdown_table, run_benchmark, write_outputs
-from . import bench_conv, compress
+from ..bench.compress import benchmark_compression, compression_table, write_compression
+from ..bench.layers import run_layer_benchmark
+from ..bench.throughput import markdown, read_model_config, run, write
+from ..blocks import LAYERS
+from ..config import ModelConfig, load_config
 from .options import parse_list, split_list
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks: speed and memory, measured, with peers in the same run.")
-app.command("compress")(compress.bench_compress)
-app.command("layers")(bench_conv.layers)
 
 DEFAULT_MECHANISMS = ["full", "reference", "chunked", "sliding_window:window=512", "block_sparse", "linear",
                       "performer", "linformer:max_len=65536", "nystrom"]
@@ -79,15 +81,59 @@ def throughput(
 
     Example: hybridformer bench throughput --sizes default --out runs/throughput
     """
-    from ..bench.throughput import markdown, run, write
-    from ..config import ModelConfig, apply_overrides, parse_config, read_config_file
-
-    model_cfg = None
-    if config is not None:
-        data = read_config_file(config)
-        model_cfg = parse_config(ModelConfig, apply_overrides(data.get("model", data), set_), prefix="model")
+    model_cfg = read_model_config(config, set_) if config is not None else None
     report = run(split_list(sizes), split_list(peers) if peers is not None else None,
                  repeats=repeats, steps=steps, beams=beams, threads=threads, config=model_cfg)
     json_path, _ = write(report, out)
     typer.echo(markdown(report))
     typer.echo(f"\nwrote {json_path} and throughput.md")
+
+
+@app.command("layers")
+def layers(
+    layer_types: str = typer.Option(",".join(LAYERS), "--layers", help="Comma-separated layer types."),
+    d_models: str = typer.Option("256,512", "--d-models", help="Comma-separated model widths."),
+    lengths: str = typer.Option("128,1024", "--lengths", help="Comma-separated sequence lengths."),
+    batch: int = typer.Option(1, help="Sequences per pass."),
+    causal: bool = typer.Option(False, "--causal/--bidirectional", help="Decoder (causal) or encoder layers."),
+    kernel_size: int = typer.Option(15, help="Convolution kernel width (conv.kernel_size)."),
+    repeats: int = typer.Option(3, help="Timed passes per measurement (the fastest is reported), after one warm-up."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int = typer.Option(0, help="torch CPU threads (0 = leave torch's default)."),
+    out: Path = typer.Option(None, help="Directory for layers.json and layers.md."),
+) -> None:
+    """Parameters, forward+backward time per token and peak memory of one layer of each type.
+
+    Example: hybridformer bench layers --d-models 256,512 --lengths 128,1024 --out bench/layers
+    """
+    _, table = run_layer_benchmark(
+        split_list(layer_types), parse_list(d_models, int, option="--d-models", example="256,512"),
+        parse_list(lengths, int, option="--lengths", example="256,1024"), batch=batch, causal=causal,
+        repeats=repeats, kernel_size=kernel_size, device=device, threads=threads, out=out)
+    typer.echo(table)
+    if out is not None:
+        typer.echo(f"wrote {out / 'layers.json'} and {out / 'layers.md'}")
+
+
+@app.command("compress")
+def compress(
+    config: Path = typer.Argument(None, help="Model config YAML (defaults when omitted)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set d_model=512"),
+    heads: float = typer.Option(0.5, "--heads", help="Fraction of heads removed in the pruned variant."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    src_len: int = typer.Option(24, "--src-len"),
+    new_tokens: int = typer.Option(32, "--new-tokens"),
+    repeats: int = typer.Option(5, "--repeats"),
+    threads: int = typer.Option(None, "--threads", help="CPU threads (torch.set_num_threads)."),
+    out: Path = typer.Option(None, "--out", help="Directory for compress.json."),
+) -> None:
+    """CPU greedy-decoding tokens/s of float vs int8 vs head-pruned (random init), as ratios to float.
+
+    Example: hybridformer bench compress --set dropout=0 --threads 1 --out benchmarks/compress
+    """
+    cfg = read_model_config(config, set_) if config is not None else load_config(None, set_, ModelConfig)
+    result = benchmark_compression(cfg, head_fraction=heads, batch_size=batch_size, src_len=src_len,
+                                   new_tokens=new_tokens, repeats=repeats, threads=threads)
+    typer.echo(compression_table(result))
+    if out is not None:
+        typer.echo(f"wrote {write_compression(result, out)}")

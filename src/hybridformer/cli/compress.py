@@ -1,27 +1,12 @@
-"""``hybridformer prune``, ``hybridformer quantize`` and ``hybridformer bench compress``."""
+"""``hybridformer prune`` and ``hybridformer quantize``: thin calls of ``hybridformer.compress``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from ..bench.compress import benchmark_compression, state_size
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..compress import (
-    head_counts,
-    head_importance,
-    magnitude_prune,
-    prune_heads,
-    quantize_model,
-    sparsity,
-    weight_importance,
-)
-from ..compress.data import text_batches
-from ..config import load_config
-from ..errors import ConfigError
-from ..outputs import prepare_output_dir
+from ..compress import prune_checkpoint, quantize_checkpoint
 
 
 def prune(
@@ -45,32 +30,14 @@ def prune(
       hybridformer prune runs/m30k/checkpoints/best --heads 0.3 --data val.en.gz --data val.de.gz --out runs/m30k-h30
       hybridformer prune runs/m30k/checkpoints/best --sparsity 0.5 --out runs/m30k-s50
     """
-    if (heads is None) == (sparsity_ is None):
-        raise ConfigError("give exactly one of --heads FRACTION or --sparsity FRACTION")
-    prepare_output_dir(out, overwrite=overwrite, inputs=[checkpoint, *data])
-    ckpt = load_checkpoint(checkpoint)
-    model, config = ckpt.model, ckpt.config
-    if config.quantization is not None:
-        raise ConfigError(f"{checkpoint} is quantized; prune the float checkpoint, then quantize")
-    before, _ = state_size(model)
-    if heads is not None:
-        if data:
-            batches = text_batches(_tokenizer(ckpt), config, data, max_examples=max_examples, batch_size=batch_size)
-            importance, method = head_importance(model, batches), "gradient"
-        else:
-            importance, method = weight_importance(model), "weight_norm"
-        config = prune_heads(model, config, heads, importance)
-        counts = head_counts(model)
-        note = {"method": "heads", "fraction": heads, "importance": method, "heads_left": sum(counts.values())}
-        typer.echo(f"heads left: {sum(counts.values())} ({method} importance)")
+    result = prune_checkpoint(checkpoint, out, heads=heads, sparsity_target=sparsity_, data=data, scope=scope,
+                              max_examples=max_examples, batch_size=batch_size, overwrite=overwrite)
+    if result.heads_left is not None:
+        typer.echo(f"heads left: {result.heads_left} ({result.note['importance']} importance)")
     else:
-        magnitude_prune(model, sparsity_, scope=scope)
-        note = {"method": "magnitude", "sparsity": round(sparsity(model), 6), "scope": scope}
-        typer.echo(f"sparsity of linear weights: {note['sparsity']:.4f}")
-    after, _ = state_size(model)
-    typer.echo(f"parameters: {before} -> {after}")
-    save_checkpoint(out, model, config, ckpt.tokenizer, meta=_meta(ckpt.meta, checkpoint, note))
-    typer.echo(f"saved {out}")
+        typer.echo(f"sparsity of linear weights: {result.note['sparsity']:.4f}")
+    typer.echo(f"parameters: {result.numel[0]} -> {result.numel[1]}")
+    typer.echo(f"saved {result.path}")
 
 
 def quantize(
@@ -82,50 +49,7 @@ def quantize(
 
     Example: hybridformer quantize runs/m30k/checkpoints/best --out runs/m30k-int8
     """
-    prepare_output_dir(out, overwrite=overwrite, inputs=[checkpoint])
-    ckpt = load_checkpoint(checkpoint)
-    _, before = state_size(ckpt.model)
-    model, config = quantize_model(ckpt.model, ckpt.config)
-    _, after = state_size(model)
+    result = quantize_checkpoint(checkpoint, out, overwrite=overwrite)
+    before, after = result.size_bytes
     typer.echo(f"weights: {before / 2**20:.2f} MiB -> {after / 2**20:.2f} MiB")
-    save_checkpoint(out, model, config, ckpt.tokenizer,
-                    meta=_meta(ckpt.meta, checkpoint, {"method": "dynamic_int8"}))
-    typer.echo(f"saved {out}")
-
-
-def _tokenizer(ckpt):
-    if ckpt.tokenizer is None:
-        raise ConfigError(f"{ckpt.path} has no tokenizer.json; cannot read --data text for head importance")
-    return ckpt.tokenizer
-
-
-def _meta(meta: dict, source: Path, note: dict) -> dict:
-    return {**meta, "compression": [*meta.get("compression", []), {**note, "source": str(source)}]}
-
-
-def bench_compress(
-    config: Path = typer.Argument(None, help="Model config YAML (defaults when omitted)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set d_model=512"),
-    heads: float = typer.Option(0.5, "--heads", help="Fraction of heads removed in the pruned variant."),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    src_len: int = typer.Option(24, "--src-len"),
-    new_tokens: int = typer.Option(32, "--new-tokens"),
-    repeats: int = typer.Option(5, "--repeats"),
-    threads: int = typer.Option(None, "--threads", help="CPU threads (torch.set_num_threads)."),
-    out: Path = typer.Option(None, "--out", help="Directory for compress.json."),
-) -> None:
-    """CPU greedy-decoding tokens/s of float vs int8 vs head-pruned (random init), as ratios to float.
-
-    Example: hybridformer bench compress --set dropout=0 --threads 1 --out benchmarks/compress
-    """
-    cfg = load_config(config, set_)
-    result = benchmark_compression(cfg, head_fraction=heads, batch_size=batch_size, src_len=src_len,
-                                   new_tokens=new_tokens, repeats=repeats, threads=threads)
-    typer.echo(f"{'variant':<16}{'tokens/s':>10}{'speedup':>9}{'elements':>12}{'MiB':>9}")
-    for name, row in result["variants"].items():
-        typer.echo(f"{name:<16}{row['tokens_per_s']:>10.1f}{row['speedup']:>9.2f}{row['numel']:>12}"
-                   f"{row['megabytes']:>9.2f}")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "compress.json").write_text(json.dumps(result, indent=2))
-        typer.echo(f"wrote {out / 'compress.json'}")
+    typer.echo(f"saved {result.path}")

@@ -8,6 +8,7 @@ import typer
 
 from ..fusion import distill as run_distill
 from .options import parse_weights
+from .train import exit_status
 
 
 def distill(
@@ -42,5 +43,4 @@ def distill(
                          batch_tokens=batch_tokens, resume=resume, progress=progress)
     typer.echo(f"{result.status} at step {result.step}: best valid loss {result.best_valid_loss:.4f}; "
                f"checkpoints in {result.run_dir / 'checkpoints'}")
-    if result.status == "diverged":
-        raise typer.Exit(3)
+    raise typer.Exit(exit_status(result))

@@ -66,7 +66,7 @@ def evaluate_cmd(
             raise ConfigError("accuracy scores a classifier on --labeled documents; drop --src/--ref")
         result = evaluate_classifier(checkpoints, labeled, split=split, text_field=text_field,
                                      label_field=label_field, limit=limit, seed=seed, batch_tokens=batch_tokens,
-                                     device=device)
+                                     device=device, weights=parse_weights(weights))
         typer.echo(json.dumps(result.as_dict()) if as_json else str(result))
         return
     if ref is None:

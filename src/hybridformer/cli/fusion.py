@@ -8,9 +8,10 @@ import typer
 
 from ..errors import ConfigError
 from ..fusion import METHODS, average_checkpoints, last_checkpoints, merge_checkpoints
+from ..fusion.merge import method_options
 from ..outputs import prepare_output_dir
 from ..train import RunDir, export_ema
-from .options import parse_weights
+from .options import parse_assignments, parse_weights
 
 
 def average(
@@ -49,14 +50,16 @@ def average(
 
 def merge(
     checkpoints: list[Path] = typer.Argument(..., help="Checkpoint directories to merge (one architecture)."),
-    method: str = typer.Option(..., "--method", help=f"One of: {', '.join(METHODS)}."),
+    method: str = typer.Option(..., "--method", help=f"One of: {', '.join(METHODS)} (their options are listed above)."),
     out: Path = typer.Option(..., "--out", help="New checkpoint directory to write (written atomically)."),
-    base: Path = typer.Option(None, "--base", help="Shared base checkpoint (task_arithmetic, ties, dare)."),
-    weights: str = typer.Option(None, "--weights", help="One weight per checkpoint, comma-separated: 0.7,0.3"),
-    density: float = typer.Option(None, "--density", help="Fraction of each task vector kept (ties: 0.2, dare: 0.1)."),
-    t: float = typer.Option(0.5, "--t", help="slerp position: 0 = first checkpoint, 1 = second."),
-    seed: int = typer.Option(0, "--seed", help="dare: seed of the random drop."),
-    combine: str = typer.Option("linear", "--combine", help="dare: combine the sparse task vectors by linear|ties."),
+    base: Path = typer.Option(None, "--base", help="Shared base checkpoint (methods that take --base, above)."),
+    weights: str = typer.Option(None, "--weights", help="Weights: 0.7,0.3 or @FILE (tune-weights)."),
+    density: float = typer.Option(None, "--density", help="Same as --option density=X."),
+    t: float = typer.Option(None, "--t", help="Same as --option t=X."),
+    seed: int = typer.Option(None, "--seed", help="Same as --option seed=N."),
+    combine: str = typer.Option(None, "--combine", help="Same as --option combine=NAME."),
+    option: list[str] = typer.Option([], "--option", "-o", help="NAME=VALUE: an option of the method (listed above); "
+                                     "repeat for several."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
 ) -> None:
     """Merge checkpoint weights into one model.
@@ -70,8 +73,29 @@ def merge(
       hybridformer merge --method ties --base pre/best --density 0.2 ft1/best ft2/best --out ties
 
       hybridformer merge --method dare --combine ties --base pre/best --density 0.5 ft1/best ft2/best --out dare
+
+      hybridformer merge --method dare -o combine=ties -o density=0.5 --base pre/best ft1/best ft2/best --out dare
     """
+    options = {"density": density, "t": t, "seed": seed, "combine": combine}
+    for name, value in parse_assignments(option, option_name="--option").items():
+        if options.get(name) is not None:
+            raise ConfigError(f"--option {name}=... repeats --{name}; give it once")
+        options[name] = value
     prepare_output_dir(out, overwrite=overwrite, inputs=[*checkpoints, *([base] if base else [])])
-    written = merge_checkpoints(checkpoints, method, out, base=base, weights=parse_weights(weights),
-                                density=density, t=t, seed=seed, combine=combine)
+    written = merge_checkpoints(checkpoints, method, out, base=base, weights=parse_weights(weights), **options)
     typer.echo(f"merged {len(checkpoints)} checkpoints with {method} -> {written}")
+
+
+def _method_help() -> str:
+    """Each method and the options it declares (read from the method files, so a new method shows up here)."""
+    lines = []
+    for name, merger in METHODS.items():
+        takes = ["--base"] if merger.needs_base else []
+        takes += ["--weights"] if merger.takes_weights else []
+        takes += [f"{f.name} (default {f.default!r}: {f.metadata.get('help', '')})"
+                  for f in method_options(name).values()]
+        lines.append(f"  {name}: {'; '.join(takes) or 'no options'}")
+    return "Methods and their options:\n\n" + "\n\n".join(lines)
+
+
+merge.__doc__ = (merge.__doc__ or "") + "\n" + _method_help()

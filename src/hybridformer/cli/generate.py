@@ -7,17 +7,19 @@ import typer
 from ..data.text import iter_lines
 from ..generation import generate
 from .options import parse_weights
+from .progress import LineProgress, sigint_deferred
 
 # Decoding options, shared with ``hybridformer evaluate``.
 BEAM = typer.Option(None, "--beam", help="Beam size (default 5; 1 = greedy).", min=1)
 LENPEN = typer.Option(1.0, "--lenpen", help="Length penalty α: rank by log-prob / length^α (0 = raw log-prob).")
 MAX_LEN_A = typer.Option(None, "--max-len-a", help="Output budget a·src_len+b, a (default 1.2 seq2seq, 0 LM).")
-MAX_LEN_B = typer.Option(None, "--max-len-b", help="Output budget a·src_len+b, b (default 10 seq2seq, 100 LM).")
+MAX_LEN_B = typer.Option(None, "--max-len-b", help="Output budget a·src_len+b, b (default 10 seq2seq, 100 LM); "
+                         "at most the model's max_positions new tokens.")
 NO_REPEAT = typer.Option(0, "--no-repeat-ngram", help="Never repeat an n-gram of this size (0 = off).")
 BATCH_TOKENS = typer.Option(4096, "--batch-tokens", help="Padded input tokens × beam per batch.")
 DEVICE = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda.")
 CHECKPOINTS = typer.Argument(..., help="Checkpoint directory; several = an ensemble (same vocabulary).")
-WEIGHTS = typer.Option(None, "--weights", help="Ensemble weights, comma-separated (default: equal).")
+WEIGHTS = typer.Option(None, "--weights", help="Ensemble weights: 0.7,0.3 or @FILE from tune-weights (default: equal).")
 COMBINE = typer.Option("prob", "--combine", help="Ensemble: mean of probabilities (prob) or of log-probs (log_prob).")
 
 
@@ -39,6 +41,8 @@ def generate_cmd(
     weights: str = WEIGHTS,
     combine: str = COMBINE,
     chat: bool = typer.Option(False, "--chat", help="Wrap each line as a user message in the model's chat template."),
+    progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar on stderr (default: when "
+                                  "stderr is a terminal and stdout is not)."),
 ) -> None:
     """Translate / summarize / continue each line of --input; outputs stream to stdout in input order.
 
@@ -57,5 +61,16 @@ def generate_cmd(
         no_repeat_ngram=no_repeat_ngram, batch_tokens=batch_tokens, weights=parse_weights(weights), combine=combine,
         chat=chat,
     )
-    for line in outputs:
-        typer.echo(line)  # click flushes each line: output streams
+    written = 0
+    with LineProgress(input, enabled=progress) as bar:
+        try:
+            for line in outputs:
+                with sigint_deferred():  # the count below is exact: Ctrl-C lands between lines, not inside one
+                    typer.echo(line)  # click flushes each line: output streams
+                    written += 1
+                bar.advance()
+        except KeyboardInterrupt:
+            bar.stop()
+            typer.echo(f"interrupted: only the first {written} output line(s) were written (one per input line); "
+                       "the output is incomplete", err=True)
+            raise typer.Exit(130) from None

@@ -8,7 +8,9 @@ and a bad item is one :class:`~hybridformer.errors.ConfigError` naming the optio
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import yaml
 
 from ..errors import ConfigError
 
@@ -34,10 +36,29 @@ def parse_list(text: str | Sequence[str] | None, convert: Callable[[str], T], *,
 
 
 def parse_weights(text: str | None) -> list[float] | None:
-    """``--weights 0.7,0.3`` (or ``"0.7 0.3"``) -> [0.7, 0.3]; ``None`` when the option is absent."""
+    """``--weights 0.7,0.3`` (or ``"0.7 0.3"``) -> [0.7, 0.3]; ``@FILE`` reads the weights a
+    ``tune-weights`` run wrote (JSON); ``None`` when the option is absent."""
     if text is None:
         return None
+    if text.startswith("@"):
+        from ..tune import read_weights_file
+
+        return read_weights_file(text[1:])
     try:
         return [float(part) for part in split_list(text)]
     except ValueError:
         raise ConfigError(f"--weights {text!r}: expected comma-separated numbers such as 0.7,0.3") from None
+
+
+def parse_assignments(items: Sequence[str], *, option_name: str) -> dict[str, Any]:
+    """``["density=0.5", "combine=ties"]`` -> ``{"density": 0.5, "combine": "ties"}`` (values read as YAML scalars)."""
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"{option_name} {item!r}: expected NAME=VALUE, e.g. density=0.5")
+        try:
+            values[name.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"{option_name} {item!r}: cannot read the value {raw!r}") from None
+    return values

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..data.tokenizer import train_tokenizer_files
+from ..outputs import prepare_output_file
 
 app = typer.Typer(no_args_is_help=True, help="Learn tokenizers (BPE with byte fallback, characters, or plain bytes).")
 
@@ -18,6 +19,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="Where to write tokenizer.json."),
     kind: str = typer.Option("bpe", "--kind", help="bpe (subwords), char (one id per character) or byte (256 bytes)."),
     min_frequency: int = typer.Option(2, "--min-frequency", help="BPE: ignore pairs seen fewer times."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file at --out."),
 ) -> None:
     """Learn a tokenizer. Pass both sides' files for a joint vocabulary, or one side's for a per-side one.
 
@@ -25,6 +27,7 @@ def train(
       hybridformer tokenizer train data/train.en data/train.de --vocab-size 8000 --out tok.json
       hybridformer tokenizer train input.txt --kind char --out chars.json
     """
+    prepare_output_file(out, overwrite=overwrite, inputs=files)
     tokenizer = train_tokenizer_files(files, vocab_size, kind=kind, min_frequency=min_frequency)
     out.parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(out))

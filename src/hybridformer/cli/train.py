@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..train import TrainResult
 from ..train import train as run_training
 
 
@@ -14,7 +15,8 @@ def train(
     config: Path = typer.Argument(..., help="Experiment YAML with model/data/train sections (see configs/)."),
     out: Path = typer.Option(..., "--out", help="Run directory: checkpoints, metrics.jsonl, tb/."),
     set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.lr=3e-4"),
-    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the newest checkpoint in --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the newest checkpoint in --out "
+                                "(also after Ctrl-C, which saves one at the next step boundary)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Train a model. Under `torchrun --nproc-per-node N` the same command runs data-parallel.
@@ -28,5 +30,13 @@ def train(
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"{result.status} at step {result.step}: best valid loss {result.best_valid_loss:.4f}; "
                    f"checkpoints in {result.run_dir / 'checkpoints'}")
+    raise typer.Exit(exit_status(result))
+
+
+def exit_status(result: TrainResult) -> int:
+    """0 done (completed or early-stopped), 3 diverged, 128 + signal when interrupted (130 for Ctrl-C)."""
     if result.status == "diverged":
-        raise typer.Exit(3)
+        return 3
+    if result.status == "interrupted":
+        return 128 + (result.signal or 2)
+    return 0

@@ -6,6 +6,7 @@ See docs/compression.md. Pruned and quantized models are described by their ``Mo
 
 from ..attention.head_subset import apply_pruned_heads, attention_modules, keep_heads
 from ..quantized import Int8Linear, quantize_dynamic_int8
+from .api import CompressResult, compression_meta, prune_checkpoint, quantize_checkpoint, state_size
 from .heads import HeadGates, batch_loss, head_importance, weight_importance
 from .magnitude import (
     iterative_magnitude_prune,
@@ -19,6 +20,7 @@ from .prune import head_counts, prune_heads, select_heads
 from .quantize import quantize_model
 
 __all__ = [
+    "CompressResult", "compression_meta", "prune_checkpoint", "quantize_checkpoint", "state_size",
     "HeadGates", "attention_modules", "batch_loss", "head_importance", "weight_importance",
     "apply_pruned_heads", "head_counts", "keep_heads", "prune_heads", "select_heads",
     "magnitude_masks", "magnitude_prune", "make_permanent", "sparsity", "sparsity_schedule",

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..context import MixerContext
 from ..norm import build_norm
 from .common import DepthwiseConv
 
@@ -30,7 +31,7 @@ class ConvGatedMLP(nn.Module):
         self.out_proj = nn.Linear(hidden // 2, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, ctx) -> Tensor:
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         """x: (batch, L, d_model) -> (batch, L, d_model)."""
         a, b = F.gelu(self.in_proj(x)).chunk(2, dim=-1)
         gated = a * self.gate_conv(self.gate_norm(b), ctx)
@@ -45,7 +46,7 @@ class DepthwiseConvMerge(nn.Module):
         self.conv = DepthwiseConv(branches * d_model, kernel_size)
         self.proj = nn.Linear(branches * d_model, d_model)
 
-    def forward(self, outputs: list[Tensor], ctx) -> Tensor:
+    def forward(self, outputs: list[Tensor], ctx: MixerContext) -> Tensor:
         """outputs: branch results, each (batch, L, d_model) -> (batch, L, d_model)."""
         joined = torch.cat(outputs, dim=-1)
         return self.proj(joined + self.conv(joined, ctx))

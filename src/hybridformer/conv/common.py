@@ -14,9 +14,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..cache import ConvState
+from ..context import MixerContext
 
 
-def conv_window(x: Tensor, ctx, owner: nn.Module, kernel_size: int) -> Tensor:
+def conv_window(x: Tensor, ctx: MixerContext, owner: nn.Module, kernel_size: int) -> Tensor:
     """x: (batch, L, C) -> (batch, L + k - 1, C) so that a valid k-wide convolution gives L outputs.
 
     Padded positions are zeroed first. Causal (decoder) convolutions pad k − 1 zeros on the left;
@@ -53,6 +54,6 @@ class DepthwiseConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, kernel_size).uniform_(-bound, bound))  # (C, k)
         self.bias = nn.Parameter(torch.empty(channels).uniform_(-bound, bound)) if bias else None
 
-    def forward(self, x: Tensor, ctx) -> Tensor:
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         """x: (batch, L, C) -> (batch, L, C)."""
         return depthwise_conv(conv_window(x, ctx, self, self.kernel_size), self.weight, self.bias)

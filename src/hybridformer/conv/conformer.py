@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..context import MixerContext
 from ..norm import build_norm
 from .common import DepthwiseConv
 
@@ -26,7 +27,7 @@ class ConformerConvModule(nn.Module):
         self.pointwise_out = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, ctx) -> Tensor:
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         """x: (batch, L, d_model) -> (batch, L, d_model)."""
         h = F.glu(self.pointwise_in(x), dim=-1)
         h = F.silu(self.norm(self.depthwise(h, ctx)))

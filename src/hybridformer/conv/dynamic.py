@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..context import MixerContext
 from .common import conv_window
 
 
@@ -24,7 +25,7 @@ class DynamicConv(nn.Module):
         self.weight_dropout = weight_dropout
         self.kernel_proj = nn.Linear(channels, heads * kernel_size, bias=False)
 
-    def forward(self, x: Tensor, ctx) -> Tensor:
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         """x: (batch, L, channels) -> (batch, L, channels)."""
         kernels = rearrange(self.kernel_proj(x), "b l (h k) -> b l h k", h=self.heads)
         kernels = F.dropout(torch.softmax(kernels, dim=-1), self.weight_dropout, self.training)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..context import MixerContext
 from .common import conv_window, depthwise_conv
 
 
@@ -30,7 +31,7 @@ class LightweightConv(nn.Module):
         weight = F.dropout(weight, self.weight_dropout, self.training)
         return weight.repeat_interleave(self.channels // self.heads, dim=0)
 
-    def forward(self, x: Tensor, ctx) -> Tensor:
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         """x: (batch, L, channels) -> (batch, L, channels)."""
         return depthwise_conv(conv_window(x, ctx, self, self.kernel_size), self.kernel())
 
@@ -48,7 +49,7 @@ class ConvBlock(nn.Module):
         self.out_proj = nn.Linear(in_dim, in_dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, ctx) -> Tensor:
+    def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         """x: (batch, L, in_dim) -> (batch, L, in_dim)."""
         h = self.conv(F.glu(self.in_proj(x), dim=-1), ctx)
         return self.out_proj(self.dropout(h))

@@ -123,6 +123,40 @@ def encode_source(tokenizer: Tokenizer, line: str, config: ModelConfig) -> list[
     return ids or [config.bos_id]
 
 
+INPUT_LIMIT = 16384  # tokens, for position schemes without a table (sinusoidal, RoPE, ALiBi, T5, none)
+
+
+def input_limit(config: ModelConfig) -> int:
+    """The longest input generation accepts: the learned position table's ``max_positions``, or
+    ``max(max_positions, INPUT_LIMIT)`` for position schemes that extrapolate. (New tokens are capped at
+    ``max_positions`` in :func:`~hybridformer.decoding.generate.decode_batch`.)"""
+    return config.max_positions if config.position == "learned" else max(config.max_positions, INPUT_LIMIT)
+
+
+def encode_checked(tokenizer: Tokenizer, line: str, config: ModelConfig, number: int) -> list[int]:
+    """:func:`encode_source` of input line ``number``; longer than :func:`input_limit` is a DataError.
+
+    A huge line (a 10 MB paragraph) is judged from a prefix, so it fails in milliseconds instead of
+    being tokenized for half a minute and then decoded for ever.
+    """
+    limit = input_limit(config)
+    prefix = 16 * (limit + 2)  # characters: no tokenizer averages 16 characters per token
+    if len(line) > prefix and len(tokenizer.encode(line[:prefix], add_special_tokens=False).ids) > limit + 1:
+        raise DataError(f"input line {number} ({len(line):,} characters) is longer than the {limit:,} tokens "
+                        f"this model takes ({_limit_reason(config)}); shorten or split it")
+    ids = encode_source(tokenizer, line, config)
+    if len(ids) > limit:
+        raise DataError(f"input line {number} has {len(ids):,} tokens, more than the {limit:,} this model takes "
+                        f"({_limit_reason(config)}); shorten or split it")
+    return ids
+
+
+def _limit_reason(config: ModelConfig) -> str:
+    if config.position == "learned":
+        return "model.max_positions of its learned positions"
+    return f"max(model.max_positions, {INPUT_LIMIT})"
+
+
 def encode_target(tokenizer: Tokenizer, line: str, config: ModelConfig) -> tuple[list[int], list[int]]:
     """Teacher forcing for a seq2seq reference: decoder input ``[start] + tokens`` (start = BOS unless
     decoder_start_id is set: T5, Marian, BART), labels ``tokens + [EOS]``."""

@@ -17,10 +17,9 @@ def max_lengths(src_lengths: Tensor, a: float, b: int, *, cap: int | None = None
     ``cap`` bounds it further (e.g. learned positions cannot go past ``max_positions``).
     Returns an int64 tensor shaped like ``src_lengths``; every budget is at least 1.
     """
-    limit = (src_lengths.to(torch.float64) * a).floor().long() + int(b)
-    if cap is not None:
-        limit = limit.clamp(max=cap)
-    return limit.clamp(min=1)
+    limit = (src_lengths.to(torch.float64) * a).floor() + float(b)
+    limit = limit.clamp(max=float(cap if cap is not None else 2**31 - 1))  # before the cast: no int64 overflow
+    return limit.long().clamp(min=1)
 
 
 def length_penalty(lengths: Tensor, alpha: float) -> Tensor:

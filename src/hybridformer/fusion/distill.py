@@ -34,6 +34,7 @@ from ..errors import ConfigError
 from ..inference import check_same_vocabulary, load_checkpoints
 from ..outputs import prepare_run_dir
 from ..train import TrainResult, train
+from ..train.guard import RunLock
 from ..train.setup import model_config_for, read_raw
 from ..train.state import RunDir
 from .kd_loss import WordDistillLoss
@@ -58,41 +59,43 @@ def distill(teachers: Sequence[str | Path], config: ExperimentConfig | str | Pat
         raise ConfigError(f"--kind must be 'word' or 'sequence', got {kind!r}")
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, list(overrides), ExperimentConfig)
     run = RunDir(prepare_run_dir(out))
-    if not resume and run.latest() is not None:
-        raise ConfigError(f"{run.root} already holds checkpoints (newest {run.latest().name}); "
-                          "pass --resume to continue it or choose another --out")
-    if not teachers:
-        raise ConfigError("distill needs at least one --teacher checkpoint")
-    device = "cuda" if cfg.train.device == "auto" and torch.cuda.is_available() else cfg.train.device
-    device = "cpu" if device == "auto" else device
-    ckpts = load_checkpoints(teachers, device, task="generate")  # teachers generate, share one vocabulary
-    cfg = _student_config(ckpts, cfg, run, resume, label=str(config) if not isinstance(config, ExperimentConfig)
-                          else "the student config")
-    settings = {"kind": kind, "teachers": [str(Path(c.path).resolve()) for c in ckpts],
-                "weights": list(weights) if weights is not None else None, "combine": combine}
-    settings |= ({"alpha": alpha, "temperature": temperature} if kind == "word" else
-                 {"beam": beam, "lenpen": lenpen})
-    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 writes into the run directory
-    if kind == "word":
-        loss = WordDistillLoss([c.model for c in ckpts], alpha=alpha, temperature=temperature, weights=weights,
-                               combine=combine, pad_id=cfg.model.pad_id)
+    # one writer: the settings and the sequence-level cache below are written before train() locks too
+    with RunLock(run.root, enabled=int(os.environ.get("RANK", "0")) == 0):
+        if not resume and run.latest() is not None:
+            raise ConfigError(f"{run.root} already holds checkpoints (newest {run.latest().name}); "
+                              "pass --resume to continue it or choose another --out")
+        if not teachers:
+            raise ConfigError("distill needs at least one --teacher checkpoint")
+        device = "cuda" if cfg.train.device == "auto" and torch.cuda.is_available() else cfg.train.device
+        device = "cpu" if device == "auto" else device
+        ckpts = load_checkpoints(teachers, device, task="generate")  # teachers generate, share one vocabulary
+        cfg = _student_config(ckpts, cfg, run, resume, label=str(config) if not isinstance(config, ExperimentConfig)
+                              else "the student config")
+        settings = {"kind": kind, "teachers": [str(Path(c.path).resolve()) for c in ckpts],
+                    "weights": list(weights) if weights is not None else None, "combine": combine}
+        settings |= ({"alpha": alpha, "temperature": temperature} if kind == "word" else
+                     {"beam": beam, "lenpen": lenpen})
+        rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 writes into the run directory
+        if kind == "word":
+            loss = WordDistillLoss([c.model for c in ckpts], alpha=alpha, temperature=temperature, weights=weights,
+                                   combine=combine, pad_id=cfg.model.pad_id)
+            _record_settings(run, settings, resume, write=rank == 0)
+            return train(cfg, run.root, resume=resume, progress=progress, loss=loss)
+        if cfg.model.arch != "encoder_decoder":
+            raise ConfigError("--kind sequence decodes training sources, so it needs an encoder_decoder student "
+                              "(use --kind word for a decoder_lm)")
         _record_settings(run, settings, resume, write=rank == 0)
-        return train(cfg, run.root, resume=resume, progress=progress, loss=loss)
-    if cfg.model.arch != "encoder_decoder":
-        raise ConfigError("--kind sequence decodes training sources, so it needs an encoder_decoder student "
-                          "(use --kind word for a decoder_lm)")
-    _record_settings(run, settings, resume, write=rank == 0)
-    raw = read_raw(cfg.data, lm=False)
-    search = {"beam": beam, "lenpen": lenpen, "batch_tokens": batch_tokens}
-    if rank == 0:
-        cache = teacher_targets(run.root, ckpts, raw.train, raw.valid, search=search, device=device,
-                                weights=weights, combine=combine)
-    else:  # the other processes wait for rank 0's decoding (torchrun stops them all if it fails)
-        cache = wait_for_cache(run.root, cache_meta(ckpts, raw.train, search=search, weights=weights,
-                                                    combine=combine))
-    del ckpts
-    cfg = cfg.model_copy(update={"data": cached_data_config(cfg.data, cache)})
-    return train(cfg, run.root, resume=resume, progress=progress)
+        raw = read_raw(cfg.data, lm=False)
+        search = {"beam": beam, "lenpen": lenpen, "batch_tokens": batch_tokens}
+        if rank == 0:
+            cache = teacher_targets(run.root, ckpts, raw.train, raw.valid, search=search, device=device,
+                                    weights=weights, combine=combine)
+        else:  # the other processes wait for rank 0's decoding (torchrun stops them all if it fails)
+            cache = wait_for_cache(run.root, cache_meta(ckpts, raw.train, search=search, weights=weights,
+                                                        combine=combine))
+        del ckpts
+        cfg = cfg.model_copy(update={"data": cached_data_config(cfg.data, cache)})
+        return train(cfg, run.root, resume=resume, progress=progress)
 
 
 def _student_config(teachers: Sequence[Checkpoint], cfg: ExperimentConfig, run: RunDir, resume: bool,

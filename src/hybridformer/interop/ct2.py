@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from ..attention import ChunkedAttention, CrossAttention, FullAttention, MultiHeadAttention, ReferenceAttention
+from ..attention.head_subset import HeadSubsetKernel
 from ..checkpoint import TOKENIZER, Checkpoint, load_checkpoint, write_checkpoint_dir
-from ..compress.prune import HeadSubsetKernel
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError, DataError
 from ..ffn import FeedForward

@@ -42,7 +42,7 @@ class Ct2Decoder:
     def decode_batch(self, sources: list[list[int]], opts, generator: torch.Generator | None = None) -> list[list[int]]:
         """Token ids of one batch in (seq2seq sources end with EOS), output token ids out, without EOS.
 
-        ``opts`` is a :class:`~hybridformer.decoding.generate.GenerationOptions`; output budgets are
+        ``opts`` is a :class:`~hybridformer.generation.GenerationOptions`; output budgets are
         the torch engine's ``a · src_len + b`` per input.
         """
         cfg = self.config

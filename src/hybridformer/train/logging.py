@@ -11,6 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .guard import open_append
+
 
 class MetricsLog:
     """Append-only JSONL events plus TensorBoard scalars; ``enabled=False`` on ranks other than 0."""
@@ -22,7 +24,7 @@ class MetricsLog:
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._file = open(jsonl, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._file = open_append(jsonl)  # never through a planted link; closed in close()
             self._writer = SummaryWriter(str(tensorboard), purge_step=purge_step)
 
     def write(self, kind: str, step: int, values: dict[str, Any]) -> None:

@@ -17,17 +17,23 @@ tensors and plain numbers and is read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DataError
+from .guard import check_no_links, recover, write_file
 
 TRAINER_STATE = "trainer_state.pt"
 PREFIX = "step-"
+STEP_FILES = ("model.safetensors", "config.json", TRAINER_STATE)
 
 
 class RunDir:
@@ -49,7 +55,7 @@ class RunDir:
         if not self.checkpoints.is_dir():
             return []
         found = [p for p in self.checkpoints.iterdir()
-                 if p.is_dir() and p.name.startswith(PREFIX) and (p / TRAINER_STATE).exists()]
+                 if p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit() and is_complete(p)]
         return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 
     def latest(self) -> Path | None:
@@ -59,15 +65,37 @@ class RunDir:
     def prune(self, keep_last: int) -> None:
         """Delete all but the newest ``keep_last`` step checkpoints (best and ema are separate)."""
         for old in self.step_checkpoints()[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            doomed = old.parent / f".{old.name}.del-{uuid.uuid4().hex[:8]}"
+            os.replace(old, doomed)  # one atomic step: a kill mid-delete leaves a name recover() removes
+            shutil.rmtree(doomed, ignore_errors=True)
+
+    def recover(self, log) -> None:  # noqa: ANN001 - a print-like callable
+        """On start and resume (under the run lock): refuse planted links, then undo what a kill left."""
+        check_no_links([self.checkpoints, self.metrics, self.tokenizer, self.config, self.tensorboard,
+                        self.best, self.ema])
+        recover(self.checkpoints, is_complete, log)
 
     def truncate_metrics(self, step: int) -> None:
-        """On resume: forget events logged after the checkpoint, so the curve continues seamlessly."""
+        """On start and resume: forget events logged after ``step`` (0 for a run without checkpoints), so
+        the curve continues seamlessly; a line cut short by a kill is dropped too."""
         if not self.metrics.exists():
             return
-        kept = [line for line in self.metrics.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.metrics.write_text("".join(line + "\n" for line in kept))
+        kept = []
+        for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the partial last line of a killed run
+            if isinstance(event, dict) and isinstance(event.get("step", 0), int) and event.get("step", 0) <= step:
+                kept.append(line)
+        tmp = self.metrics.with_name(f".{self.metrics.name}.tmp")
+        write_file(tmp, "".join(line + "\n" for line in kept))
+        os.replace(tmp, self.metrics)
+
+
+def is_complete(step_dir: Path) -> bool:
+    """A step checkpoint with all its files (a half-deleted or half-copied one is not)."""
+    return step_dir.is_dir() and not step_dir.is_symlink() and all((step_dir / f).is_file() for f in STEP_FILES)
 
 
 def write_trainer_state(directory: Path, state: dict[str, Any]) -> None:
@@ -78,13 +106,50 @@ def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
     """Optimizer/EMA tensors and counters; never unpickles arbitrary objects."""
     file = checkpoint / TRAINER_STATE
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{checkpoint}: missing {TRAINER_STATE}; it is not a resumable checkpoint") from None
     except Exception as exc:  # torch.load raises many types on corrupt input
-        raise CheckpointError(f"{file}: corrupt trainer state ({exc})") from None
+        raise CheckpointError(f"{file}: corrupt trainer state ({str(exc)[:200]})") from None
+    problem = _state_problem(state)
+    if problem:
+        raise CheckpointError(f"{file}: not a trainer state written by hybridformer ({problem}); "
+                              "resume from another step-* checkpoint or start a new run")
+    return state
+
+
+def _state_problem(state: Any) -> str | None:
+    """What is wrong with a loaded trainer state, or None (types and ranges of every field the loop reads)."""
+    if not isinstance(state, dict):
+        return f"expected a dict, got {type(state).__name__}"
+    missing = [k for k in ("step", "best", "bad_evals", "data", "optimizer") if k not in state]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for key in ("step", "bad_evals"):
+        if type(state[key]) is not int or state[key] < 0:
+            return f"{key} must be a non-negative integer, got {state[key]!r:.40}"
+    if not isinstance(state["best"], (int, float)) or math.isnan(state["best"]):
+        return f"best must be a number, got {state['best']!r:.40}"
+    for key in ("data", "optimizer"):
+        if not isinstance(state[key], dict):
+            return f"{key} must be a dict, got {type(state[key]).__name__}"
+    if any(type(state["data"].get(k)) is not int or state["data"][k] < 0 for k in ("epoch", "batch")):
+        return "data must hold non-negative integers epoch and batch"
+    if not isinstance(state.get("ema", {}), dict):
+        return "ema must be a dict"
+    return None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All events of a ``metrics.jsonl`` (for tests, plots and reports)."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def write_error(exc: OSError, step: int, run: RunDir) -> DataError:
+    """A full disk or a read-only run directory while saving: one line that says what survived."""
+    latest = run.latest()
+    kept = (f"the checkpoints already written are intact (newest {latest.name}); free the space or fix the "
+            "permissions, then --resume" if latest else "no checkpoint had been written yet")
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EROFS: "the file system is read-only"}.get(exc.errno, exc.strerror or str(exc))
+    return DataError(f"cannot save step {step} in {run.checkpoints}: {what}; {kept}")

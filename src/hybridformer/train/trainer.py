@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..checkpoint import load_config_file, load_state_into, load_weights, save_c
 from ..config import ExperimentConfig, ModelConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
 from ..decoding import ModelScorer
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..generation import GenerationOptions, stream_outputs
 from ..inference import Decoder
 from ..metrics import bleu
@@ -35,24 +36,27 @@ from ..models import build_model
 from ..outputs import prepare_run_dir
 from . import distributed as D
 from .ema import EMA
+from .guard import RunLock, write_file
 from .logging import MetricsLog, ProgressBar
 from .losses import TrainLoss, label_smoothed_nll
 from .objectives import objective_for
 from .precision import resolve_precision, summed
 from .schedules import build_schedule
 from .setup import get_tokenizer
-from .state import RunDir, read_trainer_state, write_trainer_state
+from .signals import StopSignals
+from .state import RunDir, read_trainer_state, write_error, write_trainer_state
 
 
 @dataclass
 class TrainResult:
-    status: Literal["completed", "early_stopped", "diverged"]
+    status: Literal["completed", "early_stopped", "diverged", "interrupted"]
     step: int
     best_valid_loss: float
     last_valid_loss: float
     checkpoint: Path | None  # newest step checkpoint
     run_dir: Path
     message: str = ""
+    signal: int | None = None  # status "interrupted": the signal that stopped it (SIGINT, SIGTERM)
 
 
 def train(config: ExperimentConfig | str | Path, out: str | Path, *, overrides: list[str] = (),
@@ -67,11 +71,12 @@ def train(config: ExperimentConfig | str | Path, out: str | Path, *, overrides: 
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, list(overrides), ExperimentConfig)
     prepare_run_dir(out)
-    env = D.init_distributed(config.train.device)
-    try:
-        return _Trainer(config, RunDir(out), env, resume=resume, progress=progress, loss=loss).run()
-    finally:
-        D.shutdown(env)
+    with RunLock(Path(out), enabled=int(os.environ.get("RANK", "0")) == 0):
+        env = D.init_distributed(config.train.device)
+        try:
+            return _Trainer(config, RunDir(out), env, resume=resume, progress=progress, loss=loss).run()
+        finally:
+            D.shutdown(env)
 
 
 def enable_activation_checkpointing(model: nn.Module) -> None:
@@ -91,12 +96,14 @@ class _Trainer:
         self.cfg, self.run_dir, self.env, self.t, self.loss = cfg, run, env, cfg.train, loss
         self.device = D.resolve_device(self.t.device, env)
         self.bar = ProgressBar(self.t.max_steps, 0, enabled=False)
+        if env.is_main:
+            run.recover(self.log)
         resume_from = self._check_run_dir(resume)
         self.objective = objective_for(cfg)
         raw = self.objective.read()
         if env.is_main and not (resume_from and run.tokenizer.exists()):
             run.root.mkdir(parents=True, exist_ok=True)
-            get_tokenizer(cfg, raw, None).save(str(run.tokenizer))
+            write_file(run.tokenizer, get_tokenizer(cfg, raw, None).to_str())
         D.barrier(env)  # the others read the tokenizer rank 0 learned, so all ranks share one vocabulary
         self.tokenizer = get_tokenizer(cfg, raw, run.tokenizer)
         self.model_cfg = self._inherit_pruning(self.objective.model_config(self.tokenizer))
@@ -125,11 +132,10 @@ class _Trainer:
         self.stream = BatchStream(self.train_examples, cfg.data.max_tokens, seed=self.t.seed,
                                   per_step=self.t.accumulate * env.world_size, position=position)
         if env.is_main:
-            run.config.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-            if resume_from:
-                run.truncate_metrics(self.step)
-        self.metrics = MetricsLog(run.metrics, run.tensorboard, enabled=env.is_main,
-                                  purge_step=self.step + 1 if resume_from else None)
+            write_file(run.config, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            run.truncate_metrics(self.step)  # also drops the events of a run killed before its first checkpoint
+        self.metrics = MetricsLog(run.metrics, run.tensorboard, enabled=env.is_main, purge_step=self.step + 1)
+        self._saved_step = self.step
         self.bar = ProgressBar(self.t.max_steps, self.step, enabled=progress and env.is_main)
         if probe:
             self.metrics.write("precision", self.step, {"choice": self.precision, **{f"{k}_step_s": v
@@ -210,7 +216,11 @@ class _Trainer:
             set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
                                      options=StateDictOptions(full_state_dict=True))
         else:
-            self.optimizer.load_state_dict(state["optimizer"])
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+                raise CheckpointError(f"trainer_state.pt: optimizer state does not fit this model "
+                                      f"({str(exc)[:200]})") from None
         self.step, self.best, self.bad_evals = int(state["step"]), float(state["best"]), int(state["bad_evals"])
         self.last_valid = float(state.get("last_valid", math.nan))
         if self.ema is not None and state.get("ema"):
@@ -221,6 +231,7 @@ class _Trainer:
     def run(self) -> TrainResult:
         status, message = "completed", ""
         since, tokens_seen, step_times = time.perf_counter(), 0, []
+        stop_signals = StopSignals()
         try:
             while self.step < self.t.max_steps:
                 self.step += 1
@@ -256,13 +267,21 @@ class _Trainer:
                     message = (f"validation loss did not improve for {self.t.patience} evaluations; "
                                f"best {self.best:.4f}")
                     break
+                if stop_signals.requested(self.env):
+                    if self._saved_step != self.step:
+                        self._save()
+                    status = "interrupted"
+                    message = (f"interrupted by {stop_signals.name} at step {self.step}; saved "
+                               f"{self.run_dir.step_dir(self.step)}; continue with --resume")
+                    break
         finally:
+            stop_signals.restore()
             self.bar.close()
             self.metrics.close()
         if message:
             self.log(message)
         return TrainResult(status, self.step, self.best, self.last_valid, self.run_dir.latest(),
-                           self.run_dir.root, message)
+                           self.run_dir.root, message, stop_signals.signal if status == "interrupted" else None)
 
     def _train_step(self) -> tuple[float, float, int, float, dict[str, float]]:
         """One optimizer step over this rank's micro-batches.
@@ -341,7 +360,10 @@ class _Trainer:
         improved = self.last_valid < self.best
         if improved:
             self.best, self.bad_evals = self.last_valid, 0
-            self._save_export(self.run_dir.best, None)
+            try:
+                self._save_export(self.run_dir.best, None)
+            except OSError as exc:
+                raise write_error(exc, self.step, self.run_dir) from None
         else:
             self.bad_evals += 1
         scores = {"loss": self.last_valid, **self.objective.scores(self.last_valid), "best": self.best, **valid}
@@ -406,13 +428,17 @@ class _Trainer:
                  "data": self.stream.position.state_dict(), "optimizer": self._optimizer_state(),
                  "ema": self.ema.state_dict() if self.ema is not None else {},
                  "world_size": self.env.world_size, "precision": self.precision}
-        if self.ema is not None:
-            state["ema"] = {k: D.full_tensor(v).cpu() if isinstance(v, torch.Tensor) else v
-                            for k, v in state["ema"].items()}
-            shadow = {k.removeprefix("shadow."): v for k, v in state["ema"].items() if k.startswith("shadow.")}
-            self._save_export(self.run_dir.ema, shadow)
-        self._save_export(self.run_dir.step_dir(self.step), None,
-                          write_extra=lambda tmp: write_trainer_state(tmp, state))
-        if self.env.is_main:
-            self.run_dir.prune(self.t.keep_last)
+        try:
+            if self.ema is not None:
+                state["ema"] = {k: D.full_tensor(v).cpu() if isinstance(v, torch.Tensor) else v
+                                for k, v in state["ema"].items()}
+                shadow = {k.removeprefix("shadow."): v for k, v in state["ema"].items() if k.startswith("shadow.")}
+                self._save_export(self.run_dir.ema, shadow)
+            self._save_export(self.run_dir.step_dir(self.step), None,
+                              write_extra=lambda tmp: write_trainer_state(tmp, state))
+            if self.env.is_main:
+                self.run_dir.prune(self.t.keep_last)
+        except OSError as exc:
+            raise write_error(exc, self.step, self.run_dir) from None
+        self._saved_step = self.step
         D.barrier(self.env)

@@ -1,69 +1,91 @@
-"""``merge_checkpoints``: check the options once, then stream every tensor through one merge method."""
+"""``merge_checkpoints``: check the options once against the method's declaration, then stream
+every tensor through that method. Nothing here knows a method by name."""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from ...errors import ConfigError
 from ..streaming import fuse_checkpoints
-from . import METHODS
-from .base import MergeOptions
+from .base import MergeMethod, MergeOptions
+from .registry import METHODS
 
 
 def merge_checkpoints(
     paths: Sequence[str | Path], method: str, out: str | Path, *, base: str | Path | None = None,
-    weights: Sequence[float] | None = None, density: float | None = None, t: float = 0.5, seed: int = 0,
-    combine: str = "linear",
+    weights: Sequence[float] | None = None, **options: Any,
 ) -> Path:
     """Merge the checkpoints ``paths`` with ``method`` (a name in ``METHODS``) into the checkpoint ``out``.
 
     ``base`` is the shared starting point that task_arithmetic / ties / dare subtract (and the
     others refuse); ``weights`` has one number per checkpoint (linear: relative weights; task
-    arithmetic, dare-linear: the λ scales; ties, dare-ties: vote weights); ``density`` is the
-    fraction of each task vector TIES/DARE keep; ``t`` the SLERP position; ``seed`` DARE's drop;
-    ``combine`` how DARE combines ('linear' or 'ties'). Returns ``out``.
+    arithmetic, dare-linear: the λ scales; ties, dare-ties: vote weights). ``options`` are the
+    method's own (see :func:`method_options`): ties/dare ``density`` (fraction of each task vector
+    kept), slerp ``t`` (position), dare ``seed`` and ``combine`` ('linear' or 'ties'); ``None``
+    means the method's default. Returns ``out``.
     """
-    merger = METHODS.get(method)
-    if merger is None:
-        raise ConfigError(f"unknown merge method {method!r}; allowed: {', '.join(METHODS)}")
-    options = resolve_options(method, len(paths), base=base, weights=weights, density=density, t=t, seed=seed,
-                              combine=combine)
+    merger = _method(method)
+    resolved = resolve_options(method, len(paths), base=base, weights=weights, **options)
 
     def fuse(name, models, base_tensor):
-        return merger.merge(name, models, base_tensor, options)
+        return merger.merge(name, models, base_tensor, resolved)
 
-    meta = {"method": method, **asdict(options)}
+    meta = {"method": method, **dataclasses.asdict(resolved)}
     return fuse_checkpoints(paths, out, fuse, base=base if merger.needs_base else None, meta=meta)
 
 
+def method_options(method: str) -> dict[str, dataclasses.Field]:
+    """The options ``method`` declares (beyond ``weights``), by name, with their defaults and help."""
+    return {f.name: f for f in dataclasses.fields(_method(method).options) if f.name != "weights"}
+
+
 def resolve_options(
-    method: str, num_models: int, *, base: str | Path | None, weights: Sequence[float] | None,
-    density: float | None, t: float = 0.5, seed: int = 0, combine: str = "linear",
+    method: str, num_models: int, *, base: str | Path | None = None, weights: Sequence[float] | None = None,
+    **options: Any,
 ) -> MergeOptions:
-    """Validate the options against ``method`` and fill in its defaults (ConfigError says what to change)."""
-    merger = METHODS[method]
+    """Validate the options against ``method``'s declaration and fill in its defaults (a ConfigError
+    says what to change)."""
+    merger = _method(method)
     if num_models < 1:
         raise ConfigError(f"{method}: give at least one checkpoint to merge")
     if merger.needs_base and base is None:
         raise ConfigError(f"{method} works on differences from a base model; pass --base CKPT (base=...)")
     if not merger.needs_base and base is not None:
-        raise ConfigError(f"{method} does not use a base model; drop --base (or use task_arithmetic, ties, dare)")
-    if merger.default_density is None and density is not None:
-        raise ConfigError(f"{method} does not use density; only ties and dare do")
-    density = merger.default_density if density is None else density
-    if density is not None and not 0.0 < density <= 1.0:
-        raise ConfigError(f"{method}: density must be in (0, 1], got {density}")
-    if weights is None:
-        weights = [1.0] * num_models
-    elif method == "slerp":
-        raise ConfigError("slerp takes t (--t, 0 = first checkpoint, 1 = second), not weights")
+        users = ", ".join(name for name, m in METHODS.items() if m.needs_base)
+        raise ConfigError(f"{method} does not use a base model; drop --base (or use {users})")
+    declared = method_options(method)
+    given = {name: value for name, value in options.items() if value is not None}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise ConfigError(f"{method} does not use {', '.join(unknown)}; its options: "
+                          f"{', '.join(declared) or '(none)'}")
+    if weights is not None and not merger.takes_weights:
+        raise ConfigError(f"{method} takes {', '.join(declared) or 'no options'}, not weights")
+    weights = [1.0] * num_models if weights is None else list(weights)
     if len(weights) != num_models:
         raise ConfigError(f"{method}: {len(weights)} weights for {num_models} checkpoints; give one per checkpoint")
-    if seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {seed}")
-    options = MergeOptions(weights=tuple(float(w) for w in weights), density=1.0 if density is None else density,
-                           t=t, seed=seed, combine=combine)  # type: ignore[arg-type]
-    merger.check(num_models, options)
-    return options
+    hints = typing.get_type_hints(merger.options)
+    values = {name: _typed(method, name, value, hints[name]) for name, value in given.items()}
+    resolved = merger.options(weights=tuple(float(w) for w in weights), **values)
+    merger.check(num_models, resolved)
+    return resolved
+
+
+def _method(method: str) -> MergeMethod:
+    merger = METHODS.get(method)
+    if merger is None:
+        raise ConfigError(f"unknown merge method {method!r}; allowed: {', '.join(METHODS)}")
+    return merger
+
+
+def _typed(method: str, name: str, value: Any, kind: type) -> Any:
+    """``value`` as the declared type (an int is a valid float; a bool is never a number)."""
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{method}: option {name} must be {kind.__name__}, got {value!r}")

@@ -11,27 +11,40 @@ reproducible and independent of the order tensors are visited in.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from ...errors import ConfigError
-from .base import MergeOptions, task_vectors
+from .base import MergeOptions, check_density, task_vectors
 from .task_arithmetic import add_scaled
 from .ties import disjoint_mean
 
 
+@dataclass(frozen=True)
+class DareOptions(MergeOptions):
+    # the paper's drop rate p = 0.9; small models usually want more
+    density: float = field(default=0.1, metadata={"help": "fraction of each task vector kept"})
+    seed: int = field(default=0, metadata={"help": "seed of the random drop"})
+    combine: str = field(default="linear", metadata={"help": "combine the sparse task vectors by linear|ties"})
+
+
 class Dare:
     needs_base = True
-    default_density = 0.1  # the paper's drop rate p = 0.9; small models usually want more
+    takes_weights = True
+    options = DareOptions
 
-    def check(self, num_models: int, options: MergeOptions) -> None:
+    def check(self, num_models: int, options: DareOptions) -> None:
+        check_density("dare", options.density)
+        if options.seed < 0:
+            raise ConfigError(f"dare: seed must be >= 0, got {options.seed}")
         if options.combine not in ("linear", "ties"):
             raise ConfigError(f"dare: combine must be 'linear' or 'ties', got {options.combine!r}")
         if options.combine == "ties" and any(w <= 0 for w in options.weights):
             raise ConfigError(f"dare with combine='ties': weights {list(options.weights)} must be positive")
 
-    def merge(self, name: str, models: list[Tensor], base: Tensor | None, options: MergeOptions) -> Tensor:
+    def merge(self, name: str, models: list[Tensor], base: Tensor | None, options: DareOptions) -> Tensor:
         deltas = [drop_and_rescale(delta, options.density, generator(options.seed, name, i))
                   for i, delta in enumerate(task_vectors(models, base))]
         if options.combine == "ties":

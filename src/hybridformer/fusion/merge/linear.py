@@ -15,7 +15,8 @@ from .base import MergeOptions
 
 class Linear:
     needs_base = False
-    default_density = None
+    takes_weights = True
+    options = MergeOptions
 
     def check(self, num_models: int, options: MergeOptions) -> None:
         if sum(options.weights) <= 0:

@@ -10,6 +10,7 @@ where the arc and the chord agree and the formula would divide by sin Ω ≈ 0.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -20,17 +21,23 @@ from .base import MergeOptions
 PARALLEL = 0.9995  # |cos Ω| above this: lerp
 
 
+@dataclass(frozen=True)
+class SlerpOptions(MergeOptions):
+    t: float = field(default=0.5, metadata={"help": "position on the arc: 0 = first checkpoint, 1 = second"})
+
+
 class Slerp:
     needs_base = False
-    default_density = None
+    takes_weights = False
+    options = SlerpOptions
 
-    def check(self, num_models: int, options: MergeOptions) -> None:
+    def check(self, num_models: int, options: SlerpOptions) -> None:
         if num_models != 2:
             raise ConfigError(f"slerp merges exactly 2 checkpoints, got {num_models}; use linear for more")
         if not 0.0 <= options.t <= 1.0:
             raise ConfigError(f"slerp: t must be in [0, 1] (0 = first checkpoint, 1 = second), got {options.t}")
 
-    def merge(self, name: str, models: list[Tensor], base: Tensor | None, options: MergeOptions) -> Tensor:
+    def merge(self, name: str, models: list[Tensor], base: Tensor | None, options: SlerpOptions) -> Tensor:
         return slerp(models[0], models[1], options.t)
 
 

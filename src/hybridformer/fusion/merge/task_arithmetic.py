@@ -14,7 +14,8 @@ from .base import MergeOptions, task_vectors
 
 class TaskArithmetic:
     needs_base = True
-    default_density = None
+    takes_weights = True
+    options = MergeOptions
 
     def check(self, num_models: int, options: MergeOptions) -> None:
         pass

@@ -9,22 +9,31 @@ added to the base. ``weights`` scale each model's votes and its share of the mea
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor
 
 from ...errors import ConfigError
-from .base import MergeOptions, task_vectors
+from .base import MergeOptions, check_density, task_vectors
+
+
+@dataclass(frozen=True)
+class TiesOptions(MergeOptions):
+    density: float = field(default=0.2, metadata={"help": "fraction of each task vector kept (the paper's k = 20%)"})
 
 
 class Ties:
     needs_base = True
-    default_density = 0.2  # the paper's k = 20%
+    takes_weights = True
+    options = TiesOptions
 
-    def check(self, num_models: int, options: MergeOptions) -> None:
+    def check(self, num_models: int, options: TiesOptions) -> None:
+        check_density("ties", options.density)
         if any(w <= 0 for w in options.weights):
             raise ConfigError(f"ties: weights {list(options.weights)} must be positive")
 
-    def merge(self, name: str, models: list[Tensor], base: Tensor | None, options: MergeOptions) -> Tensor:
+    def merge(self, name: str, models: list[Tensor], base: Tensor | None, options: TiesOptions) -> Tensor:
         trimmed = [trim(delta, options.density) for delta in task_vectors(models, base)]
         return base + disjoint_mean(trimmed, options.weights)
 
