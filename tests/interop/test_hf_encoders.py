@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import assert_one_line_error, run_entry
 
 from hybridformer import embed, load_checkpoint
 from hybridformer.errors import CheckpointError, ConfigError
@@ -82,10 +81,8 @@ def test_relative_positions_are_refused_by_name(tmp_path):
     path.write_text(json.dumps({**json.loads(path.read_text()), "position_embedding_type": "relative_key"}))
     with pytest.raises(ConfigError, match="position_embedding_type"):
         convert(tmp_path / "hf", tmp_path / "out")
-    run = subprocess.run([sys.executable, "-m", "hybridformer", "convert", str(tmp_path / "hf"), "--out",
-                          str(tmp_path / "cli")], capture_output=True, text=True)
-    assert run.returncode == 2
-    assert "position_embedding_type" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert_one_line_error(run_entry("convert", tmp_path / "hf", "--out", tmp_path / "cli"), 2,
+                          "position_embedding_type")
 
 
 def test_all_minilm_l6_v2_embeddings_match_transformers(tmp_path):

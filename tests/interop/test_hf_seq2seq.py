@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import run_entry
 
 from hybridformer import load_checkpoint
 from hybridformer.decoding.greedy import greedy_search
@@ -169,3 +170,29 @@ def test_export_refuses_what_hugging_face_cannot_hold(pair, tmp_path):
                            meta=json.loads((ckpt.path / "meta.json").read_text()))
     with pytest.raises(ConfigError, match="residual='rezero'"):
         export_hf(copy, tmp_path / "out")
+
+
+def test_generate_cli_on_a_converted_bart_matches_transformers(tmp_path):
+    """End to end: a BART folder with its tokenizer -> `hybridformer convert` -> `hybridformer generate`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    hf = hf_model("bart")
+    hf.save_pretrained(tmp_path / "hf")
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3} | {f"w{i}": i for i in range(4, 99)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0),
+                                                                                                  ("</s>", 2)])
+    tokenizer.save(str(tmp_path / "hf" / "tokenizer.json"))
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}))
+    assert run_entry("convert", tmp_path / "hf", "--out", tmp_path / "ours").returncode == 0
+    line = "w5 w17 w33 w8 w61 w40"
+    run = run_entry("generate", tmp_path / "ours", "--input", "-", "--beam", "1", input=line + "\n")
+    assert run.returncode == 0, run.stderr
+    src = torch.tensor([tokenizer.encode(line).ids])
+    ref = hf.generate(input_ids=src, max_new_tokens=40, do_sample=False, num_beams=1, suppress_tokens=[1],
+                      forced_eos_token_id=None, decoder_start_token_id=2, eos_token_id=2)[0, 1:].tolist()
+    ref = ref[: ref.index(2)] if 2 in ref else ref
+    ours = run.stdout.split()
+    assert ours and ours == [f"w{i}" if i > 3 else "<unk>" for i in ref][: len(ours)]
