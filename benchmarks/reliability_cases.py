@@ -33,7 +33,7 @@ def sets(*items: str) -> list[str]:
     return [arg for item in [*TINY, *items] for arg in ("--set", item)]
 
 
-def cli(*args, timeout: float = 90, **kwargs) -> subprocess.CompletedProcess:
+def cli(*args, timeout: float = 400, **kwargs) -> subprocess.CompletedProcess:
     try:
         return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
     except subprocess.TimeoutExpired:
@@ -67,7 +67,7 @@ def main() -> None:
     os.chdir(root)
     Path("exp.yaml").write_text("{}\n")
     made = cli("train", "exp.yaml", "--out", "run", "--no-progress",
-               *sets("train.max_steps=6", "train.save_every=2", "train.keep_last=3"), timeout=300)
+               *sets("train.max_steps=6", "train.save_every=2", "train.keep_last=3"))
     assert made.returncode == 0, made.stderr
     ckpt = root / "run" / "checkpoints" / "best"
     shutil.copytree(ckpt, "ck")
@@ -109,9 +109,12 @@ def main() -> None:
         first = subprocess.Popen([EXE, "train", "exp.yaml", "--out", "run2", "--resume", "--no-progress",
                                   *sets("train.max_steps=400", "train.save_every=2", "train.keep_last=3")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(8)  # the first one is training
+        log, logged = root / "run2" / "metrics.jsonl", len((root / "run2" / "metrics.jsonl").read_text().splitlines())
+        while len(log.read_text().splitlines()) <= logged:  # wait until the first one is training
+            assert first.poll() is None, "the first run stopped"
+            time.sleep(0.05)
         result = cli("train", "exp.yaml", "--out", "run2", "--resume", "--no-progress",
-                     *sets("train.max_steps=400", "train.save_every=2", "train.keep_last=3"), timeout=20)
+                     *sets("train.max_steps=400", "train.save_every=2", "train.keep_last=3"), timeout=60)
         first.kill()
         first.wait()
         if result.returncode == -1:  # still training alongside the first: two writers
@@ -240,13 +243,13 @@ def main() -> None:
     def big_line() -> tuple[subprocess.CompletedProcess, str]:
         Path("big.txt").write_text(("1 2 3 4 5 6 7 8 9 " * 600_000)[:10_000_000] + "\n")
         started = time.perf_counter()
-        result = cli("generate", "ck", "--input", "big.txt", "--beam", "1", timeout=120)
+        result = cli("generate", "ck", "--input", "big.txt", "--beam", "1", timeout=240)
         result.stdout = f"{time.perf_counter() - started:.1f} s"
         return result, classify(result)
 
     case("a 10 MB input line to `generate`", big_line)
     case("`generate --max-len-b 100000000`", lambda: (lambda r: (r, classify(r, expect="ok", ok=r.returncode == 0)))(
-        cli("generate", "ck", "--input", "in.txt", "--beam", "1", "--max-len-b", "100000000", timeout=150)))
+        cli("generate", "ck", "--input", "in.txt", "--beam", "1", "--max-len-b", "100000000", timeout=240)))
     shutil.rmtree(root, ignore_errors=True)
     counts: dict[str, int] = {}
     for _, _, outcome in rows:

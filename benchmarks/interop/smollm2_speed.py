@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--only", nargs="*", default=[], help="e.g. greedy8 beam41")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM
@@ -53,6 +54,7 @@ def main() -> None:
         return [r[: r.index(eos)] if eos in r else [t for t in r if t != pad] for r in rows]
 
     settings = [("greedy", 1, 1), ("greedy", 8, 1), ("beam4", 1, 4)]
+    settings = [s for s in settings if f"{s[0]}{s[1]}" in args.only or not args.only]
     results = {f"{name} batch {b}": {"ours": [], "transformers": []} for name, b, _ in settings}
     for repeat in range(args.repeats):
         for name, batch, beam in settings:
@@ -63,6 +65,8 @@ def main() -> None:
                 outputs[engine] = fn(batch, beam)
                 seconds = time.perf_counter() - start
                 results[f"{name} batch {batch}"][engine].append(sum(map(len, outputs[engine])) / seconds)
+                print(f"  {engine}: {seconds:.1f} s, {sum(map(len, outputs[engine]))} tokens, "
+                      f"{torch.get_num_threads()} threads", flush=True)
             same = outputs["ours"] == outputs["transformers"]
             print(f"repeat {repeat} {name} batch {batch}: ours {results[f'{name} batch {batch}']['ours'][-1]:.1f} "
                   f"tok/s, transformers {results[f'{name} batch {batch}']['transformers'][-1]:.1f} tok/s, "

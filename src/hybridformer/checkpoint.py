@@ -7,8 +7,10 @@ naming the path and what is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -17,17 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_model
 from tokenizers import Tokenizer
 from torch import nn
 
 from .config import ModelConfig, parse_config
 from .devices import check_device
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, brief
 from .models import build_model
 
 WEIGHTS, CONFIG, TOKENIZER, META = "model.safetensors", "config.json", "tokenizer.json", "meta.json"
+ARCHITECTURE, FINGERPRINT = "hybridformer.architecture", "hybridformer.fingerprint"  # safetensors metadata keys
+TensorSpecs = dict[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors dtype, shape)
 
 
 @dataclass
@@ -50,7 +54,7 @@ def save_checkpoint(
     """
 
     def fill(tmp: Path) -> None:
-        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt", **architecture_metadata(config)})
         (tmp / CONFIG).write_text(json.dumps(config.model_dump(), indent=2))
         if tokenizer is not None:
             (tmp / TOKENIZER).write_text(tokenizer.to_str())
@@ -111,21 +115,11 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[s
 
 
 def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
-    """Load ``tensors`` into ``model``, checking names and shapes; tied parameters may appear once."""
-    expected = model.state_dict()
-    groups: dict[int, list[str]] = {}
-    for name, tensor in expected.items():
-        groups.setdefault(tensor.data_ptr() if tensor.numel() else id(tensor), []).append(name)
-    missing = [names[0] for names in groups.values() if not any(n in tensors for n in names)]
-    unexpected = sorted(set(tensors) - set(expected))
-    mismatched = [f"{n}: file {tuple(t.shape)} vs model {tuple(expected[n].shape)}"
-                  for n, t in tensors.items() if n in expected and t.shape != expected[n].shape]
-    problems = ([f"missing {n}" for n in missing[:5]] + [f"unexpected {n}" for n in unexpected[:5]]
-                + mismatched[:5])
-    if problems:
-        raise CheckpointError(f"{source}: weights do not fit the config: {'; '.join(problems)}")
+    """Load ``tensors`` into ``model``, checking names, shapes and dtypes; tied parameters may appear once."""
+    groups = check_fit(model.state_dict(keep_vars=True),
+                       {name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}, source)
     full = {}
-    for names in groups.values():
+    for names in groups:
         present = next(n for n in names if n in tensors)
         full.update({n: tensors[present] for n in names})
     model.load_state_dict(full, strict=True)
@@ -142,14 +136,188 @@ def load_tokenizer(path: str | Path) -> Tokenizer | None:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the model from ``config.json`` and load its safetensors weights (nothing is unpickled)."""
+    """Rebuild the model from ``config.json`` and load its safetensors weights (nothing is unpickled).
+
+    Before anything is built, the weights file's header must fit the config: the architecture
+    fingerprint it was saved with, every tensor's shape and dtype (checked against the model built
+    on the meta device, so a config claiming a 2**40 vocabulary allocates nothing). After loading,
+    every weight must be finite.
+    """
     path, device = Path(path), check_device(device)
     config = load_config_file(path)
+    specs, metadata = weight_specs(path)
+    check_weight_specs(config, specs, path / WEIGHTS)
+    check_architecture(config, metadata, path)
+    meta = load_meta(path)
+    check_meta(meta, config, path / META)
+    tensors = load_weights(path, device)
+    check_finite(tensors, path / WEIGHTS)
     model = build_model(config)
-    load_state_into(model, load_weights(path, device), path / WEIGHTS)
-    meta_file = path / META
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    load_state_into(model, tensors, path / WEIGHTS)
     return Checkpoint(model.to(device).eval(), config, load_tokenizer(path), path, meta)
+
+
+def load_meta(path: str | Path) -> dict[str, Any]:
+    """``meta.json`` of a checkpoint (``{}`` when absent); anything but a JSON object is a CheckpointError."""
+    meta_file = Path(path) / META
+    if not meta_file.exists():
+        return {}
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        where = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise CheckpointError(f"{meta_file}{where}: corrupt JSON ({str(exc)[:120]})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{meta_file}: cannot read ({exc.strerror})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_file}: must hold a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def check_meta(meta: dict[str, Any], config: ModelConfig, where: Path) -> None:
+    """The keys of ``meta.json`` that loading relies on: a classifier's class names and truncation length."""
+    labels, max_len = meta.get("labels"), meta.get("max_len")
+    if labels is not None and (not isinstance(labels, list) or len(labels) != config.num_classes
+                               or not all(isinstance(name, str) for name in labels)):
+        raise CheckpointError(f"{where}: 'labels' must be a list of {config.num_classes} class names "
+                              f"(model.num_classes), got {brief(labels)}")
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+        raise CheckpointError(f"{where}: 'max_len' must be a positive integer, got {brief(max_len)}")
+
+
+# ----------------------------------------------------------------------------- integrity checks (before building)
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+_NOT_ARCHITECTURE = {"dropout", "weight_dropout"}  # training-only knobs: editing them changes no result
+
+
+def architecture_metadata(config: ModelConfig) -> dict[str, str]:
+    """The architecture as stored beside the weights: its non-default keys (JSON) and their sha256.
+
+    Only keys that differ from the defaults are kept, so a new ModelConfig field (defaulting to the
+    old behaviour) leaves old fingerprints valid.
+    """
+    text = json.dumps(_architecture(config), sort_keys=True, separators=(",", ":"))
+    return {ARCHITECTURE: text, FINGERPRINT: hashlib.sha256(text.encode()).hexdigest()}
+
+
+def _architecture(config: ModelConfig) -> dict[str, Any]:
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in _NOT_ARCHITECTURE}
+        return node
+
+    return strip(config.model_dump(exclude_defaults=True))
+
+
+def check_architecture(config: ModelConfig, metadata: dict[str, str], path: Path) -> None:
+    """``config.json`` must describe the architecture the weights were saved with (when they say which)."""
+    if FINGERPRINT not in metadata:  # written before fingerprints existed, or by another tool
+        return
+    if architecture_metadata(config)[FINGERPRINT] == metadata[FINGERPRINT]:
+        return
+    try:
+        saved = json.loads(metadata.get(ARCHITECTURE, "{}"))
+    except json.JSONDecodeError:
+        saved = {}
+    defaults = _flatten(type(config)().model_dump())
+    now = defaults | _flatten(_architecture(config))
+    then = defaults | _flatten(saved if isinstance(saved, dict) else {})
+    changed = [f"{key}: {brief(then.get(key))} -> {brief(now.get(key))}"
+               for key in sorted(set(now) | set(then)) if now.get(key) != then.get(key)]
+    raise CheckpointError(f"{path / CONFIG} does not match the architecture its weights were saved with "
+                          f"({'; '.join(changed[:4]) or 'fingerprint differs'}); restore config.json, or convert "
+                          "the model with a hybridformer command instead of editing config.json")
+
+
+def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def weight_specs(path: str | Path) -> tuple[TensorSpecs, dict[str, str]]:
+    """Names, dtypes and shapes of ``path/model.safetensors`` and its metadata, read from the header only."""
+    weights = Path(path) / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{Path(path)}: missing {WEIGHTS}")
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            specs = {name: (handle.get_slice(name).get_dtype(), tuple(handle.get_slice(name).get_shape()))
+                     for name in handle.keys()}
+            return specs, dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: corrupt or truncated safetensors file ({str(exc)[:200]})") from None
+
+
+def check_weight_specs(config: ModelConfig, specs: TensorSpecs, source: Path) -> None:
+    """Every tensor of the file must have the name, shape and kind of dtype the config's model expects.
+
+    Layer counts are compared with the header's layer indices first (no building at all), then the
+    model is built on the meta device (shapes only, no memory) and compared tensor by tensor.
+    """
+    for role in ("encoder", "decoder"):
+        found = {int(m.group(1)) for m in (re.match(rf"{role}\.layers\.(\d+)\.", n) for n in specs) if m}
+        claimed = getattr(config, role).layers
+        if found and claimed != max(found) + 1:
+            raise CheckpointError(f"{source}: config.json says {role}.layers={claimed} but the weights hold "
+                                  f"{max(found) + 1} {role} layers")
+    try:
+        with torch.device("meta"):
+            expected = build_model(config).state_dict(keep_vars=True)
+    except (RuntimeError, ValueError, OverflowError, TypeError) as exc:  # e.g. "Storage size calculation overflowed"
+        raise CheckpointError(f"{source.parent / CONFIG}: describes a model that cannot be built "
+                              f"({str(exc).splitlines()[0][:200]})") from None
+    check_fit(expected, {name: (_DTYPES.get(dtype), shape) for name, (dtype, shape) in specs.items()}, source)
+
+
+def check_fit(expected: dict[str, torch.Tensor], found: dict[str, tuple[torch.dtype | None, tuple[int, ...]]],
+              source: Path) -> list[list[str]]:
+    """Compare a model's state (``keep_vars=True``) with the ``(dtype, shape)`` of stored tensors.
+
+    Returns the groups of tied names (each stored once); a missing, unexpected or misshapen tensor,
+    or one whose dtype would be cast to garbage (an int64 weight for a float), is a CheckpointError.
+    """
+    groups: dict[int, list[str]] = {}
+    for name, tensor in expected.items():
+        groups.setdefault(id(tensor), []).append(name)
+    problems = [f"missing {names[0]}" for names in groups.values() if not any(n in found for n in names)]
+    problems += [f"unexpected {n}" for n in sorted(set(found) - set(expected))]
+    for name, (dtype, shape) in found.items():
+        if name not in expected:
+            continue
+        want = expected[name]
+        if shape != tuple(want.shape):
+            problems.append(f"{name}: file {shape} vs model {tuple(want.shape)}")
+        elif not _dtype_fits(dtype, want.dtype):
+            problems.append(f"{name}: stored as {str(dtype).removeprefix('torch.')}, the model needs "
+                            f"{str(want.dtype).removeprefix('torch.')}")
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CheckpointError(f"{source}: weights do not fit the config: {'; '.join(problems[:5])}{more}")
+    return list(groups.values())
+
+
+def _dtype_fits(stored: torch.dtype | None, wanted: torch.dtype) -> bool:
+    """A float may load into another float width; anything else (an int64 weight for a float) must match."""
+    if stored is None:
+        return False
+    return stored == wanted or (stored.is_floating_point and wanted.is_floating_point)
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """NaN or infinite weights decode to garbage (or nothing) without an error: refuse them by name."""
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(f"{source}: weights hold NaN or infinite values (in {bad[0]}{more}); the model was "
+                              "saved after training diverged: use an earlier checkpoint")
 
 
 def write_checkpoint_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:

@@ -8,15 +8,18 @@ the bad value and what is allowed.
 from __future__ import annotations
 
 import json
+import math
+import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
+import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from .attention import ATTENTION, kernel_options
 from .blocks import LAYERS
-from .errors import ConfigError
+from .errors import ConfigError, brief
 
 __all__ = [
     "AttentionConfig",
@@ -32,7 +35,8 @@ __all__ = [
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # NaN/inf are never a meaningful setting (``lr=inf`` would diverge and exit 0)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class AttentionConfig(BaseModel):
@@ -57,13 +61,38 @@ class AttentionConfig(BaseModel):
                     f"option {key!r} is not accepted by attention {self.name!r}; "
                     f"allowed: {', '.join(allowed) or '(none)'}"
                 )
+        self.__pydantic_extra__.update(check_kernel_options(self.name, self.options))
         return self
+
+
+def check_kernel_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` coerced to the kernel's annotated parameter types, then checked by the kernel itself.
+
+    The kernel is constructed on the meta device (no memory), so its own range checks run when the
+    config loads: ``config check`` accepts exactly what training builds.
+    """
+    kernel_cls = ATTENTION[name]
+    hints = typing.get_type_hints(kernel_cls.__init__)
+    coerced = {}
+    for key, value in options.items():
+        try:
+            coerced[key] = TypeAdapter(hints.get(key, Any)).validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(f"{key}={brief(value)}: {exc.errors()[0]['msg']}") from None
+        if isinstance(coerced[key], float) and not math.isfinite(coerced[key]):
+            raise ValueError(f"{key}={brief(value)} must be a finite number")
+    try:
+        with torch.device("meta"):
+            kernel_cls(**coerced)
+    except (ValueError, TypeError, RuntimeError, OverflowError) as exc:
+        raise ValueError(str(exc).removeprefix(f"attention {name!r}: ")) from None
+    return coerced
 
 
 class ConvConfig(_Strict):
     """Options of the convolution mixers and the conv-hybrid layer types (docs/conv.md)."""
 
-    kernel_size: int = Field(15, ge=1)  # every convolution mixer's kernel width
+    kernel_size: int = Field(15, ge=1, le=4096)  # every convolution mixer's kernel width
     heads: int = Field(8, ge=1)  # lightweight/dynamic convolution: heads sharing one softmax-normalised kernel
     weight_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # DropConnect on lightweight/dynamic kernels
     lsra_split: float = Field(0.5, gt=0.0, lt=1.0)  # lsra: share of channels given to the attention branch
@@ -85,7 +114,7 @@ class StackConfig(_Strict):
     (``hybridformer longify --layers``, or ``--set model.decoder.layer_attention.0.name=full``).
     """
 
-    layers: int = 3
+    layers: int = Field(3, ge=0)
     layer: str = "transformer"
     attention: AttentionConfig = AttentionConfig()
     layer_attention: dict[int, AttentionConfig] = {}
@@ -146,37 +175,37 @@ class ModelConfig(_Strict):
     """The whole architecture; ``build_model(cfg)`` turns it into a module."""
 
     arch: Literal["encoder_decoder", "decoder_lm", "encoder_classifier"] = "encoder_decoder"
-    vocab_size: int = 8000
-    d_model: int = 256
-    heads: int = 4
-    kv_heads: int | None = None  # None = heads (MHA); 1 = MQA; in between = GQA
-    ffn_dim: int = 1024
+    vocab_size: int = Field(8000, ge=1)
+    d_model: int = Field(256, ge=1)
+    heads: int = Field(4, ge=1)
+    kv_heads: int | None = Field(None, ge=1)  # None = heads (MHA); 1 = MQA; in between = GQA
+    ffn_dim: int = Field(1024, ge=1)
     activation: Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh"] = "relu"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_placement: Literal["pre", "post"] = "pre"
     residual: Literal["standard", "deepnet", "rezero"] = "standard"
-    dropout: float = 0.1
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
     position: Position = "sinusoidal"
-    max_positions: int = 1024  # learned positions (and rope_scaling's default original length)
+    max_positions: int = Field(1024, ge=1)  # learned positions (and rope_scaling's default original length)
     position_offset: int = Field(0, ge=0)  # learned positions: rows before position 0 (BART 2, RoBERTa pad_id+1)
-    rope_base: float = 10000.0
+    rope_base: float = Field(10000.0, gt=1.0)  # rotation frequencies base**(-2i/d) must fall with i
     rope_scaling: RopeScaling | None = None  # rope only: linear | dynamic | ntk | llama3 | yarn
     head_dim: int | None = Field(None, ge=1)  # attention head width; None = d_model // heads
     norm_eps: float = Field(1e-5, gt=0.0)
     attention_bias: bool = True  # biases of the attention projections (q, k, v, out)
     qkv_bias: bool | None = None  # biases of q, k, v (Qwen2: True, attention_bias False); None = attention_bias
     ffn_bias: bool = True  # biases of the feed-forward linears
-    t5_buckets: int = 32
-    t5_max_distance: int = 128
+    t5_buckets: int = Field(32, ge=4)  # half per direction, half of those exact: at least one exact bucket
+    t5_max_distance: int = Field(128, ge=2)
     embed_scale: bool = True  # multiply embeddings by sqrt(d_model)
     tie_embeddings: bool = True  # decoder input embedding = output projection
     share_embeddings: bool = True  # encoder and decoder share one embedding (shared vocabulary)
     num_classes: int = Field(2, ge=0)  # encoder_classifier only; 0 = no head (a sentence encoder)
-    pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
+    pad_id: int = Field(0, ge=0)
+    bos_id: int = Field(1, ge=0)
+    eos_id: int = Field(2, ge=0)
     # options of pretrained encoder-decoders and encoders (docs/interop.md); defaults = the toolkit's own models
-    decoder_start_id: int | None = None  # first decoder token of a seq2seq model; None = bos_id
+    decoder_start_id: int | None = Field(None, ge=0)  # first decoder token of a seq2seq model; None = bos_id
     score_scale: float | None = None  # attention score scale; None = 1/sqrt(head_dim) (T5: 1)
     sinusoid_layout: Literal["interleaved", "halves"] = "interleaved"  # halves: [sin | cos] (Marian)
     positions_skip_padding: bool = False  # learned positions count only non-padding tokens (RoBERTa)
@@ -206,11 +235,12 @@ class ModelConfig(_Strict):
             raise ValueError("head_dim cannot be set with layer='lsra' (its attention branch derives its own)")
         if self.residual == "deepnet" and self.norm_placement != "post":
             raise ValueError("residual='deepnet' scales a post-norm skip path; set norm_placement='post'")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name in ("vocab_size", "d_model", "heads", "ffn_dim", "max_positions"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.t5_max_distance <= self.t5_buckets // 2:
+            raise ValueError(f"t5_max_distance={self.t5_max_distance} must exceed half of t5_buckets={self.t5_buckets}"
+                             " (the log-spaced buckets start there)")
+        for name in ("pad_id", "bos_id", "eos_id"):
+            if getattr(self, name) >= self.vocab_size:
+                raise ValueError(f"{name}={getattr(self, name)} must be below vocab_size={self.vocab_size}")
         if self.output_scale != 1.0 and self.arch != "encoder_decoder":
             raise ValueError("output_scale scales a seq2seq decoder's output (T5); leave it at 1.0 for "
                              f"arch={self.arch!r}")
@@ -278,7 +308,7 @@ def parse_config(cls: type[M], data: dict[str, Any], *, prefix: str = "") -> M:
 def _describe(cls: type[BaseModel], exc: ValidationError, prefix: str) -> str:
     lines = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
+        loc = [str(p)[:40] for p in err["loc"]]
         path = ".".join(([prefix] if prefix else []) + loc) or "config"
         if err["type"] == "extra_forbidden":
             allowed = _fields_at(cls, err["loc"][:-1])
@@ -286,8 +316,9 @@ def _describe(cls: type[BaseModel], exc: ValidationError, prefix: str) -> str:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             shown = "input" in err and not isinstance(err["input"], dict)
-            lines.append(f"{path}: {msg} (got {err['input']!r})" if shown else f"{path}: {msg}")
-    return "; ".join(lines)
+            lines.append(f"{path}: {msg} (got {brief(err['input'])})" if shown else f"{path}: {msg}")
+    shown_lines = lines[:5] + ([f"... and {len(lines) - 5} more"] if len(lines) > 5 else [])
+    return "; ".join(shown_lines)
 
 
 def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
@@ -321,13 +352,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (or JSON) mapping; a missing or malformed file is a ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not a UTF-8 text file (byte {raw[exc.start]:#04x}); a config is YAML or "
+                          "JSON text") from None
+    try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid YAML/JSON: {exc}") from None
+        message = " ".join(str(exc).split())
+        raise ConfigError(f"{path} is not valid YAML/JSON: {message[:300]}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -342,6 +382,9 @@ def load_config(path: str | Path | None, overrides: list[str] = (), cls: type[M]
 
 
 # ----------------------------------------------------------------------------- training (data, train, experiment)
+
+
+BPE_MIN_VOCAB = 261  # a learned BPE vocabulary holds 4 special + 256 byte tokens (data.tokenizer.RESERVED) + merges
 
 
 class DataConfig(_Strict):
@@ -369,7 +412,7 @@ class DataConfig(_Strict):
     builtin_valid: int = 300
     tokenizer: str | None = None  # tokenizer.json to use; None = learn one from the training text
     tokenizer_kind: Literal["bpe", "char", "byte"] = "bpe"
-    vocab_size: int = Field(8000, ge=1)  # when learning a BPE tokenizer
+    vocab_size: int = Field(8000, ge=BPE_MIN_VOCAB)  # when learning a BPE tokenizer (tokenizer_kind=bpe)
     max_src_len: int = Field(256, ge=2)  # longer pairs are dropped (and counted)
     max_tgt_len: int = Field(256, ge=2)
     block_size: int = Field(256, ge=1)  # LM: tokens per training block
@@ -388,15 +431,30 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
+        learned = self.tokenizer_kind == "bpe" and self.tokenizer is None and self.builtin is None
+        if "vocab_size" in self.model_fields_set and not learned:
+            raise ValueError(f"data.vocab_size={self.vocab_size} is only used when a BPE tokenizer is learned; with "
+                             f"{self._vocab_source()} the vocabulary is given, so remove data.vocab_size")
         if (self.train_src is None) != (self.train_tgt is None) or (self.valid_src is None) != (self.valid_tgt is None):
             raise ValueError("parallel files come in pairs: set both train_src and train_tgt (and valid_src/valid_tgt)")
         return self
 
 
+    def _vocab_source(self) -> str:
+        if self.builtin is not None:
+            return f"data.builtin={self.builtin!r}"
+        if self.tokenizer is not None:
+            return "data.tokenizer"
+        return f"data.tokenizer_kind={self.tokenizer_kind!r}"
+
+
+Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
 class TrainConfig(_Strict):
     """The optimization loop: AdamW, schedule, loss, precision, evaluation, checkpoints, stopping."""
 
-    seed: int = 1
+    seed: int = Field(1, ge=0, lt=2**32)
     max_steps: int = Field(1000, ge=1)
     lr: float = Field(5e-4, gt=0.0)
     min_lr: float = Field(0.0, ge=0.0)
@@ -406,8 +464,8 @@ class TrainConfig(_Strict):
     decay_fraction: float | None = Field(None, gt=0.0, le=1.0)
     decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
     weight_decay: float = Field(0.01, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.98)
-    adam_eps: float = 1e-8
+    betas: tuple[Probability, Probability] = (0.9, 0.98)
+    adam_eps: float = Field(1e-8, gt=0.0)
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     clip_norm: float = Field(1.0, ge=0.0)  # 0 = no clipping
     accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step
@@ -420,7 +478,7 @@ class TrainConfig(_Strict):
     keep_last: int = Field(3, ge=1)
     patience: int | None = Field(None, ge=1)  # early stopping: evaluations without improvement
     log_every: int = Field(10, ge=1)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")  # auto | cpu | cuda | cuda:N | mps
     strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun with more than one process
     init_from: str | None = None  # checkpoint whose weights start the run (fine-tuning); unused on resume
 

@@ -7,8 +7,10 @@ needed. Embeddings, norms and attention's softmax stay in float.
 Saving: PyTorch keeps a quantized linear's weights in an opaque "packed" object that
 safetensors cannot hold. :class:`Int8Linear` therefore stores exactly what the packed object is
 built from — the int8 weight, its per-channel scales and zero points, and the float bias — as
-ordinary buffers, and re-packs them after loading. The checkpoint is ~4x smaller than the float
-one, nothing is unpickled, and a loaded model computes bit-for-bit what the saved one did.
+ordinary buffers, and re-packs them after loading. Linear weights take a quarter of their fp32
+bytes, but embeddings, norms and biases stay float: the whole checkpoint of the multi30k-transformer
+recipe's model shrinks 1.86x (docs/RESULTS.md, "Validation"). Nothing is unpickled, and a loaded
+model computes bit-for-bit what the saved one did.
 ``ModelConfig.quantization = "dynamic_int8"`` tells :func:`~hybridformer.build_model` (and so
 ``load_checkpoint``) to build the quantized structure before the weights are loaded, which is why
 this module lives beside ``ffn.py``, below ``models``; ``hybridformer.compress`` decides *when* to quantize.
@@ -17,6 +19,7 @@ this module lives beside ``ffn.py``, below ``models``; ``hybridformer.compress``
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -77,21 +80,26 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     """Quantize every ``nn.Linear`` of ``model`` in place to :class:`Int8Linear` (CPU only) and return it."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    if any(p.device.type != "cpu" for p in model.parameters()):
+    devices = {p.device.type for p in model.parameters()}
+    if devices == {"meta"}:  # shapes only (a checkpoint's header is checked before anything is built)
+        _swap_linears(model, lambda linear: Int8Linear(linear.in_features, linear.out_features,
+                                                       bias=linear.bias is not None))
+        return model
+    if devices - {"cpu"}:
         raise ConfigError("int8 dynamic quantization runs on CPU; move the model to CPU first")
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
         quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
-    _swap_dynamic_linears(model)
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    _swap_linears(model, Int8Linear.from_dynamic, DynamicQuantizedLinear)
     return model
 
 
-def _swap_dynamic_linears(module: nn.Module) -> None:
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-
+def _swap_linears(module: nn.Module, make: Callable[[nn.Module], Int8Linear], kind: type = nn.Linear) -> None:
     for name, child in module.named_children():
-        if isinstance(child, DynamicQuantizedLinear):
-            setattr(module, name, Int8Linear.from_dynamic(child))
+        if isinstance(child, kind):
+            setattr(module, name, make(child))
         else:
-            _swap_dynamic_linears(child)
+            _swap_linears(child, make, kind)

@@ -50,3 +50,20 @@ def test_diverged_training_exits_3(tmp_path):
     assert result.returncode == 3, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert "diverged" in result.stdout
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_line(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    import errno
+
+    from hybridformer import checkpoint
+    from tests.conftest import run_cli
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "q"))
+
+    source = tiny_checkpoint()
+    monkeypatch.setattr(checkpoint, "_fsync_tree", full)
+    status, _, err = run_cli(monkeypatch, capsys, "quantize", source, "--out", tmp_path / "q")
+    assert status == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"error: {tmp_path / 'q'}: No space left on device"
+    assert not (tmp_path / "q").exists() and not list(tmp_path.glob(".q.tmp-*"))  # no half-written leftovers

@@ -27,7 +27,8 @@ import yaml
 
 from ..attention import ATTENTION, ALiBi, T5RelativeBias, build_attention
 from ..attention.bias import alibi_slopes
-from ..errors import ConfigError
+from ..config import AttentionConfig, parse_config
+from ..errors import ConfigError, brief
 
 # Measured beside the kernels: "flex" = FlexAttention (torch.compile'd) with the same ALiBi/causal semantics
 # as `full`; "local-attention" = the PyPI package (lucidrains) with the pattern of `sliding_window`.
@@ -205,6 +206,8 @@ def run_benchmark(
     can be measured in one run (``-m full,chunked:bias=alibi``).
     """
     parsed = [parse_mechanism(m) for m in mechanisms]
+    check_benchmark(parsed, lengths, bias=bias, batch=batch, heads=heads, head_dim=head_dim, repeats=repeats,
+                    time_cap_s=time_cap_s, memory_cap_gb=memory_cap_gb)
     results = []
     for name, options in parsed:
         point_bias = str(options.pop("bias", bias))
@@ -215,6 +218,25 @@ def run_benchmark(
             if progress is not None:
                 progress(results[-1])
     return results
+
+
+BIASES = ("none", "alibi", "t5")
+
+
+def check_benchmark(parsed: list[tuple[str, dict[str, Any]]], lengths: list[int], *, bias: str, **sizes: float) -> None:
+    """Refuse, before anything runs, what would otherwise be reported as an "ok" point (``--heads 0``)."""
+    for key, value in [("lengths", n) for n in lengths] + list(sizes.items()):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"bench: {key} must be positive, got {brief(value)}")
+    if not lengths:
+        raise ConfigError("bench: give at least one sequence length (-l 1024,4096)")
+    for name, options in parsed:
+        point_bias = options.get("bias", bias)
+        if point_bias not in BIASES:
+            raise ConfigError(f"bench: bias={brief(point_bias)} is unknown; allowed: {', '.join(BIASES)}")
+        if name in ATTENTION:
+            parse_config(AttentionConfig, {"name": name, **{k: v for k, v in options.items() if k != "bias"}},
+                         prefix=f"bench mechanism {name}")
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:

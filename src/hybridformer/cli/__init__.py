@@ -6,6 +6,9 @@ bad data, bad checkpoint) print as one line on stderr and exit with status 2 —
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from ..errors import HybridformerError
@@ -72,6 +75,12 @@ def main() -> int:
         return 130
     except typer.Exit as exc:
         return exc.exit_code
+    except BrokenPipeError:  # ``generate ... | head``: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a full disk, a read-only or unreadable path: the environment, not a bug
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(f"{where}{exc.strerror or exc}")
     except click_error as exc:
         if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
             text = exc.ctx.get_help()  # bare ``hybridformer`` or ``hybridformer bench`` (rich prints it itself)

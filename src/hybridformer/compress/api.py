@@ -17,7 +17,7 @@ from torch import nn
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..errors import ConfigError
 from ..outputs import prepare_output_dir
-from .data import text_batches
+from .data import check_batching, text_batches
 from .heads import head_importance, weight_importance
 from .magnitude import magnitude_prune, sparsity
 from .prune import head_counts, prune_heads
@@ -59,6 +59,7 @@ def prune_checkpoint(
     """
     if (heads is None) == (sparsity_target is None):
         raise ConfigError("give exactly one of --heads FRACTION or --sparsity FRACTION")
+    check_batching(max_examples, batch_size)
     prepare_output_dir(out, overwrite=overwrite, inputs=[checkpoint, *data])
     ckpt = load_checkpoint(checkpoint)
     model, config = ckpt.model, ckpt.config

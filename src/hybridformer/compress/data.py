@@ -12,12 +12,20 @@ from tokenizers import Tokenizer
 
 from ..config import ModelConfig
 from ..data.text import encode_source, encode_target, pad, read_lines
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+
+
+def check_batching(max_examples: int, batch_size: int) -> None:
+    """``--max-examples`` and ``--batch-size`` are counts: refuse 0 or less before a checkpoint is loaded."""
+    for flag, value in (("--max-examples", max_examples), ("--batch-size", batch_size)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
 
 
 def text_batches(tokenizer: Tokenizer, config: ModelConfig, files: list[Path], *, max_examples: int = 512,
                  batch_size: int = 32, max_len: int = 256) -> list:
     """``(src, tgt)`` batches from two parallel files (seq2seq) or token batches from one file (LM)."""
+    check_batching(max_examples, batch_size)
     need = 2 if config.is_seq2seq else 1
     if config.arch == "encoder_classifier" or len(files) != need:
         raise DataError(f"a {config.arch} model needs {need} data file(s) for head importance, got {len(files)}"

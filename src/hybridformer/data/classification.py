@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -103,9 +104,22 @@ def _archive_members(archive: Path) -> Iterator[Member]:
             for member in stream:
                 parts = PurePosixPath(member.name).parts
                 if member.isfile() and len(parts) in (3, 4) and parts[-1].endswith(".txt"):
-                    yield parts[-3:-1], f"{archive}:{member.name}", stream.extractfile(member).read
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+                    yield parts[-3:-1], f"{archive}:{member.name}", _reader(archive, stream.extractfile(member))
+    except _ARCHIVE_ERRORS as exc:
         raise DataError(f"{archive}: cannot read archive ({exc})") from None
+
+
+_ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+
+
+def _reader(archive: Path, handle: Any) -> Callable[[], bytes]:
+    """``handle.read`` whose failure (a truncated or corrupt archive, met while reading a member) is a DataError."""
+    def read() -> bytes:
+        try:
+            return handle.read()
+        except _ARCHIVE_ERRORS as exc:
+            raise DataError(f"{archive}: cannot read archive ({exc}); is it truncated?") from None
+    return read
 
 
 def read_documents(path: str | Path, *, format: str, split: str = "test", text_field: str = "text",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import sys
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +23,8 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from ..errors import DataError
+
+READ_ERRORS = (OSError, EOFError, zlib.error)  # zlib.error: a .gz file whose compressed stream is corrupt
 
 
 def open_binary(path: str | Path) -> BinaryIO:
@@ -42,7 +45,7 @@ def read_bytes(path: str | Path) -> bytes:
     with open_binary(path) as handle:
         try:
             return handle.read()
-        except (OSError, EOFError) as exc:
+        except READ_ERRORS as exc:
             raise DataError(f"{path}: cannot read ({exc})") from None
 
 
@@ -77,7 +80,7 @@ def iter_lines(path: str | Path, *, limit: int | None = None, require: bool = Fa
                 count -= 1
                 break
             yield decode_utf8(raw, name, count).removesuffix("\n").removesuffix("\r")
-    except (OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"{name}: cannot read ({exc})") from None
     finally:
         if handle is not sys.stdin.buffer:
@@ -129,7 +132,7 @@ INPUT_LIMIT = 16384  # tokens, for position schemes without a table (sinusoidal,
 def input_limit(config: ModelConfig) -> int:
     """The longest input generation accepts: the learned position table's ``max_positions``, or
     ``max(max_positions, INPUT_LIMIT)`` for position schemes that extrapolate. (New tokens are capped at
-    ``max_positions`` in :func:`~hybridformer.decoding.generate.decode_batch`.)"""
+    ``max_positions`` in :func:`~hybridformer.generation.decode_batch`.)"""
     return config.max_positions if config.position == "learned" else max(config.max_positions, INPUT_LIMIT)
 
 

@@ -37,7 +37,7 @@ from ..train import TrainResult, train
 from ..train.guard import RunLock
 from ..train.setup import model_config_for, read_raw
 from ..train.state import RunDir
-from .kd_loss import WordDistillLoss
+from .kd_loss import WordDistillLoss, check_word_options
 from .seqkd import cache_meta, cached_data_config, teacher_targets, wait_for_cache
 
 Kind = Literal["word", "sequence"]
@@ -57,6 +57,8 @@ def distill(teachers: Sequence[str | Path], config: ExperimentConfig | str | Pat
     """
     if kind not in ("word", "sequence"):
         raise ConfigError(f"--kind must be 'word' or 'sequence', got {kind!r}")
+    if kind == "word":
+        check_word_options(alpha, temperature)
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, list(overrides), ExperimentConfig)
     run = RunDir(prepare_run_dir(out))
     # one writer: the settings and the sequence-level cache below are written before train() locks too

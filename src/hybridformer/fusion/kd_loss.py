@@ -16,6 +16,7 @@ is a deterministic function of the batch and the student's weights (exact resume
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -38,6 +39,14 @@ def kl_to_teacher(student_logits: Tensor, teacher_log_probs: Tensor, temperature
     return terms.sum(-1)
 
 
+def check_word_options(alpha: float, temperature: float) -> None:
+    """Word-level KD's two numbers; NaN or infinity would train to NaN and still exit 0."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"--alpha must be in [0, 1] (0 = label loss only, 1 = KL only), got {alpha}")
+    if not 0.0 < temperature < math.inf:
+        raise ConfigError(f"--temperature must be a finite number > 0, got {temperature}")
+
+
 class WordDistillLoss:
     """The trainer's :class:`~hybridformer.train.losses.TrainLoss` for word-level KD from one or more teachers.
 
@@ -50,14 +59,11 @@ class WordDistillLoss:
                  weights: Sequence[float] | None = None, combine: Combine = "prob", pad_id: int = 0) -> None:
         if not teachers:
             raise ConfigError("distillation needs at least one teacher")
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"--alpha must be in [0, 1] (0 = label loss only, 1 = KL only), got {alpha}")
-        if temperature <= 0:
-            raise ConfigError(f"--temperature must be > 0, got {temperature}")
+        check_word_options(alpha, temperature)
         if combine not in ("prob", "log_prob"):
             raise ConfigError(f"--combine must be 'prob' or 'log_prob', got {combine!r}")
         weights = [1.0] * len(teachers) if weights is None else [float(w) for w in weights]
-        if len(weights) != len(teachers) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        if len(weights) != len(teachers) or not all(0 <= w < math.inf for w in weights) or sum(weights) <= 0:
             raise ConfigError(f"teacher weights {weights}: give one weight >= 0 per teacher ({len(teachers)}), "
                               "with a positive sum")
         self.teachers = [t.eval().requires_grad_(False) for t in teachers]

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import CONFIG, META, WEIGHTS, write_checkpoint_dir
+from ..checkpoint import CONFIG, META, WEIGHTS, architecture_metadata, write_checkpoint_dir
 from ..config import ModelConfig, parse_config
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import build_model
@@ -100,7 +100,8 @@ def convert(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Pat
     meta = {"converted_from": str(src), "format": fmt, "model_type": source.config.get("model_type")}
 
     def fill(tmp: Path) -> None:
-        write_streaming(tmp / WEIGHTS, specs, lambda name: by_name[name].build(source.get))
+        write_streaming(tmp / WEIGHTS, specs, lambda name: by_name[name].build(source.get),
+                        metadata={"format": "pt", **architecture_metadata(cfg)})  # fingerprint: load_checkpoint
         (tmp / CONFIG).write_text(json.dumps(cfg.model_dump(), indent=2))
         files.write(tmp, cfg)
         (tmp / META).write_text(json.dumps(meta, indent=2))

@@ -39,9 +39,9 @@ class Ties:
 
 
 def trim(delta: Tensor, density: float) -> Tensor:
-    """Keep the round(density · n) entries of largest magnitude (at least one), zero the rest."""
+    """Keep the ⌊density · n⌋ entries of largest magnitude (at least one), zero the rest (mergekit's count)."""
     n = delta.numel()
-    keep = min(n, max(1, round(density * n)))
+    keep = min(n, max(1, int(density * n)))
     if keep == n:
         return delta
     flat = delta.flatten()
@@ -50,12 +50,23 @@ def trim(delta: Tensor, density: float) -> Tensor:
     return (flat * mask).view_as(delta)
 
 
-def disjoint_mean(deltas: list[Tensor], weights: tuple[float, ...]) -> Tensor:
-    """Elect sign(Σ w_i δ_i) per entry, then average the nonzero δ_i that agree with it (0 if none)."""
+def agreeing(deltas: list[Tensor], weights: tuple[float, ...]) -> tuple[Tensor, Tensor]:
+    """Elect each entry's sign by the weighted mass Σ w_i δ_i (a zero sum elects +, as mergekit's ``sum``
+    consensus does); return each model's weight where its δ_i has the elected sign (else 0), and the δ_i."""
     stacked = torch.stack(deltas)  # (models, *shape)
     w = torch.tensor(weights, dtype=stacked.dtype, device=stacked.device).view(-1, *([1] * (stacked.dim() - 1)))
-    elected = torch.sign((w * stacked).sum(0))
-    agree = (torch.sign(stacked) == elected) & (stacked != 0)
-    share = w * agree
+    elected = torch.where((w * stacked).sum(0) >= 0, 1.0, -1.0).to(stacked.dtype)
+    return w * (torch.sign(stacked) == elected), stacked
+
+
+def disjoint_mean(deltas: list[Tensor], weights: tuple[float, ...]) -> Tensor:
+    """The weighted mean of the δ_i that agree with the elected sign (0 where none does)."""
+    share, stacked = agreeing(deltas, weights)
     total = share.sum(0)
     return torch.where(total > 0, (share * stacked).sum(0) / total.clamp(min=1e-300), torch.zeros_like(total))
+
+
+def agreeing_sum(deltas: list[Tensor], weights: tuple[float, ...]) -> Tensor:
+    """Σ w_i δ_i over the δ_i that agree with the elected sign (mergekit's TIES with ``normalize: false``)."""
+    share, stacked = agreeing(deltas, weights)
+    return (share * stacked).sum(0)

@@ -1,0 +1,121 @@
+"""A checkpoint whose files disagree is refused before anything is built, never loaded silently wrong (issue 17).
+
+Before: an int64 weight was cast, NaN weights decoded to empty output with exit 0, a config.json
+edited to another position scheme or activation loaded without complaint, and a config.json
+claiming a 2**40 vocabulary or 3,000 layers was built (out of memory) before the weights were read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from hybridformer import load_checkpoint
+from hybridformer.checkpoint import FINGERPRINT
+from hybridformer.errors import CheckpointError
+from tests.conftest import assert_one_line_error, run_entry
+
+
+def _edit_config(path, **changes):
+    config = json.loads((path / "config.json").read_text())
+    for key, value in changes.items():
+        node = config
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def _edit_weights(path, edit=None, *, keep_metadata=True):
+    with safe_open(str(path / "model.safetensors"), "pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path / "model.safetensors"))
+    if edit is not None:
+        edit(tensors)
+    save_file(tensors, str(path / "model.safetensors"), metadata=metadata if keep_metadata else {"format": "pt"})
+
+
+def test_fingerprint_is_stored_and_checked(tiny_checkpoint):
+    path = tiny_checkpoint()
+    with safe_open(str(path / "model.safetensors"), "pt") as handle:
+        assert len(handle.metadata()[FINGERPRINT]) == 64
+    load_checkpoint(path)
+    _edit_config(path, position="rope")
+    with pytest.raises(CheckpointError, match=r"does not match the architecture.*position: 'sinusoidal' -> 'rope'"):
+        load_checkpoint(path)
+
+
+def test_edited_activation_is_refused_through_the_cli(tiny_checkpoint, tmp_path):
+    path = tiny_checkpoint()
+    _edit_config(path, activation="gelu")
+    (tmp_path / "in.txt").write_text("the cat\n")
+    result = run_entry("generate", path, "--input", tmp_path / "in.txt")
+    assert_one_line_error(result, 2, "activation: 'relu' -> 'gelu'")
+
+
+def test_training_only_keys_and_old_checkpoints_still_load(tiny_checkpoint):
+    path = tiny_checkpoint()
+    _edit_config(path, dropout=0.3)  # no effect on inference: not part of the architecture
+    assert load_checkpoint(path).config.dropout == 0.3
+    old = tiny_checkpoint(name="old")
+    _edit_weights(old, keep_metadata=False)  # as written before fingerprints existed
+    _edit_config(old, activation="gelu")
+    assert load_checkpoint(old).config.activation == "gelu"
+
+
+def test_int64_weight_is_refused(tiny_checkpoint):
+    path = tiny_checkpoint()
+    _edit_weights(path, lambda t: t.update({"output.weight": t["output.weight"].round().long()}))
+    with pytest.raises(CheckpointError, match="output.weight: stored as int64, the model needs float32"):
+        load_checkpoint(path)
+
+
+def test_nan_weights_are_one_line_through_the_cli(tiny_checkpoint, tmp_path):
+    path = tiny_checkpoint()
+    _edit_weights(path, lambda t: t["encoder.final_norm.weight"].__setitem__(0, float("nan")))
+    (tmp_path / "in.txt").write_text("the cat\n")
+    result = run_entry("generate", path, "--input", tmp_path / "in.txt")
+    assert_one_line_error(result, 2, "NaN or infinite", "encoder.final_norm.weight")
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("vocab_size", 2**40, ["output.weight", "1099511627776"]),
+    ("encoder.layers", 3000, ["encoder.layers=3000", "hold 1 encoder layers"]),
+    ("d_model", 2**30, ["cannot be built"]),
+    ("ffn_dim", 2**20, ["vs model"]),
+])
+def test_huge_config_is_refused_before_building(tiny_checkpoint, monkeypatch, key, value, words):
+    import hybridformer.models as models
+
+    path = tiny_checkpoint()
+    _edit_weights(path, keep_metadata=False)  # no fingerprint: only the header's shapes can tell
+    _edit_config(path, **{key: value})
+    built = []
+    real_build = models.build_model
+    monkeypatch.setattr(models, "build_model", lambda cfg: built.append(torch.get_default_device()) or real_build(cfg))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert time.perf_counter() - start < 20
+    assert all(device.type == "meta" for device in built)  # nothing was built with real memory
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.parametrize("text, words", [
+    ('{"labels": [', ["meta.json:1", "corrupt JSON"]),
+    ("[1, 2]", ["meta.json", "JSON object"]),
+])
+def test_invalid_meta_json_is_one_line(tiny_checkpoint, text, words):
+    path = tiny_checkpoint()
+    (path / "meta.json").write_text(text)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    for word in words:
+        assert word in str(info.value)
