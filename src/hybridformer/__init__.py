@@ -24,6 +24,7 @@ from .classify import evaluate_classifier  # noqa: E402
 __all__ += ["evaluate_classifier"]
 
 # Pretrained models (issue 13): Hugging Face / GGUF conversion.
+from .embed import embed  # noqa: E402
 from .interop import convert  # noqa: E402
 
-__all__ += ["convert"]
+__all__ += ["convert", "embed"]

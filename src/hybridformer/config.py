@@ -180,7 +180,7 @@ class ModelConfig(_Strict):
     heads: int = Field(4, ge=1)
     kv_heads: int | None = Field(None, ge=1)  # None = heads (MHA); 1 = MQA; in between = GQA
     ffn_dim: int = Field(1024, ge=1)
-    activation: Literal["relu", "gelu", "swiglu", "geglu"] = "relu"
+    activation: Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh"] = "relu"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_placement: Literal["pre", "post"] = "pre"
     residual: Literal["standard", "deepnet", "rezero"] = "standard"
@@ -200,10 +200,19 @@ class ModelConfig(_Strict):
     embed_scale: bool = True  # multiply embeddings by sqrt(d_model)
     tie_embeddings: bool = True  # decoder input embedding = output projection
     share_embeddings: bool = True  # encoder and decoder share one embedding (shared vocabulary)
-    num_classes: int = Field(2, ge=0)  # encoder_classifier only
+    num_classes: int = Field(2, ge=0)  # encoder_classifier only; 0 = no head (a sentence encoder)
     pad_id: int = Field(0, ge=0)
     bos_id: int = Field(1, ge=0)
     eos_id: int = Field(2, ge=0)
+    # options of pretrained encoder-decoders and encoders (docs/interop.md); defaults = the toolkit's own models
+    decoder_start_id: int | None = Field(None, ge=0)  # first decoder token of a seq2seq model; None = bos_id
+    score_scale: float | None = None  # attention score scale; None = 1/sqrt(head_dim) (T5: 1)
+    sinusoid_layout: Literal["interleaved", "halves"] = "interleaved"  # halves: [sin | cos] (Marian)
+    positions_skip_padding: bool = False  # learned positions count only non-padding tokens (RoBERTa)
+    type_vocab_size: int = Field(0, ge=0)  # token type embeddings; type 0 is added (BERT, RoBERTa)
+    layernorm_embedding: bool = False  # a norm over the summed embeddings (BART, mBART, BERT)
+    final_logits_bias: bool = False  # a bias on the vocabulary projection (BART, Marian)
+    output_scale: float = 1.0  # seq2seq: decoder states scaled before the projection (tied T5: d_model**-0.5)
     encoder: StackConfig = StackConfig()
     decoder: StackConfig = StackConfig()
     cross_attention: AttentionConfig = AttentionConfig()
@@ -232,6 +241,9 @@ class ModelConfig(_Strict):
         for name in ("pad_id", "bos_id", "eos_id"):
             if getattr(self, name) >= self.vocab_size:
                 raise ValueError(f"{name}={getattr(self, name)} must be below vocab_size={self.vocab_size}")
+        if self.output_scale != 1.0 and self.arch != "encoder_decoder":
+            raise ValueError("output_scale scales a seq2seq decoder's output (T5); leave it at 1.0 for "
+                             f"arch={self.arch!r}")
         return self
 
     @model_validator(mode="after")
@@ -251,6 +263,11 @@ class ModelConfig(_Strict):
     @property
     def is_seq2seq(self) -> bool:
         return self.arch == "encoder_decoder"
+
+    @property
+    def start_id(self) -> int:
+        """The token a seq2seq decoder starts from (BART: eos, T5 and Marian: pad)."""
+        return self.bos_id if self.decoder_start_id is None else self.decoder_start_id
 
 
 def check_conv_stack(cfg: ModelConfig, role: str) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .context import MixerContext
 
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swiglu": F.silu, "geglu": F.gelu}
-GATED = {"swiglu", "geglu"}
+_gelu_tanh = partial(F.gelu, approximate="tanh")  # GPT-2's and T5 v1.1's "gelu_new"
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": _gelu_tanh, "silu": F.silu,
+               "swiglu": F.silu, "geglu": F.gelu, "geglu_tanh": _gelu_tanh}
+GATED = {"swiglu", "geglu", "geglu_tanh"}
 
 
 class FeedForward(nn.Module):

@@ -150,7 +150,7 @@ def decode_batch(decoder: Decoder | Ct2Decoder, sources: list[list[int]], opts: 
     src = pad(sources, cfg.pad_id, decoder.device)
     if cfg.is_seq2seq:
         state = scorer.init_state(src)
-        prefix = torch.full((len(sources), 1), cfg.bos_id, dtype=torch.long, device=decoder.device)
+        prefix = torch.full((len(sources), 1), cfg.start_id, dtype=torch.long, device=decoder.device)
         lengths = src.ne(cfg.pad_id).sum(1) - 1  # source tokens, EOS not counted
     else:
         state, prefix, lengths = scorer.init_state(None), src, torch.tensor([src.shape[1]] * len(sources))

@@ -51,6 +51,9 @@ def check_capability(ckpt: Checkpoint, task: Task) -> None:
     if task == "classify" and not classifier:
         raise CheckpointError(f"{ckpt.path}: a {ckpt.config.arch} checkpoint does not predict labels; "
                               "accuracy needs an encoder_classifier (use --src/--ref for text metrics)")
+    if task == "classify" and ckpt.config.num_classes == 0:
+        raise CheckpointError(f"{ckpt.path}: a sentence encoder (num_classes=0) has no classification head; use "
+                              "hybridformer.embed, or fine-tune it on labeled documents (train.init_from)")
     if task != "classify" and classifier:
         raise CheckpointError(f"{ckpt.path} is an encoder_classifier: it predicts labels and cannot "
                               f"{task} text; use an encoder_decoder or decoder_lm checkpoint")

@@ -51,17 +51,36 @@ def vocab_logits(output: nn.Module, h: Tensor, cache: DecodingCache | None) -> T
 
 
 class Stack(nn.Module):
-    """Layers sharing one causality and one position scheme; positions are computed once per call."""
+    """Layers sharing one causality and one position scheme; positions are computed once per call.
+
+    The embedding side of a pretrained stack may add a token-type row (BERT: type 0) and a norm
+    over the summed embeddings (BART's ``layernorm_embedding``, BERT's embedding LayerNorm).
+    With ``count_non_padding`` absolute positions count only each row's non-padding tokens and
+    padding reads position -1 (RoBERTa's ``create_position_ids_from_input_ids``).
+    """
 
     def __init__(
         self, layers: list[Layer], final_norm: nn.Module | None, *, causal: bool, dropout: float = 0.0,
         absolute: nn.Module | None = None, rope: RotaryEmbedding | None = None, score_bias: nn.Module | None = None,
+        token_type: nn.Embedding | None = None, embed_norm: nn.Module | None = None, count_non_padding: bool = False,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.final_norm, self.causal = final_norm, causal
         self.absolute, self.rope, self.score_bias = absolute, rope, score_bias
+        self.token_type, self.embed_norm, self.count_non_padding = token_type, embed_norm, count_non_padding
         self.dropout = nn.Dropout(dropout)
+
+    def embed(self, x: Tensor, positions: Tensor, padding_mask: Tensor | None, offset: int) -> Tensor:
+        """Token embeddings (batch, L, d_model) plus absolute positions, token type 0, then the embedding norm."""
+        if self.token_type is not None:
+            x = x + self.token_type.weight[0]
+        if self.absolute is not None:
+            if self.count_non_padding and padding_mask is not None:
+                keep = (~padding_mask).long()
+                positions = (keep.cumsum(1) + offset) * keep - 1  # (batch, L); padding -> -1
+            x = x + self.absolute(positions).to(x.dtype)
+        return x if self.embed_norm is None else self.embed_norm(x)
 
     def forward(
         self, x: Tensor, *, padding_mask: Tensor | None = None, offset: int = 0,
@@ -69,8 +88,7 @@ class Stack(nn.Module):
     ) -> Tensor:
         """x: (batch, L, d_model) embedded tokens at positions offset..offset+L-1."""
         positions = torch.arange(offset, offset + x.shape[1], device=x.device)
-        if self.absolute is not None:
-            x = x + self.absolute(positions).to(x.dtype)
+        x = self.embed(x, positions, padding_mask, offset)
         ctx = MixerContext(
             padding_mask=padding_mask, causal=self.causal, positions=positions,
             rope=self.rope(positions) if self.rope is not None else None,
@@ -87,11 +105,12 @@ class EncoderDecoder(nn.Module):
     """Sequence-to-sequence model: translation, summarization."""
 
     def __init__(self, src_embed: TokenEmbedding, encoder: Stack, tgt_embed: TokenEmbedding, decoder: Stack,
-                 output: nn.Linear, pad_id: int) -> None:
+                 output: nn.Linear, pad_id: int, output_scale: float = 1.0) -> None:
         super().__init__()
         self.src_embed, self.encoder, self.tgt_embed, self.decoder, self.output = (
             src_embed, encoder, tgt_embed, decoder, output)
         self.pad_id = pad_id
+        self.output_scale = output_scale  # T5 with tied embeddings: d_model**-0.5 before the projection
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
         """src: (batch, S) -> memory (batch, S, d_model) and its padding mask (batch, S)."""
@@ -100,9 +119,19 @@ class EncoderDecoder(nn.Module):
 
     def decode(self, tgt: Tensor, memory: Tensor, memory_padding_mask: Tensor, *,
                cache: DecodingCache | None = None, offset: int = 0) -> Tensor:
-        """tgt: (batch, T) -> logits (batch, T, vocab); with a cache, tgt holds only the new tokens."""
-        h = self.decoder(self.tgt_embed(tgt), padding_mask=tgt.eq(self.pad_id) if cache is None else None,
-                         offset=offset, memory=memory, memory_padding_mask=memory_padding_mask, cache=cache)
+        """tgt: (batch, T) -> logits (batch, T, vocab); with a cache, tgt holds only the new tokens.
+
+        The first target token is the decoder start token and never padding, even where it is the pad
+        id (T5, Marian)."""
+        padding = None
+        if cache is None:
+            padding = tgt.eq(self.pad_id)
+            if offset == 0:
+                padding[:, 0] = False
+        h = self.decoder(self.tgt_embed(tgt), padding_mask=padding, offset=offset, memory=memory,
+                         memory_padding_mask=memory_padding_mask, cache=cache)
+        if self.output_scale != 1.0:
+            h = h * self.output_scale
         return vocab_logits(self.output, h, cache)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
@@ -127,23 +156,31 @@ class DecoderLM(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Bidirectional encoder with a classification head over the mean of its non-padding states."""
+    """Bidirectional encoder with a classification head over the mean of its non-padding states.
+
+    With ``num_classes=0`` there is no head: the model is a sentence encoder (a converted BERT or
+    RoBERTa) and ``forward`` returns the mean-pooled sentence embeddings (sentence-transformers' pooling).
+    """
 
     def __init__(self, embed: TokenEmbedding, encoder: Stack, num_classes: int, pad_id: int) -> None:
         super().__init__()
         self.embed, self.encoder, self.pad_id = embed, encoder, pad_id
-        self.head = nn.Linear(embed.embedding_dim, num_classes)
+        self.head = nn.Linear(embed.embedding_dim, num_classes) if num_classes else None
 
     def encode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         mask = tokens.eq(self.pad_id)
         return self.encoder(self.embed(tokens), padding_mask=mask), mask
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        """tokens: (batch, L) -> class logits (batch, num_classes)."""
+    def sentence_embedding(self, tokens: Tensor) -> Tensor:
+        """tokens: (batch, L) -> the mean of each row's non-padding states (batch, d_model)."""
         states, mask = self.encode(tokens)
         keep = (~mask).unsqueeze(-1).to(states.dtype)
-        pooled = (states * keep).sum(1) / keep.sum(1).clamp(min=1.0)
-        return self.head(pooled)
+        return (states * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens: (batch, L) -> class logits (batch, num_classes), or sentence embeddings without a head."""
+        pooled = self.sentence_embedding(tokens)
+        return pooled if self.head is None else self.head(pooled)
 
 
 # ----------------------------------------------------------------------------- building
@@ -165,7 +202,9 @@ def _build_float_model(cfg: ModelConfig) -> EncoderDecoder | DecoderLM | Encoder
         return built
 
     def output_layer(embed: TokenEmbedding) -> nn.Linear:
-        output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.final_logits_bias)
+        if cfg.final_logits_bias:
+            nn.init.zeros_(output.bias)
         if cfg.tie_embeddings:
             output.weight = embed.weight
         return output
@@ -175,7 +214,8 @@ def _build_float_model(cfg: ModelConfig) -> EncoderDecoder | DecoderLM | Encoder
         tgt_embed = src_embed if cfg.share_embeddings else embedding()
         return EncoderDecoder(
             src_embed, stack("encoder", cfg.encoder, causal=False, cross=False),
-            tgt_embed, stack("decoder", cfg.decoder, causal=True, cross=True), output_layer(tgt_embed), cfg.pad_id)
+            tgt_embed, stack("decoder", cfg.decoder, causal=True, cross=True), output_layer(tgt_embed), cfg.pad_id,
+            cfg.output_scale)
     if cfg.arch == "decoder_lm":
         embed = embedding()
         return DecoderLM(embed, stack("decoder", cfg.decoder, causal=True, cross=False), output_layer(embed),
@@ -194,7 +234,7 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
     parts = LayerParts(
         d_model=cfg.d_model, heads=cfg.heads, kv_heads=cfg.num_kv_heads, ffn_dim=cfg.ffn_dim,
         activation=cfg.activation, norm=cfg.norm, prenorm=cfg.norm_placement == "pre", dropout=cfg.dropout,
-        residual_scheme=cfg.residual, alpha=alpha,
+        residual_scheme=cfg.residual, alpha=alpha, score_scale=cfg.score_scale,
         attention=stack_cfg.attention.name, attention_options=stack_cfg.attention.options,
         cross_attention=cfg.cross_attention.name, cross_attention_options=cfg.cross_attention.options,
         causal=causal, head_dim=cfg.head_dim, norm_eps=cfg.norm_eps, attention_bias=cfg.attention_bias,
@@ -207,6 +247,9 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
         layers, parts.norm_layer() if needs_final_norm else None, causal=causal, dropout=cfg.dropout,
         absolute=_absolute_positions(cfg), rope=_rotary(cfg),
         score_bias=_score_bias(cfg, bidirectional=not causal),
+        token_type=nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None,
+        embed_norm=parts.norm_layer() if cfg.layernorm_embedding else None,
+        count_non_padding=cfg.positions_skip_padding,
     )
 
 
@@ -217,7 +260,7 @@ def _with_attention(parts: LayerParts, attention: AttentionConfig) -> LayerParts
 
 def _absolute_positions(cfg: ModelConfig) -> nn.Module | None:
     if cfg.position == "sinusoidal":
-        return SinusoidalPositions(cfg.d_model)
+        return SinusoidalPositions(cfg.d_model, cfg.sinusoid_layout)
     if cfg.position == "learned":
         return LearnedPositions(cfg.max_positions, cfg.d_model, cfg.position_offset)
     return None

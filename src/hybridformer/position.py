@@ -14,26 +14,34 @@ class SinusoidalPositions(nn.Module):
     """Fixed sin/cos embeddings (Vaswani et al., 2017); any length, no parameters.
 
     The table is computed once and grown on demand, so a decoding step is one index lookup.
+    ``layout``: ``interleaved`` puts sin/cos of one frequency in channels 2i/2i+1 (tensor2tensor,
+    fairseq); ``halves`` puts all sines first, then all cosines (Marian).
     """
 
-    def __init__(self, d_model: int) -> None:
+    def __init__(self, d_model: int, layout: str = "interleaved") -> None:
         super().__init__()
-        self.d_model = d_model
-        self.register_buffer("table", self.compute(d_model, 1024), persistent=False)
+        self.d_model, self.layout = d_model, layout
+        self.register_buffer("table", self.compute(d_model, 1024, layout), persistent=False)
 
     @staticmethod
-    def compute(d_model: int, length: int) -> Tensor:
+    def compute(d_model: int, length: int, layout: str = "interleaved") -> Tensor:
         freqs = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
         angles = torch.arange(length).float()[:, None] * freqs[None]
         table = torch.zeros(length, d_model)
+        if layout == "halves":
+            half = (d_model + 1) // 2
+            table[:, :half] = angles.sin()
+            table[:, half:] = angles.cos()[:, : d_model // 2]
+            return table
         table[:, 0::2] = angles.sin()
         table[:, 1::2] = angles.cos()[:, : d_model // 2]
         return table
 
     def forward(self, positions: Tensor) -> Tensor:
-        needed = int(positions[-1]) + 1 if len(positions) else 0
+        needed = int(positions.max()) + 1 if positions.numel() else 0
         if needed > len(self.table):
-            self.table = self.compute(self.d_model, max(needed, 2 * len(self.table))).to(self.table.device)
+            grown = self.compute(self.d_model, max(needed, 2 * len(self.table)), self.layout)
+            self.table = grown.to(self.table.device)
         return self.table[positions]
 
 

@@ -18,6 +18,15 @@ class _Attention(nn.Module):
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim or d_model // heads
         self.kernel = kernel
         self.out_proj = nn.Linear(heads * self.head_dim, d_model, bias=bias)
+        self.q_scale: float | None = None  # see set_score_scale
+
+    def set_score_scale(self, score_scale: float | None) -> _Attention:
+        """Scale scores by ``score_scale`` instead of the kernels' 1/√head_dim (T5: 1), through q."""
+        self.q_scale = None if score_scale is None else score_scale * self.head_dim**0.5
+        return self
+
+    def scale_queries(self, q: Tensor) -> Tensor:
+        return q if self.q_scale is None else q * self.q_scale
 
     def split_heads(self, x: Tensor, heads: int) -> Tensor:
         """(batch, L, heads·head_dim) -> (batch, heads, L, head_dim), a view (this runs every decoding step)."""
@@ -45,7 +54,7 @@ class MultiHeadAttention(_Attention):
     def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         q_dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
         q, k, v = self.qkv_proj(x).split([q_dim, kv_dim, kv_dim], dim=-1)
-        q = self.split_heads(q, self.heads)
+        q = self.scale_queries(self.split_heads(q, self.heads))
         k, v = self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
         if ctx.rope is not None:
             q, k = ctx.rope.rotate(q), ctx.rope.rotate(k)
@@ -74,7 +83,7 @@ class CrossAttention(_Attention):
         return self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
 
     def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
-        q = self.split_heads(self.q_proj(x), self.heads)
+        q = self.scale_queries(self.split_heads(self.q_proj(x), self.heads))
         if ctx.cache is None:
             k, v = self.memory_kv(ctx.memory)
             return self.merge_heads(self.kernel(q, k, v, causal=False, key_padding_mask=ctx.memory_padding_mask))

@@ -48,6 +48,7 @@ class LayerParts:
     attention_bias: bool = True
     qkv_bias: bool | None = None  # None = attention_bias
     ffn_bias: bool = True
+    score_scale: float | None = None  # attention score scale; None = 1/√head_dim (T5: 1)
 
     def norm_layer(self) -> nn.Module:
         return build_norm(self.norm, self.d_model, self.norm_eps)
@@ -55,12 +56,13 @@ class LayerParts:
     def self_attention(self, width: int | None = None) -> MultiHeadAttention:
         kernel = build_attention(self.attention, **self.attention_options)
         return MultiHeadAttention(width or self.d_model, self.heads, self.kv_heads, kernel, bias=self.attention_bias,
-                                  qkv_bias=self.qkv_bias, head_dim=None if width else self.head_dim)
+                                  qkv_bias=self.qkv_bias, head_dim=None if width else self.head_dim,
+                                  ).set_score_scale(self.score_scale)
 
     def cross_attention_mixer(self) -> CrossAttention:
         kernel = build_attention(self.cross_attention, **self.cross_attention_options)
         return CrossAttention(self.d_model, self.heads, self.kv_heads, kernel, bias=self.attention_bias,
-                              qkv_bias=self.qkv_bias, head_dim=self.head_dim)
+                              qkv_bias=self.qkv_bias, head_dim=self.head_dim).set_score_scale(self.score_scale)
 
     def ffn(self) -> FeedForward:
         return FeedForward(self.d_model, self.ffn_dim, self.activation, self.dropout, bias=self.ffn_bias)

@@ -113,10 +113,16 @@ def target_ids(ids: list[int], bos_id: int, eos_id: int) -> tuple[list[int], lis
 
 
 def encode_source(tokenizer: Tokenizer, line: str, config: ModelConfig) -> list[int]:
-    """Seq2seq source ``tokens + [EOS]``; LM prompt ``tokens`` (``[BOS]`` when the line is empty)."""
-    ids = tokenizer.encode(line, add_special_tokens=False).ids
+    """Seq2seq source ``tokens + [EOS]``; LM prompt ``tokens`` (``[BOS]`` when the line is empty).
+
+    A seq2seq source gets the special tokens of the tokenizer's own post-processor, so a converted
+    model sees its inputs framed as in training (BART ``<s> … </s>``, T5 and Marian ``… </s>``); the
+    toolkit's tokenizers have none, and EOS is appended when the framing does not already end with it.
+    """
     if config.is_seq2seq:
-        return source_ids(ids, config.eos_id)
+        ids = tokenizer.encode(line).ids
+        return ids if ids and ids[-1] == config.eos_id else source_ids(ids, config.eos_id)
+    ids = tokenizer.encode(line, add_special_tokens=False).ids
     return ids or [config.bos_id]
 
 
@@ -155,8 +161,9 @@ def _limit_reason(config: ModelConfig) -> str:
 
 
 def encode_target(tokenizer: Tokenizer, line: str, config: ModelConfig) -> tuple[list[int], list[int]]:
-    """Teacher forcing for a seq2seq reference: decoder input ``[BOS] + tokens``, labels ``tokens + [EOS]``."""
-    return target_ids(tokenizer.encode(line, add_special_tokens=False).ids, config.bos_id, config.eos_id)
+    """Teacher forcing for a seq2seq reference: decoder input ``[start] + tokens`` (start = BOS unless
+    decoder_start_id is set: T5, Marian, BART), labels ``tokens + [EOS]``."""
+    return target_ids(tokenizer.encode(line, add_special_tokens=False).ids, config.start_id, config.eos_id)
 
 
 def decode_tokens(tokenizer: Tokenizer, ids: list[int]) -> str:

@@ -55,16 +55,18 @@ def plan(source: HFFolder | GGUFFile, files: tokenizers.TokenizerFiles, where: P
     """The ModelConfig and tensor rules for ``source``, checked against its tensors."""
     arch = architecture(source.config, where)
     data = arch.model_config(source.config)
+    available = source.keys()
+    if arch.head is not None:
+        data["tie_embeddings"] = arch.head not in available
     tokenizers.choose_special_ids(data, files)
     try:
         cfg = parse_config(ModelConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"{where}: the converted config is invalid: {exc}") from None
     rules = arch.rules(cfg)
-    available = source.keys()
     check_sources(rules, available, str(where))
     used = {name for rule in rules for name in rule.theirs}
-    extra = sorted(n for n in available - used if not n.endswith(IGNORED))
+    extra = sorted(n for n in available - used if not n.endswith(IGNORED) and not n.startswith(arch.unused))
     if extra:
         raise CheckpointError(f"{where}: tensor(s) the {source.config.get('model_type')} mapping does not use: "
                               f"{', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''} (an unsupported variant)")
@@ -74,10 +76,10 @@ def plan(source: HFFolder | GGUFFile, files: tokenizers.TokenizerFiles, where: P
 def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Name -> (shape, dtype) of every tensor the checkpoint stores, from the model built on ``meta``."""
     with torch.device("meta"):
-        state = build_model(cfg).state_dict()
+        state = build_model(cfg).state_dict(keep_vars=True)
     ours = {rule.ours for rule in rules}
-    tied = {"output.weight"} if cfg.tie_embeddings else set()
-    uncovered = sorted(set(state) - ours - tied)
+    covered = {id(state[name]) for name in ours if name in state}  # tied tensors are stored once
+    uncovered = sorted(name for name, tensor in state.items() if name not in ours and id(tensor) not in covered)
     unknown = sorted(ours - set(state))
     if uncovered or unknown:
         raise CheckpointError(f"internal mapping error: tensors uncovered {uncovered[:3]}, unknown {unknown[:3]}")

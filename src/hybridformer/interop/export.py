@@ -15,14 +15,25 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from ..checkpoint import CONFIG, META, TOKENIZER, WEIGHTS, load_config_file, load_weights, write_checkpoint_dir
+from ..checkpoint import (
+    CONFIG,
+    META,
+    TOKENIZER,
+    WEIGHTS,
+    load_checkpoint,
+    load_config_file,
+    load_weights,
+    write_checkpoint_dir,
+)
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..outputs import prepare_output_dir
 from .hf import ARCHITECTURES
+from .hf.roundtrip import layout_blockers
 from .tokenizer import TOKENIZER_CONFIG
 
 EXPORTABLE = ("llama", "mistral", "qwen2")  # model types whose mapping can run backwards
+CONVERTED_ONLY = ("bart", "mbart", "marian", "t5", "bert", "roberta")  # export back to their source type
 
 
 def hf_blockers(cfg: ModelConfig) -> list[str]:
@@ -74,22 +85,25 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
     source = Path(checkpoint)
     out = prepare_output_dir(out, overwrite=overwrite, inputs=[source])
     cfg = load_config_file(source)
-    problems = hf_blockers(cfg)
+    meta = json.loads((source / META).read_text()) if (source / META).is_file() else {}
+    fixed = meta.get("model_type") in CONVERTED_ONLY
+    problems = layout_blockers(cfg, ARCHITECTURES[meta["model_type"]]) if fixed else hf_blockers(cfg)
     if problems:
         raise ConfigError(f"{source}: cannot export to Hugging Face: {'; '.join(problems)}")
-    meta = json.loads((source / META).read_text()) if (source / META).is_file() else {}
-    model_type = model_type_of(cfg, meta)
+    model_type = meta["model_type"] if fixed else model_type_of(cfg, meta)
     if model_type == "qwen2" and not (cfg.qkv_bias and not cfg.attention_bias):
         raise ConfigError(f"{source}: a qwen2 model has q/k/v biases only (qkv_bias=True, attention_bias=False)")
     arch = ARCHITECTURES[model_type]
-    ours = load_weights(source)
-    if cfg.tie_embeddings:
+    ours = load_checkpoint(source).model.state_dict() if fixed else load_weights(source)  # tied names resolved
+    if cfg.tie_embeddings and not fixed:
         ours.pop("output.weight", None)
     tensors = {}
     for rule in arch.rules(cfg):
         tensors.update(rule.split(ours[rule.ours]))
     config = {**arch.hf_config(cfg), "architectures": [arch.hf_class], "torch_dtype": "float32"}
     generation = {"bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id, "pad_token_id": cfg.pad_id}
+    if cfg.is_seq2seq:
+        generation["decoder_start_token_id"] = cfg.start_id
 
     def fill(tmp: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})

@@ -16,10 +16,10 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DataError
 from .folder import read_json
 
-SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token")
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
@@ -58,6 +58,10 @@ def from_folder(path: Path) -> TokenizerFiles:
     files = TokenizerFiles()
     tokenizer_file = path / "tokenizer.json"
     if not tokenizer_file.is_file():
+        if (path / "source.spm").is_file():
+            raise DataError(f"{path / 'source.spm'}: a Marian sentencepiece tokenizer (source.spm/target.spm + "
+                            "vocab.json) has no tokenizer.json converter in transformers; add the folder's "
+                            "tokenizer.json (e.g. from a fast-tokenizer export) and convert again")
         return files
     try:
         files.tokenizer = Tokenizer.from_file(str(tokenizer_file))
@@ -90,9 +94,13 @@ def from_gguf(path: Path) -> TokenizerFiles:
 
 def choose_special_ids(data: dict[str, Any], files: TokenizerFiles) -> None:
     """Fill ``bos_id``/``eos_id``/``pad_id`` of ModelConfig ``data`` (config.json first, then the tokenizer)."""
-    for key in ("bos", "eos"):
+    for key, alias in (("bos", "cls"), ("eos", "sep")):  # BERT-style: [CLS] ... [SEP]
         if data.get(f"{key}_id") is None:
             data[f"{key}_id"] = files.token_id(f"{key}_token")
+        if data.get(f"{key}_id") is None:
+            data[f"{key}_id"] = files.token_id(f"{alias}_token")
+    if data.get("arch") == "encoder_classifier" and data.get("eos_id") is None:  # never generates
+        data["eos_id"] = data.get("pad_id", 0) + 1
     bos, eos = data.get("bos_id"), data.get("eos_id")
     if eos is None:
         raise ConfigError("config.json: no eos_token_id and no tokenizer eos_token; generation needs one")

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from .bart import BART, MBART
+from .bert import BERT, ROBERTA
 from .common import Architecture
 from .llama import LLAMA, MISTRAL, QWEN2
+from .marian import MARIAN
+from .t5 import T5
 
 ARCHITECTURES: dict[str, Architecture] = {
     "llama": LLAMA,
     "mistral": MISTRAL,
     "qwen2": QWEN2,
+    "bart": BART,
+    "mbart": MBART,
+    "marian": MARIAN,
+    "t5": T5,
+    "bert": BERT,
+    "roberta": ROBERTA,
 }
 
 __all__ = ["ARCHITECTURES", "Architecture"]

@@ -24,6 +24,8 @@ class Architecture:
     rules: Callable[[ModelConfig], list[Rule]]
     hf_config: Callable[[ModelConfig], dict[str, Any]] | None = None
     hf_class: str = ""  # the transformers class the export names in config.json ``architectures``
+    unused: tuple[str, ...] = ()  # source tensor names/prefixes that may be present and are not converted
+    head: str | None = None  # a separate output projection's name: untied exactly when the source holds it (T5)
 
 
 def unsupported(field: str, value: Any, why: str) -> ConfigError:
