@@ -20,6 +20,20 @@ def require_data(*parts: str) -> Path:
     return path
 
 
+SMOLLM2_GGUF = DATA.parent / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(tmp_path_factory) -> Path:
+    """The real SmolLM2 GGUF converted once per test session (skips when the model file is absent)."""
+    if not SMOLLM2_GGUF.is_file():
+        pytest.skip(f"real weights not found at {SMOLLM2_GGUF} (needs ../shared/models beside the checkout)")
+    pytest.importorskip("gguf")
+    from hybridformer import convert
+
+    return convert(SMOLLM2_GGUF, tmp_path_factory.mktemp("smollm2") / "ckpt")
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

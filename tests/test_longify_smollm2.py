@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from hybridformer import load_checkpoint
 from hybridformer.longify import LongifyPlan, longify_checkpoint, parse_attention_spec
 
-GGUF = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "smollm2-135m-instruct" / \
-    "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    if not GGUF.is_file():
-        pytest.skip(f"SmolLM2 GGUF not found at {GGUF} (needs ../shared/models beside the checkout)")
-    interop = pytest.importorskip("hybridformer.interop")
-    if not hasattr(interop, "convert"):
-        pytest.skip("the GGUF converter (hybridformer.interop.convert) is not in this checkout")
-    pytest.importorskip("gguf")
-    return load_checkpoint(interop.convert(GGUF, tmp_path_factory.mktemp("smollm2") / "ckpt"))
+def smollm2(smollm2_checkpoint):
+    return load_checkpoint(smollm2_checkpoint)
 
 
 def test_converted_smollm2_covering_window_parity(smollm2):

@@ -11,6 +11,7 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 
+from conftest import SMOLLM2_GGUF
 from interop.hf_tiny import llama_cpp_permute, save_tiny, write_tiny_gguf  # noqa: E402
 
 from hybridformer import convert, generate, load_checkpoint  # noqa: E402
@@ -20,8 +21,6 @@ from hybridformer.decoding.scorer import ModelScorer  # noqa: E402
 from hybridformer.errors import ConfigError  # noqa: E402
 from hybridformer.interop.gguf import unpermute  # noqa: E402
 
-SMOLLM2 = Path(__file__).resolve().parents[3] / "shared" / "models" / "smollm2-135m-instruct" / \
-    "SmolLM2-135M-Instruct.Q4_1.gguf"
 QUESTION = "What is the capital of France?"
 
 
@@ -63,15 +62,14 @@ def test_unsupported_gguf_rope_scaling_is_named(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def smollm2(tmp_path_factory):
+def smollm2(smollm2_checkpoint):
     """(our converted checkpoint path and loaded Checkpoint, transformers model and tokenizer loading the same GGUF)."""
-    if not SMOLLM2.is_file():
-        pytest.skip(f"real weights not found at {SMOLLM2} (needs ../shared/models beside the checkout)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = convert(SMOLLM2, tmp_path_factory.mktemp("smollm2") / "ckpt")
-    model = AutoModelForCausalLM.from_pretrained(SMOLLM2.parent, gguf_file=SMOLLM2.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2.parent, gguf_file=SMOLLM2.name)
+    out = smollm2_checkpoint
+    model = AutoModelForCausalLM.from_pretrained(SMOLLM2_GGUF.parent, gguf_file=SMOLLM2_GGUF.name,
+                                                 dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2_GGUF.parent, gguf_file=SMOLLM2_GGUF.name)
     return out, load_checkpoint(out), model.eval(), tokenizer
 
 
