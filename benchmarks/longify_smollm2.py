@@ -233,6 +233,7 @@ def report(args: argparse.Namespace) -> None:
     print("|---" * (len(names) + 4) + "|")
     for r in streams:
         b = r["buckets"]
+        b = {n: v for n, v in b.items() if v["complete"] or v["tokens"] >= 256}  # no 1-token "buckets"
         cells = [("not run" if n not in b else f"{b[n]['ppl']:.2f}" if b[n]["complete"] else
                   f"{b[n]['ppl']:.2f} (first {b[n]['tokens']} tokens)") for n in [*names, "0-8k"]]
         ratio = f"{b['16-32k']['ppl'] / b['0-8k']['ppl']:.3f}" if "16-32k" in b and "0-8k" in b else "-"

@@ -22,13 +22,11 @@ from tests.conftest import assert_one_line_error, run_entry
 
 
 def _edit_config(path, **changes):
+    """Set top-level keys of config.json; ``encoder__layers`` sets ``encoder.layers``."""
     config = json.loads((path / "config.json").read_text())
     for key, value in changes.items():
-        node = config
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
+        section, _, name = key.rpartition("__")
+        (config[section] if section else config)[name] = value
     (path / "config.json").write_text(json.dumps(config))
 
 
@@ -86,7 +84,7 @@ def test_nan_weights_are_one_line_through_the_cli(tiny_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("key, value, words", [
     ("vocab_size", 2**40, ["output.weight", "1099511627776"]),
-    ("encoder.layers", 3000, ["encoder.layers=3000", "hold 1 encoder layers"]),
+    ("encoder__layers", 3000, ["encoder.layers=3000", "hold 1 encoder layers"]),
     ("d_model", 2**30, ["cannot be built"]),
     ("ffn_dim", 2**20, ["vs model"]),
 ])

@@ -431,21 +431,9 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
-        learned = self.tokenizer_kind == "bpe" and self.tokenizer is None and self.builtin is None
-        if "vocab_size" in self.model_fields_set and not learned:
-            raise ValueError(f"data.vocab_size={self.vocab_size} is only used when a BPE tokenizer is learned; with "
-                             f"{self._vocab_source()} the vocabulary is given, so remove data.vocab_size")
         if (self.train_src is None) != (self.train_tgt is None) or (self.valid_src is None) != (self.valid_tgt is None):
             raise ValueError("parallel files come in pairs: set both train_src and train_tgt (and valid_src/valid_tgt)")
         return self
-
-
-    def _vocab_source(self) -> str:
-        if self.builtin is not None:
-            return f"data.builtin={self.builtin!r}"
-        if self.tokenizer is not None:
-            return "data.tokenizer"
-        return f"data.tokenizer_kind={self.tokenizer_kind!r}"
 
 
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]

@@ -21,7 +21,8 @@ Lines = str | Path | Sequence[str]
 def evaluate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], src: Lines | None, ref: Lines, *,
     metric: str = "bleu", context: int = 256, device: str | torch.device = "cpu",
-    weights: Sequence[float] | None = None, combine: str = "prob", **options,
+    weights: Sequence[float] | None = None, combine: str = "prob", engine: str = "torch",
+    quantization: str | None = None, **options,
 ) -> MetricResult:
     """Score ``checkpoints`` on ``ref`` (a file, ``-``, or a list of lines).
 
@@ -30,11 +31,13 @@ def evaluate(
     ppl: teacher-forced likelihood of ``ref`` — given ``src`` for an encoder-decoder (per line,
     EOS included); for a language model, ``ref`` as one text stream (no ``src``) scored in
     blocks of ``context`` tokens, each block seeing only its own past.
+    ``engine="ct2"`` decodes and scores with CTranslate2 (``quantization`` as in ``load_decoder``).
     """
     if metric not in (*METRICS, "ppl"):
         raise ConfigError(f"metric {metric!r} unknown; choose one of: {', '.join((*METRICS, 'ppl'))}")
-    decoder = load_decoder(checkpoints, device, purpose="evaluate", weights=weights, combine=combine)
-    if metric == "ppl" and not isinstance(decoder.scorer, ModelScorer):
+    decoder = load_decoder(checkpoints, device, purpose="evaluate", weights=weights, combine=combine, engine=engine,
+                           quantization=quantization)
+    if metric == "ppl" and isinstance(decoder, Decoder) and not isinstance(decoder.scorer, ModelScorer):
         raise ConfigError("ppl scores one model under teacher forcing; evaluate each checkpoint on its own "
                           "(ensembles are scored with bleu, chrf or rouge)")
     seq2seq, path = decoder.config.is_seq2seq, decoder.name
@@ -61,15 +64,20 @@ def evaluate(
 
 
 def _seq2seq_perplexity(decoder: Decoder, sources: list[str], references: list[str], batch_tokens: int) -> MetricResult:
-    cfg, model = decoder.config, decoder.scorer.model
+    cfg = decoder.config
     src = [encode_source(decoder.tokenizer, line, cfg) for line in sources]
     tgt = [encode_target(decoder.tokenizer, line, cfg) for line in references]
     nll, tokens = 0.0, 0
     lengths = [len(s) + len(t[0]) for s, t in zip(src, tgt, strict=True)]
     for batch in token_batches(lengths, batch_tokens):
+        if not isinstance(decoder, Decoder):  # CTranslate2 scores labels (tokens + EOS) itself
+            log_probs = decoder.score([src[i] for i in batch], [tgt[i][1][:-1] for i in batch])
+            nll -= sum(sum(row) for row in log_probs)
+            tokens += sum(len(row) for row in log_probs)
+            continue
         labels = pad([tgt[i][1] for i in batch], cfg.pad_id, decoder.device)
-        nll += token_nll(model, pad([tgt[i][0] for i in batch], cfg.pad_id, decoder.device), labels, cfg.pad_id,
-                         src=pad([src[i] for i in batch], cfg.pad_id, decoder.device))
+        nll += token_nll(decoder.scorer.model, pad([tgt[i][0] for i in batch], cfg.pad_id, decoder.device), labels,
+                         cfg.pad_id, src=pad([src[i] for i in batch], cfg.pad_id, decoder.device))
         tokens += int(labels.ne(cfg.pad_id).sum())
     chars = sum(len(line) + 1 for line in references)  # EOS counts as the line's newline
     return perplexity(nll, tokens, chars, signature="ppl|seq2seq|teacher-forced|per-line|eos:yes")
@@ -78,7 +86,7 @@ def _seq2seq_perplexity(decoder: Decoder, sources: list[str], references: list[s
 def _lm_perplexity(decoder: Decoder, references: list[str], context: int) -> MetricResult:
     if context < 1:
         raise ConfigError(f"context must be >= 1 (got {context})")
-    cfg, model = decoder.config, decoder.scorer.model
+    cfg = decoder.config
     text = "\n".join(references) + "\n"
     encoding = decoder.tokenizer.encode(text, add_special_tokens=False)
     ids = torch.tensor(encoding.ids, dtype=torch.long, device=decoder.device)
@@ -89,7 +97,10 @@ def _lm_perplexity(decoder: Decoder, references: list[str], context: int) -> Met
     nll = 0.0
     for start in range(0, len(ids) - 1, context):  # block i predicts tokens start+1 .. start+context
         block = ids[start : start + context + 1]
-        nll += token_nll(model, block[None, :-1], block[None, 1:], -100)
+        if isinstance(decoder, Decoder):
+            nll += token_nll(decoder.scorer.model, block[None, :-1], block[None, 1:], -100)
+        else:  # CTranslate2 scores block[1:] given its past
+            nll -= sum(decoder.score([block.tolist()])[0])
     chars = len(text) - encoding.offsets[0][1]  # the first token is context, not scored
     return perplexity(nll, len(ids) - 1, max(chars, 1), signature=f"ppl|lm|teacher-forced|stream|context:{context}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -18,6 +19,9 @@ from .decoding import beam_search, greedy_search, sample_search
 from .decoding.logits import max_lengths
 from .errors import ConfigError, DataError
 from .inference import CheckpointLike, Decoder, load_decoder
+
+if TYPE_CHECKING:
+    from .interop.ct2_engine import Ct2Decoder
 
 
 @dataclass
@@ -78,10 +82,16 @@ class GenerationOptions:
     def beam_size(self) -> int:
         return self.beam if self.beam is not None else (1 if self.sample else 5)
 
+    def length_budget(self, seq2seq: bool) -> tuple[float, int]:
+        """``(a, b)`` of the output budget ``a · src_len + b`` with the defaults filled in."""
+        a, b = (1.2, 10) if seq2seq else (0.0, 100)
+        return (a if self.max_len_a is None else self.max_len_a), (b if self.max_len_b is None else self.max_len_b)
+
 
 def generate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], inputs: Iterable[str], *,
-    device: str | torch.device = "cpu", weights: Sequence[float] | None = None, combine: str = "prob", **options,
+    device: str | torch.device = "cpu", weights: Sequence[float] | None = None, combine: str = "prob",
+    engine: str = "torch", quantization: str | None = None, **options,
 ) -> Iterator[str]:
     """Decode every input line; yields one output line per input line, in input order, as soon as
     its window of ~``4 · batch_tokens`` input tokens is done.
@@ -89,11 +99,14 @@ def generate(
     ``options`` are the fields of :class:`GenerationOptions` (``beam``, ``lenpen``, ``sample``,
     ``temperature``, ``top_k``, ``top_p``, ``max_len_a``, ``max_len_b``, ``no_repeat_ngram``,
     ``early_stopping``, ``seed``, ``batch_tokens``). Several checkpoints decode as one ensemble
-    (``weights``, ``combine`` as in :func:`~hybridformer.inference.load_decoder`). Checkpoints and options
-    are checked now; the input is read lazily while iterating (an input without lines is a :class:`DataError`).
+    (``weights``, ``combine`` as in :func:`~hybridformer.inference.load_decoder`). ``engine="ct2"`` decodes
+    with CTranslate2 (``quantization`` as there). Checkpoints and options are checked now; the input is read
+    lazily while iterating (an input without lines is a :class:`DataError`).
     """
     opts = GenerationOptions.parse(options)
-    return stream_outputs(load_decoder(checkpoints, device, weights=weights, combine=combine), inputs, opts)
+    decoder = load_decoder(checkpoints, device, weights=weights, combine=combine, engine=engine,
+                           quantization=quantization)
+    return stream_outputs(decoder, inputs, opts)
 
 
 def stream_outputs(decoder: Decoder, inputs: Iterable[str], opts: GenerationOptions) -> Iterator[str]:
@@ -109,31 +122,39 @@ def stream_outputs(decoder: Decoder, inputs: Iterable[str], opts: GenerationOpti
                for number, line in enumerate(inputs, start=1))
     count = 0
     for window in windows(encoded, 4 * opts.batch_tokens):
-        outputs: dict[int, list[int]] = {}
-        lengths = [len(ids) for ids in window]
-        for batch in token_batches(lengths, opts.batch_tokens, rows_per_item=opts.beam_size,
-                                   same_length=not decoder.config.is_seq2seq):
-            outputs.update(zip(batch, decode_batch(decoder, [window[i] for i in batch], opts, generator), strict=True))
-        for index in range(len(window)):
-            yield decode_tokens(decoder.tokenizer, outputs[index])
+        for ids in decode_sources(decoder, window, opts, generator):
+            yield decode_tokens(decoder.tokenizer, ids)
         count += len(window)
     if count == 0:
         raise DataError("no input lines to generate from")
 
 
-def decode_batch(decoder: Decoder, sources: list[list[int]], opts: GenerationOptions,
+def decode_sources(decoder: Decoder | Ct2Decoder, sources: list[list[int]], opts: GenerationOptions,
+                   generator: torch.Generator | None = None) -> list[list[int]]:
+    """Output token ids for every source, in order, decoded in length-sorted batches of ``opts.batch_tokens``
+    (LM prompts batch only with prompts of their length)."""
+    outputs: dict[int, list[int]] = {}
+    lengths = [len(ids) for ids in sources]
+    for batch in token_batches(lengths, opts.batch_tokens, rows_per_item=opts.beam_size,
+                               same_length=not decoder.config.is_seq2seq):
+        outputs.update(zip(batch, decode_batch(decoder, [sources[i] for i in batch], opts, generator), strict=True))
+    return [outputs[i] for i in range(len(sources))]
+
+
+def decode_batch(decoder: Decoder | Ct2Decoder, sources: list[list[int]], opts: GenerationOptions,
                  generator: torch.Generator | None = None) -> list[list[int]]:
     """Token ids of one batch in, output token ids out (LM prompts in a batch share one length)."""
+    if not isinstance(decoder, Decoder):  # another engine (CTranslate2) searches by itself
+        return decoder.decode_batch(sources, opts, generator)
     cfg, scorer = decoder.config, decoder.scorer
     src = pad(sources, cfg.pad_id, decoder.device)
     if cfg.is_seq2seq:
         state = scorer.init_state(src)
         prefix = torch.full((len(sources), 1), cfg.start_id, dtype=torch.long, device=decoder.device)
         lengths = src.ne(cfg.pad_id).sum(1) - 1  # source tokens, EOS not counted
-        a, b = _or(opts.max_len_a, 1.2), _or(opts.max_len_b, 10)
     else:
         state, prefix, lengths = scorer.init_state(None), src, torch.tensor([src.shape[1]] * len(sources))
-        a, b = _or(opts.max_len_a, 0.0), _or(opts.max_len_b, 100)
+    a, b = opts.length_budget(cfg.is_seq2seq)
     cap = cfg.max_positions  # new tokens: --max-len-b 100000000 would otherwise decode for ever
     if cfg.position == "learned":  # learned position tables end at max_positions
         cap = cfg.max_positions - prefix.shape[1]
@@ -150,7 +171,3 @@ def decode_batch(decoder: Decoder, sources: list[list[int]], opts: GenerationOpt
     hyps = beam_search(scorer, state, prefix, beam=opts.beam_size, max_len=budget, lenpen=opts.lenpen,
                        early_stopping=opts.early_stopping, **common)
     return [h.tokens for h in hyps]
-
-
-def _or(value, default):
-    return default if value is None else value

@@ -28,6 +28,7 @@ from .errors import CheckpointError, ConfigError
 
 CheckpointLike = str | Path | Checkpoint
 Task = Literal["generate", "evaluate", "classify"]
+ENGINES = ("torch", "ct2")  # text generation: hybridformer's own searches, or CTranslate2 (interop/ct2.py)
 
 
 def load_checkpoints(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu",
@@ -141,17 +142,44 @@ def scorer_from_checkpoints(checkpoints: Sequence[Checkpoint], *, weights: Seque
 
 def load_decoder(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu",
                  *, purpose: Task = "generate", weights: Sequence[float] | None = None,
-                 combine: Combine = "prob") -> Decoder:
+                 combine: Combine = "prob", engine: str = "torch", quantization: str | None = None):
     """Load the checkpoint(s) that will generate text: a tokenizer, an encoder-decoder or LM.
 
     Several checkpoints become one :class:`~hybridformer.decoding.Ensemble` Scorer (same vocabulary,
     any architectures), combined per step by ``combine`` (``prob`` or ``log_prob``) with ``weights``.
+    ``engine="ct2"`` returns a :class:`~hybridformer.interop.ct2_engine.Ct2Decoder` instead: one
+    checkpoint (exported once into a cache beside it) or a CTranslate2 export, with ``quantization``.
     """
-    ckpts = load_checkpoints(checkpoints, device, task=purpose)
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    items = [checkpoints] if isinstance(checkpoints, CheckpointLike) else list(checkpoints)
+    if engine == "ct2":
+        return _load_ct2(items, device, purpose=purpose, weights=weights, quantization=quantization)
+    if quantization is not None:
+        raise ConfigError("--quantization applies to --engine ct2; for the torch engine run `hybridformer "
+                          "quantize` once and use its output")
+    from .interop.ct2 import is_ct2_export
+
+    for item in items:
+        if not isinstance(item, Checkpoint) and is_ct2_export(item):
+            raise CheckpointError(f"{item} is a CTranslate2 export; run it with --engine ct2")
+    ckpts = load_checkpoints(items, device, task=purpose)
     scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine)
     name = ", ".join(str(c.path) for c in ckpts)
     return Decoder(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name,
                    load_chat_template(ckpts[0].path))
+
+
+def _load_ct2(items: list[CheckpointLike], device: str | torch.device, *, purpose: Task,
+              weights: Sequence[float] | None, quantization: str | None):
+    if len(items) != 1 or weights is not None:
+        raise ConfigError(f"--engine ct2 runs one model; {purpose} an ensemble with --engine torch")
+    item = items[0]
+    if isinstance(item, Checkpoint):
+        item = item.path
+    from .interop.ct2_engine import load_ct2_decoder
+
+    return load_ct2_decoder(item, quantization=quantization, device=torch.device(device).type)
 
 
 # ----------------------------------------------------------------------------- labels: a Classifier

@@ -63,3 +63,23 @@ def test_every_command_runs(converted: Path, tmp_path: Path, monkeypatch, capsys
        tmp_path / "long")
     for result in ("int8", "pruned", "merged", "long"):
         assert load_checkpoint(tmp_path / result).config.arch == "decoder_lm"
+
+
+def test_fine_tuning_starts_from_the_converted_weights(converted: Path, tmp_path: Path) -> None:
+    from hybridformer import train
+    from hybridformer.config import ExperimentConfig, parse_config
+
+    text = tmp_path / "train.txt"
+    text.write_text("\n".join(TINY_TEXT * 20) + "\n")
+    model = json.loads((converted / "config.json").read_text())
+    config = parse_config(ExperimentConfig, {
+        "model": model,
+        "data": {"train_file": str(text), "tokenizer": str(converted / "tokenizer.json"), "block_size": 16,
+                 "max_tokens": 64},
+        "train": {"max_steps": 2, "init_from": str(converted), "lr": 1e-9, "warmup_steps": 0, "eval_every": 2,
+                  "label_smoothing": 0.0},
+    })
+    tuned = load_checkpoint(train(config, tmp_path / "run").checkpoint)
+    start = load_checkpoint(converted)
+    for name, tensor in start.model.state_dict().items():
+        assert torch.allclose(tensor, tuned.model.state_dict()[name], atol=1e-5), name

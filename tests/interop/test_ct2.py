@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_TEXT
+from conftest import TINY_TEXT, run_cli
 
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from hybridformer.checkpoint import Checkpoint
@@ -26,6 +26,8 @@ SEQ2SEQ = {
     "learned-geglu-untied-unscaled": {"position": "learned", "activation": "geglu", "tie_embeddings": False,
                                       "share_embeddings": False, "embed_scale": False},
     "t5-gqa": {"position": "t5", "heads": 4, "kv_heads": 2},
+    "learned-offset-no-biases-eps": {"position": "learned", "position_offset": 2, "max_positions": 64,
+                                     "attention_bias": False, "ffn_bias": False, "norm_eps": 1e-6},
     "t5-pruned-equal": {"position": "t5", "pruned_heads": {
         "encoder.layers.0.sublayers.0.body": [1], "decoder.layers.0.sublayers.0.body": [0],
         "decoder.layers.0.sublayers.1.body": [1]}},
@@ -34,6 +36,10 @@ LM = {
     "rope-gqa-rmsnorm-swiglu": {"position": "rope", "heads": 4, "kv_heads": 2, "norm": "rmsnorm",
                                 "activation": "swiglu"},
     "alibi": {"position": "alibi", "heads": 4},
+    "rope-linear-scaling-head-dim": {"position": "rope", "head_dim": 12, "rope_base": 500.0,
+                                     "rope_scaling": {"type": "linear", "factor": 2.0}},
+    "rope-ntk-llama-like": {"position": "rope", "rope_scaling": {"type": "ntk", "factor": 4.0}, "norm": "rmsnorm",
+                            "activation": "swiglu", "attention_bias": False, "ffn_bias": False, "qkv_bias": True},
     "t5": {"position": "t5"},
     "learned-postnorm": {"position": "learned", "norm_placement": "post"},
     "sinusoidal-untied": {"tie_embeddings": False},
@@ -152,6 +158,7 @@ UNSUPPORTED = {
     "alibi in seq2seq": ("encoder_decoder", {"position": "alibi"}, "decoder-only"),
     "int8 torch model": ("decoder_lm", {"quantization": "dynamic_int8"}, "--quantization int8"),
     "classifier": ("encoder_classifier", {}, "classifier"),
+    "yarn rope scaling": ("decoder_lm", {"position": "rope", "rope_scaling": {"type": "yarn", "factor": 2.0}}, "yarn"),
 }
 
 
@@ -168,3 +175,41 @@ def test_unsupported_shapes_are_refused_by_name(tmp_path, tiny_tokenizer, name):
         export_ct2(ckpt, tmp_path / "out")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_export_command_end_to_end(tmp_path, tiny_tokenizer, monkeypatch, capsys):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = os.environ | {"PYTHONPATH": str(src)}
+    good = make_checkpoint(tmp_path / "mt", tiny_tokenizer, "encoder_decoder").path
+    conv = make_checkpoint(tmp_path / "conv", tiny_tokenizer, "encoder_decoder",
+                           encoder={"layers": 1, "layer": "conformer"}).path
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "hybridformer", "export", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+
+    done = run(str(good), "--to", "ct2", "--quantization", "int8", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "model.bin").is_file() and (tmp_path / "out" / "tokenizer.json").is_file()
+    refused = run(str(conv), "--to", "ct2", "--out", str(tmp_path / "x"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "conformer" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    for args in ([good, "--to", "onnx", "--out", tmp_path / "y"], [good, "--to", "ct2", "--out", tmp_path / "out"]):
+        code, _, err = run_cli(monkeypatch, capsys, "export", *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_missing_ctranslate2_is_one_clear_line(monkeypatch):
+    import sys
+
+    from hybridformer.interop.ct2 import require_ctranslate2
+
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # as if the ct2 extra were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'hybridformer\[ct2\]'"):
+        require_ctranslate2()

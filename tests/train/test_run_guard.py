@@ -120,9 +120,26 @@ def test_start_finishes_or_rolls_back_interrupted_replacements(tmp_path):
     assert not (ckpts / "step-000002").exists()
 
 
-def test_keep_last_removes_in_one_rename(tmp_path):
-    train(tiny("train.max_steps=6", "train.save_every=2", "train.keep_last=1"), tmp_path / "run")
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["best", "step-000006"]
+def test_keep_last_deletes_by_renaming_first(tmp_path, monkeypatch):
+    from hybridformer.train import state
+
+    half_deleted, real = [], state.shutil.rmtree
+
+    def killed_midway(path, ignore_errors=False):  # a kill while keep_last deletes: only a part went
+        if ".del-" not in Path(path).name and Path(path).name.startswith("."):
+            return real(path, ignore_errors=ignore_errors)  # the checkpoint writer's own temp dirs
+        (Path(path) / "model.safetensors").unlink()
+        half_deleted.append(Path(path).name)
+
+    monkeypatch.setattr(state.shutil, "rmtree", killed_midway)
+    config = tiny("train.max_steps=4", "train.save_every=2", "train.keep_last=1")
+    train(config, tmp_path / "run")
+    assert half_deleted and all(name.startswith(".step-000002.del-") for name in half_deleted)
+    run = RunDir(tmp_path / "run")
+    assert [p.name for p in run.checkpoints.glob("step-*")] == ["step-000004"]  # no half-deleted step-N
+    monkeypatch.undo()
+    train(config, run.root, resume=True)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["best", "step-000004"]
 
 
 # ----------------------------------------------------------------------------- resume input

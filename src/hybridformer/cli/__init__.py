@@ -19,6 +19,7 @@ from . import interop as interop_cmd
 from . import longify as longify_cmd
 from . import tune as tune_cmd
 from .quickstart import quickstart
+from .serve import serve_cmd
 
 app = typer.Typer(
     name="hybridformer", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -54,6 +55,7 @@ app.command("quantize")(compress.quantize)
 app.command("longify")(longify_cmd.longify)
 app.command("tune-weights")(tune_cmd.tune_weights_cmd)
 app.command("quickstart")(quickstart)
+app.command("serve")(serve_cmd)
 app.command("convert")(interop_cmd.convert)
 app.command("export")(interop_cmd.export)
 

@@ -15,10 +15,12 @@ from .generate import (
     CHECKPOINTS,
     COMBINE,
     DEVICE,
+    ENGINE,
     LENPEN,
     MAX_LEN_A,
     MAX_LEN_B,
     NO_REPEAT,
+    QUANTIZATION,
     WEIGHTS,
 )
 from .options import parse_weights
@@ -46,6 +48,8 @@ def evaluate_cmd(
     no_repeat_ngram: int = NO_REPEAT,
     batch_tokens: int = BATCH_TOKENS,
     device: str = DEVICE,
+    engine: str = ENGINE,
+    quantization: str = QUANTIZATION,
     weights: str = WEIGHTS,
     combine: str = COMBINE,
 ) -> None:
@@ -76,6 +80,6 @@ def evaluate_cmd(
                 "no_repeat_ngram": no_repeat_ngram, "batch_tokens": batch_tokens}
     if metric == "ppl":
         decoding = {"batch_tokens": batch_tokens}
-    result = evaluate(checkpoints, src, ref, metric=metric, context=context, device=device,
-                      weights=parse_weights(weights), combine=combine, **decoding)
+    result = evaluate(checkpoints, src, ref, metric=metric, context=context, device=device, engine=engine,
+                      quantization=quantization, weights=parse_weights(weights), combine=combine, **decoding)
     typer.echo(json.dumps(result.as_dict()) if as_json else str(result))

@@ -18,6 +18,10 @@ MAX_LEN_B = typer.Option(None, "--max-len-b", help="Output budget a·src_len+b, 
 NO_REPEAT = typer.Option(0, "--no-repeat-ngram", help="Never repeat an n-gram of this size (0 = off).")
 BATCH_TOKENS = typer.Option(4096, "--batch-tokens", help="Padded input tokens × beam per batch.")
 DEVICE = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda.")
+ENGINE = typer.Option("torch", "--engine", help="torch, or ct2 (CTranslate2: CKPT may be an export; a checkpoint "
+                      "is exported once into CKPT.ct2-<quantization> beside it).")
+QUANTIZATION = typer.Option(None, "--quantization", help="--engine ct2: float32 | int8 | int8_float32 | bfloat16 "
+                            "(default float32, or what the export holds).")
 CHECKPOINTS = typer.Argument(..., help="Checkpoint directory; several = an ensemble (same vocabulary).")
 WEIGHTS = typer.Option(None, "--weights", help="Ensemble weights: 0.7,0.3 or @FILE from tune-weights (default: equal).")
 COMBINE = typer.Option("prob", "--combine", help="Ensemble: mean of probabilities (prob) or of log-probs (log_prob).")
@@ -38,6 +42,8 @@ def generate_cmd(
     no_repeat_ngram: int = NO_REPEAT,
     batch_tokens: int = BATCH_TOKENS,
     device: str = DEVICE,
+    engine: str = ENGINE,
+    quantization: str = QUANTIZATION,
     weights: str = WEIGHTS,
     combine: str = COMBINE,
     chat: bool = typer.Option(False, "--chat", help="Wrap each line as a user message in the model's chat template."),
@@ -53,10 +59,12 @@ def generate_cmd(
       hybridformer generate runs/mt/checkpoints/best --input test.en --beam 5 --lenpen 1.0 > test.hyp
       echo "The quick brown fox" | hybridformer generate runs/lm/checkpoints/best --input - --sample --top-p 0.9
       hybridformer generate runs/a/checkpoints/best runs/b/checkpoints/best --input test.en   # an ensemble
+      hybridformer generate runs/mt/checkpoints/best --input test.en --engine ct2 --quantization int8   # CTranslate2
       echo "What is the capital of France?" | hybridformer generate smollm2 --input - --beam 1 --chat
     """
     outputs = generate(
-        checkpoints, iter_lines(input, require=True), device=device, beam=beam, lenpen=lenpen, sample=sample,
+        checkpoints, iter_lines(input, require=True), device=device, engine=engine, quantization=quantization,
+        beam=beam, lenpen=lenpen, sample=sample,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_len_a=max_len_a, max_len_b=max_len_b,
         no_repeat_ngram=no_repeat_ngram, batch_tokens=batch_tokens, weights=parse_weights(weights), combine=combine,
         chat=chat,

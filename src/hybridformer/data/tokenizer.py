@@ -75,20 +75,51 @@ def train_tokenizer_files(
 
 
 def load_tokenizer_file(path: str | Path) -> Tokenizer:
-    """Read a ``tokenizer.json`` and check it has the special-token layout the models expect."""
+    """Read a ``tokenizer.json`` and check it has the special-token layout the models expect (a converted
+    pretrained model's tokenizer names its own special tokens; those are checked against the model later)."""
     path = Path(path)
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises plain Exception subclasses
         raise DataError(f"{path}: cannot read tokenizer ({exc})") from None
-    check_special_ids(tokenizer, str(path))
+    if special_token_names(path) == SPECIAL_NAMES:
+        check_special_ids(tokenizer, str(path))
     return tokenizer
 
 
+SPECIAL_NAMES = {"pad": "<pad>", "bos": "<s>", "eos": "</s>"}
+
+
+def special_token_names(path: str | Path | None) -> dict[str, str]:
+    """pad/bos/eos token texts of the tokenizer at ``path``: ours (``<pad> <s> </s>``), or those a converted
+    model's ``tokenizer_config.json`` beside it declares (e.g. SmolLM2's ``<|im_start|>``)."""
+    names = dict(SPECIAL_NAMES)
+    config = Path(path).parent / "tokenizer_config.json" if path is not None else None
+    if config is not None and config.is_file():
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{config}: corrupt JSON ({exc})") from None
+        for key in names:
+            if isinstance(data.get(f"{key}_token"), str):
+                names[key] = data[f"{key}_token"]
+    return names
+
+
+def copy_tokenizer_config(tokenizer_file: str | Path | None, directory: Path) -> None:
+    """Copy the ``tokenizer_config.json`` beside ``tokenizer_file`` (a converted model's chat template and
+    special tokens) into ``directory``, so a fine-tuned checkpoint keeps them."""
+    source = Path(tokenizer_file).parent / "tokenizer_config.json" if tokenizer_file is not None else None
+    if source is not None and source.is_file() and source.parent.resolve() != directory.resolve():
+        (directory / "tokenizer_config.json").write_bytes(source.read_bytes())
+
+
 def check_special_ids(tokenizer: Tokenizer, where: str, pad_id: int = PAD, bos_id: int = BOS,
-                      eos_id: int = EOS) -> None:
-    """The tokenizer's ``<pad> <s> </s>`` ids must be the model's pad/bos/eos ids."""
-    for token, want in (("<pad>", pad_id), ("<s>", bos_id), ("</s>", eos_id)):
+                      eos_id: int = EOS, names: dict[str, str] | None = None) -> None:
+    """The tokenizer's pad/bos/eos tokens (``<pad> <s> </s>`` unless ``names`` says otherwise) must have
+    the model's pad/bos/eos ids."""
+    names = names or SPECIAL_NAMES
+    for token, want in ((names["pad"], pad_id), (names["bos"], bos_id), (names["eos"], eos_id)):
         got = tokenizer.token_to_id(token)
         if got != want:
             raise ConfigError(f"{where}: token {token} has id {got}, but the model expects {want}; "

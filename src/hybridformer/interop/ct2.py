@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,14 @@ from ..attention import ChunkedAttention, CrossAttention, FullAttention, MultiHe
 from ..attention.head_subset import HeadSubsetKernel
 from ..checkpoint import TOKENIZER, Checkpoint, load_checkpoint, write_checkpoint_dir
 from ..config import ModelConfig
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError
 from ..ffn import FeedForward
+from ..outputs import prepare_output_dir
 from ..position import LearnedPositions, SinusoidalPositions
 
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "bfloat16")
-HYBRIDFORMER_CONFIG = "hybridformer.json"  # our ModelConfig beside CTranslate2's own config.json
+TOKENIZER_EXTRAS = ("tokenizer_config.json", "chat_template.jinja")
+CT2_CONFIG = "config.json"  # CTranslate2's; our ModelConfig rides along under the key "hybridformer"
 SINUSOID_ROWS = 2048  # rows of the sinusoidal table written into the export (its longest sequence)
 EXACT_KERNELS = (FullAttention, ReferenceAttention, ChunkedAttention)
 # ModelConfig fields the export reads; any other field must keep its default (ct2_blockers checks).
@@ -37,8 +40,10 @@ UNDERSTOOD = {
     "arch", "vocab_size", "d_model", "heads", "kv_heads", "ffn_dim", "activation", "norm", "norm_placement",
     "residual", "dropout", "position", "max_positions", "rope_base", "t5_buckets", "t5_max_distance",
     "embed_scale", "tie_embeddings", "share_embeddings", "num_classes", "pad_id", "bos_id", "eos_id",
-    "encoder", "decoder", "cross_attention", "pruned_heads", "quantization",
+    "encoder", "decoder", "cross_attention", "pruned_heads", "quantization", "position_offset", "rope_scaling",
+    "head_dim", "norm_eps", "attention_bias", "qkv_bias", "ffn_bias",
 }
+ROPE_SCALINGS = ("linear", "ntk")  # CTranslate2 computes these exactly; dynamic, llama3 and yarn are refused
 
 
 def require_ctranslate2():
@@ -72,6 +77,9 @@ def ct2_blockers(ckpt: Checkpoint) -> list[str]:
     if cfg.quantization is not None:
         problems.append(f"quantization={cfg.quantization!r}: export the float checkpoint and pass --quantization "
                         "int8 instead")
+    if cfg.rope_scaling is not None and cfg.rope_scaling.type not in ROPE_SCALINGS:
+        problems.append(f"rope_scaling.type={cfg.rope_scaling.type!r}: the export supports "
+                        f"{' and '.join(ROPE_SCALINGS)} RoPE scaling only")
     if cfg.is_seq2seq and cfg.position in ("rope", "alibi"):
         problems.append(f"position={cfg.position!r} in an encoder-decoder: CTranslate2 applies RoPE/ALiBi in "
                         "decoder-only models only")
@@ -134,30 +142,30 @@ def export_ct2(checkpoint: str | Path | Checkpoint, out: str | Path, *, quantiza
         raise CheckpointError(f"{ckpt.path}: no tokenizer.json; the export needs the tokenizer the model was "
                               "trained with")
     conv = converter(ckpt)
-    out = _prepare_out(Path(out), overwrite)
+    out = prepare_output_dir(out, overwrite=overwrite, inputs=[ckpt.path])
 
     def fill(tmp: Path) -> None:
         conv.convert(str(tmp), quantization=quantization, force=True)
         (tmp / TOKENIZER).write_text(ckpt.tokenizer.to_str())
-        meta = ckpt.config.model_dump() | {"_ct2_quantization": quantization, "_source": str(ckpt.path)}
-        (tmp / HYBRIDFORMER_CONFIG).write_text(json.dumps(meta, indent=2))
+        for name in TOKENIZER_EXTRAS:  # the chat template and special tokens of a converted instruct model
+            if (Path(ckpt.path) / name).is_file():
+                shutil.copyfile(Path(ckpt.path) / name, tmp / name)
 
     return write_checkpoint_dir(out, fill)
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise DataError(f"--out {out} already exists and is not empty; pass --overwrite to replace it")
-        if not is_ct2_export(out):
-            raise DataError(f"--out {out} is not a CTranslate2 export of a hybridformer model; it is never "
-                            "replaced, choose another --out")
-    return out
-
-
 def is_ct2_export(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / "model.bin").is_file() and (path / HYBRIDFORMER_CONFIG).is_file()
+    """A folder written by :func:`export_ct2` (CTranslate2's files plus our config and tokenizer)."""
+    return (Path(path) / "model.bin").is_file() and exported_config(path) is not None
+
+
+def exported_config(path: str | Path) -> dict | None:
+    """The hybridformer ModelConfig (as a dict) stored in an export's ``config.json``, if any."""
+    try:
+        data = json.loads((Path(path) / CT2_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data.get("hybridformer") if isinstance(data, dict) else None
 
 
 # ----------------------------------------------------------------------------- spec filling
@@ -169,7 +177,7 @@ def build_spec(ckpt: Checkpoint):
 
     cfg, model = ckpt.config, ckpt.model
     heads = next(m.heads for m in model.modules() if isinstance(m, MultiHeadAttention))
-    head_dim = cfg.d_model // cfg.heads
+    head_dim = cfg.attention_head_dim
     kv_heads = next(m.kv_heads for m in model.modules() if isinstance(m, MultiHeadAttention))
     common = dict(
         pre_norm=cfg.norm_placement == "pre", activation=_activation(cfg, common_spec.Activation),
@@ -193,7 +201,7 @@ def build_spec(ckpt: Checkpoint):
         rope = cfg.position == "rope"
         decoder = transformer_spec.TransformerDecoderSpec(
             cfg.decoder.layers, heads, with_encoder_attention=False, alibi=cfg.position == "alibi",
-            rotary_dim=0 if rope else None, rotary_interleave=False, rotary_base=cfg.rope_base, **common)
+            rotary_dim=0 if rope else None, rotary_interleave=False, **_rotary(cfg), **common)
         spec = transformer_spec.TransformerDecoderModelSpec(decoder)
         _fill_stack(decoder, model.decoder, model.embed, cfg)
         vocab = vocabulary(ckpt)
@@ -201,8 +209,23 @@ def build_spec(ckpt: Checkpoint):
     _linear(decoder.projection, model.output)
     spec.config.bos_token, spec.config.eos_token = vocab[cfg.bos_id], vocab[cfg.eos_id]
     spec.config.unk_token = "<unk>" if "<unk>" in vocab else vocab[cfg.eos_id]
-    spec.config.layer_norm_epsilon = 1e-5  # norm.build_norm's epsilon
+    spec.config.layer_norm_epsilon = cfg.norm_eps
+    spec.config.add_attribute("hybridformer", cfg.model_dump())  # CTranslate2 ignores keys it does not know
     return spec
+
+
+def _rotary(cfg: ModelConfig) -> dict:
+    """RoPE base and scaling as CTranslate2 options (static NTK scaling is RoPE with a larger base)."""
+    scaling = cfg.rope_scaling
+    if scaling is None:
+        return {"rotary_base": cfg.rope_base}
+    if scaling.type == "ntk":
+        dim = cfg.attention_head_dim
+        return {"rotary_base": cfg.rope_base * scaling.factor ** (dim / (dim - 2))}
+    from ctranslate2.specs.attention_spec import RotaryScalingType
+
+    return {"rotary_base": cfg.rope_base, "rotary_scaling_type": RotaryScalingType.Linear,
+            "rotary_scaling_factor": scaling.factor}
 
 
 def _activation(cfg: ModelConfig, activation):
@@ -234,7 +257,7 @@ def _fill_stack(spec, stack: nn.Module, embed: nn.Embedding, cfg: ModelConfig) -
 def _position_table(absolute: nn.Module | None, cfg: ModelConfig) -> np.ndarray:
     """The absolute position table, written out (CTranslate2's own sinusoid orders sin/cos differently)."""
     if isinstance(absolute, LearnedPositions):
-        return _array(absolute.table.weight)
+        return _array(absolute.table.weight[absolute.offset:])
     if isinstance(absolute, SinusoidalPositions):
         return SinusoidalPositions.compute(cfg.d_model, SINUSOID_ROWS).numpy()
     return np.zeros((SINUSOID_ROWS, cfg.d_model), dtype=np.float32)  # position='none' (or relative only)

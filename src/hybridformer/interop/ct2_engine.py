@@ -19,9 +19,18 @@ from tokenizers import Tokenizer
 
 from ..checkpoint import WEIGHTS, load_tokenizer
 from ..config import ModelConfig, parse_config
+from ..data.chat import ChatTemplate, load_chat_template
 from ..decoding.logits import max_lengths
-from ..errors import CheckpointError, DataError
-from .ct2 import HYBRIDFORMER_CONFIG, SINUSOID_ROWS, export_ct2, is_ct2_export, require_ctranslate2
+from ..errors import CheckpointError, ConfigError, DataError
+from .ct2 import (
+    CT2_CONFIG,
+    QUANTIZATIONS,
+    SINUSOID_ROWS,
+    export_ct2,
+    exported_config,
+    is_ct2_export,
+    require_ctranslate2,
+)
 
 
 @dataclass
@@ -35,6 +44,7 @@ class Ct2Decoder:
     device: torch.device = torch.device("cpu")
     vocab: list[str] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
+    chat_template: ChatTemplate | None = None  # a converted instruct model's, for generate --chat and serve
 
     def tokens(self, ids: list[int]) -> list[str]:
         return [self.vocab[i] for i in ids]
@@ -49,9 +59,7 @@ class Ct2Decoder:
         if opts.sample and opts.seed is not None and generator is not None:
             require_ctranslate2().set_random_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
         lengths = torch.tensor([len(s) - 1 if cfg.is_seq2seq else len(s) for s in sources])
-        a, b = (1.2, 10) if cfg.is_seq2seq else (0.0, 100)
-        a = a if opts.max_len_a is None else opts.max_len_a
-        b = b if opts.max_len_b is None else opts.max_len_b
+        a, b = opts.length_budget(cfg.is_seq2seq)
         budgets = max_lengths(lengths, a, b, cap=self._cap(sources)).tolist()
         search = dict(beam_size=opts.beam_size, length_penalty=opts.lenpen, no_repeat_ngram_size=opts.no_repeat_ngram,
                       sampling_topk=(opts.top_k if opts.sample else 1), sampling_topp=opts.top_p,
@@ -78,17 +86,19 @@ class Ct2Decoder:
                                             end_token=self.vocab[self.config.eos_id], **search)
         return [list(r.sequences_ids[0]) for r in results]
 
-    def _cap(self, sources: list[list[int]]) -> int | None:
-        """Outputs end where the exported position table ends (learned: max_positions; else 2048 rows)."""
-        if self.config.position in ("rope", "alibi", "t5"):
-            return None
-        rows = self.config.max_positions if self.config.position == "learned" else SINUSOID_ROWS
-        prefix = 1 if self.config.is_seq2seq else max(len(s) for s in sources)
+    def _cap(self, sources: list[list[int]]) -> int:
+        """The torch engine's cap on new tokens (``max_positions``; learned positions: what is left of the
+        table), and never past the end of the exported position table."""
+        cfg = self.config
+        prefix = 1 if cfg.is_seq2seq else max(len(s) for s in sources)
         longest = max(len(s) for s in sources)
+        if cfg.position in ("rope", "alibi", "t5"):
+            return cfg.max_positions
+        rows = cfg.max_positions if cfg.position == "learned" else SINUSOID_ROWS
         if longest > rows or rows - prefix < 1:
             raise DataError(f"an input of {longest} tokens does not fit the {rows} positions of this model; "
                             "shorten the line")
-        return rows - prefix
+        return rows - prefix if cfg.position == "learned" else min(cfg.max_positions, rows - prefix)
 
     def score(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> list[list[float]]:
         """Teacher-forced log-probabilities: of ``targets + [EOS]`` given ``sources`` (seq2seq), or of
@@ -105,6 +115,8 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
     """Open a CTranslate2 export, or an ordinary checkpoint exported once into ``<path>.ct2-<quantization>``
     beside it (float32 unless ``quantization``; re-exported when the checkpoint's weights are newer)."""
     ct2 = require_ctranslate2()
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ConfigError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     path = Path(path)
     compute_type = "default"
     if is_ct2_export(path):
@@ -114,11 +126,10 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
         export = ct2_cache(path, quantization or "float32")
         weights = path / WEIGHTS
         stale = not is_ct2_export(export) or (
-            weights.is_file() and weights.stat().st_mtime > (export / HYBRIDFORMER_CONFIG).stat().st_mtime)
+            weights.is_file() and weights.stat().st_mtime > (export / CT2_CONFIG).stat().st_mtime)
         if stale:
             export_ct2(path, export, quantization=quantization or "float32", overwrite=True)
-    meta = json.loads((export / HYBRIDFORMER_CONFIG).read_text())
-    config = parse_config(ModelConfig, {k: v for k, v in meta.items() if not k.startswith("_")})
+    config = parse_config(ModelConfig, exported_config(export))
     tokenizer = load_tokenizer(export)
     if tokenizer is None:
         raise CheckpointError(f"{export}: no tokenizer.json beside the CTranslate2 model")
@@ -128,7 +139,7 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
     vocab_file = "shared_vocabulary.json" if config.is_seq2seq else "vocabulary.json"
     vocab = json.loads((export / vocab_file).read_text())
     return Ct2Decoder(model, tokenizer, config, str(export), torch.device("cpu"), vocab,
-                      {token: i for i, token in enumerate(vocab)})
+                      {token: i for i, token in enumerate(vocab)}, load_chat_template(export))
 
 
 def ct2_cache(checkpoint: Path, quantization: str) -> Path:

@@ -70,7 +70,7 @@ class TokenObjective:
         return read_raw(self.cfg.data, self.cfg.model.arch == "decoder_lm")
 
     def model_config(self, tokenizer: Tokenizer) -> ModelConfig:
-        return model_config_for(self.cfg.model, tokenizer)
+        return model_config_for(self.cfg.model, tokenizer, init_from=self.cfg.train.init_from)
 
     def examples(self, raw: RawData, tokenizer: Tokenizer, log: Log) -> tuple[list[Example], list[Example]]:
         return tokenize(self.cfg, raw, tokenizer, log)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from ..checkpoint import load_config_file
 from ..config import DataConfig, ExperimentConfig, ModelConfig
 from ..data.datasets import (
     DataReport,
@@ -20,7 +21,7 @@ from ..data.datasets import (
 )
 from ..data.tasks import make_task
 from ..data.text import read_text
-from ..data.tokenizer import check_special_ids, load_tokenizer_file, train_tokenizer
+from ..data.tokenizer import check_special_ids, load_tokenizer_file, special_token_names, train_tokenizer
 from ..errors import ConfigError
 
 
@@ -74,21 +75,27 @@ def _lm_text(data: DataConfig, path: str) -> str:
 
 def get_tokenizer(cfg: ExperimentConfig, raw: RawData, saved: Path | None) -> Tokenizer:
     """The run's saved tokenizer (resume), the configured file, the task's own, or a freshly learned one."""
+    source = None
     if saved is not None and saved.exists():
-        tokenizer = load_tokenizer_file(saved)
+        tokenizer = load_tokenizer_file(source := saved)
     elif cfg.data.tokenizer is not None:
-        tokenizer = load_tokenizer_file(cfg.data.tokenizer)
+        tokenizer = load_tokenizer_file(source := cfg.data.tokenizer)
     elif raw.tokenizer is not None:
         tokenizer = raw.tokenizer
     else:
         tokenizer = train_tokenizer(raw.texts(), cfg.data.vocab_size, kind=cfg.data.tokenizer_kind)
-    check_special_ids(tokenizer, "tokenizer", cfg.model.pad_id, cfg.model.bos_id, cfg.model.eos_id)
+    check_special_ids(tokenizer, "tokenizer", cfg.model.pad_id, cfg.model.bos_id, cfg.model.eos_id,
+                      special_token_names(source))
     return tokenizer
 
 
-def model_config_for(model: ModelConfig, tokenizer: Tokenizer) -> ModelConfig:
-    """The model's vocabulary is the tokenizer's."""
-    return model.model_copy(update={"vocab_size": tokenizer.get_vocab_size()})
+def model_config_for(model: ModelConfig, tokenizer: Tokenizer, *, init_from: str | None = None) -> ModelConfig:
+    """The model's vocabulary is the tokenizer's. Fine-tuning (``init_from``) keeps the starting checkpoint's
+    vocabulary when it is larger: pretrained models often pad theirs past the tokenizer (Qwen2)."""
+    size = tokenizer.get_vocab_size()
+    if init_from is not None:
+        size = max(size, load_config_file(init_from).vocab_size)
+    return model.model_copy(update={"vocab_size": size})
 
 
 def tokenize(cfg: ExperimentConfig, raw: RawData, tokenizer: Tokenizer,

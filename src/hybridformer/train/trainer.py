@@ -27,6 +27,7 @@ from ..blocks import Layer
 from ..checkpoint import load_config_file, load_state_into, load_weights, save_checkpoint
 from ..config import ExperimentConfig, ModelConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
+from ..data.tokenizer import copy_tokenizer_config
 from ..decoding import ModelScorer
 from ..errors import CheckpointError, ConfigError
 from ..generation import GenerationOptions, stream_outputs
@@ -104,6 +105,7 @@ class _Trainer:
         if env.is_main and not (resume_from and run.tokenizer.exists()):
             run.root.mkdir(parents=True, exist_ok=True)
             write_file(run.tokenizer, get_tokenizer(cfg, raw, None).to_str())
+            copy_tokenizer_config(cfg.data.tokenizer, run.root)
         D.barrier(env)  # the others read the tokenizer rank 0 learned, so all ranks share one vocabulary
         self.tokenizer = get_tokenizer(cfg, raw, run.tokenizer)
         self.model_cfg = self._inherit_pruning(self.objective.model_config(self.tokenizer))
@@ -417,11 +419,18 @@ class _Trainer:
                     param.copy_(ema[name])
         return model
 
-    def _save_export(self, path: Path, ema: dict[str, torch.Tensor] | None, **extra) -> None:
+    def _save_export(self, path: Path, ema: dict[str, torch.Tensor] | None, write_extra=None) -> None:
         model = self._export_model(ema)  # collective under FSDP: every rank takes part
+
+        def extra(tmp: Path) -> None:
+            copy_tokenizer_config(self.run_dir.tokenizer, tmp)  # a converted model's chat template
+            if write_extra is not None:
+                write_extra(tmp)
+
         if self.env.is_main:
             save_checkpoint(path, model, self.model_cfg, self.tokenizer,
-                            meta={"step": self.step, "valid_loss": self.last_valid, **self.objective.meta}, **extra)
+                            meta={"step": self.step, "valid_loss": self.last_valid, **self.objective.meta},
+                            write_extra=extra)
 
     def _save(self) -> None:
         state = {"step": self.step, "best": self.best, "bad_evals": self.bad_evals, "last_valid": self.last_valid,

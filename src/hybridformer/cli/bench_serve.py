@@ -1,0 +1,76 @@
+"""``hybridformer bench serve``: the HTTP server's throughput and latency under concurrent clients."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import typer
+
+from ..errors import ConfigError
+from .options import parse_list, split_list
+
+DEFAULT_SENTENCES = "../shared/data/multi30k/test_2016_flickr.en.gz"
+
+
+def _is_language_model(checkpoint: Path) -> bool:
+    from ..checkpoint import load_config_file
+    from ..interop.ct2 import exported_config
+
+    exported = exported_config(checkpoint)
+    if exported is not None:
+        return exported.get("arch") == "decoder_lm"
+    return load_config_file(checkpoint).arch == "decoder_lm"
+
+
+def bench_serve(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint directory (or a CTranslate2 export)."),
+    out: Path = typer.Option(..., "--out", help="Directory for results.json and results.md."),
+    clients: str = typer.Option("1,4,16,64", "--clients", help="Concurrent client counts, comma-separated."),
+    requests: int = typer.Option(256, "--requests", min=1, help="Requests per (mode, client count)."),
+    engines: str = typer.Option("torch,ct2", "--engines", help="Engines to compare: torch, ct2 or both."),
+    batching: str = typer.Option("both", "--batching", help="off (one request at a time), on, or both."),
+    sentences: Path = typer.Option(DEFAULT_SENTENCES, "--sentences", help="One input per line (.gz allowed): "
+                                   "Multi30k English by default; an LM gets each as a chat prompt."),
+    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads of the server."),
+    max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", min=0.0, help="Server: dynamic batching wait."),
+    max_batch_tokens: int = typer.Option(4096, "--max-batch-tokens", min=1, help="Server: tokens per batch."),
+    max_tokens: int = typer.Option(32, "--max-tokens", min=1, help="LM chat requests: tokens per answer."),
+    time_cap: float = typer.Option(600.0, "--time-cap", min=1.0, help="Seconds per cell before it stops early."),
+) -> None:
+    """Start `hybridformer serve` on localhost and drive it with 1..N concurrent clients: throughput,
+    p50/p95/p99 latency, errors, wrong answers and peak memory, per engine, with and without dynamic batching.
+
+    Example:
+      nice -n 10 hybridformer bench serve runs/mt/checkpoints/best --clients 1,4,16,64 --requests 256 --out runs/load
+    """
+    from ..bench.serve import markdown, read_sentences, run_load_test, write_results
+
+    engine_list = split_list(engines)
+    if not engine_list or set(engine_list) - {"torch", "ct2"}:
+        raise ConfigError(f"--engines must list torch and/or ct2, got {engines!r}")
+    modes = {"off": [False], "on": [True], "both": [False, True]}.get(batching)
+    if modes is None:
+        raise ConfigError(f"--batching must be off, on or both, got {batching!r}")
+    counts = parse_list(clients, int, option="--clients", example="1,4,16,64")
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--clients must list positive integers, got {clients!r}")
+    lines = read_sentences(sentences, requests)
+    lm = _is_language_model(checkpoint)
+
+    def progress(row: dict) -> None:
+        typer.echo(f"{row['engine']:<5} batching={'on ' if row['batching'] else 'off'} clients={row['clients']:<3} "
+                   f"{row['throughput_rps']:>8.2f} req/s  p50 {row['p50_ms']:>8.1f} ms  p99 {row['p99_ms']:>8.1f} ms"
+                   f"  errors {row['errors']} wrong {row['wrong']}", err=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still stops its servers
+    rows = run_load_test(checkpoint, lines, lm=lm, clients=counts, requests=requests, engines=engine_list,
+                         batching_modes=modes, threads=threads, max_wait_ms=max_wait_ms,
+                         max_batch_tokens=max_batch_tokens, max_tokens=max_tokens, time_cap=time_cap,
+                         progress=progress)
+    meta = {"checkpoint": str(checkpoint), "sentences": str(sentences), "requests": requests, "threads": threads,
+            "max_wait_ms": max_wait_ms, "max_batch_tokens": max_batch_tokens, "language_model": lm}
+    paths = write_results(rows, out, meta)
+    typer.echo(markdown(rows))
+    typer.echo(f"wrote {paths['json']}, {paths['markdown']}")

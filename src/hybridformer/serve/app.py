@@ -1,0 +1,187 @@
+"""The HTTP application (FastAPI): ``/v1/generate``, ``/health``, ``/metrics``, and for language models the
+OpenAI-compatible routes (:mod:`.openai`). Every request is checked at the edge (size, JSON, schema,
+key) and decoded through the :class:`~.batcher.DynamicBatcher`; an error in one request is that
+request's 4xx/5xx answer, never the server's end.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..data.text import decode_tokens, encode_source
+from ..errors import HybridformerError
+from ..generation import GenerationOptions
+from .batcher import DynamicBatcher
+from .metrics import Metrics
+from .schemas import GenerateRequest
+
+log = logging.getLogger("hybridformer.serve")
+
+
+@dataclass
+class ServeSettings:
+    """The server's limits and batching; all fixed on the command line."""
+
+    api_key: str | None = None
+    max_batch_tokens: int = 4096  # input tokens decoded together in one dynamic batch
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    batching: bool = True  # False: one request at a time (the load test's baseline)
+    max_body_bytes: int = 1 << 20
+    max_inputs: int = 64  # inputs (or prompts) per request
+    max_input_tokens: int = 512  # tokens per input
+    max_new_tokens: int = 512  # output tokens per input (the cap on a·len+b and max_tokens)
+    engine: str = "torch"
+    model_name: str = "hybridformer"
+
+
+class RequestError(Exception):
+    """A request the server refuses: ``status`` (401/404/413/422) and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    kind = {401: "authentication_error", 404: "not_found_error", 413: "request_too_large"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error")
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def create_app(decoder, settings: ServeSettings) -> FastAPI:
+    """A FastAPI app serving ``decoder`` (a torch ``Decoder`` or a ``Ct2Decoder``) under ``settings``."""
+    metrics = Metrics()
+    batcher = DynamicBatcher(decoder, metrics, max_batch_tokens=settings.max_batch_tokens,
+                             max_wait_ms=settings.max_wait_ms, batching=settings.batching)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.close()  # after uvicorn has let in-flight requests finish
+
+    app = FastAPI(title="hybridformer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.decoder, app.state.settings, app.state.metrics, app.state.batcher = decoder, settings, metrics, batcher
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next) -> Response:
+        start, route = time.monotonic(), request.url.path
+        metrics.in_flight += 1
+        try:
+            if route != "/health" and settings.api_key is not None and not _authorized(request, settings.api_key):
+                response = error_response(401, "missing or wrong API key: send 'Authorization: Bearer KEY'")
+            else:
+                response = await call_next(request)
+        except RequestError as exc:
+            response = error_response(exc.status, exc.message)
+        except Exception as exc:  # noqa: BLE001 - one request's failure is its own 500, never the server's end
+            log.exception("request to %s failed", route)
+            response = error_response(500, f"internal error ({type(exc).__name__}); the server is still running")
+        finally:
+            metrics.in_flight -= 1
+        known = route if route in ROUTES else "other"
+        metrics.request(known, response.status_code, time.monotonic() - start)
+        return response
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError) -> JSONResponse:
+        return error_response(exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            routes = ", ".join(r for r in ROUTES if any(getattr(x, "path", None) == r for x in app.routes))
+            return error_response(404, f"no route {request.url.path} for this {decoder.config.arch} model; "
+                                       f"routes: {routes}")
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request to %s failed", request.url.path)
+        return error_response(500, f"internal error ({type(exc).__name__}); the server is still running")
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "engine": settings.engine, "arch": decoder.config.arch}
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/generate")
+    async def generate(request: Request) -> dict:
+        body = await read_request(request, GenerateRequest, settings)
+        outputs = await decode_texts(app, body.inputs, body.options())
+        return {"outputs": [decode_tokens(decoder.tokenizer, ids) for ids in outputs]}
+
+    if not decoder.config.is_seq2seq:
+        from .openai import add_openai_routes
+
+        add_openai_routes(app)
+    return app
+
+
+ROUTES = ("/health", "/metrics", "/v1/generate", "/v1/models", "/v1/completions", "/v1/chat/completions")
+
+
+def _authorized(request: Request, key: str) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    # compare_digest takes the same time whether the first or the last byte differs
+    return hmac.compare_digest(token.strip().encode(), key.encode()) and scheme.lower() == "bearer"
+
+
+async def read_request(request: Request, schema: type[BaseModel], settings: ServeSettings):
+    """The body as ``schema``: 413 over the size cap, 422 for malformed JSON or a schema violation."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+        raise RequestError(413, f"request body over {settings.max_body_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > settings.max_body_bytes:
+            raise RequestError(413, f"request body over {settings.max_body_bytes} bytes")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(422, f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RequestError(422, "body must be a JSON object")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise RequestError(422, problems) from None
+
+
+async def decode_texts(app: FastAPI, texts: list[str], options: dict) -> list[list[int]]:
+    """Encode ``texts`` like ``hybridformer generate`` does, check the limits (413), decode in the batcher."""
+    decoder, settings = app.state.decoder, app.state.settings
+    if len(texts) > settings.max_inputs:
+        raise RequestError(413, f"{len(texts)} inputs in one request; the limit is {settings.max_inputs}")
+    try:
+        opts = GenerationOptions.parse(options)
+    except HybridformerError as exc:
+        raise RequestError(422, str(exc)) from None
+    sources = [encode_source(decoder.tokenizer, text, decoder.config) for text in texts]
+    longest = max(len(s) for s in sources)
+    if longest > settings.max_input_tokens:
+        raise RequestError(413, f"an input of {longest} tokens; the limit is {settings.max_input_tokens}")
+    a, b = opts.length_budget(decoder.config.is_seq2seq)
+    if int(a * longest) + b > settings.max_new_tokens:
+        raise RequestError(413, f"output budget max_len_a*len+max_len_b = {int(a * longest) + b} tokens; the "
+                                f"limit is {settings.max_new_tokens}")
+    try:
+        return await app.state.batcher.submit(sources, opts)
+    except HybridformerError as exc:
+        raise RequestError(422, str(exc)) from None

@@ -1,0 +1,162 @@
+"""Dynamic batching: requests that arrive within ``max_wait_ms`` of each other are decoded together.
+
+One worker thread owns the model; the event loop only queues jobs and hands back results, so
+``/health`` and ``/metrics`` answer while a batch decodes. Jobs merge only when their decoding
+options are equal (a batch is one search) — for a language model, also their prompt lengths — up to
+``max_batch_tokens`` input tokens. Sampling
+jobs always decode alone, from their own seeded generator, so a caller's sample never depends on
+who else was in the queue. If a merged batch fails, each of its jobs is retried alone: one bad
+request can only fail itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ..generation import GenerationOptions, decode_sources
+from .engine import options_key
+from .metrics import Metrics
+
+
+@dataclass
+class Job:
+    sources: list[list[int]]
+    opts: GenerationOptions
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.monotonic)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s) for s in self.sources)
+
+    @property
+    def solo(self) -> bool:
+        return self.opts.sample
+
+
+class DynamicBatcher:
+    """``await batcher.submit(sources, opts)`` -> output token ids per source, as if decoded alone."""
+
+    def __init__(self, decoder, metrics: Metrics, *, max_batch_tokens: int = 4096, max_wait_ms: float = 5.0,
+                 batching: bool = True) -> None:
+        self.decoder, self.metrics = decoder, metrics
+        self.max_batch_tokens, self.max_wait = max_batch_tokens, max_wait_ms / 1000.0
+        self.batching = batching
+        self.pending: list[Job] = []
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridformer-decode")
+        self.wakeup: asyncio.Event | None = None
+        self.task: asyncio.Task | None = None
+        self.closing = False
+
+    def start(self) -> None:
+        self.wakeup = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def close(self) -> None:
+        """Finish every queued job, then stop the worker."""
+        self.closing = True
+        if self.wakeup is not None:
+            self.wakeup.set()
+        if self.task is not None:
+            await self.task
+        self.executor.shutdown(wait=True)
+
+    async def submit(self, sources: list[list[int]], opts: GenerationOptions) -> list[list[int]]:
+        opts = replace(opts, batch_tokens=self.max_batch_tokens)
+        job = Job(sources, opts, asyncio.get_running_loop().create_future())
+        self.pending.append(job)
+        self.wakeup.set()
+        return await job.future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.pending or not self.closing:
+            if not self.pending:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
+            first = self.pending[0]
+            if self.batching and not first.solo:
+                await self._gather(first)
+            batch = self._take(first)
+            await loop.run_in_executor(self.executor, self._run, batch, loop)
+
+    async def _gather(self, first: Job) -> None:
+        """Wait until ``max_wait`` after the first job arrived, or until the token budget is full."""
+        while not self.closing:
+            remaining = first.arrived + self.max_wait - time.monotonic()
+            if remaining <= 0 or sum(j.tokens for j in self._mates(first)) >= self.max_batch_tokens:
+                return
+            self.wakeup.clear()
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _mates(self, first: Job) -> list[Job]:
+        key = (options_key(first.opts), self._shape(first))
+        return [j for j in self.pending if not j.solo and (options_key(j.opts), self._shape(j)) == key]
+
+    def _shape(self, job: Job) -> int | None:
+        """Language-model prompts decode together only when they have one length (one offset for all rows),
+        so an LM job merges only with jobs of its prompt length: a merged batch is then one forward batch."""
+        if self.decoder.config.is_seq2seq:
+            return None
+        lengths = {len(s) for s in job.sources}
+        return lengths.pop() if len(lengths) == 1 else -id(job)
+
+    def _take(self, first: Job) -> list[Job]:
+        """``first`` plus the queued jobs with its options, in arrival order, within the token budget."""
+        batch, tokens = [first], first.tokens
+        if self.batching and not first.solo:
+            for job in self._mates(first)[1:]:
+                if tokens + job.tokens > self.max_batch_tokens:
+                    break
+                batch.append(job)
+                tokens += job.tokens
+        taken = {id(j) for j in batch}
+        self.pending = [j for j in self.pending if id(j) not in taken]
+        return batch
+
+    def _run(self, batch: list[Job], loop: asyncio.AbstractEventLoop) -> None:
+        """Decode a batch in the worker thread and resolve each job's future on the event loop."""
+        try:
+            results = self._decode(batch)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller; the server goes on
+            if len(batch) == 1:
+                loop.call_soon_threadsafe(_resolve, batch[0].future, None, exc)
+            else:  # retry alone, so that only the failing job sees its error
+                for job in batch:
+                    self._run([job], loop)
+            return
+        for job, outputs in zip(batch, results, strict=True):
+            loop.call_soon_threadsafe(_resolve, job.future, outputs, None)
+
+    def _decode(self, batch: list[Job]) -> list[list[list[int]]]:
+        sources = [s for job in batch for s in job.sources]
+        opts = batch[0].opts
+        generator = None
+        if opts.sample:
+            generator = torch.Generator(device=self.decoder.device)
+            generator.manual_seed(opts.seed if opts.seed is not None else int(torch.seed() % 2**63))
+        outputs = decode_sources(self.decoder, sources, opts, generator)
+        self.metrics.batch(len(batch), len(sources), sum(len(o) for o in outputs))
+        split, start = [], 0
+        for job in batch:
+            split.append(outputs[start: start + len(job.sources)])
+            start += len(job.sources)
+        return split
+
+
+def _resolve(future: asyncio.Future, result, error: BaseException | None) -> None:
+    if future.done():  # the caller went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
