@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "interop"))
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path[:0] = [str(TESTS / "interop"), str(TESTS)]  # the tiny models of the parity tests
 from test_hf_encoders import hf_encoder  # noqa: E402
 from test_hf_seq2seq import KINDS, batch, hf_model  # noqa: E402
 

@@ -196,3 +196,21 @@ def test_generate_cli_on_a_converted_bart_matches_transformers(tmp_path):
     ref = ref[: ref.index(2)] if 2 in ref else ref
     ours = run.stdout.split()
     assert ours and ours == [f"w{i}" if i > 3 else "<unk>" for i in ref][: len(ours)]
+
+
+def test_beam_search_matches_transformers(pair):
+    from hybridformer.decoding.beam import beam_search
+
+    hf, ckpt = pair
+    cfg = ckpt.config
+    src = batch(cfg, [6, 9], 2)
+    hf.generation_config.forced_eos_token_id = hf.generation_config.forced_bos_token_id = None
+    hf.generation_config.bad_words_ids = None
+    ref = hf.generate(input_ids=src, attention_mask=src.ne(cfg.pad_id), max_new_tokens=12, num_beams=3,
+                      do_sample=False, early_stopping=True, length_penalty=1.0, suppress_tokens=[cfg.pad_id],
+                      decoder_start_token_id=cfg.start_id, eos_token_id=cfg.eos_id, pad_token_id=cfg.pad_id)
+    scorer = ModelScorer(ckpt.model)
+    hyps = beam_search(scorer, scorer.init_state(src), torch.full((2, 1), cfg.start_id), beam=3, max_len=12,
+                       lenpen=1.0, eos_id=cfg.eos_id)
+    for row, hyp in zip(ref[:, 1:].tolist(), hyps, strict=True):
+        assert hyp.tokens == (row[: row.index(cfg.eos_id)] if cfg.eos_id in row else row)
