@@ -59,8 +59,10 @@ def classify(result, *, expect: str = "error", intact: bool = True, ok: bool = T
     return "ok" if ok else "wrong status"
 
 
-def tree(path: Path) -> list[str]:
-    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+def tree(path: Path) -> list[tuple[str, bytes]]:
+    """Every file under ``path`` with its content (a replaced file counts as lost, not only a missing one)."""
+    return sorted((str(p.relative_to(path)), p.read_bytes() if p.is_file() else b"")
+                  for p in path.rglob("*") if p.name != "run.lock")
 
 
 def main() -> None:
