@@ -82,28 +82,26 @@ def _read_owner(fd: int) -> str:
 
 
 def write_file(path: Path, text: str) -> None:
-    """Write ``path`` without following a link planted in its place (``O_NOFOLLOW``)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise DataError(f"{path} is a symbolic link; a run's files are never written through links "
-                            "(remove it)") from None
-        raise
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    """Write ``path`` without following a link planted in its place."""
+    with _open_no_follow(path, os.O_TRUNC, "w") as handle:
         handle.write(text)
 
 
 def open_append(path: Path):  # noqa: ANN201 - a text file object
     """Open ``path`` for appending, refusing a symbolic link."""
+    return _open_no_follow(path, os.O_APPEND, "a")
+
+
+def _open_no_follow(path: Path, flags: int, mode: str):  # noqa: ANN202 - a text file object
+    """``O_NOFOLLOW``: a link planted in a run directory is refused, never written through."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | flags, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise DataError(f"{path} is a symbolic link; a run's files are never written through links "
                             "(remove it)") from None
         raise
-    return os.fdopen(fd, "a", encoding="utf-8")
+    return os.fdopen(fd, mode, encoding="utf-8")
 
 
 def check_no_links(paths: list[Path]) -> None:
