@@ -1,6 +1,6 @@
 """``hybridformer quickstart``: a first run that shows the whole toolkit.
 
-It takes 180 CPU-seconds (81 s wall on an idle 2-core CPU).
+It takes 150 CPU-seconds (87 s wall on an idle 2-core CPU).
 
 On the built-in ``numbers`` task (digits -> English words, generated offline) it trains a plain
 Transformer (Vaswani et al., 2017) and a Conformer-encoder model (Gulati et al., 2020), decodes the
