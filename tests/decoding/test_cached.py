@@ -96,3 +96,20 @@ def test_last_position_prompt_pass_gives_the_same_tokens_and_scores(arch):
     hyps = [beam_search(s, s.init_state(src), prefix, beam=3, eos_id=2, max_len=budget) for s in (last, every)]
     assert [h.tokens for h in hyps[0]] == [h.tokens for h in hyps[1]] and any(h.tokens for h in hyps[0])
     torch.testing.assert_close(torch.tensor([h.score for h in hyps[0]]), torch.tensor([h.score for h in hyps[1]]))
+
+
+@pytest.mark.parametrize("arch", ["encoder_decoder", "decoder_lm"])
+def test_one_row_steps_through_transposed_weights_equal_full_recomputation(arch):
+    """Batch 1 greedy: every step has one row, so every projection multiplies by its kept transpose
+    (``cache.project``); the tokens still equal a full forward's, also in a second session (reused copies)."""
+    cfg = ModelConfig(arch=arch, vocab_size=17, d_model=16, heads=2, kv_heads=1, ffn_dim=32, dropout=0.0,
+                      position="rope", encoder={"layers": 1}, decoder={"layers": 2}, attention_bias=True)
+    model = build_model(cfg).eval()
+    src = torch.tensor([[5, 6, 7, 8, 2]])
+    prefix = torch.ones(1, 1, dtype=torch.long) if arch == "encoder_decoder" else torch.tensor([[5, 6, 7]])
+    scorer = ModelScorer(model)
+    full = search("greedy", FullRecomputeScorer(model), src, prefix, 9)
+    assert search("greedy", scorer, src, prefix, 9) == full and any(full)
+    copies = len(scorer.shared)
+    assert copies >= 4 * 2 + 1  # qkv, out, two FFN projections per layer, and the vocabulary head
+    assert search("greedy", scorer, src, prefix, 9) == full and len(scorer.shared) == copies
