@@ -117,10 +117,14 @@ def copy_tokenizer_config(tokenizer_file: str | Path | None, directory: Path) ->
 def check_special_ids(tokenizer: Tokenizer, where: str, pad_id: int = PAD, bos_id: int = BOS,
                       eos_id: int = EOS, names: dict[str, str] | None = None) -> None:
     """The tokenizer's pad/bos/eos tokens (``<pad> <s> </s>`` unless ``names`` says otherwise) must have
-    the model's pad/bos/eos ids."""
+    the model's pad/bos/eos ids. A pad id past the tokenizer's vocabulary (a converted GPT-2's padding
+    outside the vocabulary) is no token, so there is nothing to check, as long as no pad token is named."""
     names = names or SPECIAL_NAMES
-    for token, want in ((names["pad"], pad_id), (names["bos"], bos_id), (names["eos"], eos_id)):
+    for key, want in (("pad", pad_id), ("bos", bos_id), ("eos", eos_id)):
+        token = names[key]
         got = tokenizer.token_to_id(token)
+        if key == "pad" and got is None and want >= tokenizer.get_vocab_size(with_added_tokens=True):
+            continue
         if got != want:
             raise ConfigError(f"{where}: token {token} has id {got}, but the model expects {want}; "
                               "retrain it with `hybridformer tokenizer train` or fix model.pad_id/bos_id/eos_id")

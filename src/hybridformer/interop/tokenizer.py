@@ -39,7 +39,7 @@ class TokenizerFiles:
             return
         (directory / "tokenizer.json").write_text(self.tokenizer.to_str())
         special = {key: self.tokenizer.id_to_token(getattr(config, f"{key.split('_')[0]}_id"))
-                   for key in ("bos_token", "eos_token", "pad_token")}
+                   for key in ("bos_token", "eos_token", "pad_token")}  # pad outside the vocabulary: None
         if self.special.get("unk_token"):
             special["unk_token"] = self.special["unk_token"]
         data = {**special, "chat_template": self.chat_template}
@@ -107,6 +107,10 @@ def choose_special_ids(data: dict[str, Any], files: TokenizerFiles) -> None:
     data["bos_id"] = eos if bos is None else bos  # a model without BOS: empty prompts start from EOS
     specials = [] if files.tokenizer is None else sorted(
         i for i, token in files.tokenizer.get_added_tokens_decoder().items() if token.special)
-    candidates = [data.get("pad_id"), files.token_id("pad_token"), files.token_id("unk_token"), *specials, 0,
-                  data["vocab_size"] - 1]
+    # Without a tokenizer the ids mean nothing to us yet and the first free id is taken; with one, a model
+    # whose every special token is BOS/EOS gets a pad outside the vocabulary (no row, no logit) rather than
+    # losing a real token to padding.
+    guesses = [0, data["vocab_size"] - 1] if files.tokenizer is None else []
+    candidates = [data.get("pad_id"), files.token_id("pad_token"), files.token_id("unk_token"), *specials, *guesses,
+                  data["vocab_size"]]
     data["pad_id"] = next(c for c in candidates if c is not None and c not in (data["bos_id"], eos))
