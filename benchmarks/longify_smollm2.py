@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict | None] = {  # name -> hybridformer longify options (No
     "sw4k": {"attention": "sliding_window:window=4096"},
     "sw2k+sink4": {"attention": "sliding_window:window=2048", "global_tokens": 4},
     "sw4k+sink4": {"attention": "sliding_window:window=4096", "global_tokens": 4},
+    "sw2k+sink4@cache": {"attention": "sliding_window:window=2048,sink_positions=cache", "global_tokens": 4},
+    "sw4k+sink4@cache": {"attention": "sliding_window:window=4096,sink_positions=cache", "global_tokens": 4},
     "yarn4": {"attention": "full", "rope_scaling": "yarn:4", "max_positions": 32768},
     "ntk4": {"attention": "full", "rope_scaling": "ntk:4", "max_positions": 32768},
     "linear4": {"attention": "full", "rope_scaling": "linear:4", "max_positions": 32768},
