@@ -20,7 +20,7 @@ def test_converted_smollm2_covering_window_parity(smollm2):
     tokens = torch.tensor([[504, 3458, 282, 4649, 314, 3575, 47] * 6])
     with torch.no_grad():
         expected = smollm2.model.double()(tokens)
-    for spec in ("sliding_window:window=48,num_global=4",
+    for spec in ("sliding_window:window=48,num_global=4", "sliding_window:window=48,num_global=4,sink_positions=cache",
                  "block_sparse:block_size=16,window_blocks=3,num_random_blocks=0"):
         model, cfg, _ = longify_checkpoint(smollm2, LongifyPlan(parse_attention_spec(spec), max_positions=32768))
         assert cfg.decoder.attention.name == spec.split(":")[0] and cfg.max_positions == 32768
