@@ -124,3 +124,20 @@ def test_fine_tuning_then_export(tmp_path: Path) -> None:
     tokens = torch.randint(0, 95, (2, 10))
     with torch.no_grad():
         assert (back(tokens).logits - tuned.model(tokens)).abs().max() < 1e-4
+
+
+def test_pad_outside_the_vocabulary_in_any_model() -> None:
+    """``pad_id == vocab_size``: zero embedding, no logit, masked as a key; beyond it is refused by name."""
+    from hybridformer import ModelConfig, build_model
+
+    cfg = ModelConfig(arch="decoder_lm", vocab_size=20, pad_id=20, d_model=16, heads=2, ffn_dim=32, dropout=0.0,
+                      decoder={"layers": 1})
+    model = build_model(cfg).eval()
+    tokens = torch.tensor([[5, 6, 7, 20, 20], [5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        logits = model(tokens)
+        assert logits.shape == (2, 5, 20)
+        assert torch.equal(model.embed(tokens)[0, 3:], torch.zeros(2, 16))
+        assert torch.allclose(logits[0, :3], logits[1, :3], atol=1e-6)  # padding changes no real position
+    with pytest.raises(ValueError, match="pad_id=21"):
+        ModelConfig(arch="decoder_lm", vocab_size=20, pad_id=21)

@@ -75,14 +75,15 @@ def train_tokenizer_files(
 
 
 def load_tokenizer_file(path: str | Path) -> Tokenizer:
-    """Read a ``tokenizer.json`` and check it has the special-token layout the models expect (a converted
-    pretrained model's tokenizer names its own special tokens; those are checked against the model later)."""
+    """Read a ``tokenizer.json`` and check it has the special-token layout the toolkit's models expect. A
+    converted pretrained model's tokenizer (a ``tokenizer_config.json`` beside it names its special tokens,
+    even when they are ``<pad> <s> </s>`` at other ids, as BART's) is checked against the model later."""
     path = Path(path)
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises plain Exception subclasses
         raise DataError(f"{path}: cannot read tokenizer ({exc})") from None
-    if special_token_names(path) == SPECIAL_NAMES:
+    if not (path.parent / "tokenizer_config.json").is_file():
         check_special_ids(tokenizer, str(path))
     return tokenizer
 
@@ -130,15 +131,16 @@ def check_special_ids(tokenizer: Tokenizer, where: str, pad_id: int = PAD, bos_i
                               "retrain it with `hybridformer tokenizer train` or fix model.pad_id/bos_id/eos_id")
 
 
-def encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text (no special tokens added; the data pipeline adds <s> and </s>).
+def encode(tokenizer: Tokenizer, texts: list[str], *, add_special_tokens: bool = False) -> list[list[int]]:
+    """Token ids of each text; special tokens only from the tokenizer's own post-processor, when asked (a
+    converted model's ``<s> … </s>`` framing; the data pipeline adds the model's BOS/EOS itself).
 
-    A :func:`byte_tokenizer` maps text to ``UTF-8 byte + 4`` by construction, so its ids are computed
-    directly (30x faster than the tokenizers library on one core; tests check both agree).
+    A :func:`byte_tokenizer` maps text to ``UTF-8 byte + 4`` by construction (and has no post-processor),
+    so its ids are computed directly (30x faster than the tokenizers library on one core; tests check both agree).
     """
     if is_byte_tokenizer(tokenizer):
         return [[byte + len(SPECIALS) for byte in text.encode("utf-8")] for text in texts]
-    return [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)]
 
 
 def byte_tokenizer() -> Tokenizer:

@@ -16,8 +16,9 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError
 from .folder import read_json
+from .spm import marian_tokenizer
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token")
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -57,16 +58,15 @@ def from_folder(path: Path) -> TokenizerFiles:
     """A Hugging Face folder's tokenizer (none when it has no tokenizer.json)."""
     files = TokenizerFiles()
     tokenizer_file = path / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        if (path / "source.spm").is_file():
-            raise DataError(f"{path / 'source.spm'}: a Marian sentencepiece tokenizer (source.spm/target.spm + "
-                            "vocab.json) has no tokenizer.json converter in transformers; add the folder's "
-                            "tokenizer.json (e.g. from a fast-tokenizer export) and convert again")
+    if tokenizer_file.is_file():
+        try:
+            files.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise CheckpointError(f"{tokenizer_file}: corrupt tokenizer ({exc})") from None
+    elif (path / "source.spm").is_file():  # Marian: sentencepiece models + vocab.json (interop/spm.py)
+        files.tokenizer = marian_tokenizer(path)
+    else:
         return files
-    try:
-        files.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    except Exception as exc:  # tokenizers raises plain Exception subclasses
-        raise CheckpointError(f"{tokenizer_file}: corrupt tokenizer ({exc})") from None
     config = read_json(path / TOKENIZER_CONFIG) if (path / TOKENIZER_CONFIG).is_file() else {}
     files.special = {key: text for key in SPECIAL_KEYS if (text := _token_text(config.get(key)))}
     template = path / "chat_template.jinja"
