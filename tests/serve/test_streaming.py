@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -71,74 +71,99 @@ def test_prompts_of_different_lengths_are_batched_together(served_models, tiny_t
     assert alone < batches and batches < 2 * len(PROMPTS), (alone, batches)  # prompts of distinct lengths merged
 
 
-class SlowScorer:
-    """The torch engine's scorer, ``delay`` seconds slower per decoding step."""
+class Gate:
+    """Holds the decoding before its ``at``-th step until the client has read a piece of text: the server can
+    only get past it in time if the stream delivers while the answer is still being decoded."""
 
-    def __init__(self, inner, delay: float) -> None:
-        self.inner, self.delay = inner, delay
+    def __init__(self, at: int = 4, timeout: float = 30.0) -> None:
+        self.at, self.timeout = at, timeout
+        self.read, self.armed, self.steps, self.held = threading.Event(), False, 0, []
+
+    def arm(self) -> None:
+        self.read.clear()
+        self.armed, self.steps = True, 0
+
+    def step(self) -> None:
+        if not self.armed:
+            return
+        self.steps += 1
+        if self.steps == self.at:
+            self.held.append(self.read.wait(self.timeout))  # False: nothing was streamed before the end
+            self.armed = False
+
+
+class GatedScorer:
+    """The torch engine's scorer behind a :class:`Gate` (the ragged loop has emitted every earlier token)."""
+
+    def __init__(self, inner, gate: Gate) -> None:
+        self.inner, self.gate = inner, gate
 
     def init_state(self, src):
         return self.inner.init_state(src)
 
     def step(self, state, prev_tokens):
-        time.sleep(self.delay)
+        self.gate.step()
         return self.inner.step(state, prev_tokens)
 
     def reorder(self, state, beam_index):
         return self.inner.reorder(state, beam_index)
 
 
-class SlowGenerator:
-    """A CTranslate2 Generator whose per-token callback takes ``delay`` seconds (the decoding waits on it)."""
+class GatedGenerator:
+    """A CTranslate2 Generator whose per-token callback passes a :class:`Gate` first (the decoding waits on it)."""
 
-    def __init__(self, inner, delay: float) -> None:
-        self.inner, self.delay = inner, delay
+    def __init__(self, inner, gate: Gate) -> None:
+        self.inner, self.gate = inner, gate
 
     def generate_batch(self, *args, callback=None, **kwargs):
-        def slow(step) -> bool:
-            time.sleep(self.delay)
+        def gated(step) -> bool:
+            self.gate.step()
             return callback(step) if callback is not None else False
 
-        return self.inner.generate_batch(*args, callback=slow, **kwargs)
+        return self.inner.generate_batch(*args, callback=gated, **kwargs)
 
 
-def slow_down(app, delay: float = 0.15) -> None:
+def gate_decoding(app, gate: Gate) -> None:
     decoder = app.state.decoder
     if hasattr(decoder, "scorer"):
-        decoder.scorer = SlowScorer(decoder.scorer, delay)
+        decoder.scorer = GatedScorer(decoder.scorer, gate)
     else:
-        decoder.model = SlowGenerator(decoder.model, delay)
+        decoder.model = GatedGenerator(decoder.model, gate)
 
 
-def timed_events(url: str, route: str, body: dict) -> list[tuple[float, str]]:
-    """(arrival time, data) of each server-sent event."""
+def streamed(url: str, route: str, body: dict, gate: Gate, text_of) -> list[str]:
+    """The data of each server-sent event; the gate opens when the first piece of text has been read."""
+    gate.arm()
     events = []
-    with httpx.stream("POST", url + route, content=json.dumps(body), timeout=60) as response:
+    with httpx.stream("POST", url + route, content=json.dumps(body), timeout=120) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
             if line.startswith("data: "):
-                events.append((time.monotonic(), line.removeprefix("data: ")))
+                events.append(line.removeprefix("data: "))
+                if events[-1] != "[DONE]" and text_of(json.loads(events[-1])):
+                    gate.read.set()
     return events
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_stream_arrives_token_by_token(served_models, engine):  # noqa: F811
-    ckpt, delay = served_models["decoder_lm"], 0.15
+    ckpt, gate = served_models["decoder_lm"], Gate()
     completion = {"prompt": TINY_TEXT[0], "max_tokens": 8, "temperature": 0}
     chat = {"messages": [{"role": "user", "content": TINY_TEXT[1]}], "max_tokens": 8, "temperature": 0}
-    with running_server(ckpt, engine=engine, prepare=lambda app: slow_down(app, delay)) as url:
+    with running_server(ckpt, engine=engine, prepare=lambda app: gate_decoding(app, gate)) as url:
         whole = post(url, "/v1/completions", completion).json()["choices"][0]["text"]
         whole_chat = post(url, "/v1/chat/completions", chat).json()["choices"][0]["message"]["content"]
-        events = timed_events(url, "/v1/completions", completion | {"stream": True})
-        chat_events = timed_events(url, "/v1/chat/completions", chat | {"stream": True})
-    assert events[-1][1] == "[DONE]" and chat_events[-1][1] == "[DONE]"
-    chunks = [(t, json.loads(data)["choices"][0]) for t, data in events[:-1]]
-    pieces = [(t, c["text"]) for t, c in chunks if c["text"]]
-    assert chunks[-1][1]["finish_reason"] and "".join(p for _, p in pieces) == whole and whole
-    final = chunks[-1][0]
-    early = [t for t, _ in pieces if t < final - 2 * delay]  # sent while later tokens were still being decoded
-    assert len(early) >= 3, [round(final - t, 3) for t, _ in pieces]
-    deltas = [(t, json.loads(data)["choices"][0]["delta"]) for t, data in chat_events[:-1]]
-    assert deltas[0][1]["role"] == "assistant"
-    assert "".join(d.get("content", "") for _, d in deltas) == whole_chat and whole_chat
-    assert len([t for t, d in deltas if d.get("content") and t < deltas[-1][0] - 2 * delay]) >= 3
+        events = streamed(url, "/v1/completions", completion | {"stream": True}, gate,
+                          lambda e: e["choices"][0]["text"])
+        chat_events = streamed(url, "/v1/chat/completions", chat | {"stream": True}, gate,
+                               lambda e: e["choices"][0]["delta"].get("content"))
+    # a piece of text reached the client before the 4th token was decoded, in both streams
+    assert gate.held == [True, True]
+    assert events[-1] == "[DONE]" and chat_events[-1] == "[DONE]"
+    chunks = [json.loads(data)["choices"][0] for data in events[:-1]]
+    pieces = [c["text"] for c in chunks if c["text"]]
+    assert len(pieces) >= 3 and chunks[-1]["finish_reason"] and not chunks[-1]["text"]
+    assert "".join(pieces) == whole and whole
+    deltas = [json.loads(data)["choices"][0]["delta"] for data in chat_events[:-1]]
+    assert deltas[0]["role"] == "assistant" and len([d for d in deltas if d.get("content")]) >= 3
+    assert "".join(d.get("content", "") for d in deltas) == whole_chat and whole_chat

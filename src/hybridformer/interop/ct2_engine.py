@@ -63,9 +63,10 @@ class Ct2Decoder:
 
         ``opts`` is a :class:`~hybridformer.generation.GenerationOptions`; output budgets are
         the torch engine's ``a · src_len + b`` per input. Language-model prompts may have different
-        lengths (CTranslate2 feeds the common part at once and forces the rest). ``on_token(row, id)``
-        (LM, beam 1) sees every token as CTranslate2 generates it, EOS and tokens past a row's budget
-        included (the caller filters: see ``serve.ragged.RowEmitter``).
+        lengths (CTranslate2 feeds the common part at once and forces the rest). Under greedy search
+        and sampling a per-token callback stops each row at its own budget (one call for all greedy
+        rows, no steps wasted past a short row's budget), and ``on_token(row, id)`` sees every token
+        as CTranslate2 generates it, EOS included (the caller filters: ``serve.ragged.RowEmitter``).
         """
         cfg = self.config
         if opts.sample and opts.seed is not None and generator is not None:
@@ -85,10 +86,14 @@ class Ct2Decoder:
         for budget, rows in groups.items():
             batch = [self.tokens(sources[r]) for r in rows]
             callback = None
-            if on_token is not None and not cfg.is_seq2seq and opts.beam_size == 1:
-                def callback(step, rows=rows) -> bool:
-                    on_token(rows[step.batch_id], step.token_id)
-                    return False  # go on
+            if opts.beam_size == 1:  # each row stops at its own budget: no steps wasted past it
+                counts = [0] * len(rows)
+
+                def callback(step, rows=rows, counts=counts) -> bool:
+                    counts[step.batch_id] += 1
+                    if on_token is not None:
+                        on_token(rows[step.batch_id], step.token_id)
+                    return counts[step.batch_id] >= budgets[rows[step.batch_id]]
             for row, ids in zip(rows, self._run(batch, budget, search, callback), strict=True):
                 outputs[row] = ids[: budgets[row]]
         return outputs
@@ -96,7 +101,7 @@ class Ct2Decoder:
     def _run(self, batch: list[list[str]], budget: int, search: dict, callback=None) -> list[list[int]]:
         if self.config.is_seq2seq:
             results = self.model.translate_batch(batch, max_decoding_length=budget, min_decoding_length=0,
-                                                 max_input_length=0, **search)
+                                                 max_input_length=0, callback=callback, **search)
             return [[self.ids[t] for t in r.hypotheses[0]] for r in results]
         results = self.model.generate_batch(batch, max_length=budget, include_prompt_in_result=False,
                                             end_token=self.vocab[self.config.eos_id], callback=callback, **search)
