@@ -93,17 +93,31 @@ class StaticKV:
 
 
 class TransposedWeight:
-    """A projection weight transposed once per decoding session (weights do not change while decoding)."""
+    """A contiguous transpose of a projection weight, valid while the weight is unchanged.
+
+    Made once and reused by every later decoding session of the same model (``DecodingCache.shared``):
+    an in-place update (an optimizer step, ``load_state_dict``) bumps the weight's version, a new
+    tensor has a new address, and either makes :meth:`matches` false so the copy is rebuilt.
+    """
 
     def __init__(self, weight: Tensor) -> None:
         self.weight = weight.detach().t().contiguous()
+        self.source = (weight.data_ptr(), weight._version, tuple(weight.shape))
 
-    def reorder(self, index: Tensor) -> None:
-        """Not per row: nothing to do."""
+    def matches(self, weight: Tensor) -> bool:
+        return self.source == (weight.data_ptr(), weight._version, tuple(weight.shape))
 
 
 class DecodingCache(dict):
-    """All incremental state of one model: ``{module: state}``, each state with ``reorder(index)``."""
+    """All incremental state of one model: ``{module: state}``, each state with ``reorder(index)``.
+
+    ``shared`` holds what does not depend on the rows and outlives one decoding session (e.g. a
+    :class:`TransposedWeight`); a scorer hands the same dict to each new cache, and ``reorder`` skips it.
+    """
+
+    def __init__(self, shared: dict | None = None) -> None:
+        super().__init__()
+        self.shared = {} if shared is None else shared
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (beam search's surviving hypotheses), in that order."""
