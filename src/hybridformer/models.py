@@ -23,17 +23,28 @@ from .quantized import quantize_dynamic_int8
 
 
 class TokenEmbedding(nn.Embedding):
-    """Token embedding, optionally scaled by √d_model (so it matches sinusoidal positions in size)."""
+    """Token embedding, optionally scaled by √d_model (so it matches sinusoidal positions in size).
+
+    Padding embeds as zeros. A pad id of ``vocab_size`` lies outside the vocabulary (GPT-2 has no
+    free token for padding): it has no row and no logit, and is embedded as zeros all the same.
+    """
 
     def __init__(self, vocab_size: int, d_model: int, pad_id: int, scale: bool) -> None:
-        super().__init__(vocab_size, d_model, padding_idx=pad_id)
+        inside = pad_id < vocab_size
+        super().__init__(vocab_size, d_model, padding_idx=pad_id if inside else None)
         self.scale = math.sqrt(d_model) if scale else 1.0
+        self.outside_pad = None if inside else pad_id
         nn.init.normal_(self.weight, std=d_model**-0.5)
-        with torch.no_grad():
-            self.weight[pad_id].zero_()
+        if inside:
+            with torch.no_grad():
+                self.weight[pad_id].zero_()
 
     def forward(self, tokens: Tensor) -> Tensor:
-        x = super().forward(tokens)
+        if self.outside_pad is not None:
+            padding = tokens.eq(self.outside_pad).unsqueeze(-1)
+            x = super().forward(tokens.clamp(max=self.num_embeddings - 1)).masked_fill(padding, 0.0)
+        else:
+            x = super().forward(tokens)
         return x * self.scale if self.scale != 1.0 else x
 
 

@@ -74,6 +74,9 @@ class ModelScorer:
 
 
 def output_log_probs(logits: Tensor, pad_id: int) -> Tensor:
-    """Log-probabilities over real outputs: padding is never generated, so it gets no mass at all."""
+    """Log-probabilities over real outputs: padding is never generated, so it gets no mass at all
+    (a pad id outside the vocabulary, GPT-2's, has no logit to begin with)."""
+    if pad_id >= logits.shape[-1]:
+        return torch.log_softmax(logits.float(), dim=-1)
     pad = torch.tensor([pad_id], device=logits.device)
     return torch.log_softmax(logits.float().index_fill(-1, pad, float("-inf")), dim=-1)
