@@ -112,8 +112,8 @@ def test_generate_at_budget_option_through_the_console_script(monkeypatch, capsy
     assert len(out.splitlines()) == 4
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(
-        [sys.executable, "-c", "from hybridformer.cli import main; main()", "generate", str(tiny_checkpoint()),
-         "--input", str(files / "src.txt"), "--at-budget", "truncate"],
+        [sys.executable, "-c", "import sys; from hybridformer.cli import main; sys.exit(main())", "generate",
+         str(tiny_checkpoint()), "--input", str(files / "src.txt"), "--at-budget", "truncate"],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
