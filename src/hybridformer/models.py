@@ -55,7 +55,7 @@ def vocab_logits(output: nn.Module, h: Tensor, cache: DecodingCache | None, logi
     (positions × vocabulary) logits of the others are never computed (``transformers``' ``logits_to_keep``).
     In incremental decoding the GEMM layout follows the number of rows, as measured on CPU (1 thread,
     SmolLM2's 49,152 × 576 head; docs/RESULTS.md): one row goes through :func:`~hybridformer.cache.project`
-    (the weight's kept transpose), 2-16 rows multiply the weight by the transposed rows (1.5-1.9x
+    (the weight's kept transpose), 2-16 rows multiply the weight by the transposed rows (1.4-1.6x
     ``F.linear``'s speed, no copy), more rows use ``F.linear``.
     """
     if logits_to_keep > 0:
