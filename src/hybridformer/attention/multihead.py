@@ -59,12 +59,19 @@ class MultiHeadAttention(_Attention):
         if ctx.rope is not None:
             q, k = ctx.rope.rotate(q), ctx.rope.rotate(k)
         if ctx.cache is None:
-            out = self.kernel(q, k, v, causal=ctx.causal, key_padding_mask=ctx.padding_mask, bias=ctx.score_bias)
+            if self.kernel.rotates_sinks:  # StreamingLLM sink positions: the kernel re-rotates the queries
+                out = self.kernel(q, k, v, causal=ctx.causal, key_padding_mask=ctx.padding_mask,
+                                  bias=ctx.score_bias, rope=ctx.rope)
+            else:
+                out = self.kernel(q, k, v, causal=ctx.causal, key_padding_mask=ctx.padding_mask, bias=ctx.score_bias)
         else:
             state = ctx.cache.get(self)
             if state is None:
                 state = ctx.cache[self] = self.kernel.new_state()
-            out = self.kernel.step(q, k, v, state, bias=ctx.score_bias)
+            if self.kernel.rotates_sinks:
+                out = self.kernel.step(q, k, v, state, bias=ctx.score_bias, rope=ctx.rope)
+            else:
+                out = self.kernel.step(q, k, v, state, bias=ctx.score_bias)
         return self.merge_heads(out)
 
 

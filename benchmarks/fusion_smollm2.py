@@ -1,0 +1,299 @@
+"""Fusion on a real base: fine-tune converted SmolLM2-135M-Instruct on two tasks, merge the fine-tunes, score all.
+
+Every model-touching step goes through the ``hybridformer`` CLI (convert, train, merge, evaluate, generate), so
+the commands in docs/RESULTS.md ("Fusion on a real base: SmolLM2-135M") are exactly what ran. Stages (each skips
+work whose output already exists, so a stopped run resumes; results accumulate in ``OUT/results.json``):
+
+  data     task A = Tiny Shakespeare (first 90% train, the held-out tail cut to ``--valid-blocks`` blocks);
+           task B = SciTLDR-A as LM text, one example a line: ``<abstract> TL;DR: <author TLDR>``
+           (train split; the valid text is the first dev examples filling ``--valid-blocks`` blocks;
+           ROUGE prompts are the next ``--rouge-n`` dev examples, cut after ``TL;DR:``)
+  convert  ``hybridformer convert`` the GGUF into OUT/base
+  train    two fine-tunes from the base (``train.init_from``): OUT/ft-shakespeare, OUT/ft-scitldr
+  merge    ``hybridformer merge`` of the two fine-tunes with --base OUT/base: every method of MERGES
+  eval     ``hybridformer evaluate --metric ppl --context BLOCK --json`` of base, parents, merges on both tasks
+  rouge    greedy ``hybridformer generate`` of the TLDR for the ROUGE prompts (first line of the continuation)
+           and ROUGE-1/2/L against all the dev TLDRs' first one
+  report   the markdown table (loss in nats/token, gain kept = (base - model) / (base - own fine-tune))
+
+Run (one thread, the other core is busy):
+  OMP_NUM_THREADS=1 PYTHONPATH=src nice -n 19 python benchmarks/fusion_smollm2.py all --out /work/runs/fusion
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GGUF = Path("../shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+DATA = Path("../shared/data")
+TASKS = ("shakespeare", "scitldr")
+# merge name -> hybridformer merge options (the two fine-tunes in TASKS order; --base OUT/base where needed)
+MERGES: dict[str, list[str]] = {  # the four methods first, then the grid (evaluated in this order)
+    "linear": ["--method", "linear", "--weights", "0.5,0.5"],
+    "ta-1.0": ["--method", "task_arithmetic", "--weights", "1.0,1.0", "--base"],
+    "ties-d0.2": ["--method", "ties", "--density", "0.2", "--weights", "1.0,1.0", "--base"],
+    "dare-d0.5": ["--method", "dare", "--density", "0.5", "--weights", "1.0,1.0", "--base"],
+    "ta-0.8": ["--method", "task_arithmetic", "--weights", "0.8,0.8", "--base"],
+    "ta-0.5": ["--method", "task_arithmetic", "--weights", "0.5,0.5", "--base"],
+    "ties-d0.5": ["--method", "ties", "--density", "0.5", "--weights", "1.0,1.0", "--base"],
+    "dare-ties-d0.5": ["--method", "dare", "--combine", "ties", "--density", "0.5", "--weights", "1.0,1.0", "--base"],
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _cli(args: list[str], log: Path | None = None) -> tuple[str, float, float]:
+    """Run ``hybridformer ARGS``; return stdout, wall seconds and CPU seconds (children's user + sys)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    print("$ hybridformer " + " ".join(args), flush=True)
+    done = subprocess.run(["hybridformer", *args], capture_output=True, text=True, env=os.environ.copy())
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    if log is not None:
+        log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
+    if done.returncode != 0:
+        sys.exit(f"hybridformer {args[0]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout, wall, cpu
+
+
+def _results(out: Path) -> dict:
+    path = out / "results.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(out: Path, results: dict) -> None:
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    tmp.replace(out / "results.json")
+
+
+def _tokenizer(out: Path):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(out / "base" / "tokenizer.json"))
+
+
+def _cut_to_blocks(lines: list[str], tokenizer, tokens: int) -> list[str]:
+    """The shortest prefix of ``lines`` whose joined text holds at least ``tokens`` + 1 tokens."""
+    kept: list[str] = []
+    count = 0
+    for line in lines:
+        kept.append(line)
+        count += len(tokenizer.encode(line + "\n", add_special_tokens=False).ids)
+        if count > tokens:
+            return kept
+    raise SystemExit(f"only {count} tokens of validation text; {tokens + 1} needed")
+
+
+def _scitldr(split: str) -> list[dict]:
+    with gzip.open(DATA / "scitldr" / f"SciTLDR-A_{split}.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def stage_data(out: Path, args: argparse.Namespace) -> None:
+    data = out / "data"
+    if (data / "done").exists():
+        return
+    data.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer(out)
+    want = args.valid_blocks * args.block
+    text = (DATA / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    split = text.rfind("\n", 0, int(len(text) * 0.9)) + 1
+    (data / "shakespeare-train.txt").write_text(text[:split])
+    valid = _cut_to_blocks(text[split:].splitlines(), tokenizer, want)
+    (data / "shakespeare-valid.txt").write_text("\n".join(valid) + "\n")
+    monitor = _cut_to_blocks(valid, tokenizer, 2 * args.block)  # the trainer's own (cheap) validation
+    (data / "shakespeare-monitor.txt").write_text("\n".join(monitor) + "\n")
+
+    def line(example: dict) -> str:
+        return f"{_flat(' '.join(example['source']))} TL;DR: {_flat(example['target'][0])}"
+
+    (data / "scitldr-train.txt").write_text("\n".join(line(e) for e in _scitldr("train")) + "\n")
+    dev = _scitldr("dev")
+    valid = _cut_to_blocks([line(e) for e in dev], tokenizer, want)
+    (data / "scitldr-valid.txt").write_text("\n".join(valid) + "\n")
+    monitor = _cut_to_blocks(valid, tokenizer, 2 * args.block)
+    (data / "scitldr-monitor.txt").write_text("\n".join(monitor) + "\n")
+    rouge = dev[len(valid): len(valid) + args.rouge_n]
+    (data / "scitldr-rouge.src").write_text("\n".join(f"{_flat(' '.join(e['source']))} TL;DR:" for e in rouge) + "\n")
+    (data / "scitldr-rouge.json").write_text(json.dumps([[_flat(t) for t in e["target"]] for e in rouge]))
+    (data / "done").write_text("")
+
+
+def stage_convert(out: Path, args: argparse.Namespace) -> None:
+    if (out / "base" / "model.safetensors").exists():
+        return
+    _, wall, cpu = _cli(["convert", str(GGUF), "--out", str(out / "base")])
+    results = _results(out)
+    results["convert"] = {"wall_s": wall, "cpu_s": cpu}
+    _save(out, results)
+
+
+def _config(out: Path, task: str, args: argparse.Namespace) -> Path:
+    model = json.loads((out / "base" / "config.json").read_text())
+    data = out / "data"
+    steps = args.steps
+    config = {
+        "model": model,
+        "data": {"train_file": str(data / f"{task}-train.txt"), "valid_file": str(data / f"{task}-monitor.txt"),
+                 "tokenizer": str(out / "base" / "tokenizer.json"), "block_size": args.block,
+                 "max_tokens": args.block * args.batch},
+        "train": {"init_from": str(out / "base"), "max_steps": steps, "lr": args.lr, "min_lr": 0.0,
+                  "schedule": "wsd", "warmup_steps": max(1, steps // 12), "decay_fraction": 0.3,
+                  "decay_shape": "linear", "label_smoothing": 0.0, "weight_decay": 0.0, "clip_norm": 1.0,
+                  "precision": args.precision, "eval_every": steps, "save_every": steps, "keep_last": 1,
+                  "log_every": 1, "seed": 0},
+    }
+    path = out / f"{task}.json"
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+def stage_train(out: Path, args: argparse.Namespace) -> None:
+    for task in TASKS:
+        run = out / f"ft-{task}"
+        if (run / "done").exists():
+            continue
+        config = _config(out, task, args)
+        _, wall, cpu = _cli(["train", str(config), "--out", str(run), "--no-progress"], log=out / f"ft-{task}.log")
+        results = _results(out)
+        results.setdefault("train", {})[task] = {"wall_s": wall, "cpu_s": cpu, "steps": args.steps,
+                                                 "block": args.block, "batch": args.batch, "lr": args.lr}
+        _save(out, results)
+        (run / "done").write_text("")
+
+
+def _best(out: Path, task: str) -> Path:
+    checkpoints = out / f"ft-{task}" / "checkpoints"
+    last = checkpoints / "last"
+    if last.exists():
+        return last
+    steps = sorted(checkpoints.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not steps:
+        raise SystemExit(f"no checkpoint in {checkpoints}: run the train stage first")
+    return steps[-1]
+
+
+def models(out: Path) -> dict[str, Path]:
+    found = {"base": out / "base"}
+    found.update({f"ft-{t}": _best(out, t) for t in TASKS if (out / f"ft-{t}" / "done").exists()})
+    found.update({name: out / "merges" / name for name in MERGES if (out / "merges" / name).exists()})
+    return found
+
+
+def stage_merge(out: Path, args: argparse.Namespace) -> None:
+    parents = [str(_best(out, t)) for t in TASKS]
+    for name, options in MERGES.items():
+        target = out / "merges" / name
+        if target.exists():
+            continue
+        options = [*options, str(out / "base")] if options[-1] == "--base" else options
+        _, wall, cpu = _cli(["merge", *options, *parents, "--out", str(target)])
+        results = _results(out)
+        results.setdefault("merge", {})[name] = {"wall_s": wall, "cpu_s": cpu, "command": options}
+        _save(out, results)
+
+
+def stage_eval(out: Path, args: argparse.Namespace) -> None:
+    for name, path in models(out).items():
+        for task in TASKS:
+            results = _results(out)
+            if name in results.get("eval", {}).get(task, {}):
+                continue
+            stdout, wall, cpu = _cli(["evaluate", str(path), "--ref", str(out / "data" / f"{task}-valid.txt"),
+                                      "--metric", "ppl", "--context", str(args.block), "--json"])
+            score = json.loads(stdout)
+            score["loss"] = score["details"]["bits_per_token"] * math.log(2)  # nats per token
+            score.update(wall_s=wall, cpu_s=cpu)
+            results.setdefault("eval", {}).setdefault(task, {})[name] = score
+            _save(out, results)
+
+
+def stage_rouge(out: Path, args: argparse.Namespace) -> None:
+    from hybridformer.metrics import rouge, split_sentences
+
+    references = json.loads((out / "data" / "scitldr-rouge.json").read_text())
+    for name, path in models(out).items():
+        results = _results(out)
+        if name in results.get("rouge", {}) or name not in args.rouge_models:
+            continue
+        stdout, wall, cpu = _cli(["generate", str(path), "--input", str(out / "data" / "scitldr-rouge.src"),
+                                  "--beam", "1", "--max-len-b", "48", "--no-progress"])
+        # the continuation runs on past the TLDR (generate joins lines with spaces): keep its first sentence
+        hypotheses = [(split_sentences(line.strip()) or [""])[0] for line in stdout.splitlines()]
+        score = rouge(hypotheses, [r[0] for r in references])
+        results.setdefault("rouge", {})[name] = {"score": score.score, "detail": str(score), "wall_s": wall,
+                                                 "cpu_s": cpu, "examples": len(references),
+                                                 "first_hypotheses": hypotheses[:3]}
+        _save(out, results)
+
+
+def report(out: Path) -> str:
+    results = _results(out)
+    scores = results.get("eval", {})
+
+    def loss(task: str, name: str) -> float | None:
+        entry = scores.get(task, {}).get(name)
+        return entry["loss"] if entry else None
+
+    lines = ["| model | Shakespeare loss | gain kept | SciTLDR loss | gain kept | ROUGE-L (SciTLDR) |",
+             "|---|---|---|---|---|---|"]
+    for name in models(out):
+        cells = [name]
+        for task in TASKS:
+            value, base, own = loss(task, name), loss(task, "base"), loss(task, f"ft-{task}")
+            cells.append("—" if value is None else f"{value:.4f}")
+            kept = None if None in (value, base, own) or base == own else (base - value) / (base - own)
+            cells.append("—" if kept is None else f"{100 * kept:.0f}%")
+        entry = results.get("rouge", {}).get(name)
+        cells.append("—" if entry is None else f"{entry['score']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+STAGES = {"data": stage_data, "convert": stage_convert, "train": stage_train, "merge": stage_merge,
+          "eval": stage_eval, "rouge": stage_rouge}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=[*STAGES, "report", "all"])
+    parser.add_argument("--out", type=Path, default=Path("runs/fusion-smollm2"))
+    parser.add_argument("--block", type=int, default=256, help="tokens per training block and per scored block")
+    parser.add_argument("--batch", type=int, default=2, help="blocks per training step")
+    parser.add_argument("--steps", type=int, default=48, help="fine-tuning steps per task")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "auto"])
+    parser.add_argument("--valid-blocks", type=int, default=16, help="held-out blocks per task")
+    parser.add_argument("--rouge-n", type=int, default=16, help="SciTLDR dev examples for ROUGE")
+    parser.add_argument("--rouge-models", default="base,ft-scitldr,ft-shakespeare,linear,ta-1.0,ties-d0.2,dare-d0.5",
+                        type=lambda s: s.split(","), help="models to score by ROUGE (comma-separated names)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    order = ["convert", "data", "train", "merge", "eval", "rouge"]
+    for stage in order if args.stage == "all" else [args.stage] if args.stage != "report" else []:
+        STAGES[stage](args.out, args)
+    print(report(args.out))
+
+
+if __name__ == "__main__":
+    main()
