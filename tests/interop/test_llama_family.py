@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 from interop.hf_tiny import cached_logits, hf_ids, padded_batch, save_tiny  # noqa: E402
 
 from hybridformer import convert, load_checkpoint  # noqa: E402
+from hybridformer.decoding.beam import beam_search  # noqa: E402
 from hybridformer.decoding.greedy import greedy_search  # noqa: E402
 from hybridformer.decoding.scorer import ModelScorer  # noqa: E402
 
@@ -77,3 +78,34 @@ def test_converted_config_reflects_the_source(pair) -> None:
     assert cfg.pad_id not in (cfg.bos_id, cfg.eos_id)  # padding never hides a real BOS/EOS
     if hf_cfg.model_type == "gpt2":  # no free token: padding lies outside the vocabulary
         assert (cfg.pad_id, cfg.bos_id, cfg.eos_id) == (cfg.vocab_size, 95, 95)
+
+
+@pytest.mark.parametrize("lenpen", [1.0, 0.0])
+def test_beam_search_matches_transformers_under_its_budget_convention(pair, lenpen) -> None:
+    """``at_budget="stop"`` is transformers' beam search: same hypotheses for beam 3 over 12 new tokens.
+
+    Both search the same distribution: transformers' ``suppress_tokens`` would set the padding token's
+    log-probability to -inf without renormalising, while we never give padding any mass, so a logits
+    processor renormalises without it (log-probs in, log-probs out), as ours are."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    hf, ckpt = pair
+    cfg = ckpt.config
+
+    class WithoutPadding(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if cfg.pad_id >= scores.shape[-1]:  # GPT-2: padding lies outside the vocabulary already
+                return scores.log_softmax(-1)
+            return scores.index_fill(-1, torch.tensor([cfg.pad_id]), float("-inf")).log_softmax(-1)
+
+    prompt = padded_batch(cfg.vocab_size, cfg.pad_id, [6, 6], avoid=(cfg.eos_id,))
+    with torch.no_grad():
+        theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False,
+                             num_beams=3, early_stopping=True, length_penalty=lenpen, pad_token_id=cfg.pad_id,
+                             eos_token_id=cfg.eos_id, logits_processor=LogitsProcessorList([WithoutPadding()]))
+    scorer = ModelScorer(ckpt.model)
+    ours = beam_search(scorer, scorer.init_state(None), prompt, beam=3, eos_id=cfg.eos_id, max_len=12,
+                       lenpen=lenpen, at_budget="stop")
+    for row, hyp in zip(theirs[:, 6:].tolist(), ours, strict=True):
+        expected = row[: row.index(cfg.eos_id)] if cfg.eos_id in row else row
+        assert hyp.tokens == expected
