@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--rouge-n", type=int, default=16, help="SciTLDR dev examples for ROUGE")
     parser.add_argument("--merges", default="linear,ta-1.0,ties-d0.2,dare-d0.5,ta-0.8", type=lambda s: s.split(","),
                         help="merges to make (comma-separated names of MERGES; the default is what RESULTS reports)")
-    parser.add_argument("--rouge-models", default="base,ft-scitldr,ta-1.0",
+    parser.add_argument("--rouge-models", default="base,ft-scitldr,linear",
                         type=lambda s: s.split(","), help="models to score by ROUGE (comma-separated names)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
