@@ -3,7 +3,9 @@
 # the ensemble, a linear merge and a distilled student, all decoded and scored the same way.
 #
 #   benchmarks/fusion_multi30k.sh prepare              # averages, EMA exports, merge (seconds)
-#   benchmarks/fusion_multi30k.sh decode NAME CKPT...  # beam-4 decode + sacreBLEU; several CKPTs = ensemble
+#   benchmarks/fusion_multi30k.sh decode NAME CKPT...  # beam-4 decode + sacreBLEU (cased and lowercased);
+#                                                     # several CKPTs = ensemble; GENERATE_ARGS adds generate
+#                                                     # options (e.g. "--engine ct2 --quantization int8")
 #   benchmarks/fusion_multi30k.sh distill STEPS        # student: best single + STEPS of word-level KD from all
 #   benchmarks/fusion_multi30k.sh control STEPS        # the same STEPS on the labels alone (the KD control)
 #
@@ -14,6 +16,7 @@ RUNS=${RUNS:-runs}
 OUT=${OUT:-runs/fusion-exp}
 MEMBERS=${MEMBERS:-"m30k-t1 m30k-t2 m30k-c3"}
 STUDENT_BASE=${STUDENT_BASE:-m30k-t1}
+GENERATE_ARGS=${GENERATE_ARGS:-}
 DATA=../shared/data/multi30k
 mkdir -p "$OUT/ckpt" "$OUT/hyp"
 [ -f "$OUT/test.en" ] || zcat $DATA/test_2016_flickr.en.gz > "$OUT/test.en"
@@ -29,15 +32,20 @@ prepare)
     hybridformer average --ema "$RUNS/$m" --out "$OUT/ckpt/$m-ema"
   done
   set -- $MEMBERS
-  hybridformer merge --method linear "$(latest "$1")" "$(latest "$2")" --out "$OUT/ckpt/merge-$1-$2" ;;
+  if [ $# -ge 2 ]; then
+    hybridformer merge --method linear "$(latest "$1")" "$(latest "$2")" --out "$OUT/ckpt/merge-$1-$2"
+  fi ;;
 decode)
   name=$2; shift 2
   start=$(date +%s.%N)
-  hybridformer generate "$@" -i "$OUT/test.en" --beam 4 --batch-tokens 16000 > "$OUT/hyp/$name.de"
+  # shellcheck disable=SC2086
+  hybridformer generate "$@" -i "$OUT/test.en" --beam 4 --batch-tokens 16000 $GENERATE_ARGS > "$OUT/hyp/$name.de"
   secs=$(python -c "import time; print(round(time.time() - $start, 1))")
   sacrebleu "$OUT/test.de" -i "$OUT/hyp/$name.de" -m bleu -w 2 > "$OUT/hyp/$name.bleu.json"
+  sacrebleu "$OUT/test.de" -i "$OUT/hyp/$name.de" -m bleu -w 2 -lc > "$OUT/hyp/$name.bleu-lc.json"
   python -c "import json; r = json.load(open('$OUT/hyp/$name.bleu.json')); \
-print('$name', r['score'], '${secs}s', r['verbose_score'], r['signature'])" | tee -a "$OUT/results.txt" ;;
+lc = json.load(open('$OUT/hyp/$name.bleu-lc.json')); \
+print('$name', r['score'], 'lc', lc['score'], '${secs}s', r['verbose_score'], r['signature'])" | tee -a "$OUT/results.txt" ;;
 distill)
   teachers=$(for m in $MEMBERS; do printf -- "--teacher %s " "$(latest "$m")"; done)
   # shellcheck disable=SC2086

@@ -11,6 +11,7 @@ Steps (docs/RESULTS.md, section "Long context for a pretrained model", has the e
   decode  per-token decoding time and cache memory at given context lengths; the cache is filled with
           random keys/values of the real shape (step time and memory do not depend on their values)
   report  markdown tables of every result file in a directory
+  publish copy the result files of a directory without the per-token NLL (perplexity per 1,024 tokens instead)
 
 Run with ``MALLOC_MMAP_THRESHOLD_=65536`` (set here by re-executing) so the resident set tracks live memory.
 """
@@ -42,6 +43,8 @@ VARIANTS: dict[str, dict | None] = {  # name -> hybridformer longify options (No
     "sw4k": {"attention": "sliding_window:window=4096"},
     "sw2k+sink4": {"attention": "sliding_window:window=2048", "global_tokens": 4},
     "sw4k+sink4": {"attention": "sliding_window:window=4096", "global_tokens": 4},
+    "sw2k+sink4@cache": {"attention": "sliding_window:window=2048,sink_positions=cache", "global_tokens": 4},
+    "sw4k+sink4@cache": {"attention": "sliding_window:window=4096,sink_positions=cache", "global_tokens": 4},
     "yarn4": {"attention": "full", "rope_scaling": "yarn:4", "max_positions": 32768},
     "ntk4": {"attention": "full", "rope_scaling": "ntk:4", "max_positions": 32768},
     "linear4": {"attention": "full", "rope_scaling": "linear:4", "max_positions": 32768},
@@ -260,6 +263,22 @@ def report(args: argparse.Namespace) -> None:
             print(f"| {r['variant']} | " + " | ".join(cells) + " |")
 
 
+def publish(args: argparse.Namespace) -> None:
+    """Result files for the repository: the per-token NLL becomes perplexity per 1,024 tokens."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(Path(args.dir).glob("*.json")):
+        result = json.loads(path.read_text())
+        if path.name == "text.json" or not ("buckets" in result or "contexts" in result):
+            continue
+        nll = result.pop("nll", None)
+        if nll is not None:
+            result["ppl_per_1024"] = [round(math.exp(statistics.fmean(nll[i : i + 1024])), 2)
+                                      for i in range(0, len(nll), 1024)]
+        write_json(out / path.name, result)
+        print(out / path.name)
+
+
 def _decode_cell(point: dict) -> str:
     return (f"{point['cpu_ms_per_token']:.0f} ({point['ms_per_token']:.0f}), {point['cache_allocated_mib']:.0f}"
             + (f" ({point['cache_filled_mib']:.0f} filled)" if point["cache_filled_mib"] != point["cache_allocated_mib"]
@@ -291,8 +310,11 @@ def main() -> None:
     sub.choices["decode"].add_argument("--steps", type=int, default=16)
     rep = sub.add_parser("report")
     rep.add_argument("dir")
+    pub = sub.add_parser("publish")
+    pub.add_argument("dir")
+    pub.add_argument("--out", default="benchmarks/results/longify")
     args = parser.parse_args()
-    {"text": build_text, "stream": stream, "decode": decode, "report": report}[args.command](args)
+    {"text": build_text, "stream": stream, "decode": decode, "report": report, "publish": publish}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,33 @@ def test_rolling_cache_decoding_equals_the_full_forward(position):
     assert kept and all(state.keys.shape[2] == 2 + 5 + 1 for state in kept)  # sinks + window (+ next), not all
 
 
+@pytest.mark.parametrize("position", ["rope", "alibi", "t5"])
+def test_sinks_at_cache_positions_covering_window_and_decoding(position):
+    """StreamingLLM positions: with the window covering the input the logits are the original's; with a
+    short window, decoding through the ring (token by token and in chunks) equals the full forward."""
+    original = tiny("decoder_lm", position)
+    tokens = torch.randint(3, 50, (2, LENGTH))
+    for window, expected in ((LENGTH, original.model(tokens)), (5, None)):
+        plan = LongifyPlan(parse_attention_spec(f"sliding_window:window={window},sink_positions=cache,chunk_size=4"),
+                           global_tokens=2, max_positions=64)
+        model, cfg, _ = longify_checkpoint(original, plan)
+        assert cfg.decoder.attention.options["sink_positions"] == "cache"
+        with torch.no_grad():
+            full = model(tokens)
+            if expected is not None:
+                torch.testing.assert_close(full, expected, atol=1e-5, rtol=0)
+                continue
+            absolute, _, _ = longify_checkpoint(original, LongifyPlan(
+                parse_attention_spec("sliding_window:window=5"), global_tokens=2, max_positions=64))
+            assert (absolute(tokens) - full).abs()[:, 2 + 5 + 1 :].max() > 1e-4  # the positions did change
+            for pieces in ([1] * LENGTH, [9, 6, 1, 8]):
+                cache, start, steps = DecodingCache(), 0, []
+                for n in pieces:
+                    steps.append(model.decode(tokens[:, start : start + n], cache=cache, offset=start))
+                    start += n
+                torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+
+
 def test_checkpoint_round_trip_records_the_change(tmp_path, tiny_checkpoint):
     source = tiny_checkpoint("decoder_lm", position="learned", max_positions=16)
     out = longify(source, tmp_path / "long", attention="sliding_window:window=4,chunk_size=4", global_tokens=1,
@@ -151,6 +178,8 @@ def test_checkpoint_round_trip_records_the_change(tmp_path, tiny_checkpoint):
     ({"attention": "full", "stack": "encoder"}, "has no encoder stack"),
     ({"attention": "sliding_window:num_global=1", "global_tokens": 2}, "contradicts num_global=1"),
     ({"attention": "chunked", "layer": "lightconv"}, "has no self-attention"),
+    ({"attention": "sliding_window:sink_positions=cache", "global_tokens": 2}, "changes nothing with position"),
+    ({"attention": "sliding_window:sink_positions=sideways"}, "sink_positions must be 'absolute' or 'cache'"),
 ])
 def test_impossible_configs_are_refused(tmp_path, tiny_checkpoint, kwargs, message):
     layer = kwargs.pop("layer", "transformer")
@@ -180,3 +209,9 @@ def test_rope_scaling_stretches_from_the_trained_length():
     assert record["rope_scaling"]["type"] == "yarn"
     _, cfg, _ = longify_checkpoint(original, LongifyPlan(parse_attention_spec("full"), rope_scaling="none"))
     assert cfg.rope_scaling is None
+
+
+def test_sink_positions_cache_is_refused_in_an_encoder():
+    with pytest.raises(ConfigError, match="is for causal decoders"):
+        longify_checkpoint(tiny("encoder_classifier", "rope"), LongifyPlan(
+            parse_attention_spec("sliding_window:window=4,sink_positions=cache"), global_tokens=1))

@@ -141,19 +141,34 @@ def test_learned_positions_beyond_the_table_is_a_clear_error():
         model(tokens(1, 9))
 
 
-def test_vocab_logits_transposes_the_weight_once_per_decoding_session():
+@pytest.mark.parametrize("rows", [(1, 1), (2, 3), (4, 5)])  # 1 row, 2-16 rows, more: three GEMM layouts
+def test_vocab_logits_layouts_equal_the_module(rows):
     from hybridformer.cache import DecodingCache
     from hybridformer.models import vocab_logits
 
     output = torch.nn.Linear(6, 11, bias=False)
-    h = torch.randn(2, 3, 6)
-    cache = DecodingCache()
+    h = torch.randn(*rows, 6)
     with torch.no_grad():
-        assert torch.allclose(vocab_logits(output, h, cache), output(h), atol=1e-6)
-        assert torch.equal(cache[output].weight, output.weight.t())
-        output.weight.mul_(2.0)  # a new session (new cache) sees new weights
-        assert torch.allclose(vocab_logits(output, h, DecodingCache()), output(h), atol=1e-6)
+        torch.testing.assert_close(vocab_logits(output, h, DecodingCache()), output(h))
+        torch.testing.assert_close(vocab_logits(output, h, DecodingCache(), logits_to_keep=1), output(h[:, -1:]))
     assert vocab_logits(output, h, None).requires_grad  # training and full forwards: the module itself
+
+
+def test_vocab_logits_transposed_weight_is_shared_across_sessions_until_the_weight_changes():
+    from hybridformer.cache import DecodingCache
+    from hybridformer.models import vocab_logits
+
+    output = torch.nn.Linear(6, 11, bias=False)
+    h, shared = torch.randn(1, 1, 6), {}
+    with torch.no_grad():
+        torch.testing.assert_close(vocab_logits(output, h, DecodingCache(shared)), output(h))
+        made = shared[output]
+        assert torch.equal(made.weight, output.weight.t())
+        vocab_logits(output, h, DecodingCache(shared))  # a second session reuses the transpose
+        assert shared[output] is made
+        output.weight.mul_(2.0)  # an in-place update (optimizer step) invalidates it
+        torch.testing.assert_close(vocab_logits(output, h, DecodingCache(shared)), output(h))
+        assert shared[output] is not made
 
 
 @pytest.mark.parametrize("reorder", ["beams", "drop", "shuffle"])

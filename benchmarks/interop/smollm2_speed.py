@@ -1,9 +1,15 @@
 """Decoding speed of converted SmolLM2-135M vs transformers.generate on the same GGUF, same threads, interleaved.
 
-    nice -n 10 python benchmarks/interop/smollm2_speed.py --ckpt /tmp/iop/smol --threads 1 --repeats 3
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/interop/smollm2_speed.py --ckpt /tmp/smol --threads 1 \\
+        --repeats 3 --out benchmarks/results/smollm2_speed.json
 
-Both sides decode the same prompt ids (32 tokens of tinyshakespeare each) with 64 new tokens, fp32;
-tokens/s counts generated tokens (both stop at EOS; greedy outputs are checked equal).
+Both sides decode the same prompt ids (32 tokens of tinyshakespeare each, batch 1 and 8) with 64 new
+tokens, fp32, greedy and beam 4 (length penalty 1, early stopping). Tokens/s counts generated tokens;
+it is reported per wall-clock second and per CPU second of this process (``time.process_time``: on a
+machine shared with other jobs the wall clock also counts the time other processes held the core).
+Beam search runs with ``at_budget="stop"`` (transformers' ``max_new_tokens`` convention), and
+transformers gets a logits processor that drops the padding token and renormalises, as our scorer
+does, so both search the same distribution and the outputs are compared token for token.
 """
 
 from __future__ import annotations
@@ -17,18 +23,20 @@ import torch
 
 GGUF = Path(__file__).resolve().parents[3] / "shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
 TEXT = Path(__file__).resolve().parents[3] / "shared/data/tinyshakespeare/input.txt"
+SETTINGS = [("greedy", 1, 1), ("greedy", 8, 1), ("beam4", 1, 4), ("beam4", 8, 4)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--ckpt", required=True, help="SmolLM2 converted with `hybridformer convert`")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--only", nargs="*", default=[], help="e.g. greedy8 beam41")
+    parser.add_argument("--out", type=Path, help="write the per-repeat numbers and the summary as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
 
     from hybridformer.generation import GenerationOptions, decode_batch
     from hybridformer.inference import load_decoder
@@ -37,10 +45,16 @@ def main() -> None:
     decoder = load_decoder(args.ckpt)
     ids = decoder.tokenizer.encode(TEXT.read_text()[:20000], add_special_tokens=False).ids
     prompts = [ids[i * 300 : i * 300 + 32] for i in range(8)]
-    pad = decoder.config.pad_id
+    pad, eos = decoder.config.pad_id, decoder.config.eos_id
+
+    class WithoutPadding(LogitsProcessor):
+        """Padding gets no probability mass at all (renormalised), as in our ModelScorer."""
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            return scores.index_fill(-1, torch.tensor([pad]), float("-inf")).log_softmax(-1)
 
     def ours(batch: int, beam: int) -> list[list[int]]:
-        opts = GenerationOptions(beam=beam, max_len_a=0.0, max_len_b=args.new)
+        opts = GenerationOptions(beam=beam, max_len_a=0.0, max_len_b=args.new, at_budget="stop")
         return decode_batch(decoder, prompts[:batch], opts)
 
     def theirs(batch: int, beam: int) -> list[list[int]]:
@@ -48,32 +62,41 @@ def main() -> None:
         with torch.no_grad():
             out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=args.new, do_sample=False,
                               num_beams=beam, early_stopping=True, length_penalty=1.0, pad_token_id=pad,
-                              suppress_tokens=[pad])
+                              eos_token_id=eos, logits_processor=LogitsProcessorList([WithoutPadding()]))
         rows = out[:, x.shape[1]:].tolist()
-        eos = decoder.config.eos_id
-        return [r[: r.index(eos)] if eos in r else [t for t in r if t != pad] for r in rows]
+        return [r[: r.index(eos)] if eos in r else r for r in rows]
 
-    settings = [("greedy", 1, 1), ("greedy", 8, 1), ("beam4", 1, 4)]
-    settings = [s for s in settings if f"{s[0]}{s[1]}" in args.only or not args.only]
-    results = {f"{name} batch {b}": {"ours": [], "transformers": []} for name, b, _ in settings}
+    settings = [s for s in SETTINGS if f"{s[0]}{s[1]}" in args.only or not args.only]
+    runs: dict[str, dict[str, list]] = {f"{n} batch {b}": {"ours": [], "transformers": [], "same": []}
+                                        for n, b, _ in settings}
     for repeat in range(args.repeats):
         for name, batch, beam in settings:
-            outputs = {}
-            for engine, fn in (("ours", ours), ("transformers", theirs)) if repeat % 2 == 0 else (
-                    ("transformers", theirs), ("ours", ours)):
-                start = time.perf_counter()
+            key, outputs = f"{name} batch {batch}", {}
+            order = (("ours", ours), ("transformers", theirs))
+            for engine, fn in order if repeat % 2 == 0 else order[::-1]:
+                wall, cpu = time.perf_counter(), time.process_time()
                 outputs[engine] = fn(batch, beam)
-                seconds = time.perf_counter() - start
-                results[f"{name} batch {batch}"][engine].append(sum(map(len, outputs[engine])) / seconds)
-                print(f"  {engine}: {seconds:.1f} s, {sum(map(len, outputs[engine]))} tokens, "
-                      f"{torch.get_num_threads()} threads", flush=True)
-            same = outputs["ours"] == outputs["transformers"]
-            print(f"repeat {repeat} {name} batch {batch}: ours {results[f'{name} batch {batch}']['ours'][-1]:.1f} "
-                  f"tok/s, transformers {results[f'{name} batch {batch}']['transformers'][-1]:.1f} tok/s, "
-                  f"same tokens: {same}", flush=True)
-    summary = {k: {e: max(v) for e, v in r.items()} | {"speedup": max(r["ours"]) / max(r["transformers"])}
-               for k, r in results.items()}
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                tokens = sum(map(len, outputs[engine]))
+                runs[key][engine].append({"tokens": tokens, "wall_s": wall, "cpu_s": cpu})
+                print(f"  {engine}: {tokens} tokens, {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
+            runs[key]["same"].append(outputs["ours"] == outputs["transformers"])
+            print(f"repeat {repeat} {key}: same tokens {runs[key]['same'][-1]}", flush=True)
+    summary = {}
+    for key, r in runs.items():
+        best = {e: {"tok_per_wall_s": max(x["tokens"] / x["wall_s"] for x in r[e]),
+                    "tok_per_cpu_s": max(x["tokens"] / x["cpu_s"] for x in r[e])} for e in ("ours", "transformers")}
+        summary[key] = best | {
+            "speedup_wall": best["ours"]["tok_per_wall_s"] / best["transformers"]["tok_per_wall_s"],
+            "speedup_cpu": best["ours"]["tok_per_cpu_s"] / best["transformers"]["tok_per_cpu_s"],
+            "speedup_cpu_per_repeat": [t["cpu_s"] / o["cpu_s"] * o["tokens"] / t["tokens"]
+                                       for o, t in zip(r["ours"], r["transformers"], strict=True)],
+            "same_tokens": all(r["same"])}
     print(json.dumps(summary, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"threads": args.threads, "new_tokens": args.new, "runs": runs,
+                                        "summary": summary}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

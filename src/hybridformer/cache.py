@@ -8,7 +8,7 @@ for inference (``torch.no_grad``): they write into preallocated buffers in place
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 class KVCache:
@@ -93,17 +93,47 @@ class StaticKV:
 
 
 class TransposedWeight:
-    """A projection weight transposed once per decoding session (weights do not change while decoding)."""
+    """A contiguous transpose of a projection weight, valid while the weight is unchanged.
+
+    Made once and reused by every later decoding session of the same model (``DecodingCache.shared``):
+    an in-place update (an optimizer step, ``load_state_dict``) bumps the weight's version, a new
+    tensor has a new address, and either makes :meth:`matches` false so the copy is rebuilt.
+    """
 
     def __init__(self, weight: Tensor) -> None:
         self.weight = weight.detach().t().contiguous()
+        self.source = (weight.data_ptr(), weight._version, tuple(weight.shape))
 
-    def reorder(self, index: Tensor) -> None:
-        """Not per row: nothing to do."""
+    def matches(self, weight: Tensor) -> bool:
+        return self.source == (weight.data_ptr(), weight._version, tuple(weight.shape))
+
+
+def project(linear: nn.Module, x: Tensor, cache: DecodingCache | None) -> Tensor:
+    """``linear(x)``. In a one-row decoding step (batch 1, greedy or sampling) a plain ``nn.Linear``
+    multiplies by a contiguous transpose of its weight instead, kept in ``cache.shared`` while the
+    weight is unchanged: on CPU (MKL, 1 thread) that GEMM layout read SmolLM2-135M's layer weights
+    1.3x faster and its 49,152-row vocabulary head 1.9x faster than ``F.linear`` (docs/RESULTS.md). It
+    costs one copy of the weights, made at the first one-row step; wider steps never make it.
+    """
+    if cache is None or type(linear) is not nn.Linear or x.numel() != x.shape[-1]:
+        return linear(x)
+    state = cache.shared.get(linear)
+    if state is None or not state.matches(linear.weight):
+        state = cache.shared[linear] = TransposedWeight(linear.weight)
+    out = torch.matmul(x, state.weight)
+    return out if linear.bias is None else out + linear.bias
 
 
 class DecodingCache(dict):
-    """All incremental state of one model: ``{module: state}``, each state with ``reorder(index)``."""
+    """All incremental state of one model: ``{module: state}``, each state with ``reorder(index)``.
+
+    ``shared`` holds what does not depend on the rows and outlives one decoding session (e.g. a
+    :class:`TransposedWeight`); a scorer hands the same dict to each new cache, and ``reorder`` skips it.
+    """
+
+    def __init__(self, shared: dict | None = None) -> None:
+        super().__init__()
+        self.shared = {} if shared is None else shared
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (beam search's surviving hypotheses), in that order."""

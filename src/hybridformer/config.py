@@ -201,7 +201,7 @@ class ModelConfig(_Strict):
     tie_embeddings: bool = True  # decoder input embedding = output projection
     share_embeddings: bool = True  # encoder and decoder share one embedding (shared vocabulary)
     num_classes: int = Field(2, ge=0)  # encoder_classifier only; 0 = no head (a sentence encoder)
-    pad_id: int = Field(0, ge=0)
+    pad_id: int = Field(0, ge=0)  # == vocab_size: padding outside the vocabulary (GPT-2: no free token)
     bos_id: int = Field(1, ge=0)
     eos_id: int = Field(2, ge=0)
     # options of pretrained encoder-decoders and encoders (docs/interop.md); defaults = the toolkit's own models
@@ -238,9 +238,12 @@ class ModelConfig(_Strict):
         if self.t5_max_distance <= self.t5_buckets // 2:
             raise ValueError(f"t5_max_distance={self.t5_max_distance} must exceed half of t5_buckets={self.t5_buckets}"
                              " (the log-spaced buckets start there)")
-        for name in ("pad_id", "bos_id", "eos_id"):
+        for name in ("bos_id", "eos_id"):
             if getattr(self, name) >= self.vocab_size:
                 raise ValueError(f"{name}={getattr(self, name)} must be below vocab_size={self.vocab_size}")
+        if self.pad_id > self.vocab_size:  # == vocab_size: padding outside the vocabulary (no row, no logit)
+            raise ValueError(f"pad_id={self.pad_id} must be below vocab_size={self.vocab_size}, or equal to it "
+                             "for padding outside the vocabulary")
         if self.output_scale != 1.0 and self.arch != "encoder_decoder":
             raise ValueError("output_scale scales a seq2seq decoder's output (T5); leave it at 1.0 for "
                              f"arch={self.arch!r}")

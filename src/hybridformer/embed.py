@@ -1,29 +1,40 @@
-"""``embed``: mean-pooled sentence embeddings from an encoder checkpoint (e.g. a converted BERT/RoBERTa).
+"""``embed``: sentence embeddings from an encoder checkpoint (e.g. a converted BERT/RoBERTa).
 
 Each text is tokenized with the checkpoint's own tokenizer including its special tokens ([CLS] ...
 [SEP] for BERT, <s> ... </s> for RoBERTa), cut to the model's ``max_positions``, and encoded in
-right-padded batches; the embedding is the mean of the non-padding token states, the pooling of
-sentence-transformers models such as all-MiniLM-L6-v2.
+right-padded batches. ``pool="mean"``: the mean of the non-padding token states, the pooling of
+sentence-transformers models such as all-MiniLM-L6-v2; ``pool="cls"``: the first token's state
+(BERT's [CLS], for models trained with CLS pooling).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .models import Encoder
+
+POOLS = ("mean", "cls")
 
 
 @torch.no_grad()
 def embed(checkpoint: str | Path | Checkpoint, texts: Sequence[str], *, batch_size: int = 32,
-          device: str | torch.device = "cpu", normalize: bool = False) -> Tensor:
-    """(len(texts), d_model) float32 sentence embeddings; ``normalize`` makes each unit length (cosine)."""
+          device: str | torch.device = "cpu", normalize: bool = False, pool: str = "mean") -> Tensor:
+    """(len(texts), d_model) float32 sentence embeddings, ``pool`` ``mean`` or ``cls``; ``normalize`` makes
+    each unit length (cosine)."""
+    if pool not in POOLS:
+        raise ConfigError(f"pool={pool!r} is unknown; choose one of: {', '.join(POOLS)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device)
     model, cfg = ckpt.model.eval(), ckpt.config
     if not isinstance(model, Encoder):
@@ -45,6 +56,50 @@ def embed(checkpoint: str | Path | Checkpoint, texts: Sequence[str], *, batch_si
         tokens = torch.full((len(rows), max(len(r) for r in rows)), cfg.pad_id, dtype=torch.long)
         for i, row in enumerate(rows):
             tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        out.append(model.sentence_embedding(tokens.to(device)).float())
+        tokens = tokens.to(device)
+        pooled = model.sentence_embedding(tokens) if pool == "mean" else model.encode(tokens)[0][:, 0]
+        out.append(pooled.float())
     vectors = torch.cat(out) if out else torch.zeros(0, cfg.d_model)
     return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
+
+
+def embed_lines(checkpoint: Checkpoint, lines: Iterable[str], *, chunk: int = 256, **options: Any) -> Iterator[Tensor]:
+    """:func:`embed` over a stream of lines, ``chunk`` lines at a time (so output can stream)."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == chunk:
+            yield embed(checkpoint, batch, **options)
+            batch = []
+    if batch:
+        yield embed(checkpoint, batch, **options)
+
+
+def jsonl_rows(vectors: Tensor) -> Iterator[str]:
+    """One JSON object per embedding: ``{"embedding": [...]}``."""
+    for row in vectors.tolist():
+        yield json.dumps({"embedding": row})
+
+
+def save_embeddings(chunks: Iterable[Tensor], path: Path) -> int:
+    """Write the embeddings to ``path``: a ``(n, d_model)`` float32 NumPy array for ``.npy``, JSON lines
+    otherwise. Written to a temporary file renamed into place, so a failure leaves no partial output."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    count = 0
+    try:
+        if path.suffix == ".npy":
+            import numpy as np
+
+            vectors = torch.cat(list(chunks))
+            count = len(vectors)
+            with open(tmp, "wb") as handle:
+                np.save(handle, vectors.numpy().astype(np.float32))
+        else:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for vectors in chunks:
+                    handle.writelines(row + "\n" for row in jsonl_rows(vectors))
+                    count += len(vectors)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count

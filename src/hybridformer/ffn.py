@@ -7,6 +7,7 @@ from functools import partial
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cache import project
 from .context import MixerContext
 
 _gelu_tanh = partial(F.gelu, approximate="tanh")  # GPT-2's and T5 v1.1's "gelu_new"
@@ -28,10 +29,11 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, ctx: MixerContext | None = None) -> Tensor:
-        h = self.linear1(x)
+        cache = None if ctx is None else ctx.cache
+        h = project(self.linear1, x, cache)
         if self.gated:
             h, gate = h.chunk(2, dim=-1)
             h = self.act(h) * gate
         else:
             h = self.act(h)
-        return self.linear2(self.dropout(h))
+        return project(self.linear2, self.dropout(h), cache)

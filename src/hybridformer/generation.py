@@ -39,6 +39,7 @@ class GenerationOptions:
     max_len_b: int | None = None
     no_repeat_ngram: int = 0
     early_stopping: bool = True
+    at_budget: str = "eos"  # beam search at the length budget: "eos" forces EOS (fairseq), "stop" = transformers
     seed: int | None = None
     batch_tokens: int = 4096
     chat: bool = False  # each input line is a user message, wrapped in the checkpoint's chat template
@@ -62,6 +63,9 @@ class GenerationOptions:
             problems.append(f"max_len_b must be >= 0 (got {self.max_len_b})")
         if self.no_repeat_ngram < 0:
             problems.append(f"no_repeat_ngram must be >= 0, 0 = off (got {self.no_repeat_ngram})")
+        if self.at_budget not in ("eos", "stop"):
+            problems.append(f"at_budget must be 'eos' (fairseq: force EOS at the budget) or 'stop' (transformers' "
+                            f"max_new_tokens) (got {self.at_budget!r})")
         if self.batch_tokens < 1:
             problems.append(f"batch_tokens must be >= 1 (got {self.batch_tokens})")
         if problems:
@@ -98,7 +102,7 @@ def generate(
 
     ``options`` are the fields of :class:`GenerationOptions` (``beam``, ``lenpen``, ``sample``,
     ``temperature``, ``top_k``, ``top_p``, ``max_len_a``, ``max_len_b``, ``no_repeat_ngram``,
-    ``early_stopping``, ``seed``, ``batch_tokens``). Several checkpoints decode as one ensemble
+    ``early_stopping``, ``at_budget``, ``seed``, ``batch_tokens``). Several checkpoints decode as one ensemble
     (``weights``, ``combine`` as in :func:`~hybridformer.inference.load_decoder`). ``engine="ct2"`` decodes
     with CTranslate2 (``quantization`` as there). Checkpoints and options are checked now; the input is read
     lazily while iterating (an input without lines is a :class:`DataError`).
@@ -169,5 +173,5 @@ def decode_batch(decoder: Decoder | Ct2Decoder, sources: list[list[int]], opts: 
     if opts.beam_size == 1:
         return greedy_search(scorer, state, prefix, max_new_tokens=budget, **common)
     hyps = beam_search(scorer, state, prefix, beam=opts.beam_size, max_len=budget, lenpen=opts.lenpen,
-                       early_stopping=opts.early_stopping, **common)
+                       early_stopping=opts.early_stopping, at_budget=opts.at_budget, **common)
     return [h.tokens for h in hyps]

@@ -132,6 +132,7 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
     stacks = _chosen_stacks(cfg, plan.stack)
     update: dict[str, Any] = {}
     changed_layers: dict[str, list[int]] = {}
+    _check_sink_positions(cfg, attention, stacks)
     for role in stacks:
         stack: StackConfig = getattr(cfg, role)
         if stack.layer in NO_SELF_ATTENTION:
@@ -194,6 +195,19 @@ def _with_globals(attention: AttentionConfig, global_tokens: int) -> AttentionCo
         raise ConfigError(f"--global-tokens {global_tokens} contradicts num_global={options['num_global']} "
                           "in --attention; give one of them")
     return AttentionConfig(name=attention.name, **{**options, "num_global": global_tokens})
+
+
+def _check_sink_positions(cfg: ModelConfig, attention: AttentionConfig, stacks: list[str]) -> None:
+    """``sink_positions=cache`` (StreamingLLM) moves the sinks' relative positions: it needs a causal
+    stack and positions that enter the scores (RoPE, ALiBi, T5)."""
+    if attention.options.get("sink_positions") != "cache":
+        return
+    if "encoder" in stacks:
+        raise ConfigError("sink_positions=cache (StreamingLLM) is for causal decoders; an encoder's global "
+                          "tokens keep their absolute positions (drop sink_positions or use --stack decoder)")
+    if cfg.position not in ("rope", "alibi", "t5"):
+        raise ConfigError(f"sink_positions=cache changes nothing with position={cfg.position!r} (positions are "
+                          "added to the embeddings); it applies to rope, alibi and t5 models")
 
 
 def _carry_dropout(stack: StackConfig, attention: AttentionConfig) -> AttentionConfig:

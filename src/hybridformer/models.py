@@ -15,7 +15,7 @@ from .attention import ATTENTION, ALiBi, T5RelativeBias
 from .attention.head_subset import apply_pruned_heads
 from .blocks import LAYERS, Layer, LayerParts
 from .blocks.deepnet import deepnet_constants, deepnet_init
-from .cache import DecodingCache, TransposedWeight
+from .cache import DecodingCache, project
 from .config import AttentionConfig, ModelConfig, StackConfig
 from .context import MixerContext
 from .position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
@@ -23,31 +23,47 @@ from .quantized import quantize_dynamic_int8
 
 
 class TokenEmbedding(nn.Embedding):
-    """Token embedding, optionally scaled by √d_model (so it matches sinusoidal positions in size)."""
+    """Token embedding, optionally scaled by √d_model (so it matches sinusoidal positions in size).
+
+    Padding embeds as zeros. A pad id of ``vocab_size`` lies outside the vocabulary (GPT-2 has no
+    free token for padding): it has no row and no logit, and is embedded as zeros all the same.
+    """
 
     def __init__(self, vocab_size: int, d_model: int, pad_id: int, scale: bool) -> None:
-        super().__init__(vocab_size, d_model, padding_idx=pad_id)
+        inside = pad_id < vocab_size
+        super().__init__(vocab_size, d_model, padding_idx=pad_id if inside else None)
         self.scale = math.sqrt(d_model) if scale else 1.0
+        self.outside_pad = None if inside else pad_id
         nn.init.normal_(self.weight, std=d_model**-0.5)
-        with torch.no_grad():
-            self.weight[pad_id].zero_()
+        if inside:
+            with torch.no_grad():
+                self.weight[pad_id].zero_()
 
     def forward(self, tokens: Tensor) -> Tensor:
-        x = super().forward(tokens)
+        if self.outside_pad is not None:
+            padding = tokens.eq(self.outside_pad).unsqueeze(-1)
+            x = super().forward(tokens.clamp(max=self.num_embeddings - 1)).masked_fill(padding, 0.0)
+        else:
+            x = super().forward(tokens)
         return x * self.scale if self.scale != 1.0 else x
 
 
-def vocab_logits(output: nn.Module, h: Tensor, cache: DecodingCache | None) -> Tensor:
-    """``output(h)``, the vocabulary projection. In incremental decoding a plain ``nn.Linear`` multiplies
-    by a contiguous transpose of its weight made once per decoding session (kept in the cache): for the
-    few rows of a decoding step that GEMM layout was measured 1.3-1.5x faster on CPU than ``F.linear``'s.
+def vocab_logits(output: nn.Module, h: Tensor, cache: DecodingCache | None, logits_to_keep: int = 0) -> Tensor:
+    """``output(h)``, the vocabulary projection, of the last ``logits_to_keep`` positions (0: all).
+
+    Decoding needs only the next-token distribution, so a prompt pass keeps one position: the
+    (positions × vocabulary) logits of the others are never computed (``transformers``' ``logits_to_keep``).
+    In incremental decoding the GEMM layout follows the number of rows, as measured on CPU (1 thread,
+    SmolLM2's 49,152 × 576 head; docs/RESULTS.md): one row goes through :func:`~hybridformer.cache.project`
+    (the weight's kept transpose), 2-16 rows multiply the weight by the transposed rows (1.5-1.9x
+    ``F.linear``'s speed, no copy), more rows use ``F.linear``.
     """
-    if cache is None or type(output) is not nn.Linear or output.bias is not None:
-        return output(h)
-    state = cache.get(output)
-    if state is None:
-        state = cache[output] = TransposedWeight(output.weight)
-    return torch.matmul(h, state.weight)
+    if logits_to_keep > 0:
+        h = h[:, -logits_to_keep:]
+    rows = h.shape[0] * h.shape[1]
+    if cache is None or type(output) is not nn.Linear or output.bias is not None or rows == 1 or rows > 16:
+        return project(output, h, cache)
+    return torch.mm(output.weight, h.reshape(rows, -1).t()).t().reshape(*h.shape[:-1], -1)
 
 
 class Stack(nn.Module):
@@ -118,8 +134,9 @@ class EncoderDecoder(nn.Module):
         return self.encoder(self.src_embed(src), padding_mask=mask), mask
 
     def decode(self, tgt: Tensor, memory: Tensor, memory_padding_mask: Tensor, *,
-               cache: DecodingCache | None = None, offset: int = 0) -> Tensor:
+               cache: DecodingCache | None = None, offset: int = 0, logits_to_keep: int = 0) -> Tensor:
         """tgt: (batch, T) -> logits (batch, T, vocab); with a cache, tgt holds only the new tokens.
+        ``logits_to_keep`` > 0: logits of the last that many positions only (batch, logits_to_keep, vocab).
 
         The first target token is the decoder start token and never padding, even where it is the pad
         id (T5, Marian)."""
@@ -132,7 +149,7 @@ class EncoderDecoder(nn.Module):
                          memory_padding_mask=memory_padding_mask, cache=cache)
         if self.output_scale != 1.0:
             h = h * self.output_scale
-        return vocab_logits(self.output, h, cache)
+        return vocab_logits(self.output, h, cache, logits_to_keep)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         memory, mask = self.encode(src)
@@ -146,10 +163,12 @@ class DecoderLM(nn.Module):
         super().__init__()
         self.embed, self.decoder, self.output, self.pad_id = embed, decoder, output, pad_id
 
-    def decode(self, tokens: Tensor, *, cache: DecodingCache | None = None, offset: int = 0) -> Tensor:
+    def decode(self, tokens: Tensor, *, cache: DecodingCache | None = None, offset: int = 0,
+               logits_to_keep: int = 0) -> Tensor:
+        """tokens: (batch, T) -> logits (batch, T, vocab), or of the last ``logits_to_keep`` positions only."""
         padding = tokens.eq(self.pad_id) if cache is None else None
         h = self.decoder(self.embed(tokens), padding_mask=padding, offset=offset, cache=cache)
-        return vocab_logits(self.output, h, cache)
+        return vocab_logits(self.output, h, cache, logits_to_keep)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.decode(tokens)

@@ -99,17 +99,37 @@ class RotaryEmbedding(nn.Module):
         cos, sin = angles.cos(), angles.sin()
         if factor != 1.0:
             cos, sin = cos * factor, sin * factor
-        return Rotation(cos, sin)
+        return Rotation(cos, sin, inv_freq)
 
 
 class Rotation:
-    """Precomputed cos/sin for one call's positions, applied to every layer's q and k."""
+    """Precomputed cos/sin for one call's positions, applied to every layer's q and k.
 
-    def __init__(self, cos: Tensor, sin: Tensor) -> None:
+    ``inv_freq`` (the call's frequencies) lets a kernel move an already rotated vector to another
+    position (:meth:`shift`): StreamingLLM's sinks are scored from the query's position in the cache.
+    """
+
+    def __init__(self, cos: Tensor, sin: Tensor, inv_freq: Tensor | None = None) -> None:
         self.cos, self.sin = cos, sin  # (L, head_dim)
+        self.inv_freq = inv_freq  # (head_dim/2,)
 
     def rotate(self, x: Tensor) -> Tensor:
         """x: (batch, heads, L, head_dim) -> same, rotated (half-split channel pairing)."""
-        first, second = x.chunk(2, dim=-1)
-        rotated_half = torch.cat([-second, first], dim=-1)
-        return x * self.cos.to(x.dtype) + rotated_half * self.sin.to(x.dtype)
+        return x * self.cos.to(x.dtype) + rotate_half(x) * self.sin.to(x.dtype)
+
+    def shift(self, x: Tensor, back: Tensor) -> Tensor:
+        """x: (batch, heads, L, head_dim) rotated at positions p -> rotated at ``p - back`` (back: (L,)).
+
+        A pure rotation by ``-back`` positions: any attention factor already in ``x`` stays as it is.
+        """
+        if self.inv_freq is None:
+            raise ValueError("this rotation carries no frequencies, so it cannot move vectors to other positions")
+        angles = -back.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None]  # (L, head_dim/2)
+        angles = torch.cat([angles, angles], dim=-1)
+        return x * angles.cos().to(x.dtype) + rotate_half(x) * angles.sin().to(x.dtype)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """(x1, x2) -> (-x2, x1) over the two halves of the last dimension: RoPE's 90-degree turn."""
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)

@@ -103,3 +103,18 @@ def test_generate_streams_stdin_through_the_console_script(tiny_checkpoint):
     )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 3
+
+
+def test_generate_at_budget_option_through_the_console_script(monkeypatch, capsys, tiny_checkpoint, files):
+    code, out, err = run_cli(monkeypatch, capsys, "generate", tiny_checkpoint(), "--input", files / "src.txt",
+                             "--beam", "3", "--max-len-b", "4", "--at-budget", "stop")
+    assert code == 0, err
+    assert len(out.splitlines()) == 4
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from hybridformer.cli import main; main()", "generate", str(tiny_checkpoint()),
+         "--input", str(files / "src.txt"), "--at-budget", "truncate"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "at_budget" in proc.stderr, proc.stderr

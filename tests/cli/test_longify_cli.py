@@ -9,10 +9,14 @@ from hybridformer.checkpoint import load_config_file
 
 def test_cli_longifies_and_refuses_impossible_configs(monkeypatch, capsys, tmp_path, tiny_checkpoint):
     source = tiny_checkpoint("decoder_lm", position="rope")
-    done = run_entry("longify", source, "--attention", "sliding_window:window=4", "--global-tokens", "2",
-                     "--rope-scaling", "none", "--out", tmp_path / "long")
+    done = run_entry("longify", source, "--attention", "sliding_window:window=4,sink_positions=cache",
+                     "--global-tokens", "2", "--rope-scaling", "none", "--out", tmp_path / "long")
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "long" / "meta.json").is_file()
+    assert load_config_file(tmp_path / "long").decoder.attention.options["sink_positions"] == "cache"
+    (tmp_path / "in.txt").write_text("\n".join(TINY_TEXT[:2]) + "\n")
+    code, out, err = run_cli(monkeypatch, capsys, "generate", tmp_path / "long", "--input", tmp_path / "in.txt",
+                             "--max-len-b", "30")
+    assert code == 0 and len(out.splitlines()) == 2, err
     bad = run_entry("longify", source, "--attention", "linformer", "--out", tmp_path / "bad")
     assert_one_line_error(bad, 2, "cannot be causal")
     for args, message in [
@@ -20,6 +24,7 @@ def test_cli_longifies_and_refuses_impossible_configs(monkeypatch, capsys, tmp_p
         (["--attention", "sliding_window", "--layers", "3"], "layer 3 does not exist"),
         (["--attention", "sliding_window", "--layers", "every:x"], "every:N needs"),
         (["--attention", "sliding_window:window"], "must look like key=value"),
+        (["--attention", "sliding_window:sink_positions=later"], "sink_positions must be 'absolute' or 'cache'"),
     ]:
         code, _, err = run_cli(monkeypatch, capsys, "longify", source, *args, "--out", tmp_path / "bad")
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

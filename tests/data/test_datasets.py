@@ -5,12 +5,14 @@ import json
 
 import pytest
 
+from hybridformer import ModelConfig
 from hybridformer.data.datasets import lm_examples, read_jsonl, read_parallel, seq2seq_examples, split_text
 from hybridformer.data.text import read_lines
 from hybridformer.data.tokenizer import BOS, EOS, char_tokenizer
 from hybridformer.errors import DataError
 
 TOK = char_tokenizer("abcdefghijklmnopqrstuvwxyz \n")
+CFG = ModelConfig()  # the toolkit's own ids: <pad>=0, <s>=1, </s>=2
 
 
 def test_gzip_and_crlf(tmp_path):
@@ -53,7 +55,7 @@ def test_jsonl_fields_errors_and_lists(tmp_path):
 
 def test_empty_and_long_pairs_are_dropped_and_counted():
     pairs = [("abc", "de"), ("", "x"), ("y", "  "), ("a" * 50, "b"), ("ok", "fine")]
-    examples, report = seq2seq_examples(pairs, TOK, max_src_len=10, max_tgt_len=10, source="t")
+    examples, report = seq2seq_examples(pairs, TOK, max_src_len=10, max_tgt_len=10, source="t", config=CFG)
     assert (report.read, report.kept, report.dropped_empty, report.dropped_long) == (5, 2, 2, 1)
     assert "dropped 2 empty, 1 longer" in report.summary()
     first = examples[0]
@@ -63,16 +65,34 @@ def test_empty_and_long_pairs_are_dropped_and_counted():
 
 def test_lm_blocks_are_shifted_by_one():
     text = "abcdefghij\n" * 3
-    examples, report = lm_examples(text, TOK, block_size=8, source="lm")
+    examples, report = lm_examples(text, TOK, block_size=8, source="lm", config=CFG)
     assert report.kept == len(examples) == (len(text) + 1 - 1) // 8
     for ex in examples:
         assert len(ex.tgt_in) == len(ex.tgt_out) == 8 and ex.src == []
         assert ex.tgt_in[1:] == ex.tgt_out[:-1]
     assert examples[0].tgt_in[0] == BOS and examples[1].tgt_in[0] == examples[0].tgt_out[-1]
     with pytest.raises(DataError, match="less than one block"):
-        lm_examples("ab", TOK, block_size=8, source="lm")
+        lm_examples("ab", TOK, block_size=8, source="lm", config=CFG)
 
 
 def test_split_text_at_line_break():
     train, valid = split_text("aaaa\nbbbb\ncccc\ndddd\n", 0.25)
     assert train + valid == "aaaa\nbbbb\ncccc\ndddd\n" and train.endswith("\n") and valid
+
+
+def test_special_ids_come_from_the_model_config():
+    """A converted T5 starts its decoder from pad (0) and ends with EOS 1; BART frames sources <s> ... </s>."""
+    from tokenizers import processors
+
+    t5 = ModelConfig(pad_id=0, eos_id=1, bos_id=1, decoder_start_id=0)
+    (ex,), _ = seq2seq_examples([("abc", "de")], TOK, max_src_len=10, max_tgt_len=10, source="t", config=t5)
+    assert ex.src[-1] == 1 and ex.tgt_in[0] == 0 and ex.tgt_out[-1] == 1 and ex.tgt_in[1:] == ex.tgt_out[:-1]
+    framed = TOK.from_str(TOK.to_str())
+    framed.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1),
+                                                                                             ("</s>", 2)])
+    (ex,), _ = seq2seq_examples([("abc", "de")], framed, max_src_len=5, max_tgt_len=10, source="t", config=CFG)
+    assert ex.src == [1, *TOK.encode("abc").ids, 2]  # the post-processor's framing, EOS not doubled
+    gpt2 = ModelConfig(arch="decoder_lm", vocab_size=TOK.get_vocab_size(), pad_id=TOK.get_vocab_size(), bos_id=2,
+                       eos_id=2)
+    examples, _ = lm_examples("abcdefghij\n" * 3, TOK, block_size=8, source="lm", config=gpt2)
+    assert examples[0].tgt_in[0] == 2

@@ -61,36 +61,43 @@ def test_beam_finds_the_best_sequence_where_greedy_does_not():
     assert best.log_prob == pytest.approx(math.log(0.36), abs=1e-5)
 
 
+@pytest.mark.parametrize("at_budget", ["eos", "stop"])  # EOS well within the budget: both conventions agree
 @pytest.mark.parametrize("early_stopping", [True, False])
-def test_length_penalty_changes_the_choice(early_stopping):
+def test_length_penalty_changes_the_choice(early_stopping, at_budget):
     # [] scores log .5 = -0.69 (length 1); [a, b] scores log .256 = -1.36 (length 3, mean -0.45)
     table = {(): {EOS: 0.5, A: 0.4, B: 0.1}, (A,): {B: 0.8, EOS: 0.1, A: 0.1}, (A, B): {EOS: 0.8, A: 0.1, B: 0.1},
              (B,): {A: 1.0}}
     scorer = TableScorer(table)
-    assert run_beam(scorer, 2, max_len=6, lenpen=0.0, early_stopping=early_stopping).tokens == []
-    chosen = run_beam(scorer, 2, max_len=6, lenpen=1.0, early_stopping=early_stopping)
+    options = {"max_len": 6, "early_stopping": early_stopping, "at_budget": at_budget}
+    assert run_beam(scorer, 2, lenpen=0.0, **options).tokens == []
+    chosen = run_beam(scorer, 2, lenpen=1.0, **options)
     assert chosen.tokens == [A, B]
     assert chosen.score == pytest.approx(math.log(0.256) / 3, abs=1e-5)
 
 
-def brute_force_best(scorer: TableScorer, max_len: int, lenpen: float) -> tuple[list[int], float]:
+def brute_force_best(scorer: TableScorer, max_len: int, lenpen: float, at_budget: str = "eos",
+                     ) -> tuple[list[int], float]:
+    """Every output the budget allows: ``eos``: up to ``max_len`` tokens, then EOS (scored); ``stop``: up to
+    ``max_len - 1`` tokens then EOS, or exactly ``max_len`` tokens and no EOS."""
     best, best_score = None, -math.inf
     for n in range(max_len + 1):
         for seq in itertools.product([A, B], repeat=n):
             log_prob = sum(float(scorer.distribution(seq[:i])[t]) for i, t in enumerate(seq))
-            log_prob += float(scorer.distribution(seq)[EOS])
-            score = log_prob / (n + 1) ** lenpen
+            ends_with_eos = at_budget == "eos" or n < max_len
+            log_prob += float(scorer.distribution(seq)[EOS]) if ends_with_eos else 0.0
+            score = log_prob / (n + ends_with_eos) ** lenpen
             if score > best_score:
                 best, best_score = list(seq), score
     return best, best_score
 
 
+@pytest.mark.parametrize("at_budget", ["eos", "stop"])
 @pytest.mark.parametrize("lenpen", [0.0, 1.0, 2.0])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_exact_beam_with_room_for_every_prefix_equals_brute_force(seed, lenpen):
+def test_exact_beam_with_room_for_every_prefix_equals_brute_force(seed, lenpen, at_budget):
     scorer = TableScorer(seed=seed)
-    best = run_beam(scorer, 16, max_len=3, lenpen=lenpen, early_stopping=False)
-    tokens, score = brute_force_best(scorer, 3, lenpen)
+    best = run_beam(scorer, 16, max_len=3, lenpen=lenpen, early_stopping=False, at_budget=at_budget)
+    tokens, score = brute_force_best(scorer, 3, lenpen, at_budget)
     assert best.tokens == tokens
     assert best.score == pytest.approx(score, abs=1e-5)
 
@@ -101,6 +108,28 @@ def test_budget_forces_eos():
     best = run_beam(scorer, 2, max_len=2, early_stopping=False)
     assert best.tokens == [A, A]
     assert best.log_prob == pytest.approx(2 * math.log(0.99) + math.log(0.01), abs=1e-5)
+
+
+def test_budget_conventions_on_a_hand_checked_case():
+    """One token of budget, beam 2, lenpen 1. EOS (0.1) ranks third at step 0, so no hypothesis ends there.
+
+    eos (fairseq): EOS is forced after the budget's token and scored, length 2:
+        [a] log(0.6 · 0.1) / 2 = -1.41, [b] log(0.3 · 0.9) / 2 = -0.65 -> [b]
+    stop (transformers' max_new_tokens=1): the two best extensions end as they are, length 1:
+        [a] log 0.6 = -0.51, [b] log 0.3 = -1.20 -> [a]
+    """
+    table = {(): {A: 0.6, B: 0.3, EOS: 0.1}, (A,): {A: 0.9, EOS: 0.1}, (B,): {EOS: 0.9, A: 0.1}}
+    scorer = TableScorer(table)
+    fairseq = run_beam(scorer, 2, max_len=1, lenpen=1.0, at_budget="eos")
+    assert fairseq.tokens == [B]
+    assert fairseq.log_prob == pytest.approx(math.log(0.27), abs=1e-5)
+    assert fairseq.score == pytest.approx(math.log(0.27) / 2, abs=1e-5)
+    hf = run_beam(scorer, 2, max_len=1, lenpen=1.0, at_budget="stop")
+    assert hf.tokens == [A]
+    assert hf.log_prob == pytest.approx(math.log(0.6), abs=1e-5)
+    assert hf.score == pytest.approx(math.log(0.6), abs=1e-5)
+    with pytest.raises(ValueError, match="at_budget"):
+        run_beam(scorer, 2, max_len=1, at_budget="truncate")
 
 
 def tiny(arch: str) -> torch.nn.Module:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hybridformer import ModelConfig, build_model
-from hybridformer.decoding import ModelScorer, beam_search, greedy_search, sample_search
+from hybridformer.decoding import ModelScorer, beam_search, greedy_search, output_log_probs, sample_search
 
 
 class FullRecomputeScorer:
@@ -59,3 +59,57 @@ def test_cached_equals_full_recomputation(arch, position, kind):
     full = search(kind, FullRecomputeScorer(model), src, prefix, budget)
     assert cached == full
     assert any(cached)  # the comparison is not between empty outputs
+
+
+class AllLogitsScorer(ModelScorer):
+    """The same cached decoding, but every step projects every position onto the vocabulary (the old prompt pass)."""
+
+    @torch.no_grad()
+    def step(self, state, prev_tokens):
+        if self.seq2seq:
+            logits = self.model.decode(prev_tokens, state.memory, state.memory_padding_mask,
+                                       cache=state.cache, offset=state.offset)
+            state.memory = state.memory_padding_mask = None
+        else:
+            logits = self.model.decode(prev_tokens, cache=state.cache, offset=state.offset)
+        assert logits.shape[1] == prev_tokens.shape[1]
+        state.offset += prev_tokens.shape[1]
+        return output_log_probs(logits[:, -1], self.model.pad_id), state
+
+
+@pytest.mark.parametrize("arch", ["encoder_decoder", "decoder_lm"])
+def test_last_position_prompt_pass_gives_the_same_tokens_and_scores(arch):
+    """Scoring only the last prompt position (logits_to_keep=1) changes nothing: same next-token
+    log-probs, same greedy tokens, same beam hypotheses and scores as projecting every position."""
+    cfg = ModelConfig(arch=arch, vocab_size=23, d_model=16, heads=2, kv_heads=1, ffn_dim=32, dropout=0.0,
+                      position="rope", encoder={"layers": 1}, decoder={"layers": 2})
+    model = build_model(cfg).eval()
+    src = torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]])
+    prefix = torch.ones(2, 1, dtype=torch.long) if arch == "encoder_decoder" else torch.tensor(
+        [[5, 6, 7, 11, 12, 13], [9, 3, 4, 14, 15, 16]])
+    last, every = ModelScorer(model), AllLogitsScorer(model)
+    first_last, _ = last.step(last.init_state(src), prefix)
+    first_every, _ = every.step(every.init_state(src), prefix)
+    torch.testing.assert_close(first_last, first_every)
+    budget = torch.tensor([9, 6])
+    assert search("greedy", last, src, prefix, budget) == search("greedy", every, src, prefix, budget)
+    hyps = [beam_search(s, s.init_state(src), prefix, beam=3, eos_id=2, max_len=budget) for s in (last, every)]
+    assert [h.tokens for h in hyps[0]] == [h.tokens for h in hyps[1]] and any(h.tokens for h in hyps[0])
+    torch.testing.assert_close(torch.tensor([h.score for h in hyps[0]]), torch.tensor([h.score for h in hyps[1]]))
+
+
+@pytest.mark.parametrize("arch", ["encoder_decoder", "decoder_lm"])
+def test_one_row_steps_through_transposed_weights_equal_full_recomputation(arch):
+    """Batch 1 greedy: every step has one row, so every projection multiplies by its kept transpose
+    (``cache.project``); the tokens still equal a full forward's, also in a second session (reused copies)."""
+    cfg = ModelConfig(arch=arch, vocab_size=17, d_model=16, heads=2, kv_heads=1, ffn_dim=32, dropout=0.0,
+                      position="rope", encoder={"layers": 1}, decoder={"layers": 2}, attention_bias=True)
+    model = build_model(cfg).eval()
+    src = torch.tensor([[5, 6, 7, 8, 2]])
+    prefix = torch.ones(1, 1, dtype=torch.long) if arch == "encoder_decoder" else torch.tensor([[5, 6, 7]])
+    scorer = ModelScorer(model)
+    full = search("greedy", FullRecomputeScorer(model), src, prefix, 9)
+    assert search("greedy", scorer, src, prefix, 9) == full and any(full)
+    copies = len(scorer.shared)
+    assert copies >= 4 * 2 + 1  # qkv, out, two FFN projections per layer, and the vocabulary head
+    assert search("greedy", scorer, src, prefix, 9) == full and len(scorer.shared) == copies

@@ -179,6 +179,32 @@ def test_sequence_kd_decodes_once_and_reuses_the_cache(tmp_path, teacher, monkey
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["train_file"].endswith("seqkd/train.jsonl")
 
 
+def test_interrupted_teacher_decoding_resumes_after_the_last_finished_shard(tmp_path, teacher, monkeypatch):
+    task = make_task("numbers", 40, 10)
+    ckpt = load_checkpoint(teacher)
+    options = {"search": {"beam": 2}, "device": "cpu", "weights": None, "combine": "prob", "log": lambda _: None}
+    whole = seqkd_module.teacher_targets(tmp_path / "whole", [ckpt], task.train, task.valid, **options)
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(seqkd_module, "generate", interrupted)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        seqkd_module.teacher_targets(run, [ckpt], task.train, task.valid, shard_size=15, **options)
+    assert not (run / "seqkd").exists() and (run / ".seqkd.partial" / "train-00000.jsonl").exists()
+    calls.clear()
+    monkeypatch.setattr(seqkd_module, "generate", lambda *a, **k: calls.append(1) or generate(*a, **k))
+    cache = seqkd_module.teacher_targets(run, [ckpt], task.train, task.valid, shard_size=15, **options)
+    assert len(calls) == 2  # shards 2 and 3 of 3: the first one was kept
+    assert (cache / "train.jsonl").read_bytes() == (whole / "train.jsonl").read_bytes()
+    assert sorted(p.name for p in cache.iterdir()) == ["meta.json", "train.jsonl", "valid.jsonl"]
+
+
 def test_mismatched_vocabularies_are_refused(tmp_path, teacher, tiny_checkpoint):
     other = tmp_path / "reverse-tokenizer.json"
     make_task("reverse", 10, 2).tokenizer.save(str(other))

@@ -28,16 +28,27 @@ def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module,
                              "original_max_position_embeddings": 16})),
         "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
         "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=5)),
+        # GPT-2: one special token for BOS and EOS, no pad token (the pad goes outside the vocabulary)
+        "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                                       bos_token_id=95, eos_token_id=95)),
     }
     config_class, model_class, extra = variants[kind]
-    config = getattr(transformers, config_class)(**(common | extra | overrides))
+    base = {"vocab_size": common["vocab_size"]} if kind == "gpt2" else common
+    config = getattr(transformers, config_class)(**(base | extra | overrides))
     model = getattr(transformers, model_class)(config).eval()
     with torch.no_grad():  # random biases (HF initialises them to zero, which would hide a mapping error)
         for name, param in model.named_parameters():
             if name.endswith("bias"):
                 param.normal_(std=0.1)
+            elif kind == "gpt2" and ".ln_" in name:  # LayerNorm weights too: a swapped ln_1/ln_2 must show
+                param.normal_(1.0, 0.2)
     model.save_pretrained(directory)
     return model, directory
+
+
+def hf_ids(tokens: torch.Tensor, vocab: int) -> torch.Tensor:
+    """``tokens`` as transformers can embed them: a pad id outside the vocabulary (GPT-2) becomes 0 (masked)."""
+    return tokens.masked_fill(tokens.ge(vocab), 0)
 
 
 def padded_batch(vocab: int, pad_id: int, lengths: list[int], avoid: tuple[int, ...] = ()) -> torch.Tensor:

@@ -28,6 +28,8 @@ SEQ2SEQ = {
     "t5-gqa": {"position": "t5", "heads": 4, "kv_heads": 2},
     "learned-offset-no-biases-eps": {"position": "learned", "position_offset": 2, "max_positions": 64,
                                      "attention_bias": False, "ffn_bias": False, "norm_eps": 1e-6},
+    "halves-sinusoid-start-id-output-scale": {"sinusoid_layout": "halves", "decoder_start_id": 0,
+                                              "output_scale": 0.25, "activation": "geglu_tanh"},
     "t5-pruned-equal": {"position": "t5", "pruned_heads": {
         "encoder.layers.0.sublayers.0.body": [1], "decoder.layers.0.sublayers.0.body": [0],
         "decoder.layers.0.sublayers.1.body": [1]}},
@@ -44,6 +46,13 @@ LM = {
     "learned-postnorm": {"position": "learned", "norm_placement": "post"},
     "sinusoidal-untied": {"tie_embeddings": False},
     "no-positions-mqa": {"position": "none", "heads": 2, "kv_heads": 1},
+    "gelu-tanh-score-scale": {"activation": "gelu_tanh", "score_scale": 0.5},
+    "silu-embedding-norm-logits-bias": {"activation": "silu", "layernorm_embedding": True,
+                                        "final_logits_bias": True, "tie_embeddings": False},
+    "rope-llama3-scaling": {"position": "rope", "max_positions": 8, "rope_scaling": {
+        "type": "llama3", "factor": 4.0, "original_max_positions": 4}},
+    "rope-yarn-scaling": {"position": "rope", "rope_scaling": {"type": "yarn", "factor": 4.0,
+                                                               "original_max_positions": 4}},
 }
 
 
@@ -158,7 +167,8 @@ UNSUPPORTED = {
     "alibi in seq2seq": ("encoder_decoder", {"position": "alibi"}, "decoder-only"),
     "int8 torch model": ("decoder_lm", {"quantization": "dynamic_int8"}, "--quantization int8"),
     "classifier": ("encoder_classifier", {}, "classifier"),
-    "yarn rope scaling": ("decoder_lm", {"position": "rope", "rope_scaling": {"type": "yarn", "factor": 2.0}}, "yarn"),
+    "dynamic rope scaling": ("decoder_lm", {"position": "rope", "rope_scaling": {"type": "dynamic", "factor": 2.0}},
+                             "rope_scaling.type='dynamic'"),
 }
 
 

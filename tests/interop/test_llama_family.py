@@ -1,5 +1,6 @@
-"""Llama, Mistral and Qwen2 converted from tiny local transformers models: logits, greedy tokens and the
-cache agree with transformers (RoPE scaling, GQA, explicit head_dim, biases, tied/untied heads, sliding window)."""
+"""Llama, Mistral, Qwen2 and GPT-2 converted from tiny local transformers models: logits, greedy tokens and the
+cache agree with transformers (RoPE scaling, GQA, explicit head_dim, biases, tied/untied heads, sliding window,
+GPT-2's Conv1D weights and its padding outside the vocabulary)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import torch
 
 pytest.importorskip("transformers")
 
-from interop.hf_tiny import cached_logits, padded_batch, save_tiny  # noqa: E402
+from interop.hf_tiny import cached_logits, hf_ids, padded_batch, save_tiny  # noqa: E402
 
 from hybridformer import convert, load_checkpoint  # noqa: E402
+from hybridformer.decoding.beam import beam_search  # noqa: E402
 from hybridformer.decoding.greedy import greedy_search  # noqa: E402
 from hybridformer.decoding.scorer import ModelScorer  # noqa: E402
 
-KINDS = ["llama", "llama-dynamic", "llama-yarn", "qwen2", "mistral"]
+KINDS = ["llama", "llama-dynamic", "llama-yarn", "qwen2", "mistral", "gpt2"]
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -34,7 +36,8 @@ def test_padded_batch_logits_match(pair) -> None:
     mask = tokens.ne(pad)
     with torch.no_grad():
         ours = ckpt.model(tokens)
-        theirs = hf(tokens, attention_mask=mask.long()).logits
+        theirs = hf(hf_ids(tokens, ckpt.config.vocab_size), attention_mask=mask.long()).logits
+    assert ours.shape == theirs.shape  # the same vocabulary: a pad outside it adds no logit
     assert (ours - theirs)[mask].abs().max() < 1e-4
 
 
@@ -42,9 +45,11 @@ def test_greedy_20_tokens_identical(pair) -> None:
     hf, ckpt = pair
     cfg = ckpt.config
     prompt = padded_batch(cfg.vocab_size, cfg.pad_id, [7, 7], avoid=(cfg.eos_id,))
+    inside = cfg.pad_id < cfg.vocab_size  # GPT-2's pad has no logit: nothing to suppress, HF pads with EOS
     with torch.no_grad():
         theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20, do_sample=False,
-                             suppress_tokens=[cfg.pad_id], pad_token_id=cfg.pad_id, eos_token_id=cfg.eos_id)
+                             suppress_tokens=[cfg.pad_id] if inside else None,
+                             pad_token_id=cfg.pad_id if inside else cfg.eos_id, eos_token_id=cfg.eos_id)
     ours = greedy_search(ModelScorer(ckpt.model), ModelScorer(ckpt.model).init_state(None), prompt,
                          eos_id=cfg.eos_id, max_new_tokens=20)
     for row, generated in zip(theirs[:, 7:].tolist(), ours, strict=True):
@@ -66,7 +71,41 @@ def test_cached_decoding_equals_full_forward(pair) -> None:
 def test_converted_config_reflects_the_source(pair) -> None:
     hf, ckpt = pair
     cfg, hf_cfg = ckpt.config, hf.config
+    kv_heads = getattr(hf_cfg, "num_key_value_heads", hf_cfg.num_attention_heads)
     assert (cfg.d_model, cfg.heads, cfg.num_kv_heads, cfg.decoder.layers) == (
-        hf_cfg.hidden_size, hf_cfg.num_attention_heads, hf_cfg.num_key_value_heads, hf_cfg.num_hidden_layers)
+        hf_cfg.hidden_size, hf_cfg.num_attention_heads, kv_heads, hf_cfg.num_hidden_layers)
     assert cfg.tie_embeddings == hf_cfg.tie_word_embeddings
     assert cfg.pad_id not in (cfg.bos_id, cfg.eos_id)  # padding never hides a real BOS/EOS
+    if hf_cfg.model_type == "gpt2":  # no free token: padding lies outside the vocabulary
+        assert (cfg.pad_id, cfg.bos_id, cfg.eos_id) == (cfg.vocab_size, 95, 95)
+
+
+@pytest.mark.parametrize("lenpen", [1.0, 0.0])
+def test_beam_search_matches_transformers_under_its_budget_convention(pair, lenpen) -> None:
+    """``at_budget="stop"`` is transformers' beam search: same hypotheses for beam 3 over 12 new tokens.
+
+    Both search the same distribution: transformers' ``suppress_tokens`` would set the padding token's
+    log-probability to -inf without renormalising, while we never give padding any mass, so a logits
+    processor renormalises without it (log-probs in, log-probs out), as ours are."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    hf, ckpt = pair
+    cfg = ckpt.config
+
+    class WithoutPadding(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if cfg.pad_id >= scores.shape[-1]:  # GPT-2: padding lies outside the vocabulary already
+                return scores.log_softmax(-1)
+            return scores.index_fill(-1, torch.tensor([cfg.pad_id]), float("-inf")).log_softmax(-1)
+
+    prompt = padded_batch(cfg.vocab_size, cfg.pad_id, [6, 6], avoid=(cfg.eos_id,))
+    with torch.no_grad():
+        theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False,
+                             num_beams=3, early_stopping=True, length_penalty=lenpen, pad_token_id=cfg.pad_id,
+                             eos_token_id=cfg.eos_id, logits_processor=LogitsProcessorList([WithoutPadding()]))
+    scorer = ModelScorer(ckpt.model)
+    ours = beam_search(scorer, scorer.init_state(None), prompt, beam=3, eos_id=cfg.eos_id, max_len=12,
+                       lenpen=lenpen, at_budget="stop")
+    for row, hyp in zip(theirs[:, 6:].tolist(), ours, strict=True):
+        expected = row[: row.index(cfg.eos_id)] if cfg.eos_id in row else row
+        assert hyp.tokens == expected

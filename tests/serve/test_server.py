@@ -54,13 +54,16 @@ def served_models(tmp_path_factory, tiny_tokenizer) -> dict[str, Path]:
 
 
 @contextmanager
-def running_server(checkpoint: Path, **settings) -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` of ``checkpoint`` served in this process until the block ends."""
+def running_server(checkpoint: Path, prepare=None, **settings) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of ``checkpoint`` served in this process until the block ends
+    (``prepare(app)`` runs on the FastAPI app before it starts)."""
     from hybridformer.serve import ServeSettings, build_server
 
     engine = settings.pop("engine", "torch")
     server = build_server(checkpoint, ServeSettings(engine=engine, **settings), port=free_port(),
                           log_level="warning")
+    if prepare is not None:
+        prepare(server.config.app)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

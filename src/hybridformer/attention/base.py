@@ -19,7 +19,13 @@ class AttentionKernel(nn.Module):
     key_padding_mask: (batch, kv_len), True = padding; returns (batch, heads, q_len, head_dim).
     Options are keyword-only ``__init__`` parameters. A kernel also owns its decoding memory:
     the default is a growing KV cache over which the query attends exactly.
+
+    ``rotates_sinks``: True for a kernel that scores some keys from positions of its own (StreamingLLM's
+    cache positions, ``sliding_window:sink_positions=cache``); such a kernel's ``forward`` and ``step``
+    also take the call's RoPE rotation as ``rope=`` (RoPE is otherwise applied before every kernel).
     """
+
+    rotates_sinks = False
 
     @classmethod
     def check(cls, *, causal: bool, position: str, where: str) -> None:

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from ..cache import RollingKVCache
 from ..errors import ConfigError
+from ..position import Rotation
 from .base import AttentionKernel, attend, expand_kv
 from .bias import ScoreBias
 from .masks import drop_empty_padding, position_mask
@@ -21,26 +22,43 @@ class SlidingWindowAttention(AttentionKernel):
     keys) with SDPA's fused kernel, so time and memory are O(L · (window + chunk)) forward and
     backward — never an L × L mask. Global query rows are one extra dense pass over all keys.
     Decoding keeps a rolling cache bounded by ``num_global + window`` keys however long the output.
+
+    ``sink_positions``: where a causal query sees the global (sink) tokens. ``absolute``: at their own
+    positions, so a query at position p sees sink s at distance p - s, which grows without bound.
+    ``cache`` (StreamingLLM, Xiao et al., 2023): at their positions in the rolling cache, which holds the
+    sinks followed by the window, so the query sits at cache position ``min(p, num_global + window)``
+    and every distance it sees stays within ``num_global + window``. Window keys keep their distances
+    either way. With RoPE the kernel receives the call's rotation (``rope``) and re-rotates the queries
+    for the sink scores; a score bias (ALiBi, T5) is evaluated at the same cache positions.
     """
 
-    def __init__(self, *, window: int = 256, num_global: int = 0, chunk_size: int = 128, dropout: float = 0.0) -> None:
+    def __init__(self, *, window: int = 256, num_global: int = 0, chunk_size: int = 128, dropout: float = 0.0,
+                 sink_positions: str = "absolute") -> None:
         super().__init__()
         for name, value, least in (("window", window, 1), ("num_global", num_global, 0), ("chunk_size", chunk_size, 1)):
             if value < least:
                 raise ConfigError(f"attention 'sliding_window': {name} must be >= {least}, got {value}")
+        if sink_positions not in ("absolute", "cache"):
+            raise ConfigError(f"attention 'sliding_window': sink_positions must be 'absolute' or 'cache' "
+                              f"(StreamingLLM), got {sink_positions!r}")
         self.window, self.num_global, self.chunk_size, self.dropout = window, num_global, chunk_size, dropout
+        self.sink_positions = sink_positions
+        self.rotates_sinks = sink_positions == "cache" and num_global > 0
 
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
-        key_padding_mask: Tensor | None = None, bias: ScoreBias | None = None,
+        key_padding_mask: Tensor | None = None, bias: ScoreBias | None = None, rope: Rotation | None = None,
     ) -> Tensor:
         q_len, k_len = q.shape[2], k.shape[2]
         offset = k_len - q_len  # query i sits at key position offset + i
         padding = drop_empty_padding(key_padding_mask)
-        if offset == 0:
+        if self.rotates_sinks and not causal:
+            raise ConfigError("attention 'sliding_window': sink_positions='cache' (StreamingLLM) is for causal "
+                              "stacks; an encoder's global tokens keep their absolute positions")
+        if offset == 0 and not self._moves_sinks(k_len - 1):
             out = self._all_blocks(q, k, v, causal, padding, bias)
-        else:
-            out = self._block_by_block(q, k, v, causal, padding, bias, offset)
+        else:  # a chunk after a cache, or sinks seen from cache positions: band by band
+            out = self._block_by_block(q, k, v, causal, padding, bias, offset, rope)
         global_rows = min(q_len, max(0, self.num_global - offset))
         if global_rows:  # global queries attend every key
             q_pos = torch.arange(global_rows, device=q.device) + offset
@@ -106,8 +124,9 @@ class SlidingWindowAttention(AttentionKernel):
         return out.flatten(2, 3)[:, :, :length]
 
     def _block_by_block(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, padding: Tensor | None,
-                        bias: ScoreBias | None, offset: int) -> Tensor:
-        """Fewer queries than keys (a chunk decoded after a cache): one band per query block."""
+                        bias: ScoreBias | None, offset: int, rope: Rotation | None = None) -> Tensor:
+        """One band of keys (plus the global keys) per block of ``chunk_size`` queries: a chunk decoded
+        after a cache, or sinks at cache positions (each block gathers its own keys)."""
         q_len, k_len = q.shape[2], k.shape[2]
         outputs = []
         for start in range(0, q_len, self.chunk_size):
@@ -118,12 +137,12 @@ class SlidingWindowAttention(AttentionKernel):
             if self.num_global and lo > 0:  # global keys left of the band
                 k_pos = torch.cat([torch.arange(min(self.num_global, lo), device=q.device), k_pos])
             outputs.append(self._attend(q[:, :, start : start + self.chunk_size], k, v, q_pos, k_pos, causal,
-                                        padding, bias, window=self.window))
+                                        padding, bias, window=self.window, rope=rope))
         return torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
 
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, causal: bool,
-        padding: Tensor | None, bias: ScoreBias | None, *, window: int | None,
+        padding: Tensor | None, bias: ScoreBias | None, *, window: int | None, rope: Rotation | None = None,
     ) -> Tensor:
         """Queries at absolute ``q_pos`` over the keys at ``k_pos`` (gathered; contiguous when possible)."""
         contiguous = int(k_pos[-1]) - int(k_pos[0]) + 1 == len(k_pos)
@@ -132,21 +151,45 @@ class SlidingWindowAttention(AttentionKernel):
         allowed = position_mask(
             q_pos[:, None], k_pos[None, :], causal=causal, window=window, num_global=self.num_global,
             key_padding=None if padding is None else padding[:, None, None, cols])
-        score_bias = None if bias is None else bias.between(q_pos[:, None], k_pos[None, :])
         dropout = self.dropout if self.training else 0.0
-        return attend(q, keys, values, allowed=allowed, bias=score_bias, dropout=dropout)
+        scores = self._position_scores(q, keys, q_pos, k_pos, bias, rope)
+        return attend(q, keys, values, allowed=allowed, bias=scores, dropout=dropout)
 
     def new_state(self) -> RollingKVCache:
         return RollingKVCache(self.window, self.num_global)
 
-    def step(self, q: Tensor, k: Tensor, v: Tensor, state: RollingKVCache, *, bias: ScoreBias | None = None) -> Tensor:
+    def step(self, q: Tensor, k: Tensor, v: Tensor, state: RollingKVCache, *, bias: ScoreBias | None = None,
+             rope: Rotation | None = None) -> Tensor:
         """Attend the new tokens over the kept keys (global + last ``window``) and themselves."""
         keys, values, k_pos = state.extend(k, v)
         q_pos = torch.arange(state.length - q.shape[2], state.length, device=q.device)
         allowed = position_mask(q_pos[:, None], k_pos[None, :], causal=True, window=self.window,
                                 num_global=self.num_global)
-        score_bias = None if bias is None else bias.between(q_pos[:, None], k_pos[None, :])
-        return attend(q, keys, values, allowed=allowed, bias=score_bias)
+        return attend(q, keys, values, allowed=allowed, bias=self._position_scores(q, keys, q_pos, k_pos, bias, rope))
+
+    def _moves_sinks(self, last_position: int) -> bool:
+        """Whether some query up to ``last_position`` sees the sinks from a cache position other than its own."""
+        return self.rotates_sinks and last_position > self.num_global + self.window
+
+    def _position_scores(self, q: Tensor, keys: Tensor, q_pos: Tensor, k_pos: Tensor, bias: ScoreBias | None,
+                         rope: Rotation | None) -> Tensor | None:
+        """Additive scores of a gathered block (heads|batch, heads, q, k): the score bias, and with
+        ``sink_positions='cache'`` the sink columns scored from the query's cache position
+        ``min(p, num_global + window)``: the re-rotated query's score minus the one SDPA computes."""
+        if not self._moves_sinks(int(q_pos[-1])):
+            return None if bias is None else bias.between(q_pos[:, None], k_pos[None, :])
+        sink = (k_pos >= 0) & (k_pos < self.num_global)  # (k,)
+        q_cache = q_pos.clamp(max=self.num_global + self.window)
+        scores = None
+        if bias is not None:
+            scores = bias.between(torch.where(sink[None, :], q_cache[:, None], q_pos[:, None]), k_pos[None, :])
+        if rope is not None:
+            cols = sink.nonzero().squeeze(1)
+            sink_keys = expand_kv(keys[:, :, cols], q.shape[1]).transpose(-1, -2)  # (batch, heads, head_dim, s)
+            moved = (rope.shift(q, q_pos - q_cache) - q) @ sink_keys * q.shape[-1] ** -0.5  # (batch, heads, q, s)
+            extra = q.new_zeros(*q.shape[:3], len(k_pos)).index_copy_(-1, cols, moved)
+            scores = extra if scores is None else scores + extra
+        return scores
 
 
 def _sdpa_blocks(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float) -> Tensor:

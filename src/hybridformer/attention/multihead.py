@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..cache import StaticKV
+from ..cache import StaticKV, project
 from ..context import MixerContext
 from .base import AttentionKernel
 
@@ -32,9 +32,9 @@ class _Attention(nn.Module):
         """(batch, L, heads·head_dim) -> (batch, heads, L, head_dim), a view (this runs every decoding step)."""
         return x.unflatten(-1, (heads, self.head_dim)).transpose(1, 2)
 
-    def merge_heads(self, x: Tensor) -> Tensor:
+    def merge_heads(self, x: Tensor, ctx: MixerContext | None = None) -> Tensor:
         """(batch, heads, L, head_dim) -> output projection of (batch, L, heads·head_dim)."""
-        return self.out_proj(x.transpose(1, 2).flatten(2))
+        return project(self.out_proj, x.transpose(1, 2).flatten(2), None if ctx is None else ctx.cache)
 
 
 class MultiHeadAttention(_Attention):
@@ -53,19 +53,26 @@ class MultiHeadAttention(_Attention):
 
     def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         q_dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        q, k, v = self.qkv_proj(x).split([q_dim, kv_dim, kv_dim], dim=-1)
+        q, k, v = project(self.qkv_proj, x, ctx.cache).split([q_dim, kv_dim, kv_dim], dim=-1)
         q = self.scale_queries(self.split_heads(q, self.heads))
         k, v = self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
         if ctx.rope is not None:
             q, k = ctx.rope.rotate(q), ctx.rope.rotate(k)
         if ctx.cache is None:
-            out = self.kernel(q, k, v, causal=ctx.causal, key_padding_mask=ctx.padding_mask, bias=ctx.score_bias)
+            if self.kernel.rotates_sinks:  # StreamingLLM sink positions: the kernel re-rotates the queries
+                out = self.kernel(q, k, v, causal=ctx.causal, key_padding_mask=ctx.padding_mask,
+                                  bias=ctx.score_bias, rope=ctx.rope)
+            else:
+                out = self.kernel(q, k, v, causal=ctx.causal, key_padding_mask=ctx.padding_mask, bias=ctx.score_bias)
         else:
             state = ctx.cache.get(self)
             if state is None:
                 state = ctx.cache[self] = self.kernel.new_state()
-            out = self.kernel.step(q, k, v, state, bias=ctx.score_bias)
-        return self.merge_heads(out)
+            if self.kernel.rotates_sinks:
+                out = self.kernel.step(q, k, v, state, bias=ctx.score_bias, rope=ctx.rope)
+            else:
+                out = self.kernel.step(q, k, v, state, bias=ctx.score_bias)
+        return self.merge_heads(out, ctx)
 
 
 class CrossAttention(_Attention):

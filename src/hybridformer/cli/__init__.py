@@ -13,6 +13,7 @@ import typer
 
 from ..errors import HybridformerError
 from . import bench, compress, config_cmd, distill, fusion, tokenizer, train
+from . import embed as embed_cmd
 from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
 from . import interop as interop_cmd
@@ -58,6 +59,7 @@ app.command("quickstart")(quickstart)
 app.command("serve")(serve_cmd)
 app.command("convert")(interop_cmd.convert)
 app.command("export")(interop_cmd.export)
+app.command("embed")(embed_cmd.embed_cmd)
 
 
 def main() -> int:

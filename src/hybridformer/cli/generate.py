@@ -40,6 +40,9 @@ def generate_cmd(
     max_len_a: float = MAX_LEN_A,
     max_len_b: int = MAX_LEN_B,
     no_repeat_ngram: int = NO_REPEAT,
+    at_budget: str = typer.Option("eos", "--at-budget", help="Beam search at the length budget: eos = force EOS, "
+                                  "scored (fairseq); stop = end the hypotheses there, the budget counting EOS "
+                                  "(transformers' max_new_tokens)."),
     batch_tokens: int = BATCH_TOKENS,
     device: str = DEVICE,
     engine: str = ENGINE,
@@ -66,7 +69,8 @@ def generate_cmd(
         checkpoints, iter_lines(input, require=True), device=device, engine=engine, quantization=quantization,
         beam=beam, lenpen=lenpen, sample=sample,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_len_a=max_len_a, max_len_b=max_len_b,
-        no_repeat_ngram=no_repeat_ngram, batch_tokens=batch_tokens, weights=parse_weights(weights), combine=combine,
+        no_repeat_ngram=no_repeat_ngram, at_budget=at_budget, batch_tokens=batch_tokens,
+        weights=parse_weights(weights), combine=combine,
         chat=chat,
     )
     written = 0

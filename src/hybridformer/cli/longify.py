@@ -21,7 +21,8 @@ def longify(
     rope_scaling: str = typer.Option(None, "--rope-scaling", help="RoPE models: none | linear:F | ntk:F | yarn:F "
                                      "| dynamic:F."),
     global_tokens: int = typer.Option(0, "--global-tokens", help="The first K tokens attend and are attended "
-                                      "everywhere (sliding_window's num_global; sink tokens in a decoder)."),
+                                      "everywhere (sliding_window's num_global; sink tokens in a decoder, at "
+                                      "cache positions with sliding_window:sink_positions=cache)."),
     out: Path = typer.Option(..., "--out", help="Directory for the longified checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
 ) -> None:
@@ -30,6 +31,9 @@ def longify(
     Examples:
 
       hybridformer longify runs/lm/best --attention sliding_window:window=2048 --global-tokens 4 --out lm-long
+
+      hybridformer longify smollm2 --attention sliding_window:window=2048,sink_positions=cache --global-tokens 4
+        --out smollm2-streaming   (StreamingLLM: sinks seen from the query's place in the rolling cache)
 
       hybridformer longify smollm2 --attention full --rope-scaling yarn:4 --max-positions 32768 --out smollm2-yarn
 

@@ -2,8 +2,11 @@
 
 Nothing is silent: invalid UTF-8 names the file and line, mismatched parallel files name both
 files and both counts, and dropped (empty or over-long) pairs are counted in a ``DataReport``.
-Examples are token-id lists ready for batching: ``src`` (encoder input, ends with </s>),
-``tgt_in`` (decoder input, starts with <s>) and ``tgt_out`` (what the decoder must predict).
+Examples are token-id lists ready for batching: ``src`` (encoder input, ends with EOS),
+``tgt_in`` (decoder input, starts with the decoder start token) and ``tgt_out`` (what the decoder must
+predict). The special ids are the model's (``ModelConfig`` pad/bos/eos/decoder_start_id), so a converted
+BART (``<s>``=0, EOS 2, start = EOS), T5 (start = pad = 0, EOS 1) or GPT-2 (BOS = EOS) trains on exactly
+the framing it decodes with (:func:`~hybridformer.data.text.encode_source`).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from ..config import ModelConfig
 from ..errors import DataError
-from .text import read_lines, source_ids, target_ids
-from .tokenizer import BOS, EOS, encode
+from .text import frame_source, read_lines, target_ids
+from .tokenizer import encode
 
 
 @dataclass
@@ -103,27 +107,32 @@ def _field(record: Any, name: str, where: str) -> str:
 
 def seq2seq_examples(
     pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer, *, max_src_len: int, max_tgt_len: int, source: str,
+    config: ModelConfig,
 ) -> tuple[list[Example], DataReport]:
-    """Tokenize pairs; drop empty pairs and pairs over the length limits (counted in the report)."""
+    """Tokenize pairs with ``config``'s special ids (sources framed as at inference, targets from
+    ``config.start_id``); drop empty pairs and pairs over the length limits (counted in the report)."""
     report = DataReport(source, read=len(pairs))
-    src_ids = encode(tokenizer, [s for s, _ in pairs])
+    src_ids = [frame_source(ids, config.eos_id)
+               for ids in encode(tokenizer, [s for s, _ in pairs], add_special_tokens=True)]
     tgt_ids = encode(tokenizer, [t for _, t in pairs])
     examples = []
     for (src_text, tgt_text), src, tgt in zip(pairs, src_ids, tgt_ids, strict=True):
         if not src_text.strip() or not tgt_text.strip():
             report.dropped_empty += 1
-        elif len(src) + 1 > max_src_len or len(tgt) + 1 > max_tgt_len:
+        elif len(src) > max_src_len or len(tgt) + 1 > max_tgt_len:
             report.dropped_long += 1
         else:
-            examples.append(Example(source_ids(src, EOS), *target_ids(tgt, BOS, EOS)))
+            examples.append(Example(src, *target_ids(tgt, config.start_id, config.eos_id)))
     report.kept = len(examples)
     return examples, report
 
 
-def lm_examples(text: str, tokenizer: Tokenizer, *, block_size: int, source: str) -> tuple[list[Example], DataReport]:
-    """Split one long token stream into non-overlapping blocks of ``block_size`` next-token predictions."""
+def lm_examples(text: str, tokenizer: Tokenizer, *, block_size: int, source: str, config: ModelConfig,
+                ) -> tuple[list[Example], DataReport]:
+    """Split one long token stream (``config.bos_id`` first) into non-overlapping blocks of ``block_size``
+    next-token predictions."""
     lines = text.splitlines(keepends=True)
-    stream = [BOS] + [i for ids in encode(tokenizer, lines) for i in ids]
+    stream = [config.bos_id] + [i for ids in encode(tokenizer, lines) for i in ids]
     count = (len(stream) - 1) // block_size
     examples = [Example([], stream[i * block_size: (i + 1) * block_size],
                         stream[i * block_size + 1: (i + 1) * block_size + 1]) for i in range(count)]

@@ -107,6 +107,12 @@ def source_ids(ids: list[int], eos_id: int) -> list[int]:
     return ids + [eos_id]
 
 
+def frame_source(ids: list[int], eos_id: int) -> list[int]:
+    """A seq2seq source as the tokenizer's post-processor framed it (BART ``<s> … </s>``, T5 ``… </s>``),
+    EOS appended when the framing does not already end with it (the toolkit's tokenizers add nothing)."""
+    return ids if ids and ids[-1] == eos_id else source_ids(ids, eos_id)
+
+
 def target_ids(ids: list[int], bos_id: int, eos_id: int) -> tuple[list[int], list[int]]:
     """Teacher forcing: decoder input ``[BOS] + tokens``, labels ``tokens + [EOS]``."""
     return [bos_id] + ids, ids + [eos_id]
@@ -120,8 +126,7 @@ def encode_source(tokenizer: Tokenizer, line: str, config: ModelConfig) -> list[
     toolkit's tokenizers have none, and EOS is appended when the framing does not already end with it.
     """
     if config.is_seq2seq:
-        ids = tokenizer.encode(line).ids
-        return ids if ids and ids[-1] == config.eos_id else source_ids(ids, config.eos_id)
+        return frame_source(tokenizer.encode(line).ids, config.eos_id)
     ids = tokenizer.encode(line, add_special_tokens=False).ids
     return ids or [config.bos_id]
 

@@ -75,14 +75,15 @@ def train_tokenizer_files(
 
 
 def load_tokenizer_file(path: str | Path) -> Tokenizer:
-    """Read a ``tokenizer.json`` and check it has the special-token layout the models expect (a converted
-    pretrained model's tokenizer names its own special tokens; those are checked against the model later)."""
+    """Read a ``tokenizer.json`` and check it has the special-token layout the toolkit's models expect. A
+    converted pretrained model's tokenizer (a ``tokenizer_config.json`` beside it names its special tokens,
+    even when they are ``<pad> <s> </s>`` at other ids, as BART's) is checked against the model later."""
     path = Path(path)
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises plain Exception subclasses
         raise DataError(f"{path}: cannot read tokenizer ({exc})") from None
-    if special_token_names(path) == SPECIAL_NAMES:
+    if not (path.parent / "tokenizer_config.json").is_file():
         check_special_ids(tokenizer, str(path))
     return tokenizer
 
@@ -117,24 +118,29 @@ def copy_tokenizer_config(tokenizer_file: str | Path | None, directory: Path) ->
 def check_special_ids(tokenizer: Tokenizer, where: str, pad_id: int = PAD, bos_id: int = BOS,
                       eos_id: int = EOS, names: dict[str, str] | None = None) -> None:
     """The tokenizer's pad/bos/eos tokens (``<pad> <s> </s>`` unless ``names`` says otherwise) must have
-    the model's pad/bos/eos ids."""
+    the model's pad/bos/eos ids. A pad id past the tokenizer's vocabulary (a converted GPT-2's padding
+    outside the vocabulary) is no token, so there is nothing to check, as long as no pad token is named."""
     names = names or SPECIAL_NAMES
-    for token, want in ((names["pad"], pad_id), (names["bos"], bos_id), (names["eos"], eos_id)):
+    for key, want in (("pad", pad_id), ("bos", bos_id), ("eos", eos_id)):
+        token = names[key]
         got = tokenizer.token_to_id(token)
+        if key == "pad" and got is None and want >= tokenizer.get_vocab_size(with_added_tokens=True):
+            continue
         if got != want:
             raise ConfigError(f"{where}: token {token} has id {got}, but the model expects {want}; "
                               "retrain it with `hybridformer tokenizer train` or fix model.pad_id/bos_id/eos_id")
 
 
-def encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text (no special tokens added; the data pipeline adds <s> and </s>).
+def encode(tokenizer: Tokenizer, texts: list[str], *, add_special_tokens: bool = False) -> list[list[int]]:
+    """Token ids of each text; special tokens only from the tokenizer's own post-processor, when asked (a
+    converted model's ``<s> … </s>`` framing; the data pipeline adds the model's BOS/EOS itself).
 
-    A :func:`byte_tokenizer` maps text to ``UTF-8 byte + 4`` by construction, so its ids are computed
-    directly (30x faster than the tokenizers library on one core; tests check both agree).
+    A :func:`byte_tokenizer` maps text to ``UTF-8 byte + 4`` by construction (and has no post-processor),
+    so its ids are computed directly (30x faster than the tokenizers library on one core; tests check both agree).
     """
     if is_byte_tokenizer(tokenizer):
         return [[byte + len(SPECIALS) for byte in text.encode("utf-8")] for text in texts]
-    return [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)]
 
 
 def byte_tokenizer() -> Tokenizer:

@@ -11,12 +11,15 @@ what its slowest sentence needs, on a shrinking number of rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from .logits import block_repeated_ngrams, length_penalty
 from .scorer import Scorer
+
+AtBudget = Literal["eos", "stop"]
 
 
 @dataclass
@@ -29,16 +32,27 @@ class Hypothesis:
 @torch.no_grad()
 def beam_search(
     scorer: Scorer, state, prefix: Tensor, *, beam: int, eos_id: int, max_len: int | Tensor,
-    lenpen: float = 1.0, early_stopping: bool = True, no_repeat_ngram: int = 0,
+    lenpen: float = 1.0, early_stopping: bool = True, no_repeat_ngram: int = 0, at_budget: AtBudget = "eos",
 ) -> list[Hypothesis]:
     """The best finished hypothesis of each row of ``prefix`` (batch, n) — BOS, or an LM prompt.
 
-    ``max_len``: at most this many tokens before EOS (an int, or a (batch,) tensor of budgets,
-    e.g. :func:`~hybridformer.decoding.logits.max_lengths`); at the budget, EOS is forced.
-    ``early_stopping=True`` ends a sentence once ``beam`` hypotheses are finished (fairseq);
-    ``False`` goes on until no live hypothesis can still beat the ``beam`` best finished ones,
-    which makes the search exact for the beam's candidate set.
+    ``max_len``: an int, or a (batch,) tensor of budgets (e.g. :func:`~hybridformer.decoding.logits.max_lengths`).
+    ``at_budget`` says what the budget means:
+
+    - ``"eos"`` (fairseq): at most ``max_len`` tokens before EOS; at the budget EOS is forced, and
+      its log-probability counts in the hypothesis' score (its length, ``max_len + 1``, counts the EOS).
+    - ``"stop"`` (``transformers``' ``max_new_tokens``): at most ``max_len`` new tokens, EOS
+      included; the best ``beam`` extensions of the last step end there as they are (no EOS
+      appended or scored), with length ``max_len``, and compete with the hypotheses finished by EOS.
+
+    ``early_stopping=True`` ends a sentence once ``beam`` hypotheses are finished (fairseq, and
+    ``transformers``' ``early_stopping=True``); ``False`` goes on until no live hypothesis can still
+    beat the ``beam`` best finished ones, which makes the search exact for the beam's candidate set
+    (``transformers``' ``early_stopping="never"``; its default ``False`` is a heuristic not offered here).
     """
+    if at_budget not in ("eos", "stop"):
+        raise ValueError(f"at_budget must be 'eos' or 'stop', got {at_budget!r}")
+    last = 1 if at_budget == "stop" else 0  # "stop": the step whose token is the budget's last one ends it
     batch, k = prefix.shape[0], beam
     budget = torch.as_tensor(max_len, device=prefix.device).expand(batch)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
@@ -55,8 +69,8 @@ def beam_search(
         vocab = log_probs.shape[-1]
         if no_repeat_ngram > 0:
             log_probs = block_repeated_ngrams(log_probs, history, no_repeat_ngram, eos_id)
-        at_limit = budget.index_select(0, active).le(step)  # (active,)
-        if bool(at_limit.any()):
+        at_limit = budget.index_select(0, active).le(step + last)  # (active,)
+        if not last and bool(at_limit.any()):
             only_eos = torch.full_like(log_probs, float("-inf"))
             only_eos[:, eos_id] = log_probs[:, eos_id]
             log_probs = torch.where(at_limit.repeat_interleave(k)[:, None], only_eos, log_probs)
@@ -65,7 +79,9 @@ def beam_search(
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (active, 2k): ≥ k of them are not EOS
         top_beam, top_token = top_index // vocab, top_index % vocab
         is_eos = top_token.eq(eos_id)
-        _finalize(finished, active, history[:, n_prefix:], top_scores, top_beam, is_eos, k, step, lenpen)
+        ends = is_eos | at_limit[:, None] if last else is_eos
+        _finalize(finished, active, history[:, n_prefix:], top_scores, top_beam, top_token, ends, k, step, lenpen,
+                  eos_id)
 
         # The k best non-EOS extensions of each sentence live on.
         rank = torch.arange(2 * k, device=prefix.device)
@@ -74,7 +90,7 @@ def beam_search(
         rows = torch.arange(len(active), device=prefix.device)[:, None] * k + top_beam.gather(1, keep)
         new_tokens = top_token.gather(1, keep)
 
-        done = _done(finished, active, scores, at_limit, budget, step, k, lenpen, early_stopping)
+        done = _done(finished, active, scores, at_limit, budget + 1 - last, step, k, lenpen, early_stopping)
         if bool(done.all()):
             break
         going = ~done
@@ -89,21 +105,25 @@ def beam_search(
 
 
 def _finalize(finished: list[list[Hypothesis]], active: Tensor, generated: Tensor, top_scores: Tensor,
-              top_beam: Tensor, is_eos: Tensor, k: int, step: int, lenpen: float) -> None:
-    """Record EOS extensions ranked among a sentence's top ``k`` (fairseq's rule) as finished."""
-    ended = (is_eos[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist()
+              top_beam: Tensor, top_token: Tensor, ends: Tensor, k: int, step: int, lenpen: float, eos_id: int) -> None:
+    """Record the extensions that end (EOS, or the budget's last token under ``at_budget="stop"``) and rank
+    among a sentence's top ``k`` (fairseq's and transformers' rule) as finished."""
+    ended = (ends[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist()
     if not ended:
         return
     divisor = float(length_penalty(torch.tensor(step + 1), lenpen))  # length counts the EOS
     for a, r in ended:
         log_prob = float(top_scores[a, r])
         tokens = generated[a * k + int(top_beam[a, r])].tolist()
-        finished[int(active[a])].append(Hypothesis(tokens, log_prob / divisor, log_prob))
+        token = int(top_token[a, r])
+        finished[int(active[a])].append(Hypothesis(tokens + ([] if token == eos_id else [token]),
+                                                   log_prob / divisor, log_prob))
 
 
-def _done(finished: list[list[Hypothesis]], active: Tensor, live_scores: Tensor, at_limit: Tensor, budget: Tensor,
+def _done(finished: list[list[Hypothesis]], active: Tensor, live_scores: Tensor, at_limit: Tensor, longest: Tensor,
           step: int, k: int, lenpen: float, early_stopping: bool) -> Tensor:
-    """Which active sentences are over: at their length budget, out of live hypotheses, or unbeatable."""
+    """Which active sentences are over: at their length budget, out of live hypotheses, or unbeatable.
+    ``longest``: per sentence, the length (as the penalty counts it) of its longest possible hypothesis."""
     done = at_limit | ~live_scores[:, 0].isfinite()
     for a, sentence in enumerate(active.tolist()):
         hyps = finished[sentence]
@@ -114,7 +134,7 @@ def _done(finished: list[list[Hypothesis]], active: Tensor, live_scores: Tensor,
             continue
         # Log-probs only fall as a hypothesis grows, so the best live score bounds every future one;
         # its length-normalised value is largest at the longest (α > 0) or shortest (α ≤ 0) length.
-        final_len = int(budget[sentence]) + 1 if lenpen > 0 else step + 2
+        final_len = int(longest[sentence]) if lenpen > 0 else step + 2
         bound = float(live_scores[a, 0]) / float(length_penalty(torch.tensor(final_len), lenpen))
         kth_best = sorted((h.score for h in hyps), reverse=True)[k - 1]
         done[a] = bound <= kth_best

@@ -30,32 +30,38 @@ class ModelState:
 
 
 class ModelScorer:
-    """One model as a Scorer: incremental decoding through its caches, never recomputing the prefix."""
+    """One model as a Scorer: incremental decoding through its caches, never recomputing the prefix.
+
+    Every search reads only the next-token distribution, so each step (the prompt pass included)
+    asks the model for the logits of the last position alone (``logits_to_keep=1``): the one
+    place this is decided for greedy, sampling, beam search and ensembles alike.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model.eval()
         self.seq2seq = hasattr(model, "encode") and hasattr(model, "tgt_embed")
+        self.shared: dict = {}  # per-model decoding constants reused across sessions (DecodingCache.shared)
 
     @torch.no_grad()
     def init_state(self, src: Tensor | None = None) -> ModelState:
         if not self.seq2seq:
-            return ModelState(DecodingCache())
+            return ModelState(DecodingCache(self.shared))
         if src is None:
             raise ValueError("a sequence-to-sequence model needs a source batch to decode")
         memory, mask = self.model.encode(src)
-        return ModelState(DecodingCache(), 0, memory, mask)
+        return ModelState(DecodingCache(self.shared), 0, memory, mask)
 
     @torch.no_grad()
     def step(self, state: ModelState, prev_tokens: Tensor) -> tuple[Tensor, ModelState]:
         """prev_tokens: (batch, n) tokens not yet fed -> log-probs of the next token (batch, vocab)."""
         if self.seq2seq:
             logits = self.model.decode(prev_tokens, state.memory, state.memory_padding_mask,
-                                       cache=state.cache, offset=state.offset)
+                                       cache=state.cache, offset=state.offset, logits_to_keep=1)
             # Each cross-attention now holds the source's keys/values (StaticKV): the encoder output is
             # never read again, so it is dropped rather than reordered at every beam step.
             state.memory = state.memory_padding_mask = None
         else:
-            logits = self.model.decode(prev_tokens, cache=state.cache, offset=state.offset)
+            logits = self.model.decode(prev_tokens, cache=state.cache, offset=state.offset, logits_to_keep=1)
         state.offset += prev_tokens.shape[1]
         return output_log_probs(logits[:, -1], self.model.pad_id), state
 
@@ -68,6 +74,9 @@ class ModelScorer:
 
 
 def output_log_probs(logits: Tensor, pad_id: int) -> Tensor:
-    """Log-probabilities over real outputs: padding is never generated, so it gets no mass at all."""
+    """Log-probabilities over real outputs: padding is never generated, so it gets no mass at all
+    (a pad id outside the vocabulary, GPT-2's, has no logit to begin with)."""
+    if pad_id >= logits.shape[-1]:
+        return torch.log_softmax(logits.float(), dim=-1)
     pad = torch.tensor([pad_id], device=logits.device)
     return torch.log_softmax(logits.float().index_fill(-1, pad, float("-inf")), dim=-1)

@@ -5,7 +5,8 @@ the training sources (instead of the references) transfers more than word-level 
 the student's own beam search almost unnecessary. Decoding the training set is the expensive
 part, so it happens once: the pairs (source, teacher output) are written to
 ``RUN_DIR/seqkd/train.jsonl`` with the validation references beside them (``valid.jsonl``) and a
-``meta.json`` saying how they were made. A resumed or repeated run with the same teachers,
+``meta.json`` saying how they were made. Decoding is written shard by shard, so an interrupted run
+resumes after the last finished shard. A resumed or repeated run with the same teachers,
 search settings and sources reuses the files; the student then trains with the normal trainer
 on ``data.format=jsonl``.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +27,7 @@ from ..config import DataConfig
 from ..generation import generate
 
 SEQKD_DIR = "seqkd"
+SHARD_SIZE = 1000  # sources per atomically written shard: the most an interruption can lose
 
 
 def sources_digest(pairs: Sequence[tuple[str, str]]) -> str:
@@ -36,29 +39,45 @@ def sources_digest(pairs: Sequence[tuple[str, str]]) -> str:
 
 def teacher_targets(run_root: Path, teachers: Sequence[Checkpoint], train: Sequence[tuple[str, str]],
                     valid: Sequence[tuple[str, str]], *, search: dict[str, Any], device: str,
-                    weights: Sequence[float] | None, combine: str, log: Callable[[str], None] = print) -> Path:
+                    weights: Sequence[float] | None, combine: str, log: Callable[[str], None] = print,
+                    shard_size: int = SHARD_SIZE) -> Path:
     """The cache directory holding ``train.jsonl`` (teacher outputs) and ``valid.jsonl``; decoded only when missing.
 
-    ``search`` are :func:`~hybridformer.generate` options (beam, lenpen, batch_tokens, ...).
+    ``search`` are :func:`~hybridformer.generate` options (beam, lenpen, batch_tokens, ...). Decoding goes
+    shard by shard (``shard_size`` sources) into ``RUN_DIR/.seqkd.partial/``, each shard written
+    atomically, so an interrupted run picks up after the last finished shard instead of starting over.
     """
     cache = run_root / SEQKD_DIR
     meta = cache_meta(teachers, train, search=search, weights=weights, combine=combine)
     if _holds(cache, meta):
         log(f"sequence-level KD: reusing {len(train)} cached teacher outputs from {cache / 'train.jsonl'}")
         return cache
+    partial = run_root / f".{SEQKD_DIR}.partial"
+    if _meta(partial) != meta:  # other teachers, search or sources: earlier shards do not apply
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        (partial / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    starts = range(0, len(train), shard_size)
+    shards = [partial / f"train-{index:05d}.jsonl" for index in range(len(starts))]
+    done = sum(shard.exists() for shard in shards)
     log(f"sequence-level KD: decoding {len(train)} training sources with {len(teachers)} teacher(s) "
-        f"({', '.join(f'{k}={v}' for k, v in search.items())}); cached in {cache}")
+        f"({', '.join(f'{k}={v}' for k, v in search.items())}); cached in {cache}"
+        + (f"; {done} of {len(shards)} shards already decoded" if done else ""))
     started = time.perf_counter()
-    outputs = generate(list(teachers), (source for source, _ in train), device=device, weights=weights,
-                       combine=combine, **search)
-    tmp = run_root / f".{SEQKD_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    _write_jsonl(tmp / "train.jsonl", ((source, out) for (source, _), out in zip(train, outputs, strict=True)))
-    _write_jsonl(tmp / "valid.jsonl", valid)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    for start, shard in zip(starts, shards, strict=True):
+        if shard.exists():
+            continue
+        pairs = train[start:start + shard_size]
+        outputs = generate(list(teachers), (source for source, _ in pairs), device=device, weights=weights,
+                           combine=combine, **search)
+        _write_jsonl(shard, ((source, out) for (source, _), out in zip(pairs, outputs, strict=True)))
+    with (partial / "train.jsonl").open("w", encoding="utf-8") as handle:
+        for shard in shards:
+            handle.write(shard.read_text(encoding="utf-8"))
+            shard.unlink()
+    _write_jsonl(partial / "valid.jsonl", valid)
     shutil.rmtree(cache, ignore_errors=True)
-    tmp.rename(cache)  # a crash before this line leaves no half-written cache behind
+    partial.rename(cache)  # a crash before this line leaves the finished shards for the next run
     log(f"sequence-level KD: decoded in {time.perf_counter() - started:.1f}s")
     return cache
 
@@ -71,11 +90,15 @@ def cache_meta(teachers: Sequence[Checkpoint], train: Sequence[tuple[str, str]],
             "sources": len(train), "sources_sha256": sources_digest(train)}
 
 
-def _holds(cache: Path, meta: dict[str, Any]) -> bool:
+def _meta(directory: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((cache / "meta.json").read_text()) == meta and (cache / "train.jsonl").exists()
+        return json.loads((directory / "meta.json").read_text())
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def _holds(cache: Path, meta: dict[str, Any]) -> bool:
+    return _meta(cache) == meta and (cache / "train.jsonl").exists()
 
 
 def wait_for_cache(run_root: Path, meta: dict[str, Any], poll_s: float = 2.0) -> Path:
@@ -87,9 +110,12 @@ def wait_for_cache(run_root: Path, meta: dict[str, Any], poll_s: float = 2.0) ->
 
 
 def _write_jsonl(path: Path, pairs) -> None:
-    with path.open("w", encoding="utf-8") as handle:
+    """Write (source, target) rows atomically: the file exists only once complete."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
         for source, target in pairs:
             handle.write(json.dumps({"source": source, "target": target}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
 
 
 def cached_data_config(data: DataConfig, cache: Path) -> DataConfig:

@@ -50,8 +50,32 @@ def architecture(hf: dict[str, Any], where: Path) -> Architecture:
     return ARCHITECTURES[model_type]
 
 
-def plan(source: HFFolder | GGUFFile, files: tokenizers.TokenizerFiles, where: Path
-         ) -> tuple[ModelConfig, list[Rule]]:
+class Prefixed:
+    """A source whose tensor names lack the architecture's ``prefix`` (GPT-2 saved from ``GPT2Model``, as the
+    original checkpoints are), seen with it so one set of rules serves both layouts."""
+
+    def __init__(self, source: HFFolder | GGUFFile, prefix: str) -> None:
+        self.source, self.prefix, self.config = source, prefix, source.config
+
+    def keys(self) -> set[str]:
+        return {self.prefix + name for name in self.source.keys()}
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.source.get(name.removeprefix(self.prefix))
+
+
+Source = HFFolder | GGUFFile | Prefixed
+
+
+def with_prefix(source: Source, where: Path) -> Source:
+    """``source`` as its architecture's rules name its tensors."""
+    prefix = architecture(source.config, where).prefix
+    if prefix and not any(name.startswith(prefix) for name in source.keys()):
+        return Prefixed(source, prefix)
+    return source
+
+
+def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple[ModelConfig, list[Rule]]:
     """The ModelConfig and tensor rules for ``source``, checked against its tensors."""
     arch = architecture(source.config, where)
     data = arch.model_config(source.config)
@@ -94,6 +118,7 @@ def convert(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Pat
     """
     src, out = Path(src), prepare_output_dir(out, overwrite=overwrite, inputs=[src])
     source, files, fmt = open_source(src)
+    source = with_prefix(source, src)
     cfg, rules = plan(source, files, src)
     specs = tensor_specs(cfg, rules)
     by_name = {rule.ours: rule for rule in rules}

@@ -26,9 +26,10 @@ from ..attention.head_subset import HeadSubsetKernel
 from ..checkpoint import TOKENIZER, Checkpoint, load_checkpoint, write_checkpoint_dir
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
-from ..ffn import FeedForward
+from ..ffn import GATED, FeedForward
 from ..outputs import prepare_output_dir
 from ..position import LearnedPositions, SinusoidalPositions
+from ..rope_scaling import default_inv_freq
 
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "bfloat16")
 TOKENIZER_EXTRAS = ("tokenizer_config.json", "chat_template.jinja")
@@ -41,9 +42,13 @@ UNDERSTOOD = {
     "residual", "dropout", "position", "max_positions", "rope_base", "t5_buckets", "t5_max_distance",
     "embed_scale", "tie_embeddings", "share_embeddings", "num_classes", "pad_id", "bos_id", "eos_id",
     "encoder", "decoder", "cross_attention", "pruned_heads", "quantization", "position_offset", "rope_scaling",
-    "head_dim", "norm_eps", "attention_bias", "qkv_bias", "ffn_bias",
+    "head_dim", "norm_eps", "attention_bias", "qkv_bias", "ffn_bias", "decoder_start_id", "score_scale",
+    "sinusoid_layout", "layernorm_embedding", "final_logits_bias", "output_scale",
 }
-ROPE_SCALINGS = ("linear", "ntk")  # CTranslate2 computes these exactly; dynamic, llama3 and yarn are refused
+FREQUENCY_SCALINGS = ("llama3", "yarn")  # RoPE scalings exported as per-frequency factors
+# linear: CTranslate2's own; ntk: a larger base; llama3, yarn: per-frequency factors (its "su" scaling).
+# dynamic scaling changes the base with the sequence length, which CTranslate2 cannot express.
+ROPE_SCALINGS = ("linear", "ntk", "llama3", "yarn")
 
 
 def require_ctranslate2():
@@ -78,8 +83,9 @@ def ct2_blockers(ckpt: Checkpoint) -> list[str]:
         problems.append(f"quantization={cfg.quantization!r}: export the float checkpoint and pass --quantization "
                         "int8 instead")
     if cfg.rope_scaling is not None and cfg.rope_scaling.type not in ROPE_SCALINGS:
-        problems.append(f"rope_scaling.type={cfg.rope_scaling.type!r}: the export supports "
-                        f"{' and '.join(ROPE_SCALINGS)} RoPE scaling only")
+        problems.append(f"rope_scaling.type={cfg.rope_scaling.type!r}: its RoPE base grows with the sequence "
+                        "length; CTranslate2's rotation frequencies are fixed (exportable: "
+                        f"{', '.join(ROPE_SCALINGS)})")
     if cfg.is_seq2seq and cfg.position in ("rope", "alibi"):
         problems.append(f"position={cfg.position!r} in an encoder-decoder: CTranslate2 applies RoPE/ALiBi in "
                         "decoder-only models only")
@@ -181,10 +187,11 @@ def build_spec(ckpt: Checkpoint):
     kv_heads = next(m.kv_heads for m in model.modules() if isinstance(m, MultiHeadAttention))
     common = dict(
         pre_norm=cfg.norm_placement == "pre", activation=_activation(cfg, common_spec.Activation),
-        ffn_glu=cfg.activation in ("swiglu", "geglu"), rms_norm=cfg.norm == "rmsnorm",
+        ffn_glu=cfg.activation in GATED, rms_norm=cfg.norm == "rmsnorm",
         relative_attention_bias=cfg.position == "t5",
         num_heads_kv=kv_heads if kv_heads != heads else None,
         head_dim=head_dim if heads * head_dim != cfg.d_model else None,
+        layernorm_embedding=cfg.layernorm_embedding,
     )
     if cfg.is_seq2seq:
         encoder = transformer_spec.TransformerEncoderSpec(cfg.encoder.layers, heads, **common)
@@ -196,7 +203,9 @@ def build_spec(ckpt: Checkpoint):
         vocab = vocabulary(ckpt)
         spec.register_source_vocabulary(vocab)
         spec.register_target_vocabulary(vocab)
-        spec.config.decoder_start_token = vocab[cfg.bos_id]
+        spec.config.decoder_start_token = vocab[cfg.start_id]  # BART: eos, T5 and Marian: pad
+        if cfg.output_scale != 1.0:  # tied T5: decoder states scaled before the projection
+            decoder.scale_outputs = np.dtype("float32").type(cfg.output_scale)
     else:
         rope = cfg.position == "rope"
         decoder = transformer_spec.TransformerDecoderSpec(
@@ -204,9 +213,11 @@ def build_spec(ckpt: Checkpoint):
             rotary_dim=0 if rope else None, rotary_interleave=False, **_rotary(cfg), **common)
         spec = transformer_spec.TransformerDecoderModelSpec(decoder)
         _fill_stack(decoder, model.decoder, model.embed, cfg)
+        if rope and cfg.rope_scaling is not None and cfg.rope_scaling.type in FREQUENCY_SCALINGS:
+            _per_frequency_factors(decoder, model.decoder.rope)
         vocab = vocabulary(ckpt)
         spec.register_vocabulary(vocab)
-    _linear(decoder.projection, model.output)
+    _linear(decoder.projection, model.output)  # with its bias: BART's and Marian's final_logits_bias
     spec.config.bos_token, spec.config.eos_token = vocab[cfg.bos_id], vocab[cfg.eos_id]
     spec.config.unk_token = "<unk>" if "<unk>" in vocab else vocab[cfg.eos_id]
     spec.config.layer_norm_epsilon = cfg.norm_eps
@@ -224,13 +235,32 @@ def _rotary(cfg: ModelConfig) -> dict:
         return {"rotary_base": cfg.rope_base * scaling.factor ** (dim / (dim - 2))}
     from ctranslate2.specs.attention_spec import RotaryScalingType
 
+    if scaling.type in FREQUENCY_SCALINGS:  # factors filled by _per_frequency_factors
+        return {"rotary_base": cfg.rope_base, "rotary_scaling_type": RotaryScalingType.Su}
     return {"rotary_base": cfg.rope_base, "rotary_scaling_type": RotaryScalingType.Linear,
             "rotary_scaling_factor": scaling.factor}
 
 
+def _per_frequency_factors(decoder, rope: nn.Module) -> None:
+    """llama3 and YaRN as CTranslate2's per-frequency ("su"/LongRoPE) scaling: frequency i is
+    ``base^(-2i/d) / factor_i``, with the factors read off our own scaled frequencies, so both engines
+    rotate by the same angles. YaRN's attention factor multiplies cos and sin, hence q·k by its square:
+    it goes into the query scale. ``max_position_embeddings`` stays unset, so CTranslate2 adds no
+    cos/sin scale of its own, and short and long factors are equal (its length switch is moot)."""
+    plain = default_inv_freq(rope.head_dim, rope.base)
+    factors = _array(plain / rope.inv_freq)
+    for layer in decoder.layer:
+        attention = layer.self_attention
+        attention.rotary_scaling_long_factor = factors
+        attention.rotary_scaling_short_factor = factors.copy()
+        if rope.attention_factor != 1.0:
+            attention.queries_scale = np.dtype("float32").type(attention.queries_scale * rope.attention_factor**2)
+
+
 def _activation(cfg: ModelConfig, activation):
-    return {"relu": activation.RELU, "gelu": activation.GELU, "swiglu": activation.SWISH,
-            "geglu": activation.GELU}[cfg.activation]
+    return {"relu": activation.RELU, "gelu": activation.GELU, "gelu_tanh": activation.GELUTanh,
+            "silu": activation.SWISH, "swiglu": activation.SWISH, "geglu": activation.GELU,
+            "geglu_tanh": activation.GELUTanh}[cfg.activation]
 
 
 def _fill_stack(spec, stack: nn.Module, embed: nn.Embedding, cfg: ModelConfig) -> None:
@@ -242,6 +272,8 @@ def _fill_stack(spec, stack: nn.Module, embed: nn.Embedding, cfg: ModelConfig) -
         spec.position_encodings.encodings = _position_table(stack.absolute, cfg)
     if stack.final_norm is not None:
         _norm(spec.layer_norm, stack.final_norm)
+    if stack.embed_norm is not None:  # BART's layernorm_embedding, after embeddings + positions (as ours)
+        _norm(spec.layernorm_embedding, stack.embed_norm)
     bias_table = stack.score_bias.table.weight if cfg.position == "t5" else None
     for layer_spec, layer in zip(spec.layer, stack.layers, strict=True):
         self_attn, *cross, ffn = layer.sublayers
@@ -258,8 +290,8 @@ def _position_table(absolute: nn.Module | None, cfg: ModelConfig) -> np.ndarray:
     """The absolute position table, written out (CTranslate2's own sinusoid orders sin/cos differently)."""
     if isinstance(absolute, LearnedPositions):
         return _array(absolute.table.weight[absolute.offset:])
-    if isinstance(absolute, SinusoidalPositions):
-        return SinusoidalPositions.compute(cfg.d_model, SINUSOID_ROWS).numpy()
+    if isinstance(absolute, SinusoidalPositions):  # either layout (Marian: all sines, then all cosines)
+        return SinusoidalPositions.compute(cfg.d_model, SINUSOID_ROWS, absolute.layout).numpy()
     return np.zeros((SINUSOID_ROWS, cfg.d_model), dtype=np.float32)  # position='none' (or relative only)
 
 
@@ -276,8 +308,11 @@ def _self_attention(spec, residual: nn.Module, bias_table: torch.Tensor | None, 
 
 
 def _attention(spec, residual: nn.Module) -> None:
+    """The norm and the score scale (T5: 1, from ``score_scale``; else 1/√head_dim)."""
     _norm(spec.layer_norm, residual.norm)
-    spec.queries_scale = np.dtype("float32").type(1.0 / math.sqrt(residual.body.head_dim))
+    body = residual.body
+    scale = 1.0 / math.sqrt(body.head_dim) if body.q_scale is None else body.q_scale / math.sqrt(body.head_dim)
+    spec.queries_scale = np.dtype("float32").type(scale)
 
 
 def _ffn(spec, residual: nn.Module) -> None:

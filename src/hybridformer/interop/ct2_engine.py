@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,21 +50,33 @@ class Ct2Decoder:
     def tokens(self, ids: list[int]) -> list[str]:
         return [self.vocab[i] for i in ids]
 
-    def decode_batch(self, sources: list[list[int]], opts, generator: torch.Generator | None = None) -> list[list[int]]:
+    def budgets(self, sources: list[list[int]], opts) -> list[int]:
+        """Each input's output budget: the torch engine's ``a · src_len + b``, within the position table."""
+        cfg = self.config
+        lengths = torch.tensor([len(s) - 1 if cfg.is_seq2seq else len(s) for s in sources])
+        a, b = opts.length_budget(cfg.is_seq2seq)
+        return max_lengths(lengths, a, b, cap=self._cap(sources)).tolist()
+
+    def decode_batch(self, sources: list[list[int]], opts, generator: torch.Generator | None = None,
+                     on_token: Callable[[int, int], None] | None = None) -> list[list[int]]:
         """Token ids of one batch in (seq2seq sources end with EOS), output token ids out, without EOS.
 
         ``opts`` is a :class:`~hybridformer.generation.GenerationOptions`; output budgets are
-        the torch engine's ``a · src_len + b`` per input.
+        the torch engine's ``a · src_len + b`` per input. Language-model prompts may have different
+        lengths (CTranslate2 feeds the common part at once and forces the rest). Under greedy search
+        and sampling a per-token callback stops each row at its own budget (one call for all greedy
+        rows, no steps wasted past a short row's budget), and ``on_token(row, id)`` sees every token
+        as CTranslate2 generates it, EOS included (the caller filters: ``serve.ragged.RowEmitter``).
         """
         cfg = self.config
         if opts.sample and opts.seed is not None and generator is not None:
             require_ctranslate2().set_random_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-        lengths = torch.tensor([len(s) - 1 if cfg.is_seq2seq else len(s) for s in sources])
-        a, b = opts.length_budget(cfg.is_seq2seq)
-        budgets = max_lengths(lengths, a, b, cap=self._cap(sources)).tolist()
+        budgets = self.budgets(sources, opts)
         search = dict(beam_size=opts.beam_size, length_penalty=opts.lenpen, no_repeat_ngram_size=opts.no_repeat_ngram,
                       sampling_topk=(opts.top_k if opts.sample else 1), sampling_topp=opts.top_p,
-                      sampling_temperature=opts.temperature)
+                      sampling_temperature=opts.temperature,
+                      # as the torch engine: padding is never output (a pad outside the vocabulary, GPT-2's, can't be)
+                      suppress_sequences=[[self.vocab[cfg.pad_id]]] if cfg.pad_id < len(self.vocab) else None)
         if not opts.sample and opts.beam_size == 1:  # greedy is prefix-consistent: one call, then each budget
             groups = {max(budgets): list(range(len(sources)))}
         else:
@@ -73,17 +86,26 @@ class Ct2Decoder:
         outputs: list[list[int]] = [[] for _ in sources]
         for budget, rows in groups.items():
             batch = [self.tokens(sources[r]) for r in rows]
-            for row, ids in zip(rows, self._run(batch, budget, search), strict=True):
+            callback = None
+            if opts.beam_size == 1:  # each row stops at its own budget: no steps wasted past it
+                counts = [0] * len(rows)
+
+                def callback(step, rows=rows, counts=counts) -> bool:
+                    counts[step.batch_id] += 1
+                    if on_token is not None:
+                        on_token(rows[step.batch_id], step.token_id)
+                    return counts[step.batch_id] >= budgets[rows[step.batch_id]]
+            for row, ids in zip(rows, self._run(batch, budget, search, callback), strict=True):
                 outputs[row] = ids[: budgets[row]]
         return outputs
 
-    def _run(self, batch: list[list[str]], budget: int, search: dict) -> list[list[int]]:
+    def _run(self, batch: list[list[str]], budget: int, search: dict, callback=None) -> list[list[int]]:
         if self.config.is_seq2seq:
             results = self.model.translate_batch(batch, max_decoding_length=budget, min_decoding_length=0,
-                                                 max_input_length=0, **search)
+                                                 max_input_length=0, callback=callback, **search)
             return [[self.ids[t] for t in r.hypotheses[0]] for r in results]
         results = self.model.generate_batch(batch, max_length=budget, include_prompt_in_result=False,
-                                            end_token=self.vocab[self.config.eos_id], **search)
+                                            end_token=self.vocab[self.config.eos_id], callback=callback, **search)
         return [list(r.sequences_ids[0]) for r in results]
 
     def _cap(self, sources: list[list[int]]) -> int:

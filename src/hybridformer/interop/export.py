@@ -33,7 +33,7 @@ from .hf.roundtrip import layout_blockers
 from .tokenizer import TOKENIZER_CONFIG
 
 EXPORTABLE = ("llama", "mistral", "qwen2")  # model types whose mapping can run backwards
-CONVERTED_ONLY = ("bart", "mbart", "marian", "t5", "bert", "roberta")  # export back to their source type
+CONVERTED_ONLY = ("bart", "mbart", "marian", "t5", "bert", "roberta", "gpt2")  # export back to their source type
 
 
 def hf_blockers(cfg: ModelConfig) -> list[str]:
@@ -80,17 +80,34 @@ def model_type_of(cfg: ModelConfig, meta: dict[str, Any]) -> str:
     return "mistral" if cfg.decoder.attention.name == "sliding_window" else "llama"
 
 
+def fixed_layout_type(cfg: ModelConfig, meta: dict[str, Any]) -> str | None:
+    """The fixed-layout source type (BART ... GPT-2) a checkpoint exports to: the one it was converted from, or
+    for a fine-tune of a converted model (whose meta.json the trainer wrote) the first whose layout it fits."""
+    if meta.get("model_type") in CONVERTED_ONLY:
+        return meta["model_type"]
+    if meta.get("model_type") in EXPORTABLE:
+        return None
+    return next((name for name in CONVERTED_ONLY if _fits(cfg, name)), None)
+
+
+def _fits(cfg: ModelConfig, model_type: str) -> bool:
+    try:
+        return not layout_blockers(cfg, ARCHITECTURES[model_type])
+    except (KeyError, ValueError, ConfigError):  # a setting the type has no name for (an activation, a field)
+        return False
+
+
 def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``checkpoint`` as a Hugging Face model folder (config.json, model.safetensors, tokenizer files)."""
     source = Path(checkpoint)
     out = prepare_output_dir(out, overwrite=overwrite, inputs=[source])
     cfg = load_config_file(source)
     meta = json.loads((source / META).read_text()) if (source / META).is_file() else {}
-    fixed = meta.get("model_type") in CONVERTED_ONLY
-    problems = layout_blockers(cfg, ARCHITECTURES[meta["model_type"]]) if fixed else hf_blockers(cfg)
+    fixed = fixed_layout_type(cfg, meta)
+    problems = layout_blockers(cfg, ARCHITECTURES[fixed]) if fixed else hf_blockers(cfg)
     if problems:
         raise ConfigError(f"{source}: cannot export to Hugging Face: {'; '.join(problems)}")
-    model_type = meta["model_type"] if fixed else model_type_of(cfg, meta)
+    model_type = fixed or model_type_of(cfg, meta)
     if model_type == "qwen2" and not (cfg.qkv_bias and not cfg.attention_bias):
         raise ConfigError(f"{source}: a qwen2 model has q/k/v biases only (qkv_bias=True, attention_bias=False)")
     arch = ARCHITECTURES[model_type]
@@ -101,7 +118,9 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
     for rule in arch.rules(cfg):
         tensors.update(rule.split(ours[rule.ours]))
     config = {**arch.hf_config(cfg), "architectures": [arch.hf_class], "torch_dtype": "float32"}
-    generation = {"bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id, "pad_token_id": cfg.pad_id}
+    # transformers feeds pad back in after EOS: a pad outside the vocabulary (GPT-2) becomes EOS, its convention
+    pad = cfg.pad_id if cfg.pad_id < cfg.vocab_size else cfg.eos_id
+    generation = {"bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id, "pad_token_id": pad}
     if cfg.is_seq2seq:
         generation["decoder_start_token_id"] = cfg.start_id
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError
 from .folder import read_json
+from .spm import marian_tokenizer
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token")
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -39,7 +40,7 @@ class TokenizerFiles:
             return
         (directory / "tokenizer.json").write_text(self.tokenizer.to_str())
         special = {key: self.tokenizer.id_to_token(getattr(config, f"{key.split('_')[0]}_id"))
-                   for key in ("bos_token", "eos_token", "pad_token")}
+                   for key in ("bos_token", "eos_token", "pad_token")}  # pad outside the vocabulary: None
         if self.special.get("unk_token"):
             special["unk_token"] = self.special["unk_token"]
         data = {**special, "chat_template": self.chat_template}
@@ -57,16 +58,15 @@ def from_folder(path: Path) -> TokenizerFiles:
     """A Hugging Face folder's tokenizer (none when it has no tokenizer.json)."""
     files = TokenizerFiles()
     tokenizer_file = path / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        if (path / "source.spm").is_file():
-            raise DataError(f"{path / 'source.spm'}: a Marian sentencepiece tokenizer (source.spm/target.spm + "
-                            "vocab.json) has no tokenizer.json converter in transformers; add the folder's "
-                            "tokenizer.json (e.g. from a fast-tokenizer export) and convert again")
+    if tokenizer_file.is_file():
+        try:
+            files.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise CheckpointError(f"{tokenizer_file}: corrupt tokenizer ({exc})") from None
+    elif (path / "source.spm").is_file():  # Marian: sentencepiece models + vocab.json (interop/spm.py)
+        files.tokenizer = marian_tokenizer(path)
+    else:
         return files
-    try:
-        files.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    except Exception as exc:  # tokenizers raises plain Exception subclasses
-        raise CheckpointError(f"{tokenizer_file}: corrupt tokenizer ({exc})") from None
     config = read_json(path / TOKENIZER_CONFIG) if (path / TOKENIZER_CONFIG).is_file() else {}
     files.special = {key: text for key in SPECIAL_KEYS if (text := _token_text(config.get(key)))}
     template = path / "chat_template.jinja"
@@ -107,6 +107,10 @@ def choose_special_ids(data: dict[str, Any], files: TokenizerFiles) -> None:
     data["bos_id"] = eos if bos is None else bos  # a model without BOS: empty prompts start from EOS
     specials = [] if files.tokenizer is None else sorted(
         i for i, token in files.tokenizer.get_added_tokens_decoder().items() if token.special)
-    candidates = [data.get("pad_id"), files.token_id("pad_token"), files.token_id("unk_token"), *specials, 0,
-                  data["vocab_size"] - 1]
+    # Without a tokenizer the ids mean nothing to us yet and the first free id is taken; with one, a model
+    # whose every special token is BOS/EOS gets a pad outside the vocabulary (no row, no logit) rather than
+    # losing a real token to padding.
+    guesses = [0, data["vocab_size"] - 1] if files.tokenizer is None else []
+    candidates = [data.get("pad_id"), files.token_id("pad_token"), files.token_id("unk_token"), *specials, *guesses,
+                  data["vocab_size"]]
     data["pad_id"] = next(c for c in candidates if c is not None and c not in (data["bos_id"], eos))

@@ -166,6 +166,22 @@ async def read_request(request: Request, schema: type[BaseModel], settings: Serv
 
 async def decode_texts(app: FastAPI, texts: list[str], options: dict) -> list[list[int]]:
     """Encode ``texts`` like ``hybridformer generate`` does, check the limits (413), decode in the batcher."""
+    sources, opts = prepare(app, texts, options)
+    return await submit(app, sources, opts)
+
+
+async def submit(app: FastAPI, sources: list[list[int]], opts: GenerationOptions,
+                 on_token=None) -> list[list[int]]:
+    """Decode checked sources in the batcher (``on_token(input, id)``: each token as it comes, worker thread)."""
+    try:
+        return await app.state.batcher.submit(sources, opts, on_token)
+    except HybridformerError as exc:
+        raise RequestError(422, str(exc)) from None
+
+
+def prepare(app: FastAPI, texts: list[str], options: dict) -> tuple[list[list[int]], GenerationOptions]:
+    """``texts`` encoded as ``generate`` does and the options parsed, within the limits (413) — before any
+    answer starts, so that a streamed answer never fails on its input."""
     decoder, settings = app.state.decoder, app.state.settings
     if len(texts) > settings.max_inputs:
         raise RequestError(413, f"{len(texts)} inputs in one request; the limit is {settings.max_inputs}")
@@ -181,7 +197,4 @@ async def decode_texts(app: FastAPI, texts: list[str], options: dict) -> list[li
     if int(a * longest) + b > settings.max_new_tokens:
         raise RequestError(413, f"output budget max_len_a*len+max_len_b = {int(a * longest) + b} tokens; the "
                                 f"limit is {settings.max_new_tokens}")
-    try:
-        return await app.state.batcher.submit(sources, opts)
-    except HybridformerError as exc:
-        raise RequestError(422, str(exc)) from None
+    return sources, opts

@@ -2,25 +2,29 @@
 
 One worker thread owns the model; the event loop only queues jobs and hands back results, so
 ``/health`` and ``/metrics`` answer while a batch decodes. Jobs merge only when their decoding
-options are equal (a batch is one search) — for a language model, also their prompt lengths — up to
-``max_batch_tokens`` input tokens. Sampling
-jobs always decode alone, from their own seeded generator, so a caller's sample never depends on
-who else was in the queue. If a merged batch fails, each of its jobs is retried alone: one bad
-request can only fail itself.
+options are equal (a batch is one search), up to ``max_batch_tokens`` input tokens. Language-model
+prompts of different lengths merge under greedy search (:mod:`.ragged`: the common part is fed at
+once, the rest forced token by token, as CTranslate2 does); under beam search or n-gram blocking an
+LM job merges only with jobs of its prompt length. Sampling jobs always decode alone, from their
+own seeded generator, so a caller's sample never depends on who else was in the queue. A job with
+``on_token`` receives each of its output tokens (in the worker thread) as soon as it is chosen.
+If a merged batch fails, each of its jobs is retried alone: one bad request can only fail itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..generation import GenerationOptions, decode_sources
-from .engine import options_key
+from ..generation import GenerationOptions
+from .engine import decode_rows, options_key
 from .metrics import Metrics
+from .ragged import ragged_ok
 
 
 @dataclass
@@ -29,6 +33,14 @@ class Job:
     opts: GenerationOptions
     future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
+    on_token: Callable[[int, int], None] | None = None  # (input index, token id), from the worker thread
+    streamed: dict[int, int] = field(default_factory=dict)  # tokens handed to on_token per input
+
+    def stream(self, row: int, token: int, index: int) -> None:
+        """Token ``index`` of input ``row``; a retry after a failed merged batch repeats what was already sent."""
+        if self.on_token is not None and index >= self.streamed.get(row, 0):
+            self.streamed[row] = index + 1
+            self.on_token(row, token)
 
     @property
     def tokens(self) -> int:
@@ -66,9 +78,10 @@ class DynamicBatcher:
             await self.task
         self.executor.shutdown(wait=True)
 
-    async def submit(self, sources: list[list[int]], opts: GenerationOptions) -> list[list[int]]:
+    async def submit(self, sources: list[list[int]], opts: GenerationOptions,
+                     on_token: Callable[[int, int], None] | None = None) -> list[list[int]]:
         opts = replace(opts, batch_tokens=self.max_batch_tokens)
-        job = Job(sources, opts, asyncio.get_running_loop().create_future())
+        job = Job(sources, opts, asyncio.get_running_loop().create_future(), on_token=on_token)
         self.pending.append(job)
         self.wakeup.set()
         return await job.future
@@ -103,9 +116,9 @@ class DynamicBatcher:
         return [j for j in self.pending if not j.solo and (options_key(j.opts), self._shape(j)) == key]
 
     def _shape(self, job: Job) -> int | None:
-        """Language-model prompts decode together only when they have one length (one offset for all rows),
-        so an LM job merges only with jobs of its prompt length: a merged batch is then one forward batch."""
-        if self.decoder.config.is_seq2seq:
+        """Which jobs' inputs can share a batch: any, but LM prompts under beam search or n-gram blocking
+        only with prompts of their length (one offset for all rows)."""
+        if self.decoder.config.is_seq2seq or ragged_ok(job.opts):
             return None
         lengths = {len(s) for s in job.sources}
         return lengths.pop() if len(lengths) == 1 else -id(job)
@@ -144,7 +157,16 @@ class DynamicBatcher:
         if opts.sample:
             generator = torch.Generator(device=self.decoder.device)
             generator.manual_seed(opts.seed if opts.seed is not None else int(torch.seed() % 2**63))
-        outputs = decode_sources(self.decoder, sources, opts, generator)
+        owners = [(job, row) for job in batch for row in range(len(job.sources))]
+        counts = [0] * len(owners)
+
+        def emit(flat: int, token: int) -> None:
+            job, row = owners[flat]
+            counts[flat] += 1
+            job.stream(row, token, counts[flat] - 1)
+
+        streaming = any(job.on_token is not None for job in batch)
+        outputs = decode_rows(self.decoder, sources, opts, generator, emit if streaming else None)
         self.metrics.batch(len(batch), len(sources), sum(len(o) for o in outputs))
         split, start = [], 0
         for job in batch:

@@ -2,26 +2,31 @@
 
 Existing clients (the ``openai`` package, curl scripts) work unchanged. ``temperature: 0`` is greedy
 search; otherwise nucleus sampling with ``top_p``. With ``stream: true`` the answer comes as
-server-sent events (``data: {chunk}`` ... ``data: [DONE]``), one event per output token; the
-tokens are sent once the request's batch has been decoded.
+server-sent events (``data: {chunk}`` ... ``data: [DONE]``) while it is being decoded: the batcher
+hands over each output token as the engine chooses it (torch: one cached decoding step; ct2: its
+per-token callback), and :class:`~.textstream.TextStream` turns tokens into text pieces that add up
+to the non-streamed answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from tokenizers import Tokenizer
 
 from ..data.chat import ChatTemplate
-from .app import decode_texts, read_request
+from ..generation import GenerationOptions
+from .app import RequestError, prepare, read_request, submit
 from .schemas import ChatRequest, CompletionRequest, Message
+from .textstream import TextStream
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
+Chunk = Callable[[int, str | None, str | None], dict]  # (choice index, text or None, finish_reason) -> event
 
 
 def add_openai_routes(app: FastAPI) -> None:
@@ -36,28 +41,43 @@ def add_openai_routes(app: FastAPI) -> None:
     async def completions(request: Request):
         body = await read_request(request, CompletionRequest, settings)
         prompts = body.prompts()
-        outputs = await decode_texts(app, prompts, body.options(DEFAULT_MAX_TOKENS))
+        sources, opts = prepare(app, prompts, body.options(DEFAULT_MAX_TOKENS))
         budget = body.max_tokens or DEFAULT_MAX_TOKENS
-        choices = [_finish(decoder.tokenizer, ids, budget, body.stops()) for ids in outputs]
-        usage = _usage(decoder, prompts, outputs)
+        ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
-            return _sse(_completion_chunks(choices, decoder.tokenizer, settings.model_name))
-        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": settings.model_name, "usage": usage,
+            def chunk(index: int, text: str | None, reason: str | None) -> dict:
+                return {"id": ident, "object": "text_completion", "created": created, "model": settings.model_name,
+                        "choices": [{"index": index, "text": text or "", "finish_reason": reason, "logprobs": None}]}
+
+            return _sse(_stream(app, sources, opts, budget, body.stops(), chunk))
+        outputs = await submit(app, sources, opts)
+        finals = [TextStream(decoder.tokenizer, body.stops()).finish(ids, budget) for ids in outputs]
+        return {"id": ident, "object": "text_completion", "created": created, "model": settings.model_name,
+                "usage": _usage(decoder, prompts, outputs),
                 "choices": [{"index": i, "text": text, "finish_reason": reason, "logprobs": None}
-                            for i, (text, reason, _) in enumerate(choices)]}
+                            for i, (_, text, reason) in enumerate(finals)]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await read_request(request, ChatRequest, settings)
         prompt = chat_prompt(body.messages, decoder.chat_template)
-        outputs = await decode_texts(app, [prompt], body.options(DEFAULT_MAX_TOKENS * 32))
+        sources, opts = prepare(app, [prompt], body.options(DEFAULT_MAX_TOKENS * 32))
         budget = body.max_tokens or body.max_completion_tokens or DEFAULT_MAX_TOKENS * 32
-        text, reason, pieces = _finish(decoder.tokenizer, outputs[0], budget, body.stops())
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
-            return _sse(_chat_chunks(pieces, reason, settings.model_name))
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": settings.model_name, "usage": _usage(decoder, [prompt], outputs),
+            def chunk(index: int, text: str | None, reason: str | None) -> dict:
+                delta = {} if text is None else {"content": text}
+                return {"id": ident, "object": "chat.completion.chunk", "created": created,
+                        "model": settings.model_name,
+                        "choices": [{"index": index, "delta": delta, "finish_reason": reason, "logprobs": None}]}
+
+            head = chunk(0, "", None)
+            head["choices"][0]["delta"]["role"] = "assistant"
+            return _sse(_stream(app, sources, opts, budget, body.stops(), chunk, head))
+        outputs = await submit(app, sources, opts)
+        _, text, reason = TextStream(decoder.tokenizer, body.stops()).finish(outputs[0], budget)
+        return {"id": ident, "object": "chat.completion", "created": created, "model": settings.model_name,
+                "usage": _usage(decoder, [prompt], outputs),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                              "finish_reason": reason, "logprobs": None}]}
 
@@ -72,25 +92,46 @@ def chat_prompt(messages: list[Message], template: ChatTemplate | None) -> str:
     return text + "<|im_start|>assistant\n"
 
 
-def _finish(tokenizer: Tokenizer, ids: list[int], budget: int, stops: list[str]) -> tuple[str, str, list[str]]:
-    """(text, finish_reason, the text's pieces token by token), cut at the first stop string."""
-    pieces, previous = [], ""
-    for end in range(1, len(ids) + 1):
-        current = tokenizer.decode(ids[:end], skip_special_tokens=True)
-        pieces.append(current[len(previous):])
-        previous = current
-    text, reason = previous, "length" if len(ids) >= budget else "stop"
-    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
-    if cut >= 0:
-        text, reason, kept, total = text[:cut], "stop", [], 0
-        for piece in pieces:
-            if total + len(piece) > cut:
-                kept.append(piece[: cut - total])
-                break
-            kept.append(piece)
-            total += len(piece)
-        pieces = [p for p in kept if p]
-    return text, reason, pieces
+async def _stream(app: FastAPI, sources: list[list[int]], opts: GenerationOptions, budget: int, stops: list[str],
+                  chunk: Chunk, head: dict | None = None) -> AsyncIterator[dict]:
+    """Events of a streamed answer: ``head``, then text pieces as the tokens are decoded, then each choice's
+    rest and finish_reason (an error event if the decoding failed)."""
+    loop, tokens = asyncio.get_running_loop(), asyncio.Queue()
+
+    def on_token(row: int, token: int) -> None:  # the worker thread; the loop keeps the order
+        loop.call_soon_threadsafe(tokens.put_nowait, (row, token))
+
+    task = asyncio.ensure_future(submit(app, sources, opts, on_token))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even if the client left
+    texts = [TextStream(app.state.decoder.tokenizer, stops) for _ in sources]
+    if head is not None:
+        yield head
+    while not task.done() or not tokens.empty():
+        if tokens.empty():
+            getter = asyncio.ensure_future(tokens.get())
+            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                continue
+            row, token = getter.result()
+        else:
+            row, token = tokens.get_nowait()
+        piece = texts[row].push(token)
+        if piece:
+            yield chunk(row, piece, None)
+    try:
+        outputs = task.result()
+    except RequestError as exc:
+        yield {"error": {"message": exc.message, "type": "invalid_request_error", "code": exc.status}}
+        return
+    except Exception as exc:  # noqa: BLE001 - the stream has started: the error is its last event
+        yield {"error": {"message": f"internal error ({type(exc).__name__})", "type": "server_error", "code": 500}}
+        return
+    for row, ids in enumerate(outputs):
+        rest, _, reason = texts[row].finish(ids, budget)
+        if rest:
+            yield chunk(row, rest, None)
+        yield chunk(row, None, reason)
 
 
 def _usage(decoder, prompts: list[str], outputs: list[list[int]]) -> dict:
@@ -99,33 +140,10 @@ def _usage(decoder, prompts: list[str], outputs: list[list[int]]) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
 
 
-def _sse(events: Iterator[dict]) -> StreamingResponse:
-    def body() -> Iterator[str]:
-        for event in events:
+def _sse(events: AsyncIterator[dict]) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        async for event in events:
             yield f"data: {json.dumps(event)}\n\n"
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream")
-
-
-def _completion_chunks(choices, tokenizer: Tokenizer, model: str) -> Iterator[dict]:
-    ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-    for index, (_, reason, pieces) in enumerate(choices):
-        for piece in pieces:
-            yield {"id": ident, "object": "text_completion", "created": created, "model": model,
-                   "choices": [{"index": index, "text": piece, "finish_reason": None, "logprobs": None}]}
-        yield {"id": ident, "object": "text_completion", "created": created, "model": model,
-               "choices": [{"index": index, "text": "", "finish_reason": reason, "logprobs": None}]}
-
-
-def _chat_chunks(pieces: list[str], reason: str, model: str) -> Iterator[dict]:
-    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-    def chunk(delta: dict, finish: str | None) -> dict:
-        return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
-
-    yield chunk({"role": "assistant", "content": ""}, None)
-    for piece in pieces:
-        yield chunk({"content": piece}, None)
-    yield chunk({}, reason)

@@ -105,10 +105,10 @@ def tokenize(cfg: ExperimentConfig, raw: RawData, tokenizer: Tokenizer,
     out: list[list[Example]] = []
     for name, part in (("train", raw.train), ("valid", raw.valid)):
         if isinstance(part, str):
-            examples, report = lm_examples(part, tokenizer, block_size=data.block_size, source=name)
+            examples, report = lm_examples(part, tokenizer, block_size=data.block_size, source=name, config=cfg.model)
         else:
             examples, report = seq2seq_examples(part, tokenizer, max_src_len=data.max_src_len,
-                                                max_tgt_len=data.max_tgt_len, source=name)
+                                                max_tgt_len=data.max_tgt_len, source=name, config=cfg.model)
         if name == "train" and data.limit_train is not None:
             examples = examples[: data.limit_train]
             report.notes.append(f"limited to the first {len(examples)} (data.limit_train)")

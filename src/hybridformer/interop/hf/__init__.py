@@ -5,6 +5,7 @@ from __future__ import annotations
 from .bart import BART, MBART
 from .bert import BERT, ROBERTA
 from .common import Architecture
+from .gpt2 import GPT2
 from .llama import LLAMA, MISTRAL, QWEN2
 from .marian import MARIAN
 from .t5 import T5
@@ -19,6 +20,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "t5": T5,
     "bert": BERT,
     "roberta": ROBERTA,
+    "gpt2": GPT2,
 }
 
 __all__ = ["ARCHITECTURES", "Architecture"]

@@ -26,6 +26,7 @@ class Architecture:
     hf_class: str = ""  # the transformers class the export names in config.json ``architectures``
     unused: tuple[str, ...] = ()  # source tensor names/prefixes that may be present and are not converted
     head: str | None = None  # a separate output projection's name: untied exactly when the source holds it (T5)
+    prefix: str = ""  # the rules' names start with it; a bare base model saved without it is read with it (GPT-2)
 
 
 def unsupported(field: str, value: Any, why: str) -> ConfigError:
