@@ -254,8 +254,10 @@ def report(out: Path) -> str:
         entry = scores.get(task, {}).get(name)
         return entry["loss"] if entry else None
 
-    lines = ["| model | Shakespeare loss | gain kept | SciTLDR loss | gain kept | ROUGE-L (SciTLDR) |",
-             "|---|---|---|---|---|---|"]
+    with_rouge = bool(results.get("rouge"))
+    lines = ["| model | Shakespeare loss | gain kept | SciTLDR loss | gain kept |"
+             + " ROUGE-L (SciTLDR) |" * with_rouge,
+             "|---|---|---|---|---|" + "---|" * with_rouge]
     for name in models(out):
         cells = [name]
         for task in TASKS:
@@ -264,7 +266,8 @@ def report(out: Path) -> str:
             kept = None if None in (value, base, own) or base == own else (base - value) / (base - own)
             cells.append("—" if kept is None else f"{100 * kept:.0f}%")
         entry = results.get("rouge", {}).get(name)
-        cells.append("—" if entry is None else f"{entry['score']:.2f}")
+        if with_rouge:
+            cells.append("—" if entry is None else f"{entry['score']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -286,7 +289,7 @@ def main() -> None:
     parser.add_argument("--rouge-n", type=int, default=16, help="SciTLDR dev examples for ROUGE")
     parser.add_argument("--merges", default="linear,ta-1.0,ties-d0.2,dare-d0.5,ta-0.8", type=lambda s: s.split(","),
                         help="merges to make (comma-separated names of MERGES; the default is what RESULTS reports)")
-    parser.add_argument("--rouge-models", default="base,ft-scitldr,ta-1.0",
+    parser.add_argument("--rouge-models", default="base,ft-scitldr,linear",
                         type=lambda s: s.split(","), help="models to score by ROUGE (comma-separated names)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
