@@ -37,13 +37,12 @@ GGUF = Path("../shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.g
 DATA = Path("../shared/data")
 TASKS = ("shakespeare", "scitldr")
 # merge name -> hybridformer merge options (the two fine-tunes in TASKS order; --base OUT/base where needed)
-MERGES: dict[str, list[str]] = {  # the four methods first, then the grid (evaluated in this order)
+MERGES: dict[str, list[str]] = {  # the four methods first, then a grid (made and evaluated in this order)
     "linear": ["--method", "linear", "--weights", "0.5,0.5"],
     "ta-1.0": ["--method", "task_arithmetic", "--weights", "1.0,1.0", "--base"],
     "ties-d0.2": ["--method", "ties", "--density", "0.2", "--weights", "1.0,1.0", "--base"],
     "dare-d0.5": ["--method", "dare", "--density", "0.5", "--weights", "1.0,1.0", "--base"],
-    "ta-0.8": ["--method", "task_arithmetic", "--weights", "0.8,0.8", "--base"],
-    "ta-0.5": ["--method", "task_arithmetic", "--weights", "0.5,0.5", "--base"],
+    "ta-0.8": ["--method", "task_arithmetic", "--weights", "0.8,0.8", "--base"],  # (ta-0.5 is `linear` exactly)
     "ties-d0.5": ["--method", "ties", "--density", "0.5", "--weights", "1.0,1.0", "--base"],
     "dare-ties-d0.5": ["--method", "dare", "--combine", "ties", "--density", "0.5", "--weights", "1.0,1.0", "--base"],
 }
@@ -204,7 +203,7 @@ def stage_merge(out: Path, args: argparse.Namespace) -> None:
     parents = [str(_best(out, t)) for t in TASKS]
     for name, options in MERGES.items():
         target = out / "merges" / name
-        if target.exists():
+        if target.exists() or name not in args.merges:
             continue
         options = [*options, str(out / "base")] if options[-1] == "--base" else options
         _, wall, cpu = _cli(["merge", *options, *parents, "--out", str(target)])
@@ -255,8 +254,10 @@ def report(out: Path) -> str:
         entry = scores.get(task, {}).get(name)
         return entry["loss"] if entry else None
 
-    lines = ["| model | Shakespeare loss | gain kept | SciTLDR loss | gain kept | ROUGE-L (SciTLDR) |",
-             "|---|---|---|---|---|---|"]
+    with_rouge = bool(results.get("rouge"))
+    lines = ["| model | Shakespeare loss | gain kept | SciTLDR loss | gain kept |"
+             + " ROUGE-L (SciTLDR) |" * with_rouge,
+             "|---|---|---|---|---|" + "---|" * with_rouge]
     for name in models(out):
         cells = [name]
         for task in TASKS:
@@ -265,7 +266,8 @@ def report(out: Path) -> str:
             kept = None if None in (value, base, own) or base == own else (base - value) / (base - own)
             cells.append("—" if kept is None else f"{100 * kept:.0f}%")
         entry = results.get("rouge", {}).get(name)
-        cells.append("—" if entry is None else f"{entry['score']:.2f}")
+        if with_rouge:
+            cells.append("—" if entry is None else f"{entry['score']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -285,7 +287,9 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "auto"])
     parser.add_argument("--valid-blocks", type=int, default=16, help="held-out blocks per task")
     parser.add_argument("--rouge-n", type=int, default=16, help="SciTLDR dev examples for ROUGE")
-    parser.add_argument("--rouge-models", default="base,ft-scitldr,ft-shakespeare,linear,ta-1.0,ties-d0.2,dare-d0.5",
+    parser.add_argument("--merges", default="linear,ta-1.0,ties-d0.2,dare-d0.5,ta-0.8", type=lambda s: s.split(","),
+                        help="merges to make (comma-separated names of MERGES; the default is what RESULTS reports)")
+    parser.add_argument("--rouge-models", default="base,ft-scitldr,linear",
                         type=lambda s: s.split(","), help="models to score by ROUGE (comma-separated names)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

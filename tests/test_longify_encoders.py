@@ -6,22 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from interop.test_hf_encoders import hf_encoder
+from interop import test_hf_encoders
 
-from hybridformer import load_checkpoint
-from hybridformer.interop import convert
 from hybridformer.longify import LongifyPlan, longify_checkpoint, parse_attention_spec
 
 transformers = pytest.importorskip("transformers")
+pair = test_hf_encoders.pair  # the fixture: tiny BERT and RoBERTa from transformers, converted
 LONG = 4 * 40  # the new position limit: 4x the trained one (BERT 512 -> 2048 in miniature)
-
-
-@pytest.fixture(scope="module", params=["bert", "roberta"])
-def converted(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    hf = hf_encoder(request.param)
-    hf.save_pretrained(folder / "hf")
-    return hf, load_checkpoint(convert(folder / "hf", folder / "ours"))
 
 
 def longified(ckpt, window: int, global_tokens: int = 1):
@@ -38,16 +29,16 @@ def tokens_of(length: int, vocab: int, pad: int) -> torch.Tensor:
     return tokens
 
 
-def test_covering_window_equals_the_original_within_the_trained_length(converted):
-    _, ckpt = converted
+def test_covering_window_equals_the_original_within_the_trained_length(pair):
+    _, ckpt = pair
     model, _ = longified(ckpt, window=64)
     tokens = tokens_of(ckpt.config.max_positions, ckpt.config.vocab_size, ckpt.config.pad_id)
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), ckpt.model(tokens), atol=1e-5, rtol=0)
 
 
-def test_past_the_trained_length_equals_transformers_with_the_tiled_table(converted):
-    hf, ckpt = converted
+def test_past_the_trained_length_equals_transformers_with_the_tiled_table(pair):
+    hf, ckpt = pair
     model, cfg = longified(ckpt, window=LONG)
     offset, trained = cfg.position_offset, ckpt.config.max_positions
     new_table = model.encoder.absolute.table.weight
@@ -66,8 +57,8 @@ def test_past_the_trained_length_equals_transformers_with_the_tiled_table(conver
     assert (states - expected)[real].abs().max().item() < 1e-4
 
 
-def test_a_short_window_keeps_the_first_token_global(converted):
-    _, ckpt = converted
+def test_a_short_window_keeps_the_first_token_global(pair):
+    _, ckpt = pair
     tokens = tokens_of(LONG - 10, ckpt.config.vocab_size, ckpt.config.pad_id)[:1]
     changed = tokens.clone()
     changed[0, -3] = 3 if int(tokens[0, -3]) != 3 else 4  # a token ~145 positions after the first

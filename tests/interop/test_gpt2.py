@@ -86,6 +86,9 @@ def test_cli_convert_generate_evaluate(tmp_path: Path) -> None:
                           pad_token_id=95, eos_token_id=95)[0, prompt.shape[1]:].tolist()
     ref = ref[: ref.index(95)] if 95 in ref else ref
     assert run.stdout.split() == [words[i] for i in ref]
+    ct2 = run_entry("generate", tmp_path / "ours", "--input", "-", "--beam", "1", "--max-len-b", "12", "--engine",
+                    "ct2", input=line + "\n")  # CTranslate2 has no pad to suppress either
+    assert ct2.returncode == 0 and ct2.stdout == run.stdout, ct2.stderr[-2000:]
 
     text = tmp_path / "ref.txt"
     text.write_text("\n".join(TINY_TEXT) + "\n")

@@ -17,7 +17,8 @@ def convert(
 ) -> None:
     """Convert a pretrained model into a hybridformer checkpoint that every command can use.
 
-    Supported: Llama, Mistral, Qwen2, SmolLM (and the other families listed in docs/interop.md).
+    Supported: Llama, Mistral, Qwen2, SmolLM, GPT-2, BART, mBART, Marian (also from .spm files), T5,
+    BERT, RoBERTa (docs/interop.md).
     The tokenizer (ids preserved), chat template and special tokens travel with the model.
 
     Examples:

@@ -75,7 +75,8 @@ class Ct2Decoder:
         search = dict(beam_size=opts.beam_size, length_penalty=opts.lenpen, no_repeat_ngram_size=opts.no_repeat_ngram,
                       sampling_topk=(opts.top_k if opts.sample else 1), sampling_topp=opts.top_p,
                       sampling_temperature=opts.temperature,
-                      suppress_sequences=[[self.vocab[cfg.pad_id]]])  # as the torch engine: padding is never output
+                      # as the torch engine: padding is never output (a pad outside the vocabulary, GPT-2's, can't be)
+                      suppress_sequences=[[self.vocab[cfg.pad_id]]] if cfg.pad_id < len(self.vocab) else None)
         if not opts.sample and opts.beam_size == 1:  # greedy is prefix-consistent: one call, then each budget
             groups = {max(budgets): list(range(len(sources)))}
         else:
