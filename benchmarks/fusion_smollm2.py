@@ -10,10 +10,10 @@ work whose output already exists, so a stopped run resumes; results accumulate i
            ROUGE prompts are the next ``--rouge-n`` dev examples, cut after ``TL;DR:``)
   convert  ``hybridformer convert`` the GGUF into OUT/base
   train    two fine-tunes from the base (``train.init_from``): OUT/ft-shakespeare, OUT/ft-scitldr
-  merge    ``hybridformer merge`` of the two fine-tunes with --base OUT/base: every method of MERGES
+  merge    ``hybridformer merge`` of the two fine-tunes with --base OUT/base: the entries of MERGES named by --merges
   eval     ``hybridformer evaluate --metric ppl --context BLOCK --json`` of base, parents, merges on both tasks
-  rouge    greedy ``hybridformer generate`` of the TLDR for the ROUGE prompts (first line of the continuation)
-           and ROUGE-1/2/L against all the dev TLDRs' first one
+  rouge    greedy ``hybridformer generate`` of the TLDR for the ROUGE prompts (first sentence of the continuation)
+           and ROUGE-1/2/L against the author TLDR (each example's first target)
   report   the markdown table (loss in nats/token, gain kept = (base - model) / (base - own fine-tune))
 
 Run (one thread, the other core is busy):
