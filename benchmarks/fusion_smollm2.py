@@ -10,10 +10,11 @@ work whose output already exists, so a stopped run resumes; results accumulate i
            ROUGE prompts are the next ``--rouge-n`` dev examples, cut after ``TL;DR:``)
   convert  ``hybridformer convert`` the GGUF into OUT/base
   train    two fine-tunes from the base (``train.init_from``): OUT/ft-shakespeare, OUT/ft-scitldr
-  merge    ``hybridformer merge`` of the two fine-tunes with --base OUT/base: every method of MERGES
+  merge    ``hybridformer merge`` of the two fine-tunes with --base OUT/base: the entries of MERGES named by --merges
   eval     ``hybridformer evaluate --metric ppl --context BLOCK --json`` of base, parents, merges on both tasks
-  rouge    greedy ``hybridformer generate`` of the TLDR for the ROUGE prompts (first line of the continuation)
-           and ROUGE-1/2/L against all the dev TLDRs' first one
+  rouge    greedy ``hybridformer generate`` of the TLDR for the ROUGE prompts (first sentence of the continuation)
+           and ROUGE-1/2/L against the author TLDR (each example's first target)
+  overlap  cosine between the two task vectors (fine-tune minus base, all tensors together) and their norms
   report   the markdown table (loss in nats/token, gain kept = (base - model) / (base - own fine-tune))
 
 Run (one thread, the other core is busy):
@@ -246,6 +247,23 @@ def stage_rouge(out: Path, args: argparse.Namespace) -> None:
         _save(out, results)
 
 
+def stage_overlap(out: Path, args: argparse.Namespace) -> None:
+    """Cosine between the two task vectors (fine-tune − base, all tensors flattened together) and their norms."""
+    from safetensors import safe_open
+
+    files = [safe_open(str(p / "model.safetensors"), "pt") for p in (out / "base", *[_best(out, t) for t in TASKS])]
+    dot = norm_a = norm_b = 0.0
+    for name in files[0].keys():
+        base = files[0].get_tensor(name).double()
+        delta_a, delta_b = (f.get_tensor(name).double() - base for f in files[1:])
+        dot += float((delta_a * delta_b).sum())
+        norm_a += float(delta_a.square().sum())
+        norm_b += float(delta_b.square().sum())
+    results = _results(out)
+    results["overlap"] = {"cosine": dot / (norm_a * norm_b) ** 0.5, "norm_a": norm_a**0.5, "norm_b": norm_b**0.5}
+    _save(out, results)
+
+
 def report(out: Path) -> str:
     results = _results(out)
     scores = results.get("eval", {})
@@ -273,7 +291,7 @@ def report(out: Path) -> str:
 
 
 STAGES = {"data": stage_data, "convert": stage_convert, "train": stage_train, "merge": stage_merge,
-          "eval": stage_eval, "rouge": stage_rouge}
+          "eval": stage_eval, "rouge": stage_rouge, "overlap": stage_overlap}
 
 
 def main() -> None:
