@@ -22,8 +22,10 @@ mkdir -p "$OUT/ckpt" "$OUT/hyp"
 [ -f "$OUT/test.en" ] || zcat $DATA/test_2016_flickr.en.gz > "$OUT/test.en"
 [ -f "$OUT/test.de" ] || zcat $DATA/test_2016_flickr.de.gz > "$OUT/test.de"
 latest() { ls -d "$RUNS/$1"/checkpoints/step-* | sort | tail -1; }
-FINETUNE="--set train.init_from=$(latest "$STUDENT_BASE") --set train.schedule=constant --set train.lr=3e-4
+finetune() {  # the options of a short fine-tune of the student base (distill and its control)
+  echo "--set train.init_from=$(latest "$STUDENT_BASE") --set train.schedule=constant --set train.lr=3e-4
   --set train.warmup_steps=0 --set train.save_every=50 --set train.log_every=10 --set train.precision=bf16 --no-progress"
+}
 
 case $1 in
 prepare)
@@ -51,11 +53,11 @@ distill)
   # shellcheck disable=SC2086
   hybridformer distill $teachers --config configs/multi30k-small.yaml --out "$OUT/student" \
     --set data.tokenizer="$(latest "$STUDENT_BASE")/tokenizer.json" --set train.max_steps="$2" \
-    --set train.eval_every="$2" $FINETUNE ;;
+    --set train.eval_every="$2" $(finetune) ;;
 control)
   # shellcheck disable=SC2086
   hybridformer train configs/multi30k-small.yaml --out "$OUT/control" \
     --set data.tokenizer="$(latest "$STUDENT_BASE")/tokenizer.json" --set train.max_steps="$2" \
-    --set train.eval_every="$2" $FINETUNE ;;
+    --set train.eval_every="$2" $(finetune) ;;
 *) echo "usage: $0 prepare|decode NAME CKPT...|distill STEPS|control STEPS" >&2; exit 2 ;;
 esac
