@@ -145,6 +145,20 @@ def decode_sources(decoder: Decoder | Ct2Decoder, sources: list[list[int]], opts
     return [outputs[i] for i in range(len(sources))]
 
 
+def output_budget(cfg, opts, lengths: Tensor, *, prefix_len: int, src_len: int) -> Tensor:
+    """New tokens each row may produce: ``max_len_a · length + max_len_b``, capped at ``max_positions``
+    (so ``--max-len-b 100000000`` cannot decode for ever) and, for learned positions, at what the table
+    has left after the ``prefix_len`` tokens already fed; an input the table cannot hold is a DataError."""
+    a, b = opts.length_budget(cfg.is_seq2seq)
+    cap = cfg.max_positions
+    if cfg.position == "learned":  # learned position tables end at max_positions
+        cap = cfg.max_positions - prefix_len
+        if cap < 1 or src_len > cfg.max_positions:
+            raise DataError(f"an input of {src_len} tokens does not fit max_positions={cfg.max_positions} "
+                            "of this model's learned positions; shorten the line")
+    return max_lengths(lengths, a, b, cap=cap)
+
+
 def decode_batch(decoder: Decoder | Ct2Decoder, sources: list[list[int]], opts: GenerationOptions,
                  generator: torch.Generator | None = None) -> list[list[int]]:
     """Token ids of one batch in, output token ids out (LM prompts in a batch share one length)."""
@@ -158,14 +172,7 @@ def decode_batch(decoder: Decoder | Ct2Decoder, sources: list[list[int]], opts: 
         lengths = src.ne(cfg.pad_id).sum(1) - 1  # source tokens, EOS not counted
     else:
         state, prefix, lengths = scorer.init_state(None), src, torch.tensor([src.shape[1]] * len(sources))
-    a, b = opts.length_budget(cfg.is_seq2seq)
-    cap = cfg.max_positions  # new tokens: --max-len-b 100000000 would otherwise decode for ever
-    if cfg.position == "learned":  # learned position tables end at max_positions
-        cap = cfg.max_positions - prefix.shape[1]
-        if cap < 1 or src.shape[1] > cfg.max_positions:
-            raise DataError(f"an input of {src.shape[1]} tokens does not fit max_positions={cfg.max_positions} "
-                            "of this model's learned positions; shorten the line")
-    budget: Tensor = max_lengths(lengths, a, b, cap=cap).to(decoder.device)
+    budget = output_budget(cfg, opts, lengths, prefix_len=prefix.shape[1], src_len=src.shape[1]).to(decoder.device)
     common = {"eos_id": cfg.eos_id, "no_repeat_ngram": opts.no_repeat_ngram}
     if opts.sample:
         return sample_search(scorer, state, prefix, max_new_tokens=budget, temperature=opts.temperature,

@@ -21,8 +21,7 @@ from torch import Tensor
 
 from ..data.text import token_batches
 from ..decoding import greedy_search, sample_search
-from ..decoding.logits import max_lengths
-from ..errors import DataError
+from ..generation import output_budget
 
 Emit = Callable[[int, int], None]  # (row, token id), called in decoding order
 
@@ -91,17 +90,7 @@ class RaggedPrompts:
 
 def lm_budgets(cfg, sources: list[list[int]], opts) -> list[int]:
     """Each prompt's output budget, as the torch engine computes it for a prompt alone."""
-    a, b = opts.length_budget(False)
-    budgets = []
-    for source in sources:
-        cap = cfg.max_positions
-        if cfg.position == "learned":  # learned position tables end at max_positions
-            cap = cfg.max_positions - len(source)
-            if cap < 1:
-                raise DataError(f"an input of {len(source)} tokens does not fit max_positions={cfg.max_positions} "
-                                "of this model's learned positions; shorten the line")
-        budgets.append(int(max_lengths(torch.tensor([len(source)]), a, b, cap=cap)))
-    return budgets
+    return [int(output_budget(cfg, opts, torch.tensor([len(s)]), prefix_len=len(s), src_len=len(s))) for s in sources]
 
 
 def ragged_ok(opts, sources: list[list[int]] | None = None, eos_id: int | None = None) -> bool:
