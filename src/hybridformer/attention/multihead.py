@@ -58,20 +58,16 @@ class MultiHeadAttention(_Attention):
         k, v = self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
         if ctx.rope is not None:
             q, k = ctx.rope.rotate(q), ctx.rope.rotate(k)
+        # StreamingLLM sink positions: such a kernel re-rotates the queries, so it also takes the rotation
+        extra = {"rope": ctx.rope} if self.kernel.rotates_sinks else {}
         if ctx.cache is None:
-            if self.kernel.rotates_sinks:  # StreamingLLM sink positions: the kernel re-rotates the queries
-                out = self.kernel(q, k, v, causal=ctx.causal, key_padding_mask=ctx.padding_mask,
-                                  bias=ctx.score_bias, rope=ctx.rope)
-            else:
-                out = self.kernel(q, k, v, causal=ctx.causal, key_padding_mask=ctx.padding_mask, bias=ctx.score_bias)
+            out = self.kernel(q, k, v, causal=ctx.causal, key_padding_mask=ctx.padding_mask, bias=ctx.score_bias,
+                              **extra)
         else:
             state = ctx.cache.get(self)
             if state is None:
                 state = ctx.cache[self] = self.kernel.new_state()
-            if self.kernel.rotates_sinks:
-                out = self.kernel.step(q, k, v, state, bias=ctx.score_bias, rope=ctx.rope)
-            else:
-                out = self.kernel.step(q, k, v, state, bias=ctx.score_bias)
+            out = self.kernel.step(q, k, v, state, bias=ctx.score_bias, **extra)
         return self.merge_heads(out, ctx)
 
 
