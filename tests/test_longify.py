@@ -165,6 +165,19 @@ def test_checkpoint_round_trip_records_the_change(tmp_path, tiny_checkpoint):
     assert [r["max_positions"] for r in load_checkpoint(again).meta["longify"]] == [[16, 40], [40, 64]]
 
 
+def test_a_longer_classifier_reads_longer_documents(tmp_path):
+    """The truncation length a classifier was trained with (meta.json ``max_len``) grows with the table."""
+    from hybridformer.checkpoint import save_checkpoint
+
+    short = tiny("encoder_classifier", "learned", num_classes=2)
+    source = save_checkpoint(tmp_path / "short", short.model, short.config, None, meta={"max_len": 32})
+    out = longify(source, tmp_path / "long", attention="sliding_window:window=8", global_tokens=1, max_positions=128)
+    loaded = load_checkpoint(out)
+    assert loaded.meta["max_len"] == 128 and loaded.meta["longify"][0]["max_len"] == [32, 128]
+    same = longify(source, tmp_path / "same", attention="sliding_window:window=8")  # no new positions
+    assert load_checkpoint(same).meta["max_len"] == 32
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"attention": "linformer"}, "cannot be causal"),
     ({"attention": "sliding_window", "max_positions": 8}, "below the model's current max_positions=16"),

@@ -266,6 +266,10 @@ def longify(
     model, new_cfg, record = longify_checkpoint(checkpoint, plan)
     record["source"] = str(Path(ckpt))
     meta = dict(checkpoint.meta)
+    usable = new_cfg.max_positions - getattr(new_cfg, "position_offset", 0)
+    if "max_len" in meta and usable > meta["max_len"] and new_cfg.max_positions > checkpoint.config.max_positions:
+        record["max_len"] = [meta["max_len"], usable]  # a classifier now reads documents up to its new length
+        meta["max_len"] = usable
     meta["longify"] = [*_as_list(meta.get("longify")), record]
     return save_checkpoint(out, model, new_cfg, checkpoint.tokenizer, meta=meta)
 
