@@ -87,12 +87,17 @@ def test_logits_match_transformers_on_a_padded_batch(pair):
     assert (ref - got)[real].abs().max().item() < 1e-4
 
 
+def plain_search(hf) -> None:
+    """transformers' search without the model's forced BOS/EOS and banned words: the search we compare with."""
+    hf.generation_config.forced_eos_token_id = hf.generation_config.forced_bos_token_id = None
+    hf.generation_config.bad_words_ids = None
+
+
 def test_greedy_tokens_match_transformers(pair):
     hf, ckpt = pair
     cfg = ckpt.config
     src = batch(cfg, [6, 9], 2)
-    hf.generation_config.forced_eos_token_id = hf.generation_config.forced_bos_token_id = None
-    hf.generation_config.bad_words_ids = None
+    plain_search(hf)
     ref = hf.generate(input_ids=src, attention_mask=src.ne(cfg.pad_id), max_new_tokens=20, do_sample=False,
                       num_beams=1, min_length=0, suppress_tokens=[cfg.pad_id], eos_token_id=cfg.eos_id,
                       decoder_start_token_id=cfg.start_id, pad_token_id=cfg.pad_id)
@@ -204,8 +209,7 @@ def test_beam_search_matches_transformers(pair):
     hf, ckpt = pair
     cfg = ckpt.config
     src = batch(cfg, [6, 9], 2)
-    hf.generation_config.forced_eos_token_id = hf.generation_config.forced_bos_token_id = None
-    hf.generation_config.bad_words_ids = None
+    plain_search(hf)
     ref = hf.generate(input_ids=src, attention_mask=src.ne(cfg.pad_id), max_new_tokens=12, num_beams=3,
                       do_sample=False, early_stopping=True, length_penalty=1.0, suppress_tokens=[cfg.pad_id],
                       decoder_start_token_id=cfg.start_id, eos_token_id=cfg.eos_id, pad_token_id=cfg.pad_id)

@@ -53,10 +53,11 @@ def teacher_targets(run_root: Path, teachers: Sequence[Checkpoint], train: Seque
         log(f"sequence-level KD: reusing {len(train)} cached teacher outputs from {cache / 'train.jsonl'}")
         return cache
     partial = run_root / f".{SEQKD_DIR}.partial"
-    if _meta(partial) != meta:  # other teachers, search or sources: earlier shards do not apply
+    sharded = meta | {"shard_size": shard_size}
+    if _meta(partial) != sharded:  # other teachers, search, sources or shards: earlier shards do not apply
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        (partial / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        (partial / "meta.json").write_text(json.dumps(sharded, indent=1) + "\n")
     starts = range(0, len(train), shard_size)
     shards = [partial / f"train-{index:05d}.jsonl" for index in range(len(starts))]
     done = sum(shard.exists() for shard in shards)
@@ -76,6 +77,7 @@ def teacher_targets(run_root: Path, teachers: Sequence[Checkpoint], train: Seque
             handle.write(shard.read_text(encoding="utf-8"))
             shard.unlink()
     _write_jsonl(partial / "valid.jsonl", valid)
+    (partial / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     shutil.rmtree(cache, ignore_errors=True)
     partial.rename(cache)  # a crash before this line leaves the finished shards for the next run
     log(f"sequence-level KD: decoded in {time.perf_counter() - started:.1f}s")
