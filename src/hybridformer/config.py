@@ -395,9 +395,9 @@ class DataConfig(_Strict):
 
     Seq2seq reads either plain parallel files (``train_src``/``train_tgt``, ``.gz`` allowed), a JSONL
     file with named fields (``train_file`` + ``src_field``/``tgt_field``), or a built-in generated
-    task (``builtin``). A decoder LM reads ``train_file`` as one text (JSONL: ``tgt_field``) split into
-    blocks; without ``valid_file`` the last ``valid_fraction`` of it is held out. Relative paths are
-    relative to the working directory.
+    task (``builtin``). A decoder LM reads ``train_file`` as one text (JSONL: ``tgt_field``; with
+    ``chat``, each record rendered as a conversation) split into blocks; without ``valid_file`` the last
+    ``valid_fraction`` of it is held out. Relative paths are relative to the working directory.
     """
 
     format: Literal["text", "jsonl", "folders"] = "text"  # folders: labeled documents, see below
@@ -409,6 +409,9 @@ class DataConfig(_Strict):
     valid_file: str | None = None
     src_field: str = "source"
     tgt_field: str = "target"
+    # LM from JSONL pairs: each record is one conversation (user: src_field, assistant: tgt_field) rendered by
+    # the chat template beside data.tokenizer (a converted instruct model's), as `generate --chat` prompts it
+    chat: bool = False
     valid_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     builtin: str | None = None  # name of a generated task from hybridformer.data.tasks
     builtin_train: int = 5000
@@ -490,6 +493,31 @@ class ExperimentConfig(_Strict):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fine_tune_defaults(cls, data: Any) -> Any:
+        """Fine-tuning (``train.init_from``) starts from the checkpoint's model and tokenizer: its config.json
+        is the model section (keys given in ``model`` override it, e.g. ``dropout``) and its tokenizer.json
+        the default ``data.tokenizer``, so a recipe names only what changes."""
+        train = data.get("train") if isinstance(data, dict) else None
+        init_from = train.get("init_from") if isinstance(train, dict) else None
+        if not isinstance(init_from, str) or not isinstance(data.get("model", {}), dict):
+            return data
+        file = Path(init_from) / "config.json"
+        try:
+            saved = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"train.init_from: {init_from} is not a checkpoint directory (no config.json)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"train.init_from: cannot read {file} ({exc})") from None
+        if not isinstance(saved, dict):
+            raise ValueError(f"train.init_from: {file} does not hold a model config")
+        data = {**data, "model": {**saved, **data.get("model", {})}}
+        tokenizer = Path(init_from) / "tokenizer.json"
+        if isinstance(data.get("data", {}), dict) and "tokenizer" not in data.get("data", {}) and tokenizer.is_file():
+            data["data"] = {**data.get("data", {}), "tokenizer": str(tokenizer)}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
         classifier, labeled = self.model.arch == "encoder_classifier", self.data.format in ("jsonl", "folders")
@@ -498,6 +526,10 @@ class ExperimentConfig(_Strict):
                              "'jsonl' (text_field/label_field) or 'folders' (<split>/<label>/*.txt)")
         if classifier and self.train.eval_bleu:
             raise ValueError("train.eval_bleu decodes text; an encoder_classifier logs validation accuracy instead")
+        if self.data.chat and (self.model.arch != "decoder_lm" or self.data.format != "jsonl"):
+            raise ValueError("data.chat renders JSONL records as conversations for a language model: it needs "
+                             f"model.arch='decoder_lm' and data.format='jsonl' (got {self.model.arch!r}, "
+                             f"{self.data.format!r})")
         if not classifier and self.data.format == "folders":
             raise ValueError("data.format='folders' holds labeled documents for model.arch='encoder_classifier'")
         return self

@@ -83,3 +83,44 @@ def test_fine_tuning_starts_from_the_converted_weights(converted: Path, tmp_path
     start = load_checkpoint(converted)
     for name, tensor in start.model.state_dict().items():
         assert torch.allclose(tensor, tuned.model.state_dict()[name], atol=1e-5), name
+
+
+def test_chat_fine_tuning_through_the_cli(converted: Path, tmp_path: Path) -> None:
+    """An instruct fine-tune recipe names only what changes: the model section and the tokenizer come from
+    ``train.init_from``, JSONL pairs become conversations in the model's chat template, and the result
+    keeps the template, so ``generate --chat`` prompts it exactly as it was trained."""
+    import yaml
+    from conftest import assert_one_line_error, run_entry
+
+    from hybridformer.config import ExperimentConfig, load_config
+    from hybridformer.train.setup import read_raw
+
+    records = [{"q": {"text": ["big", "cat"]}, "a": ["a cat", "is big"]}, {"q": {"text": ["old"]}, "a": ["dog"]}]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in records * 10) + "\n")
+    recipe = tmp_path / "chat.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": {"dropout": 0.25},
+        "data": {"format": "jsonl", "chat": True, "train_file": str(data), "valid_file": str(data),
+                 "src_field": "q.text", "tgt_field": "a.0", "block_size": 16, "max_tokens": 64},
+        "train": {"init_from": str(converted), "max_steps": 2, "eval_every": 2, "warmup_steps": 0}}))
+
+    cfg = load_config(recipe, [], ExperimentConfig)
+    saved = json.loads((converted / "config.json").read_text())
+    assert cfg.model.model_dump(mode="json") == {**saved, "dropout": 0.25}
+    assert cfg.data.tokenizer == str(converted / "tokenizer.json")
+    assert read_raw(cfg.data, lm=True).train.startswith("<s>user: big cat</s><s>assistant: a cat</s>"
+                                                         "<s>user: old</s><s>assistant: dog</s>")
+
+    result = run_entry("train", recipe, "--out", tmp_path / "run", "--no-progress")
+    assert result.returncode == 0, result.stderr[-2000:]
+    tuned = tmp_path / "run" / "checkpoints" / "best"
+    assert json.loads((tuned / "tokenizer_config.json").read_text())["chat_template"] == TEMPLATE
+    answer = run_entry("generate", tuned, "--input", "-", "--chat", "--beam", "1", "--max-len-b", "4",
+                       input="big cat\n")
+    assert answer.returncode == 0 and len(answer.stdout.splitlines()) == 1, answer.stderr[-2000:]
+
+    bad = run_entry("train", recipe, "--out", tmp_path / "bad", "--set", "model.arch=encoder_decoder")
+    assert_one_line_error(bad, 2, "data.chat", "decoder_lm")
+    missing = run_entry("train", recipe, "--out", tmp_path / "bad", "--set", f"train.init_from={tmp_path}/nowhere")
+    assert_one_line_error(missing, 2, "train.init_from", "nowhere")

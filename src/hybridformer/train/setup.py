@@ -10,6 +10,7 @@ from tokenizers import Tokenizer
 
 from ..checkpoint import load_config_file
 from ..config import DataConfig, ExperimentConfig, ModelConfig
+from ..data.chat import load_chat_template
 from ..data.datasets import (
     DataReport,
     Example,
@@ -68,6 +69,14 @@ def read_raw(data: DataConfig, lm: bool) -> RawData:
 
 
 def _lm_text(data: DataConfig, path: str) -> str:
+    if data.chat:
+        template = load_chat_template(Path(data.tokenizer).parent) if data.tokenizer is not None else None
+        if template is None:
+            raise ConfigError("data.chat: no chat template beside data.tokenizer (tokenizer_config.json "
+                              "chat_template); set data.tokenizer or train.init_from to a converted instruct model")
+        pairs = read_jsonl(path, (data.src_field, data.tgt_field))
+        return "".join(template.render([{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+                                       add_generation_prompt=False) for user, answer in pairs)
     if data.format == "jsonl":
         return "\n".join(text for (text,) in read_jsonl(path, (data.tgt_field,))) + "\n"
     return read_text(path)
