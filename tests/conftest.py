@@ -143,3 +143,13 @@ def assert_one_line_error(result, status: int = 2, *words: str, alone: bool = Fa
     for word in words:
         assert word in errors[0], errors[0]
     return errors[0]
+
+
+def stand_in_checkpoint(directory: Path) -> Path:
+    """A model config where a fine-tuning recipe's ``train.init_from`` checkpoint would be (the recipe's
+    own first step, ``hybridformer convert``, is not run in tests): enough to load the recipe."""
+    from hybridformer.config import ModelConfig
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(ModelConfig(arch="decoder_lm").model_dump_json())
+    return directory

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridformer.config import ExperimentConfig, ModelConfig, load_config, read_config_file
+from hybridformer.config import ExperimentConfig, load_config, read_config_file
 from hybridformer.train.schedules import build_schedule
+from tests.conftest import stand_in_checkpoint
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -17,8 +18,7 @@ def load_recipe(path: Path, tmp_path: Path) -> ExperimentConfig:
     a model config for it, so every recipe is checked on a clean clone."""
     if read_config_file(path).get("train", {}).get("init_from") is None:
         return load_config(path, [], ExperimentConfig)
-    (tmp_path / "config.json").write_text(ModelConfig(arch="decoder_lm").model_dump_json())
-    return load_config(path, [f"train.init_from={tmp_path}"], ExperimentConfig)
+    return load_config(path, [f"train.init_from={stand_in_checkpoint(tmp_path)}"], ExperimentConfig)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
