@@ -513,9 +513,9 @@ class ExperimentConfig(_Strict):
         if not isinstance(saved, dict):
             raise ValueError(f"train.init_from: {file} does not hold a model config")
         data = {**data, "model": {**saved, **data.get("model", {})}}
-        tokenizer = Path(init_from) / "tokenizer.json"
-        if isinstance(data.get("data", {}), dict) and "tokenizer" not in data.get("data", {}) and tokenizer.is_file():
-            data["data"] = {**data.get("data", {}), "tokenizer": str(tokenizer)}
+        section, tokenizer = data.get("data", {}), Path(init_from) / "tokenizer.json"
+        if isinstance(section, dict) and "tokenizer" not in section and tokenizer.is_file():
+            data["data"] = {**section, "tokenizer": str(tokenizer)}
         return data
 
     @model_validator(mode="after")
