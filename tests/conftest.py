@@ -145,11 +145,14 @@ def assert_one_line_error(result, status: int = 2, *words: str, alone: bool = Fa
     return errors[0]
 
 
-def stand_in_checkpoint(directory: Path) -> Path:
-    """A model config where a fine-tuning recipe's ``train.init_from`` checkpoint would be (the recipe's
-    own first step, ``hybridformer convert``, is not run in tests): enough to load the recipe."""
-    from hybridformer.config import ModelConfig
+def stand_in_overrides(recipe: Path, directory: Path) -> list[str]:
+    """``--set`` overrides that let a fine-tuning recipe load in tests: its ``train.init_from`` checkpoint is
+    made by the recipe's own first command (``hybridformer convert``), so a model config stands in for it
+    in ``directory``. No overrides for a recipe that trains from scratch."""
+    from hybridformer.config import ModelConfig, read_config_file
 
+    if read_config_file(recipe).get("train", {}).get("init_from") is None:
+        return []
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(ModelConfig(arch="decoder_lm").model_dump_json())
-    return directory
+    return [f"train.init_from={directory}"]

@@ -11,16 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridformer.config import (
-    BPE_MIN_VOCAB,
-    ExperimentConfig,
-    ModelConfig,
-    load_config,
-    parse_config,
-    read_config_file,
-)
+from hybridformer.config import BPE_MIN_VOCAB, ExperimentConfig, ModelConfig, load_config, parse_config
 from hybridformer.errors import ConfigError
-from tests.conftest import assert_one_line_error, run_entry, stand_in_checkpoint
+from tests.conftest import assert_one_line_error, run_entry, stand_in_overrides
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPE = CONFIGS / "multi30k-small.yaml"
@@ -52,12 +45,11 @@ def test_config_check_refuses_bad_recipe_values(override, words):
 
 def test_config_check_accepts_every_shipped_recipe(tmp_path):
     for recipe in sorted(CONFIGS.glob("*.yaml")):
-        fine_tune = read_config_file(recipe).get("train", {}).get("init_from") is not None  # made by its 1st command
-        extra = ["--set", f"train.init_from={stand_in_checkpoint(tmp_path / recipe.stem)}"] if fine_tune else []
-        result = run_entry("config", "check", recipe, *extra)
+        overrides = stand_in_overrides(recipe, tmp_path / recipe.stem)
+        result = run_entry("config", "check", recipe, *(arg for o in overrides for arg in ("--set", o)))
         assert result.returncode == 0, (recipe, result.stderr)
         assert '"train"' in result.stdout and '"model"' in result.stdout
-        if fine_tune:  # before that command: one line naming the key and the missing checkpoint
+        if overrides:  # a fine-tune before its conversion: one line naming the key and the missing checkpoint
             missing = run_entry("config", "check", recipe, "--set", f"train.init_from={tmp_path}/not-converted")
             assert_one_line_error(missing, 2, "train.init_from", "not-converted", "not a checkpoint directory")
 

@@ -6,24 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from hybridformer.config import ExperimentConfig, load_config, read_config_file
+from hybridformer.config import ExperimentConfig, load_config
 from hybridformer.train.schedules import build_schedule
-from tests.conftest import stand_in_checkpoint
+from tests.conftest import stand_in_overrides
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
-def load_recipe(path: Path, tmp_path: Path) -> ExperimentConfig:
-    """A fine-tuning recipe starts from a checkpoint the user makes first (``hybridformer convert``): stand in
-    a model config for it, so every recipe is checked on a clean clone."""
-    if read_config_file(path).get("train", {}).get("init_from") is None:
-        return load_config(path, [], ExperimentConfig)
-    return load_config(path, [f"train.init_from={stand_in_checkpoint(tmp_path)}"], ExperimentConfig)
-
-
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_recipe_loads_and_averages_the_cooldown(path, tmp_path):
-    t = load_recipe(path, tmp_path).train
+    t = load_config(path, stand_in_overrides(path, tmp_path), ExperimentConfig).train
     if t.schedule != "wsd" or (t.save_every or t.eval_every) >= t.max_steps:
         return  # no cool-down, or only the final checkpoint is saved: nothing to average
     saved = [s for s in range(1, t.max_steps + 1) if s % (t.save_every or t.eval_every) == 0 or s == t.max_steps]
