@@ -140,6 +140,12 @@ class EncoderDecoder(nn.Module):
 
         The first target token is the decoder start token and never padding, even where it is the pad
         id (T5, Marian)."""
+        h = self.decoder_states(tgt, memory, memory_padding_mask, cache=cache, offset=offset)
+        return vocab_logits(self.output, h, cache, logits_to_keep)
+
+    def decoder_states(self, tgt: Tensor, memory: Tensor, memory_padding_mask: Tensor, *,
+                       cache: DecodingCache | None = None, offset: int = 0) -> Tensor:
+        """tgt: (batch, T) -> the states ``output`` projects onto the vocabulary (batch, T, d_model)."""
         padding = None
         if cache is None:
             padding = tgt.eq(self.pad_id)
@@ -147,9 +153,7 @@ class EncoderDecoder(nn.Module):
                 padding[:, 0] = False
         h = self.decoder(self.tgt_embed(tgt), padding_mask=padding, offset=offset, memory=memory,
                          memory_padding_mask=memory_padding_mask, cache=cache)
-        if self.output_scale != 1.0:
-            h = h * self.output_scale
-        return vocab_logits(self.output, h, cache, logits_to_keep)
+        return h * self.output_scale if self.output_scale != 1.0 else h
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         memory, mask = self.encode(src)
@@ -166,9 +170,12 @@ class DecoderLM(nn.Module):
     def decode(self, tokens: Tensor, *, cache: DecodingCache | None = None, offset: int = 0,
                logits_to_keep: int = 0) -> Tensor:
         """tokens: (batch, T) -> logits (batch, T, vocab), or of the last ``logits_to_keep`` positions only."""
+        return vocab_logits(self.output, self.states(tokens, cache=cache, offset=offset), cache, logits_to_keep)
+
+    def states(self, tokens: Tensor, *, cache: DecodingCache | None = None, offset: int = 0) -> Tensor:
+        """tokens: (batch, T) -> the states ``output`` projects onto the vocabulary (batch, T, d_model)."""
         padding = tokens.eq(self.pad_id) if cache is None else None
-        h = self.decoder(self.embed(tokens), padding_mask=padding, offset=offset, cache=cache)
-        return vocab_logits(self.output, h, cache, logits_to_keep)
+        return self.decoder(self.embed(tokens), padding_mask=padding, offset=offset, cache=cache)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.decode(tokens)

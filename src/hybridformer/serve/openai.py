@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from ..data.chat import ChatTemplate
-from ..generation import GenerationOptions
+from ..engines import GenerationOptions
 from .app import RequestError, prepare, read_request, submit
 from .schemas import ChatRequest, CompletionRequest, Message
 from .textstream import TextStream

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import uvicorn
 
+from ..engines import load_engine
 from ..errors import ConfigError
 from .app import ServeSettings, create_app
-from .engine import load_engine
 
 API_KEY_ENV = "HYBRIDFORMER_API_KEY"
 
@@ -24,7 +24,7 @@ def build_server(checkpoint: str | Path, settings: ServeSettings, *, host: str =
     """A ready ``uvicorn.Server`` for ``checkpoint`` (call ``.run()``; tests run it in a thread)."""
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {port}")
-    decoder = load_engine(checkpoint, engine=settings.engine, quantization=quantization, device=device)
+    decoder = load_engine(checkpoint, device, engine=settings.engine, quantization=quantization)
     settings.model_name = Path(checkpoint).name if settings.model_name == "hybridformer" else settings.model_name
     app = create_app(decoder, settings)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=None,

@@ -29,9 +29,9 @@ from ..config import ExperimentConfig, ModelConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
 from ..data.tokenizer import copy_tokenizer_config
 from ..decoding import ModelScorer
+from ..engines.torch import TorchEngine
 from ..errors import CheckpointError, ConfigError
 from ..generation import GenerationOptions, stream_outputs
-from ..inference import Decoder
 from ..metrics import bleu
 from ..models import build_model
 from ..outputs import prepare_run_dir
@@ -402,7 +402,7 @@ class _Trainer:
     def validation_bleu(self) -> float:
         """sacreBLEU of greedy outputs on the first ``train.eval_bleu`` validation pairs (same on every rank)."""
         model = self._export_model(None)
-        decoder = Decoder(ModelScorer(model), self.tokenizer, self.model_cfg, self.device, "validation")
+        decoder = TorchEngine(ModelScorer(model), self.tokenizer, self.model_cfg, self.device, "validation")
         sources, references = zip(*self.bleu_pairs, strict=True)
         hypotheses = list(stream_outputs(decoder, sources, GenerationOptions.parse({"beam": 1})))
         return bleu(hypotheses, list(references)).score

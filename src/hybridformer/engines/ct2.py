@@ -1,8 +1,8 @@
 """The ``ct2`` engine: decode with a CTranslate2 export under hybridformer's own text conventions.
 
-:class:`Ct2Decoder` offers what the torch decoder offers generation — ``tokenizer``, ``config``
-and ``decode_batch(sources, opts)`` from token ids to token ids — so ``generate``, ``evaluate`` and
-``serve`` switch engines with one flag and keep their input handling and output format. Greedy
+:class:`Ct2Engine` offers what the torch engine offers — ``tokenizer``, ``config``,
+``decode_batch(sources, opts)`` from token ids to token ids, ``stream`` and ``nll`` — so ``generate``,
+``evaluate`` and ``serve`` switch engines with one flag and keep their input handling and output format. Greedy
 search gives the torch engine's tokens exactly (tests/interop/test_ct2.py); beam search and
 sampling are CTranslate2's own (same options, its tie-breaking and random numbers).
 """
@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
-from ..checkpoint import WEIGHTS, load_tokenizer
+from ..checkpoint import WEIGHTS, Checkpoint, load_tokenizer
 from ..config import ModelConfig, parse_config
 from ..data.chat import ChatTemplate, load_chat_template
+from ..data.text import token_batches
 from ..decoding.logits import max_lengths
 from ..errors import CheckpointError, ConfigError, DataError
-from .ct2 import (
+from ..interop.ct2 import (
     CT2_CONFIG,
     QUANTIZATIONS,
     SINUSOID_ROWS,
@@ -32,10 +33,12 @@ from .ct2 import (
     is_ct2_export,
     require_ctranslate2,
 )
+from .options import GenerationOptions
+from .rows import Emit, RowEmitter, ragged_ok, stream_in_batches
 
 
 @dataclass
-class Ct2Decoder:
+class Ct2Engine:
     """A CTranslate2 ``Translator`` (seq2seq) or ``Generator`` (LM) with its tokenizer and model config."""
 
     model: object
@@ -46,6 +49,17 @@ class Ct2Decoder:
     vocab: list[str] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
     chat_template: ChatTemplate | None = None  # a converted instruct model's, for generate --chat and serve
+
+    @classmethod
+    def load(cls, checkpoints: Sequence[str | Path | Checkpoint], device: str | torch.device = "cpu", *,
+             purpose: str = "generate", weights: Sequence[float] | None = None, combine: str = "prob",
+             quantization: str | None = None) -> Ct2Engine:
+        """One checkpoint (exported once into a cache beside it) or a CTranslate2 export, with ``quantization``."""
+        if len(checkpoints) != 1 or weights is not None:
+            raise ConfigError(f"--engine ct2 runs one model; {purpose} an ensemble with --engine torch")
+        item = checkpoints[0]
+        path = item.path if isinstance(item, Checkpoint) else item
+        return load_ct2_engine(path, quantization=quantization, device=torch.device(device).type)
 
     def tokens(self, ids: list[int]) -> list[str]:
         return [self.vocab[i] for i in ids]
@@ -61,7 +75,7 @@ class Ct2Decoder:
                      on_token: Callable[[int, int], None] | None = None) -> list[list[int]]:
         """Token ids of one batch in (seq2seq sources end with EOS), output token ids out, without EOS.
 
-        ``opts`` is a :class:`~hybridformer.generation.GenerationOptions`; output budgets are
+        ``opts`` is a :class:`~hybridformer.engines.options.GenerationOptions`; output budgets are
         the torch engine's ``a · src_len + b`` per input. Language-model prompts may have different
         lengths (CTranslate2 feeds the common part at once and forces the rest). Under greedy search
         and sampling a per-token callback stops each row at its own budget (one call for all greedy
@@ -122,6 +136,27 @@ class Ct2Decoder:
                             "shorten the line")
         return rows - prefix if cfg.position == "learned" else min(cfg.max_positions, rows - prefix)
 
+    def stream(self, sources: list[list[int]], opts: GenerationOptions, generator: torch.Generator | None = None,
+               emit: Emit | None = None) -> list[list[int]]:
+        """Outputs per source, each token handed to ``emit(row, token)`` as CTranslate2 generates it (LM greedy
+        search and sampling; otherwise when its batch is done); CTranslate2 forces the longer prompts' tails."""
+        cfg = self.config
+        if cfg.is_seq2seq or opts.beam_size != 1:
+            return stream_in_batches(self, sources, opts, generator, emit)
+        outputs: dict[int, list[int]] = {}
+        for rows in _groups(sources, opts, cfg.eos_id):
+            batch = [sources[r] for r in rows]
+            emitter = RowEmitter(emit, self.budgets(batch, opts), cfg.eos_id, rows)
+            found = self.decode_batch(batch, opts, generator, on_token=emitter.token)
+            emitter.flush(found)
+            outputs.update(zip(rows, found, strict=True))
+        return [outputs[i] for i in range(len(sources))]
+
+    def nll(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> tuple[float, int]:
+        """Summed negative log-likelihood (nats) and tokens scored, as :meth:`score` defines them."""
+        log_probs = self.score(sources, targets)
+        return -sum(sum(row) for row in log_probs), sum(len(row) for row in log_probs)
+
     def score(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> list[list[float]]:
         """Teacher-forced log-probabilities: of ``targets + [EOS]`` given ``sources`` (seq2seq), or of
         ``sources[i][1:]`` (an LM scores its own text)."""
@@ -132,8 +167,8 @@ class Ct2Decoder:
         return [list(r.log_probs) for r in results]
 
 
-def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, device: str = "cpu",
-                     threads: int | None = None) -> Ct2Decoder:
+def load_ct2_engine(path: str | Path, *, quantization: str | None = None, device: str = "cpu",
+                    threads: int | None = None) -> Ct2Engine:
     """Open a CTranslate2 export, or an ordinary checkpoint exported once into ``<path>.ct2-<quantization>``
     beside it (float32 unless ``quantization``; re-exported when the checkpoint's weights are newer)."""
     ct2 = require_ctranslate2()
@@ -160,10 +195,22 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
     model = engine(str(export), device=device, compute_type=compute_type, intra_threads=threads)
     vocab_file = "shared_vocabulary.json" if config.is_seq2seq else "vocabulary.json"
     vocab = json.loads((export / vocab_file).read_text())
-    return Ct2Decoder(model, tokenizer, config, str(export), torch.device("cpu"), vocab,
+    return Ct2Engine(model, tokenizer, config, str(export), torch.device("cpu"), vocab,
                       {token: i for i, token in enumerate(vocab)}, load_chat_template(export))
 
 
 def ct2_cache(checkpoint: Path, quantization: str) -> Path:
     """Where an ordinary checkpoint's CTranslate2 export is cached: a folder beside it."""
     return checkpoint.parent / f"{checkpoint.name}.ct2-{quantization}"
+
+
+def _groups(sources: list[list[int]], opts: GenerationOptions, eos_id: int) -> list[list[int]]:
+    """Batches for CTranslate2's Generator: mixed prompt lengths under greedy search, except one-token prompts,
+    which batch apart (CTranslate2 4.8 then returns the longer prompts' second token as if generated)."""
+    lengths = [len(s) for s in sources]
+    if not ragged_ok(opts, sources, eos_id):
+        return list(token_batches(lengths, opts.batch_tokens, same_length=True))
+    groups = []
+    for part in ([i for i, n in enumerate(lengths) if n == 1], [i for i, n in enumerate(lengths) if n > 1]):
+        groups += [[part[j] for j in batch] for batch in token_batches([lengths[i] for i in part], opts.batch_tokens)]
+    return groups

@@ -1,0 +1,73 @@
+"""What every engine shares about rows: output budgets handed over token by token, and batching by tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..data.text import token_batches
+from .options import GenerationOptions
+
+if TYPE_CHECKING:
+    from . import Engine
+
+Emit = Callable[[int, int], None]  # (row, token id), called in decoding order
+
+
+class RowEmitter:
+    """Hands each row's output tokens to ``emit`` once each, in order, up to the row's EOS or budget."""
+
+    def __init__(self, emit: Emit | None, budgets: list[int], eos_id: int, rows: list[int] | None = None) -> None:
+        self.emit, self.budgets, self.eos_id = emit, budgets, eos_id
+        self.rows = rows if rows is not None else list(range(len(budgets)))  # local row -> caller's row
+        self.sent = [0] * len(budgets)
+        self.ended = [b <= 0 for b in budgets]
+
+    def token(self, row: int, token: int) -> None:
+        if self.ended[row]:
+            return
+        if token == self.eos_id:
+            self.ended[row] = True
+            return
+        self.sent[row] += 1
+        self.ended[row] = self.sent[row] >= self.budgets[row]
+        if self.emit is not None:
+            self.emit(self.rows[row], token)
+
+    def flush(self, outputs: list[list[int]]) -> None:
+        """The tokens of the final outputs not handed over yet (the last step's, which no step fed back)."""
+        for row, ids in enumerate(outputs):
+            for token in ids[self.sent[row]:]:
+                self.ended[row] = False
+                self.token(row, token)
+
+
+def ragged_ok(opts: GenerationOptions, sources: list[list[int]] | None = None, eos_id: int | None = None) -> bool:
+    """Prompts of any lengths may share a batch: greedy search without n-gram blocking (which could block a
+    forced prompt token), and no EOS inside a prompt (a forced EOS would end the row)."""
+    if opts.sample or opts.beam_size != 1 or opts.no_repeat_ngram:
+        return False
+    return sources is None or not any(eos_id in s[1:] for s in sources)
+
+
+def decode_sources(engine: Engine, sources: list[list[int]], opts: GenerationOptions,
+                   generator: torch.Generator | None = None) -> list[list[int]]:
+    """Output token ids for every source, in order, decoded in length-sorted batches of ``opts.batch_tokens``
+    (LM prompts batch only with prompts of their length)."""
+    outputs: dict[int, list[int]] = {}
+    lengths = [len(ids) for ids in sources]
+    for batch in token_batches(lengths, opts.batch_tokens, rows_per_item=opts.beam_size,
+                               same_length=not engine.config.is_seq2seq):
+        found = engine.decode_batch([sources[i] for i in batch], opts, generator)
+        outputs.update(zip(batch, found, strict=True))
+    return [outputs[i] for i in range(len(sources))]
+
+
+def stream_in_batches(engine: Engine, sources: list[list[int]], opts: GenerationOptions,
+                      generator: torch.Generator | None, emit: Emit | None) -> list[list[int]]:
+    """:func:`decode_sources`, handing each output token to ``emit`` when its batch is done."""
+    outputs = decode_sources(engine, sources, opts, generator)
+    RowEmitter(emit, [len(o) for o in outputs], engine.config.eos_id).flush(outputs)
+    return outputs
