@@ -81,7 +81,7 @@ def check_parity(tmp_path, tokenizer, arch: str, overrides: dict) -> None:
     produced = 0
     for batch in batches:
         expected = torch_decoder.decode_batch(batch, opts)
-        assert ct2.batch.decode_batch(opts) == expected
+        assert ct2.decode_batch(batch, opts) == expected
         produced += sum(map(len, expected))
     assert produced > 0
     with torch.no_grad():

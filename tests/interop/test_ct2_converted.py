@@ -68,7 +68,7 @@ def test_converted_export_matches_torch(tmp_path, kind, one_thread):
     produced = 0
     for batch in batches:
         expected = torch_decoder.decode_batch(batch, opts)
-        assert ct2.batch.decode_batch(opts) == expected
+        assert ct2.decode_batch(batch, opts) == expected
         produced += sum(map(len, expected))
     assert produced >= 20  # the comparison covered real decoding steps
     sources = prompts(ckpt, [6, 11], 2)
