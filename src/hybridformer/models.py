@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from .attention import ATTENTION, ALiBi, T5RelativeBias
 from .attention.head_subset import apply_pruned_heads
+from .attention.masks import drop_empty_padding
 from .blocks import LAYERS, Layer, LayerParts
 from .blocks.deepnet import deepnet_constants, deepnet_init
 from .cache import DecodingCache, project
@@ -102,12 +103,17 @@ class Stack(nn.Module):
         self, x: Tensor, *, padding_mask: Tensor | None = None, offset: int = 0,
         memory: Tensor | None = None, memory_padding_mask: Tensor | None = None, cache: DecodingCache | None = None,
     ) -> Tensor:
-        """x: (batch, L, d_model) embedded tokens at positions offset..offset+L-1."""
-        positions = torch.arange(offset, offset + x.shape[1], device=x.device)
-        x = self.embed(x, positions, padding_mask, offset)
+        """x: (batch, L, d_model) embedded tokens at positions offset..offset+L-1 (with a left-padded cache,
+        ``cache.start``: at columns offset..offset+L-1, each row's positions counted from its own start)."""
+        positions = row_positions = torch.arange(offset, offset + x.shape[1], device=x.device)
+        if cache is not None and cache.start is not None:
+            row_positions = (positions[None] - cache.start[:, None]).clamp(min=0)  # (batch, L); padding -> 0
+            padding_mask = drop_empty_padding(positions[None] < cache.start[:, None])
+        x = self.embed(x, row_positions, padding_mask, offset)
         ctx = MixerContext(
             padding_mask=padding_mask, causal=self.causal, positions=positions,
-            rope=self.rope(positions) if self.rope is not None else None,
+            rope=self.rope(row_positions) if self.rope is not None else None,
+            # relative biases (ALiBi, T5) see only differences, which columns give for every row
             score_bias=self.score_bias(positions, positions) if self.score_bias is not None else None,
             cache=cache, memory=memory, memory_padding_mask=memory_padding_mask,
         )

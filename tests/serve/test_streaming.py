@@ -91,13 +91,14 @@ class Gate:
 
 
 class GatedScorer:
-    """The torch engine's scorer behind a :class:`Gate` (the ragged loop has emitted every earlier token)."""
+    """The torch engine's scorer behind a :class:`Gate` (the loop has emitted every earlier token)."""
 
     def __init__(self, inner, gate: Gate) -> None:
         self.inner, self.gate = inner, gate
+        self.left_padding = inner.left_padding
 
-    def init_state(self, src):
-        return self.inner.init_state(src)
+    def init_state(self, src, start=None):
+        return self.inner.init_state(src, start)
 
     def step(self, state, prev_tokens):
         self.gate.step()

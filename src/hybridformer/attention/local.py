@@ -44,6 +44,7 @@ class SlidingWindowAttention(AttentionKernel):
         self.window, self.num_global, self.chunk_size, self.dropout = window, num_global, chunk_size, dropout
         self.sink_positions = sink_positions
         self.rotates_sinks = sink_positions == "cache" and num_global > 0
+        self.left_padding = num_global == 0  # global keys sit at columns, which left padding would move
 
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
@@ -159,12 +160,14 @@ class SlidingWindowAttention(AttentionKernel):
         return RollingKVCache(self.window, self.num_global)
 
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: RollingKVCache, *, bias: ScoreBias | None = None,
-             rope: Rotation | None = None) -> Tensor:
-        """Attend the new tokens over the kept keys (global + last ``window``) and themselves."""
+             rope: Rotation | None = None, start: Tensor | None = None) -> Tensor:
+        """Attend the new tokens over the kept keys (global + last ``window``) and themselves; the window is
+        relative, so left padding (the columns before ``start``, without global keys) is only masked."""
         keys, values, k_pos = state.extend(k, v)
         q_pos = torch.arange(state.length - q.shape[2], state.length, device=q.device)
+        padding = None if start is None else (k_pos[None] < start[:, None])[:, None, None, :]
         allowed = position_mask(q_pos[:, None], k_pos[None, :], causal=True, window=self.window,
-                                num_global=self.num_global)
+                                num_global=self.num_global, key_padding=padding)
         return attend(q, keys, values, allowed=allowed, bias=self._position_scores(q, keys, q_pos, k_pos, bias, rope))
 
     def _moves_sinks(self, last_position: int) -> bool:

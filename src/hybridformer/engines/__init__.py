@@ -3,10 +3,11 @@
 which engine runs.
 
 An engine is loaded from checkpoint paths (``load``), then answers in token ids, a batch of rows in and
-rows out: ``decode_batch`` runs one search over a batch, ``stream`` decodes any number of inputs handing
+rows out: ``decode_batch`` runs one search over a batch (``ragged``: whether LM prompts of different lengths
+may share it, ``budgets``: each prompt's output budget), ``stream`` decodes any number of inputs handing
 each output token over as it is chosen, ``nll`` scores text under teacher forcing. The torch engine also
-exposes its rows directly (``prefill`` and ``step``, rows joining and leaving a running batch); CTranslate2
-runs whole searches only. Adding an engine: one module here with such a class, one line in ``ENGINES``.
+exposes its rows directly (``prefill`` of prompts of any lengths, ``step``, ``keep`` for rows leaving);
+CTranslate2 runs whole searches only. Adding an engine: one module here with such a class, one line in ``ENGINES``.
 """
 
 from __future__ import annotations
@@ -43,8 +44,12 @@ class Engine(Protocol):
     def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *, purpose: str,
              weights: Sequence[float] | None, combine: str, quantization: str | None) -> Engine: ...
 
-    def decode_batch(self, sources: list[list[int]], opts: GenerationOptions,
-                     generator: torch.Generator | None = None) -> list[list[int]]: ...
+    def decode_batch(self, sources: list[list[int]], opts: GenerationOptions, generator: torch.Generator | None = None,
+                     on_token: Emit | None = None) -> list[list[int]]: ...
+
+    def ragged(self, opts: GenerationOptions, sources: list[list[int]]) -> bool: ...
+
+    def budgets(self, sources: list[list[int]], opts: GenerationOptions) -> list[int]: ...
 
     def stream(self, sources: list[list[int]], opts: GenerationOptions, generator: torch.Generator | None = None,
                emit: Emit | None = None) -> list[list[int]]: ...

@@ -34,7 +34,7 @@ from ..interop.ct2 import (
     require_ctranslate2,
 )
 from .options import GenerationOptions
-from .rows import Emit, RowEmitter, ragged_ok, stream_in_batches
+from .rows import Emit, ragged_ok, stream_rows
 
 
 @dataclass
@@ -136,21 +136,15 @@ class Ct2Engine:
                             "shorten the line")
         return rows - prefix if cfg.position == "learned" else min(cfg.max_positions, rows - prefix)
 
+    def ragged(self, opts: GenerationOptions, sources: list[list[int]]) -> bool:
+        """``generate`` batches LM prompts by length (CTranslate2 would force the longer prompts' tails)."""
+        return False
+
     def stream(self, sources: list[list[int]], opts: GenerationOptions, generator: torch.Generator | None = None,
                emit: Emit | None = None) -> list[list[int]]:
         """Outputs per source, each token handed to ``emit(row, token)`` as CTranslate2 generates it (LM greedy
-        search and sampling; otherwise when its batch is done); CTranslate2 forces the longer prompts' tails."""
-        cfg = self.config
-        if cfg.is_seq2seq or opts.beam_size != 1:
-            return stream_in_batches(self, sources, opts, generator, emit)
-        outputs: dict[int, list[int]] = {}
-        for rows in _groups(sources, opts, cfg.eos_id):
-            batch = [sources[r] for r in rows]
-            emitter = RowEmitter(emit, self.budgets(batch, opts), cfg.eos_id, rows)
-            found = self.decode_batch(batch, opts, generator, on_token=emitter.token)
-            emitter.flush(found)
-            outputs.update(zip(rows, found, strict=True))
-        return [outputs[i] for i in range(len(sources))]
+        search and sampling); LM prompts of different lengths share a batch (CTranslate2 forces their tails)."""
+        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts, self.config.eos_id))
 
     def nll(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> tuple[float, int]:
         """Summed negative log-likelihood (nats) and tokens scored, as :meth:`score` defines them."""

@@ -55,19 +55,30 @@ def ragged_ok(opts: GenerationOptions, sources: list[list[int]] | None = None, e
 def decode_sources(engine: Engine, sources: list[list[int]], opts: GenerationOptions,
                    generator: torch.Generator | None = None) -> list[list[int]]:
     """Output token ids for every source, in order, decoded in length-sorted batches of ``opts.batch_tokens``
-    (LM prompts batch only with prompts of their length)."""
+    (LM prompts of different lengths share a batch only where the engine decodes them exactly as alone)."""
     outputs: dict[int, list[int]] = {}
     lengths = [len(ids) for ids in sources]
-    for batch in token_batches(lengths, opts.batch_tokens, rows_per_item=opts.beam_size,
-                               same_length=not engine.config.is_seq2seq):
+    same_length = not engine.config.is_seq2seq and not engine.ragged(opts, sources)
+    for batch in token_batches(lengths, opts.batch_tokens, rows_per_item=opts.beam_size, same_length=same_length):
         found = engine.decode_batch([sources[i] for i in batch], opts, generator)
         outputs.update(zip(batch, found, strict=True))
     return [outputs[i] for i in range(len(sources))]
 
 
-def stream_in_batches(engine: Engine, sources: list[list[int]], opts: GenerationOptions,
-                      generator: torch.Generator | None, emit: Emit | None) -> list[list[int]]:
-    """:func:`decode_sources`, handing each output token to ``emit`` when its batch is done."""
-    outputs = decode_sources(engine, sources, opts, generator)
-    RowEmitter(emit, [len(o) for o in outputs], engine.config.eos_id).flush(outputs)
-    return outputs
+def stream_rows(engine: Engine, sources: list[list[int]], opts: GenerationOptions,
+                generator: torch.Generator | None, emit: Emit | None, groups: list[list[int]]) -> list[list[int]]:
+    """Outputs per source, decoded in ``groups`` of rows; the engine hands each token to ``emit(row, token)``
+    as soon as it is chosen (greedy search and sampling). Seq2seq and beam search: when its batch is done."""
+    cfg = engine.config
+    if cfg.is_seq2seq or opts.beam_size != 1:
+        outputs = decode_sources(engine, sources, opts, generator)
+        RowEmitter(emit, [len(o) for o in outputs], cfg.eos_id).flush(outputs)
+        return outputs
+    found: dict[int, list[int]] = {}
+    for rows in groups:
+        batch = [sources[r] for r in rows]
+        emitter = RowEmitter(emit, engine.budgets(batch, opts), cfg.eos_id, rows)
+        outputs = engine.decode_batch(batch, opts, generator, on_token=emitter.token)
+        emitter.flush(outputs)
+        found.update(zip(rows, outputs, strict=True))
+    return [found[i] for i in range(len(sources))]

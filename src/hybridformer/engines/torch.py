@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
+from torch import Tensor
 
 from ..config import ModelConfig
 from ..data.chat import ChatTemplate, load_chat_template
@@ -21,8 +23,7 @@ from ..errors import CheckpointError, ConfigError
 from ..inference import Checkpoint, CheckpointLike, Task, load_checkpoints, scorer_from_checkpoints
 from ..metrics import token_nll
 from .options import GenerationOptions, output_budget
-from .ragged import RaggedPrompts
-from .rows import Emit, RowEmitter, ragged_ok, stream_in_batches
+from .rows import Emit, ragged_ok, stream_rows
 
 
 @dataclass
@@ -56,60 +57,84 @@ class TorchEngine:
         return cls(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name,
                    load_chat_template(ckpts[0].path))
 
-    def decode_batch(self, sources: list[list[int]], opts: GenerationOptions,
-                     generator: torch.Generator | None = None) -> list[list[int]]:
-        """Token ids of one batch in, output token ids out (LM prompts in a batch share one length)."""
+    def ragged(self, opts: GenerationOptions, sources: list[list[int]]) -> bool:
+        """Whether LM prompts of different lengths may share a batch: greedy search without n-gram blocking, on
+        a model whose every mixer takes left padding (:meth:`prefill`). Sampling keeps equal-length batches, so
+        a seeded sample draws the same random numbers however requests are grouped."""
+        return self.scorer.left_padding and ragged_ok(opts) and not self.config.is_seq2seq
+
+    def prefill(self, rows: list[list[int]]) -> tuple[Tensor, Any]:
+        """LM prompts of any lengths -> next-token log-probs (rows, vocab) and the running state for :meth:`step`.
+
+        The prompts are left-padded to one length and fed together (long ones in chunks through the cache),
+        with masks, so each row's log-probs are those of its prompt alone; only the last position of each
+        prompt is projected onto the vocabulary."""
+        prompts, start = self._left_pad(rows)
+        return self.scorer.step(self.scorer.init_state(None, start), prompts)
+
+    def step(self, state: Any, tokens: Tensor) -> tuple[Tensor, Any]:
+        """tokens: (rows,) one new token per row -> next-token log-probs (rows, vocab) and the state."""
+        return self.scorer.step(state, tokens[:, None])
+
+    def keep(self, state: Any, index: Tensor) -> Any:
+        """Keep rows ``index`` of a running batch (finished rows leave), in that order."""
+        return self.scorer.reorder(state, index)
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[Tensor, Tensor | None]:
+        """(rows, longest) prompts padded on the left, and each row's first column (None: one length)."""
+        longest = max(len(r) for r in rows)
+        if all(len(r) == longest for r in rows):
+            return torch.tensor(rows, dtype=torch.long, device=self.device), None
+        if not self.scorer.left_padding:
+            raise ConfigError(f"{self.name}: this model's attention places keys by column (sinks or BigBird "
+                              "blocks), so it decodes LM prompts of one length per batch")
+        prompts = torch.full((len(rows), longest), self.config.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            prompts[i, longest - len(r):] = torch.tensor(r, dtype=torch.long)
+        start = torch.tensor([longest - len(r) for r in rows], device=self.device)
+        return prompts.to(self.device), start
+
+    def decode_batch(self, sources: list[list[int]], opts: GenerationOptions, generator: torch.Generator | None = None,
+                     on_token: Emit | None = None) -> list[list[int]]:
+        """Token ids of one batch in, output token ids out. LM prompts may differ in length where :meth:`ragged`
+        allows. ``on_token(row, id)`` sees each token as it is chosen (greedy search and sampling)."""
         cfg, scorer = self.config, self.scorer
-        src = pad(sources, cfg.pad_id, self.device)
         if cfg.is_seq2seq:
+            src = pad(sources, cfg.pad_id, self.device)
             state = scorer.init_state(src)
             prefix = torch.full((len(sources), 1), cfg.start_id, dtype=torch.long, device=self.device)
             lengths = src.ne(cfg.pad_id).sum(1) - 1  # source tokens, EOS not counted
+            budget = output_budget(cfg, opts, lengths, prefix_len=1, src_len=src.shape[1])
         else:
-            state, prefix, lengths = scorer.init_state(None), src, torch.tensor([src.shape[1]] * len(sources))
-        budget = output_budget(cfg, opts, lengths, prefix_len=prefix.shape[1], src_len=src.shape[1]).to(self.device)
+            prefix, start = self._left_pad(sources)
+            state, budget = scorer.init_state(None, start), torch.tensor(self.budgets(sources, opts))
+        budget = budget.to(self.device)
         common = {"eos_id": cfg.eos_id, "no_repeat_ngram": opts.no_repeat_ngram}
+        if opts.beam_size != 1 and not opts.sample:
+            hyps = beam_search(scorer, state, prefix, beam=opts.beam_size, max_len=budget, lenpen=opts.lenpen,
+                               early_stopping=opts.early_stopping, at_budget=opts.at_budget, **common)
+            return [h.tokens for h in hyps]
+        if on_token is not None:
+            def on_step(tokens: Tensor) -> None:
+                for row, token in enumerate(tokens.tolist()):
+                    on_token(row, token)
+
+            common["on_step"] = on_step
         if opts.sample:
             return sample_search(scorer, state, prefix, max_new_tokens=budget, temperature=opts.temperature,
                                  top_k=opts.top_k, top_p=opts.top_p, generator=generator, **common)
-        if opts.beam_size == 1:
-            return greedy_search(scorer, state, prefix, max_new_tokens=budget, **common)
-        hyps = beam_search(scorer, state, prefix, beam=opts.beam_size, max_len=budget, lenpen=opts.lenpen,
-                           early_stopping=opts.early_stopping, at_budget=opts.at_budget, **common)
-        return [h.tokens for h in hyps]
+        return greedy_search(scorer, state, prefix, max_new_tokens=budget, **common)
 
     def stream(self, sources: list[list[int]], opts: GenerationOptions, generator: torch.Generator | None = None,
                emit: Emit | None = None) -> list[list[int]]:
         """Outputs as :meth:`decode_batch` gives them, each token also handed to ``emit(row, token)`` as soon as
-        it is chosen (LM greedy search and sampling; otherwise when its batch is done). Greedy LM batches mix
-        prompt lengths; sampling keeps ``generate``'s equal-length groups, so a seeded sample draws the same
-        random numbers as there."""
-        cfg = self.config
-        if cfg.is_seq2seq or opts.beam_size != 1:
-            return stream_in_batches(self, sources, opts, generator, emit)
+        it is chosen (LM greedy search and sampling; otherwise when its batch is done)."""
         lengths = [len(s) for s in sources]
-        groups = token_batches(lengths, opts.batch_tokens, same_length=not ragged_ok(opts, sources, cfg.eos_id))
-        outputs: dict[int, list[int]] = {}
-        for rows in groups:
-            batch = [sources[r] for r in rows]
-            emitter = RowEmitter(emit, self.budgets(batch, opts), cfg.eos_id, rows)
-            ragged = RaggedPrompts(self.scorer, batch, emitter)
-            tails = [len(t) for t in ragged.tails]
-            budget = torch.tensor([t + b for t, b in zip(tails, emitter.budgets, strict=True)], device=self.device)
-            common = {"eos_id": cfg.eos_id, "max_new_tokens": budget, "no_repeat_ngram": opts.no_repeat_ngram}
-            prefix = ragged.prefix(batch, self.device)
-            if opts.sample:
-                found = sample_search(ragged, ragged.init_state(None), prefix, temperature=opts.temperature,
-                                      top_k=opts.top_k, top_p=opts.top_p, generator=generator, **common)
-            else:
-                found = greedy_search(ragged, ragged.init_state(None), prefix, **common)
-            found = [ids[tail:] for ids, tail in zip(found, tails, strict=True)]
-            emitter.flush(found)
-            outputs.update(zip(rows, found, strict=True))
-        return [outputs[i] for i in range(len(sources))]
+        groups = token_batches(lengths, opts.batch_tokens, same_length=not self.ragged(opts, sources))
+        return stream_rows(self, sources, opts, generator, emit, groups)
 
     def budgets(self, sources: list[list[int]], opts: GenerationOptions) -> list[int]:
-        """Each LM prompt's output budget, as :meth:`decode_batch` computes it for the prompt alone."""
+        """Each LM prompt's output budget, as for the prompt alone."""
         return [int(output_budget(self.config, opts, torch.tensor([len(s)]), prefix_len=len(s), src_len=len(s)))
                 for s in sources]
 
