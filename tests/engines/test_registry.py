@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_entry
 
 from hybridformer import ConfigError, evaluate, generate
 from hybridformer.engines import ENGINES, load_engine
@@ -15,10 +16,12 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "hybridformer"
 ENGINE_CLASSES = {"TorchEngine", "Ct2Engine", "Engine"}
 
 
-def test_the_registry_names_torch_and_ct2():
+def test_the_registry_names_torch_and_ct2(tiny_checkpoint):
     assert set(ENGINES) == {"torch", "ct2"}
     with pytest.raises(ConfigError, match="torch, ct2"):
         load_engine("anything", engine="onnx")
+    result = run_entry("generate", tiny_checkpoint("decoder_lm"), "--input", "-", "--engine", "onnx", input="a\n")
+    assert_one_line_error(result, 2, "--engine", "torch, ct2")
 
 
 def test_commands_decode_and_score_with_the_engine_the_registry_names(tiny_checkpoint, monkeypatch):
