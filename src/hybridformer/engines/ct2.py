@@ -80,7 +80,7 @@ class Ct2Engine:
         lengths (CTranslate2 feeds the common part at once and forces the rest). Under greedy search
         and sampling a per-token callback stops each row at its own budget (one call for all greedy
         rows, no steps wasted past a short row's budget), and ``on_token(row, id)`` sees every token
-        as CTranslate2 generates it, EOS included (the caller filters: ``serve.ragged.RowEmitter``).
+        as CTranslate2 generates it, EOS included (the caller filters: ``engines.rows.RowEmitter``).
         """
         cfg = self.config
         if opts.sample and opts.seed is not None and generator is not None:
