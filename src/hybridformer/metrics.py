@@ -122,7 +122,7 @@ def rouge(hypotheses: Sequence[str], references: Sequence[str], *, use_stemmer: 
 # ----------------------------------------------------------------------------- likelihood
 
 
-LOGIT_CHUNK = 1024  # positions projected onto the vocabulary at once when scoring
+LOGIT_CHUNK = 256  # positions projected onto the vocabulary at once when scoring (50 MB of logits for 49k tokens)
 
 
 @torch.inference_mode()
