@@ -13,22 +13,19 @@ CTranslate2 runs whole searches only. Adding an engine: one module here with suc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 import torch
 from tokenizers import Tokenizer
 
-from ..checkpoint import Checkpoint
 from ..config import ModelConfig
 from ..data.chat import ChatTemplate
 from ..errors import ConfigError
+from ..inference import CheckpointLike
 from .ct2 import Ct2Engine
 from .options import GenerationOptions, output_budget
 from .rows import Emit, decode_sources
 from .torch import TorchEngine
-
-CheckpointLike = str | Path | Checkpoint
 
 
 class Engine(Protocol):

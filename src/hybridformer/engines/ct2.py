@@ -24,6 +24,7 @@ from ..data.chat import ChatTemplate, load_chat_template
 from ..data.text import token_batches
 from ..decoding.logits import max_lengths
 from ..errors import CheckpointError, ConfigError, DataError
+from ..inference import CheckpointLike
 from ..interop.ct2 import (
     CT2_CONFIG,
     QUANTIZATIONS,
@@ -51,7 +52,7 @@ class Ct2Engine:
     chat_template: ChatTemplate | None = None  # a converted instruct model's, for generate --chat and serve
 
     @classmethod
-    def load(cls, checkpoints: Sequence[str | Path | Checkpoint], device: str | torch.device = "cpu", *,
+    def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *,
              purpose: str = "generate", weights: Sequence[float] | None = None, combine: str = "prob",
              quantization: str | None = None) -> Ct2Engine:
         """One checkpoint (exported once into a cache beside it) or a CTranslate2 export, with ``quantization``."""
