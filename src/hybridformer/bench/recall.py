@@ -143,6 +143,8 @@ def run_recall(checkpoint: str | Path, *, tasks: Sequence[str] = ("passkey",), l
     if decoder.config.is_seq2seq:
         raise ConfigError(f"{checkpoint} is an encoder_decoder; bench recall prompts a decoder_lm")
     opts = GenerationOptions(beam=1, max_len_a=0.0, max_len_b=max_new_tokens)
+    warm_up = build_prompt(decoder.tokenizer, "passkey", 64, 0.5, seed=seed)  # one-time allocations, thread pools
+    decode_sources(decoder, [encode_checked(decoder.tokenizer, warm_up.text, decoder.config, 0)], opts)
     cells = []
     for task in tasks:
         for length in lengths:
