@@ -160,23 +160,25 @@ def run_recall(checkpoint: str | Path, *, tasks: Sequence[str] = ("passkey",), l
 def _cell(decoder, opts: GenerationOptions, task: str, length: int, depth: float, *, samples: int, keys: int,
           seed: int) -> dict[str, Any]:
     cell: dict[str, Any] = {"task": task, "length": length, "depth": depth, "status": "ok"}
-    seconds, peaks, tokens, outputs, correct = [], [], [], [], 0
+    seconds, cpu_seconds, peaks, tokens, outputs, correct = [], [], [], [], [], 0
     for sample in range(samples):
         prompt = build_prompt(decoder.tokenizer, task, length, depth, sample=sample, seed=seed, keys=keys)
         try:
             ids = encode_checked(decoder.tokenizer, prompt.text, decoder.config, sample + 1)
         except DataError as exc:
             return cell | {"status": "too long", "error": str(exc)}
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with torch.inference_mode(), peak_memory(decoder.device) as peak:
             output = decoder.tokenizer.decode(decode_sources(decoder, [ids], opts)[0])
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)  # all threads; steadier than wall time on a busy machine
         peaks.append(peak["mib"])
         tokens.append(len(ids))
         outputs.append({"answer": prompt.answer, "output": output})
         correct += score_answer(output, prompt.answer)
     return cell | {"correct": correct, "total": samples, "accuracy": correct / samples,
                    "prompt_tokens": round(statistics.mean(tokens)), "median_s": statistics.median(seconds),
+                   "median_cpu_s": statistics.median(cpu_seconds),
                    "peak_mib": max(peaks), "outputs": outputs}
 
 
