@@ -23,7 +23,7 @@ from ..errors import HybridformerError
 from ..generation import GenerationOptions
 from .batcher import DynamicBatcher
 from .metrics import Metrics
-from .schemas import GenerateRequest
+from .schemas import GenerateRequest, Unhonoured
 
 log = logging.getLogger("hybridformer.serve")
 
@@ -152,16 +152,27 @@ async def read_request(request: Request, schema: type[BaseModel], settings: Serv
         if len(body) > settings.max_body_bytes:
             raise RequestError(413, f"request body over {settings.max_body_bytes} bytes")
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(body, parse_constant=_no_constant)
+        json.dumps(data, ensure_ascii=False).encode()  # a lone surrogate (``"\ud800"``) is no text to encode
+    except RecursionError:
+        raise RequestError(400, "body is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise RequestError(400, "body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff): not text") from None
+    except ValueError as exc:  # malformed JSON, invalid UTF-8, Infinity/NaN, an integer of > 4300 digits
         raise RequestError(422, f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RequestError(422, "body must be a JSON object")
     try:
         return schema.model_validate(data)
+    except Unhonoured as exc:
+        raise RequestError(400, str(exc)) from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
         raise RequestError(422, problems) from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 async def decode_texts(app: FastAPI, texts: list[str], options: dict) -> list[list[int]]:

@@ -7,7 +7,8 @@ prompts of different lengths merge under greedy search (:mod:`.ragged`: the comm
 once, the rest forced token by token, as CTranslate2 does); under beam search or n-gram blocking an
 LM job merges only with jobs of its prompt length. Sampling jobs always decode alone, from their
 own seeded generator, so a caller's sample never depends on who else was in the queue. A job with
-``on_token`` receives each of its output tokens (in the worker thread) as soon as it is chosen.
+``on_token`` receives each of its output tokens (in the worker thread) as soon as it is chosen, with the
+step's log-probabilities where the engine has them, and may answer True to end that row there (a stop string).
 If a merged batch fails, each of its jobs is retried alone: one bad request can only fail itself.
 """
 
@@ -20,11 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import torch
+from torch import Tensor
 
 from ..generation import GenerationOptions
 from .engine import decode_rows, options_key
 from .metrics import Metrics
 from .ragged import ragged_ok
+
+OnToken = Callable[[int, int, Tensor | None], bool | None]  # (input, token, log-probs) -> end input; worker thread
 
 
 @dataclass
@@ -33,14 +37,17 @@ class Job:
     opts: GenerationOptions
     future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
-    on_token: Callable[[int, int], None] | None = None  # (input index, token id), from the worker thread
+    on_token: OnToken | None = None
     streamed: dict[int, int] = field(default_factory=dict)  # tokens handed to on_token per input
+    stopped: set[int] = field(default_factory=set)  # inputs on_token ended
 
-    def stream(self, row: int, token: int, index: int) -> None:
+    def stream(self, row: int, token: int, index: int, log_probs: Tensor | None) -> bool:
         """Token ``index`` of input ``row``; a retry after a failed merged batch repeats what was already sent."""
         if self.on_token is not None and index >= self.streamed.get(row, 0):
             self.streamed[row] = index + 1
-            self.on_token(row, token)
+            if self.on_token(row, token, log_probs):
+                self.stopped.add(row)
+        return row in self.stopped
 
     @property
     def tokens(self) -> int:
@@ -79,7 +86,7 @@ class DynamicBatcher:
         self.executor.shutdown(wait=True)
 
     async def submit(self, sources: list[list[int]], opts: GenerationOptions,
-                     on_token: Callable[[int, int], None] | None = None) -> list[list[int]]:
+                     on_token: OnToken | None = None) -> list[list[int]]:
         opts = replace(opts, batch_tokens=self.max_batch_tokens)
         job = Job(sources, opts, asyncio.get_running_loop().create_future(), on_token=on_token)
         self.pending.append(job)
@@ -160,10 +167,10 @@ class DynamicBatcher:
         owners = [(job, row) for job in batch for row in range(len(job.sources))]
         counts = [0] * len(owners)
 
-        def emit(flat: int, token: int) -> None:
+        def emit(flat: int, token: int, log_probs: Tensor | None) -> bool:
             job, row = owners[flat]
             counts[flat] += 1
-            job.stream(row, token, counts[flat] - 1)
+            return job.stream(row, token, counts[flat] - 1, log_probs)
 
         streaming = any(job.on_token is not None for job in batch)
         outputs = decode_rows(self.decoder, sources, opts, generator, emit if streaming else None)
