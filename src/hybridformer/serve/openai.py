@@ -40,16 +40,20 @@ class Choice:
 
     text: TextStream
     top: int | None  # alternatives per token; None: no log-probabilities
-    records: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)  # (id, logprob, top)
+    records: list[tuple[str, float, list[tuple[int, float]]]] = field(default_factory=list)  # (text, logprob, top)
     reported: int = 0  # records already sent with a streamed piece
 
     def take(self, token: int, log_probs: Tensor | None) -> str:
         """The text piece ``token`` completes (often ''), after noting its log-probabilities."""
+        before = self.text.text
+        piece = self.text.push(token)
         if self.top is not None and log_probs is not None:
             top = log_probs.topk(self.top) if self.top else None
             alternatives = [] if top is None else list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
-            self.records.append((token, float(log_probs[token]), alternatives))
-        return self.text.push(token)
+            after = self.text.text  # the token's text in context (a lone token may decode differently)
+            text = after[len(before):] if after.startswith(before) else self.text.tokenizer.decode([token])
+            self.records.append((text, float(log_probs[token]), alternatives))
+        return piece
 
     def unreported(self) -> list:
         records, self.reported = self.records[self.reported:], len(self.records)
@@ -208,28 +212,22 @@ def _usage(prompt_tokens: int, outputs: list[list[int]]) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
 
 
-def _token(tokenizer, token: int) -> tuple[str, list[int]]:
-    text = tokenizer.decode([token], skip_special_tokens=False)
-    return text, list(text.encode("utf-8", "surrogatepass"))
-
-
 def chat_logprobs(tokenizer, records: list) -> list[dict]:
-    """The chat API's ``logprobs.content``: per token its text, bytes, log-probability and the top alternatives."""
-    out = []
-    for token, logprob, top in records:
-        text, raw = _token(tokenizer, token)
-        alternatives = [dict(zip(("token", "bytes"), _token(tokenizer, t), strict=True)) | {"logprob": lp}
-                        for t, lp in top]
-        out.append({"token": text, "bytes": raw, "logprob": logprob, "top_logprobs": alternatives})
-    return out
+    """The chat API's ``logprobs.content``: per token its text, bytes, log-probability and the top alternatives
+    (an alternative's text is its text alone)."""
+    def entry(text: str, logprob: float) -> dict:
+        return {"token": text, "bytes": list(text.encode()), "logprob": logprob}
+
+    return [entry(text, logprob) | {"top_logprobs": [entry(tokenizer.decode([t]), lp) for t, lp in top]}
+            for text, logprob, top in records]
 
 
 def completion_logprobs(tokenizer, records: list) -> dict:
     """The legacy completions API's ``logprobs``: parallel lists of tokens, log-probabilities, top maps, offsets."""
-    texts = [_token(tokenizer, token)[0] for token, _, _ in records]
+    texts = [text for text, _, _ in records]
     offsets = [sum(len(t) for t in texts[:i]) for i in range(len(texts))]
     return {"tokens": texts, "token_logprobs": [lp for _, lp, _ in records], "text_offset": offsets,
-            "top_logprobs": [{_token(tokenizer, t)[0]: lp for t, lp in top} for _, _, top in records]}
+            "top_logprobs": [{tokenizer.decode([t]): lp for t, lp in top} for _, _, top in records]}
 
 
 def _sse(events: AsyncIterator[dict]) -> StreamingResponse:
