@@ -40,14 +40,21 @@ class Job:
     on_token: OnToken | None = None
     streamed: dict[int, int] = field(default_factory=dict)  # tokens handed to on_token per input
     stopped: set[int] = field(default_factory=set)  # inputs on_token ended
+    first_token: float | None = None  # when the first output token of any input was chosen
 
     def stream(self, row: int, token: int, index: int, log_probs: Tensor | None) -> bool:
         """Token ``index`` of input ``row``; a retry after a failed merged batch repeats what was already sent."""
+        if self.first_token is None:
+            self.first_token = time.monotonic()
         if self.on_token is not None and index >= self.streamed.get(row, 0):
             self.streamed[row] = index + 1
             if self.on_token(row, token, log_probs):
                 self.stopped.add(row)
         return row in self.stopped
+
+    @property
+    def rows(self) -> int:
+        return len(self.sources)
 
     @property
     def tokens(self) -> int:
@@ -77,8 +84,12 @@ class DynamicBatcher:
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
     async def close(self) -> None:
-        """Finish every queued job, then stop the worker."""
+        """Stop the worker. The server calls this after its drain deadline, when no caller waits any more: queued
+        jobs are dropped, and the batch being decoded ends at its next step (each row is stopped)."""
         self.closing = True
+        for job in self.pending:
+            job.future.cancel()
+        self.pending = []
         if self.wakeup is not None:
             self.wakeup.set()
         if self.task is not None:
@@ -90,6 +101,7 @@ class DynamicBatcher:
         opts = replace(opts, batch_tokens=self.max_batch_tokens)
         job = Job(sources, opts, asyncio.get_running_loop().create_future(), on_token=on_token)
         self.pending.append(job)
+        self.metrics.queued += job.rows
         self.wakeup.set()
         return await job.future
 
@@ -141,6 +153,7 @@ class DynamicBatcher:
                 tokens += job.tokens
         taken = {id(j) for j in batch}
         self.pending = [j for j in self.pending if id(j) not in taken]
+        self.metrics.queued -= sum(j.rows for j in batch)
         return batch
 
     def _run(self, batch: list[Job], loop: asyncio.AbstractEventLoop) -> None:
@@ -170,11 +183,16 @@ class DynamicBatcher:
         def emit(flat: int, token: int, log_probs: Tensor | None) -> bool:
             job, row = owners[flat]
             counts[flat] += 1
-            return job.stream(row, token, counts[flat] - 1, log_probs)
+            return job.stream(row, token, counts[flat] - 1, log_probs) or self.closing
 
-        streaming = any(job.on_token is not None for job in batch)
-        outputs = decode_rows(self.decoder, sources, opts, generator, emit if streaming else None)
-        self.metrics.batch(len(batch), len(sources), sum(len(o) for o in outputs))
+        self.metrics.running = len(sources)
+        try:
+            outputs = decode_rows(self.decoder, sources, opts, generator, emit)
+        finally:
+            self.metrics.running = 0
+        self.metrics.batch(len(batch), len(sources), sum(map(len, sources)), sum(map(len, outputs)))
+        for job in batch:
+            self.metrics.first_token((job.first_token or time.monotonic()) - job.arrived)
         split, start = [], 0
         for job in batch:
             split.append(outputs[start: start + len(job.sources)])

@@ -71,18 +71,18 @@ def add_openai_routes(app: FastAPI) -> None:
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await read_request(request, CompletionRequest, settings)
-        prompts = body.prompts()
+        prompts = request.state.prompt = body.prompts()
 
         def event(index: int, text: str | None, reason: str | None, records: list) -> dict:
             logprobs = None if body.logprobs is None else completion_logprobs(decoder.tokenizer, records)
             return {"index": index, "text": text or "", "finish_reason": reason, "logprobs": logprobs}
 
-        return await answer(app, body, prompts, DEFAULT_MAX_TOKENS, "cmpl", "text_completion", event)
+        return await answer(request, body, prompts, DEFAULT_MAX_TOKENS, "cmpl", "text_completion", event)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await read_request(request, ChatRequest, settings)
-        prompt = chat_prompt(body.messages, decoder.chat_template)
+        prompt = request.state.prompt = chat_prompt(body.messages, decoder.chat_template)
 
         def event(index: int, text: str | None, reason: str | None, records: list) -> dict:
             logprobs = None if not body.logprobs else {"content": chat_logprobs(decoder.tokenizer, records),
@@ -94,12 +94,13 @@ def add_openai_routes(app: FastAPI) -> None:
             return {"index": index, "delta": delta, "finish_reason": reason, "logprobs": logprobs}
 
         default = min(CHAT_MAX_TOKENS, settings.max_new_tokens)
-        return await answer(app, body, [prompt], default, "chatcmpl", "chat.completion", event)
+        return await answer(request, body, [prompt], default, "chatcmpl", "chat.completion", event)
 
 
-async def answer(app: FastAPI, body: _OpenAIRequest, prompts: list[str], default_budget: int, prefix: str,
+async def answer(request: Request, body: _OpenAIRequest, prompts: list[str], default_budget: int, prefix: str,
                  kind: str, event: Event):
     """The completion of every prompt ``body.n`` times (choice ``i·n + j``), whole or as server-sent events."""
+    app = request.app
     decoder, settings = app.state.decoder, app.state.settings
     check_engine(body, settings.engine)
     rows = [p for p in prompts for _ in range(body.n)]
@@ -112,9 +113,10 @@ async def answer(app: FastAPI, body: _OpenAIRequest, prompts: list[str], default
     if body.stream:
         usage = prompt_tokens if body.stream_options is not None and body.stream_options.include_usage else None
         kind += ".chunk" if kind == "chat.completion" else ""
-        return _sse(_stream(app, sources, opts, budget, choices, event, head | {"object": kind}, usage))
+        return _sse(_stream(request, sources, opts, budget, choices, event, head | {"object": kind}, usage))
     follow = body.stops() or top is not None
     outputs = await submit(app, sources, opts, _follower(choices) if follow else None)
+    request.state.tokens = sum(map(len, outputs))
     finals = [choice.text.finish(ids, budget) for choice, ids in zip(choices, outputs, strict=True)]
     return head | {"object": kind, "usage": _usage(prompt_tokens, outputs),
                    "choices": [event(i, text, reason, choice.records)
@@ -156,12 +158,12 @@ def chat_prompt(messages: list[Message], template: ChatTemplate | None) -> str:
     return text + "<|im_start|>assistant\n"
 
 
-async def _stream(app: FastAPI, sources: list[list[int]], opts: GenerationOptions, budget: int,
+async def _stream(request: Request, sources: list[list[int]], opts: GenerationOptions, budget: int,
                   choices: list[Choice], event: Event, head: dict, prompt_tokens: int | None) -> AsyncIterator[dict]:
     """Chunks of a streamed answer: each choice's role (chat), text pieces as the tokens are decoded, then each
     choice's rest and finish_reason, and a last chunk with the usage when asked (``prompt_tokens`` not None;
     an error event if the decoding failed)."""
-    loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
+    app, loop, pieces = request.app, asyncio.get_running_loop(), asyncio.Queue()
 
     def forward(row: int, piece: str, records: list) -> None:  # the worker thread; the loop keeps the order
         loop.call_soon_threadsafe(pieces.put_nowait, (row, piece, records))
@@ -195,6 +197,7 @@ async def _stream(app: FastAPI, sources: list[list[int]], opts: GenerationOption
     except Exception as exc:  # noqa: BLE001 - the stream has started: the error is its last event
         yield {"error": {"message": f"internal error ({type(exc).__name__})", "type": "server_error", "code": 500}}
         return
+    request.state.tokens = sum(map(len, outputs))
     for row, ids in enumerate(outputs):
         rest, _, reason = choices[row].text.finish(ids, budget)
         records = choices[row].unreported()
