@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
@@ -136,3 +137,28 @@ def test_slow_and_hostile_connections(served_models, caplog):  # noqa: F811
     assert sum(m.startswith("refused a connection") for m in messages) == 1, messages
     assert any(m.startswith("closed a connection that sent no complete request headers") for m in messages)
     assert any(m.startswith("closed a request whose body") for m in messages)
+
+
+def test_sigterm_drains_within_the_deadline(served_models):  # noqa: F811
+    """A request still waiting when --drain-timeout runs out is dropped; the server exits 0 soon after."""
+    port = free_port()
+    server = subprocess.Popen([*entry_command(), "serve", str(served_models["decoder_lm"]), "--port", str(port),
+                               "--max-wait-ms", "20000", "--drain-timeout", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=entry_env())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(post, url, "/v1/generate", {"inputs": ["the cat"]})
+            time.sleep(0.5)  # the request now waits in the batcher for company (20 s)
+            start = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            status = server.wait(timeout=30)
+            elapsed = time.monotonic() - start
+            with pytest.raises(httpx.HTTPError):
+                pending.result(timeout=30).raise_for_status()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert status == 0 and 1.0 <= elapsed < 4.0, (status, elapsed, server.stderr.read()[-2000:])

@@ -89,6 +89,7 @@ class DynamicBatcher:
         self.closing = True
         for job in self.pending:
             job.future.cancel()
+        self.metrics.queued -= sum(job.rows for job in self.pending)
         self.pending = []
         if self.wakeup is not None:
             self.wakeup.set()
@@ -115,6 +116,8 @@ class DynamicBatcher:
             first = self.pending[0]
             if self.batching and not first.solo:
                 await self._gather(first)
+            if self.closing:  # close() dropped the queue
+                continue
             batch = self._take(first)
             await loop.run_in_executor(self.executor, self._run, batch, loop)
 
