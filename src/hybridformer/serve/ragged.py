@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..data.text import token_batches
 from ..decoding import greedy_search, sample_search
+from ..decoding.logits import penalized
 from ..generation import output_budget
 
 # (row, token id, the row's log-probabilities at the step that chose it or None) -> True: end this row now
@@ -115,12 +116,6 @@ class RaggedPrompts:
 
     def reorder(self, state: Any, beam_index: Tensor) -> Any:
         return self.inner.reorder(state, beam_index)
-
-
-def penalized(log_probs: Tensor, counts: Tensor, presence: float, frequency: float) -> Tensor:
-    """OpenAI's presence and frequency penalties: ``log p - presence·[count > 0] - frequency·count``, renormalised.
-    counts: (rows, vocab) how often each row has generated each token."""
-    return torch.log_softmax(log_probs - presence * counts.gt(0) - frequency * counts, dim=-1)
 
 
 def lm_budgets(cfg, sources: list[list[int]], opts) -> list[int]:
