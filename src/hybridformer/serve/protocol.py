@@ -21,9 +21,10 @@ log = logging.getLogger("hybridformer.serve")
 FD_RESERVE = 64  # descriptors kept for the model files, logs and the listening socket
 
 
-def connection_cap(requested: int | None) -> int:
-    """The most connections held at once: ``requested``, but below the soft descriptor limit (raised to the hard
-    limit first, as far as the system allows)."""
+def connection_limits(requested: int | None) -> tuple[int, int]:
+    """``(cap, backlog)``: the most connections held at once, and how many the event loop may accept in one burst
+    (asyncio accepts up to ``backlog`` before the protocol can close any). Both fit under the soft descriptor limit
+    (raised to the hard limit first, as far as the system allows), so ``accept`` never fails with EMFILE."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:
         try:
@@ -31,8 +32,10 @@ def connection_cap(requested: int | None) -> int:
             soft = hard
         except (ValueError, OSError):
             pass
-    ceiling = max(1, soft - FD_RESERVE) if soft != resource.RLIM_INFINITY else 1 << 16
-    return min(requested or ceiling, ceiling)
+    soft = 1 << 16 if soft == resource.RLIM_INFINITY else soft
+    backlog = min(2048, max(8, soft // 8))
+    ceiling = max(1, soft - FD_RESERVE - backlog)
+    return min(requested or ceiling, ceiling), backlog
 
 
 class RateLimited(logging.Filter):
@@ -61,7 +64,7 @@ class RateLimited(logging.Filter):
 
 
 REFUSALS = ("refused a connection", "closed a connection", "closed a request", "Exceeded concurrency limit",
-            "Invalid HTTP request")
+            "Invalid HTTP request", "socket.accept() out of system resource")
 
 
 class GuardedH11Protocol(H11Protocol):

@@ -20,7 +20,7 @@ from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
 from ..errors import ConfigError
 from .app import ServeSettings, create_app
 from .engine import load_engine
-from .protocol import REFUSALS, connection_cap, guarded_protocol
+from .protocol import REFUSALS, connection_limits, guarded_protocol
 
 API_KEY_ENV = "HYBRIDFORMER_API_KEY"
 
@@ -45,6 +45,7 @@ def logging_config(log_level: str) -> dict:
     config = copy.deepcopy(LOGGING_CONFIG)
     config["filters"] = {"refusals": {"()": "hybridformer.serve.protocol.RateLimited", "templates": REFUSALS}}
     config["loggers"]["uvicorn.error"]["filters"] = ["refusals"]
+    config["loggers"]["asyncio"] = {"filters": ["refusals"]}  # its accept() errors, should descriptors run out
     config["loggers"]["hybridformer.serve"] = {"handlers": ["default"], "level": log_level.upper(),
                                                "propagate": False, "filters": ["refusals"]}
     return config
@@ -57,10 +58,10 @@ def build_server(checkpoint: str | Path, settings: ServeSettings, *, host: str =
     decoder = load_engine(checkpoint, engine=settings.engine, quantization=quantization, device=device)
     settings.model_name = Path(checkpoint).name if settings.model_name == "hybridformer" else settings.model_name
     app = create_app(decoder, settings)
-    cap = connection_cap(settings.max_connections)  # connections past it are closed at once; requests past it 503
+    cap, backlog = connection_limits(settings.max_connections)  # over the cap: closed at once (requests: 503)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=logging_config(log_level),
                             access_log=False, timeout_graceful_shutdown=settings.drain_timeout,
-                            limit_concurrency=cap + 1, timeout_keep_alive=settings.keep_alive_timeout,
+                            limit_concurrency=cap + 1, backlog=backlog, timeout_keep_alive=settings.keep_alive_timeout,
                             http=guarded_protocol(settings.header_timeout, cap))
     return uvicorn.Server(config)
 
