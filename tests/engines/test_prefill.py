@@ -57,10 +57,11 @@ def test_greedy_decoding_of_a_ragged_batch_equals_each_prompt_alone(tiny_tokeniz
     opts = GenerationOptions(beam=1, max_len_a=0.0, max_len_b=6)
     assert engine.ragged(opts, PROMPTS)
     streamed: list[tuple[int, int]] = []
-    outputs = engine.decode_batch(PROMPTS, opts, on_token=lambda row, token: streamed.append((row, token)))
+    outputs = engine.decode_batch(PROMPTS, opts)
     assert outputs == [engine.decode_batch([p], opts)[0] for p in PROMPTS]
+    assert engine.stream(PROMPTS, opts, emit=lambda row, token, _: streamed.append((row, token))) == outputs
     for row, ids in enumerate(outputs):
-        assert [t for r, t in streamed if r == row][: len(ids)] == ids
+        assert [t for r, t in streamed if r == row] == ids
 
 
 def test_rows_leave_a_running_batch(tiny_tokenizer, one_thread):

@@ -11,19 +11,17 @@ from .logits import block_repeated_ngrams
 from .scorer import Scorer
 
 Pick = Callable[[Tensor], Tensor]  # log-probs (rows, vocab) -> chosen token per row (rows,)
-OnStep = Callable[[Tensor], None]  # the tokens just chosen (rows,)
 
 
 @torch.no_grad()
 def token_loop(
     scorer: Scorer, state, prefix: Tensor, pick: Pick, *, eos_id: int, max_new_tokens: int | Tensor,
-    no_repeat_ngram: int = 0, on_step: OnStep | None = None,
+    no_repeat_ngram: int = 0,
 ) -> list[list[int]]:
     """Feed ``prefix`` (batch, n) — BOS for seq2seq, the prompt for an LM — then extend every row
     one chosen token at a time through the scorer's incremental state (the prefix is never re-fed).
 
     ``max_new_tokens``: one budget for all rows, or a (batch,) tensor of per-row budgets.
-    ``on_step(tokens)`` sees each step's chosen tokens (batch,) as soon as they are chosen (streaming).
     Returns each row's new tokens, without the final EOS.
     """
     batch = prefix.shape[0]
@@ -39,8 +37,6 @@ def token_loop(
             log_probs = block_repeated_ngrams(log_probs, history, no_repeat_ngram, eos_id)
         next_token = pick(log_probs).masked_fill(finished, eos_id)
         generated.append(next_token)
-        if on_step is not None:
-            on_step(next_token)
         finished |= next_token.eq(eos_id) | budget.le(step + 1)
         tokens = next_token[:, None]
         if no_repeat_ngram > 0:
@@ -52,10 +48,10 @@ def token_loop(
 
 
 def greedy_search(scorer: Scorer, state, prefix: Tensor, *, eos_id: int, max_new_tokens: int | Tensor,
-                  no_repeat_ngram: int = 0, on_step: OnStep | None = None) -> list[list[int]]:
+                  no_repeat_ngram: int = 0) -> list[list[int]]:
     """Pick the most likely next token at every step (beam search with one beam, without the bookkeeping)."""
     return token_loop(scorer, state, prefix, lambda log_probs: log_probs.argmax(-1), eos_id=eos_id,
-                      max_new_tokens=max_new_tokens, no_repeat_ngram=no_repeat_ngram, on_step=on_step)
+                      max_new_tokens=max_new_tokens, no_repeat_ngram=no_repeat_ngram)
 
 
 def strip_after_eos(tokens: list[int], eos_id: int) -> list[int]:

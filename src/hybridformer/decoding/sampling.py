@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .greedy import OnStep, token_loop
+from .greedy import token_loop
 from .logits import top_k_filter, top_p_filter
 from .scorer import Scorer
 
@@ -21,7 +21,7 @@ def sample_tokens(log_probs: Tensor, *, temperature: float = 1.0, top_k: int = 0
 def sample_search(
     scorer: Scorer, state, prefix: Tensor, *, eos_id: int, max_new_tokens: int | Tensor,
     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, no_repeat_ngram: int = 0,
-    generator: torch.Generator | None = None, on_step: OnStep | None = None,
+    generator: torch.Generator | None = None,
 ) -> list[list[int]]:
     """Sample each row's continuation token by token; ``generator`` makes it reproducible."""
 
@@ -29,4 +29,4 @@ def sample_search(
         return sample_tokens(log_probs, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
 
     return token_loop(scorer, state, prefix, pick, eos_id=eos_id, max_new_tokens=max_new_tokens,
-                      no_repeat_ngram=no_repeat_ngram, on_step=on_step)
+                      no_repeat_ngram=no_repeat_ngram)

@@ -34,7 +34,7 @@ from ..interop.ct2 import (
     is_ct2_export,
     require_ctranslate2,
 )
-from .options import GenerationOptions
+from .options import GenerationOptions, refuse_penalties
 from .rows import Emit, ragged_ok, stream_rows
 
 
@@ -73,7 +73,7 @@ class Ct2Engine:
         return max_lengths(lengths, a, b, cap=self._cap(sources)).tolist()
 
     def decode_batch(self, sources: list[list[int]], opts, generator: torch.Generator | None = None,
-                     on_token: Callable[[int, int], None] | None = None) -> list[list[int]]:
+                     on_token: Callable[[int, int], bool | None] | None = None) -> list[list[int]]:
         """Token ids of one batch in (seq2seq sources end with EOS), output token ids out, without EOS.
 
         ``opts`` is a :class:`~hybridformer.engines.options.GenerationOptions`; output budgets are
@@ -81,8 +81,10 @@ class Ct2Engine:
         lengths (CTranslate2 feeds the common part at once and forces the rest). Under greedy search
         and sampling a per-token callback stops each row at its own budget (one call for all greedy
         rows, no steps wasted past a short row's budget), and ``on_token(row, id)`` sees every token
-        as CTranslate2 generates it, EOS included (the caller filters: ``engines.rows.RowEmitter``).
+        as CTranslate2 generates it, EOS included (the caller filters: ``engines.rows.RowEmitter``); when it
+        answers True the row ends there (a stop string).
         """
+        refuse_penalties(opts)
         cfg = self.config
         if opts.sample and opts.seed is not None and generator is not None:
             require_ctranslate2().set_random_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
@@ -107,9 +109,8 @@ class Ct2Engine:
 
                 def callback(step, rows=rows, counts=counts) -> bool:
                     counts[step.batch_id] += 1
-                    if on_token is not None:
-                        on_token(rows[step.batch_id], step.token_id)
-                    return counts[step.batch_id] >= budgets[rows[step.batch_id]]
+                    stop = on_token is not None and bool(on_token(rows[step.batch_id], step.token_id))
+                    return stop or counts[step.batch_id] >= budgets[rows[step.batch_id]]
             for row, ids in zip(rows, self._run(batch, budget, search, callback), strict=True):
                 outputs[row] = ids[: budgets[row]]
         return outputs

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
 
 from ..data.text import token_batches
 from .options import GenerationOptions
@@ -13,35 +14,42 @@ from .options import GenerationOptions
 if TYPE_CHECKING:
     from . import Engine
 
-Emit = Callable[[int, int], None]  # (row, token id), called in decoding order
+# (row, token id, the row's log-probabilities at the step that chose it or None) -> True: end this row now
+Emit = Callable[[int, int, Tensor | None], bool | None]
 
 
 class RowEmitter:
-    """Hands each row's output tokens to ``emit`` once each, in order, up to the row's EOS or budget."""
+    """Hands each row's output tokens to ``emit`` once each, in order, up to the row's EOS or budget; a row whose
+    ``emit`` answers True (a stop string showed up) is ``stopped``: the engine ends it at the next step."""
 
     def __init__(self, emit: Emit | None, budgets: list[int], eos_id: int, rows: list[int] | None = None) -> None:
         self.emit, self.budgets, self.eos_id = emit, budgets, eos_id
         self.rows = rows if rows is not None else list(range(len(budgets)))  # local row -> caller's row
         self.sent = [0] * len(budgets)
         self.ended = [b <= 0 for b in budgets]
+        self.stopped: set[int] = set()
 
-    def token(self, row: int, token: int) -> None:
+    def token(self, row: int, token: int, log_probs: Tensor | None = None) -> bool:
+        """Hand ``token`` over; True when the row must end (its budget, EOS, or the caller's stop)."""
         if self.ended[row]:
-            return
+            return True
         if token == self.eos_id:
             self.ended[row] = True
-            return
+            return True
         self.sent[row] += 1
         self.ended[row] = self.sent[row] >= self.budgets[row]
-        if self.emit is not None:
-            self.emit(self.rows[row], token)
+        if self.emit is not None and self.emit(self.rows[row], token, log_probs):
+            self.ended[row] = True
+            self.stopped.add(row)
+        return self.ended[row]
 
-    def flush(self, outputs: list[list[int]]) -> None:
-        """The tokens of the final outputs not handed over yet (the last step's, which no step fed back)."""
+    def flush(self, outputs: list[list[int]], log_probs: Tensor | None = None) -> None:
+        """The tokens of the final outputs not handed over yet (the last step's, which no step fed back;
+        ``log_probs``: that step's distributions, one row per output)."""
         for row, ids in enumerate(outputs):
             for token in ids[self.sent[row]:]:
                 self.ended[row] = False
-                self.token(row, token)
+                self.token(row, token, None if log_probs is None else log_probs[row])
 
 
 def ragged_ok(opts: GenerationOptions, sources: list[list[int]] | None = None, eos_id: int | None = None) -> bool:

@@ -22,8 +22,9 @@ from ..decoding.ensemble import Combine
 from ..errors import CheckpointError, ConfigError
 from ..inference import Checkpoint, CheckpointLike, Task, load_checkpoints, scorer_from_checkpoints
 from ..metrics import token_nll
-from .options import GenerationOptions, output_budget
-from .rows import Emit, ragged_ok, stream_rows
+from .options import GenerationOptions, output_budget, refuse_penalties
+from .ragged import RaggedPrompts
+from .rows import Emit, RowEmitter, ragged_ok, stream_rows
 
 
 @dataclass
@@ -94,10 +95,11 @@ class TorchEngine:
         start = torch.tensor([longest - len(r) for r in rows], device=self.device)
         return prompts.to(self.device), start
 
-    def decode_batch(self, sources: list[list[int]], opts: GenerationOptions, generator: torch.Generator | None = None,
-                     on_token: Emit | None = None) -> list[list[int]]:
+    def decode_batch(self, sources: list[list[int]], opts: GenerationOptions,
+                     generator: torch.Generator | None = None) -> list[list[int]]:
         """Token ids of one batch in, output token ids out. LM prompts may differ in length where :meth:`ragged`
-        allows. ``on_token(row, id)`` sees each token as it is chosen (greedy search and sampling)."""
+        allows (one left-padded prefill)."""
+        refuse_penalties(opts)
         cfg, scorer = self.config, self.scorer
         if cfg.is_seq2seq:
             src = pad(sources, cfg.pad_id, self.device)
@@ -114,12 +116,6 @@ class TorchEngine:
             hyps = beam_search(scorer, state, prefix, beam=opts.beam_size, max_len=budget, lenpen=opts.lenpen,
                                early_stopping=opts.early_stopping, at_budget=opts.at_budget, **common)
             return [h.tokens for h in hyps]
-        if on_token is not None:
-            def on_step(tokens: Tensor) -> None:
-                for row, token in enumerate(tokens.tolist()):
-                    on_token(row, token)
-
-            common["on_step"] = on_step
         if opts.sample:
             return sample_search(scorer, state, prefix, max_new_tokens=budget, temperature=opts.temperature,
                                  top_k=opts.top_k, top_p=opts.top_p, generator=generator, **common)
@@ -127,11 +123,36 @@ class TorchEngine:
 
     def stream(self, sources: list[list[int]], opts: GenerationOptions, generator: torch.Generator | None = None,
                emit: Emit | None = None) -> list[list[int]]:
-        """Outputs as :meth:`decode_batch` gives them, each token also handed to ``emit(row, token)`` as soon as
-        it is chosen (LM greedy search and sampling; otherwise when its batch is done)."""
+        """Outputs as :meth:`decode_batch` gives them, each token also handed to ``emit(row, token, log_probs)`` as
+        soon as it is chosen (LM greedy search and sampling, where ``emit`` may stop a row and the OpenAI
+        penalties apply; otherwise when its batch is done). Greedy batches mix prompt lengths; sampling keeps
+        ``generate``'s equal-length groups, so a seeded sample draws the same random numbers as there."""
+        cfg = self.config
+        if cfg.is_seq2seq or opts.beam_size != 1:
+            return stream_rows(self, sources, opts, generator, emit, [])
         lengths = [len(s) for s in sources]
-        groups = token_batches(lengths, opts.batch_tokens, same_length=not self.ragged(opts, sources))
-        return stream_rows(self, sources, opts, generator, emit, groups)
+        groups = token_batches(lengths, opts.batch_tokens, same_length=not ragged_ok(opts, sources, cfg.eos_id))
+        outputs: dict[int, list[int]] = {}
+        for rows in groups:
+            batch = [sources[r] for r in rows]
+            emitter = RowEmitter(emit, self.budgets(batch, opts), cfg.eos_id, rows)
+            if self.scorer.left_padding:  # one padded prefill
+                (prefix, start), tails = self._left_pad(batch), [[] for _ in batch]
+            else:  # the part all prompts share at once, then each longer prompt's tail forced
+                common = min(len(s) for s in batch)
+                prefix = torch.tensor([s[:common] for s in batch], dtype=torch.long, device=self.device)
+                start, tails = None, [s[common:] for s in batch]
+            ragged = RaggedPrompts(self.scorer, tails, emitter, start=start, presence=opts.presence_penalty,
+                                   frequency=opts.frequency_penalty)
+            budget = torch.tensor([len(t) + b for t, b in zip(tails, emitter.budgets, strict=True)], device=self.device)
+            common_args = {"eos_id": cfg.eos_id, "max_new_tokens": budget, "no_repeat_ngram": opts.no_repeat_ngram}
+            if opts.sample:
+                found = sample_search(ragged, ragged.init_state(None), prefix, temperature=opts.temperature,
+                                      top_k=opts.top_k, top_p=opts.top_p, generator=generator, **common_args)
+            else:
+                found = greedy_search(ragged, ragged.init_state(None), prefix, **common_args)
+            outputs.update(zip(rows, ragged.finish(found), strict=True))
+        return [outputs[i] for i in range(len(sources))]
 
     def budgets(self, sources: list[list[int]], opts: GenerationOptions) -> list[int]:
         """Each LM prompt's output budget, as for the prompt alone."""
