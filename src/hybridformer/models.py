@@ -257,9 +257,10 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
         attention=stack_cfg.attention.name, attention_options=stack_cfg.attention.options,
         cross_attention=cfg.cross_attention.name, cross_attention_options=cfg.cross_attention.options,
         causal=causal, head_dim=cfg.head_dim, norm_eps=cfg.norm_eps, attention_bias=cfg.attention_bias,
-        qkv_bias=cfg.qkv_bias, ffn_bias=cfg.ffn_bias, **stack_cfg.conv.layer_parts(),
+        qkv_bias=cfg.qkv_bias, ffn_bias=cfg.ffn_bias, qk_norm=cfg.qk_norm, **stack_cfg.conv.layer_parts(),
+        **stack_cfg.ssm.layer_parts(),
     )
-    layers = [LAYERS[stack_cfg.layer](_with_attention(parts, stack_cfg.attention_of(i)), cross)
+    layers = [LAYERS[stack_cfg.layer_of(i)](_with_attention(parts, stack_cfg.attention_of(i)), cross)
               for i in range(stack_cfg.layers)]
     needs_final_norm = parts.prenorm and cfg.residual != "rezero"
     return Stack(
