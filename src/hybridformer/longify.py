@@ -32,7 +32,7 @@ __all__ = ["longify", "longify_checkpoint", "longify_config", "parse_attention_s
            "parse_rope_scaling", "tile_positions", "LongifyPlan"]
 
 ROPE_SCALINGS = ("linear", "dynamic", "ntk", "yarn")
-NO_SELF_ATTENTION = ("lightconv", "dynamicconv")  # layer types whose token mixer is a convolution
+NO_SELF_ATTENTION = ("lightconv", "dynamicconv", "shortconv", "mamba2")  # token mixer: a convolution or an SSM
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,15 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
     _check_sink_positions(cfg, attention, stacks)
     for role in stacks:
         stack: StackConfig = getattr(cfg, role)
-        if stack.layer in NO_SELF_ATTENTION:
+        attending = [i for i in range(stack.layers) if stack.layer_of(i) not in NO_SELF_ATTENTION]
+        if not attending:
             raise ConfigError(f"the {role} stack has layer={stack.layer!r}, which has no self-attention to replace "
-                              "(its convolution already costs O(L))")
-        layers = parse_layers(plan.layers, stack.layers, where=f"{role} stack")
+                              "(its convolution or state-space scan already costs O(L))")
+        # in a conv/SSM–attention hybrid only the attention layers change; the others need nothing
+        layers = [i for i in parse_layers(plan.layers, stack.layers, where=f"{role} stack") if i in attending]
+        if not layers:
+            raise ConfigError(f"--layers {plan.layers!r}: none of the chosen {role} layers has self-attention "
+                              f"(those that do: {', '.join(map(str, attending))})")
         carried = _carry_dropout(stack, attention)
         overrides = dict(stack.layer_attention)
         if layers == list(range(stack.layers)):

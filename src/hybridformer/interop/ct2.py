@@ -73,10 +73,10 @@ def ct2_blockers(ckpt: Checkpoint) -> list[str]:
                         "decoder to export")
         return problems
     for role in ("encoder", "decoder") if cfg.is_seq2seq else ("decoder",):
-        layer = getattr(cfg, role).layer
-        if layer != "transformer":
-            problems.append(f"{role}.layer={layer!r} (convolution/hybrid layers): CTranslate2 runs Transformer "
-                            "layers only")
+        hybrid = sorted(getattr(cfg, role).layer_kinds() - {"transformer"})
+        if hybrid:
+            problems.append(f"{role} layer type(s) {', '.join(hybrid)} (convolution/SSM/hybrid layers): CTranslate2 "
+                            "runs Transformer layers only")
     if cfg.residual != "standard":
         problems.append(f"residual={cfg.residual!r} (DeepNet/ReZero scaling): CTranslate2 has plain residuals only")
     if cfg.quantization is not None:
