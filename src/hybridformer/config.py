@@ -231,6 +231,8 @@ class ModelConfig(_Strict):
     t5_buckets: int = Field(32, ge=4)  # half per direction, half of those exact: at least one exact bucket
     t5_max_distance: int = Field(128, ge=2)
     embed_scale: bool = True  # multiply embeddings by sqrt(d_model)
+    embed_multiplier: float = 1.0  # and by this (Granite's embedding_multiplier)
+    residual_multiplier: float = 1.0  # every residual branch scaled by it before the add (Granite)
     tie_embeddings: bool = True  # decoder input embedding = output projection
     share_embeddings: bool = True  # encoder and decoder share one embedding (shared vocabulary)
     num_classes: int = Field(2, ge=0)  # encoder_classifier only; 0 = no head (a sentence encoder)
@@ -245,7 +247,7 @@ class ModelConfig(_Strict):
     type_vocab_size: int = Field(0, ge=0)  # token type embeddings; type 0 is added (BERT, RoBERTa)
     layernorm_embedding: bool = False  # a norm over the summed embeddings (BART, mBART, BERT)
     final_logits_bias: bool = False  # a bias on the vocabulary projection (BART, Marian)
-    output_scale: float = 1.0  # seq2seq: decoder states scaled before the projection (tied T5: d_model**-0.5)
+    output_scale: float = 1.0  # decoder states × it before the projection (tied T5: d_model**-0.5; Granite)
     encoder: StackConfig = StackConfig()
     decoder: StackConfig = StackConfig()
     cross_attention: AttentionConfig = AttentionConfig()
@@ -277,8 +279,8 @@ class ModelConfig(_Strict):
         if self.pad_id > self.vocab_size:  # == vocab_size: padding outside the vocabulary (no row, no logit)
             raise ValueError(f"pad_id={self.pad_id} must be below vocab_size={self.vocab_size}, or equal to it "
                              "for padding outside the vocabulary")
-        if self.output_scale != 1.0 and self.arch != "encoder_decoder":
-            raise ValueError("output_scale scales a seq2seq decoder's output (T5); leave it at 1.0 for "
+        if self.output_scale != 1.0 and self.arch == "encoder_classifier":
+            raise ValueError("output_scale scales a decoder's output (T5, Granite); leave it at 1.0 for "
                              f"arch={self.arch!r}")
         return self
 

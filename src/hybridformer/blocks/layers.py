@@ -39,6 +39,7 @@ class LayerParts:
     dropout: float = 0.0
     residual_scheme: str = "standard"  # standard | deepnet | rezero
     alpha: float = 1.0  # DeepNet skip weight (post-norm)
+    residual_multiplier: float = 1.0  # every branch scaled by it (Granite)
     attention: str = "full"
     attention_options: dict[str, Any] = field(default_factory=dict)
     cross_attention: str = "full"
@@ -91,7 +92,7 @@ class LayerParts:
         rezero = self.residual_scheme == "rezero"
         return Residual(
             body, None if rezero else self.norm_layer(), prenorm=self.prenorm, dropout=self.dropout,
-            scale=scale, alpha=self.alpha, rezero=rezero,
+            scale=scale * self.residual_multiplier, alpha=self.alpha, rezero=rezero,
         )
 
     def cross_sublayers(self, cross: bool) -> list[Residual]:

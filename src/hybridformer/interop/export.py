@@ -34,7 +34,7 @@ from .tokenizer import TOKENIZER_CONFIG
 
 EXPORTABLE = ("llama", "mistral", "qwen2")  # model types whose mapping can run backwards
 # export back to their source type (or, for a model trained here, the first whose layout it fits)
-CONVERTED_ONLY = ("bart", "mbart", "marian", "t5", "bert", "roberta", "gpt2", "lfm2")
+CONVERTED_ONLY = ("bart", "mbart", "marian", "t5", "bert", "roberta", "gpt2", "lfm2", "granitemoehybrid")
 
 
 def hf_blockers(cfg: ModelConfig) -> list[str]:

@@ -6,6 +6,7 @@ from .bart import BART, MBART
 from .bert import BERT, ROBERTA
 from .common import Architecture
 from .gpt2 import GPT2
+from .granite import GRANITE_HYBRID
 from .lfm2 import LFM2
 from .llama import LLAMA, MISTRAL, QWEN2
 from .marian import MARIAN
@@ -23,6 +24,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "roberta": ROBERTA,
     "gpt2": GPT2,
     "lfm2": LFM2,
+    "granitemoehybrid": GRANITE_HYBRID,
 }
 
 __all__ = ["ARCHITECTURES", "Architecture"]
