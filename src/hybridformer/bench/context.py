@@ -3,13 +3,15 @@
 Attention reads a KV cache that grows with every token; a short convolution keeps its last k − 1
 inputs and Mamba-2 a fixed state, so conv/SSM–attention hybrids pay for long contexts only in
 their attention layers. Each model (random init, eval mode) is prefilled with ``context`` tokens,
-then its one-token decoding steps are timed, all models interleaved round-robin (median of the
-rounds), and the decoding cache's allocated memory is reported per context token.
+then its one-token decoding steps are timed in CPU time (one thread: what a step costs, however loaded
+the machine is), all models interleaved round-robin (median of the rounds), and the decoding cache's
+allocated memory is reported per context token (KV buffers double as they grow, so up to 2x what is used).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ class ContextResult:
     model: str
     context: int
     params: int
-    ms_per_token: float  # one decoding step (batch 1), median over the rounds
+    ms_per_token: float  # CPU time of one decoding step (batch 1), median over the rounds
     cache_bytes_per_token: float  # allocated decoding state / context length
 
     def as_dict(self) -> dict:
@@ -58,7 +60,7 @@ def bench_context(models: dict[str, ModelConfig], contexts: list[int], *, steps:
                 model.decode(tokens[:, start : min(start + prefill_chunk, context)], cache=cache, offset=start,
                              logits_to_keep=1)
             steppers[name] = _stepper(model, cache, tokens, context, steps)
-        seconds = interleaved(steppers, repeats)
+        seconds = interleaved(steppers, repeats, clock=time.process_time)
         for name, model in built.items():
             results.append(ContextResult(name, context, sum(p.numel() for p in model.parameters()),
                                          seconds[name] / steps * 1e3, cache_bytes(caches[name]) / context))
@@ -81,7 +83,7 @@ def markdown_table(results: list[ContextResult]) -> str:
     """Rows per model, one column per context length: ms/token, and the ratio to the shortest context."""
     contexts = sorted({r.context for r in results})
     by = {(r.model, r.context): r for r in results}
-    lines = ["| model | params | " + " | ".join(f"ms/token @ {c}" for c in contexts)
+    lines = ["| model | params | " + " | ".join(f"CPU ms/token @ {c}" for c in contexts)
              + f" | {contexts[-1]} ÷ {contexts[0]} | cache bytes/token @ {contexts[-1]} |",
              "|---" * (len(contexts) + 4) + "|"]
     for name in dict.fromkeys(r.model for r in results):

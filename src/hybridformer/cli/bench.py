@@ -129,7 +129,7 @@ def context(
     set_: list[str] = typer.Option([], "--set", help="Override a model key of every config, e.g. vocab_size=65"),
     out: Path = typer.Option(None, help="Directory for context.json and context.md."),
 ) -> None:
-    """Per-token decode cost and cache memory at growing context: attention vs conv/SSM hybrids (random init).
+    """Per-token decode CPU time and cache memory at growing context: attention vs conv/SSM hybrids (random init).
 
     Example: hybridformer bench context configs/shakespeare-hybrids-*.yaml --contexts 1024,4096,16384
     """
