@@ -29,7 +29,8 @@ ARCHITECTURES = {  # name -> ModelConfig overrides (tiny decoder_lm, GQA: kv_hea
 
 def engine_for(tiny_tokenizer, **overrides) -> TorchEngine:
     stack = {"layers": 2, "layer": overrides.pop("layer", "transformer"),
-             "attention": overrides.pop("attention", {"name": "full"}), "conv": {"kernel_size": 3, "heads": 2}}
+             "attention": overrides.pop("attention", {"name": "full"}), "conv": {"kernel_size": 3, "heads": 2},
+             "ssm": {"state_size": 4, "head_dim": 8, "chunk_size": 4}}
     cfg = ModelConfig(arch="decoder_lm", vocab_size=tiny_tokenizer.get_vocab_size(), d_model=16, heads=2, kv_heads=1,
                       ffn_dim=32, dropout=0.0, decoder=stack, **overrides)
     return TorchEngine.load([Checkpoint(build_model(cfg).eval(), cfg, tiny_tokenizer, "tiny")])
