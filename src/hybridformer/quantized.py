@@ -34,7 +34,7 @@ from .errors import ConfigError
 
 
 @contextmanager
-def _quiet_torchao():
+def quiet_torchao():
     """torchao logs warnings on import about optional CUDA libraries; a CPU user needs none of them."""
     loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
     levels = [logger.level for logger in loggers]
@@ -83,7 +83,7 @@ class Int8Linear(_PackedLinear):
     @classmethod
     @torch.no_grad()
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
-        with _quiet_torchao():
+        with quiet_torchao():
             from torchao.quantization.utils import dynamically_quantize_per_channel
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
         weight, scale, zero_point = dynamically_quantize_per_channel(linear.weight.float(), -128, 127, torch.int8)
@@ -132,7 +132,7 @@ class Int4Linear(_PackedLinear):
     @classmethod
     @torch.no_grad()
     def from_linear(cls, linear: nn.Linear) -> Int4Linear:
-        with _quiet_torchao():
+        with quiet_torchao():
             from torchao.quantization.utils import groupwise_affine_quantize_tensor
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
         values, scales_and_zeros = groupwise_affine_quantize_tensor(linear.weight.float(), 4, cls.GROUP,
