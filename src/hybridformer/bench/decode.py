@@ -61,7 +61,8 @@ def make_prompts(checkpoint: Path, count: int, length: int, text: Path | None = 
         tokenizer = load_tokenizer(checkpoint)
         if tokenizer is None:
             raise ConfigError(f"{checkpoint}: no tokenizer.json to read --text with")
-        ids = [i for line in read_lines(text) for i in tokenizer.encode(line, add_special_tokens=False).ids]
+        lines = read_lines(text, limit=4 * count * length)  # a generous bound: most lines hold several tokens
+        ids = [i for line in lines for i in tokenizer.encode(line, add_special_tokens=False).ids]
         if len(ids) < count * length:
             raise ConfigError(f"--text {text} holds {len(ids)} tokens; {count} prompts of {length} need "
                               f"{count * length}")
