@@ -172,7 +172,18 @@ def _peak_memory(spec: Spec, setup: Setup, batch: Prompts, new_tokens: int) -> f
 def _memory_child(spec: Spec, setup: Setup, batch: Prompts, new_tokens: int) -> float:
     torch.set_num_threads(setup.threads)
     build(spec, setup).greedy(batch, new_tokens)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return _peak_rss_mib()
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory. Linux: ``VmHWM``, which starts afresh at ``exec`` (``ru_maxrss``
+    keeps the high-water mark of the parent this process was forked from)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # macOS reports bytes
 
 
 # ----------------------------------------------------------------------------- report
