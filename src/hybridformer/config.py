@@ -218,7 +218,7 @@ class ModelConfig(_Strict):
     cross_attention: AttentionConfig = AttentionConfig()
     # compression (docs/compression.md), replayed by build_model on the freshly built float model:
     pruned_heads: dict[str, list[int]] | None = None  # attention module path -> kept query heads (original ids)
-    quantization: Literal["dynamic_int8", "int4", "bf16"] | None = None  # linear layers' weight format (CPU)
+    quantization: Literal["dynamic_int8", "int8_weight", "int4", "bf16"] | None = None  # linears' weight format (CPU)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -1,4 +1,4 @@
-"""Weight formats of linear layers for CPU inference: int8 (dynamic), int4 (grouped), bf16.
+"""Weight formats of linear layers for CPU inference: int8 (dynamic or weight-only), int4 (grouped), bf16.
 
 Each format is one ``nn.Module`` that replaces an ``nn.Linear`` and runs an existing PyTorch kernel,
 chosen by measurement on CPU (1 thread, SmolLM2-135M's shapes; docs/compression.md):
@@ -8,6 +8,9 @@ chosen by measurement on CPU (1 thread, SmolLM2-135M's shapes; docs/compression.
   deprecated ``torch.ao`` dynamic quantization, kept because it measured 1.3-3x faster than the
   int8 weight-only kernel torchao uses on CPU (``_weight_int8pack_mm``); the weights are quantized with
   torchao's per-channel helper.
+- ``int8_weight`` (:class:`Int8WeightLinear`): the same int8 weights, bf16 activations that are never
+  quantized, ``_weight_int8pack_mm`` (torchao's CPU int8 weight-only kernel): slower than FBGEMM at
+  batch 8, but accurate on models with activation outliers (LLMs), where dynamic int8 is not.
 - ``int4`` (:class:`Int4Linear`): 4-bit weights in groups of 32 input channels with a scale and a zero
   each, bf16 activations, ``_weight_int4pack_mm_for_cpu`` (what torchao's CPU int4 layout runs).
 - ``bf16`` (:class:`BF16Linear`): bf16 weights and products, float everywhere else.
@@ -110,6 +113,42 @@ class Int8Linear(_PackedLinear):
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8, per_channel"
 
 
+class Int8WeightLinear(nn.Module):
+    """``y = x Wᵀ + b`` with W int8 (per-output-channel, symmetric) and x in bf16, never quantized: for
+    models whose activations have outliers (LLMs), where per-call activation quantization costs accuracy."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.bfloat16))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+
+    fits = staticmethod(_PackedLinear.fits)
+
+    @classmethod
+    @torch.no_grad()
+    def from_linear(cls, linear: nn.Linear) -> Int8WeightLinear:
+        with quiet_torchao():
+            from torchao.quantization.utils import dynamically_quantize_per_channel
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        weight, scale, _ = dynamically_quantize_per_channel(linear.weight.float(), -128, 127, torch.int8)
+        layer.weight_int8.copy_(weight)
+        layer.weight_scale.copy_(scale)
+        if linear.bias is not None:
+            layer.bias.copy_(linear.bias)
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        out = torch.ops.aten._weight_int8pack_mm(rows, self.weight_int8, self.weight_scale)
+        out = out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, dtype=int8, weight-only"
+
+
 class Int4Linear(_PackedLinear):
     """``y = x Wᵀ + b`` with W in 4 bits, each group of ``GROUP`` input channels with its own scale and
     zero (asymmetric, as torchao's int4 weight-only scheme), x multiplied in bf16."""
@@ -186,8 +225,8 @@ class BF16Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=bfloat16"
 
 
-FORMATS: dict[str, type[Int8Linear | Int4Linear | BF16Linear]] = {
-    "dynamic_int8": Int8Linear, "int4": Int4Linear, "bf16": BF16Linear}
+FORMATS: dict[str, type[Int8Linear | Int8WeightLinear | Int4Linear | BF16Linear]] = {
+    "dynamic_int8": Int8Linear, "int8_weight": Int8WeightLinear, "int4": Int4Linear, "bf16": BF16Linear}
 
 
 def quantize_linears(model: nn.Module, fmt: str) -> nn.Module:

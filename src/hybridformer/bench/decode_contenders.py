@@ -24,7 +24,7 @@ from ..quantized import quiet_torchao
 from .peers import NoEarlyEnd
 
 Prompts = list[list[int]]
-FORMATS = ("fp32", "bf16", "int8", "int4")
+FORMATS = ("fp32", "bf16", "int8", "int8-weight", "int4")
 PEERS = ("transformers", "ct2", "llama.cpp")
 ENGINES = ("torch", "ct2")
 

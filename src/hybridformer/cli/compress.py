@@ -43,8 +43,9 @@ def prune(
 def quantize(
     checkpoint: Path = typer.Argument(..., help="Float checkpoint directory."),
     out: Path = typer.Option(..., "--out", help="Directory for the quantized checkpoint."),
-    scheme: str = typer.Option("int8", "--scheme", help="Weight format of the linear layers: int8 (dynamic, "
-                               "per channel), int4 (groups of 32, bf16 products) or bf16."),
+    scheme: str = typer.Option("int8", "--scheme", help="Weight format of the linear layers: int8 (dynamic: "
+                               "weights and activations), int8-weight (weights only; accurate on LLMs), int4 (groups "
+                               "of 32, bf16 products) or bf16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
 ) -> None:
     """Store every linear layer as int8, int4 or bf16 for CPU inference; every command loads the result.

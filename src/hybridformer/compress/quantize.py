@@ -1,4 +1,5 @@
-"""Quantizing a float model for CPU inference: int8, int4 or bf16 linears (see :mod:`hybridformer.quantized`)."""
+"""Quantizing a float model for CPU inference: int8 (dynamic or weight-only), int4 or bf16 linears
+(see :mod:`hybridformer.quantized`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from ..config import ModelConfig, parse_config
 from ..errors import ConfigError
 from ..quantized import quantize_linears
 
-SCHEMES = {"int8": "dynamic_int8", "int4": "int4", "bf16": "bf16"}  # CLI scheme -> ModelConfig.quantization
+# CLI scheme -> ModelConfig.quantization
+SCHEMES = {"int8": "dynamic_int8", "int8-weight": "int8_weight", "int4": "int4", "bf16": "bf16"}
 
 
 def quantize_model(model: nn.Module, config: ModelConfig, scheme: str = "int8") -> tuple[nn.Module, ModelConfig]:
