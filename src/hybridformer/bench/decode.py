@@ -194,7 +194,7 @@ def markdown(report: DecodeReport) -> str:
     lines = [f"bench decode {report.checkpoint}: {s['prompts']} prompts × {s['prompt_len']} tokens, "
              f"{s['new_tokens']} new tokens, beam {s['beam']}, {s['threads']} thread(s), median of "
              f"{s['rounds']} interleaved rounds; tok/s", "",
-             f"| contender | greedy b1 | greedy b{s['prompts']} | beam-{s['beam']} b{s['prompts']} | prefill "
+             f"| contender | greedy b1 | greedy b{s['prompts']} | beam-{s['beam'] or 'off'} b{s['prompts']} | prefill "
              "| peak MiB | greedy agreement with torch fp32 |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for row in report.rows:
