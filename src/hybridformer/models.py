@@ -16,7 +16,7 @@ from .attention.head_subset import apply_pruned_heads
 from .blocks import LAYERS, Layer, LayerParts
 from .blocks.deepnet import deepnet_constants, deepnet_init
 from .cache import DecodingCache, project
-from .config import AttentionConfig, ModelConfig, StackConfig
+from .config import AttentionConfig, ModelConfig, RopeScaling, StackConfig
 from .context import MixerContext
 from .position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
 from .quantized import quantize_linears
@@ -79,11 +79,13 @@ class Stack(nn.Module):
         self, layers: list[Layer], final_norm: nn.Module | None, *, causal: bool, dropout: float = 0.0,
         absolute: nn.Module | None = None, rope: RotaryEmbedding | None = None, score_bias: nn.Module | None = None,
         token_type: nn.Embedding | None = None, embed_norm: nn.Module | None = None, count_non_padding: bool = False,
+        layer_ropes: dict[int, RotaryEmbedding] | None = None,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.final_norm, self.causal = final_norm, causal
         self.absolute, self.rope, self.score_bias = absolute, rope, score_bias
+        self.layer_ropes = nn.ModuleDict({str(i): r for i, r in (layer_ropes or {}).items()})  # index -> own RoPE
         self.token_type, self.embed_norm, self.count_non_padding = token_type, embed_norm, count_non_padding
         self.dropout = nn.Dropout(dropout)
 
@@ -112,8 +114,12 @@ class Stack(nn.Module):
             cache=cache, memory=memory, memory_padding_mask=memory_padding_mask,
         )
         x = self.dropout(x)
-        for layer in self.layers:
-            x = layer(x, ctx)
+        rotations = {}  # layers with their own RoPE scaling: one Rotation per distinct RotaryEmbedding
+        for index, layer in enumerate(self.layers):
+            rope = self.layer_ropes[str(index)] if str(index) in self.layer_ropes else None
+            if rope is not None and id(rope) not in rotations:
+                rotations[id(rope)] = replace(ctx, rope=rope(positions))
+            x = layer(x, ctx if rope is None else rotations[id(rope)])
         return x if self.final_norm is None else self.final_norm(x)
 
 
@@ -268,7 +274,7 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
         score_bias=_score_bias(cfg, bidirectional=not causal),
         token_type=nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None,
         embed_norm=parts.norm_layer() if cfg.layernorm_embedding else None,
-        count_non_padding=cfg.positions_skip_padding,
+        count_non_padding=cfg.positions_skip_padding, layer_ropes=_layer_rotaries(cfg, stack_cfg),
     )
 
 
@@ -285,11 +291,21 @@ def _absolute_positions(cfg: ModelConfig) -> nn.Module | None:
     return None
 
 
-def _rotary(cfg: ModelConfig) -> RotaryEmbedding | None:
+def _rotary(cfg: ModelConfig, scaling: RopeScaling | None = None) -> RotaryEmbedding | None:
+    """The model's RoPE, or one with ``scaling`` instead of the model's ``rope_scaling``."""
     if cfg.position != "rope":
         return None
-    scaling = cfg.rope_scaling.rotary_options(cfg.max_positions) if cfg.rope_scaling is not None else {}
-    return RotaryEmbedding(cfg.attention_head_dim, cfg.rope_base, **scaling)
+    scaling = scaling or cfg.rope_scaling
+    options = scaling.rotary_options(cfg.max_positions) if scaling is not None else {}
+    return RotaryEmbedding(cfg.attention_head_dim, cfg.rope_base, **options)
+
+
+def _layer_rotaries(cfg: ModelConfig, stack_cfg: StackConfig) -> dict[int, RotaryEmbedding]:
+    """The layers of ``layer_rope_scaling``, each equal scaling built once (its rotation is computed once)."""
+    built: dict[str, RotaryEmbedding] = {}
+    for scaling in stack_cfg.layer_rope_scaling.values():
+        built.setdefault(scaling.model_dump_json(), _rotary(cfg, scaling))
+    return {i: built[scaling.model_dump_json()] for i, scaling in stack_cfg.layer_rope_scaling.items()}
 
 
 def _score_bias(cfg: ModelConfig, *, bidirectional: bool) -> nn.Module | None:

@@ -52,6 +52,8 @@ def hf_blockers(cfg: ModelConfig) -> list[str]:
             problems.append(f"{where} (sparse, linear or low-rank attention)")
     if stack.layer_attention:
         problems.append("decoder.layer_attention (per-layer attention overrides)")
+    if stack.layer_rope_scaling:
+        problems.append("decoder.layer_rope_scaling (per-layer RoPE scaling)")
     checks = {
         "position": ("rope", "positions"), "norm": ("rmsnorm", "norm"), "norm_placement": ("pre", "norm placement"),
         "residual": ("standard", "DeepNet/ReZero residuals"), "activation": ("swiglu", "FFN activation"),
