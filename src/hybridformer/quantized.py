@@ -86,15 +86,7 @@ class Int8Linear(_PackedLinear):
     @classmethod
     @torch.no_grad()
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
-        with quiet_torchao():
-            from torchao.quantization.utils import dynamically_quantize_per_channel
-        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        weight, scale, zero_point = dynamically_quantize_per_channel(linear.weight.float(), -128, 127, torch.int8)
-        layer.weight_int8.copy_(weight)
-        layer.weight_scale.copy_(scale)
-        layer.weight_zero_point.copy_(zero_point)
-        if linear.bias is not None:
-            layer.bias.copy_(linear.bias)
+        layer = _int8_from_linear(cls, linear)
         layer.repack()
         return layer
 
@@ -129,15 +121,7 @@ class Int8WeightLinear(nn.Module):
     @classmethod
     @torch.no_grad()
     def from_linear(cls, linear: nn.Linear) -> Int8WeightLinear:
-        with quiet_torchao():
-            from torchao.quantization.utils import dynamically_quantize_per_channel
-        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        weight, scale, _ = dynamically_quantize_per_channel(linear.weight.float(), -128, 127, torch.int8)
-        layer.weight_int8.copy_(weight)
-        layer.weight_scale.copy_(scale)
-        if linear.bias is not None:
-            layer.bias.copy_(linear.bias)
-        return layer
+        return _int8_from_linear(cls, linear)
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
@@ -147,6 +131,20 @@ class Int8WeightLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=int8, weight-only"
+
+
+def _int8_from_linear(cls: type[Int8Linear | Int8WeightLinear], linear: nn.Linear):
+    """``cls`` filled with ``linear``'s weight in int8, symmetric per output channel (torchao's helper: the
+    scales and values of PyTorch's per-channel qint8 observer, exactly), and its bias."""
+    with quiet_torchao():
+        from torchao.quantization.utils import dynamically_quantize_per_channel
+    layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    weight, scale, _ = dynamically_quantize_per_channel(linear.weight.float(), -128, 127, torch.int8)
+    layer.weight_int8.copy_(weight)
+    layer.weight_scale.copy_(scale)  # the zero points (Int8Linear's buffer) stay 0: symmetric
+    if linear.bias is not None:
+        layer.bias.copy_(linear.bias)
+    return layer
 
 
 class Int4Linear(_PackedLinear):
