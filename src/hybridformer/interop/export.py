@@ -90,8 +90,8 @@ def fixed_layout_type(cfg: ModelConfig, meta: dict[str, Any]) -> str | None:
     for a fine-tune of a converted model (whose meta.json the trainer wrote) the first whose layout it fits."""
     if meta.get("model_type") in CONVERTED_ONLY:
         return meta["model_type"]
-    if meta.get("model_type") in EXPORTABLE:
-        return None
+    if meta.get("model_type") in EXPORTABLE or not hf_blockers(cfg):
+        return None  # a Llama layout exports as Llama (Granite-H's layout also admits one without mamba2 layers)
     return next((name for name in CONVERTED_ONLY if _fits(cfg, name)), None)
 
 
