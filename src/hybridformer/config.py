@@ -258,7 +258,7 @@ class ModelConfig(_Strict):
     cross_attention: AttentionConfig = AttentionConfig()
     # compression (docs/compression.md), replayed by build_model on the freshly built float model:
     pruned_heads: dict[str, list[int]] | None = None  # attention module path -> kept query heads (original ids)
-    quantization: Literal["dynamic_int8"] | None = None  # linear layers as int8 (CPU inference)
+    quantization: Literal["dynamic_int8", "int8_weight", "int4", "bf16"] | None = None  # linears' weight format (CPU)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -560,6 +560,9 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"train.init_from: cannot read {file} ({exc})") from None
         if not isinstance(saved, dict):
             raise ValueError(f"train.init_from: {file} does not hold a model config")
+        if saved.get("quantization"):  # gradients cannot flow into packed int8/int4 buffers
+            raise ValueError(f"train.init_from: {init_from} holds {saved['quantization']} weights for inference; "
+                             "fine-tune the float checkpoint it was quantized from, then quantize the result")
         data = {**data, "model": {**saved, **data.get("model", {})}}
         section, tokenizer = data.get("data", {}), Path(init_from) / "tokenizer.json"
         if isinstance(section, dict) and "tokenizer" not in section and tokenizer.is_file():

@@ -20,7 +20,7 @@ from .cache import DecodingCache, project
 from .config import AttentionConfig, ModelConfig, RopeScaling, StackConfig
 from .context import MixerContext
 from .position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
-from .quantized import quantize_dynamic_int8
+from .quantized import quantize_linears
 
 
 class TokenEmbedding(nn.Embedding):
@@ -338,7 +338,7 @@ def _score_bias(cfg: ModelConfig, *, bidirectional: bool) -> nn.Module | None:
 
 def build_model(cfg: ModelConfig) -> EncoderDecoder | DecoderLM | Encoder:
     """Turn a validated ModelConfig into a model (random init), then replay its compression:
-    pruned attention heads, then int8 quantization (see docs/compression.md)."""
+    pruned attention heads, then the linear layers' weight format (see docs/compression.md)."""
     model = apply_pruned_heads(_build_float_model(cfg), cfg.pruned_heads,
                                per_head_bias=cfg.position in ("alibi", "t5"))
-    return quantize_dynamic_int8(model) if cfg.quantization == "dynamic_int8" else model
+    return quantize_linears(model, cfg.quantization) if cfg.quantization else model

@@ -16,11 +16,12 @@ from ..bench.throughput import markdown, read_model_config, run, write
 from ..blocks import LAYERS
 from ..config import ModelConfig, load_config
 from ..outputs import prepare_output_file
-from . import bench_serve
+from . import bench_decode, bench_serve
 from .options import parse_list, split_list
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks: speed and memory, measured, with peers in the same run.")
 app.command("serve")(bench_serve.bench_serve)
+app.command("decode")(bench_decode.bench_decode)
 
 DEFAULT_MECHANISMS = ["full", "reference", "chunked", "sliding_window:window=512", "block_sparse", "linear",
                       "performer", "linformer:max_len=65536", "nystrom"]
