@@ -44,17 +44,19 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    path: str | Path, model: nn.Module, config: ModelConfig, tokenizer: Tokenizer | None = None, *,
+    path: str | Path, model: nn.Module | None, config: ModelConfig, tokenizer: Tokenizer | None = None, *,
     meta: dict[str, Any] | None = None, write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically: build it in a temp dir, then rename it into place.
 
     ``write_extra(tmp_dir)`` lets the trainer add its own files (optimizer state) to the same
-    atomic write. A crash at any moment leaves either the old directory or the new one.
+    atomic write. A crash at any moment leaves either the old directory or the new one. Without a
+    ``model`` no weights are written: a LoRA checkpoint's ``write_extra`` adds its adapter instead.
     """
 
     def fill(tmp: Path) -> None:
-        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt", **architecture_metadata(config)})
+        if model is not None:
+            save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt", **architecture_metadata(config)})
         (tmp / CONFIG).write_text(json.dumps(config.model_dump(), indent=2))
         if tokenizer is not None:
             (tmp / TOKENIZER).write_text(tokenizer.to_str())

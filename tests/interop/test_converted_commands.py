@@ -12,29 +12,17 @@ import torch
 pytest.importorskip("transformers")
 
 from conftest import TINY_TEXT, run_cli  # noqa: E402
-from interop.hf_tiny import save_tiny  # noqa: E402
+from interop.hf_tiny import CHAT_TEMPLATE, converted_llama  # noqa: E402
 
-from hybridformer import convert, load_checkpoint  # noqa: E402
+from hybridformer import load_checkpoint  # noqa: E402
 
-TEMPLATE = ("{% for m in messages %}{{ bos_token }}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}{% endfor %}"
-            "{% if add_generation_prompt %}{{ bos_token }}assistant:{% endif %}")
+TEMPLATE = CHAT_TEMPLATE
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("commands")
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=90, special_tokens=["<unk>", "<s>", "</s>"])
-    tokenizer.train_from_iterator(TINY_TEXT, trainer)
-    _, folder = save_tiny("llama", root / "hf", rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
-    tokenizer.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": TEMPLATE}))
-    return convert(folder, root / "ckpt")
+    return converted_llama(tmp_path_factory.mktemp("commands"), TINY_TEXT)
 
 
 def test_special_tokens_and_template_travel(converted: Path) -> None:

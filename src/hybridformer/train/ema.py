@@ -18,19 +18,21 @@ class EMA:
     """``shadow = decay * shadow + (1 - decay) * param`` after every optimizer step.
 
     The first steps use ``min(decay, (1 + n) / (10 + n))`` so early noise fades fast (as in
-    TensorFlow's ExponentialMovingAverage with num_updates).
+    TensorFlow's ExponentialMovingAverage with num_updates). Only trained parameters are averaged (a LoRA
+    run's adapters, not its frozen base).
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay, self.updates = decay, 0
-        self.shadow = {name: p.detach().float().clone() for name, p in model.named_parameters()}
+        self.shadow = {name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for name, param in model.named_parameters():
-            self.shadow[name].lerp_(param.detach().float(), 1.0 - decay)
+            if name in self.shadow:
+                self.shadow[name].lerp_(param.detach().float(), 1.0 - decay)
 
     def state_dict(self) -> dict[str, Tensor | int]:
         return {"updates": self.updates, **{f"shadow.{k}": v for k, v in self.shadow.items()}}
