@@ -109,7 +109,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[s
     """The raw tensors of ``path/model.safetensors`` (a missing or corrupt file is a CheckpointError)."""
     weights = Path(path) / WEIGHTS
     if not weights.is_file():
-        raise CheckpointError(f"{Path(path)}: missing {WEIGHTS}")
+        raise missing_weights(Path(path))
     try:
         return load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -125,6 +125,13 @@ def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], source: 
         present = next(n for n in names if n in tensors)
         full.update({n: tensors[present] for n in names})
     model.load_state_dict(full, strict=True)
+
+
+def missing_weights(path: Path) -> CheckpointError:
+    if (path / "adapter_config.json").is_file():
+        return CheckpointError(f"{path} is a LoRA adapter: it runs on its base model (`--adapter {path}` with the "
+                               "base checkpoint; Python: hybridformer.lora.load_with_adapter)")
+    return CheckpointError(f"{path}: missing {WEIGHTS}")
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer | None:
@@ -248,7 +255,7 @@ def weight_specs(path: str | Path) -> tuple[TensorSpecs, dict[str, str]]:
     """Names, dtypes and shapes of ``path/model.safetensors`` and its metadata, read from the header only."""
     weights = Path(path) / WEIGHTS
     if not weights.is_file():
-        raise CheckpointError(f"{Path(path)}: missing {WEIGHTS}")
+        raise missing_weights(Path(path))
     try:
         with safe_open(str(weights), framework="pt") as handle:
             specs = {name: (handle.get_slice(name).get_dtype(), tuple(handle.get_slice(name).get_shape()))

@@ -22,7 +22,7 @@ def evaluate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], src: Lines | None, ref: Lines, *,
     metric: str = "bleu", context: int = 256, device: str | torch.device = "cpu",
     weights: Sequence[float] | None = None, combine: str = "prob", engine: str = "torch",
-    quantization: str | None = None, **options,
+    quantization: str | None = None, adapter: str | Path | None = None, **options,
 ) -> MetricResult:
     """Score ``checkpoints`` on ``ref`` (a file, ``-``, or a list of lines).
 
@@ -31,12 +31,13 @@ def evaluate(
     ppl: teacher-forced likelihood of ``ref`` — given ``src`` for an encoder-decoder (per line,
     EOS included); for a language model, ``ref`` as one text stream (no ``src``) scored in
     blocks of ``context`` tokens, each block seeing only its own past.
-    ``engine="ct2"`` decodes and scores with CTranslate2 (``quantization`` as in ``load_decoder``).
+    ``engine="ct2"`` decodes and scores with CTranslate2 (``quantization`` as in ``load_decoder``);
+    ``adapter`` folds a LoRA adapter into the checkpoint.
     """
     if metric not in (*METRICS, "ppl"):
         raise ConfigError(f"metric {metric!r} unknown; choose one of: {', '.join((*METRICS, 'ppl'))}")
     decoder = load_decoder(checkpoints, device, purpose="evaluate", weights=weights, combine=combine, engine=engine,
-                           quantization=quantization)
+                           quantization=quantization, adapter=adapter)
     if metric == "ppl" and isinstance(decoder, Decoder) and not isinstance(decoder.scorer, ModelScorer):
         raise ConfigError("ppl scores one model under teacher forcing; evaluate each checkpoint on its own "
                           "(ensembles are scored with bleu, chrf or rouge)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..errors import ConfigError
+from .generate import ADAPTER
 
 
 def serve_cmd(
@@ -29,6 +30,7 @@ def serve_cmd(
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for decoding (default: torch's)."),
     device: str = typer.Option("cpu", "--device", help="torch device (torch engine), or cpu/cuda (ct2)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug | info | warning."),
+    adapter: str = ADAPTER,
 ) -> None:
     """Serve a model over HTTP: POST /v1/generate; for language models also the OpenAI routes
     /v1/completions and /v1/chat/completions (stream: true = server-sent events); GET /health, /metrics.
@@ -37,6 +39,7 @@ def serve_cmd(
       hybridformer serve runs/mt/checkpoints/best --port 8000
       hybridformer serve runs/mt/checkpoints/best --engine ct2 --quantization int8 --max-wait-ms 10
       HYBRIDFORMER_API_KEY=secret hybridformer serve models/smollm2 --host 0.0.0.0
+      hybridformer serve models/smollm2 --adapter runs/lora/checkpoints/best     # base + LoRA adapter
     """
     try:
         import torch
@@ -50,4 +53,5 @@ def serve_cmd(
     settings = ServeSettings(api_key=api_key, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms,
                              batching=batching, max_body_bytes=max_body_bytes, max_inputs=max_inputs,
                              max_input_tokens=max_input_tokens, max_new_tokens=max_new_tokens, engine=engine)
-    serve(checkpoint, settings, host=host, port=port, quantization=quantization, device=device, log_level=log_level)
+    serve(checkpoint, settings, host=host, port=port, quantization=quantization, device=device, log_level=log_level,
+          adapter=adapter)

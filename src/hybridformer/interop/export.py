@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,12 @@ def _fits(cfg: ModelConfig, model_type: str) -> bool:
         return False
 
 
-def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``checkpoint`` as a Hugging Face model folder (config.json, model.safetensors, tokenizer files)."""
+def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False,
+              weights: dict[str, Any] | None = None, write_extra: Callable[[Path], None] | None = None) -> Path:
+    """Write ``checkpoint`` as a Hugging Face model folder (config.json, model.safetensors, tokenizer files).
+
+    ``weights`` replace the checkpoint's own (its model with a LoRA adapter folded in); ``write_extra(tmp)``
+    adds files to the same atomic write (the adapter beside the base)."""
     source = Path(checkpoint)
     out = prepare_output_dir(out, overwrite=overwrite, inputs=[source])
     cfg = load_config_file(source)
@@ -111,7 +116,10 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
     if model_type == "qwen2" and not (cfg.qkv_bias and not cfg.attention_bias):
         raise ConfigError(f"{source}: a qwen2 model has q/k/v biases only (qkv_bias=True, attention_bias=False)")
     arch = ARCHITECTURES[model_type]
-    ours = load_checkpoint(source).model.state_dict() if fixed else load_weights(source)  # tied names resolved
+    if weights is not None:
+        ours = dict(weights)
+    else:
+        ours = load_checkpoint(source).model.state_dict() if fixed else load_weights(source)  # tied names resolved
     if cfg.tie_embeddings and not fixed:
         ours.pop("output.weight", None)
     tensors = {}
@@ -131,6 +139,8 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
         for name in (TOKENIZER, TOKENIZER_CONFIG):
             if (source / name).is_file():
                 shutil.copyfile(source / name, tmp / name)
+        if write_extra is not None:
+            write_extra(tmp)
 
     return write_checkpoint_dir(out, fill)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from ..checkpoint import WEIGHTS, Checkpoint, load_checkpoint, save_checkpoint
 from ..data.tokenizer import copy_tokenizer_config
 from ..errors import ConfigError
 from ..outputs import prepare_output_dir
-from .adapter import Adapter, adapter_base, is_adapter, read_adapter, weight_deltas
+from .adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Adapter, adapter_base, is_adapter, read_adapter, weight_deltas
 from .layout import lora_layout
 
 
@@ -59,3 +61,27 @@ def fold_adapter(adapter: str | Path, out: str | Path, *, base: str | Path | Non
     ckpt = load_with_adapter(base, adapter)
     return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.tokenizer, meta=ckpt.meta,
                            write_extra=lambda tmp: copy_tokenizer_config(base / "tokenizer.json", tmp))
+
+
+def export_hf_with_adapter(checkpoint: str | Path | None, adapter: str | Path, out: str | Path, *,
+                           merged: bool = False, overwrite: bool = False) -> Path:
+    """``export --to hf --adapter``: the base as a transformers folder with the adapter in ``OUT/adapter``
+    (naming ``OUT`` as its base, so ``PeftModel.from_pretrained`` or transformers' own adapter loading find
+    it), or with ``merged`` one folder holding base + adapter folded."""
+    from ..interop.export import export_hf
+
+    base = adapter_base(adapter, checkpoint)
+    if merged:
+        ckpt = load_with_adapter(base, adapter)
+        return export_hf(base, out, overwrite=overwrite, weights=ckpt.model.state_dict())
+    final = Path(out).resolve()
+
+    def write(tmp: Path) -> None:
+        folder = tmp / "adapter"
+        folder.mkdir()
+        for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
+            shutil.copyfile(Path(adapter) / name, folder / name)
+        config = json.loads((folder / ADAPTER_CONFIG).read_text())
+        (folder / ADAPTER_CONFIG).write_text(json.dumps({**config, "base_model_name_or_path": str(final)}, indent=2))
+
+    return export_hf(base, out, overwrite=overwrite, write_extra=write)

@@ -20,11 +20,13 @@ API_KEY_ENV = "HYBRIDFORMER_API_KEY"
 
 
 def build_server(checkpoint: str | Path, settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000,
-                 quantization: str | None = None, device: str = "cpu", log_level: str = "info"):
+                 quantization: str | None = None, device: str = "cpu", log_level: str = "info",
+                 adapter: str | Path | None = None):
     """A ready ``uvicorn.Server`` for ``checkpoint`` (call ``.run()``; tests run it in a thread)."""
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {port}")
-    decoder = load_engine(checkpoint, engine=settings.engine, quantization=quantization, device=device)
+    decoder = load_engine(checkpoint, engine=settings.engine, quantization=quantization, device=device,
+                          adapter=adapter)
     settings.model_name = Path(checkpoint).name if settings.model_name == "hybridformer" else settings.model_name
     app = create_app(decoder, settings)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=None,
