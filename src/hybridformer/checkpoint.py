@@ -70,6 +70,9 @@ def save_checkpoint(
 
 def _fsync_tree(directory: Path) -> None:
     for file in directory.iterdir():
+        if file.is_dir():  # e.g. the ``adapter/`` beside an exported base model
+            _fsync_tree(file)
+            continue
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
     fd = os.open(directory, os.O_RDONLY)

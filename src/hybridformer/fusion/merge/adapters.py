@@ -1,6 +1,10 @@
 """Merging LoRA adapters of one base: each adapter becomes the model ``W + ΔW_i`` (its full update, exact),
 and the merge method runs on those tensors exactly as on fine-tuned checkpoints (task vectors = ``ΔW_i``).
-Only the weights some adapter touches are merged; the result is a plain checkpoint."""
+
+The method sees one projection at a time — q, k and v apart even where our model fuses them — so a
+method that looks at a whole tensor (ties' and dare's density) treats each projection as ``peft``'s
+``add_weighted_adapter`` and Hugging Face models do. Only what some adapter touches is merged; the result
+is a plain checkpoint."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 from ...checkpoint import load_checkpoint, save_checkpoint
 from ...data.tokenizer import copy_tokenizer_config
 from ...errors import ConfigError
-from ...lora import adapter_base, deltas_for, read_adapter
+from ...lora import adapter_base, deltas_for, lora_layout, read_adapter
 from .api import _method, resolve_options
 
 
@@ -39,10 +43,15 @@ def merge_adapters(adapters: Sequence[str | Path], method: str, out: str | Path,
     deltas = [deltas_for(ckpt, read_adapter(a)) for a in adapters]
     params = dict(ckpt.model.named_parameters())
     with torch.no_grad():
-        for name in sorted(set().union(*deltas)):
-            weight = params[name].detach().clone()
-            models = [weight + delta[name] if name in delta else weight for delta in deltas]
-            params[name].copy_(merger.merge(name, models, weight, resolved))
+        for module, parts in lora_layout(ckpt.model, ckpt.config, ckpt.meta).items():
+            name = f"{module}.weight"
+            if not any(name in delta for delta in deltas):
+                continue
+            for part in parts:
+                weight = params[name][part.start: part.stop].detach().clone()
+                models = [weight + delta[name][part.start: part.stop] if name in delta else weight
+                          for delta in deltas]
+                params[name][part.start: part.stop] = merger.merge(part.name, models, weight, resolved)
     meta = {**ckpt.meta, "method": method, "adapters": [str(a) for a in adapters], **dataclasses.asdict(resolved)}
     return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.tokenizer, meta=meta,
                            write_extra=lambda tmp: copy_tokenizer_config(base_path / "tokenizer.json", tmp))
