@@ -412,6 +412,9 @@ class DataConfig(_Strict):
     # LM from JSONL pairs: each record is one conversation (user: src_field, assistant: tgt_field) rendered by
     # the chat template beside data.tokenizer (a converted instruct model's), as `generate --chat` prompts it
     chat: bool = False
+    # LM from JSONL prompt/completion records (src_field = prompt, tgt_field = completion; EOS follows it)
+    completion: bool = False
+    answer_only: bool = True  # chat / completion: the loss falls on the answers only (false: on the whole text)
     valid_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     builtin: str | None = None  # name of a generated task from hybridformer.data.tasks
     builtin_train: int = 5000
@@ -556,6 +559,10 @@ class ExperimentConfig(_Strict):
             raise ValueError("data.chat renders JSONL records as conversations for a language model: it needs "
                              f"model.arch='decoder_lm' and data.format='jsonl' (got {self.model.arch!r}, "
                              f"{self.data.format!r})")
+        if self.data.completion and (self.data.chat or self.model.arch != "decoder_lm" or self.data.format != "jsonl"):
+            raise ValueError("data.completion reads JSONL prompt/completion records for a language model: it needs "
+                             "model.arch='decoder_lm', data.format='jsonl' and not data.chat (a chat model's "
+                             "records go through its template with data.chat)")
         if not classifier and self.data.format == "folders":
             raise ValueError("data.format='folders' holds labeled documents for model.arch='encoder_classifier'")
         return self

@@ -24,6 +24,16 @@ from .layout import PEFT_PREFIX, Layout, Part, by_file_name
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 
 
+def peft_module(name: str = "peft"):  # noqa: ANN201 - a module
+    """``peft`` (or one of its modules), or a ConfigError saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ConfigError("LoRA adapters need the peft library: pip install 'hybridformer[lora]'") from None
+
+
 def is_adapter(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
 
@@ -39,9 +49,7 @@ class Adapter:
 
 def read_adapter(path: str | Path) -> Adapter:
     """Read a PEFT LoRA adapter directory; what we cannot apply exactly is a CheckpointError naming it."""
-    from peft import LoraConfig as PeftLoraConfig
-    from peft.utils.other import get_pattern_key
-
+    PeftLoraConfig, get_pattern_key = peft_module().LoraConfig, peft_module("peft.utils.other").get_pattern_key
     path = Path(path)
     if not is_adapter(path):
         raise CheckpointError(f"{path}: not a LoRA adapter (no {ADAPTER_CONFIG})")
@@ -104,9 +112,7 @@ def weight_deltas(adapter: Adapter, layout: Layout, shapes: dict[str, torch.Size
 def write_adapter(tmp: Path, tensors: dict[str, Tensor], lora: LoraConfig, parts: list[Part], cfg: ModelConfig,
                   base: str) -> None:
     """``adapter_config.json`` (by ``peft``) and ``adapter_model.safetensors`` into the directory ``tmp``."""
-    from peft import LoraConfig as PeftLoraConfig
-
-    config = PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
+    config = peft_module().LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
                             target_modules=sorted({part.name.rsplit(".", 1)[-1] for part in parts}),
                             base_model_name_or_path=base,
                             task_type="CAUSAL_LM" if cfg.arch == "decoder_lm" else "SEQ_2_SEQ_LM")

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..config import LoraConfig
 from ..errors import ConfigError
-from .adapter import Adapter
+from .adapter import Adapter, peft_module
 from .layout import PEFT_PREFIX, Layout, chosen_parts
 
 ADAPTER_NAME = "default"
@@ -63,16 +63,14 @@ class LoraLayers:
 
 def add_lora(model: nn.Module, layout: Layout, lora: LoraConfig) -> LoraLayers:
     """Wrap the targeted projections of ``model`` (in place) in ``peft`` LoRA layers; only they train."""
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import inject_adapter_in_model
-
+    peft = peft_module()
     parts = chosen_parts(layout, list(lora.targets))
     counts = {module.rsplit(".", 1)[-1]: len(p) for module, p in parts.items()}
-    config = PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
+    config = peft.LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
                             target_modules=list(parts),
                             rank_pattern={name: n * lora.rank for name, n in counts.items() if n > 1},
                             alpha_pattern={name: n * lora.alpha for name, n in counts.items() if n > 1})
-    inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
+    peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
     for module, module_parts in parts.items():
         b = model.get_submodule(module).lora_B[ADAPTER_NAME].weight
         mask = torch.zeros_like(b)
