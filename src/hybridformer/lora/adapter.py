@@ -128,7 +128,19 @@ def adapter_base(path: str | Path, base: str | Path | None = None) -> Path:
     if named is None:
         raise ConfigError(f"{path}: the adapter names no base model (base_model_name_or_path); pass the base "
                           "checkpoint, e.g. `hybridformer generate BASE --adapter ADAPTER`")
+    if not (Path(named) / "config.json").is_file() or (Path(named) / "model.safetensors").is_file() and _is_hf(named):
+        raise ConfigError(f"{path}: its base {named!r} is not a hybridformer checkpoint here (a peft adapter names "
+                          "the Hugging Face model); convert the base (hybridformer convert) and pass it, e.g. "
+                          "`hybridformer generate BASE --adapter ADAPTER` or --base BASE")
     return Path(named)
+
+
+def _is_hf(folder: str) -> bool:
+    """A transformers folder (``model_type`` in config.json) rather than our checkpoint."""
+    try:
+        return "model_type" in json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return False
 
 
 def read_base_name(path: str | Path) -> str | None:
