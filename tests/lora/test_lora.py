@@ -144,3 +144,55 @@ def test_peft_made_adapter_loads_in_ours(tmp_path: Path) -> None:
     save_tiny("llama", tmp_path / "other", num_hidden_layers=1)
     with pytest.raises(CheckpointError, match="layers.1.*another base model"):
         load_with_adapter(convert(tmp_path / "other", tmp_path / "other-ours"), tmp_path / "adapter")
+
+
+def test_fused_projection_keeps_each_part_a_separate_adapter(lora_run) -> None:
+    """Targets q and v only: the fused q/k/v layer's B stays block-diagonal and zero on k's rows through
+    training steps, so the file holds exactly q's and v's adapters."""
+    base = load_checkpoint(lora_run[0])
+    lora = LoraConfig(rank=2, alpha=2, targets=["q", "v"])
+    layers = add_lora(base.model, lora_layout(base.model, base.config, load_meta(lora_run[0])), lora)
+    optimizer = torch.optim.AdamW([p for p in base.model.parameters() if p.requires_grad], lr=0.1,
+                                  weight_decay=0.1)
+    for _ in range(2):
+        base.model.train()(torch.randint(3, 90, (2, 8))).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    module = "decoder.layers.0.sublayers.0.body.qkv_proj"
+    b = base.model.get_submodule(module).lora_B["default"].weight
+    (q, v) = layers.parts[module]
+    assert (q.name, v.name) == ("model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj")
+    assert b[q.start: q.stop, :2].abs().sum() > 0 and b[v.start: v.stop, 2:].abs().sum() > 0
+    off_block = b.detach().clone()
+    off_block[q.start: q.stop, :2] = 0
+    off_block[v.start: v.stop, 2:] = 0
+    assert off_block.abs().max() == 0  # k's rows and the cross blocks never move
+    files = layers.tensors(dict(base.model.named_parameters()))
+    assert len(files) == 2 * 2 * 2 and all("q_proj" in k or "v_proj" in k for k in files)
+
+
+def test_bf16_base_ema_export_and_config_errors(lora_run, tmp_path: Path) -> None:
+    from hybridformer import train
+    from hybridformer.config import ExperimentConfig, load_config
+    from hybridformer.errors import ConfigError
+    from hybridformer.serve.engine import load_engine
+    from hybridformer.train import export_ema
+
+    base, recipe, run = lora_run
+    overrides = ["train.base_precision=bf16", "train.precision=bf16", "train.max_steps=2", "train.lora.targets=[q,v]"]
+    result = train(recipe, tmp_path / "bf16", overrides=overrides)
+    assert result.status == "completed" and result.best_valid_loss < 10
+    tensors = load_file(tmp_path / "bf16" / "checkpoints" / "best" / "adapter_model.safetensors")
+    assert {t.dtype for t in tensors.values()} == {torch.float32} and len(tensors) == 8
+
+    exported = export_ema(run, tmp_path / "ema")
+    assert (exported / "adapter_model.safetensors").is_file()
+    decoder = load_engine(base, adapter=exported)  # what `serve --adapter` runs
+    tokens = torch.randint(3, 90, (1, 6))
+    assert torch.allclose(decoder.scorer.model(tokens), logits(load_with_adapter(base, exported).model, tokens))
+
+    for bad, words in [(["train.lora.targets=[q,q]"], "name each projection once"),
+                       (["train.base_precision=bf16"], "train.precision=bf16"),
+                       (["train.init_from=null"], "set train.init_from")]:
+        with pytest.raises(ConfigError, match=words):
+            load_config(recipe, bad, ExperimentConfig)

@@ -3,13 +3,15 @@ and `export_ema`, which copies a run's EMA weights out as an ordinary checkpoint
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint, write_checkpoint_dir
 from ..errors import CheckpointError
+from ..lora import is_adapter_only
 from .distributed import copy_full_into
 from .state import RunDir
 
@@ -49,5 +51,7 @@ def export_ema(run_dir: str | Path, out: str | Path) -> Path:
     if not source.is_dir():
         raise CheckpointError(f"{run_dir}: no EMA weights ({source} is missing); train with train.ema_decay "
                               "(e.g. --set train.ema_decay=0.999) to keep them")
+    if is_adapter_only(source):  # a LoRA run: the EMA of its adapters, an adapter directory like the others
+        return write_checkpoint_dir(out, lambda tmp: [shutil.copyfile(f, tmp / f.name) for f in source.iterdir()])
     ckpt = load_checkpoint(source)
     return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.tokenizer, meta=ckpt.meta)

@@ -204,8 +204,9 @@ class _Trainer:
                 self._check_resume_config(resume_from)
             self.lora.load(model, read_adapter(source), self.t.lora)
             self.log(f"{'resuming' if resume_from else 'adapter initialised'} from {source}")
-        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        self.log(f"LoRA: {trained:,} trained parameters of {sum(p.numel() for p in model.parameters()):,} "
+        trained = sum(t.numel() for t in self.lora.tensors(dict(model.named_parameters())).values())
+        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        self.log(f"LoRA: {trained:,} adapter parameters on a frozen base of {frozen:,} "
                  f"(rank {self.t.lora.rank}, {', '.join(self.t.lora.targets)}; base {self.t.base_precision})")
         return read_trainer_state(resume_from) if resume_from else None
 
