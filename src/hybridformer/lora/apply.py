@@ -38,15 +38,19 @@ def load_with_adapter(checkpoint: str | Path | None, adapter: str | Path,
     return fold_into(load_checkpoint(adapter_base(adapter, checkpoint), device), read_adapter(adapter))
 
 
-def with_adapter(checkpoints: Sequence[str | Path], adapter: str | Path | None,
+def with_adapter(checkpoints: Sequence[str | Path | Checkpoint], adapter: str | Path | None,
                  device: str | torch.device = "cpu") -> list[str | Path | Checkpoint]:
     """What generate/evaluate/serve run: the checkpoints as given, the one checkpoint with ``adapter`` folded
     in, and any adapter directory (a LoRA run's ``checkpoints/best``) on the base it names."""
     if adapter is not None:
         if len(checkpoints) != 1:
             raise ConfigError(f"--adapter applies to one base checkpoint, got {len(checkpoints)}")
-        return [load_with_adapter(checkpoints[0], adapter, device)]
-    return [load_with_adapter(None, item, device) if is_adapter_only(item) else item for item in checkpoints]
+        base = checkpoints[0]
+        if isinstance(base, Checkpoint):
+            return [fold_into(base, read_adapter(adapter))]
+        return [load_with_adapter(base, adapter, device)]
+    return [load_with_adapter(None, item, device) if not isinstance(item, Checkpoint) and is_adapter_only(item)
+            else item for item in checkpoints]
 
 
 def is_adapter_only(path: str | Path) -> bool:
