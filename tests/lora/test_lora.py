@@ -196,3 +196,17 @@ def test_bf16_base_ema_export_and_config_errors(lora_run, tmp_path: Path) -> Non
                        (["train.init_from=null"], "set train.init_from")]:
         with pytest.raises(ConfigError, match=words):
             load_config(recipe, bad, ExperimentConfig)
+
+
+def test_averaging_a_lora_run_averages_the_updates(lora_run, tmp_path: Path) -> None:
+    from hybridformer.fusion import average_checkpoints, last_checkpoints
+    from hybridformer.lora import deltas_for
+
+    base, _, run = lora_run
+    steps = last_checkpoints(run, 2)
+    averaged = load_checkpoint(average_checkpoints(steps, tmp_path / "avg")).model.state_dict()
+    start = load_checkpoint(base)
+    deltas = [deltas_for(start, read_adapter(step)) for step in steps]
+    for name, weight in start.model.state_dict().items():
+        expected = weight + (deltas[0][name] + deltas[1][name]) / 2 if name in deltas[0] else weight
+        assert torch.allclose(averaged[name], expected, atol=1e-6), name
