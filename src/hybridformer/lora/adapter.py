@@ -43,7 +43,6 @@ class Adapter:
     """A read adapter: per file module, its factors ``A: (r, in)``, ``B: (out, r)`` and scale."""
 
     path: Path
-    base: str | None  # ``base_model_name_or_path``
     factors: dict[str, tuple[Tensor, Tensor, float]]
 
 
@@ -86,7 +85,7 @@ def read_adapter(path: str | Path) -> Adapter:
         alpha = config.alpha_pattern.get(get_pattern_key(config.alpha_pattern, module), config.lora_alpha)
         scale = alpha / rank**0.5 if config.use_rslora else alpha / rank
         factors[module] = (pair["A"], pair["B"], float(scale))
-    return Adapter(path, config.base_model_name_or_path, factors)
+    return Adapter(path, factors)
 
 
 def weight_deltas(adapter: Adapter, layout: Layout, shapes: dict[str, torch.Size]) -> dict[str, Tensor]:
