@@ -21,10 +21,13 @@ from hybridformer import load_checkpoint
 from hybridformer.checkpoint import load_config_file, load_meta
 from hybridformer.config import LoraConfig
 from hybridformer.lora import add_lora, lora_layout
+from hybridformer.train.trainer import enable_activation_checkpointing
 
 
-def make(checkpoint: str, lora: bool):
+def make(checkpoint: str, lora: bool, recompute: bool = False):
     ckpt = load_checkpoint(checkpoint)
+    if recompute:
+        enable_activation_checkpointing(ckpt.model)
     if lora:
         add_lora(ckpt.model, lora_layout(ckpt.model, ckpt.config, load_meta(checkpoint)), LoraConfig(rank=16))
     params = [p for p in ckpt.model.parameters() if p.requires_grad]
@@ -48,11 +51,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--only", choices=["full", "lora"])
+    parser.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     modes = [args.only] if args.only else ["full", "lora"]
-    runs = {mode: make(args.checkpoint, mode == "lora") for mode in modes}
+    runs = {mode: make(args.checkpoint, mode == "lora", args.activation_checkpointing) for mode in modes}
     tokens = torch.randint(3, load_config_file(args.checkpoint).vocab_size, (args.batch, args.tokens + 1))
     times: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     for round_ in range(args.rounds + 1):  # round 0 warms up
