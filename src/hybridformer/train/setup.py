@@ -41,7 +41,9 @@ class RawData:
         """Training text to learn a tokenizer from (both sides: a joint vocabulary)."""
         if isinstance(self.train, str):
             return self.train.splitlines()
-        return [text for example in self.train for text, _ in example]
+        if self.train and isinstance(self.train[0], list):  # answer-marked texts
+            return ["".join(text for text, _ in example) for example in self.train]
+        return [s for s, _ in self.train] + [t for _, t in self.train]
 
 
 def read_raw(data: DataConfig, lm: bool) -> RawData:
