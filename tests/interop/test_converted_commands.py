@@ -1,5 +1,6 @@
 """A converted model is an ordinary checkpoint: every command runs on it (generate incl. --chat, evaluate,
-quantize, prune with GQA, merge, longify), here on a tiny Llama with a tokenizer and a chat template."""
+quantize, prune with GQA, merge, longify), here on a tiny Llama and a tiny LFM2 (short-convolution layers around
+an attention layer) with a tokenizer and a chat template."""
 
 from __future__ import annotations
 
@@ -12,17 +13,17 @@ import torch
 pytest.importorskip("transformers")
 
 from conftest import TINY_TEXT, run_cli  # noqa: E402
-from interop.hf_tiny import CHAT_TEMPLATE, converted_llama  # noqa: E402
+from interop.hf_tiny import CHAT_TEMPLATE, converted_tiny  # noqa: E402
 
 from hybridformer import load_checkpoint  # noqa: E402
 
 TEMPLATE = CHAT_TEMPLATE
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["llama", "lfm2"])
+def converted(request, tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    return converted_llama(tmp_path_factory.mktemp("commands"), TINY_TEXT)
+    return converted_tiny(tmp_path_factory.mktemp("commands"), TINY_TEXT, request.param)
 
 
 def test_special_tokens_and_template_travel(converted: Path) -> None:

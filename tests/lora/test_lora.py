@@ -14,7 +14,7 @@ pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
 from conftest import TINY_TEXT, assert_one_line_error, run_entry  # noqa: E402
-from interop.hf_tiny import converted_llama, save_tiny  # noqa: E402
+from interop.hf_tiny import converted_tiny, save_tiny  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from hybridformer import convert, load_checkpoint  # noqa: E402
@@ -31,7 +31,7 @@ def lora_run(tmp_path_factory) -> tuple[Path, Path, Path]:
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("lora")
-    base = converted_llama(root, TINY_TEXT)
+    base = converted_tiny(root, TINY_TEXT)
     (root / "text.txt").write_text("\n".join(TINY_TEXT * 20) + "\n")
     recipe = root / "lora.yaml"
     recipe.write_text(yaml.safe_dump({

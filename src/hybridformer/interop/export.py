@@ -34,7 +34,8 @@ from .hf.roundtrip import layout_blockers
 from .tokenizer import TOKENIZER_CONFIG
 
 EXPORTABLE = ("llama", "mistral", "qwen2")  # model types whose mapping can run backwards
-CONVERTED_ONLY = ("bart", "mbart", "marian", "t5", "bert", "roberta", "gpt2")  # export back to their source type
+# export back to their source type (or, for a model trained here, the first whose layout it fits)
+CONVERTED_ONLY = ("bart", "mbart", "marian", "t5", "bert", "roberta", "gpt2", "lfm2", "granitemoehybrid")
 
 
 def hf_blockers(cfg: ModelConfig) -> list[str]:
@@ -43,8 +44,10 @@ def hf_blockers(cfg: ModelConfig) -> list[str]:
     if cfg.arch != "decoder_lm":
         problems.append(f"arch={cfg.arch!r} (export supports decoder-only Llama-family models)")
     stack = cfg.decoder
-    if stack.layer != "transformer":
-        problems.append(f"decoder.layer={stack.layer!r} (convolution/hybrid layers)")
+    layer_types = {"decoder.layer": stack.layer} | {f"decoder.layer_types.{i}": t for i, t in stack.layer_types.items()}
+    for where, kind in layer_types.items():
+        if kind != "transformer":
+            problems.append(f"{where}={kind!r} (convolution/SSM/hybrid layers)")
     attentions = {f"decoder.attention={stack.attention.name!r}": stack.attention} | {
         f"decoder.layer_attention.{i}={a.name!r}": a for i, a in stack.layer_attention.items()}
     for where, attention in attentions.items():
@@ -53,6 +56,8 @@ def hf_blockers(cfg: ModelConfig) -> list[str]:
             problems.append(f"{where} (sparse, linear or low-rank attention)")
     if stack.layer_attention:
         problems.append("decoder.layer_attention (per-layer attention overrides)")
+    if stack.layer_rope_scaling:
+        problems.append("decoder.layer_rope_scaling (per-layer RoPE scaling)")
     checks = {
         "position": ("rope", "positions"), "norm": ("rmsnorm", "norm"), "norm_placement": ("pre", "norm placement"),
         "residual": ("standard", "DeepNet/ReZero residuals"), "activation": ("swiglu", "FFN activation"),
