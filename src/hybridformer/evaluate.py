@@ -22,7 +22,8 @@ def evaluate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], src: Lines | None, ref: Lines, *,
     metric: str = "bleu", context: int = 256, device: str | torch.device = "cpu",
     weights: Sequence[float] | None = None, combine: str = "prob", engine: str = "torch",
-    quantization: str | None = None, tokenize: str | None = None, lang: str = "en", **options,
+    quantization: str | None = None, tokenize: str | None = None, lang: str = "en",
+    adapter: str | Path | None = None, **options,
 ) -> MetricResult:
     """Score ``checkpoints`` on ``ref`` (a file, ``-``, or a list of lines).
 
@@ -34,6 +35,7 @@ def evaluate(
     ``engine`` names an entry of :data:`~hybridformer.engines.ENGINES` (``quantization`` as in ``load_engine``).
     ``tokenize`` (bleu only): sacreBLEU's tokenizer name, or ``"moses-lc"`` for BLEU on lowercased
     text Moses-tokenized for ``lang`` (the target language), as fairseq-trained papers report it.
+    ``adapter`` folds a LoRA adapter into the checkpoint.
     """
     if metric not in (*METRICS, "ppl"):
         raise ConfigError(f"metric {metric!r} unknown; choose one of: {', '.join((*METRICS, 'ppl'))}")
@@ -41,7 +43,7 @@ def evaluate(
         raise ConfigError(f"--tokenize applies to --metric bleu, not {metric}")
     scoring = {"tokenize": tokenize, "lang": lang} if tokenize is not None else {}
     decoder = load_engine(checkpoints, device, purpose="evaluate", weights=weights, combine=combine, engine=engine,
-                          quantization=quantization)
+                          quantization=quantization, adapter=adapter)
     seq2seq, path = decoder.config.is_seq2seq, decoder.name
     if not seq2seq and metric != "ppl":
         raise ConfigError(f"{path} is a decoder_lm checkpoint: {metric} scores seq2seq outputs against "

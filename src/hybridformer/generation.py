@@ -7,6 +7,7 @@ the text around it — chat templates, encoding, windows of input, output lines 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import torch
 
@@ -21,7 +22,7 @@ __all__ = ["GenerationOptions", "generate", "stream_outputs"]
 def generate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], inputs: Iterable[str], *,
     device: str | torch.device = "cpu", weights: Sequence[float] | None = None, combine: str = "prob",
-    engine: str = "torch", quantization: str | None = None, **options,
+    engine: str = "torch", quantization: str | None = None, adapter: str | Path | None = None, **options,
 ) -> Iterator[str]:
     """Decode every input line; yields one output line per input line, in input order, as soon as
     its window of ~``4 · batch_tokens`` input tokens is done.
@@ -30,12 +31,13 @@ def generate(
     ``temperature``, ``top_k``, ``top_p``, ``max_len_a``, ``max_len_b``, ``no_repeat_ngram``,
     ``early_stopping``, ``at_budget``, ``seed``, ``batch_tokens``). Several checkpoints decode as one ensemble
     (``weights``, ``combine`` as in :func:`~hybridformer.engines.load_engine`). ``engine`` names an entry of
-    :data:`~hybridformer.engines.ENGINES` (``ct2``: CTranslate2, with ``quantization``). Checkpoints and
-    options are checked now; the input is read lazily while iterating (an input without lines is a :class:`DataError`).
+    :data:`~hybridformer.engines.ENGINES` (``ct2``: CTranslate2, with ``quantization``); ``adapter`` folds a
+    LoRA adapter in. Checkpoints and options are checked now; the input is read lazily while iterating (an
+    input without lines is a :class:`DataError`).
     """
     opts = GenerationOptions.parse(options)
     decoder = load_engine(checkpoints, device, weights=weights, combine=combine, engine=engine,
-                          quantization=quantization)
+                          quantization=quantization, adapter=adapter)
     return stream_outputs(decoder, inputs, opts)
 
 

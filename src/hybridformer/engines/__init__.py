@@ -13,6 +13,7 @@ CTranslate2 runs whole searches only. Adding an engine: one module here with suc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -39,7 +40,8 @@ class Engine(Protocol):
 
     @classmethod
     def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *, purpose: str,
-             weights: Sequence[float] | None, combine: str, quantization: str | None) -> Engine: ...
+             weights: Sequence[float] | None, combine: str, quantization: str | None,
+             adapter: str | Path | None) -> Engine: ...
 
     def decode_batch(self, sources: list[list[int]], opts: GenerationOptions, generator: torch.Generator | None = None,
                      on_token: Emit | None = None) -> list[list[int]]: ...
@@ -59,14 +61,15 @@ ENGINES: dict[str, type[Engine]] = {"torch": TorchEngine, "ct2": Ct2Engine}
 
 def load_engine(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu", *,
                 engine: str = "torch", purpose: str = "generate", weights: Sequence[float] | None = None,
-                combine: str = "prob", quantization: str | None = None) -> Engine:
+                combine: str = "prob", quantization: str | None = None, adapter: str | Path | None = None) -> Engine:
     """Load the checkpoint(s) into the engine named ``engine``: several checkpoints are one ensemble (torch),
-    ``quantization`` is CTranslate2's compute type (ct2)."""
+    ``quantization`` is CTranslate2's compute type (ct2), ``adapter`` a LoRA adapter (PEFT format) folded into
+    the one checkpoint (torch; a LoRA run's adapter-only checkpoint loads on the base model it names)."""
     if engine not in ENGINES:
         raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     items = [checkpoints] if isinstance(checkpoints, CheckpointLike) else list(checkpoints)
     return ENGINES[engine].load(items, device, purpose=purpose, weights=weights, combine=combine,
-                                quantization=quantization)
+                                quantization=quantization, adapter=adapter)
 
 
 __all__ = ["ENGINES", "Engine", "GenerationOptions", "decode_sources", "load_engine", "output_budget"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,9 +42,10 @@ class TorchEngine:
     @classmethod
     def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *,
              purpose: Task = "generate", weights: Sequence[float] | None = None, combine: Combine = "prob",
-             quantization: str | None = None) -> TorchEngine:
+             quantization: str | None = None, adapter: str | Path | None = None) -> TorchEngine:
         """Several checkpoints become one :class:`~hybridformer.decoding.Ensemble` Scorer (same vocabulary,
-        any architectures), combined per step by ``combine`` (``prob`` or ``log_prob``) with ``weights``."""
+        any architectures), combined per step by ``combine`` (``prob`` or ``log_prob``) with ``weights``;
+        ``adapter`` is a LoRA adapter folded into the one checkpoint."""
         if quantization is not None:
             raise ConfigError("--quantization applies to --engine ct2; for the torch engine run `hybridformer "
                               "quantize` once and use its output")
@@ -52,7 +54,9 @@ class TorchEngine:
         for item in checkpoints:
             if not isinstance(item, Checkpoint) and is_ct2_export(item):
                 raise CheckpointError(f"{item} is a CTranslate2 export; run it with --engine ct2")
-        ckpts = load_checkpoints(checkpoints, device, task=purpose)
+        from ..lora import with_adapter
+
+        ckpts = load_checkpoints(with_adapter(list(checkpoints), adapter, device), device, task=purpose)
         scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine)
         name = ", ".join(str(c.path) for c in ckpts)
         return cls(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name,
