@@ -320,6 +320,18 @@ def check_finite(tensors: dict[str, torch.Tensor], source: Path) -> None:
                               "saved after training diverged: use an earlier checkpoint")
 
 
+def os_error(exc: BaseException) -> OSError | None:
+    """The operating-system error behind ``exc``: torch.save and safetensors report a full disk or a file
+    size limit as RuntimeError / SafetensorError, with the OSError as context or as "os error N" text."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    found = re.search(r"os error (\d+)", str(exc))
+    return OSError(int(found.group(1)), os.strerror(int(found.group(1)))) if found else None
+
+
 def write_checkpoint_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     """Atomically create the directory ``path`` from ``fill(tmp_dir)``: :func:`save_checkpoint` and the
     writers that have no ``nn.Module`` (averaging and merging stream raw tensors) share it."""
@@ -331,6 +343,11 @@ def write_checkpoint_dir(path: str | Path, fill: Callable[[Path], None]) -> Path
         fill(tmp)
         _fsync_tree(tmp)
         _replace_dir(tmp, path)
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        error = os_error(exc)
+        if error is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

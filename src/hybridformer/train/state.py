@@ -99,7 +99,8 @@ def is_complete(step_dir: Path) -> bool:
 
 
 def write_trainer_state(directory: Path, state: dict[str, Any]) -> None:
-    torch.save(state, directory / TRAINER_STATE)
+    with open(directory / TRAINER_STATE, "wb") as handle:  # a Python file: a full disk keeps its errno
+        torch.save(state, handle)
 
 
 def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
@@ -152,4 +153,5 @@ def write_error(exc: OSError, step: int, run: RunDir) -> DataError:
             "permissions, then --resume" if latest else "no checkpoint had been written yet")
     what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
             errno.EROFS: "the file system is read-only"}.get(exc.errno, exc.strerror or str(exc))
-    return DataError(f"cannot save step {step} in {run.checkpoints}: {what}; {kept}")
+    code = f" ({errno.errorcode.get(exc.errno, exc.errno)})" if exc.errno else ""
+    return DataError(f"cannot save step {step} to {exc.filename or run.checkpoints}: {what}{code}; {kept}")
