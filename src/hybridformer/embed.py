@@ -10,7 +10,6 @@ sentence-transformers models such as all-MiniLM-L6-v2; ``pool="cls"``: the first
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from torch import Tensor
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import CheckpointError, ConfigError, DataError
 from .models import Encoder
+from .outputs import atomic_file
 
 POOLS = ("mean", "cls")
 
@@ -84,22 +84,16 @@ def jsonl_rows(vectors: Tensor) -> Iterator[str]:
 def save_embeddings(chunks: Iterable[Tensor], path: Path) -> int:
     """Write the embeddings to ``path``: a ``(n, d_model)`` float32 NumPy array for ``.npy``, JSON lines
     otherwise. Written to a temporary file renamed into place, so a failure leaves no partial output."""
-    tmp = path.with_name(f".{path.name}.tmp")
     count = 0
-    try:
+    with atomic_file(path, "wb" if path.suffix == ".npy" else "w") as handle:
         if path.suffix == ".npy":
             import numpy as np
 
             vectors = torch.cat(list(chunks))
             count = len(vectors)
-            with open(tmp, "wb") as handle:
-                np.save(handle, vectors.numpy().astype(np.float32))
+            np.save(handle, vectors.numpy().astype(np.float32))
         else:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                for vectors in chunks:
-                    handle.writelines(row + "\n" for row in jsonl_rows(vectors))
-                    count += len(vectors)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            for vectors in chunks:
+                handle.writelines(row + "\n" for row in jsonl_rows(vectors))
+                count += len(vectors)
     return count

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from typing import Any
 from ..checkpoint import Checkpoint
 from ..config import DataConfig
 from ..generation import generate
+from ..outputs import atomic_file
 
 SEQKD_DIR = "seqkd"
 SHARD_SIZE = 1000  # sources per atomically written shard: the most an interruption can lose
@@ -113,11 +113,9 @@ def wait_for_cache(run_root: Path, meta: dict[str, Any], poll_s: float = 2.0) ->
 
 def _write_jsonl(path: Path, pairs) -> None:
     """Write (source, target) rows atomically: the file exists only once complete."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_file(path) as handle:
         for source, target in pairs:
             handle.write(json.dumps({"source": source, "target": target}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def cached_data_config(data: DataConfig, cache: Path) -> DataConfig:

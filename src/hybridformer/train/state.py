@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, DataError
-from .guard import check_no_links, recover, write_file
+from ..outputs import atomic_file
+from .guard import check_no_links, recover
 
 TRAINER_STATE = "trainer_state.pt"
 PREFIX = "step-"
@@ -88,9 +89,8 @@ class RunDir:
                 continue  # the partial last line of a killed run
             if isinstance(event, dict) and isinstance(event.get("step", 0), int) and event.get("step", 0) <= step:
                 kept.append(line)
-        tmp = self.metrics.with_name(f".{self.metrics.name}.tmp")
-        write_file(tmp, "".join(line + "\n" for line in kept))
-        os.replace(tmp, self.metrics)
+        with atomic_file(self.metrics) as handle:
+            handle.write("".join(line + "\n" for line in kept))
 
 
 def is_complete(step_dir: Path) -> bool:
