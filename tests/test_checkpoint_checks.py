@@ -107,7 +107,7 @@ def test_huge_config_is_refused_before_building(tiny_checkpoint, monkeypatch, ke
 
 
 @pytest.mark.parametrize("text, words", [
-    ('{"labels": [', ["meta.json:1", "corrupt JSON"]),
+    ('{"labels": [', ["meta.json:1", "invalid JSON"]),
     ("[1, 2]", ["meta.json", "JSON object"]),
 ])
 def test_invalid_meta_json_is_one_line(tiny_checkpoint, text, words):

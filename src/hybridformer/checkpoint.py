@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_model
 from tokenizers import Tokenizer
 from torch import nn
 
+from . import structured
 from .config import ModelConfig, parse_config
 from .devices import check_device
 from .errors import CheckpointError, ConfigError, brief
@@ -91,12 +92,9 @@ def load_config_file(path: str | Path) -> ModelConfig:
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint directory")
     config_file = path / CONFIG
-    try:
-        data = json.loads(config_file.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing {CONFIG}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config_file}: corrupt JSON ({exc})") from None
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: missing {CONFIG}")
+    data = structured.read(config_file, error=CheckpointError)
     try:
         return parse_config(ModelConfig, data)
     except ConfigError as exc:
@@ -162,16 +160,7 @@ def load_meta(path: str | Path) -> dict[str, Any]:
     meta_file = Path(path) / META
     if not meta_file.exists():
         return {}
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        where = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise CheckpointError(f"{meta_file}{where}: corrupt JSON ({str(exc)[:120]})") from None
-    except OSError as exc:
-        raise CheckpointError(f"{meta_file}: cannot read ({exc.strerror})") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{meta_file}: must hold a JSON object, got {type(meta).__name__}")
-    return meta
+    return structured.read(meta_file, mapping=True, error=CheckpointError)
 
 
 def check_meta(meta: dict[str, Any], config: ModelConfig, where: Path) -> None:

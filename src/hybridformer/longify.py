@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 
+from . import structured
 from .attention import ATTENTION, kernel_options
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import AttentionConfig, ModelConfig, StackConfig, parse_config
@@ -63,7 +63,8 @@ def parse_attention_spec(text: str | AttentionConfig | dict[str, Any]) -> Attent
         if not sep or not key.strip():
             raise ConfigError(f"--attention {text!r}: option {pair!r} must look like key=value "
                               "(e.g. sliding_window:window=2048,num_global=4)")
-        options[key.strip()] = yaml.safe_load(value)
+        options[key.strip()] = structured.parse(value, where=f"--attention {key.strip()}", yaml_syntax=True,
+                                                  error=ConfigError)
     return parse_config(AttentionConfig, {"name": name, **options}, prefix="--attention")
 
 

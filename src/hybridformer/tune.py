@@ -25,6 +25,7 @@ from typing import Literal
 
 import torch
 
+from . import structured
 from .checkpoint import Checkpoint, load_checkpoint, load_config_file
 from .data.text import encode_source, encode_target, pad, read_all, token_batches
 from .decoding import combine_log_probs
@@ -186,12 +187,7 @@ def teacher_forced_loss(ckpts: Sequence[Checkpoint], weights: Sequence[float], s
 
 def read_weights_file(path: str | Path) -> list[float]:
     """The ``weights`` of a ``tune-weights`` JSON file (or a bare JSON list of numbers)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"--weights @{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"--weights @{path}: not a JSON weights file ({exc})") from None
+    data = structured.read(path, yaml_syntax=False, finite=True, limit=2**20, error=DataError)
     weights = data.get("weights") if isinstance(data, dict) else data
     if not isinstance(weights, list) or not weights or not all(
             isinstance(w, int | float) and not isinstance(w, bool) for w in weights):

@@ -21,8 +21,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import structured
 from ..checkpoint import Checkpoint
 from ..config import DataConfig
+from ..errors import DataError
 from ..generation import generate
 from ..outputs import atomic_file
 
@@ -94,8 +96,8 @@ def cache_meta(teachers: Sequence[Checkpoint], train: Sequence[tuple[str, str]],
 
 def _meta(directory: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((directory / "meta.json").read_text())
-    except (OSError, ValueError):
+        return structured.read(directory / "meta.json", error=DataError)
+    except DataError:
         return None
 
 

@@ -9,7 +9,6 @@ sampling are CTranslate2's own (same options, its tie-breaking and random number
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from .. import structured
 from ..checkpoint import WEIGHTS, load_tokenizer
 from ..config import ModelConfig, parse_config
 from ..data.chat import ChatTemplate, load_chat_template
@@ -159,7 +159,7 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
     threads = threads or torch.get_num_threads()
     model = engine(str(export), device=device, compute_type=compute_type, intra_threads=threads)
     vocab_file = "shared_vocabulary.json" if config.is_seq2seq else "vocabulary.json"
-    vocab = json.loads((export / vocab_file).read_text())
+    vocab = structured.read(export / vocab_file, error=CheckpointError)
     return Ct2Decoder(model, tokenizer, config, str(export), torch.device("cpu"), vocab,
                       {token: i for i, token in enumerate(vocab)}, load_chat_template(export))
 

@@ -17,11 +17,11 @@ from safetensors.torch import save_file
 
 from ..checkpoint import (
     CONFIG,
-    META,
     TOKENIZER,
     WEIGHTS,
     load_checkpoint,
     load_config_file,
+    load_meta,
     load_weights,
     write_checkpoint_dir,
 )
@@ -102,7 +102,7 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
     source = Path(checkpoint)
     out = prepare_output_dir(out, overwrite=overwrite, inputs=[source])
     cfg = load_config_file(source)
-    meta = json.loads((source / META).read_text()) if (source / META).is_file() else {}
+    meta = load_meta(source)
     fixed = fixed_layout_type(cfg, meta)
     problems = layout_blockers(cfg, ARCHITECTURES[fixed]) if fixed else hf_blockers(cfg)
     if problems:

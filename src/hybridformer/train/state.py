@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .. import structured
 from ..errors import CheckpointError, DataError
 from ..outputs import atomic_file
 from .guard import check_no_links, recover
@@ -84,8 +85,8 @@ class RunDir:
         kept = []
         for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
+                event = structured.parse(line, where=str(self.metrics), error=DataError)
+            except DataError:
                 continue  # the partial last line of a killed run
             if isinstance(event, dict) and isinstance(event.get("step", 0), int) and event.get("step", 0) <= step:
                 kept.append(line)
