@@ -11,6 +11,7 @@ result is an ordinary checkpoint whose ``config.json`` holds the new architectur
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +154,12 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
         if plan.max_positions < old_max:
             raise ConfigError(f"--max-positions {plan.max_positions} is below the model's current "
                               f"max_positions={old_max}; longify only extends")
+        _check_position_limit(cfg, plan.max_positions)
         update["max_positions"] = plan.max_positions
+    positions = max(plan.max_positions or 0, old_max)
+    if plan.global_tokens > positions:
+        raise ConfigError(f"--global-tokens {plan.global_tokens:,} exceeds the model's {positions:,} positions; "
+                          "global tokens are a few leading tokens (e.g. 1 to 64)")
     scaling = parse_rope_scaling(plan.rope_scaling, cfg)
     if scaling is not None:
         update["rope_scaling"] = scaling
@@ -166,6 +172,23 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
         "rope_scaling": scaling, "global_tokens": plan.global_tokens,
     }
     return new_cfg, record
+
+
+MAX_POSITIONS = 2**24  # float32 represents every integer position up to here; beyond, positions collide
+
+
+def _check_position_limit(cfg: ModelConfig, max_positions: int) -> None:
+    """Refuse a position limit no machine can serve, before anything is built: positions past 2**24 are not
+    distinct in float32 (sinusoidal, RoPE and ALiBi compute with them), and a learned table must fit in memory."""
+    if max_positions > MAX_POSITIONS:
+        raise ConfigError(f"--max-positions {max_positions:,} is beyond {MAX_POSITIONS:,}, the last position float32 "
+                          "tells apart; longify to at most that")
+    if cfg.position == "learned":
+        table = max_positions * cfg.d_model * 4
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if table > memory:
+            raise ConfigError(f"--max-positions {max_positions:,}: the learned position table would take "
+                              f"{table / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB")
 
 
 def _chosen_stacks(cfg: ModelConfig, stack: str | None) -> list[str]:

@@ -259,3 +259,13 @@ def test_sigterm_saves_and_exits_143(tmp_path):
     assert "Traceback" not in err
     assert int(RunDir(run).latest().name.split("-")[1]) == max(_losses(run))
     assert json.loads((RunDir(run).latest() / "meta.json").read_text())["step"] == max(_losses(run))
+
+
+def test_resume_refuses_changed_data_or_seed_and_allows_the_cadence(tmp_path):
+    train(tiny("train.max_steps=4", "train.save_every=2"), tmp_path / "run")
+    changed = _yaml(tiny("train.max_steps=6", "train.seed=5", "data.builtin_train=300"), tmp_path / "exp.yaml")
+    result = run_entry("train", changed, "--out", tmp_path / "run", "--resume", "--no-progress")
+    assert_one_line_error(result, 2, "--resume", "config.yaml", "train.seed: 1 -> 5", "data.builtin_train")
+    done = train(tiny("train.max_steps=6", "train.save_every=3", "train.eval_every=3", "train.keep_last=5",
+                      "train.log_every=2"), tmp_path / "run", resume=True)
+    assert done.step == 6

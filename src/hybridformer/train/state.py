@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from .. import structured
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, ConfigError, DataError, brief
 from ..outputs import atomic_file
 from .guard import check_no_links, recover
 
@@ -92,6 +92,39 @@ class RunDir:
                 kept.append(line)
         with atomic_file(self.metrics) as handle:
             handle.write("".join(line + "\n" for line in kept))
+
+
+# What --resume may change: how long to train and how often to evaluate, log and save. Anything else (model,
+# data, seed, optimizer) would make the continuation differ from an uninterrupted run.
+RESUME_SAFE = ("train.max_steps", "train.eval_every", "train.log_every", "train.save_every", "train.keep_last",
+               "train.patience")
+
+
+def check_resumable_config(saved_file: Path, now: dict[str, Any]) -> None:
+    """``--resume`` continues exactly only with the config the run was started with (``RUN/config.yaml``),
+    apart from :data:`RESUME_SAFE`; any other change is a ConfigError naming the keys."""
+    if not saved_file.is_file():
+        return
+    saved = _flatten(structured.read(saved_file, yaml_syntax=True, mapping=True, error=ConfigError))
+    current = _flatten(now)
+    changed = [key for key in sorted(set(saved) | set(current))
+               if saved.get(key) != current.get(key) and key not in RESUME_SAFE]
+    if changed:
+        details = "; ".join(f"{key}: {brief(saved.get(key))} -> {brief(current.get(key))}" for key in changed[:4])
+        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise ConfigError(f"--resume: the config differs from {saved_file} in {details}{more}; a run continues "
+                          f"exactly only with its own settings (changeable: {', '.join(RESUME_SAFE)}); "
+                          "restore them or train into another --out")
+
+
+def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def is_complete(step_dir: Path) -> bool:
