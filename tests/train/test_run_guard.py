@@ -269,3 +269,14 @@ def test_resume_refuses_changed_data_or_seed_and_allows_the_cadence(tmp_path):
     done = train(tiny("train.max_steps=6", "train.save_every=3", "train.eval_every=3", "train.keep_last=5",
                       "train.log_every=2"), tmp_path / "run", resume=True)
     assert done.step == 6
+
+
+def test_a_trainer_state_with_an_impossible_data_position_is_refused(tmp_path):
+    config = tiny("train.max_steps=2")
+    train(config, tmp_path / "run")
+    file = RunDir(tmp_path / "run").latest() / TRAINER_STATE
+    state = torch.load(file, weights_only=True)
+    torch.save({**state, "data": {"epoch": 0, "batch": 10**9}}, file)
+    result = run_entry("train", _yaml(tiny("train.max_steps=4"), tmp_path / "exp.yaml"), "--out", tmp_path / "run",
+                       "--resume", "--no-progress")
+    assert_one_line_error(result, 2, "batch 1,000,000,000", "does not belong")

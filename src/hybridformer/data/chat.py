@@ -46,6 +46,8 @@ class ChatTemplate:
                 **self.special_tokens)
         except jinja2.exceptions.TemplateError as exc:
             raise DataError(f"chat template: {exc}") from None
+        except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as exc:  # the template's own code
+            raise DataError(f"chat template stopped: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     def prompt(self, user_message: str) -> str:
         """The prompt for one user turn, ending where the assistant's answer starts."""

@@ -157,7 +157,11 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
         raise CheckpointError(f"{export}: no tokenizer.json beside the CTranslate2 model")
     engine = ct2.Translator if config.is_seq2seq else ct2.Generator
     threads = threads or torch.get_num_threads()
-    model = engine(str(export), device=device, compute_type=compute_type, intra_threads=threads)
+    try:
+        model = engine(str(export), device=device, compute_type=compute_type, intra_threads=threads)
+    except RuntimeError as exc:  # a truncated or corrupt model.bin
+        raise CheckpointError(f"{export / 'model.bin'}: CTranslate2 cannot load it ({str(exc)[:200]}); "
+                              "export the checkpoint again") from None
     vocab_file = "shared_vocabulary.json" if config.is_seq2seq else "vocabulary.json"
     vocab = structured.read(export / vocab_file, error=CheckpointError)
     return Ct2Decoder(model, tokenizer, config, str(export), torch.device("cpu"), vocab,
