@@ -9,6 +9,7 @@ sampling are CTranslate2's own (same options, its tie-breaking and random number
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,7 +150,9 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
         weights = path / WEIGHTS
         stale = not is_ct2_export(export) or (
             weights.is_file() and weights.stat().st_mtime > (export / CT2_CONFIG).stat().st_mtime)
-        if stale:
+        if stale:  # said on stderr: the export is a model-sized directory the user did not name
+            print(f"note: --engine ct2 exports {path} once into {export} (reused while the checkpoint is unchanged)",
+                  file=sys.stderr, flush=True)
             export_ct2(path, export, quantization=quantization or "float32", overwrite=True)
     config = parse_config(ModelConfig, exported_config(export))
     tokenizer = load_tokenizer(export)
