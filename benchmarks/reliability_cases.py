@@ -375,9 +375,10 @@ def new_surfaces(root: Path, case: Callable) -> None:
     save_checkpoint(root / "ck-other", build_model(other), other, load_checkpoint("ck").tokenizer)
     case("`tune-weights` on two vocabularies", lambda: expect_error("tune-weights", "ck", root / "ck-other", *dev))
     case("`tune-weights --step 1e-9`", lambda: expect_error("tune-weights", "ck", "ck", *dev, "--step", "1e-9"))
-    encoder = ModelConfig(arch="encoder_classifier", num_classes=0, vocab_size=other.vocab_size, d_model=16,
+    tokenizer = load_checkpoint("ck").tokenizer
+    encoder = ModelConfig(arch="encoder_classifier", num_classes=0, vocab_size=tokenizer.get_vocab_size(), d_model=16,
                           heads=2, ffn_dim=32, encoder={"layers": 1}, position="sinusoidal")
-    save_checkpoint(root / "enc", build_model(encoder), encoder, load_checkpoint("ck").tokenizer)
+    save_checkpoint(root / "enc", build_model(encoder), encoder, tokenizer)
     Path("big-line.txt").write_text(("1 2 3 4 5 6 7 8 9 " * 600_000)[:10_000_000] + "\n")
     case("`embed` a 10 MB line", lambda: expect_ok("embed", root / "enc", "--input", "big-line.txt", "--out",
                                                      root / "emb.jsonl", timeout=240))
