@@ -23,6 +23,7 @@ from .errors import ConfigError, brief
 __all__ = [
     "AttentionConfig",
     "ConvConfig",
+    "SSMConfig",
     "StackConfig",
     "ModelConfig",
     "RopeScaling",
@@ -99,44 +100,27 @@ class ConvConfig(_Strict):
     merge: Literal["concat", "learned"] = "concat"  # branchformer: concat + projection, or learned weights
     merge_kernel_size: int = Field(3, ge=1)  # ebranchformer: depthwise merge convolution width
     cgmlp_dim: int | None = Field(None, ge=2)  # (e)branchformer cgMLP hidden width; None = ffn_dim
+    short_kernel_size: int = Field(3, ge=1, le=4096)  # shortconv: its causal depthwise kernel (LFM2: 3)
 
     def layer_parts(self) -> dict[str, Any]:
         """These options as ``LayerParts`` keyword arguments (``conv_<key>``)."""
         return {f"conv_{key}": value for key, value in self.model_dump().items()}
 
 
-class StackConfig(_Strict):
-    """One stack (encoder or decoder) of layers of one type.
+class SSMConfig(_Strict):
+    """Options of the Mamba-2 mixer (layer ``mamba2``, docs/ssm.md)."""
 
-    ``layer_attention`` overrides the self-attention of chosen layers (0-based index -> attention),
-    e.g. ``{0: {name: full}}`` keeps layer 0 exact while ``attention`` windows the rest
-    (``hybridformer longify --layers``, or ``--set model.decoder.layer_attention.0.name=full``).
-    """
+    state_size: int = Field(64, ge=1)  # N: state channels per group (B and C)
+    expand: int = Field(2, ge=1)  # inner width = expand · d_model
+    head_dim: int = Field(64, ge=1)  # P: channels per SSM head; heads = inner / head_dim
+    groups: int = Field(1, ge=1)  # B/C groups shared by the heads (like GQA's key/value heads)
+    conv_kernel_size: int = Field(4, ge=1, le=4096)  # the causal depthwise convolution before the scan
+    chunk_size: int = Field(64, ge=1)  # chunked scan: positions per chunk (a speed knob; results are equal)
+    bias: bool = False  # biases of in_proj and out_proj
+    conv_bias: bool = True
 
-    layers: int = Field(3, ge=0)
-    layer: str = "transformer"
-    attention: AttentionConfig = AttentionConfig()
-    layer_attention: dict[int, AttentionConfig] = {}
-    conv: ConvConfig = ConvConfig()
-
-    @model_validator(mode="after")
-    def _check(self) -> StackConfig:
-        if self.layer not in LAYERS:
-            raise ValueError(f"unknown layer {self.layer!r}; allowed: {', '.join(sorted(LAYERS))}")
-        if self.layers < 0:
-            raise ValueError(f"layers must be >= 0, got {self.layers}")
-        outside = sorted(i for i in self.layer_attention if not 0 <= i < self.layers)
-        if outside:
-            raise ValueError(f"layer_attention: layer index {outside[0]} does not exist; this stack has layers "
-                             f"0..{self.layers - 1}")
-        return self
-
-    def attention_of(self, index: int) -> AttentionConfig:
-        """The self-attention of layer ``index``: its override, else the stack's."""
-        return self.layer_attention.get(index, self.attention)
-
-
-Position = Literal["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
+    def layer_parts(self) -> dict[str, Any]:
+        return {f"ssm_{key}": value for key, value in self.model_dump().items()}
 
 
 class RopeScaling(_Strict):
@@ -170,6 +154,59 @@ class RopeScaling(_Strict):
         return {"scaling": self.type, **options}
 
 
+class StackConfig(_Strict):
+    """One stack (encoder or decoder) of layers of one type, with per-layer overrides.
+
+    ``layer_attention`` overrides the self-attention of chosen layers (0-based index -> attention),
+    e.g. ``{0: {name: full}}`` keeps layer 0 exact while ``attention`` windows the rest
+    (``hybridformer longify --layers``, or ``--set model.decoder.layer_attention.0.name=full``).
+    ``layer_rope_scaling`` gives chosen layers their own RoPE scaling (instead of the model's
+    ``rope_scaling``): the full-attention layers of a local/global pattern read distances past the
+    trained length, the windowed ones never do (``hybridformer longify --global-every``; Gemma 3 also
+    gives its global layers other rotations than its local ones).
+    ``layer_types`` overrides the layer type of chosen layers, e.g. ``layer: shortconv`` with
+    ``layer_types: {2: transformer, 5: transformer}`` is an LFM2-style conv–attention hybrid.
+    """
+
+    layers: int = Field(3, ge=0)
+    layer: str = "transformer"
+    layer_types: dict[int, str] = {}
+    attention: AttentionConfig = AttentionConfig()
+    layer_attention: dict[int, AttentionConfig] = {}
+    layer_rope_scaling: dict[int, RopeScaling] = {}
+    conv: ConvConfig = ConvConfig()
+    ssm: SSMConfig = SSMConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> StackConfig:
+        for key, name in [("layer", self.layer)] + [(f"layer_types.{i}", t) for i, t in self.layer_types.items()]:
+            if name not in LAYERS:
+                raise ValueError(f"{key}: unknown layer {name!r}; allowed: {', '.join(sorted(LAYERS))}")
+        if self.layers < 0:
+            raise ValueError(f"layers must be >= 0, got {self.layers}")
+        for key in ("layer_attention", "layer_rope_scaling", "layer_types"):
+            outside = sorted(i for i in getattr(self, key) if not 0 <= i < self.layers)
+            if outside:
+                raise ValueError(f"{key}: layer index {outside[0]} does not exist; this stack has layers "
+                                 f"0..{self.layers - 1}")
+        return self
+
+    def attention_of(self, index: int) -> AttentionConfig:
+        """The self-attention of layer ``index``: its override, else the stack's."""
+        return self.layer_attention.get(index, self.attention)
+
+    def layer_of(self, index: int) -> str:
+        """The layer type of layer ``index``: its override, else the stack's."""
+        return self.layer_types.get(index, self.layer)
+
+    def layer_kinds(self) -> set[str]:
+        """Every layer type this stack builds."""
+        return {self.layer_of(i) for i in range(self.layers)}
+
+
+Position = Literal["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
+
+
 class ModelConfig(_Strict):
     """The whole architecture; ``build_model(cfg)`` turns it into a module."""
 
@@ -194,9 +231,12 @@ class ModelConfig(_Strict):
     attention_bias: bool = True  # biases of the attention projections (q, k, v, out)
     qkv_bias: bool | None = None  # biases of q, k, v (Qwen2: True, attention_bias False); None = attention_bias
     ffn_bias: bool = True  # biases of the feed-forward linears
+    qk_norm: bool = False  # RMSNorm over each query and key head before RoPE (LFM2, Qwen3)
     t5_buckets: int = Field(32, ge=4)  # half per direction, half of those exact: at least one exact bucket
     t5_max_distance: int = Field(128, ge=2)
     embed_scale: bool = True  # multiply embeddings by sqrt(d_model)
+    embed_multiplier: float = 1.0  # and by this (Granite's embedding_multiplier)
+    residual_multiplier: float = 1.0  # every residual branch scaled by it before the add (Granite)
     tie_embeddings: bool = True  # decoder input embedding = output projection
     share_embeddings: bool = True  # encoder and decoder share one embedding (shared vocabulary)
     num_classes: int = Field(2, ge=0)  # encoder_classifier only; 0 = no head (a sentence encoder)
@@ -211,13 +251,13 @@ class ModelConfig(_Strict):
     type_vocab_size: int = Field(0, ge=0)  # token type embeddings; type 0 is added (BERT, RoBERTa)
     layernorm_embedding: bool = False  # a norm over the summed embeddings (BART, mBART, BERT)
     final_logits_bias: bool = False  # a bias on the vocabulary projection (BART, Marian)
-    output_scale: float = 1.0  # seq2seq: decoder states scaled before the projection (tied T5: d_model**-0.5)
+    output_scale: float = 1.0  # decoder states × it before the projection (tied T5: d_model**-0.5; Granite)
     encoder: StackConfig = StackConfig()
     decoder: StackConfig = StackConfig()
     cross_attention: AttentionConfig = AttentionConfig()
     # compression (docs/compression.md), replayed by build_model on the freshly built float model:
     pruned_heads: dict[str, list[int]] | None = None  # attention module path -> kept query heads (original ids)
-    quantization: Literal["dynamic_int8"] | None = None  # linear layers as int8 (CPU inference)
+    quantization: Literal["dynamic_int8", "int8_weight", "int4", "bf16"] | None = None  # linears' weight format (CPU)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -230,7 +270,9 @@ class ModelConfig(_Strict):
             raise ValueError(f"rope needs an even head dimension, got {self.attention_head_dim}")
         if self.rope_scaling is not None and self.position != "rope":
             raise ValueError(f"rope_scaling applies to position='rope', not {self.position!r}")
-        if self.head_dim is not None and "lsra" in (self.encoder.layer, self.decoder.layer):
+        if (self.encoder.layer_rope_scaling or self.decoder.layer_rope_scaling) and self.position != "rope":
+            raise ValueError(f"layer_rope_scaling applies to position='rope', not {self.position!r}")
+        if self.head_dim is not None and "lsra" in self.encoder.layer_kinds() | self.decoder.layer_kinds():
             raise ValueError("head_dim cannot be set with layer='lsra' (its attention branch derives its own)")
         if self.residual == "deepnet" and self.norm_placement != "post":
             raise ValueError("residual='deepnet' scales a post-norm skip path; set norm_placement='post'")
@@ -243,8 +285,8 @@ class ModelConfig(_Strict):
         if self.pad_id > self.vocab_size:  # == vocab_size: padding outside the vocabulary (no row, no logit)
             raise ValueError(f"pad_id={self.pad_id} must be below vocab_size={self.vocab_size}, or equal to it "
                              "for padding outside the vocabulary")
-        if self.output_scale != 1.0 and self.arch != "encoder_decoder":
-            raise ValueError("output_scale scales a seq2seq decoder's output (T5); leave it at 1.0 for "
+        if self.output_scale != 1.0 and self.arch == "encoder_classifier":
+            raise ValueError("output_scale scales a decoder's output (T5, Granite); leave it at 1.0 for "
                              f"arch={self.arch!r}")
         return self
 
@@ -273,14 +315,20 @@ class ModelConfig(_Strict):
 
 
 def check_conv_stack(cfg: ModelConfig, role: str) -> None:
-    """Widths the conv-hybrid layer types need, checked against the model (errors name the key)."""
+    """Widths the conv-hybrid and SSM layer types need, checked against the model (errors name the key)."""
     stack: StackConfig = getattr(cfg, role)
-    conv, key = stack.conv, f"{role}.conv"
-    if stack.layer in ("lightconv", "dynamicconv") and cfg.d_model % conv.heads:
-        raise ValueError(f"{key}.heads={conv.heads} must divide d_model={cfg.d_model} for layer {stack.layer!r}")
-    if stack.layer in ("branchformer", "ebranchformer") and (conv.cgmlp_dim or cfg.ffn_dim) % 2:
+    conv, key, kinds = stack.conv, f"{role}.conv", stack.layer_kinds()
+    for layer in sorted(kinds & {"lightconv", "dynamicconv"}):
+        if cfg.d_model % conv.heads:
+            raise ValueError(f"{key}.heads={conv.heads} must divide d_model={cfg.d_model} for layer {layer!r}")
+    if kinds & {"branchformer", "ebranchformer"} and (conv.cgmlp_dim or cfg.ffn_dim) % 2:
         raise ValueError(f"{key}.cgmlp_dim (default ffn_dim) must be even: the cgMLP gates one half by the other")
-    if stack.layer == "lsra":
+    if "mamba2" in kinds:
+        ssm, inner = stack.ssm, stack.ssm.expand * cfg.d_model
+        if inner % ssm.head_dim or (inner // ssm.head_dim) % ssm.groups:
+            raise ValueError(f"{role}.ssm.head_dim={ssm.head_dim} must divide the inner width expand·d_model={inner} "
+                             f"into heads that {role}.ssm.groups={ssm.groups} divides")
+    if "lsra" in kinds:
         attn = round(cfg.d_model * conv.lsra_split)
         if attn < 1 or attn >= cfg.d_model or attn % cfg.heads:
             raise ValueError(f"{key}.lsra_split={conv.lsra_split} gives {attn} attention channels of "
@@ -490,6 +538,9 @@ class ExperimentConfig(_Strict):
         if not file.is_file():
             raise ValueError(f"train.init_from: {init_from} is not a checkpoint directory (no config.json)")
         saved = structured.read(file, mapping=True, error=ConfigError)
+        if saved.get("quantization"):  # gradients cannot flow into packed int8/int4 buffers
+            raise ValueError(f"train.init_from: {init_from} holds {saved['quantization']} weights for inference; "
+                             "fine-tune the float checkpoint it was quantized from, then quantize the result")
         data = {**data, "model": {**saved, **data.get("model", {})}}
         section, tokenizer = data.get("data", {}), Path(init_from) / "tokenizer.json"
         if isinstance(section, dict) and "tokenizer" not in section and tokenizer.is_file():

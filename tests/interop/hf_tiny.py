@@ -28,6 +28,16 @@ def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module,
                              "original_max_position_embeddings": 16})),
         "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
         "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=5)),
+        # LFM2: short-convolution layers around one attention layer; the FFN width derived as HF does (96 -> 64)
+        "lfm2": ("Lfm2Config", "Lfm2ForCausalLM", dict(
+            num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"], intermediate_size=96,
+            block_multiple_of=16, tie_word_embeddings=False, pad_token_id=0)),
+        # Granite-4.0-H (dense): Mamba-2 layers around an attention layer, its multipliers off their defaults
+        "granite-hybrid": ("GraniteMoeHybridConfig", "GraniteMoeHybridForCausalLM", dict(
+            num_hidden_layers=3, layer_types=["mamba", "attention", "mamba"], num_local_experts=0,
+            shared_intermediate_size=48, mamba_n_heads=8, mamba_d_head=8, mamba_d_state=8, mamba_n_groups=2,
+            mamba_chunk_size=4, embedding_multiplier=1.5, residual_multiplier=0.7, attention_multiplier=0.3,
+            logits_scaling=2.5, pad_token_id=0, position_embedding_type="rope")),
         # GPT-2: one special token for BOS and EOS, no pad token (the pad goes outside the vocabulary)
         "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                                        bos_token_id=95, eos_token_id=95)),
@@ -40,8 +50,10 @@ def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module,
         for name, param in model.named_parameters():
             if name.endswith("bias"):
                 param.normal_(std=0.1)
-            elif kind == "gpt2" and ".ln_" in name:  # LayerNorm weights too: a swapped ln_1/ln_2 must show
+            elif (kind == "gpt2" and ".ln_" in name) or "norm" in name:  # norm weights too: a swap must show
                 param.normal_(1.0, 0.2)
+            elif name.endswith(("dt_bias", "A_log", ".D")):  # Mamba-2's per-head constants, off their init
+                param.uniform_(-1.0, 1.0)
     model.save_pretrained(directory)
     return model, directory
 

@@ -1,5 +1,6 @@
 """A converted model is an ordinary checkpoint: every command runs on it (generate incl. --chat, evaluate,
-quantize, prune with GQA, merge, longify), here on a tiny Llama with a tokenizer and a chat template."""
+quantize, prune with GQA, merge, longify), here on a tiny Llama and a tiny LFM2 (short-convolution layers around
+an attention layer) with a tokenizer and a chat template."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ TEMPLATE = ("{% for m in messages %}{{ bos_token }}{{ m['role'] }}: {{ m['conten
             "{% if add_generation_prompt %}{{ bos_token }}assistant:{% endif %}")
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["llama", "lfm2"])
+def converted(request, tmp_path_factory) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     torch.manual_seed(0)
@@ -30,7 +31,7 @@ def converted(tmp_path_factory) -> Path:
     tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=90, special_tokens=["<unk>", "<s>", "</s>"])
     tokenizer.train_from_iterator(TINY_TEXT, trainer)
-    _, folder = save_tiny("llama", root / "hf", rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    _, folder = save_tiny(request.param, root / "hf", rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     tokenizer.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps(
         {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": TEMPLATE}))

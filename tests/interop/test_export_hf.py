@@ -20,7 +20,7 @@ from hybridformer.errors import ConfigError  # noqa: E402
 from hybridformer.interop import export, hf_blockers  # noqa: E402
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral", "llama-yarn", "gpt2"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral", "llama-yarn", "gpt2", "lfm2", "granite-hybrid"])
 def test_round_trip_identical_tensors_and_logits(kind: str, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -62,6 +62,8 @@ def test_own_llama_style_model_exports(tmp_path: Path) -> None:
     ({"residual": "deepnet", "norm_placement": "post"}, "residual='deepnet'"),
     ({"arch": "encoder_decoder"}, "arch='encoder_decoder'"),
     ({"position": "alibi"}, "position='alibi'"),
+    ({"decoder": {"layers": 2, "layer_rope_scaling": {1: {"type": "yarn", "factor": 2}}}},
+     "decoder.layer_rope_scaling"),
 ])
 def test_hybrid_layers_are_refused_by_name(overrides: dict, named: str, tmp_path: Path) -> None:
     base = dict(arch="decoder_lm", vocab_size=40, d_model=16, heads=2, ffn_dim=32, activation="swiglu",

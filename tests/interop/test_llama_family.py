@@ -1,6 +1,7 @@
-"""Llama, Mistral, Qwen2 and GPT-2 converted from tiny local transformers models: logits, greedy tokens and the
-cache agree with transformers (RoPE scaling, GQA, explicit head_dim, biases, tied/untied heads, sliding window,
-GPT-2's Conv1D weights and its padding outside the vocabulary)."""
+"""Llama, Mistral, Qwen2, GPT-2, LFM2 and Granite-4.0-H converted from tiny local transformers models: logits,
+greedy tokens and the cache agree with transformers (RoPE scaling, GQA, explicit head_dim, biases, tied/untied
+heads, sliding window, GPT-2's Conv1D weights and its padding outside the vocabulary, LFM2's short convolutions
+and QK-norm, Granite's Mamba-2 layers and multipliers)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from hybridformer.decoding.beam import beam_search  # noqa: E402
 from hybridformer.decoding.greedy import greedy_search  # noqa: E402
 from hybridformer.decoding.scorer import ModelScorer  # noqa: E402
 
-KINDS = ["llama", "llama-dynamic", "llama-yarn", "qwen2", "mistral", "gpt2"]
+KINDS = ["llama", "llama-dynamic", "llama-yarn", "qwen2", "mistral", "gpt2", "lfm2", "granite-hybrid"]
 
 
 @pytest.fixture(scope="module", params=KINDS)

@@ -42,20 +42,26 @@ class MultiHeadAttention(_Attention):
 
     Positions come from the mixer context: rotary angles are applied to q and k, a relative
     score bias (ALiBi/T5) is handed to the kernel. In incremental decoding the kernel's own
-    state (``ctx.cache[self]``) holds the past.
+    state (``ctx.cache[self]``) holds the past. With ``qk_norm_eps`` each query and key head is
+    RMS-normalised before the rotation (QK-norm: LFM2, Qwen3), which bounds the attention logits.
     """
 
     def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True,
-                 qkv_bias: bool | None = None, head_dim: int | None = None):
+                 qkv_bias: bool | None = None, head_dim: int | None = None, qk_norm_eps: float | None = None):
         super().__init__(d_model, heads, kv_heads, kernel, bias=bias, head_dim=head_dim)
         qkv_bias = bias if qkv_bias is None else qkv_bias
         self.qkv_proj = nn.Linear(d_model, (heads + 2 * kv_heads) * self.head_dim, bias=qkv_bias)
+        norms = qk_norm_eps is not None
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=qk_norm_eps) if norms else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=qk_norm_eps) if norms else None
 
     def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         q_dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
         q, k, v = project(self.qkv_proj, x, ctx.cache).split([q_dim, kv_dim, kv_dim], dim=-1)
-        q = self.scale_queries(self.split_heads(q, self.heads))
-        k, v = self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
+        q, k, v = self.split_heads(q, self.heads), *(self.split_heads(t, self.kv_heads) for t in (k, v))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = self.scale_queries(q)
         if ctx.rope is not None:
             q, k = ctx.rope.rotate(q), ctx.rope.rotate(k)
         # StreamingLLM sink positions: such a kernel re-rotates the queries, so it also takes the rotation

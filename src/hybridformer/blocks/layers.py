@@ -9,9 +9,18 @@ from typing import Any
 from torch import nn
 
 from ..attention import CrossAttention, MultiHeadAttention, build_attention
-from ..conv import ConformerConvModule, ConvBlock, ConvGatedMLP, DepthwiseConvMerge, DynamicConv, LightweightConv
+from ..conv import (
+    ConformerConvModule,
+    ConvBlock,
+    ConvGatedMLP,
+    DepthwiseConvMerge,
+    DynamicConv,
+    LightweightConv,
+    ShortConv,
+)
 from ..ffn import FeedForward
 from ..norm import build_norm
+from ..ssm import Mamba2
 from .lsra import ChannelSlice
 from .residual import ConcatMerge, Layer, Parallel, Residual, WeightedMerge
 
@@ -30,6 +39,7 @@ class LayerParts:
     dropout: float = 0.0
     residual_scheme: str = "standard"  # standard | deepnet | rezero
     alpha: float = 1.0  # DeepNet skip weight (post-norm)
+    residual_multiplier: float = 1.0  # every branch scaled by it (Granite)
     attention: str = "full"
     attention_options: dict[str, Any] = field(default_factory=dict)
     cross_attention: str = "full"
@@ -42,6 +52,15 @@ class LayerParts:
     conv_merge: str = "concat"  # Branchformer branch merge: concat | learned
     conv_merge_kernel_size: int = 3  # E-Branchformer depthwise merge
     conv_cgmlp_dim: int | None = None  # cgMLP hidden width (None = ffn_dim)
+    conv_short_kernel_size: int = 3  # shortconv (LFM2)
+    ssm_state_size: int = 64  # mamba2: see config.SSMConfig
+    ssm_expand: int = 2
+    ssm_head_dim: int = 64
+    ssm_groups: int = 1
+    ssm_conv_kernel_size: int = 4
+    ssm_chunk_size: int = 64
+    ssm_bias: bool = False
+    ssm_conv_bias: bool = True
     causal: bool = False
     head_dim: int | None = None  # None = d_model // heads
     norm_eps: float = 1e-5
@@ -49,6 +68,7 @@ class LayerParts:
     qkv_bias: bool | None = None  # None = attention_bias
     ffn_bias: bool = True
     score_scale: float | None = None  # attention score scale; None = 1/√head_dim (T5: 1)
+    qk_norm: bool = False  # RMSNorm over each query and key head (LFM2, Qwen3)
 
     def norm_layer(self) -> nn.Module:
         return build_norm(self.norm, self.d_model, self.norm_eps)
@@ -57,6 +77,7 @@ class LayerParts:
         kernel = build_attention(self.attention, **self.attention_options)
         return MultiHeadAttention(width or self.d_model, self.heads, self.kv_heads, kernel, bias=self.attention_bias,
                                   qkv_bias=self.qkv_bias, head_dim=None if width else self.head_dim,
+                                  qk_norm_eps=self.norm_eps if self.qk_norm else None,
                                   ).set_score_scale(self.score_scale)
 
     def cross_attention_mixer(self) -> CrossAttention:
@@ -71,7 +92,7 @@ class LayerParts:
         rezero = self.residual_scheme == "rezero"
         return Residual(
             body, None if rezero else self.norm_layer(), prenorm=self.prenorm, dropout=self.dropout,
-            scale=scale, alpha=self.alpha, rezero=rezero,
+            scale=scale * self.residual_multiplier, alpha=self.alpha, rezero=rezero,
         )
 
     def cross_sublayers(self, cross: bool) -> list[Residual]:
@@ -98,6 +119,15 @@ class LayerParts:
     def cgmlp(self) -> ConvGatedMLP:
         hidden = self.conv_cgmlp_dim or self.ffn_dim
         return ConvGatedMLP(self.d_model, hidden, self.conv_kernel_size, norm=self.norm, dropout=self.dropout)
+
+    def short_conv(self) -> ShortConv:
+        return ShortConv(self.d_model, self.conv_short_kernel_size)
+
+    def mamba2(self) -> Mamba2:
+        return Mamba2(self.d_model, state_size=self.ssm_state_size, expand=self.ssm_expand,
+                      head_dim=self.ssm_head_dim, groups=self.ssm_groups, conv_kernel_size=self.ssm_conv_kernel_size,
+                      chunk_size=self.ssm_chunk_size, eps=self.norm_eps, bias=self.ssm_bias,
+                      conv_bias=self.ssm_conv_bias)
 
     def branch_merge(self, branches: int = 2) -> nn.Module:
         """Branchformer's merge: concat + projection, or learned weights."""
@@ -163,6 +193,16 @@ def dynamicconv_layer(parts: LayerParts, cross: bool) -> Layer:
     return Layer([parts.residual(parts.dynamic_conv()), *parts.cross_sublayers(cross), parts.residual(parts.ffn())])
 
 
+def shortconv_layer(parts: LayerParts, cross: bool) -> Layer:
+    """LFM2 (Liquid AI, 2025): double-gated short convolution in place of self-attention, [cross], FFN."""
+    return Layer([parts.residual(parts.short_conv()), *parts.cross_sublayers(cross), parts.residual(parts.ffn())])
+
+
+def mamba2_layer(parts: LayerParts, cross: bool) -> Layer:
+    """Mamba-2 (Dao & Gu, 2024) in place of self-attention, [cross], FFN — the layer of Granite-4.0-H's hybrids."""
+    return Layer([parts.residual(parts.mamba2()), *parts.cross_sublayers(cross), parts.residual(parts.ffn())])
+
+
 LAYERS: dict[str, Callable[[LayerParts, bool], Layer]] = {
     "transformer": transformer_layer,
     "conformer": conformer_layer,
@@ -171,4 +211,6 @@ LAYERS: dict[str, Callable[[LayerParts, bool], Layer]] = {
     "ebranchformer": ebranchformer_layer,
     "lightconv": lightconv_layer,
     "dynamicconv": dynamicconv_layer,
+    "shortconv": shortconv_layer,
+    "mamba2": mamba2_layer,
 }

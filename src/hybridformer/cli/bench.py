@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import typer
 
+from ..bench import context as context_bench
 from ..bench import markdown_table, run_benchmark, write_outputs
 from ..bench.compress import benchmark_compression, compression_table, write_compression
 from ..bench.layers import run_layer_benchmark
+from ..bench.recall import recall_markdown, recall_paths, run_recall, write_recall
 from ..bench.throughput import markdown, read_model_config, run, write
 from ..blocks import LAYERS
 from ..config import ModelConfig, load_config
-from . import bench_serve
+from ..outputs import prepare_output_file
+from . import bench_decode, bench_serve
 from .options import parse_list, split_list
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks: speed and memory, measured, with peers in the same run.")
 app.command("serve")(bench_serve.bench_serve)
+app.command("decode")(bench_decode.bench_decode)
 
 DEFAULT_MECHANISMS = ["full", "reference", "chunked", "sliding_window:window=512", "block_sparse", "linear",
                       "performer", "linformer:max_len=65536", "nystrom"]
@@ -117,6 +122,29 @@ def layers(
         typer.echo(f"wrote {out / 'layers.json'} and {out / 'layers.md'}")
 
 
+@app.command("context")
+def context(
+    configs: list[Path] = typer.Argument(..., help="Model configs (YAML; a `model:` section or ModelConfig keys)."),
+    contexts: str = typer.Option("1024,4096,16384", "--contexts", help="Comma-separated context lengths."),
+    steps: int = typer.Option(16, "--steps", help="Decoding steps timed per round.", min=1),
+    repeats: int = typer.Option(3, "--repeats", help="Interleaved rounds (median reported).", min=1),
+    threads: int = typer.Option(1, "--threads", help="torch CPU threads.", min=1),
+    set_: list[str] = typer.Option([], "--set", help="Override a model key of every config, e.g. vocab_size=65"),
+    out: Path = typer.Option(None, help="Directory for context.json and context.md."),
+) -> None:
+    """Per-token decode CPU time and cache memory at growing context: attention vs conv/SSM hybrids (random init).
+
+    Example: hybridformer bench context configs/shakespeare-hybrids-*.yaml --contexts 1024,4096,16384
+    """
+    torch.set_num_threads(threads)
+    models = {path.stem: read_model_config(path, set_) for path in configs}
+    results = context_bench.bench_context(models, parse_list(contexts, int, option="--contexts", example="1024,4096"),
+                                          steps=steps, repeats=repeats)
+    typer.echo(context_bench.markdown_table(results))
+    if out is not None:
+        typer.echo(f"wrote {context_bench.write(results, out)} and context.md")
+
+
 @app.command("compress")
 def compress(
     config: Path = typer.Argument(None, help="Model config YAML (defaults when omitted)."),
@@ -139,3 +167,48 @@ def compress(
     typer.echo(compression_table(result))
     if out is not None:
         typer.echo(f"wrote {write_compression(result, out)}")
+
+
+@app.command("recall")
+def recall(
+    checkpoint: Path = typer.Argument(..., help="A decoder_lm checkpoint (e.g. converted, or a longify output)."),
+    out: Path = typer.Option(..., "--out", help="Directory for recall.json, recall.md and recall.png."),
+    tasks: str = typer.Option("passkey", "--tasks", help="passkey and/or multikey, comma-separated."),
+    lengths: str = typer.Option("2048,4096", "--lengths", "-l", help="Prompt lengths in tokens, comma-separated."),
+    depths: str = typer.Option("0,0.25,0.5,0.75,1", "--depths", help="Where the key lies in the filler "
+                               "(0 = start, 1 = end), comma-separated."),
+    samples: int = typer.Option(3, "--samples", help="Prompts per length x depth cell (each its own key)."),
+    keys: int = typer.Option(4, "--keys", help="multikey: keys hidden per prompt (one is asked for)."),
+    max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Greedy answer length."),
+    seed: int = typer.Option(0, "--seed", help="Changes every key and filler sentence."),
+    threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out."),
+) -> None:
+    """Pass-key and multi-key needle retrieval by prompt length and key depth: accuracy, time, peak memory.
+
+    The filler is generated (no downloads), decoding is greedy and an answer counts when its first
+    number is the key. Cells past the model's input limit are reported as too long.
+
+    Examples:
+      hybridformer bench recall smollm2 --lengths 2048,4096 --depths 0,0.5,1 --samples 3 --out runs/recall
+      hybridformer bench recall smollm2-long --tasks passkey,multikey -l 4096,8192,16384 --out runs/recall-long
+    """
+    paths = recall_paths(out)
+    for path in paths.values():
+        prepare_output_file(path, overwrite=overwrite, inputs=[checkpoint])
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    def progress(cell: dict) -> None:
+        shown = (f"{cell['correct']}/{cell['total']}, {cell['median_s']:.1f} s, {cell['peak_mib']:.0f} MiB"
+                 if cell["status"] == "ok" else cell["status"])
+        typer.echo(f"{cell['task']:<9} L={cell['length']:<6} depth={cell['depth']:<5g} {shown}", err=True)
+
+    result = run_recall(checkpoint, tasks=split_list(tasks),
+                        lengths=parse_list(lengths, int, option="--lengths", example="2048,4096"),
+                        depths=parse_list(depths, float, option="--depths", example="0,0.5,1"), samples=samples,
+                        keys=keys, max_new_tokens=max_new_tokens, seed=seed, device=device, progress=progress)
+    write_recall(result, paths)
+    typer.echo(recall_markdown(result))
+    typer.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")

@@ -32,16 +32,20 @@ def convert(
 
 def export(
     checkpoint: str = typer.Argument(..., help="Checkpoint directory to export."),
-    to: str = typer.Option(..., "--to", help="Target format: hf (transformers folder) or ct2 (CTranslate2)."),
-    out: str = typer.Option(..., "--out", help="Folder to write."),
-    quantization: str = typer.Option(None, "--quantization", help="ct2 only: float32, int8, int8_float32, bfloat16."),
+    to: str = typer.Option(..., "--to", help="Target format: hf (transformers folder), ct2 (CTranslate2) or "
+                           "gguf (one file for llama.cpp / ollama)."),
+    out: str = typer.Option(..., "--out", help="Folder to write (a .gguf file for --to gguf)."),
+    quantization: str = typer.Option(None, "--quantization", help="ct2: float32, int8, int8_float32, bfloat16; "
+                                     "gguf: f32 (default), f16, q8_0."),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Export a checkpoint to another toolkit. ``--to hf`` writes a folder transformers loads
-    (Llama, Mistral, Qwen2 layouts); layers Hugging Face cannot represent are refused by name.
+    (Llama, Mistral, Qwen2 layouts); ``--to gguf`` a file llama.cpp runs (the same layouts, full
+    attention, byte-level BPE vocabularies); layers the target cannot represent are refused by name.
 
     Examples:
       hybridformer export smollm2 --to hf --out smollm2-hf
+      hybridformer export smollm2 --to gguf --quantization q8_0 --out smollm2-q8_0.gguf
       hybridformer export runs/mt/checkpoints/best --to ct2 --quantization int8 --out mt-ct2
     """
     options = {} if quantization is None else {"quantization": quantization}

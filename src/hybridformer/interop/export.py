@@ -33,7 +33,8 @@ from .hf.roundtrip import layout_blockers
 from .tokenizer import TOKENIZER_CONFIG
 
 EXPORTABLE = ("llama", "mistral", "qwen2")  # model types whose mapping can run backwards
-CONVERTED_ONLY = ("bart", "mbart", "marian", "t5", "bert", "roberta", "gpt2")  # export back to their source type
+# export back to their source type (or, for a model trained here, the first whose layout it fits)
+CONVERTED_ONLY = ("bart", "mbart", "marian", "t5", "bert", "roberta", "gpt2", "lfm2", "granitemoehybrid")
 
 
 def hf_blockers(cfg: ModelConfig) -> list[str]:
@@ -42,8 +43,10 @@ def hf_blockers(cfg: ModelConfig) -> list[str]:
     if cfg.arch != "decoder_lm":
         problems.append(f"arch={cfg.arch!r} (export supports decoder-only Llama-family models)")
     stack = cfg.decoder
-    if stack.layer != "transformer":
-        problems.append(f"decoder.layer={stack.layer!r} (convolution/hybrid layers)")
+    layer_types = {"decoder.layer": stack.layer} | {f"decoder.layer_types.{i}": t for i, t in stack.layer_types.items()}
+    for where, kind in layer_types.items():
+        if kind != "transformer":
+            problems.append(f"{where}={kind!r} (convolution/SSM/hybrid layers)")
     attentions = {f"decoder.attention={stack.attention.name!r}": stack.attention} | {
         f"decoder.layer_attention.{i}={a.name!r}": a for i, a in stack.layer_attention.items()}
     for where, attention in attentions.items():
@@ -52,6 +55,8 @@ def hf_blockers(cfg: ModelConfig) -> list[str]:
             problems.append(f"{where} (sparse, linear or low-rank attention)")
     if stack.layer_attention:
         problems.append("decoder.layer_attention (per-layer attention overrides)")
+    if stack.layer_rope_scaling:
+        problems.append("decoder.layer_rope_scaling (per-layer RoPE scaling)")
     checks = {
         "position": ("rope", "positions"), "norm": ("rmsnorm", "norm"), "norm_placement": ("pre", "norm placement"),
         "residual": ("standard", "DeepNet/ReZero residuals"), "activation": ("swiglu", "FFN activation"),
@@ -85,8 +90,8 @@ def fixed_layout_type(cfg: ModelConfig, meta: dict[str, Any]) -> str | None:
     for a fine-tune of a converted model (whose meta.json the trainer wrote) the first whose layout it fits."""
     if meta.get("model_type") in CONVERTED_ONLY:
         return meta["model_type"]
-    if meta.get("model_type") in EXPORTABLE:
-        return None
+    if meta.get("model_type") in EXPORTABLE or not hf_blockers(cfg):
+        return None  # a Llama layout exports as Llama (Granite-H's layout also admits one without mamba2 layers)
     return next((name for name in CONVERTED_ONLY if _fits(cfg, name)), None)
 
 
@@ -97,10 +102,9 @@ def _fits(cfg: ModelConfig, model_type: str) -> bool:
         return False
 
 
-def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``checkpoint`` as a Hugging Face model folder (config.json, model.safetensors, tokenizer files)."""
-    source = Path(checkpoint)
-    out = prepare_output_dir(out, overwrite=overwrite, inputs=[source])
+def hf_state(source: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(model_type, config.json dict, tensors)`` of ``source`` in Hugging Face naming and layout, or a
+    ConfigError listing what Hugging Face cannot represent (what ``export --to hf`` and ``--to gguf`` write)."""
     cfg = load_config_file(source)
     meta = load_meta(source)
     fixed = fixed_layout_type(cfg, meta)
@@ -118,6 +122,15 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
     for rule in arch.rules(cfg):
         tensors.update(rule.split(ours[rule.ours]))
     config = {**arch.hf_config(cfg), "architectures": [arch.hf_class], "torch_dtype": "float32"}
+    return model_type, config, tensors
+
+
+def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``checkpoint`` as a Hugging Face model folder (config.json, model.safetensors, tokenizer files)."""
+    source = Path(checkpoint)
+    out = prepare_output_dir(out, overwrite=overwrite, inputs=[source])
+    _, config, tensors = hf_state(source)
+    cfg = load_config_file(source)
     # transformers feeds pad back in after EOS: a pad outside the vocabulary (GPT-2) becomes EOS, its convention
     pad = cfg.pad_id if cfg.pad_id < cfg.vocab_size else cfg.eos_id
     generation = {"bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id, "pad_token_id": pad}
@@ -139,13 +152,20 @@ EXPORTERS = {"hf": export_hf}
 
 
 def export(checkpoint: str | Path, out: str | Path, *, to: str = "hf", overwrite: bool = False, **options: Any) -> Path:
-    """Export ``checkpoint`` to another toolkit's format: ``hf`` (transformers) or ``ct2`` (CTranslate2)."""
+    """Export ``checkpoint`` to another toolkit's format: ``hf`` (transformers), ``ct2`` (CTranslate2) or
+    ``gguf`` (llama.cpp; ``out`` is a file)."""
     if to == "ct2":
         from .ct2 import export_ct2
 
         return export_ct2(checkpoint, out, overwrite=overwrite, **options)
+    if to == "gguf":
+        from .gguf_export import export_gguf
+
+        if set(options) - {"quantization"}:
+            raise ConfigError(f"export --to gguf: option(s) {', '.join(sorted(options))} do not apply")
+        return export_gguf(checkpoint, out, overwrite=overwrite, **options)
     if to not in EXPORTERS:
-        raise ConfigError(f"export --to {to!r} is not supported; choose hf or ct2")
+        raise ConfigError(f"export --to {to!r} is not supported; choose hf, ct2 or gguf")
     if options:
-        raise ConfigError(f"export --to {to}: option(s) {', '.join(options)} apply to ct2 only")
+        raise ConfigError(f"export --to {to}: option(s) {', '.join(options)} apply to ct2 and gguf only")
     return EXPORTERS[to](checkpoint, out, overwrite=overwrite)

@@ -6,6 +6,8 @@ from .bart import BART, MBART
 from .bert import BERT, ROBERTA
 from .common import Architecture
 from .gpt2 import GPT2
+from .granite import GRANITE_HYBRID
+from .lfm2 import LFM2
 from .llama import LLAMA, MISTRAL, QWEN2
 from .marian import MARIAN
 from .t5 import T5
@@ -21,6 +23,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "bert": BERT,
     "roberta": ROBERTA,
     "gpt2": GPT2,
+    "lfm2": LFM2,
+    "granitemoehybrid": GRANITE_HYBRID,
 }
 
 __all__ = ["ARCHITECTURES", "Architecture"]
