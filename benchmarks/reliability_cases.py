@@ -403,6 +403,15 @@ def new_surfaces(root: Path, case: Callable) -> None:
         {"chat_template": "{% for i in range(10**12) %}x{% endfor %}"}))
     case("a chat template looping `range(10**12)`", lambda: expect_error(
         "generate", looping, "--input", "in.txt", "--chat"))
+    foreign = Path(shutil.copytree("ck", "ck-foreign"))
+    from tokenizers import Tokenizer, models, trainers
+
+    smaller = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    smaller.train_from_iterator(["1 2 3 4 5"], trainers.WordLevelTrainer(special_tokens=["<pad>", "<s>", "</s>",
+                                                                                        "<unk>"]))
+    smaller.save(str(foreign / "tokenizer.json"))
+    case("a foreign `tokenizer.json` smaller than the model's vocabulary", lambda: expect_error(
+        "generate", foreign, "--input", "in.txt"))
     shutil.copytree(root / "run", root / "run-seed")
     case("`--resume` after the seed and the data changed", lambda: expect_error(
         "train", "exp.yaml", "--out", root / "run-seed", "--resume", "--no-progress",

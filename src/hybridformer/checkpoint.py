@@ -32,6 +32,7 @@ from .models import build_model
 
 WEIGHTS, CONFIG, TOKENIZER, META = "model.safetensors", "config.json", "tokenizer.json", "meta.json"
 ARCHITECTURE, FINGERPRINT = "hybridformer.architecture", "hybridformer.fingerprint"  # safetensors metadata keys
+VOCABULARY = "hybridformer.vocabulary"  # sha256 of the tokenizer's token -> id table the weights were saved with
 TensorSpecs = dict[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors dtype, shape)
 
 
@@ -55,7 +56,8 @@ def save_checkpoint(
     """
 
     def fill(tmp: Path) -> None:
-        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt", **architecture_metadata(config)})
+        vocabulary = {VOCABULARY: vocabulary_digest(tokenizer)} if tokenizer is not None else {}
+        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt", **architecture_metadata(config), **vocabulary})
         (tmp / CONFIG).write_text(json.dumps(config.model_dump(), indent=2))
         if tokenizer is not None:
             (tmp / TOKENIZER).write_text(tokenizer.to_str())
@@ -150,9 +152,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     check_meta(meta, config, path / META)
     tensors = load_weights(path, device)
     check_finite(tensors, path / WEIGHTS)
+    tokenizer = load_tokenizer(path)
+    check_vocabulary(tokenizer, metadata, path)
     model = build_model(config)
     load_state_into(model, tensors, path / WEIGHTS)
-    return Checkpoint(model.to(device).eval(), config, load_tokenizer(path), path, meta)
+    return Checkpoint(model.to(device).eval(), config, tokenizer, path, meta)
 
 
 def load_meta(path: str | Path) -> dict[str, Any]:
@@ -199,6 +203,20 @@ def _architecture(config: ModelConfig) -> dict[str, Any]:
         return node
 
     return strip(config.model_dump(exclude_defaults=True))
+
+
+def vocabulary_digest(tokenizer: Tokenizer) -> str:
+    return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab(with_added_tokens=True).items())).encode()).hexdigest()
+
+
+def check_vocabulary(tokenizer: Tokenizer | None, metadata: dict[str, str], path: Path) -> None:
+    """``tokenizer.json`` must be the tokenizer the weights were saved with (when they say which): a foreign one
+    maps text to other ids, and the output is garbage without an error."""
+    if tokenizer is None or VOCABULARY not in metadata or vocabulary_digest(tokenizer) == metadata[VOCABULARY]:
+        return
+    raise CheckpointError(f"{path / TOKENIZER} is not the tokenizer the weights were saved with (its token -> id "
+                          f"table differs, {tokenizer.get_vocab_size()} tokens); restore the checkpoint's own "
+                          "tokenizer.json")
 
 
 def check_architecture(config: ModelConfig, metadata: dict[str, str], path: Path) -> None:
