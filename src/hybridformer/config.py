@@ -443,6 +443,9 @@ class DataConfig(_Strict):
     # LM from JSONL pairs: each record is one conversation (user: src_field, assistant: tgt_field) rendered by
     # the chat template beside data.tokenizer (a converted instruct model's), as `generate --chat` prompts it
     chat: bool = False
+    # LM from JSONL prompt/completion records (src_field = prompt, tgt_field = completion; EOS follows it)
+    completion: bool = False
+    answer_only: bool = True  # chat / completion: the loss falls on the answers only (false: on the whole text)
     valid_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     builtin: str | None = None  # name of a generated task from hybridformer.data.tasks
     builtin_train: int = 5000
@@ -474,6 +477,25 @@ class DataConfig(_Strict):
 
 
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # the projections a LoRA adapter may attach to
+
+
+class LoraConfig(_Strict):
+    """LoRA (Hu et al., 2021): the base stays frozen and each targeted projection learns
+    ``W + (alpha / rank) · B A`` with ``A: (rank, in)``, ``B: (out, rank)``, B starting at zero."""
+
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # on the adapter's input
+    targets: list[Literal["q", "k", "v", "o", "gate", "up", "down"]] = list(LORA_TARGETS)
+    bias: Literal["none"] = "none"  # biases stay frozen (PEFT's bias="none")
+
+    @model_validator(mode="after")
+    def _check(self) -> LoraConfig:
+        if not self.targets or len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"train.lora.targets: name each projection once, from {', '.join(LORA_TARGETS)} "
+                             f"(got {self.targets})")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -506,9 +528,16 @@ class TrainConfig(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")  # auto | cpu | cuda | cuda:N | mps
     strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun with more than one process
     init_from: str | None = None  # checkpoint whose weights start the run (fine-tuning); unused on resume
+    lora: LoraConfig | None = None  # train LoRA adapters on the frozen init_from model instead of all weights
+    base_precision: Literal["fp32", "bf16"] = "fp32"  # LoRA: how the frozen base weights are held
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if self.lora is not None and self.init_from is None:
+            raise ValueError("train.lora adapts a pretrained model: set train.init_from to its checkpoint")
+        if self.base_precision == "bf16" and (self.lora is None or self.precision != "bf16"):
+            raise ValueError("train.base_precision=bf16 holds a frozen LoRA base in bf16 and computes in bf16: it "
+                             "needs train.lora and train.precision=bf16")
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr={self.min_lr} must not exceed train.lr={self.lr}")
         if self.decay_fraction is not None and self.schedule not in ("wsd", "inverse_sqrt"):
@@ -559,6 +588,10 @@ class ExperimentConfig(_Strict):
             raise ValueError("data.chat renders JSONL records as conversations for a language model: it needs "
                              f"model.arch='decoder_lm' and data.format='jsonl' (got {self.model.arch!r}, "
                              f"{self.data.format!r})")
+        if self.data.completion and (self.data.chat or self.model.arch != "decoder_lm" or self.data.format != "jsonl"):
+            raise ValueError("data.completion reads JSONL prompt/completion records for a language model: it needs "
+                             "model.arch='decoder_lm', data.format='jsonl' and not data.chat (a chat model's "
+                             "records go through its template with data.chat)")
         if not classifier and self.data.format == "folders":
             raise ValueError("data.format='folders' holds labeled documents for model.arch='encoder_classifier'")
         return self

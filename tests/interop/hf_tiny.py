@@ -58,6 +58,30 @@ def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module,
     return model, directory
 
 
+CHAT_TEMPLATE = ("{% for m in messages %}{{ bos_token }}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}{% endfor %}"
+                 "{% if add_generation_prompt %}{{ bos_token }}assistant:{% endif %}")
+
+
+def converted_tiny(root: Path, text: list[str], kind: str = "llama") -> Path:
+    """A tiny ``kind`` model converted to our checkpoint, with a BPE tokenizer learned from ``text`` and a chat
+    template."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from hybridformer import convert
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=90, special_tokens=["<unk>", "<s>", "</s>"])
+    tokenizer.train_from_iterator(text, trainer)
+    _, folder = save_tiny(kind, root / "hf", rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": CHAT_TEMPLATE}))
+    return convert(folder, root / "ckpt")
+
+
 def hf_ids(tokens: torch.Tensor, vocab: int) -> torch.Tensor:
     """``tokens`` as transformers can embed them: a pad id outside the vocabulary (GPT-2) becomes 0 (masked)."""
     return tokens.masked_fill(tokens.ge(vocab), 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +103,10 @@ def _fits(cfg: ModelConfig, model_type: str) -> bool:
         return False
 
 
-def hf_state(source: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def hf_state(source: Path, weights: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``(model_type, config.json dict, tensors)`` of ``source`` in Hugging Face naming and layout, or a
-    ConfigError listing what Hugging Face cannot represent (what ``export --to hf`` and ``--to gguf`` write)."""
+    ConfigError listing what Hugging Face cannot represent (what ``export --to hf`` and ``--to gguf`` write).
+    ``weights`` replace the checkpoint's own (its model with a LoRA adapter folded in)."""
     cfg = load_config_file(source)
     meta = load_meta(source)
     fixed = fixed_layout_type(cfg, meta)
@@ -115,7 +117,10 @@ def hf_state(source: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     if model_type == "qwen2" and not (cfg.qkv_bias and not cfg.attention_bias):
         raise ConfigError(f"{source}: a qwen2 model has q/k/v biases only (qkv_bias=True, attention_bias=False)")
     arch = ARCHITECTURES[model_type]
-    ours = load_checkpoint(source).model.state_dict() if fixed else load_weights(source)  # tied names resolved
+    if weights is not None:
+        ours = dict(weights)
+    else:
+        ours = load_checkpoint(source).model.state_dict() if fixed else load_weights(source)  # tied names resolved
     if cfg.tie_embeddings and not fixed:
         ours.pop("output.weight", None)
     tensors = {}
@@ -125,11 +130,15 @@ def hf_state(source: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return model_type, config, tensors
 
 
-def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``checkpoint`` as a Hugging Face model folder (config.json, model.safetensors, tokenizer files)."""
+def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False,
+              weights: dict[str, Any] | None = None, write_extra: Callable[[Path], None] | None = None) -> Path:
+    """Write ``checkpoint`` as a Hugging Face model folder (config.json, model.safetensors, tokenizer files).
+
+    ``weights`` replace the checkpoint's own (see :func:`hf_state`); ``write_extra(tmp)`` adds files to the
+    same atomic write (the adapter beside the base)."""
     source = Path(checkpoint)
     out = prepare_output_dir(out, overwrite=overwrite, inputs=[source])
-    _, config, tensors = hf_state(source)
+    _, config, tensors = hf_state(source, weights)
     cfg = load_config_file(source)
     # transformers feeds pad back in after EOS: a pad outside the vocabulary (GPT-2) becomes EOS, its convention
     pad = cfg.pad_id if cfg.pad_id < cfg.vocab_size else cfg.eos_id
@@ -144,6 +153,8 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
         for name in (TOKENIZER, TOKENIZER_CONFIG):
             if (source / name).is_file():
                 shutil.copyfile(source / name, tmp / name)
+        if write_extra is not None:
+            write_extra(tmp)
 
     return write_checkpoint_dir(out, fill)
 

@@ -30,12 +30,14 @@ import torch
 
 from .. import structured
 from ..errors import CheckpointError, ConfigError, DataError, brief
+from ..lora import ADAPTER_WEIGHTS
 from ..outputs import atomic_file
 from .guard import check_no_links, recover
 
 TRAINER_STATE = "trainer_state.pt"
 PREFIX = "step-"
-STEP_FILES = ("model.safetensors", "config.json", TRAINER_STATE)
+STEP_FILES = ("config.json", TRAINER_STATE)
+WEIGHT_FILES = ("model.safetensors", ADAPTER_WEIGHTS)  # a full checkpoint, or a LoRA run's adapter
 
 
 class RunDir:
@@ -129,7 +131,8 @@ def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def is_complete(step_dir: Path) -> bool:
     """A step checkpoint with all its files (a half-deleted or half-copied one is not)."""
-    return step_dir.is_dir() and not step_dir.is_symlink() and all((step_dir / f).is_file() for f in STEP_FILES)
+    return (step_dir.is_dir() and not step_dir.is_symlink() and all((step_dir / f).is_file() for f in STEP_FILES)
+            and any((step_dir / f).is_file() for f in WEIGHT_FILES))
 
 
 def write_trainer_state(directory: Path, state: dict[str, Any]) -> None:
