@@ -11,7 +11,8 @@ import typer
 from ..errors import ConfigError
 from .options import parse_list, split_list
 
-DEFAULT_SENTENCES = "../shared/data/multi30k/test_2016_flickr.en.gz"
+# The shared data beside the checkout (``../shared/data``), found from this file, not the working directory.
+DEFAULT_SENTENCES = Path(__file__).resolve().parents[4] / "shared" / "data" / "multi30k" / "test_2016_flickr.en.gz"
 
 
 def _is_language_model(checkpoint: Path) -> bool:

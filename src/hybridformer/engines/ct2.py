@@ -9,7 +9,7 @@ sampling are CTranslate2's own (same options, its tie-breaking and random number
 
 from __future__ import annotations
 
-import json
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from .. import structured
 from ..checkpoint import WEIGHTS, Checkpoint, load_tokenizer
 from ..config import ModelConfig, parse_config
 from ..data.chat import ChatTemplate, load_chat_template
@@ -185,7 +186,9 @@ def load_ct2_engine(path: str | Path, *, quantization: str | None = None, device
         weights = path / WEIGHTS
         stale = not is_ct2_export(export) or (
             weights.is_file() and weights.stat().st_mtime > (export / CT2_CONFIG).stat().st_mtime)
-        if stale:
+        if stale:  # said on stderr: the export is a model-sized directory the user did not name
+            print(f"note: --engine ct2 exports {path} once into {export} (reused while the checkpoint is unchanged)",
+                  file=sys.stderr, flush=True)
             export_ct2(path, export, quantization=quantization or "float32", overwrite=True)
     config = parse_config(ModelConfig, exported_config(export))
     tokenizer = load_tokenizer(export)
@@ -193,9 +196,13 @@ def load_ct2_engine(path: str | Path, *, quantization: str | None = None, device
         raise CheckpointError(f"{export}: no tokenizer.json beside the CTranslate2 model")
     engine = ct2.Translator if config.is_seq2seq else ct2.Generator
     threads = threads or torch.get_num_threads()
-    model = engine(str(export), device=device, compute_type=compute_type, intra_threads=threads)
+    try:
+        model = engine(str(export), device=device, compute_type=compute_type, intra_threads=threads)
+    except RuntimeError as exc:  # a truncated or corrupt model.bin
+        raise CheckpointError(f"{export / 'model.bin'}: CTranslate2 cannot load it ({str(exc)[:200]}); "
+                              "export the checkpoint again") from None
     vocab_file = "shared_vocabulary.json" if config.is_seq2seq else "vocabulary.json"
-    vocab = json.loads((export / vocab_file).read_text())
+    vocab = structured.read(export / vocab_file, error=CheckpointError)
     return Ct2Engine(model, tokenizer, config, str(export), torch.device("cpu"), vocab,
                       {token: i for i, token in enumerate(vocab)}, load_chat_template(export))
 

@@ -18,11 +18,11 @@ from safetensors.torch import save_file
 
 from ..checkpoint import (
     CONFIG,
-    META,
     TOKENIZER,
     WEIGHTS,
     load_checkpoint,
     load_config_file,
+    load_meta,
     load_weights,
     write_checkpoint_dir,
 )
@@ -108,7 +108,7 @@ def hf_state(source: Path, weights: dict[str, Any] | None = None) -> tuple[str, 
     ConfigError listing what Hugging Face cannot represent (what ``export --to hf`` and ``--to gguf`` write).
     ``weights`` replace the checkpoint's own (its model with a LoRA adapter folded in)."""
     cfg = load_config_file(source)
-    meta = json.loads((source / META).read_text()) if (source / META).is_file() else {}
+    meta = load_meta(source)
     fixed = fixed_layout_type(cfg, meta)
     problems = layout_blockers(cfg, ARCHITECTURES[fixed]) if fixed else hf_blockers(cfg)
     if problems:

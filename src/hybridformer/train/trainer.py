@@ -55,7 +55,7 @@ from .precision import resolve_precision, summed
 from .schedules import build_schedule
 from .setup import get_tokenizer
 from .signals import StopSignals
-from .state import RunDir, read_trainer_state, write_error, write_trainer_state
+from .state import RunDir, check_resumable_config, read_trainer_state, write_error, write_trainer_state
 
 
 @dataclass
@@ -110,6 +110,8 @@ class _Trainer:
         if env.is_main:
             run.recover(self.log)
         resume_from = self._check_run_dir(resume)
+        if resume_from is not None:
+            check_resumable_config(run.config, cfg.model_dump(mode="json"))
         self.objective = objective_for(cfg)
         raw = self.objective.read()
         if env.is_main and not (resume_from and run.tokenizer.exists()):
