@@ -21,9 +21,8 @@ from torch import Tensor
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import CheckpointError, ConfigError, DataError
 from .models import Encoder
+from .names import POOLS
 from .outputs import atomic_file
-
-POOLS = ("mean", "cls")
 
 
 @torch.no_grad()

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 
-from ..bench import context as context_bench
-from ..bench import markdown_table, run_benchmark, write_outputs
-from ..bench.compress import benchmark_compression, compression_table, write_compression
-from ..bench.layers import run_layer_benchmark
-from ..bench.recall import recall_markdown, recall_paths, run_recall, write_recall
-from ..bench.throughput import markdown, read_model_config, run, write
-from ..blocks import LAYERS
-from ..config import ModelConfig, load_config
+from ..names import LAYER_NAMES
 from ..outputs import prepare_output_file
 from . import bench_decode, bench_serve
 from .options import parse_list, split_list
@@ -51,6 +43,8 @@ def attention(
 
       hybridformer bench attention -m full,chunked,sliding_window:window=256 -l 1024,4096 --backward --out runs/b
     """
+    from ..bench import markdown_table, run_benchmark, write_outputs
+
     names = split_list(mechanisms)
     sizes = parse_list(lengths, int, option="--lengths", example="1024,4096")
 
@@ -88,6 +82,8 @@ def throughput(
 
     Example: hybridformer bench throughput --sizes default --out runs/throughput
     """
+    from ..bench.throughput import markdown, read_model_config, run, write
+
     model_cfg = read_model_config(config, set_) if config is not None else None
     report = run(split_list(sizes), split_list(peers) if peers is not None else None,
                  repeats=repeats, steps=steps, beams=beams, threads=threads, config=model_cfg)
@@ -98,7 +94,7 @@ def throughput(
 
 @app.command("layers")
 def layers(
-    layer_types: str = typer.Option(",".join(LAYERS), "--layers", help="Comma-separated layer types."),
+    layer_types: str = typer.Option(",".join(LAYER_NAMES), "--layers", help="Comma-separated layer types."),
     d_models: str = typer.Option("256,512", "--d-models", help="Comma-separated model widths."),
     lengths: str = typer.Option("128,1024", "--lengths", help="Comma-separated sequence lengths."),
     batch: int = typer.Option(1, help="Sequences per pass."),
@@ -113,6 +109,8 @@ def layers(
 
     Example: hybridformer bench layers --d-models 256,512 --lengths 128,1024 --out bench/layers
     """
+    from ..bench.layers import run_layer_benchmark
+
     _, table = run_layer_benchmark(
         split_list(layer_types), parse_list(d_models, int, option="--d-models", example="256,512"),
         parse_list(lengths, int, option="--lengths", example="256,1024"), batch=batch, causal=causal,
@@ -136,6 +134,11 @@ def context(
 
     Example: hybridformer bench context configs/shakespeare-hybrids-*.yaml --contexts 1024,4096,16384
     """
+    import torch
+
+    from ..bench import context as context_bench
+    from ..bench.throughput import read_model_config
+
     torch.set_num_threads(threads)
     models = {path.stem: read_model_config(path, set_) for path in configs}
     results = context_bench.bench_context(models, parse_list(contexts, int, option="--contexts", example="1024,4096"),
@@ -161,6 +164,10 @@ def compress(
 
     Example: hybridformer bench compress --set dropout=0 --threads 1 --out benchmarks/compress
     """
+    from ..bench.compress import benchmark_compression, compression_table, write_compression
+    from ..bench.throughput import read_model_config
+    from ..config import ModelConfig, load_config
+
     cfg = read_model_config(config, set_) if config is not None else load_config(None, set_, ModelConfig)
     result = benchmark_compression(cfg, head_fraction=heads, batch_size=batch_size, src_len=src_len,
                                    new_tokens=new_tokens, repeats=repeats, threads=threads)
@@ -194,6 +201,10 @@ def recall(
       hybridformer bench recall smollm2 --lengths 2048,4096 --depths 0,0.5,1 --samples 3 --out runs/recall
       hybridformer bench recall smollm2-long --tasks passkey,multikey -l 4096,8192,16384 --out runs/recall-long
     """
+    import torch
+
+    from ..bench.recall import recall_markdown, recall_paths, run_recall, write_recall
+
     paths = recall_paths(out)
     for path in paths.values():
         prepare_output_file(path, overwrite=overwrite, inputs=[checkpoint])

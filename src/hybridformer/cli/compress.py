@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..compress import prune_checkpoint, quantize_checkpoint
-
 
 def prune(
     checkpoint: Path = typer.Argument(..., help="Checkpoint directory to prune."),
@@ -30,6 +28,8 @@ def prune(
       hybridformer prune runs/m30k/checkpoints/best --heads 0.3 --data val.en.gz --data val.de.gz --out runs/m30k-h30
       hybridformer prune runs/m30k/checkpoints/best --sparsity 0.5 --out runs/m30k-s50
     """
+    from ..compress import prune_checkpoint
+
     result = prune_checkpoint(checkpoint, out, heads=heads, sparsity_target=sparsity_, data=data, scope=scope,
                               max_examples=max_examples, batch_size=batch_size, overwrite=overwrite)
     if result.heads_left is not None:
@@ -56,6 +56,8 @@ def quantize(
       hybridformer quantize runs/m30k/checkpoints/best --out runs/m30k-int8
       hybridformer quantize smollm2 --scheme int4 --out smollm2-int4
     """
+    from ..compress import quantize_checkpoint
+
     result = quantize_checkpoint(checkpoint, out, scheme=scheme, overwrite=overwrite)
     before, after = result.size_bytes
     typer.echo(f"weights: {before / 2**20:.2f} MiB -> {after / 2**20:.2f} MiB")

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 import typer
 
-from ..config import ConfigError, ExperimentConfig, ModelConfig, apply_overrides, parse_config, read_config_file
-from ..models import build_model
+from ..errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and validate configs.")
 
@@ -34,6 +32,11 @@ def check(
 
       hybridformer config check configs/multi30k-transformer.yaml --set train.lr=3e-4
     """
+    import torch
+
+    from ..config import ExperimentConfig, ModelConfig, apply_overrides, parse_config, read_config_file
+    from ..models import build_model
+
     data = apply_overrides(read_config_file(config) if config is not None else {}, list(set_))
     if any(key in data for key in RECIPE_SECTIONS):
         recipe = parse_config(ExperimentConfig, data)

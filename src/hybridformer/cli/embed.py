@@ -6,10 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ..checkpoint import load_checkpoint
-from ..data.text import iter_lines
-from ..embed import POOLS, embed_lines, jsonl_rows, save_embeddings
 from ..errors import ConfigError
+from ..names import POOLS
 from ..outputs import prepare_output_file
 from .generate import DEVICE
 
@@ -35,6 +33,10 @@ def embed_cmd(
       hybridformer embed minilm --input sentences.txt --normalize --output vectors.npy
       echo "A man is playing guitar." | hybridformer embed minilm --input -
     """
+    from ..checkpoint import load_checkpoint
+    from ..data.text import iter_lines
+    from ..embed import embed_lines, jsonl_rows, save_embeddings
+
     if pool not in POOLS:
         raise ConfigError(f"--pool {pool!r} is unknown; choose one of: {', '.join(POOLS)}")
     if batch_size < 1:

@@ -6,9 +6,7 @@ import json
 
 import typer
 
-from ..classify import evaluate_classifier
 from ..errors import ConfigError
-from ..evaluate import evaluate
 from .generate import (
     ADAPTER,
     BATCH_TOKENS,
@@ -74,6 +72,9 @@ def evaluate_cmd(
       hybridformer evaluate runs/imdb/checkpoints/best --labeled aclImdb_v1.tar.gz --split test --limit 2000
       hybridformer evaluate smollm2 --adapter runs/lora/checkpoints/best --ref valid.txt --metric ppl   # + LoRA
     """
+    from ..classify import evaluate_classifier
+    from ..evaluate import evaluate
+
     if labeled is not None or metric == "accuracy":
         if labeled is None or src is not None or ref is not None:
             raise ConfigError("accuracy scores a classifier on --labeled documents; drop --src/--ref")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import typer
+from typer.core import TyperCommand
 
 from ..errors import ConfigError
-from ..fusion import METHODS, average_checkpoints, last_checkpoints, merge_adapters, merge_checkpoints
-from ..fusion.merge import method_options
-from ..lora import fold_adapter, is_adapter_only
+from ..names import MERGE_METHODS
 from ..outputs import prepare_output_dir
-from ..train import RunDir, export_ema
 from .options import parse_assignments, parse_weights
 
 
@@ -32,6 +31,9 @@ def average(
 
       hybridformer average --ema runs/a --out runs/a/ema-export
     """
+    from ..fusion import average_checkpoints, last_checkpoints
+    from ..train import RunDir, export_ema
+
     if ema:
         if last is not None or len(checkpoints) != 1:
             raise ConfigError("--ema takes exactly one RUN_DIR (and no --last): it exports the average the "
@@ -53,7 +55,7 @@ def merge(
     checkpoints: list[Path] = typer.Argument(None, help="Checkpoint directories to merge (one architecture); with "
                                              "--adapter or --fold, the base the adapters apply to (default: the "
                                              "one they name)."),
-    method: str = typer.Option(None, "--method", help=f"One of: {', '.join(METHODS)} (their options are listed "
+    method: str = typer.Option(None, "--method", help=f"One of: {', '.join(MERGE_METHODS)} (their options are listed "
                                "above)."),
     out: Path = typer.Option(..., "--out", help="New checkpoint directory to write (written atomically)."),
     base: Path = typer.Option(None, "--base", help="Shared base checkpoint (methods that take --base, above)."),
@@ -87,6 +89,9 @@ def merge(
 
       hybridformer merge --fold --adapter lora/checkpoints/best --out tuned     # base + adapter, plain
     """
+    from ..fusion import merge_checkpoints
+    from ..lora import is_adapter_only
+
     options = {"density": density, "t": t, "seed": seed, "combine": combine}
     for name, value in parse_assignments(option, option_name="--option").items():
         if options.get(name) is not None:
@@ -109,6 +114,9 @@ def merge(
 
 def _merge_adapters(checkpoints: list[Path], adapters: list[Path], method: str | None, out: Path, base: Path | None,
                     fold: bool, weights: str | None, options: dict, overwrite: bool) -> Path:
+    from ..fusion import merge_adapters
+    from ..lora import fold_adapter
+
     if len(checkpoints) > 1 or (checkpoints and base):
         raise ConfigError("adapters apply to one base: give it once (as the checkpoint or --base), or leave it out "
                           "to use the base the adapters name")
@@ -123,8 +131,20 @@ def _merge_adapters(checkpoints: list[Path], adapters: list[Path], method: str |
     return merge_adapters(adapters, method, out, base=base, weights=parse_weights(weights), **options)
 
 
+class MergeCommand(TyperCommand):
+    """``merge``, whose ``--help`` ends with each method's options: read when help is shown, since reading them
+    imports the methods (and torch), which would slow every other command's start."""
+
+    def format_help(self, ctx, formatter) -> None:
+        self.help = inspect.cleandoc((merge.__doc__ or "") + "\n" + _method_help())
+        super().format_help(ctx, formatter)
+
+
 def _method_help() -> str:
     """Each method and the options it declares (read from the method files, so a new method shows up here)."""
+    from ..fusion import METHODS
+    from ..fusion.merge import method_options
+
     lines = []
     for name, merger in METHODS.items():
         takes = ["--base"] if merger.needs_base else []
@@ -134,5 +154,3 @@ def _method_help() -> str:
         lines.append(f"  {name}: {'; '.join(takes) or 'no options'}")
     return "Methods and their options:\n\n" + "\n\n".join(lines)
 
-
-merge.__doc__ = (merge.__doc__ or "") + "\n" + _method_help()

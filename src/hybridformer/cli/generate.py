@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from ..data.text import iter_lines
-from ..generation import generate
 from .options import parse_weights
 from .progress import LineProgress, sigint_deferred
 
@@ -69,6 +67,9 @@ def generate_cmd(
       echo "What is the capital of France?" | hybridformer generate smollm2 --input - --beam 1 --chat
       hybridformer generate smollm2 --adapter runs/lora/checkpoints/best --input prompts.txt --chat   # + LoRA
     """
+    from ..data.text import iter_lines
+    from ..generation import generate
+
     outputs = generate(
         checkpoints, iter_lines(input, require=True), device=device, engine=engine, quantization=quantization,
         beam=beam, lenpen=lenpen, sample=sample,

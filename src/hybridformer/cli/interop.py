@@ -5,9 +5,6 @@ from __future__ import annotations
 import typer
 
 from ..errors import ConfigError
-from ..interop import convert as convert_model
-from ..interop import export as export_model
-from ..lora import export_hf_with_adapter
 
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out.")
 
@@ -28,6 +25,8 @@ def convert(
       hybridformer convert ~/models/Qwen2-0.5B --out qwen2
       echo "What is the capital of France?" | hybridformer generate smollm2 --input - --beam 1 --chat
     """
+    from ..interop import convert as convert_model
+
     path = convert_model(src, out, overwrite=overwrite)
     typer.echo(f"wrote {path}")
 
@@ -54,6 +53,9 @@ def export(
       hybridformer export runs/mt/checkpoints/best --to ct2 --quantization int8 --out mt-ct2
       hybridformer export smollm2 --to hf --adapter runs/lora/checkpoints/best --out smollm2-hf   # + OUT/adapter
     """
+    from ..interop import export as export_model
+    from ..lora import export_hf_with_adapter
+
     if adapter is not None or merge_adapter:
         if to != "hf" or adapter is None or quantization is not None:
             raise ConfigError("--adapter (and --merge-adapter, which needs it) applies to --to hf; for ct2 fold the "

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..checkpoint import load_meta
 from ..errors import ConfigError
-from ..longify import longify as longify_api
 
 
 def longify(
@@ -52,6 +50,9 @@ def longify(
 
       hybridformer longify m30k/best --stack encoder --layers every:2 --attention sliding_window:window=64 --out m30k-l
     """
+    from ..checkpoint import load_meta
+    from ..longify import longify as longify_api
+
     if global_every is not None and layer_attention is not None:
         raise ConfigError("give one layer pattern: --global-every N or --layer-attention LIST")
     pattern = f"every:{global_every}" if global_every is not None else layer_attention

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..quickstart import QuickstartResult
-from ..quickstart import quickstart as run_quickstart
+if TYPE_CHECKING:
+    from ..quickstart import QuickstartResult
+
 
 TABLE_WIDTH = 104  # the summary table's full width
 
@@ -30,6 +32,8 @@ def quickstart(
 
     Needs no data and no downloads; 150 CPU-seconds (87 s wall on an idle 2-core CPU).
     """
+    from ..quickstart import quickstart as run_quickstart
+
     console = Console(width=max(Console().width, TABLE_WIDTH))  # a pipe or narrow terminal must not cut headers
     result = run_quickstart(out, steps=steps, fast=fast, seed=seed, jobs=jobs, threads=threads, beam=beam,
                             overwrite=overwrite, progress=True, log=console.print)

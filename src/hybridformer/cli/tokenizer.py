@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..data.tokenizer import train_tokenizer_files
 from ..outputs import prepare_output_file
 
 app = typer.Typer(no_args_is_help=True, help="Learn tokenizers (BPE with byte fallback, characters, or plain bytes).")
@@ -27,6 +26,8 @@ def train(
       hybridformer tokenizer train data/train.en data/train.de --vocab-size 8000 --out tok.json
       hybridformer tokenizer train input.txt --kind char --out chars.json
     """
+    from ..data.tokenizer import train_tokenizer_files
+
     prepare_output_file(out, overwrite=overwrite, inputs=files)
     tokenizer = train_tokenizer_files(files, vocab_size, kind=kind, min_frequency=min_frequency)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ..train import TrainResult
-from ..train import train as run_training
+if TYPE_CHECKING:
+    from ..train import TrainResult
 
 
 def train(
@@ -26,6 +27,8 @@ def train(
       hybridformer train configs/multi30k-transformer.yaml --out runs/m30k --resume
       torchrun --nproc-per-node 2 -m hybridformer.cli train configs/multi30k-transformer.yaml --out runs/ddp
     """
+    from ..train import train as run_training
+
     result = run_training(config, out, overrides=set_, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"{result.status} at step {result.step}: best valid loss {result.best_valid_loss:.4f}; "

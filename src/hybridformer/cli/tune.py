@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from ..outputs import prepare_output_file
-from ..tune import tune_decoding, tune_weights
 from .generate import BATCH_TOKENS, BEAM, DEVICE, LENPEN, WEIGHTS
 from .options import parse_list, parse_weights
 
@@ -44,6 +43,8 @@ def tune_weights_cmd(
       hybridformer tune-weights a/best b/best --for merge --metric loss --src val.en --ref val.de --out m.json
       hybridformer merge --method linear a/best b/best --weights @m.json --out soup
     """
+    from ..tune import tune_weights
+
     target = prepare_output_file(out, overwrite=overwrite, inputs=[*checkpoints, src, ref])
     log = None if quiet else (lambda line: typer.echo(line, err=True))
     decoding = {"beam": beam, "lenpen": lenpen} if metric != "loss" else {}
@@ -81,6 +82,8 @@ def tune_decoding_cmd(
       hybridformer tune-decoding a/best b/best --weights @weights.json --src val.en --ref val.de --out search.json
       hybridformer tune-decoding a/best --beams 1,4 --lenpens 0.8,1.0 --src val.en --ref val.de --out search.json
     """
+    from ..tune import tune_decoding
+
     beam_grid = parse_list(beams, int, option="--beams", example="4,5")
     lenpen_grid = parse_list(lenpens, float, option="--lenpens", example="0.8,1.0,1.2")
     target = prepare_output_file(out, overwrite=overwrite, inputs=[*checkpoints, src, ref])

@@ -1,0 +1,61 @@
+"""The front door stays fast: building the CLI and answering ``--help``/``--version`` never imports torch,
+numpy or transformers (they load inside the command that needs them). Timing is not asserted (a shared machine
+makes it flaky); the names the help texts show are checked against the registries instead."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import entry_env, run_entry
+
+HEAVY = ("torch", "numpy", "transformers")
+
+PROBE = """
+import sys
+from hybridformer.cli import main
+sys.argv = ["hybridformer", *sys.argv[1:]]
+status = main()
+print("heavy:", ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["generate", "--help"], ["bench", "layers", "--help"],
+                                  ["embed", "--help"], ["evaluate", "--help"]])
+def test_help_and_version_do_not_import_heavy_modules(args):
+    result = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *args], capture_output=True, text=True,
+                            env=entry_env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == "heavy:", result.stderr[-2000:]
+
+
+def test_import_hybridformer_is_lazy_but_complete():
+    code = ("import sys, hybridformer; assert 'torch' not in sys.modules; "
+            "from hybridformer import train, evaluate, embed; import hybridformer.train; "
+            "assert callable(hybridformer.train) and hybridformer.train is train, hybridformer.train; "
+            "assert all(hasattr(hybridformer, n) for n in hybridformer.__all__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=entry_env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_real_entry_point_help_exits_0():
+    result = run_entry("--help")
+    assert result.returncode == 0 and "merge" in result.stdout, result.stderr[-2000:]
+
+
+def test_merge_help_still_lists_each_method_and_its_options():
+    result = run_entry("merge", "--help", env=entry_env(COLUMNS="200"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Methods and their options" in result.stdout and "ties: --base" in result.stdout
+
+
+def test_help_names_match_the_registries():
+    from hybridformer import names
+    from hybridformer.blocks import LAYERS
+    from hybridformer.fusion import METHODS
+
+    assert names.LAYER_NAMES == tuple(LAYERS)
+    assert names.MERGE_METHODS == tuple(METHODS)
