@@ -45,6 +45,8 @@ class AttentionConfig(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     name: str = "full"
+    # this layer's own RoPE base, unscaled (Gemma 3's local layers: 10k beside 1M globally); None = the model's
+    rope_base: float | None = Field(None, gt=1.0)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -136,6 +138,10 @@ class StackConfig(_Strict):
         """The self-attention of layer ``index``: its override, else the stack's."""
         return self.layer_attention.get(index, self.attention)
 
+    def attentions(self) -> dict[str, AttentionConfig]:
+        """Every self-attention setting of the stack by its key (``attention``, ``layer_attention.3``)."""
+        return {"attention": self.attention} | {f"layer_attention.{i}": a for i, a in self.layer_attention.items()}
+
 
 Position = Literal["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
 
@@ -181,8 +187,9 @@ class ModelConfig(_Strict):
     kv_heads: int | None = Field(None, ge=1)  # None = heads (MHA); 1 = MQA; in between = GQA
     ffn_dim: int = Field(1024, ge=1)
     activation: Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh"] = "relu"
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    norm_placement: Literal["pre", "post"] = "pre"
+    norm: Literal["layernorm", "rmsnorm", "offset_rmsnorm"] = "layernorm"  # offset_rmsnorm: x·(1 + w) (Gemma)
+    norm_placement: Literal["pre", "post", "sandwich"] = "pre"  # sandwich: pre-norm plus a norm on each branch
+    qk_norm: bool = False  # the model's norm on each head's queries and keys, before RoPE (Qwen3, Gemma 3)
     residual: Literal["standard", "deepnet", "rezero"] = "standard"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     position: Position = "sinusoidal"
@@ -231,8 +238,14 @@ class ModelConfig(_Strict):
             raise ValueError(f"rope needs an even head dimension, got {self.attention_head_dim}")
         if self.rope_scaling is not None and self.position != "rope":
             raise ValueError(f"rope_scaling applies to position='rope', not {self.position!r}")
+        own_base = [f"{role}.{where}" for role in ("encoder", "decoder")
+                    for where, attention in getattr(self, role).attentions().items() if attention.rope_base]
+        if own_base and self.position != "rope":
+            raise ValueError(f"{own_base[0]}.rope_base applies to position='rope', not {self.position!r}")
         if self.head_dim is not None and "lsra" in (self.encoder.layer, self.decoder.layer):
             raise ValueError("head_dim cannot be set with layer='lsra' (its attention branch derives its own)")
+        if self.qk_norm and "lsra" in (self.encoder.layer, self.decoder.layer):
+            raise ValueError("qk_norm cannot be set with layer='lsra' (its attention branch derives its own heads)")
         if self.residual == "deepnet" and self.norm_placement != "post":
             raise ValueError("residual='deepnet' scales a post-norm skip path; set norm_placement='post'")
         if self.t5_max_distance <= self.t5_buckets // 2:

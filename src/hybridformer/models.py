@@ -73,15 +73,21 @@ class Stack(nn.Module):
     over the summed embeddings (BART's ``layernorm_embedding``, BERT's embedding LayerNorm).
     With ``count_non_padding`` absolute positions count only each row's non-padding tokens and
     padding reads position -1 (RoBERTa's ``create_position_ids_from_input_ids``).
+    ``layer_ropes`` gives each layer its own rotation (Gemma 3: local layers rotate with another base);
+    each distinct one is computed once per call.
     """
 
     def __init__(
         self, layers: list[Layer], final_norm: nn.Module | None, *, causal: bool, dropout: float = 0.0,
         absolute: nn.Module | None = None, rope: RotaryEmbedding | None = None, score_bias: nn.Module | None = None,
         token_type: nn.Embedding | None = None, embed_norm: nn.Module | None = None, count_non_padding: bool = False,
+        layer_ropes: list[RotaryEmbedding | None] | None = None,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        self.layer_ropes = layer_ropes  # a plain list; the other rotations are registered below (.to moves them)
+        others = {id(r): r for r in layer_ropes or () if r is not rope}
+        self.other_ropes = nn.ModuleList(others.values()) if others else None
         self.final_norm, self.causal = final_norm, causal
         self.absolute, self.rope, self.score_bias = absolute, rope, score_bias
         self.token_type, self.embed_norm, self.count_non_padding = token_type, embed_norm, count_non_padding
@@ -112,8 +118,13 @@ class Stack(nn.Module):
             cache=cache, memory=memory, memory_padding_mask=memory_padding_mask,
         )
         x = self.dropout(x)
-        for layer in self.layers:
-            x = layer(x, ctx)
+        if self.layer_ropes is None:
+            for layer in self.layers:
+                x = layer(x, ctx)
+        else:
+            contexts = {id(rope): replace(ctx, rope=rope(positions)) for rope in self.layer_ropes}
+            for layer, rope in zip(self.layers, self.layer_ropes, strict=True):
+                x = layer(x, contexts[id(rope)])
         return x if self.final_norm is None else self.final_norm(x)
 
 
@@ -252,7 +263,8 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
                                        where=f"{where}.layer_attention.{index}")
     parts = LayerParts(
         d_model=cfg.d_model, heads=cfg.heads, kv_heads=cfg.num_kv_heads, ffn_dim=cfg.ffn_dim,
-        activation=cfg.activation, norm=cfg.norm, prenorm=cfg.norm_placement == "pre", dropout=cfg.dropout,
+        activation=cfg.activation, norm=cfg.norm, prenorm=cfg.norm_placement != "post", dropout=cfg.dropout,
+        sandwich=cfg.norm_placement == "sandwich", qk_norm=cfg.qk_norm,
         residual_scheme=cfg.residual, alpha=alpha, score_scale=cfg.score_scale,
         attention=stack_cfg.attention.name, attention_options=stack_cfg.attention.options,
         cross_attention=cfg.cross_attention.name, cross_attention_options=cfg.cross_attention.options,
@@ -262,9 +274,14 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
     layers = [LAYERS[stack_cfg.layer](_with_attention(parts, stack_cfg.attention_of(i)), cross)
               for i in range(stack_cfg.layers)]
     needs_final_norm = parts.prenorm and cfg.residual != "rezero"
+    rope = _rotary(cfg)
+    own = {base: RotaryEmbedding(cfg.attention_head_dim, base) for base in
+           {stack_cfg.attention_of(i).rope_base for i in range(stack_cfg.layers)} - {None}}
     return Stack(
         layers, parts.norm_layer() if needs_final_norm else None, causal=causal, dropout=cfg.dropout,
-        absolute=_absolute_positions(cfg), rope=_rotary(cfg),
+        absolute=_absolute_positions(cfg), rope=rope,
+        layer_ropes=[own.get(stack_cfg.attention_of(i).rope_base, rope) for i in range(stack_cfg.layers)] if own
+        else None,
         score_bias=_score_bias(cfg, bidirectional=not causal),
         token_type=nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None,
         embed_norm=parts.norm_layer() if cfg.layernorm_embedding else None,

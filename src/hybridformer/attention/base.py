@@ -23,9 +23,13 @@ class AttentionKernel(nn.Module):
     ``rotates_sinks``: True for a kernel that scores some keys from positions of its own (StreamingLLM's
     cache positions, ``sliding_window:sink_positions=cache``); such a kernel's ``forward`` and ``step``
     also take the call's RoPE rotation as ``rope=`` (RoPE is otherwise applied before every kernel).
+
+    ``exact``: True for a kernel computing softmax attention over every unmasked key, as the dense
+    reference does: another engine (CTranslate2) running plain attention then computes the same.
     """
 
     rotates_sinks = False
+    exact = False
 
     @classmethod
     def check(cls, *, causal: bool, position: str, where: str) -> None:

@@ -27,6 +27,8 @@ class LayerParts:
     activation: str = "relu"
     norm: str = "layernorm"
     prenorm: bool = True
+    sandwich: bool = False  # pre-norm plus a norm on each branch's output (Gemma)
+    qk_norm: bool = False  # a norm on each head's queries and keys (Qwen3, Gemma 3)
     dropout: float = 0.0
     residual_scheme: str = "standard"  # standard | deepnet | rezero
     alpha: float = 1.0  # DeepNet skip weight (post-norm)
@@ -55,8 +57,12 @@ class LayerParts:
 
     def self_attention(self, width: int | None = None) -> MultiHeadAttention:
         kernel = build_attention(self.attention, **self.attention_options)
+        head_dim = None if width else self.head_dim
+        qk_norm = None
+        if self.qk_norm:
+            qk_norm = [build_norm(self.norm, head_dim or self.d_model // self.heads, self.norm_eps) for _ in "qk"]
         return MultiHeadAttention(width or self.d_model, self.heads, self.kv_heads, kernel, bias=self.attention_bias,
-                                  qkv_bias=self.qkv_bias, head_dim=None if width else self.head_dim,
+                                  qkv_bias=self.qkv_bias, head_dim=head_dim, qk_norm=qk_norm,
                                   ).set_score_scale(self.score_scale)
 
     def cross_attention_mixer(self) -> CrossAttention:
@@ -71,7 +77,7 @@ class LayerParts:
         rezero = self.residual_scheme == "rezero"
         return Residual(
             body, None if rezero else self.norm_layer(), prenorm=self.prenorm, dropout=self.dropout,
-            scale=scale, alpha=self.alpha, rezero=rezero,
+            scale=scale, alpha=self.alpha, rezero=rezero, post_norm=self.norm_layer() if self.sandwich else None,
         )
 
     def cross_sublayers(self, cross: bool) -> list[Residual]:

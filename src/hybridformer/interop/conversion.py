@@ -97,6 +97,17 @@ def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple
     return cfg, rules
 
 
+def source_meta(checkpoint: str | Path) -> dict[str, Any]:
+    """A converted checkpoint's ``meta.json`` (its source and model type); empty for others."""
+    path = Path(checkpoint) / META
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def source_architecture(checkpoint: str | Path | None) -> Architecture | None:
+    """The spec of the architecture ``checkpoint`` was converted from, if any."""
+    return None if checkpoint is None else ARCHITECTURES.get(source_meta(checkpoint).get("model_type"))
+
+
 def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Name -> (shape, dtype) of every tensor the checkpoint stores, from the model built on ``meta``."""
     with torch.device("meta"):

@@ -10,7 +10,7 @@ from typing import Any
 
 from ...config import ModelConfig
 from ..rules import Rule
-from .common import Architecture, first_id, hf_rope_parameters, require, rope_settings, unsupported
+from .common import Architecture, GGUFLayout, first_id, hf_rope_parameters, require, rope_settings, unsupported
 
 
 def model_config(hf: dict[str, Any]) -> dict[str, Any]:
@@ -98,10 +98,65 @@ def hf_config(cfg: ModelConfig, model_type: str) -> dict[str, Any]:
     return config
 
 
-def _architecture(model_type: str, hf_class: str) -> Architecture:
-    return Architecture(model_config, rules, lambda cfg: hf_config(cfg, model_type), hf_class)
+def blockers(cfg: ModelConfig) -> list[str]:
+    """What in ``cfg`` Hugging Face's Llama/Mistral/Qwen2 cannot represent (empty: exportable)."""
+    problems = []
+    if cfg.arch != "decoder_lm":
+        problems.append(f"arch={cfg.arch!r} (export supports decoder-only Llama-family models)")
+    stack = cfg.decoder
+    if stack.layer != "transformer":
+        problems.append(f"decoder.layer={stack.layer!r} (convolution/hybrid layers)")
+    attentions = {f"decoder.attention={stack.attention.name!r}": stack.attention} | {
+        f"decoder.layer_attention.{i}={a.name!r}": a for i, a in stack.layer_attention.items()}
+    for where, attention in attentions.items():
+        windowed = attention.name == "sliding_window" and not attention.options.get("num_global")
+        if attention.name != "full" and not windowed:
+            problems.append(f"{where} (sparse, linear or low-rank attention)")
+    if stack.layer_attention:
+        problems.append("decoder.layer_attention (per-layer attention overrides)")
+    checks = {
+        "position": ("rope", "positions"), "norm": ("rmsnorm", "norm"), "norm_placement": ("pre", "norm placement"),
+        "residual": ("standard", "DeepNet/ReZero residuals"), "activation": ("swiglu", "FFN activation"),
+        "embed_scale": (False, "embedding scale"), "qk_norm": (False, "query/key norms"),
+    }
+    for name, (wanted, what) in checks.items():
+        if getattr(cfg, name) != wanted:
+            problems.append(f"{name}={getattr(cfg, name)!r} ({what})")
+    if cfg.pruned_heads:
+        problems.append("pruned_heads (heads pruned per layer)")
+    if cfg.quantization:
+        problems.append(f"quantization={cfg.quantization!r} (int8 weights)")
+    if cfg.rope_scaling is not None and cfg.rope_scaling.type == "ntk":
+        problems.append("rope_scaling.type='ntk' (static NTK has no Hugging Face equivalent)")
+    if cfg.qkv_bias is not None and cfg.qkv_bias != cfg.attention_bias and (cfg.attention_bias or not cfg.qkv_bias):
+        problems.append("qkv_bias/attention_bias combination")
+    return problems
 
 
-LLAMA = _architecture("llama", "LlamaForCausalLM")
-MISTRAL = _architecture("mistral", "MistralForCausalLM")
-QWEN2 = _architecture("qwen2", "Qwen2ForCausalLM")
+def qkv_bias_only(cfg: ModelConfig) -> bool:
+    """Biases on q, k and v only: Qwen2's layout."""
+    return bool(cfg.qkv_bias and not cfg.attention_bias)
+
+
+def qwen2_blockers(cfg: ModelConfig) -> list[str]:
+    problems = blockers(cfg)
+    if not qkv_bias_only(cfg):
+        problems.append("a qwen2 model has q/k/v biases only (qkv_bias=True, attention_bias=False)")
+    return problems
+
+
+def windowed(cfg: ModelConfig) -> bool:
+    return cfg.decoder.attention.name == "sliding_window"
+
+
+def _architecture(model_type: str, hf_class: str, **spec: Any) -> Architecture:
+    spec.setdefault("export_blockers", blockers)
+    return Architecture(model_type, hf_class, model_config, rules, lambda cfg: hf_config(cfg, model_type), **spec)
+
+
+# a model made here exports as Qwen2 when it has q/k/v biases only, else as Mistral when windowed, else as Llama
+LLAMA = _architecture("llama", "LlamaForCausalLM", claims=lambda cfg: not qkv_bias_only(cfg) and not windowed(cfg),
+                      gguf=GGUFLayout("llama", permuted_qk=True))
+MISTRAL = _architecture("mistral", "MistralForCausalLM", claims=lambda cfg: not qkv_bias_only(cfg) and windowed(cfg))
+QWEN2 = _architecture("qwen2", "Qwen2ForCausalLM", claims=qkv_bias_only, export_blockers=qwen2_blockers,
+                      gguf=GGUFLayout("qwen2"))
