@@ -153,7 +153,7 @@ class RopeScaling(_Strict):
     scaling starts; None = ``model.max_positions``.
     """
 
-    type: Literal["linear", "dynamic", "ntk", "llama3", "yarn"]
+    type: Literal["linear", "dynamic", "ntk", "llama3", "yarn", "longrope"]
     factor: float = Field(gt=0.0)
     original_max_positions: int | None = Field(None, ge=1)
     low_freq_factor: float = 1.0  # llama3
@@ -162,12 +162,16 @@ class RopeScaling(_Strict):
     beta_slow: float = 1.0  # yarn
     attention_factor: float | None = None  # yarn: cos/sin scale; None = 0.1 ln(factor) + 1
     truncate: bool = True  # yarn: round the correction range to whole dimensions
+    short_factor: list[float] | None = None  # longrope: per-frequency factors up to original_max_positions
+    long_factor: list[float] | None = None  # longrope: past it
 
     @model_validator(mode="after")
     def _check(self) -> RopeScaling:
         if self.type == "llama3" and self.high_freq_factor <= self.low_freq_factor:
             raise ValueError(f"llama3 needs high_freq_factor > low_freq_factor, got {self.high_freq_factor} <= "
                              f"{self.low_freq_factor}")
+        if (self.type == "longrope") != (self.short_factor is not None and self.long_factor is not None):
+            raise ValueError("short_factor and long_factor are longrope's, and longrope needs both")
         return self
 
     def rotary_options(self, max_positions: int) -> dict[str, Any]:
@@ -238,6 +242,10 @@ class ModelConfig(_Strict):
             raise ValueError(f"rope needs an even head dimension, got {self.attention_head_dim}")
         if self.rope_scaling is not None and self.position != "rope":
             raise ValueError(f"rope_scaling applies to position='rope', not {self.position!r}")
+        factors = self.rope_scaling and self.rope_scaling.short_factor
+        if factors and not len(factors) == len(self.rope_scaling.long_factor) == self.attention_head_dim // 2:
+            raise ValueError(f"rope_scaling.short_factor/long_factor need head_dim / 2 = "
+                             f"{self.attention_head_dim // 2} factors each")
         own_base = [f"{role}.{where}" for role in ("encoder", "decoder")
                     for where, attention in getattr(self, role).attentions().items() if attention.rope_base]
         if own_base and self.position != "rope":

@@ -28,6 +28,21 @@ def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module,
                              "original_max_position_embeddings": 16})),
         "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
         "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=5)),
+        "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16, attention_bias=True, tie_word_embeddings=False,
+                                                          rope_parameters={"rope_type": "default",
+                                                                           "rope_theta": 1e6})),
+        # 2 local layers (window 4) then 1 global one, each kind with its own RoPE base; a query scalar != head_dim
+        "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
+            num_hidden_layers=3, head_dim=16, sliding_window=4, query_pre_attn_scalar=12, pad_token_id=0,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})),
+        "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(pad_token_id=0, tie_word_embeddings=False, sliding_window=6)),
+        # LongRoPE: the short factors up to 16 positions, the long ones past them (factor 64 / 16)
+        "phi3-longrope": ("Phi3Config", "Phi3ForCausalLM", dict(
+            pad_token_id=0, original_max_position_embeddings=16,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.1, 1.5, 2.0],
+                             "long_factor": [1.0, 2.0, 4.0, 8.0], "original_max_position_embeddings": 16})),
         # GPT-2: one special token for BOS and EOS, no pad token (the pad goes outside the vocabulary)
         "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                                        bos_token_id=95, eos_token_id=95)),
@@ -42,6 +57,8 @@ def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module,
                 param.normal_(std=0.1)
             elif kind == "gpt2" and ".ln_" in name:  # LayerNorm weights too: a swapped ln_1/ln_2 must show
                 param.normal_(1.0, 0.2)
+            elif kind in ("qwen3", "gemma3") and "norm" in name:  # so are swapped q/k or sandwich norms
+                param.normal_(0.0 if kind == "gemma3" else 1.0, 0.2)
     model.save_pretrained(directory)
     return model, directory
 

@@ -1,6 +1,7 @@
-"""Llama, Mistral, Qwen2 and GPT-2 converted from tiny local transformers models: logits, greedy tokens and the
-cache agree with transformers (RoPE scaling, GQA, explicit head_dim, biases, tied/untied heads, sliding window,
-GPT-2's Conv1D weights and its padding outside the vocabulary)."""
+"""Llama, Mistral, Qwen2, Qwen3, Gemma 3, Phi-3 and GPT-2 converted from tiny local transformers models: logits,
+greedy tokens and the cache agree with transformers (RoPE scaling incl. LongRoPE, GQA, explicit head_dim, biases,
+tied/untied heads, sliding window, QK-norm, Gemma's sandwich (1 + w) norms and local/global layers with their own
+RoPE bases, Phi-3's fused projections, GPT-2's Conv1D weights and its padding outside the vocabulary)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from hybridformer.decoding.beam import beam_search  # noqa: E402
 from hybridformer.decoding.greedy import greedy_search  # noqa: E402
 from hybridformer.decoding.scorer import ModelScorer  # noqa: E402
 
-KINDS = ["llama", "llama-dynamic", "llama-yarn", "qwen2", "mistral", "gpt2"]
+KINDS = ["llama", "llama-dynamic", "llama-yarn", "qwen2", "mistral", "gpt2", "qwen3", "gemma3", "phi3",
+         "phi3-longrope"]
+LENGTH_DEPENDENT = ("dynamic", "longrope")  # RoPE whose frequencies change with the length of the call
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -60,8 +63,9 @@ def test_greedy_20_tokens_identical(pair) -> None:
 
 def test_cached_decoding_equals_full_forward(pair) -> None:
     hf, ckpt = pair
-    if ckpt.config.rope_scaling is not None and ckpt.config.rope_scaling.type == "dynamic":
-        pytest.skip("dynamic NTK changes past keys' frequencies with the length: cached and full differ by design")
+    if ckpt.config.rope_scaling is not None and ckpt.config.rope_scaling.type in LENGTH_DEPENDENT:
+        pytest.skip("dynamic NTK / LongRoPE change past keys' frequencies with the length: cached and full differ "
+                    "by design")
     tokens = padded_batch(ckpt.config.vocab_size, ckpt.config.pad_id, [24, 24])
     with torch.no_grad():
         full = ckpt.model(tokens)

@@ -9,15 +9,21 @@ from __future__ import annotations
 from .bart import BART, MBART
 from .bert import BERT, ROBERTA
 from .common import Architecture, GGUFLayout
+from .gemma3 import GEMMA3
 from .gpt2 import GPT2
 from .llama import LLAMA, MISTRAL, QWEN2
 from .marian import MARIAN
+from .phi3 import PHI3
+from .qwen3 import QWEN3
 from .t5 import T5
 
 SPECS: tuple[Architecture, ...] = (
     LLAMA,
     MISTRAL,
     QWEN2,
+    QWEN3,
+    GEMMA3,
+    PHI3,
     BART,
     MBART,
     MARIAN,

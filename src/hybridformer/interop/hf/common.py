@@ -85,6 +85,8 @@ _ROPE_KNOBS = {  # HF rope_parameters key -> RopeScaling field, per type
                "original_max_position_embeddings": "original_max_positions"},
     "yarn": {"beta_fast": "beta_fast", "beta_slow": "beta_slow", "attention_factor": "attention_factor",
              "original_max_position_embeddings": "original_max_positions", "truncate": "truncate"},
+    "longrope": {"short_factor": "short_factor", "long_factor": "long_factor", "attention_factor": "attention_factor",
+                 "original_max_position_embeddings": "original_max_positions"},
 }
 
 
@@ -110,6 +112,9 @@ def rope_settings(hf: dict[str, Any]) -> RopeFields:
         scaling["beta_slow"] = params.get("beta_slow") or 1.0
         if params.get("mscale") or params.get("mscale_all_dim"):
             raise unsupported("rope_scaling.mscale", params.get("mscale"), "DeepSeek's YaRN variant")
+    original = hf.get("original_max_position_embeddings")
+    if kind == "longrope" and scaling["factor"] is None and original:  # Phi-3: the ratio of the two lengths
+        scaling["factor"] = hf.get("max_position_embeddings", original) / original
     if scaling["factor"] is None:
         raise unsupported("rope_scaling.factor", None, f"{kind} scaling needs a factor")
     # HF's dynamic scaling starts past max_position_embeddings; llama3/yarn default to it too.

@@ -13,6 +13,11 @@ from ..rules import Rule
 from .common import Architecture, GGUFLayout, first_id, hf_rope_parameters, require, rope_settings, unsupported
 
 
+def refuse_qwen_window(hf: dict[str, Any]) -> None:
+    if hf.get("use_sliding_window") or "sliding_attention" in (hf.get("layer_types") or ()):
+        raise unsupported("use_sliding_window", True, "Qwen's sliding window on some layers only")
+
+
 def model_config(hf: dict[str, Any]) -> dict[str, Any]:
     model_type = hf.get("model_type", "llama")
     require(hf, "hidden_act", ("silu",), "silu", "the Llama family uses SwiGLU (silu)")
@@ -24,8 +29,7 @@ def model_config(hf: dict[str, Any]) -> dict[str, Any]:
     head_dim = hf.get("head_dim") or hidden // heads
     attention: dict[str, Any] = {"name": "full"}
     if model_type == "qwen2":
-        if hf.get("use_sliding_window") or "sliding_attention" in (hf.get("layer_types") or ()):
-            raise unsupported("use_sliding_window", True, "Qwen2's sliding window on some layers only")
+        refuse_qwen_window(hf)
         bias = {"attention_bias": False, "qkv_bias": True, "ffn_bias": False}
     else:
         bias = {"attention_bias": bool(hf.get("attention_bias", False)), "qkv_bias": None,
@@ -47,22 +51,28 @@ def model_config(hf: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rules(cfg: ModelConfig) -> list[Rule]:
+LLAMA_NORMS = {"0.norm": "input_layernorm", "1.norm": "post_attention_layernorm"}  # our sublayer -> HF norm
+
+
+def rules(cfg: ModelConfig, norms: dict[str, str] = LLAMA_NORMS) -> list[Rule]:
+    """Llama-layout tensors; ``norms`` names each sublayer's norms (Gemma's sandwich has four), and a model with
+    ``qk_norm`` reads ``self_attn.q_norm``/``k_norm`` (Qwen3, Gemma 3)."""
     hd = cfg.attention_head_dim
     q, kv = cfg.heads * hd, cfg.num_kv_heads * hd
     out = [Rule("embed.weight", ("model.embed_tokens.weight",))]
     for i in range(cfg.decoder.layers):
         hf, ours = f"model.layers.{i}", f"decoder.layers.{i}.sublayers"
         attn = [f"{hf}.self_attn.{p}_proj" for p in "qkv"]
+        out += [Rule(f"{ours}.{mine}.weight", (f"{hf}.{theirs}.weight",)) for mine, theirs in norms.items()]
         out += [
-            Rule(f"{ours}.0.norm.weight", (f"{hf}.input_layernorm.weight",)),
             Rule(f"{ours}.0.body.qkv_proj.weight", tuple(f"{a}.weight" for a in attn), (q, kv, kv)),
             Rule(f"{ours}.0.body.out_proj.weight", (f"{hf}.self_attn.o_proj.weight",)),
-            Rule(f"{ours}.1.norm.weight", (f"{hf}.post_attention_layernorm.weight",)),
             Rule(f"{ours}.1.body.linear1.weight", (f"{hf}.mlp.gate_proj.weight", f"{hf}.mlp.up_proj.weight"),
                  (cfg.ffn_dim, cfg.ffn_dim)),
             Rule(f"{ours}.1.body.linear2.weight", (f"{hf}.mlp.down_proj.weight",)),
         ]
+        if cfg.qk_norm:
+            out += [Rule(f"{ours}.0.body.{p}_norm.weight", (f"{hf}.self_attn.{p}_norm.weight",)) for p in "qk"]
         if cfg.qkv_bias if cfg.qkv_bias is not None else cfg.attention_bias:
             out.append(Rule(f"{ours}.0.body.qkv_proj.bias", tuple(f"{a}.bias" for a in attn), (q, kv, kv)))
         if cfg.attention_bias:
@@ -78,7 +88,7 @@ def rules(cfg: ModelConfig) -> list[Rule]:
 
 
 def hf_config(cfg: ModelConfig, model_type: str) -> dict[str, Any]:
-    """config.json of ``cfg`` as a ``model_type`` (llama, mistral or qwen2) model."""
+    """config.json of ``cfg`` as a ``model_type`` (llama, mistral or qwen2; others start from it) model."""
     attention = cfg.decoder.attention
     config: dict[str, Any] = {
         "model_type": model_type, "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
