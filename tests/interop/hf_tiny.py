@@ -100,13 +100,23 @@ def llama_cpp_permute(weight, heads: int):
         weight.shape)
 
 
-def write_tiny_gguf(hf: torch.nn.Module, path: Path, **fields) -> Path:
-    """Write a transformers Llama as llama.cpp would: permuted q/k, Q8_0 matrices, metadata under ``llama.``."""
+_GGUF_EXTRA = {  # llama.cpp's per-layer names beyond the Llama ones
+    "qwen3": {"self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"},
+    "gemma3": {"self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+               "post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
+               "post_feedforward_layernorm": "post_ffw_norm"},
+}
+
+
+def write_tiny_gguf(hf: torch.nn.Module, path: Path, arch: str = "llama", quantized: bool = True, **fields) -> Path:
+    """Write a transformers model as llama.cpp would: Q8_0 matrices, metadata under ``ARCH.``; Llama's q/k rows
+    permuted, Gemma's norm weights stored as 1 + w (its converter's ``norm_shift``)."""
     from gguf import GGMLQuantizationType, GGUFWriter
     from gguf.quants import quantize
 
     cfg = hf.config
-    writer = GGUFWriter(str(path), "llama")
+    layer_names = _GGUF_LAYER | _GGUF_EXTRA.get(arch, {})
+    writer = GGUFWriter(str(path), arch)
     writer.add_name("tiny llama")
     writer.add_block_count(cfg.num_hidden_layers)
     writer.add_context_length(cfg.max_position_embeddings)
@@ -115,7 +125,13 @@ def write_tiny_gguf(hf: torch.nn.Module, path: Path, **fields) -> Path:
     writer.add_head_count(cfg.num_attention_heads)
     writer.add_head_count_kv(cfg.num_key_value_heads)
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    rope = cfg.rope_parameters.get("full_attention", cfg.rope_parameters)
+    writer.add_rope_freq_base(rope["rope_theta"])
+    if getattr(cfg, "head_dim", None):
+        writer.add_key_length(cfg.head_dim)
+        writer.add_value_length(cfg.head_dim)
+    if arch == "gemma3":
+        writer.add_sliding_window(cfg.sliding_window)
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_bos_token_id(cfg.bos_token_id)
     writer.add_eos_token_id(cfg.eos_token_id)
@@ -127,13 +143,15 @@ def write_tiny_gguf(hf: torch.nn.Module, path: Path, **fields) -> Path:
             gguf_name = _GGUF_GLOBAL[name]
         else:
             parts = name.split(".")
-            gguf_name = f"blk.{parts[2]}.{_GGUF_LAYER['.'.join(parts[3:-1])]}.{parts[-1]}"
-        if "q_proj" in name:
+            gguf_name = f"blk.{parts[2]}.{layer_names['.'.join(parts[3:-1])]}.{parts[-1]}"
+        if arch == "llama" and "q_proj" in name:
             array = llama_cpp_permute(array, cfg.num_attention_heads)
-        if "k_proj" in name:
+        if arch == "llama" and "k_proj" in name:
             array = llama_cpp_permute(array, cfg.num_key_value_heads)
+        if arch == "gemma3" and name.endswith("norm.weight"):
+            array = array + 1
         q8 = GGMLQuantizationType.Q8_0
-        if array.ndim == 2:
+        if array.ndim == 2 and quantized:
             writer.add_tensor(gguf_name, quantize(array, q8), raw_dtype=q8)
         else:
             writer.add_tensor(gguf_name, array)

@@ -91,7 +91,9 @@ class GGUFFile:
             "bos_token_id": self.field("tokenizer.ggml.bos_token_id"),
             "eos_token_id": self.field("tokenizer.ggml.eos_token_id"),
             "pad_token_id": self.field("tokenizer.ggml.padding_token_id"),
-            "hidden_act": "silu",
+            "hidden_act": "silu",  # llama.cpp records biases only as tensors:
+            "attention_bias": "model.layers.0.self_attn.o_proj.bias" in self._tensors,
+            "mlp_bias": "model.layers.0.mlp.up_proj.bias" in self._tensors,
         }
         key_length = self.field(f"{a}.attention.key_length")
         if key_length is not None:

@@ -8,7 +8,10 @@ overrides. Soft-capping (Gemma 2's) is refused when set: Gemma 3 sets neither ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from torch import Tensor
 
 from ...config import ModelConfig
 from . import llama
@@ -81,11 +84,26 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
         "sliding_window": local.options.get("window", 0) + 1,
         "layer_types": ["full_attention" if stack.attention_of(i).name == "full" else "sliding_attention"
                         for i in range(stack.layers)],
-        "rope_parameters": {"full_attention": hf_rope_parameters(cfg),
-                            "sliding_attention": {"rope_type": "default", "rope_theta": local.rope_base}},
+        "rope_parameters": {"full_attention": hf_rope_parameters(cfg), "sliding_attention": {
+            "rope_type": "default", "rope_theta": local.rope_base or cfg.rope_base}},
         "final_logit_softcapping": None, "attn_logit_softcapping": None,
     }
 
 
+def gguf_config(field: Callable[[str], Any]) -> dict[str, Any]:
+    """What llama.cpp's gemma3 files leave implicit: its runtime's 1/√head_dim query scale (all but 27B), local
+    base 10k and a global layer every sixth (as transformers' GGUF loader assumes too)."""
+    return {"sliding_window": field("attention.sliding_window"), "query_pre_attn_scalar": field("attention.key_length"),
+            "rope_local_base_freq": LOCAL_BASE, "sliding_window_pattern": 6}
+
+
+def gguf_weight(name: str, weight: Tensor) -> Tensor:
+    """llama.cpp stores Gemma's norm weights as 1 + w (its RMSNorm multiplies by the weight)."""
+    return weight - 1 if name.endswith("norm.weight") else weight
+
+
+GGUF_NAMES = {"attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+              "post_attention_norm": "post_attention_layernorm", "ffn_norm": "pre_feedforward_layernorm",
+              "post_ffw_norm": "post_feedforward_layernorm"}
 GEMMA3 = Architecture("gemma3_text", "Gemma3ForCausalLM", model_config, rules, hf_config, adopts=True, ct2=False,
-                      gguf=GGUFLayout("gemma3"))
+                      gguf=GGUFLayout("gemma3", tensors=GGUF_NAMES, config=gguf_config, weight=gguf_weight))
