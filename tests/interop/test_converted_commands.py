@@ -1,5 +1,6 @@
 """A converted model is an ordinary checkpoint: every command runs on it (generate incl. --chat, evaluate,
-quantize, prune with GQA, merge, longify), here on a tiny Llama with a tokenizer and a chat template."""
+quantize, prune with GQA, merge, longify, train with init_from), here on tiny Llama, Gemma 3, Qwen3 and Phi-3
+models with a tokenizer and a chat template."""
 
 from __future__ import annotations
 
@@ -20,8 +21,12 @@ TEMPLATE = ("{% for m in messages %}{{ bos_token }}{{ m['role'] }}: {{ m['conten
             "{% if add_generation_prompt %}{{ bos_token }}assistant:{% endif %}")
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> Path:
+KINDS = {"llama": {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}, "gemma3": {}, "qwen3": {},
+         "phi3": {}}
+
+
+@pytest.fixture(scope="module", params=list(KINDS))
+def converted(request, tmp_path_factory) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     torch.manual_seed(0)
@@ -30,7 +35,7 @@ def converted(tmp_path_factory) -> Path:
     tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=90, special_tokens=["<unk>", "<s>", "</s>"])
     tokenizer.train_from_iterator(TINY_TEXT, trainer)
-    _, folder = save_tiny("llama", root / "hf", rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    _, folder = save_tiny(request.param, root / "hf", **KINDS[request.param])
     tokenizer.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps(
         {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": TEMPLATE}))
@@ -85,10 +90,12 @@ def test_fine_tuning_starts_from_the_converted_weights(converted: Path, tmp_path
         assert torch.allclose(tensor, tuned.model.state_dict()[name], atol=1e-5), name
 
 
-def test_chat_fine_tuning_through_the_cli(converted: Path, tmp_path: Path) -> None:
+def test_chat_fine_tuning_through_the_cli(converted: Path, tmp_path: Path, request) -> None:
     """An instruct fine-tune recipe names only what changes: the model section and the tokenizer come from
     ``train.init_from``, JSONL pairs become conversations in the model's chat template, and the result
     keeps the template, so ``generate --chat`` prompts it exactly as it was trained."""
+    if request.node.callspec.params["converted"] not in ("llama", "gemma3"):
+        pytest.skip("the same path as Llama's and Gemma 3's (the slowest test here: two subprocesses)")
     import yaml
     from conftest import assert_one_line_error, run_entry
 
