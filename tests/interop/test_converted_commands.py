@@ -131,3 +131,20 @@ def test_chat_fine_tuning_through_the_cli(converted: Path, tmp_path: Path, reque
     assert_one_line_error(bad, 2, "data.chat", "decoder_lm")
     missing = run_entry("train", recipe, "--out", tmp_path / "bad", "--set", f"train.init_from={tmp_path}/nowhere")
     assert_one_line_error(missing, 2, "train.init_from", "nowhere")
+
+
+def test_convert_and_chat_through_the_entry_point(converted: Path, tmp_path: Path, request) -> None:
+    """``hybridformer convert`` then ``generate --chat`` as a user runs them, on Gemma 3: the answer is the API's."""
+    from conftest import run_entry
+
+    from hybridformer import generate
+
+    if request.node.callspec.params["converted"] != "gemma3":
+        pytest.skip("one new architecture through the entry point is enough: the code path is shared")
+    result = run_entry("convert", converted.parent / "hf", "--out", tmp_path / "ckpt")
+    assert result.returncode == 0, result.stderr[-2000:]
+    answer = run_entry("generate", tmp_path / "ckpt", "--input", "-", "--chat", "--beam", "1", "--max-len-b", "6",
+                       input="big cat\n")
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    expected = list(generate(converted, ["big cat"], chat=True, beam=1, max_len_b=6))
+    assert answer.stdout.splitlines() == expected
