@@ -1,7 +1,7 @@
 """Fusion on a real base: fine-tune converted SmolLM2-135M-Instruct on two tasks, merge the fine-tunes, score all.
 
 Every model-touching step goes through the ``hybridformer`` CLI (convert, train, merge, evaluate, generate), so
-the commands in docs/RESULTS.md ("Fusion on a real base: SmolLM2-135M") are exactly what ran. Stages (each skips
+the commands in docs/RESULTS.md ("Merging fine-tunes of a pretrained base") are exactly what ran. Stages (each skips
 work whose output already exists, so a stopped run resumes; results accumulate in ``OUT/results.json``):
 
   data     task A = Tiny Shakespeare (first 90% train, the held-out tail cut to ``--valid-blocks`` blocks);

@@ -1,6 +1,6 @@
 """Long context for a pretrained LM: perplexity by position, forward cost and decoding cost, per longify variant.
 
-Steps (docs/RESULTS.md, section "Long context for a pretrained model", has the exact commands):
+Steps (docs/RESULTS.md, section "`longify` on SmolLM2-135M", has the exact commands):
 
   text    tokenize QMSum meeting transcripts into one token stream; record documents and token counts
   stream  one variant (the original, or a longified copy made in memory with the same code as

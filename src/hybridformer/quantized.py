@@ -9,7 +9,7 @@ safetensors cannot hold. :class:`Int8Linear` therefore stores exactly what the p
 built from — the int8 weight, its per-channel scales and zero points, and the float bias — as
 ordinary buffers, and re-packs them after loading. Linear weights take a quarter of their fp32
 bytes, but embeddings, norms and biases stay float: the whole checkpoint of the multi30k-transformer
-recipe's model shrinks 1.86x (docs/RESULTS.md, "Validation"). Nothing is unpickled, and a loaded
+recipe's model shrinks 1.86x (docs/RESULTS.md, "Compression"). Nothing is unpickled, and a loaded
 model computes bit-for-bit what the saved one did.
 ``ModelConfig.quantization = "dynamic_int8"`` tells :func:`~hybridformer.build_model` (and so
 ``load_checkpoint``) to build the quantized structure before the weights are loaded, which is why
