@@ -82,3 +82,14 @@ def test_cli_refusal_is_one_line(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "ckpt", build_model(cfg), cfg)
     result = run_entry("export", tmp_path / "ckpt", "--to", "hf", "--out", tmp_path / "out")
     assert_one_line_error(result, 2, "decoder.layer='lightconv'")
+
+
+@pytest.mark.parametrize(("kind", "hf_class"), [("gemma3", "Gemma3ForCausalLM"), ("qwen3", "Qwen3ForCausalLM")])
+def test_fine_tune_without_a_source_type_exports_as_its_layout(kind: str, hf_class: str, tmp_path: Path) -> None:
+    """A checkpoint whose meta.json does not name its source (a fine-tune) exports as the type that adopts its
+    layout: Qwen3's QK-norm or Gemma's sandwich norms are never dropped into a Llama."""
+    hf, folder = save_tiny(kind, tmp_path / "hf")
+    ckpt = convert(folder, tmp_path / "ours")
+    (ckpt / "meta.json").unlink()
+    export(ckpt, tmp_path / "back", to="hf")
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["architectures"] == [hf_class]
