@@ -148,3 +148,17 @@ def test_convert_and_chat_through_the_entry_point(converted: Path, tmp_path: Pat
     assert answer.returncode == 0, answer.stderr[-2000:]
     expected = list(generate(converted, ["big cat"], chat=True, beam=1, max_len_b=6))
     assert answer.stdout.splitlines() == expected
+
+
+def test_serve_answers_as_generate_does(converted: Path, request) -> None:
+    """``serve`` batches a converted Gemma 3's prompts of different lengths and answers each as ``generate`` does."""
+    if request.node.callspec.params["converted"] != "gemma3":
+        pytest.skip("the served decoder is the same for every architecture: run on the one with the most quirks")
+    from serve.test_server import post, running_server
+
+    from hybridformer import generate
+
+    lines, options = ["big cat", "the old dog ran in the park", "we"], {"beam": 1, "max_len_a": 0.0, "max_len_b": 8}
+    expected = list(generate(converted, lines, **options))
+    with running_server(converted, max_wait_ms=50) as url:
+        assert post(url, "/v1/generate", {"inputs": lines} | options).json()["outputs"] == expected
