@@ -77,6 +77,9 @@ def ct2_blockers(ckpt: Checkpoint) -> list[str]:
         if layer != "transformer":
             problems.append(f"{role}.layer={layer!r} (convolution/hybrid layers): CTranslate2 runs Transformer "
                             "layers only")
+    problems += [f"{role}.{where}.rope_base: CTranslate2 rotates every layer with the model's one RoPE base"
+                 for role in ("encoder", "decoder") for where, attention in getattr(cfg, role).attentions().items()
+                 if attention.rope_base is not None]
     if cfg.norm_placement == "sandwich" or cfg.norm == "offset_rmsnorm":
         problems.append(f"norm={cfg.norm!r}, norm_placement={cfg.norm_placement!r}: CTranslate2 has plain pre/post "
                         "LayerNorm or RMSNorm only")

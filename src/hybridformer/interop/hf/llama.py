@@ -124,6 +124,8 @@ def blockers(cfg: ModelConfig) -> list[str]:
             problems.append(f"{where} (sparse, linear or low-rank attention)")
     if stack.layer_attention:
         problems.append("decoder.layer_attention (per-layer attention overrides)")
+    problems += [f"decoder.{where}.rope_base (an attention's own RoPE base)"
+                 for where, attention in stack.attentions().items() if attention.rope_base is not None]
     checks = {
         "position": ("rope", "positions"), "norm": ("rmsnorm", "norm"), "norm_placement": ("pre", "norm placement"),
         "residual": ("standard", "DeepNet/ReZero residuals"), "activation": ("swiglu", "FFN activation"),
