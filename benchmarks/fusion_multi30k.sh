@@ -3,7 +3,8 @@
 # the ensemble, a linear merge and a distilled student, all decoded and scored the same way.
 #
 #   benchmarks/fusion_multi30k.sh prepare              # averages, EMA exports, merge (seconds)
-#   benchmarks/fusion_multi30k.sh decode NAME CKPT...  # beam-4 decode + sacreBLEU (cased and lowercased);
+#   benchmarks/fusion_multi30k.sh decode NAME CKPT...  # beam-4 decode + sacreBLEU (cased and lowercased)
+#                                                     # and fairseq-style moses-lc BLEU;
 #                                                     # several CKPTs = ensemble; GENERATE_ARGS adds generate
 #                                                     # options (e.g. "--engine ct2 --quantization int8")
 #   benchmarks/fusion_multi30k.sh distill STEPS        # student: best single + STEPS of word-level KD from all
@@ -45,9 +46,11 @@ decode)
   secs=$(python -c "import time; print(round(time.time() - $start, 1))")
   sacrebleu "$OUT/test.de" -i "$OUT/hyp/$name.de" -m bleu -w 2 > "$OUT/hyp/$name.bleu.json"
   sacrebleu "$OUT/test.de" -i "$OUT/hyp/$name.de" -m bleu -w 2 -lc > "$OUT/hyp/$name.bleu-lc.json"
-  python -c "import json; r = json.load(open('$OUT/hyp/$name.bleu.json')); \
-lc = json.load(open('$OUT/hyp/$name.bleu-lc.json')); \
-print('$name', r['score'], 'lc', lc['score'], '${secs}s', r['verbose_score'], r['signature'])" | tee -a "$OUT/results.txt" ;;
+  python -c "import json; from hybridformer.metrics import bleu; r = json.load(open('$OUT/hyp/$name.bleu.json')); \
+lc = json.load(open('$OUT/hyp/$name.bleu-lc.json')); read = lambda p: open(p).read().splitlines(); \
+moses = bleu(read('$OUT/hyp/$name.de'), read('$OUT/test.de'), tokenize='moses-lc', lang='de').score; \
+print('$name', r['score'], 'lc', lc['score'], 'moses-lc', round(moses, 2), '${secs}s', r['verbose_score'], \
+r['signature'])" | tee -a "$OUT/results.txt" ;;
 distill)
   teachers=$(for m in $MEMBERS; do printf -- "--teacher %s " "$(latest "$m")"; done)
   # shellcheck disable=SC2086

@@ -241,3 +241,72 @@ def test_layers_keep_their_own_rope_base() -> None:
     assert {new.decoder.attention_of(i).options["window"] for i in range(3)} == {8}
     partial, _ = longify_config(cfg, LongifyPlan(parse_attention_spec("full"), layers="0"))
     assert (partial.decoder.attention_of(0).name, partial.decoder.attention_of(0).rope_base) == ("full", 1e4)
+
+
+@pytest.mark.parametrize("pattern", ["every:3", "local,local,global", "l,l,g,l,l,g"])
+def test_a_layer_pattern_at_a_covering_window_keeps_the_logits(pattern):
+    """Windowed layers plus global layers (Gemma 3's local/global): with the window covering the input, and
+    with a RoPE scaling on the global layers that only acts past the trained length (dynamic), the model
+    computes what the original computed."""
+    original = tiny("decoder_lm", "rope", decoder={"layers": 6})
+    tokens = torch.randint(3, 50, (2, LENGTH))
+    for scaling in (None, "dynamic:4"):
+        plan = LongifyPlan(parse_attention_spec(f"sliding_window:window={LENGTH}"), global_tokens=2, max_positions=128,
+                           rope_scaling=scaling, pattern=pattern)
+        model, cfg, record = longify_checkpoint(original, plan)
+        with torch.no_grad():
+            torch.testing.assert_close(model(tokens), original.model(tokens), atol=1e-5, rtol=0)
+        assert [cfg.decoder.attention_of(i).name for i in range(6)] == ["sliding_window"] * 2 + ["full"] + \
+            ["sliding_window"] * 2 + ["full"]
+        assert record["global_layers"] == {"decoder": [2, 5]} and record["stacks"] == {"decoder": [0, 1, 3, 4]}
+        assert cfg.rope_scaling is None  # the windowed layers keep the trained rotations
+        assert sorted(cfg.decoder.layer_rope_scaling) == ([2, 5] if scaling else [])
+        assert record["decoding_memory"]["kv_tokens_per_layer"] == [LENGTH + 2] * 2 + [128] + [LENGTH + 2] * 2 + [128]
+
+
+def test_global_layers_scale_their_rope_and_decode_like_their_full_forward():
+    """YaRN on the global layers only: those layers' rotations change, the windowed ones' do not, and
+    decoding through both kinds of cache equals the full forward."""
+    original = tiny("decoder_lm", "rope", decoder={"layers": 4})
+    plan = LongifyPlan(parse_attention_spec("sliding_window:window=5"), global_tokens=1, max_positions=128,
+                       rope_scaling="yarn:4", pattern="every:2")
+    model, cfg, _ = longify_checkpoint(original, plan)
+    assert set(model.decoder.layer_ropes) == {"1", "3"} and model.decoder.layer_ropes["1"].scaling == "yarn"
+    assert model.decoder.layer_ropes["1"] is model.decoder.layer_ropes["3"]  # one rotation for equal scalings
+    assert model.decoder.rope.scaling is None
+    tokens = torch.randint(3, 50, (2, LENGTH))
+    with torch.no_grad():
+        full = model(tokens)
+        plain = LongifyPlan(parse_attention_spec("sliding_window:window=5"), global_tokens=1, max_positions=128,
+                            pattern="every:2")
+        unscaled, _, _ = longify_checkpoint(original, plain)
+        assert (unscaled(tokens) - full).abs().max() > 1e-4  # the scaling does act
+        cache = DecodingCache()
+        steps = [model.decode(tokens[:, i : i + 1], cache=cache, offset=i) for i in range(LENGTH)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+    loaded = build_model(ModelConfig.model_validate(cfg.model_dump()))  # the config round-trips
+    assert set(loaded.decoder.layer_ropes) == {"1", "3"}
+
+
+def test_decoding_memory_counts_window_caches_and_global_kv():
+    original = tiny("decoder_lm", "rope", decoder={"layers": 6}, kv_heads=2)
+    _, _, record = longify_checkpoint(original, LongifyPlan(parse_attention_spec("sliding_window:window=1000"),
+                                                            global_tokens=4, max_positions=32768, pattern="every:6"))
+    per_layer_token = 2 * 2 * 8 * 4  # keys + values, 2 kv heads, head_dim 8, float32
+    memory = record["decoding_memory"]
+    assert memory["kv_tokens_per_layer"] == [1004] * 5 + [32768]
+    assert memory["kv_mib"] == round((5 * 1004 + 32768) * per_layer_token / 2**20, 2)
+    assert memory["original_kv_mib"] == round(6 * 32768 * per_layer_token / 2**20, 2)
+
+
+@pytest.mark.parametrize(("pattern", "layers", "message"), [
+    ("every:8", "all", "leaves no global layer"),
+    ("local,sideways", "all", "expected a comma-separated pattern"),
+    ("l,l,l,l,l,l,l,g", "all", "lists 8 layers but the decoder stack has 6"),
+    ("every:2", "0,1", "not both"),
+])
+def test_impossible_layer_patterns_are_refused(pattern, layers, message):
+    original = tiny("decoder_lm", "rope", decoder={"layers": 6})
+    with pytest.raises(ConfigError, match=message):
+        longify_checkpoint(original, LongifyPlan(parse_attention_spec("sliding_window:window=4"), layers=layers,
+                                                 pattern=pattern))

@@ -13,6 +13,7 @@ import torch
 from conftest import TINY_TEXT, require_data
 
 from hybridformer import evaluate, load_checkpoint
+from hybridformer.errors import ConfigError
 from hybridformer.metrics import bleu, chrf, rouge, split_sentences
 
 REFS = ["Der Hund läuft über die Wiese.", "Ein Mann fährt Fahrrad, schnell!", "Zwei Kinder spielen im Park.",
@@ -152,3 +153,24 @@ def test_lm_perplexity_scores_the_stream_in_blocks(tiny_checkpoint, context):
     result = evaluate(ckpt, None, TINY_TEXT, metric="ppl", context=context)
     assert result.details["tokens"] == len(ids) - 1
     assert result.score == pytest.approx(math.exp(nll / (len(ids) - 1)), rel=1e-4)
+
+
+def test_moses_lc_bleu_matches_a_hand_computed_case():
+    """Lowercased Moses tokens: 'Schnee.' -> 'schnee .', 'Mann,' -> 'mann ,'. Matched / total n-grams over both
+    lines: 1-grams 10/11, 2-grams 5/9, 3-grams 3/7, 4-grams 2/5; 11 hypothesis and 13 reference tokens."""
+    hyps = ["zwei Hunde spielen im Schnee!", "Ein Mann fährt Fahrrad."]
+    refs = ["Zwei Hunde spielen im Schnee.", "Ein Mann, der Fahrrad fährt."]
+    result = bleu(hyps, refs, tokenize="moses-lc", lang="de")
+    expected = 100 * math.exp(1 - 13 / 11) * (10 / 11 * 5 / 9 * 3 / 7 * 2 / 5) ** 0.25
+    assert result.score == pytest.approx(expected, abs=1e-9)
+    assert (result.details["hyp_len"], result.details["ref_len"]) == (11, 13)
+    assert "tok:moses-de" in result.signature and "case:lc" in result.signature and "smooth:none" in result.signature
+    assert bleu(hyps, refs).score < result.score  # sacreBLEU's default counts the case error and 'Schnee!'
+
+
+def test_moses_lc_bleu_splits_dashes_and_gives_zero_without_a_four_gram():
+    same = bleu(['Rotes T-Shirt "ja"'], ['rotes t-shirt "ja"'], tokenize="moses-lc")
+    assert same.score == pytest.approx(100) and same.details["hyp_len"] == 7  # rotes t @-@ shirt &quot; ja &quot;
+    assert bleu(["ein Hund"], ["ein Hund"], tokenize="moses-lc").score == 0  # no 3-grams: no smoothing, as fairseq
+    with pytest.raises(ConfigError, match="moses-lc"):
+        bleu(HYPS, REFS, tokenize="moses")

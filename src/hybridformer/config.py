@@ -108,44 +108,6 @@ class ConvConfig(_Strict):
         return {f"conv_{key}": value for key, value in self.model_dump().items()}
 
 
-class StackConfig(_Strict):
-    """One stack (encoder or decoder) of layers of one type.
-
-    ``layer_attention`` overrides the self-attention of chosen layers (0-based index -> attention),
-    e.g. ``{0: {name: full}}`` keeps layer 0 exact while ``attention`` windows the rest
-    (``hybridformer longify --layers``, or ``--set model.decoder.layer_attention.0.name=full``).
-    """
-
-    layers: int = Field(3, ge=0)
-    layer: str = "transformer"
-    attention: AttentionConfig = AttentionConfig()
-    layer_attention: dict[int, AttentionConfig] = {}
-    conv: ConvConfig = ConvConfig()
-
-    @model_validator(mode="after")
-    def _check(self) -> StackConfig:
-        if self.layer not in LAYERS:
-            raise ValueError(f"unknown layer {self.layer!r}; allowed: {', '.join(sorted(LAYERS))}")
-        if self.layers < 0:
-            raise ValueError(f"layers must be >= 0, got {self.layers}")
-        outside = sorted(i for i in self.layer_attention if not 0 <= i < self.layers)
-        if outside:
-            raise ValueError(f"layer_attention: layer index {outside[0]} does not exist; this stack has layers "
-                             f"0..{self.layers - 1}")
-        return self
-
-    def attention_of(self, index: int) -> AttentionConfig:
-        """The self-attention of layer ``index``: its override, else the stack's."""
-        return self.layer_attention.get(index, self.attention)
-
-    def attentions(self) -> dict[str, AttentionConfig]:
-        """Every self-attention setting of the stack by its key (``attention``, ``layer_attention.3``)."""
-        return {"attention": self.attention} | {f"layer_attention.{i}": a for i, a in self.layer_attention.items()}
-
-
-Position = Literal["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
-
-
 class RopeScaling(_Strict):
     """RoPE frequency scaling for contexts past the trained length (formulas: ``hybridformer.rope_scaling``).
 
@@ -179,6 +141,50 @@ class RopeScaling(_Strict):
         options = self.model_dump(exclude={"type"})
         options["original_max_positions"] = self.original_max_positions or max_positions
         return {"scaling": self.type, **options}
+
+
+class StackConfig(_Strict):
+    """One stack (encoder or decoder) of layers of one type.
+
+    ``layer_attention`` overrides the self-attention of chosen layers (0-based index -> attention),
+    e.g. ``{0: {name: full}}`` keeps layer 0 exact while ``attention`` windows the rest
+    (``hybridformer longify --layers``, or ``--set model.decoder.layer_attention.0.name=full``).
+    ``layer_rope_scaling`` gives chosen layers their own RoPE scaling (instead of the model's
+    ``rope_scaling``): the full-attention layers of a local/global pattern read distances past the
+    trained length, the windowed ones never do (``hybridformer longify --global-every``; Gemma 3 also
+    gives its global layers other rotations than its local ones).
+    """
+
+    layers: int = Field(3, ge=0)
+    layer: str = "transformer"
+    attention: AttentionConfig = AttentionConfig()
+    layer_attention: dict[int, AttentionConfig] = {}
+    layer_rope_scaling: dict[int, RopeScaling] = {}
+    conv: ConvConfig = ConvConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> StackConfig:
+        if self.layer not in LAYERS:
+            raise ValueError(f"unknown layer {self.layer!r}; allowed: {', '.join(sorted(LAYERS))}")
+        if self.layers < 0:
+            raise ValueError(f"layers must be >= 0, got {self.layers}")
+        for key in ("layer_attention", "layer_rope_scaling"):
+            outside = sorted(i for i in getattr(self, key) if not 0 <= i < self.layers)
+            if outside:
+                raise ValueError(f"{key}: layer index {outside[0]} does not exist; this stack has layers "
+                                 f"0..{self.layers - 1}")
+        return self
+
+    def attention_of(self, index: int) -> AttentionConfig:
+        """The self-attention of layer ``index``: its override, else the stack's."""
+        return self.layer_attention.get(index, self.attention)
+
+    def attentions(self) -> dict[str, AttentionConfig]:
+        """Every self-attention setting of the stack by its key (``attention``, ``layer_attention.3``)."""
+        return {"attention": self.attention} | {f"layer_attention.{i}": a for i, a in self.layer_attention.items()}
+
+
+Position = Literal["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
 
 
 class ModelConfig(_Strict):
@@ -250,6 +256,8 @@ class ModelConfig(_Strict):
                     for where, attention in getattr(self, role).attentions().items() if attention.rope_base]
         if own_base and self.position != "rope":
             raise ValueError(f"{own_base[0]}.rope_base applies to position='rope', not {self.position!r}")
+        if (self.encoder.layer_rope_scaling or self.decoder.layer_rope_scaling) and self.position != "rope":
+            raise ValueError(f"layer_rope_scaling applies to position='rope', not {self.position!r}")
         if self.head_dim is not None and "lsra" in (self.encoder.layer, self.decoder.layer):
             raise ValueError("head_dim cannot be set with layer='lsra' (its attention branch derives its own)")
         if self.qk_norm and "lsra" in (self.encoder.layer, self.decoder.layer):

@@ -22,7 +22,7 @@ def evaluate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], src: Lines | None, ref: Lines, *,
     metric: str = "bleu", context: int = 256, device: str | torch.device = "cpu",
     weights: Sequence[float] | None = None, combine: str = "prob", engine: str = "torch",
-    quantization: str | None = None, **options,
+    quantization: str | None = None, tokenize: str | None = None, lang: str = "en", **options,
 ) -> MetricResult:
     """Score ``checkpoints`` on ``ref`` (a file, ``-``, or a list of lines).
 
@@ -32,9 +32,14 @@ def evaluate(
     EOS included); for a language model, ``ref`` as one text stream (no ``src``) scored in
     blocks of ``context`` tokens, each block seeing only its own past.
     ``engine="ct2"`` decodes and scores with CTranslate2 (``quantization`` as in ``load_decoder``).
+    ``tokenize`` (bleu only): sacreBLEU's tokenizer name, or ``"moses-lc"`` for BLEU on lowercased
+    text Moses-tokenized for ``lang`` (the target language), as fairseq-trained papers report it.
     """
     if metric not in (*METRICS, "ppl"):
         raise ConfigError(f"metric {metric!r} unknown; choose one of: {', '.join((*METRICS, 'ppl'))}")
+    if tokenize is not None and metric != "bleu":
+        raise ConfigError(f"--tokenize applies to --metric bleu, not {metric}")
+    scoring = {"tokenize": tokenize, "lang": lang} if tokenize is not None else {}
     decoder = load_decoder(checkpoints, device, purpose="evaluate", weights=weights, combine=combine, engine=engine,
                            quantization=quantization)
     if metric == "ppl" and isinstance(decoder, Decoder) and not isinstance(decoder.scorer, ModelScorer):
@@ -56,7 +61,7 @@ def evaluate(
                         "source and reference must pair up line by line")
     if metric != "ppl":
         opts = GenerationOptions.parse(options)
-        return METRICS[metric](list(stream_outputs(decoder, sources, opts)), references)
+        return METRICS[metric](list(stream_outputs(decoder, sources, opts)), references, **scoring)
     batch_tokens = GenerationOptions.parse(options).batch_tokens
     if seq2seq:
         return _seq2seq_perplexity(decoder, sources, references, batch_tokens)

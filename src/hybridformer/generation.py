@@ -7,6 +7,7 @@ ensemble plugs in.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,10 +44,13 @@ class GenerationOptions:
     seed: int | None = None
     batch_tokens: int = 4096
     chat: bool = False  # each input line is a user message, wrapped in the checkpoint's chat template
+    presence_penalty: float = 0.0  # OpenAI's: the server's language-model routes (torch engine) apply them
+    frequency_penalty: float = 0.0
 
     def check(self) -> None:
         """Validate at the edge: every problem is one ConfigError naming the option."""
-        problems = []
+        problems = [f"{name} must be a finite number (got {value})" for name, value in vars(self).items()
+                    if isinstance(value, float) and not math.isfinite(value)]
         if self.beam is not None and self.beam < 1:
             problems.append(f"beam must be >= 1 (got {self.beam})")
         if self.sample and (self.beam or 1) > 1:
@@ -66,6 +70,9 @@ class GenerationOptions:
         if self.at_budget not in ("eos", "stop"):
             problems.append(f"at_budget must be 'eos' (fairseq: force EOS at the budget) or 'stop' (transformers' "
                             f"max_new_tokens) (got {self.at_budget!r})")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                problems.append(f"{name} must be in [-2, 2] (got {getattr(self, name)})")
         if self.batch_tokens < 1:
             problems.append(f"batch_tokens must be >= 1 (got {self.batch_tokens})")
         if problems:
@@ -162,6 +169,9 @@ def output_budget(cfg, opts, lengths: Tensor, *, prefix_len: int, src_len: int) 
 def decode_batch(decoder: Decoder | Ct2Decoder, sources: list[list[int]], opts: GenerationOptions,
                  generator: torch.Generator | None = None) -> list[list[int]]:
     """Token ids of one batch in, output token ids out (LM prompts in a batch share one length)."""
+    if opts.presence_penalty or opts.frequency_penalty:
+        raise ConfigError("presence_penalty and frequency_penalty apply to greedy search and sampling of a language "
+                          "model on the torch engine (hybridformer serve's OpenAI routes)")
     if not isinstance(decoder, Decoder):  # another engine (CTranslate2) searches by itself
         return decoder.decode_batch(sources, opts, generator)
     cfg, scorer = decoder.config, decoder.scorer

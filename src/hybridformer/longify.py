@@ -22,14 +22,14 @@ from torch import Tensor, nn
 
 from .attention import ATTENTION, kernel_options
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import AttentionConfig, ModelConfig, StackConfig, parse_config
+from .config import AttentionConfig, ModelConfig, RopeScaling, StackConfig, parse_config
 from .errors import ConfigError
 from .models import build_model
 from .outputs import prepare_output_dir
 from .position import LearnedPositions
 
-__all__ = ["longify", "longify_checkpoint", "longify_config", "parse_attention_spec", "parse_layers",
-           "parse_rope_scaling", "tile_positions", "LongifyPlan"]
+__all__ = ["decoding_memory", "longify", "longify_checkpoint", "longify_config", "parse_attention_spec",
+           "parse_layers", "parse_pattern", "parse_rope_scaling", "tile_positions", "LongifyPlan"]
 
 ROPE_SCALINGS = ("linear", "dynamic", "ntk", "yarn")
 NO_SELF_ATTENTION = ("lightconv", "dynamicconv")  # layer types whose token mixer is a convolution
@@ -45,6 +45,7 @@ class LongifyPlan:
     max_positions: int | None = None
     rope_scaling: str | None = None  # none | linear:F | ntk:F | yarn:F | dynamic:F
     global_tokens: int = 0
+    pattern: str | None = None  # local/global layer pattern, repeated over the stack: local,local,global | every:N
 
 
 # ----------------------------------------------------------------------------- parsing user input
@@ -85,6 +86,32 @@ def parse_layers(spec: str, num_layers: int, *, where: str) -> list[int]:
     if bad:
         raise ConfigError(f"--layers: layer {bad[0]} does not exist in the {where} (layers 0..{num_layers - 1})")
     return indices
+
+
+def parse_pattern(spec: str, num_layers: int, *, where: str) -> list[int]:
+    """The global layers of a local/global pattern: ``every:N`` (layers N-1, 2N-1, ...: Gemma 3's five
+    local then one global is ``every:6``) or a list of ``local``/``global`` (``l``/``g``) repeated over
+    the stack, e.g. ``local,local,global`` -> 2, 5, 8, ..."""
+    spec = spec.strip()
+    if spec.startswith("every:"):
+        step = _int(spec.removeprefix("every:"), f"--global-every {spec.removeprefix('every:')!r}: not an integer")
+        if step < 1:
+            raise ConfigError(f"--global-every needs N >= 1, got {step}")
+        kinds = ["local"] * (step - 1) + ["global"]
+    else:
+        names = {"l": "local", "local": "local", "g": "global", "global": "global"}
+        items = [p.strip().lower() for p in spec.split(",") if p.strip()]
+        if not items or any(item not in names for item in items):
+            raise ConfigError(f"--layer-attention {spec!r}: expected a comma-separated pattern of local and "
+                              "global (or l and g), e.g. local,local,local,local,local,global")
+        kinds = [names[item] for item in items]
+    if not spec.startswith("every:") and len(kinds) > num_layers:
+        raise ConfigError(f"--layer-attention lists {len(kinds)} layers but the {where} has {num_layers}")
+    chosen = [i for i in range(num_layers) if kinds[i % len(kinds)] == "global"]
+    if not chosen:
+        raise ConfigError(f"the layer pattern {spec!r} leaves no global layer in the {num_layers}-layer {where}; "
+                          "use a smaller --global-every, or plain --attention for windows everywhere")
+    return chosen
 
 
 def parse_rope_scaling(spec: str | None, cfg: ModelConfig) -> dict[str, Any] | None:
@@ -133,12 +160,21 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
     update: dict[str, Any] = {}
     changed_layers: dict[str, list[int]] = {}
     _check_sink_positions(cfg, attention, stacks)
+    if plan.pattern is not None and plan.layers != "all":
+        raise ConfigError("give the windowed layers either by --layers or by a layer pattern (--global-every, "
+                          "--layer-attention), not both")
+    scaling = parse_rope_scaling(plan.rope_scaling, cfg)
+    global_layers: dict[str, list[int]] = {}
     for role in stacks:
         stack: StackConfig = getattr(cfg, role)
         if stack.layer in NO_SELF_ATTENTION:
             raise ConfigError(f"the {role} stack has layer={stack.layer!r}, which has no self-attention to replace "
                               "(its convolution already costs O(L))")
-        layers = parse_layers(plan.layers, stack.layers, where=f"{role} stack")
+        if plan.pattern is None:
+            layers = parse_layers(plan.layers, stack.layers, where=f"{role} stack")
+        else:
+            global_layers[role] = parse_pattern(plan.pattern, stack.layers, where=f"{role} stack")
+            layers = [i for i in range(stack.layers) if i not in global_layers[role]]
         carried = _carry_dropout(stack, attention)
         new = {i: _keep_rope_base(carried, stack.attention_of(i)) for i in layers}
         if layers == list(range(stack.layers)):
@@ -147,6 +183,9 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
             update[role] = stack.model_copy(update={"attention": default, "layer_attention": overrides})
         else:
             update[role] = stack.model_copy(update={"layer_attention": {**stack.layer_attention, **new}})
+        if role in global_layers and scaling is not None:  # only the global layers read past the trained length
+            rotations = {**stack.layer_rope_scaling, **dict.fromkeys(global_layers[role], RopeScaling(**scaling))}
+            update[role] = update[role].model_copy(update={"layer_rope_scaling": rotations})
         changed_layers[role] = layers
     old_max = cfg.max_positions
     if plan.max_positions is not None:
@@ -154,8 +193,7 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
             raise ConfigError(f"--max-positions {plan.max_positions} is below the model's current "
                               f"max_positions={old_max}; longify only extends")
         update["max_positions"] = plan.max_positions
-    scaling = parse_rope_scaling(plan.rope_scaling, cfg)
-    if scaling is not None:
+    if scaling is not None and not global_layers:
         update["rope_scaling"] = scaling
     data = cfg.model_dump()
     data.update({k: v.model_dump() if isinstance(v, StackConfig) else v for k, v in update.items()})
@@ -165,7 +203,30 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
         "max_positions": [old_max, new_cfg.max_positions], "position": cfg.position,
         "rope_scaling": scaling, "global_tokens": plan.global_tokens,
     }
+    if global_layers:
+        record["global_layers"] = global_layers
+    memory = decoding_memory(new_cfg, new_cfg.max_positions)
+    if memory is not None:
+        record["decoding_memory"] = memory | {"original_kv_mib": decoding_memory(cfg, new_cfg.max_positions)["kv_mib"]}
     return new_cfg, record
+
+
+def decoding_memory(cfg: ModelConfig, length: int, bytes_per_value: int = 4) -> dict[str, Any] | None:
+    """The self-attention caches of a decoder at ``length`` tokens of context (float32 by default):
+    a ``sliding_window`` layer keeps ``num_global + window`` keys and values, a linear-attention layer
+    a fixed state (not counted here), any other layer all ``length``. None for a model without a decoder."""
+    if cfg.arch == "encoder_classifier":
+        return None
+    per_token = 2 * cfg.num_kv_heads * cfg.attention_head_dim * bytes_per_value  # keys and values, one layer
+    tokens = []
+    for index in range(cfg.decoder.layers):
+        attention = cfg.decoder.attention_of(index)
+        if attention.name == "sliding_window":
+            kernel = ATTENTION["sliding_window"](**attention.options)
+            tokens.append(min(length, kernel.window + kernel.num_global))
+        else:
+            tokens.append(0 if attention.name in ("linear", "performer") else length)
+    return {"length": length, "kv_tokens_per_layer": tokens, "kv_mib": round(sum(tokens) * per_token / 2**20, 2)}
 
 
 def _chosen_stacks(cfg: ModelConfig, stack: str | None) -> list[str]:
@@ -263,11 +324,15 @@ def longify_checkpoint(checkpoint: Checkpoint, plan: LongifyPlan) -> tuple[nn.Mo
 def longify(
     ckpt: str | Path, out: str | Path, *, attention: str | AttentionConfig | dict[str, Any], layers: str = "all",
     stack: str | None = None, max_positions: int | None = None, rope_scaling: str | None = None,
-    global_tokens: int = 0, overwrite: bool = False,
+    global_tokens: int = 0, pattern: str | None = None, overwrite: bool = False,
 ) -> Path:
-    """Write a longified copy of checkpoint ``ckpt`` to ``out`` (see module docstring); returns ``out``."""
+    """Write a longified copy of checkpoint ``ckpt`` to ``out`` (see module docstring); returns ``out``.
+
+    ``pattern`` (:func:`parse_pattern`: ``every:6`` or ``local,...,global``) keeps the global layers'
+    attention and windows the others; ``rope_scaling`` then goes to the global layers only."""
     out = prepare_output_dir(out, overwrite=overwrite, inputs=[ckpt])
-    plan = LongifyPlan(parse_attention_spec(attention), layers, stack, max_positions, rope_scaling, global_tokens)
+    plan = LongifyPlan(parse_attention_spec(attention), layers, stack, max_positions, rope_scaling, global_tokens,
+                       pattern)
     checkpoint = load_checkpoint(ckpt)
     model, new_cfg, record = longify_checkpoint(checkpoint, plan)
     record["source"] = str(Path(ckpt))

@@ -1,4 +1,5 @@
-"""Scores for generated text and for models: sacreBLEU BLEU and chrF (Post, 2018), ROUGE-1/2/Lsum
+"""Scores for generated text and for models: sacreBLEU BLEU and chrF (Post, 2018), fairseq-style BLEU on
+lowercased Moses-tokenized text, ROUGE-1/2/Lsum
 (Lin, 2004) through Google's ``rouge-score``, and perplexity / bits per token and per character
 from teacher-forced log-likelihoods.
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 
 @dataclass
@@ -44,16 +45,49 @@ def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> None:
         raise DataError("nothing to score: no references")
 
 
-def bleu(hypotheses: Sequence[str], references: Sequence[str], **options) -> MetricResult:
-    """Corpus BLEU exactly as ``sacrebleu`` computes it (``options`` go to ``sacrebleu.metrics.BLEU``)."""
+def bleu(hypotheses: Sequence[str], references: Sequence[str], *, tokenize: str = "13a", lang: str = "en",
+         **options) -> MetricResult:
+    """Corpus BLEU exactly as ``sacrebleu`` computes it (``tokenize`` and ``options`` go to
+    ``sacrebleu.metrics.BLEU``), or with ``tokenize="moses-lc"`` as papers that score with fairseq do.
+
+    ``moses-lc``: both sides are Moses-tokenized for ``lang`` (``sacremoses``, aggressive dash splits
+    and escaping, as ``tokenizer.perl -a``) and lowercased, then scored like fairseq's ``--scoring bleu``:
+    whitespace tokens, no smoothing (any order without a match gives 0), the standard brevity penalty.
+    Splitting punctuation off words and ignoring case both forgive errors that sacreBLEU's default
+    counts, so this number is higher than sacreBLEU's and must not be compared with it.
+    """
     from sacrebleu.metrics import BLEU
 
     _check_pairs(hypotheses, references)
-    metric = BLEU(**options)
+    if tokenize != MOSES_LC and tokenize not in BLEU.TOKENIZERS:
+        raise ConfigError(f"tokenize {tokenize!r} unknown; choose {MOSES_LC} or one of sacreBLEU's: "
+                          f"{', '.join(BLEU.TOKENIZERS)}")
+    if tokenize == MOSES_LC:
+        hypotheses, references = moses_lc(hypotheses, lang), moses_lc(references, lang)
+        metric = BLEU(tokenize="none", smooth_method="none", force=True)
+    else:
+        metric = BLEU(tokenize=tokenize, **options)
     result = metric.corpus_score(list(hypotheses), [list(references)])
     details = {f"p{n + 1}": p for n, p in enumerate(result.precisions)}
     details.update(bp=result.bp, ratio=result.ratio, hyp_len=result.sys_len, ref_len=result.ref_len)
-    return MetricResult("bleu", result.score, str(metric.get_signature()), details)
+    signature = str(metric.get_signature())
+    if tokenize == MOSES_LC:
+        signature = signature.replace("case:mixed", "case:lc").replace("tok:none", f"tok:moses-{lang}")
+        signature += f"|sacremoses:{version('sacremoses')}"
+    return MetricResult("bleu", result.score, signature, details)
+
+
+MOSES_LC = "moses-lc"
+
+
+def moses_lc(lines: Sequence[str], lang: str) -> list[str]:
+    """``lines`` Moses-tokenized as ``tokenizer.perl -l LANG -a`` does, then lowercased (fairseq's Multi30k
+    preprocessing)."""
+    from sacremoses import MosesTokenizer
+
+    tokenizer = MosesTokenizer(lang=lang)
+    return [tokenizer.tokenize(line, aggressive_dash_splits=True, escape=True, return_str=True).lower()
+            for line in lines]
 
 
 def chrf(hypotheses: Sequence[str], references: Sequence[str], **options) -> MetricResult:

@@ -16,7 +16,7 @@ from .attention.head_subset import apply_pruned_heads
 from .blocks import LAYERS, Layer, LayerParts
 from .blocks.deepnet import deepnet_constants, deepnet_init
 from .cache import DecodingCache, project
-from .config import AttentionConfig, ModelConfig, StackConfig
+from .config import AttentionConfig, ModelConfig, RopeScaling, StackConfig
 from .context import MixerContext
 from .position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
 from .quantized import quantize_dynamic_int8
@@ -73,23 +73,21 @@ class Stack(nn.Module):
     over the summed embeddings (BART's ``layernorm_embedding``, BERT's embedding LayerNorm).
     With ``count_non_padding`` absolute positions count only each row's non-padding tokens and
     padding reads position -1 (RoBERTa's ``create_position_ids_from_input_ids``).
-    ``layer_ropes`` gives each layer its own rotation (Gemma 3: local layers rotate with another base);
-    each distinct one is computed once per call.
+    ``layer_ropes`` gives chosen layers their own rotation (their own RoPE scaling, or Gemma 3's local
+    layers' own base); each distinct one is computed once per call.
     """
 
     def __init__(
         self, layers: list[Layer], final_norm: nn.Module | None, *, causal: bool, dropout: float = 0.0,
         absolute: nn.Module | None = None, rope: RotaryEmbedding | None = None, score_bias: nn.Module | None = None,
         token_type: nn.Embedding | None = None, embed_norm: nn.Module | None = None, count_non_padding: bool = False,
-        layer_ropes: list[RotaryEmbedding | None] | None = None,
+        layer_ropes: dict[int, RotaryEmbedding] | None = None,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
-        self.layer_ropes = layer_ropes  # a plain list; the other rotations are registered below (.to moves them)
-        others = {id(r): r for r in layer_ropes or () if r is not rope}
-        self.other_ropes = nn.ModuleList(others.values()) if others else None
         self.final_norm, self.causal = final_norm, causal
         self.absolute, self.rope, self.score_bias = absolute, rope, score_bias
+        self.layer_ropes = nn.ModuleDict({str(i): r for i, r in (layer_ropes or {}).items()})  # index -> own RoPE
         self.token_type, self.embed_norm, self.count_non_padding = token_type, embed_norm, count_non_padding
         self.dropout = nn.Dropout(dropout)
 
@@ -118,13 +116,12 @@ class Stack(nn.Module):
             cache=cache, memory=memory, memory_padding_mask=memory_padding_mask,
         )
         x = self.dropout(x)
-        if self.layer_ropes is None:
-            for layer in self.layers:
-                x = layer(x, ctx)
-        else:
-            contexts = {id(rope): replace(ctx, rope=rope(positions)) for rope in self.layer_ropes}
-            for layer, rope in zip(self.layers, self.layer_ropes, strict=True):
-                x = layer(x, contexts[id(rope)])
+        rotations = {}  # layers with their own RoPE scaling: one Rotation per distinct RotaryEmbedding
+        for index, layer in enumerate(self.layers):
+            rope = self.layer_ropes[str(index)] if str(index) in self.layer_ropes else None
+            if rope is not None and id(rope) not in rotations:
+                rotations[id(rope)] = replace(ctx, rope=rope(positions))
+            x = layer(x, ctx if rope is None else rotations[id(rope)])
         return x if self.final_norm is None else self.final_norm(x)
 
 
@@ -274,18 +271,13 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
     layers = [LAYERS[stack_cfg.layer](_with_attention(parts, stack_cfg.attention_of(i)), cross)
               for i in range(stack_cfg.layers)]
     needs_final_norm = parts.prenorm and cfg.residual != "rezero"
-    rope = _rotary(cfg)
-    own = {base: RotaryEmbedding(cfg.attention_head_dim, base) for base in
-           {stack_cfg.attention_of(i).rope_base for i in range(stack_cfg.layers)} - {None}}
     return Stack(
         layers, parts.norm_layer() if needs_final_norm else None, causal=causal, dropout=cfg.dropout,
-        absolute=_absolute_positions(cfg), rope=rope,
-        layer_ropes=[own.get(stack_cfg.attention_of(i).rope_base, rope) for i in range(stack_cfg.layers)] if own
-        else None,
+        absolute=_absolute_positions(cfg), rope=_rotary(cfg),
         score_bias=_score_bias(cfg, bidirectional=not causal),
         token_type=nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None,
         embed_norm=parts.norm_layer() if cfg.layernorm_embedding else None,
-        count_non_padding=cfg.positions_skip_padding,
+        count_non_padding=cfg.positions_skip_padding, layer_ropes=_layer_rotaries(cfg, stack_cfg),
     )
 
 
@@ -302,11 +294,27 @@ def _absolute_positions(cfg: ModelConfig) -> nn.Module | None:
     return None
 
 
-def _rotary(cfg: ModelConfig) -> RotaryEmbedding | None:
+def _rotary(cfg: ModelConfig, scaling: RopeScaling | None = None, base: float | None = None) -> RotaryEmbedding | None:
+    """The model's RoPE, or one with ``scaling`` instead of the model's ``rope_scaling``, or with its own
+    ``base`` (an attention's ``rope_base``: unscaled unless ``scaling`` is given)."""
     if cfg.position != "rope":
         return None
-    scaling = cfg.rope_scaling.rotary_options(cfg.max_positions) if cfg.rope_scaling is not None else {}
-    return RotaryEmbedding(cfg.attention_head_dim, cfg.rope_base, **scaling)
+    scaling = scaling or (cfg.rope_scaling if base is None else None)
+    options = scaling.rotary_options(cfg.max_positions) if scaling is not None else {}
+    return RotaryEmbedding(cfg.attention_head_dim, base or cfg.rope_base, **options)
+
+
+def _layer_rotaries(cfg: ModelConfig, stack_cfg: StackConfig) -> dict[int, RotaryEmbedding]:
+    """The layers with their own RoPE (``layer_rope_scaling``, an attention's ``rope_base``), each distinct one
+    built once (its rotation is computed once per call)."""
+    built: dict[tuple, RotaryEmbedding] = {}
+    out = {}
+    for i in range(stack_cfg.layers):
+        scaling, base = stack_cfg.layer_rope_scaling.get(i), stack_cfg.attention_of(i).rope_base
+        if scaling is not None or base is not None:
+            key = (scaling.model_dump_json() if scaling else None, base)
+            out[i] = built.setdefault(key, _rotary(cfg, scaling, base))
+    return out
 
 
 def _score_bias(cfg: ModelConfig, *, bidirectional: bool) -> nn.Module | None:

@@ -1,4 +1,5 @@
-"""Fusion weights tuned on a development set: ensemble weights, or linear-merge coefficients.
+"""Fusion weights tuned on a development set: ensemble weights, or linear-merge coefficients; and the
+beam size and length penalty of a (possibly weighted ensemble) decoder, on a plain grid.
 
 The search is over weights on the simplex (non-negative, summing to 1) in steps of ``step``: an
 exhaustive grid for two checkpoints, otherwise coordinate search — set one member's weight to each
@@ -158,6 +159,54 @@ def tune_weights(checkpoints: Sequence[str | Path], src: str | Path, ref: str | 
     sign = -1.0 if metric == "loss" else 1.0
     return TuneResult(best, sign * best_score, metric, purpose, [str(p) for p in checkpoints], str(src), str(ref),
                       combine, [(w, sign * s) for w, s in trials])
+
+
+@dataclass
+class DecodingTuneResult:
+    """The best beam size and length penalty on the dev set and every grid point tried (beam, lenpen, score)."""
+
+    beam: int
+    lenpen: float
+    score: float
+    metric: str
+    checkpoints: list[str]
+    src: str
+    ref: str
+    weights: list[float] | None = None
+    trials: list[tuple[int, float, float]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+def tune_decoding(checkpoints: Sequence[str | Path], src: str | Path, ref: str | Path, *,
+                  beams: Sequence[int] = (4, 5), lenpens: Sequence[float] = (0.6, 0.8, 1.0, 1.2, 1.4),
+                  metric: Literal["bleu", "chrf"] = "bleu", weights: Sequence[float] | None = None,
+                  combine: str = "prob", allow_test_data: bool = False, device: str = "cpu",
+                  log: Callable[[str], None] | None = None, **decoding) -> DecodingTuneResult:
+    """Decode the dev pair ``src``/``ref`` at every (beam, lenpen) of the grid and keep the best; the
+    checkpoints (an ensemble with ``weights`` when several) are loaded once. Ties keep the earlier
+    point, so smaller beams and lenpens listed first win them."""
+    if metric not in ("bleu", "chrf"):
+        raise ConfigError(f"--metric {metric!r}: choose bleu or chrf (scores of decoded text)")
+    if not beams or not lenpens or min(beams) < 1:
+        raise ConfigError("tune-decoding needs at least one beam size (>= 1) and one length penalty")
+    check_not_test_data([src, ref], allow_test_data)
+    sources, references = read_all(src), read_all(ref)
+    models = [load_checkpoint(p, device) for p in checkpoints]
+    best: tuple[int, float, float] | None = None
+    trials: list[tuple[int, float, float]] = []
+    for beam in beams:
+        for lenpen in lenpens:
+            score = evaluate(models, sources, references, metric=metric, device=device, weights=weights,
+                             combine=combine, beam=beam, lenpen=lenpen, **decoding).score
+            trials.append((beam, lenpen, score))
+            if log is not None:
+                log(f"beam {beam} lenpen {lenpen:g}: {metric} {score:.4f}")
+            if best is None or score > best[2]:
+                best = trials[-1]
+    return DecodingTuneResult(best[0], best[1], best[2], metric, [str(p) for p in checkpoints], str(src), str(ref),
+                              list(weights) if weights is not None else None, trials)
 
 
 @torch.no_grad()

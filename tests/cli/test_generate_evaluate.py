@@ -42,6 +42,10 @@ def test_evaluate_prints_score_and_signature(monkeypatch, capsys, tiny_checkpoin
     code, out, _ = run_cli(monkeypatch, capsys, "evaluate", ckpt, "--src", files / "src.txt",
                            "--ref", files / "ref.txt", "--metric", "bleu", "--beam", "2", "--max-len-b", "4")
     assert code == 0 and out.startswith("BLEU = ") and "tok:13a" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "evaluate", ckpt, "--src", files / "src.txt", "--ref",
+                           files / "ref.txt", "--tokenize", "moses-lc", "--lang", "de", "--beam", "2",
+                           "--max-len-b", "4")
+    assert code == 0 and "tok:moses-de" in out and "case:lc" in out
     for metric in ("chrf", "rouge", "ppl"):
         code, out, _ = run_cli(monkeypatch, capsys, "evaluate", ckpt, "--src", files / "src.txt",
                                "--ref", files / "ref.txt", "--metric", metric, "--max-len-b", "4", "--json")
@@ -71,6 +75,8 @@ def error_cases(ckpt: Path, lm: Path, classifier: Path, files: Path) -> dict[str
         "evaluate classifier": ["evaluate", classifier, "--src", files / "src.txt", "--ref", files / "ref.txt"],
         "evaluate unknown metric": ["evaluate", ckpt, "--src", files / "src.txt", "--ref", files / "ref.txt",
                                     "--metric", "meteor"],
+        "evaluate tokenize with chrf": ["evaluate", ckpt, "--src", files / "src.txt", "--ref", files / "ref.txt",
+                                        "--metric", "chrf", "--tokenize", "moses-lc"],
         "evaluate ppl of an ensemble": ["evaluate", ckpt, ckpt, "--src", files / "src.txt", "--ref",
                                         files / "ref.txt", "--metric", "ppl"],
         "bad ensemble weights": ["generate", ckpt, ckpt, "--input", files / "src.txt", "--weights", "1,x"],
@@ -84,7 +90,8 @@ def test_errors_are_one_line_without_traceback(monkeypatch, capsys, tiny_checkpo
                 "classifier": "encoder_classifier", "several checkpoints": "ensemble members must all be",
                 "evaluate ppl of an ensemble": "each checkpoint", "bad ensemble weights": "comma-separated",
                 "evaluate LM with bleu": "use --metric ppl", "evaluate line counts": "4 lines",
-                "evaluate seq2seq without --src": "needs --src", "evaluate unknown metric": "meteor"}
+                "evaluate seq2seq without --src": "needs --src", "evaluate unknown metric": "meteor",
+                "evaluate tokenize with chrf": "--tokenize applies to --metric bleu"}
     for name, args in cases.items():
         code, out, err = run_cli(monkeypatch, capsys, *args)
         assert code != 0, name

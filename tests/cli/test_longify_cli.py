@@ -50,3 +50,18 @@ def test_generate_runs_on_a_longified_checkpoint(monkeypatch, capsys, tmp_path, 
                            "--out", tmp_path / "merged")
     assert code == 0, err
     assert load_config_file(tmp_path / "merged") == load_config_file(tmp_path / "long")
+
+
+def test_cli_layer_pattern_reports_decoding_memory(monkeypatch, capsys, tmp_path, tiny_checkpoint):
+    source = tiny_checkpoint("decoder_lm", position="rope", decoder={"layers": 4})
+    code, out, err = run_cli(monkeypatch, capsys, "longify", source, "--attention", "sliding_window:window=8",
+                             "--global-tokens", "2", "--global-every", "2", "--rope-scaling", "yarn:2",
+                             "--max-positions", "2048", "--out", tmp_path / "pattern")
+    assert code == 0, err
+    cfg = load_config_file(tmp_path / "pattern")
+    assert sorted(cfg.decoder.layer_attention) == [0, 2] and sorted(cfg.decoder.layer_rope_scaling) == [1, 3]
+    # float32 K+V, 2 heads x 8 dims: 128 B per token and layer; 2 x 10 + 2 x 2,048 tokens vs 4 x 2,048
+    assert "decoding memory at 2,048 tokens (float32 KV caches): 0.5 MiB, full attention 1.0 MiB" in out
+    code, _, err = run_cli(monkeypatch, capsys, "longify", source, "--attention", "sliding_window", "--global-every",
+                           "2", "--layer-attention", "l,g", "--out", tmp_path / "bad")
+    assert code == 2 and "one layer pattern" in err

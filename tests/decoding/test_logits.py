@@ -12,6 +12,7 @@ from hybridformer.decoding.logits import (
     block_repeated_ngrams,
     length_penalty,
     max_lengths,
+    penalized,
     top_k_filter,
     top_p_filter,
 )
@@ -59,3 +60,12 @@ def test_top_p_keeps_the_smallest_nucleus(p, expected):
     logits = probs.log()[:, order]
     kept = top_p_filter(logits, p).isfinite()[0]
     assert sorted(order[kept].tolist()) == expected
+
+
+def test_penalties_by_hand():
+    log_probs = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    counts = torch.tensor([[2.0, 0.0, 1.0]])
+    out = penalized(log_probs, counts, presence=0.5, frequency=0.25)
+    scores = torch.tensor([[math.log(0.5) - 0.5 - 0.5, math.log(0.3), math.log(0.2) - 0.5 - 0.25]])
+    assert torch.allclose(out, scores - torch.logsumexp(scores, -1, keepdim=True))
+    assert torch.allclose(penalized(log_probs, torch.zeros_like(counts), 0.0, 0.0), log_probs)

@@ -66,6 +66,8 @@ def test_own_llama_style_model_exports(tmp_path: Path) -> None:
     ({"decoder": {"layers": 1, "attention": {"name": "full", "rope_base": 500.0}}}, "decoder.attention.rope_base"),
     ({"qk_norm": True}, "qk_norm=True"),
     ({"norm_placement": "sandwich"}, "norm_placement='sandwich'"),
+    ({"decoder": {"layers": 2, "layer_rope_scaling": {1: {"type": "yarn", "factor": 2}}}},
+     "decoder.layer_rope_scaling"),
 ])
 def test_hybrid_layers_are_refused_by_name(overrides: dict, named: str, tmp_path: Path) -> None:
     base = dict(arch="decoder_lm", vocab_size=40, d_model=16, heads=2, ffn_dim=32, activation="swiglu",

@@ -44,7 +44,7 @@ def test_ragged_lm_batch_equals_lone_prompts(tiny_tokenizer, position, one_threa
     assert len({len(s) for s in sources}) == len(sources)
     alone = [decode_batch(decoder, [s], opts)[0] for s in sources]
     streamed: list[tuple[int, int]] = []
-    assert decode_rows(decoder, sources, opts, emit=lambda row, token: streamed.append((row, token))) == alone
+    assert decode_rows(decoder, sources, opts, emit=lambda row, token, _: streamed.append((row, token))) == alone
     assert [[t for r, t in streamed if r == row] for row in range(len(sources))] == alone
     assert sum(map(len, alone)) > 20
     first_rows = [r for r, _ in streamed[: len(sources)]]

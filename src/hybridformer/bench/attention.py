@@ -143,7 +143,8 @@ def _local_attention(spec: PointSpec) -> Callable:
     return lambda q, k, v: module(q, k, v)
 
 
-def _status_kb(field_name: str) -> int:
+def status_kb(field_name: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ``VmSize``): Linux only."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field_name + ":"):
             return int(line.split()[1])
@@ -155,14 +156,14 @@ def measure_point(spec: PointSpec) -> dict[str, Any]:
     result: dict[str, Any] = {**asdict(spec), "label": spec.label}
     try:
         call, _ = _make_call(spec)
-        virtual_now = _status_kb("VmSize") * 1024
+        virtual_now = status_kb("VmSize") * 1024
         cap = virtual_now + int(spec.memory_cap_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         call()  # warm-up: compilation, lazy init, thread pools
-        rss_before = _status_kb("VmRSS")
+        rss_before = status_kb("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS high-water mark
         call()
-        result["peak_mib"] = (_status_kb("VmHWM") - rss_before) / 1024
+        result["peak_mib"] = (status_kb("VmHWM") - rss_before) / 1024
         times = []
         for _ in range(spec.repeats):
             start = time.perf_counter()

@@ -32,3 +32,32 @@ def plot_scaling(results: list[dict[str, Any]], path: Path, *, title: str = "") 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_recall(result: dict[str, Any], path: Path) -> None:
+    """Recall accuracy heatmaps, one per task: depth of the key (rows) by prompt length (columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks, lengths, depths = result["tasks"], result["lengths"], result["depths"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(1.2 + 1.1 * len(lengths) * len(tasks), 1.2 + 0.45 * len(depths)),
+                             squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        grid = [[float("nan")] * len(lengths) for _ in depths]
+        for cell in result["cells"]:
+            if cell["task"] == task and cell["status"] == "ok":
+                grid[depths.index(cell["depth"])][lengths.index(cell["length"])] = 100 * cell["accuracy"]
+        image = ax.imshow(grid, vmin=0, vmax=100, cmap="RdYlGn", aspect="auto")
+        for row, values in enumerate(grid):
+            for col, value in enumerate(values):
+                ax.text(col, row, "—" if value != value else f"{value:.0f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(lengths)), [f"{n:,}" for n in lengths])
+        ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+        ax.set_xlabel("prompt tokens")
+        ax.set_ylabel("depth of the key")
+        ax.set_title(f"{task}: {Path(result['checkpoint']).name}", fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), label="recall %")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

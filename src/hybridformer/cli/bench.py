@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import typer
 
 from ..bench import markdown_table, run_benchmark, write_outputs
 from ..bench.compress import benchmark_compression, compression_table, write_compression
 from ..bench.layers import run_layer_benchmark
+from ..bench.recall import recall_markdown, recall_paths, run_recall, write_recall
 from ..bench.throughput import markdown, read_model_config, run, write
 from ..blocks import LAYERS
 from ..config import ModelConfig, load_config
+from ..outputs import prepare_output_file
 from . import bench_serve
 from .options import parse_list, split_list
 
@@ -139,3 +142,48 @@ def compress(
     typer.echo(compression_table(result))
     if out is not None:
         typer.echo(f"wrote {write_compression(result, out)}")
+
+
+@app.command("recall")
+def recall(
+    checkpoint: Path = typer.Argument(..., help="A decoder_lm checkpoint (e.g. converted, or a longify output)."),
+    out: Path = typer.Option(..., "--out", help="Directory for recall.json, recall.md and recall.png."),
+    tasks: str = typer.Option("passkey", "--tasks", help="passkey and/or multikey, comma-separated."),
+    lengths: str = typer.Option("2048,4096", "--lengths", "-l", help="Prompt lengths in tokens, comma-separated."),
+    depths: str = typer.Option("0,0.25,0.5,0.75,1", "--depths", help="Where the key lies in the filler "
+                               "(0 = start, 1 = end), comma-separated."),
+    samples: int = typer.Option(3, "--samples", help="Prompts per length x depth cell (each its own key)."),
+    keys: int = typer.Option(4, "--keys", help="multikey: keys hidden per prompt (one is asked for)."),
+    max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Greedy answer length."),
+    seed: int = typer.Option(0, "--seed", help="Changes every key and filler sentence."),
+    threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out."),
+) -> None:
+    """Pass-key and multi-key needle retrieval by prompt length and key depth: accuracy, time, peak memory.
+
+    The filler is generated (no downloads), decoding is greedy and an answer counts when its first
+    number is the key. Cells past the model's input limit are reported as too long.
+
+    Examples:
+      hybridformer bench recall smollm2 --lengths 2048,4096 --depths 0,0.5,1 --samples 3 --out runs/recall
+      hybridformer bench recall smollm2-long --tasks passkey,multikey -l 4096,8192,16384 --out runs/recall-long
+    """
+    paths = recall_paths(out)
+    for path in paths.values():
+        prepare_output_file(path, overwrite=overwrite, inputs=[checkpoint])
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    def progress(cell: dict) -> None:
+        shown = (f"{cell['correct']}/{cell['total']}, {cell['median_s']:.1f} s, {cell['peak_mib']:.0f} MiB"
+                 if cell["status"] == "ok" else cell["status"])
+        typer.echo(f"{cell['task']:<9} L={cell['length']:<6} depth={cell['depth']:<5g} {shown}", err=True)
+
+    result = run_recall(checkpoint, tasks=split_list(tasks),
+                        lengths=parse_list(lengths, int, option="--lengths", example="2048,4096"),
+                        depths=parse_list(depths, float, option="--depths", example="0,0.5,1"), samples=samples,
+                        keys=keys, max_new_tokens=max_new_tokens, seed=seed, device=device, progress=progress)
+    write_recall(result, paths)
+    typer.echo(recall_markdown(result))
+    typer.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")

@@ -25,6 +25,8 @@ def distill(
     beam: int = typer.Option(5, "--beam", help="sequence: beam size of the teachers' decoding."),
     lenpen: float = typer.Option(1.0, "--lenpen", help="sequence: length penalty of the teachers' decoding."),
     batch_tokens: int = typer.Option(4096, "--batch-tokens", help="sequence: source tokens per decoding batch."),
+    references: bool = typer.Option(False, "--with-references", help="sequence: train on the teachers' outputs "
+                                    "and the original references together (both targets of every source)."),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the newest checkpoint in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
@@ -37,10 +39,13 @@ def distill(
 
       hybridformer distill --kind sequence --beam 4 --teacher runs/t1/checkpoints/best
       --config configs/multi30k-small.yaml --out runs/seqkd
+
+      hybridformer distill --kind sequence --beam 5 --lenpen 1.2 --teacher a/avg5 --teacher b/avg5
+      --weights @weights.json --with-references --config configs/multi30k-conformer-distilled.yaml --out runs/student
     """
     result = run_distill(teacher, config, out, overrides=set_, kind=kind, alpha=alpha, temperature=temperature,
                          weights=parse_weights(weights), combine=combine, beam=beam, lenpen=lenpen,
-                         batch_tokens=batch_tokens, resume=resume, progress=progress)
+                         batch_tokens=batch_tokens, references=references, resume=resume, progress=progress)
     typer.echo(f"{result.status} at step {result.step}: best valid loss {result.best_valid_loss:.4f}; "
                f"checkpoints in {result.run_dir / 'checkpoints'}")
     raise typer.Exit(exit_status(result))

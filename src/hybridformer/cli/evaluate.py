@@ -40,6 +40,11 @@ def evaluate_cmd(
     metric: str = typer.Option(None, "--metric", "-m", help="bleu | chrf | rouge | ppl | accuracy (default: bleu, "
                                "or accuracy with --labeled)"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+    tokenize: str = typer.Option(None, "--tokenize", help="bleu: sacreBLEU's tokenizer (13a default, intl, "
+                                 "char, none, ...) or moses-lc: lowercased Moses tokens, scored as fairseq "
+                                 "does (papers' Multi30k numbers); higher than sacreBLEU, not comparable."),
+    lang: str = typer.Option("en", "--lang", help="--tokenize moses-lc: the target language's Moses rules "
+                             "(de for English-German)."),
     context: int = typer.Option(256, "--context", help="ppl of a language model: tokens per scored block."),
     beam: int = BEAM,
     lenpen: float = LENPEN,
@@ -63,6 +68,7 @@ def evaluate_cmd(
       hybridformer evaluate runs/mt/checkpoints/best --src test.en --ref test.de --metric bleu
       hybridformer evaluate runs/lm/checkpoints/best --ref valid.txt --metric ppl --json
       hybridformer evaluate runs/a/checkpoints/best runs/b/checkpoints/best --src test.en --ref test.de   # an ensemble
+      hybridformer evaluate runs/mt/checkpoints/best --src test.en --ref test.de --tokenize moses-lc --lang de
       hybridformer evaluate runs/imdb/checkpoints/best --labeled aclImdb_v1.tar.gz --split test --limit 2000
     """
     if labeled is not None or metric == "accuracy":
@@ -81,5 +87,6 @@ def evaluate_cmd(
     if metric == "ppl":
         decoding = {"batch_tokens": batch_tokens}
     result = evaluate(checkpoints, src, ref, metric=metric, context=context, device=device, engine=engine,
-                      quantization=quantization, weights=parse_weights(weights), combine=combine, **decoding)
+                      quantization=quantization, weights=parse_weights(weights), combine=combine,
+                      tokenize=tokenize, lang=lang, **decoding)
     typer.echo(json.dumps(result.as_dict()) if as_json else str(result))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ..checkpoint import load_meta
+from ..errors import ConfigError
 from ..longify import longify as longify_api
 
 
@@ -23,6 +25,11 @@ def longify(
     global_tokens: int = typer.Option(0, "--global-tokens", help="The first K tokens attend and are attended "
                                       "everywhere (sliding_window's num_global; sink tokens in a decoder, at "
                                       "cache positions with sliding_window:sink_positions=cache)."),
+    global_every: int = typer.Option(None, "--global-every", help="Layer pattern: every N-th layer keeps full "
+                                     "attention (global), the others get --attention (Gemma 3: 6 = five local, "
+                                     "one global); --rope-scaling then applies to the global layers only."),
+    layer_attention: str = typer.Option(None, "--layer-attention", help="Layer pattern, explicit: local/global "
+                                        "(or l/g) per layer, repeated over the stack, e.g. l,l,l,l,l,g."),
     out: Path = typer.Option(..., "--out", help="Directory for the longified checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
 ) -> None:
@@ -40,9 +47,19 @@ def longify(
       hybridformer longify imdb/best --attention sliding_window:window=256 --global-tokens 1 --max-positions 4096
         --out imdb-4k
 
+      hybridformer longify smollm2 --attention sliding_window:window=2048,sink_positions=cache --global-tokens 4
+        --global-every 6 --rope-scaling yarn:4 --max-positions 32768 --out smollm2-gemma   (5 local : 1 global)
+
       hybridformer longify m30k/best --stack encoder --layers every:2 --attention sliding_window:window=64 --out m30k-l
     """
+    if global_every is not None and layer_attention is not None:
+        raise ConfigError("give one layer pattern: --global-every N or --layer-attention LIST")
+    pattern = f"every:{global_every}" if global_every is not None else layer_attention
     written = longify_api(checkpoint, out, attention=attention, layers=layers, stack=stack,
                           max_positions=max_positions, rope_scaling=rope_scaling, global_tokens=global_tokens,
-                          overwrite=overwrite)
+                          pattern=pattern, overwrite=overwrite)
     typer.echo(f"longified {checkpoint} -> {written}")
+    memory = load_meta(written)["longify"][-1].get("decoding_memory")
+    if memory is not None:
+        typer.echo(f"decoding memory at {memory['length']:,} tokens (float32 KV caches): {memory['kv_mib']:,} MiB, "
+                   f"full attention {memory['original_kv_mib']:,} MiB")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 import typer
 
 from ..errors import ConfigError
@@ -28,7 +32,21 @@ def serve_cmd(
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Request body size (more: 413)."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for decoding (default: torch's)."),
     device: str = typer.Option("cpu", "--device", help="torch device (torch engine), or cpu/cuda (ct2)."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug | info | warning."),
+    log_level: str = typer.Option("info", "--log-level", help="critical | error | warning | info (an access line "
+                                  "per request) | debug | trace."),
+    log_prompts: bool = typer.Option(False, "--log-prompts", help="Show prompt text in the access log (off: "
+                                     "prompts are your users' data)."),
+    drain_timeout: float = typer.Option(30.0, "--drain-timeout", min=0.0, help="SIGTERM: seconds the requests in "
+                                        "flight get to finish (an idle server exits at once)."),
+    limit_concurrency: int = typer.Option(None, "--limit-concurrency", min=1, help="Open connections and requests "
+                                          "at once (more: 503 or closed; default and ceiling: the descriptor limit "
+                                          "minus a reserve)."),
+    timeout_keep_alive: int = typer.Option(5, "--timeout-keep-alive", min=1, help="Close an idle keep-alive "
+                                           "connection after this many seconds."),
+    header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.1, help="Close a connection that has not "
+                                         "sent its request headers within this many seconds."),
+    body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.1, help="Answer 408 when a request body has "
+                                       "not arrived within this many seconds."),
 ) -> None:
     """Serve a model over HTTP: POST /v1/generate; for language models also the OpenAI routes
     /v1/completions and /v1/chat/completions (stream: true = server-sent events); GET /health, /metrics.
@@ -49,5 +67,14 @@ def serve_cmd(
         torch.set_num_threads(threads)
     settings = ServeSettings(api_key=api_key, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms,
                              batching=batching, max_body_bytes=max_body_bytes, max_inputs=max_inputs,
-                             max_input_tokens=max_input_tokens, max_new_tokens=max_new_tokens, engine=engine)
+                             max_input_tokens=max_input_tokens, max_new_tokens=max_new_tokens, engine=engine,
+                             log_prompts=log_prompts, drain_timeout=drain_timeout, max_connections=limit_concurrency,
+                             keep_alive_timeout=timeout_keep_alive, header_timeout=header_timeout,
+                             body_timeout=body_timeout)
     serve(checkpoint, settings, host=host, port=port, quantization=quantization, device=device, log_level=log_level)
+    # Shut down cleanly, every answer sent: exit now rather than through the interpreter's teardown of torch and
+    # friends, which takes seconds on a busy machine (an idle server must stop at once on SIGTERM).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from ..outputs import prepare_output_file
-from ..tune import tune_weights
-from .generate import BEAM, DEVICE, LENPEN
+from ..tune import tune_decoding, tune_weights
+from .generate import BATCH_TOKENS, BEAM, DEVICE, LENPEN, WEIGHTS
+from .options import parse_list, parse_weights
 
 
 def tune_weights_cmd(
@@ -51,4 +52,42 @@ def tune_weights_cmd(
     target.write_text(result.to_json(), encoding="utf-8")
     weights = ", ".join(f"{w:.3g}" for w in result.weights)
     typer.echo(f"best {purpose} weights [{weights}]: dev {metric} {result.score:.4f} "
+               f"({len(result.trials)} candidates) -> {target}")
+
+
+def tune_decoding_cmd(
+    checkpoints: list[Path] = typer.Argument(..., help="One checkpoint, or several decoding as an ensemble."),
+    src: Path = typer.Option(..., "--src", help="Development-set source lines (never the test set)."),
+    ref: Path = typer.Option(..., "--ref", help="Development-set references, paired with --src line by line."),
+    out: Path = typer.Option(..., "--out", help="JSON file to write: the best beam and lenpen, every trial."),
+    beams: str = typer.Option("4,5", "--beams", help="Beam sizes to try, comma-separated."),
+    lenpens: str = typer.Option("0.6,0.8,1.0,1.2,1.4", "--lenpens", help="Length penalties to try, comma-separated."),
+    metric: str = typer.Option("bleu", "--metric", "-m", help="bleu | chrf"),
+    weights: str = WEIGHTS,
+    combine: str = typer.Option("prob", "--combine", help="Ensemble: prob | log_prob, as in generate."),
+    batch_tokens: int = BATCH_TOKENS,
+    allow_test_data: bool = typer.Option(False, "--allow-test-data", help="Tune on files whose name says "
+                                         "'test' (refused by default: tuning on test data inflates the score)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    device: str = DEVICE,
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print each trial."),
+) -> None:
+    """Choose the beam size and length penalty on a development set: every pair of the grid decodes it once.
+
+    Use the result with --beam/--lenpen in generate, evaluate and distill --kind sequence. Files that
+    look like test data are refused unless --allow-test-data, as in tune-weights.
+
+    Examples:
+      hybridformer tune-decoding a/best b/best --weights @weights.json --src val.en --ref val.de --out search.json
+      hybridformer tune-decoding a/best --beams 1,4 --lenpens 0.8,1.0 --src val.en --ref val.de --out search.json
+    """
+    beam_grid = parse_list(beams, int, option="--beams", example="4,5")
+    lenpen_grid = parse_list(lenpens, float, option="--lenpens", example="0.8,1.0,1.2")
+    target = prepare_output_file(out, overwrite=overwrite, inputs=[*checkpoints, src, ref])
+    log = None if quiet else (lambda line: typer.echo(line, err=True))
+    result = tune_decoding(checkpoints, src, ref, beams=beam_grid, lenpens=lenpen_grid, metric=metric,
+                           weights=parse_weights(weights), combine=combine, allow_test_data=allow_test_data,
+                           device=device, log=log, batch_tokens=batch_tokens)
+    target.write_text(result.to_json(), encoding="utf-8")
+    typer.echo(f"best beam {result.beam}, lenpen {result.lenpen:g}: dev {metric} {result.score:.4f} "
                f"({len(result.trials)} candidates) -> {target}")

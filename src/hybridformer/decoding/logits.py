@@ -60,6 +60,13 @@ def block_repeated_ngrams(log_probs: Tensor, history: Tensor, n: int, eos_id: in
     return log_probs.masked_fill(banned, float("-inf"))
 
 
+def penalized(log_probs: Tensor, counts: Tensor, presence: float, frequency: float) -> Tensor:
+    """OpenAI's presence and frequency penalties (as the reference API and vLLM apply them to generated tokens):
+    ``log p - presence·[count > 0] - frequency·count``, renormalised. counts: (rows, vocab) how often each row
+    has generated each token (not its prompt's)."""
+    return torch.log_softmax(log_probs - presence * counts.gt(0) - frequency * counts, dim=-1)
+
+
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
     """Keep the ``k`` largest logits of each row, set the rest to -inf (Fan et al., 2018). k ≤ 0: keep all."""
     if k <= 0 or k >= logits.shape[-1]:

@@ -38,7 +38,7 @@ from ..train.guard import RunLock
 from ..train.setup import model_config_for, read_raw
 from ..train.state import RunDir
 from .kd_loss import WordDistillLoss, check_word_options
-from .seqkd import cache_meta, cached_data_config, teacher_targets, wait_for_cache
+from .seqkd import cache_meta, cached_data_config, teacher_targets, wait_for_cache, with_references
 
 Kind = Literal["word", "sequence"]
 SETTINGS_FILE = "distill.json"
@@ -47,18 +47,23 @@ SETTINGS_FILE = "distill.json"
 def distill(teachers: Sequence[str | Path], config: ExperimentConfig | str | Path, out: str | Path, *,
             overrides: Sequence[str] = (), kind: Kind = "word", alpha: float = 0.5, temperature: float = 1.0,
             weights: Sequence[float] | None = None, combine: Combine = "prob", beam: int = 5, lenpen: float = 1.0,
-            batch_tokens: int = 4096, resume: bool = False, progress: bool = False) -> TrainResult:
+            batch_tokens: int = 4096, references: bool = False, resume: bool = False,
+            progress: bool = False) -> TrainResult:
     """Distill the checkpoint(s) ``teachers`` into the student described by ``config`` (an experiment YAML).
 
     ``kind="word"``: loss ``(1 − alpha)·label + alpha·T²·KL(teacher ‖ student)`` at ``temperature``.
     ``kind="sequence"``: train on the teachers' beam outputs (``beam``, ``lenpen``, ``batch_tokens``),
-    decoded once into ``out/seqkd/``. Several teachers act as one ensemble (``weights``, ``combine``).
+    decoded once into ``out/seqkd/``; ``references=True`` trains on those outputs and the original
+    references together. Several teachers act as one ensemble (``weights``, ``combine``).
     Returns the trainer's :class:`~hybridformer.train.TrainResult`.
     """
     if kind not in ("word", "sequence"):
         raise ConfigError(f"--kind must be 'word' or 'sequence', got {kind!r}")
     if kind == "word":
         check_word_options(alpha, temperature)
+    if kind == "word" and references:
+        raise ConfigError("--with-references mixes references into --kind sequence data; --kind word already "
+                          "trains on the references (--alpha weighs them)")
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, list(overrides), ExperimentConfig)
     run = RunDir(prepare_run_dir(out))
     # one writer: the settings and the sequence-level cache below are written before train() locks too
@@ -76,7 +81,7 @@ def distill(teachers: Sequence[str | Path], config: ExperimentConfig | str | Pat
         settings = {"kind": kind, "teachers": [str(Path(c.path).resolve()) for c in ckpts],
                     "weights": list(weights) if weights is not None else None, "combine": combine}
         settings |= ({"alpha": alpha, "temperature": temperature} if kind == "word" else
-                     {"beam": beam, "lenpen": lenpen})
+                     {"beam": beam, "lenpen": lenpen} | ({"references": True} if references else {}))
         rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 writes into the run directory
         if kind == "word":
             loss = WordDistillLoss([c.model for c in ckpts], alpha=alpha, temperature=temperature, weights=weights,
@@ -96,7 +101,8 @@ def distill(teachers: Sequence[str | Path], config: ExperimentConfig | str | Pat
             cache = wait_for_cache(run.root, cache_meta(ckpts, raw.train, search=search, weights=weights,
                                                         combine=combine))
         del ckpts
-        cfg = cfg.model_copy(update={"data": cached_data_config(cfg.data, cache)})
+        train_file = with_references(cache, raw.train, write=rank == 0) if references else None
+        cfg = cfg.model_copy(update={"data": cached_data_config(cfg.data, cache, train_file)})
         return train(cfg, run.root, resume=resume, progress=progress)
 
 

@@ -8,7 +8,9 @@ part, so it happens once: the pairs (source, teacher output) are written to
 ``meta.json`` saying how they were made. Decoding is written shard by shard, so an interrupted run
 resumes after the last finished shard. A resumed or repeated run with the same teachers,
 search settings and sources reuses the files; the student then trains with the normal trainer
-on ``data.format=jsonl``.
+on ``data.format=jsonl`` — or, with the references mixed in, on both targets of every source
+(``train+references.jsonl``), which keeps the references' diversity beside the teacher's simpler
+outputs (Kim & Rush, 2016, fine-tune on the original data; Zhou et al., 2020 on the trade-off).
 """
 
 from __future__ import annotations
@@ -120,9 +122,27 @@ def _write_jsonl(path: Path, pairs) -> None:
     os.replace(tmp, path)
 
 
-def cached_data_config(data: DataConfig, cache: Path) -> DataConfig:
-    """``data`` pointed at the cached pairs (JSONL), all other settings (lengths, batching, tokenizer) kept."""
+def with_references(cache: Path, train: Sequence[tuple[str, str]], *, write: bool = True,
+                    poll_s: float = 2.0) -> Path:
+    """``cache/train+references.jsonl``: the teacher's pairs followed by the original ones, so the student
+    sees both targets of every source. Written once per cache (a new decoding replaces the whole cache
+    directory); with ``write=False`` (torchrun ranks but 0) wait until rank 0 has written it."""
+    path = cache / MIXED_FILE
+    while not write and not path.exists():
+        time.sleep(poll_s)
+    if not path.exists():
+        rows = [json.loads(line) for line in (cache / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+        _write_jsonl(path, [*((row["source"], row["target"]) for row in rows), *train])
+    return path
+
+
+MIXED_FILE = "train+references.jsonl"
+
+
+def cached_data_config(data: DataConfig, cache: Path, train_file: Path | None = None) -> DataConfig:
+    """``data`` pointed at the cached pairs (JSONL; ``train_file`` instead of the teacher's outputs alone),
+    all other settings (lengths, batching, tokenizer) kept."""
     return data.model_copy(update={
         "format": "jsonl", "builtin": None, "train_src": None, "train_tgt": None, "valid_src": None,
-        "valid_tgt": None, "train_file": str(cache / "train.jsonl"), "valid_file": str(cache / "valid.jsonl"),
-        "src_field": "source", "tgt_field": "target"})
+        "valid_tgt": None, "train_file": str(train_file or cache / "train.jsonl"),
+        "valid_file": str(cache / "valid.jsonl"), "src_field": "source", "tgt_field": "target"})

@@ -58,7 +58,7 @@ class Ct2Decoder:
         return max_lengths(lengths, a, b, cap=self._cap(sources)).tolist()
 
     def decode_batch(self, sources: list[list[int]], opts, generator: torch.Generator | None = None,
-                     on_token: Callable[[int, int], None] | None = None) -> list[list[int]]:
+                     on_token: Callable[[int, int], bool | None] | None = None) -> list[list[int]]:
         """Token ids of one batch in (seq2seq sources end with EOS), output token ids out, without EOS.
 
         ``opts`` is a :class:`~hybridformer.generation.GenerationOptions`; output budgets are
@@ -66,7 +66,8 @@ class Ct2Decoder:
         lengths (CTranslate2 feeds the common part at once and forces the rest). Under greedy search
         and sampling a per-token callback stops each row at its own budget (one call for all greedy
         rows, no steps wasted past a short row's budget), and ``on_token(row, id)`` sees every token
-        as CTranslate2 generates it, EOS included (the caller filters: ``serve.ragged.RowEmitter``).
+        as CTranslate2 generates it, EOS included (the caller filters: ``serve.ragged.RowEmitter``); when it
+        answers True the row ends there (a stop string).
         """
         cfg = self.config
         if opts.sample and opts.seed is not None and generator is not None:
@@ -92,9 +93,8 @@ class Ct2Decoder:
 
                 def callback(step, rows=rows, counts=counts) -> bool:
                     counts[step.batch_id] += 1
-                    if on_token is not None:
-                        on_token(rows[step.batch_id], step.token_id)
-                    return counts[step.batch_id] >= budgets[rows[step.batch_id]]
+                    stop = on_token is not None and bool(on_token(rows[step.batch_id], step.token_id))
+                    return stop or counts[step.batch_id] >= budgets[rows[step.batch_id]]
             for row, ids in zip(rows, self._run(batch, budget, search, callback), strict=True):
                 outputs[row] = ids[: budgets[row]]
         return outputs

@@ -6,10 +6,12 @@ request's 4xx/5xx answer, never the server's end.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import time
+import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -23,7 +25,7 @@ from ..errors import HybridformerError
 from ..generation import GenerationOptions
 from .batcher import DynamicBatcher
 from .metrics import Metrics
-from .schemas import GenerateRequest
+from .schemas import GenerateRequest, Unhonoured
 
 log = logging.getLogger("hybridformer.serve")
 
@@ -42,6 +44,12 @@ class ServeSettings:
     max_new_tokens: int = 512  # output tokens per input (the cap on a·len+b and max_tokens)
     engine: str = "torch"
     model_name: str = "hybridformer"
+    log_prompts: bool = False  # the access log shows prompt text (off: prompts are the users' data)
+    drain_timeout: float = 30.0  # SIGTERM: seconds in-flight requests get to finish
+    max_connections: int | None = None  # open connections (None: below the descriptor limit)
+    keep_alive_timeout: int = 5  # an idle keep-alive connection is closed after this many seconds
+    header_timeout: float = 10.0  # a connection must send its request headers within this
+    body_timeout: float = 30.0  # ... and its body within this (408)
 
 
 class RequestError(Exception):
@@ -60,7 +68,7 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 def create_app(decoder, settings: ServeSettings) -> FastAPI:
     """A FastAPI app serving ``decoder`` (a torch ``Decoder`` or a ``Ct2Decoder``) under ``settings``."""
-    metrics = Metrics()
+    metrics = Metrics("dynamic" if settings.batching else "off")
     batcher = DynamicBatcher(decoder, metrics, max_batch_tokens=settings.max_batch_tokens,
                              max_wait_ms=settings.max_wait_ms, batching=settings.batching)
 
@@ -76,6 +84,7 @@ def create_app(decoder, settings: ServeSettings) -> FastAPI:
     @app.middleware("http")
     async def guard(request: Request, call_next) -> Response:
         start, route = time.monotonic(), request.url.path
+        request.state.id, request.state.tokens, request.state.prompt = request_id(request), None, None
         metrics.in_flight += 1
         try:
             if route != "/health" and settings.api_key is not None and not _authorized(request, settings.api_key):
@@ -85,12 +94,29 @@ def create_app(decoder, settings: ServeSettings) -> FastAPI:
         except RequestError as exc:
             response = error_response(exc.status, exc.message)
         except Exception as exc:  # noqa: BLE001 - one request's failure is its own 500, never the server's end
-            log.exception("request to %s failed", route)
+            log.exception("request %s to %s failed", request.state.id, route)
             response = error_response(500, f"internal error ({type(exc).__name__}); the server is still running")
-        finally:
+        response.headers["x-request-id"] = request.state.id
+
+        def done() -> None:  # once the last byte is sent: a streamed answer's latency and tokens are known then
             metrics.in_flight -= 1
-        known = route if route in ROUTES else "other"
-        metrics.request(known, response.status_code, time.monotonic() - start)
+            seconds = time.monotonic() - start
+            metrics.request(route if route in ROUTES else "other", response.status_code, seconds)
+            access_line(request, response.status_code, seconds, settings.log_prompts)
+
+        body = getattr(response, "body_iterator", None)
+        if body is None:
+            done()
+            return response
+
+        async def sent():
+            try:
+                async for chunk in body:
+                    yield chunk
+            finally:
+                done()
+
+        response.body_iterator = sent()
         return response
 
     @app.exception_handler(RequestError)
@@ -121,7 +147,9 @@ def create_app(decoder, settings: ServeSettings) -> FastAPI:
     @app.post("/v1/generate")
     async def generate(request: Request) -> dict:
         body = await read_request(request, GenerateRequest, settings)
+        request.state.prompt = body.inputs
         outputs = await decode_texts(app, body.inputs, body.options())
+        request.state.tokens = sum(map(len, outputs))
         return {"outputs": [decode_tokens(decoder.tokenizer, ids) for ids in outputs]}
 
     if not decoder.config.is_seq2seq:
@@ -129,6 +157,25 @@ def create_app(decoder, settings: ServeSettings) -> FastAPI:
 
         add_openai_routes(app)
     return app
+
+
+def request_id(request: Request) -> str:
+    """The client's ``X-Request-Id`` when it is a short plain token (safe to log), else a fresh one."""
+    given = request.headers.get("x-request-id", "")
+    return given if 0 < len(given) <= 64 and given.isascii() and all(c.isalnum() or c in "-_.:" for c in given) \
+        else uuid.uuid4().hex
+
+
+def access_line(request: Request, status: int, seconds: float, log_prompts: bool) -> None:
+    """One log line per request: client, method, route, status, latency, output tokens, request id (and the prompt
+    only with ``--log-prompts``: prompts are the users' data)."""
+    client = f"{request.client.host}:{request.client.port}" if request.client else "-"
+    tokens = request.state.tokens
+    line = (f"{client} {request.method} {request.url.path} {status} {seconds * 1000:.1f}ms "
+            f"tokens={'-' if tokens is None else tokens} id={request.state.id}")
+    if log_prompts and request.state.prompt is not None:
+        line += f" prompt={request.state.prompt!r:.500}"
+    log.info(line)
 
 
 ROUTES = ("/health", "/metrics", "/v1/generate", "/v1/models", "/v1/completions", "/v1/chat/completions")
@@ -147,21 +194,37 @@ async def read_request(request: Request, schema: type[BaseModel], settings: Serv
     if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
         raise RequestError(413, f"request body over {settings.max_body_bytes} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > settings.max_body_bytes:
-            raise RequestError(413, f"request body over {settings.max_body_bytes} bytes")
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        async with asyncio.timeout(settings.body_timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > settings.max_body_bytes:
+                    raise RequestError(413, f"request body over {settings.max_body_bytes} bytes")
+    except TimeoutError:
+        log.warning("closed a request whose body did not arrive within %g s", settings.body_timeout)
+        raise RequestError(408, f"the request body did not arrive within {settings.body_timeout:g} s") from None
+    try:
+        data = json.loads(body, parse_constant=_no_constant)
+        json.dumps(data, ensure_ascii=False).encode()  # a lone surrogate (``"\ud800"``) is no text to encode
+    except RecursionError:
+        raise RequestError(400, "body is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise RequestError(400, "body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff): not text") from None
+    except ValueError as exc:  # malformed JSON, invalid UTF-8, Infinity/NaN, an integer of > 4300 digits
         raise RequestError(422, f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RequestError(422, "body must be a JSON object")
     try:
         return schema.model_validate(data)
+    except Unhonoured as exc:
+        raise RequestError(400, str(exc)) from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
         raise RequestError(422, problems) from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 async def decode_texts(app: FastAPI, texts: list[str], options: dict) -> list[list[int]]:

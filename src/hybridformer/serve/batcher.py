@@ -7,7 +7,8 @@ prompts of different lengths merge under greedy search (:mod:`.ragged`: the comm
 once, the rest forced token by token, as CTranslate2 does); under beam search or n-gram blocking an
 LM job merges only with jobs of its prompt length. Sampling jobs always decode alone, from their
 own seeded generator, so a caller's sample never depends on who else was in the queue. A job with
-``on_token`` receives each of its output tokens (in the worker thread) as soon as it is chosen.
+``on_token`` receives each of its output tokens (in the worker thread) as soon as it is chosen, with the
+step's log-probabilities where the engine has them, and may answer True to end that row there (a stop string).
 If a merged batch fails, each of its jobs is retried alone: one bad request can only fail itself.
 """
 
@@ -20,11 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import torch
+from torch import Tensor
 
 from ..generation import GenerationOptions
 from .engine import decode_rows, options_key
 from .metrics import Metrics
 from .ragged import ragged_ok
+
+OnToken = Callable[[int, int, Tensor | None], bool | None]  # (input, token, log-probs) -> end input; worker thread
 
 
 @dataclass
@@ -33,14 +37,24 @@ class Job:
     opts: GenerationOptions
     future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
-    on_token: Callable[[int, int], None] | None = None  # (input index, token id), from the worker thread
+    on_token: OnToken | None = None
     streamed: dict[int, int] = field(default_factory=dict)  # tokens handed to on_token per input
+    stopped: set[int] = field(default_factory=set)  # inputs on_token ended
+    first_token: float | None = None  # when the first output token of any input was chosen
 
-    def stream(self, row: int, token: int, index: int) -> None:
+    def stream(self, row: int, token: int, index: int, log_probs: Tensor | None) -> bool:
         """Token ``index`` of input ``row``; a retry after a failed merged batch repeats what was already sent."""
+        if self.first_token is None:
+            self.first_token = time.monotonic()
         if self.on_token is not None and index >= self.streamed.get(row, 0):
             self.streamed[row] = index + 1
-            self.on_token(row, token)
+            if self.on_token(row, token, log_probs):
+                self.stopped.add(row)
+        return row in self.stopped
+
+    @property
+    def rows(self) -> int:
+        return len(self.sources)
 
     @property
     def tokens(self) -> int:
@@ -70,8 +84,13 @@ class DynamicBatcher:
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
     async def close(self) -> None:
-        """Finish every queued job, then stop the worker."""
+        """Stop the worker. The server calls this after its drain deadline, when no caller waits any more: queued
+        jobs are dropped, and the batch being decoded ends at its next step (each row is stopped)."""
         self.closing = True
+        for job in self.pending:
+            job.future.cancel()
+        self.metrics.queued -= sum(job.rows for job in self.pending)
+        self.pending = []
         if self.wakeup is not None:
             self.wakeup.set()
         if self.task is not None:
@@ -79,10 +98,11 @@ class DynamicBatcher:
         self.executor.shutdown(wait=True)
 
     async def submit(self, sources: list[list[int]], opts: GenerationOptions,
-                     on_token: Callable[[int, int], None] | None = None) -> list[list[int]]:
+                     on_token: OnToken | None = None) -> list[list[int]]:
         opts = replace(opts, batch_tokens=self.max_batch_tokens)
         job = Job(sources, opts, asyncio.get_running_loop().create_future(), on_token=on_token)
         self.pending.append(job)
+        self.metrics.queued += job.rows
         self.wakeup.set()
         return await job.future
 
@@ -96,6 +116,8 @@ class DynamicBatcher:
             first = self.pending[0]
             if self.batching and not first.solo:
                 await self._gather(first)
+            if self.closing:  # close() dropped the queue
+                continue
             batch = self._take(first)
             await loop.run_in_executor(self.executor, self._run, batch, loop)
 
@@ -134,6 +156,7 @@ class DynamicBatcher:
                 tokens += job.tokens
         taken = {id(j) for j in batch}
         self.pending = [j for j in self.pending if id(j) not in taken]
+        self.metrics.queued -= sum(j.rows for j in batch)
         return batch
 
     def _run(self, batch: list[Job], loop: asyncio.AbstractEventLoop) -> None:
@@ -160,14 +183,19 @@ class DynamicBatcher:
         owners = [(job, row) for job in batch for row in range(len(job.sources))]
         counts = [0] * len(owners)
 
-        def emit(flat: int, token: int) -> None:
+        def emit(flat: int, token: int, log_probs: Tensor | None) -> bool:
             job, row = owners[flat]
             counts[flat] += 1
-            job.stream(row, token, counts[flat] - 1)
+            return job.stream(row, token, counts[flat] - 1, log_probs) or self.closing
 
-        streaming = any(job.on_token is not None for job in batch)
-        outputs = decode_rows(self.decoder, sources, opts, generator, emit if streaming else None)
-        self.metrics.batch(len(batch), len(sources), sum(len(o) for o in outputs))
+        self.metrics.running = len(sources)
+        try:
+            outputs = decode_rows(self.decoder, sources, opts, generator, emit)
+        finally:
+            self.metrics.running = 0
+        self.metrics.batch(len(batch), len(sources), sum(map(len, sources)), sum(map(len, outputs)))
+        for job in batch:
+            self.metrics.first_token((job.first_token or time.monotonic()) - job.arrived)
         split, start = [], 0
         for job in batch:
             split.append(outputs[start: start + len(job.sources)])

@@ -30,27 +30,37 @@ class Histogram:
 
 
 class Metrics:
-    """Requests and errors by route and status, latency, generated tokens, decode batch sizes, in-flight."""
+    """Requests and errors by route and status, latency, time to first token, prompt (prefill) and generated (decode)
+    tokens, decode batch sizes, in-flight requests, queued and running rows, and the batching mode."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "dynamic") -> None:
         self.lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = defaultdict(lambda: Histogram(LATENCY_BUCKETS))
         self.batch_inputs = Histogram(BATCH_BUCKETS)
         self.batch_requests = Histogram(BATCH_BUCKETS)
-        self.generated_tokens = 0
+        self.ttft = Histogram(LATENCY_BUCKETS)
+        self.generated_tokens = self.prefill_tokens = 0
         self.in_flight = 0
+        self.queued = 0  # rows waiting for the decoder
+        self.running = 0  # rows in the batch being decoded now
+        self.mode = mode  # how requests share the decoder: dynamic | off
 
     def request(self, route: str, status: int, seconds: float) -> None:
         with self.lock:
             self.requests[(route, status)] += 1
             self.latency[route].observe(seconds)
 
-    def batch(self, requests: int, inputs: int, tokens: int) -> None:
+    def batch(self, requests: int, inputs: int, prompt_tokens: int, tokens: int) -> None:
         with self.lock:
             self.batch_requests.observe(requests)
             self.batch_inputs.observe(inputs)
+            self.prefill_tokens += prompt_tokens
             self.generated_tokens += tokens
+
+    def first_token(self, seconds: float) -> None:
+        with self.lock:
+            self.ttft.observe(seconds)
 
     def render(self) -> str:
         with self.lock:
@@ -69,9 +79,15 @@ class Metrics:
                       "# TYPE hybridformer_request_latency_seconds histogram"]
             for route, hist in sorted(self.latency.items()):
                 lines += hist.lines("hybridformer_request_latency_seconds", f'route="{route}"')
-            lines += ["# HELP hybridformer_generated_tokens_total Output tokens produced.",
+            lines += ["# HELP hybridformer_time_to_first_token_seconds From a request's arrival in the queue to its "
+                      "first output token.", "# TYPE hybridformer_time_to_first_token_seconds histogram",
+                      *self.ttft.lines("hybridformer_time_to_first_token_seconds"),
+                      "# HELP hybridformer_generated_tokens_total Output tokens produced (decode).",
                       "# TYPE hybridformer_generated_tokens_total counter",
                       f"hybridformer_generated_tokens_total {self.generated_tokens}",
+                      "# HELP hybridformer_prefill_tokens_total Prompt and source tokens read (prefill).",
+                      "# TYPE hybridformer_prefill_tokens_total counter",
+                      f"hybridformer_prefill_tokens_total {self.prefill_tokens}",
                       "# HELP hybridformer_batch_inputs Inputs decoded together in one dynamic batch.",
                       "# TYPE hybridformer_batch_inputs histogram",
                       *self.batch_inputs.lines("hybridformer_batch_inputs"),
@@ -79,5 +95,11 @@ class Metrics:
                       "# TYPE hybridformer_batch_requests histogram",
                       *self.batch_requests.lines("hybridformer_batch_requests"),
                       "# HELP hybridformer_in_flight Requests being served now.",
-                      "# TYPE hybridformer_in_flight gauge", f"hybridformer_in_flight {self.in_flight}"]
+                      "# TYPE hybridformer_in_flight gauge", f"hybridformer_in_flight {self.in_flight}",
+                      "# HELP hybridformer_queue_depth Inputs (rows) waiting for the decoder.",
+                      "# TYPE hybridformer_queue_depth gauge", f"hybridformer_queue_depth {self.queued}",
+                      "# HELP hybridformer_running_rows Inputs (rows) in the batch being decoded now.",
+                      "# TYPE hybridformer_running_rows gauge", f"hybridformer_running_rows {self.running}",
+                      "# HELP hybridformer_batching_mode How requests share the decoder (1 = this mode runs).",
+                      "# TYPE hybridformer_batching_mode gauge", f'hybridformer_batching_mode{{mode="{self.mode}"}} 1']
         return "\n".join(lines) + "\n"

@@ -21,47 +21,61 @@ from torch import Tensor
 
 from ..data.text import token_batches
 from ..decoding import greedy_search, sample_search
+from ..decoding.logits import penalized
 from ..generation import output_budget
 
-Emit = Callable[[int, int], None]  # (row, token id), called in decoding order
+# (row, token id, the row's log-probabilities at the step that chose it or None) -> True: end this row now
+Emit = Callable[[int, int, Tensor | None], bool | None]
 
 
 class RowEmitter:
-    """Hands each row's output tokens to ``emit`` once each, in order, up to the row's EOS or budget."""
+    """Hands each row's output tokens to ``emit`` once each, in order, up to the row's EOS or budget; a row whose
+    ``emit`` answers True (a stop string showed up) is ``stopped``: the engine ends it at the next step."""
 
     def __init__(self, emit: Emit | None, budgets: list[int], eos_id: int, rows: list[int] | None = None) -> None:
         self.emit, self.budgets, self.eos_id = emit, budgets, eos_id
         self.rows = rows if rows is not None else list(range(len(budgets)))  # local row -> caller's row
         self.sent = [0] * len(budgets)
         self.ended = [b <= 0 for b in budgets]
+        self.stopped: set[int] = set()
 
-    def token(self, row: int, token: int) -> None:
+    def token(self, row: int, token: int, log_probs: Tensor | None = None) -> bool:
+        """Hand ``token`` over; True when the row must end (its budget, EOS, or the caller's stop)."""
         if self.ended[row]:
-            return
+            return True
         if token == self.eos_id:
             self.ended[row] = True
-            return
+            return True
         self.sent[row] += 1
         self.ended[row] = self.sent[row] >= self.budgets[row]
-        if self.emit is not None:
-            self.emit(self.rows[row], token)
+        if self.emit is not None and self.emit(self.rows[row], token, log_probs):
+            self.ended[row] = True
+            self.stopped.add(row)
+        return self.ended[row]
 
-    def flush(self, outputs: list[list[int]]) -> None:
-        """The tokens of the final outputs not handed over yet (the last step's, which no step fed back)."""
+    def flush(self, outputs: list[list[int]], log_probs: Tensor | None = None) -> None:
+        """The tokens of the final outputs not handed over yet (the last step's, which no step fed back;
+        ``log_probs``: that step's distributions, one row per output)."""
         for row, ids in enumerate(outputs):
             for token in ids[self.sent[row]:]:
                 self.ended[row] = False
-                self.token(row, token)
+                self.token(row, token, None if log_probs is None else log_probs[row])
 
 
 class RaggedPrompts:
-    """A Scorer over prompts of different lengths: the longer ones' tails are forced token by token."""
+    """A Scorer over prompts of different lengths: the longer ones' tails are forced token by token, a row the
+    emitter stopped is forced to EOS, and the OpenAI presence/frequency penalties lower the log-probabilities
+    of tokens the row has generated (not its prompt's)."""
 
-    def __init__(self, inner: Any, sources: list[list[int]], emitter: RowEmitter) -> None:
+    def __init__(self, inner: Any, sources: list[list[int]], emitter: RowEmitter, *, presence: float = 0.0,
+                 frequency: float = 0.0) -> None:
         self.inner, self.emitter = inner, emitter
         self.start = min(len(s) for s in sources)
         self.tails = [s[self.start:] for s in sources]
         self.steps = 0
+        self.presence, self.frequency = presence, frequency
+        self.counts: Tensor | None = None  # (rows, vocab) generated tokens so far, with penalties
+        self.last: Tensor | None = None  # (rows, vocab) the model's log-probabilities at the last step
 
     def prefix(self, sources: list[list[int]], device: torch.device) -> Tensor:
         """What the loop feeds first: every prompt up to the shortest one's length."""
@@ -74,15 +88,31 @@ class RaggedPrompts:
         if self.steps > 0:  # the loop feeds back what it chose at the previous step
             chosen = self.steps - 1
             for row, token in enumerate(prev_tokens[:, -1].tolist()):
-                if chosen >= len(self.tails[row]):
-                    self.emitter.token(row, token)
+                if chosen >= len(self.tails[row]) and not self.emitter.ended[row]:
+                    self.emitter.token(row, token, self.last[row])
+                    if self.counts is not None:
+                        self.counts[row, token] += 1
         log_probs, state = self.inner.step(state, prev_tokens)
-        for row, tail in enumerate(self.tails):
-            if self.steps < len(tail):  # still inside this row's prompt: its next prompt token, surely
+        self.last = log_probs
+        if self.presence or self.frequency:
+            if self.counts is None:
+                self.counts = torch.zeros_like(log_probs)
+            log_probs = penalized(log_probs, self.counts, self.presence, self.frequency)
+        forced = {row: tail[self.steps] for row, tail in enumerate(self.tails) if self.steps < len(tail)}
+        forced |= {row: self.emitter.eos_id for row in self.emitter.stopped}
+        if forced:  # a prompt's next token, or EOS after a stop string: surely
+            log_probs = log_probs.clone()
+            for row, token in forced.items():
                 log_probs[row] = float("-inf")
-                log_probs[row, tail[self.steps]] = 0.0
+                log_probs[row, token] = 0.0
         self.steps += 1
         return log_probs, state
+
+    def finish(self, found: list[list[int]]) -> list[list[int]]:
+        """The rows' outputs without their forced prompt tails; hands over the tokens no step fed back."""
+        found = [ids[len(tail):] for ids, tail in zip(found, self.tails, strict=True)]
+        self.emitter.flush(found, self.last)
+        return found
 
     def reorder(self, state: Any, beam_index: Tensor) -> Any:
         return self.inner.reorder(state, beam_index)
@@ -113,7 +143,8 @@ def decode_lm(decoder, sources: list[list[int]], opts, generator: torch.Generato
     for rows in groups:
         batch = [sources[r] for r in rows]
         emitter = RowEmitter(emit, lm_budgets(cfg, batch, opts), cfg.eos_id, rows)
-        ragged = RaggedPrompts(decoder.scorer, batch, emitter)
+        ragged = RaggedPrompts(decoder.scorer, batch, emitter, presence=opts.presence_penalty,
+                               frequency=opts.frequency_penalty)
         tails = [len(t) for t in ragged.tails]
         budget = torch.tensor([t + b for t, b in zip(tails, emitter.budgets, strict=True)], device=decoder.device)
         common = {"eos_id": cfg.eos_id, "max_new_tokens": budget, "no_repeat_ngram": opts.no_repeat_ngram}
@@ -123,7 +154,5 @@ def decode_lm(decoder, sources: list[list[int]], opts, generator: torch.Generato
                                   top_k=opts.top_k, top_p=opts.top_p, generator=generator, **common)
         else:
             found = greedy_search(ragged, ragged.init_state(None), prefix, **common)
-        found = [ids[tail:] for ids, tail in zip(found, tails, strict=True)]
-        emitter.flush(found)
-        outputs.update(zip(rows, found, strict=True))
+        outputs.update(zip(rows, ragged.finish(found), strict=True))
     return [outputs[i] for i in range(len(sources))]

@@ -124,6 +124,8 @@ def blockers(cfg: ModelConfig) -> list[str]:
             problems.append(f"{where} (sparse, linear or low-rank attention)")
     if stack.layer_attention:
         problems.append("decoder.layer_attention (per-layer attention overrides)")
+    if stack.layer_rope_scaling:
+        problems.append("decoder.layer_rope_scaling (per-layer RoPE scaling)")
     problems += [f"decoder.{where}.rope_base (an attention's own RoPE base)"
                  for where, attention in stack.attentions().items() if attention.rope_base is not None]
     checks = {
