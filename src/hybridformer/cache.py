@@ -237,3 +237,17 @@ class LinearAttentionState:
         if self.kv is not None:
             self.kv = self.kv.index_select(0, index)
             self.k_sum = self.k_sum.index_select(0, index)
+
+
+class SSMState:
+    """The recurrent state of a state-space mixer (Mamba-2): (batch, heads, head_dim, state), whatever the length.
+
+    Its convolution keeps its own ``ConvState``; together they are all a Mamba-2 layer remembers.
+    """
+
+    def __init__(self) -> None:
+        self.state: Tensor | None = None
+
+    def reorder(self, index: Tensor) -> None:
+        if self.state is not None:
+            self.state = self.state.index_select(0, index)

@@ -44,17 +44,19 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    path: str | Path, model: nn.Module, config: ModelConfig, tokenizer: Tokenizer | None = None, *,
+    path: str | Path, model: nn.Module | None, config: ModelConfig, tokenizer: Tokenizer | None = None, *,
     meta: dict[str, Any] | None = None, write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically: build it in a temp dir, then rename it into place.
 
     ``write_extra(tmp_dir)`` lets the trainer add its own files (optimizer state) to the same
-    atomic write. A crash at any moment leaves either the old directory or the new one.
+    atomic write. A crash at any moment leaves either the old directory or the new one. Without a
+    ``model`` no weights are written: a LoRA checkpoint's ``write_extra`` adds its adapter instead.
     """
 
     def fill(tmp: Path) -> None:
-        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt", **architecture_metadata(config)})
+        if model is not None:
+            save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt", **architecture_metadata(config)})
         (tmp / CONFIG).write_text(json.dumps(config.model_dump(), indent=2))
         if tokenizer is not None:
             (tmp / TOKENIZER).write_text(tokenizer.to_str())
@@ -68,6 +70,9 @@ def save_checkpoint(
 
 def _fsync_tree(directory: Path) -> None:
     for file in directory.iterdir():
+        if file.is_dir():  # e.g. the ``adapter/`` beside an exported base model
+            _fsync_tree(file)
+            continue
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
     fd = os.open(directory, os.O_RDONLY)
@@ -107,7 +112,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[s
     """The raw tensors of ``path/model.safetensors`` (a missing or corrupt file is a CheckpointError)."""
     weights = Path(path) / WEIGHTS
     if not weights.is_file():
-        raise CheckpointError(f"{Path(path)}: missing {WEIGHTS}")
+        raise missing_weights(Path(path))
     try:
         return load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -123,6 +128,13 @@ def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], source: 
         present = next(n for n in names if n in tensors)
         full.update({n: tensors[present] for n in names})
     model.load_state_dict(full, strict=True)
+
+
+def missing_weights(path: Path) -> CheckpointError:
+    if (path / "adapter_config.json").is_file():
+        return CheckpointError(f"{path} is a LoRA adapter: it runs on its base model (`--adapter {path}` with the "
+                               "base checkpoint; Python: hybridformer.lora.load_with_adapter)")
+    return CheckpointError(f"{path}: missing {WEIGHTS}")
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer | None:
@@ -246,7 +258,7 @@ def weight_specs(path: str | Path) -> tuple[TensorSpecs, dict[str, str]]:
     """Names, dtypes and shapes of ``path/model.safetensors`` and its metadata, read from the header only."""
     weights = Path(path) / WEIGHTS
     if not weights.is_file():
-        raise CheckpointError(f"{Path(path)}: missing {WEIGHTS}")
+        raise missing_weights(Path(path))
     try:
         with safe_open(str(weights), framework="pt") as handle:
             specs = {name: (handle.get_slice(name).get_dtype(), tuple(handle.get_slice(name).get_shape()))

@@ -24,6 +24,7 @@ from .errors import ConfigError, brief
 __all__ = [
     "AttentionConfig",
     "ConvConfig",
+    "SSMConfig",
     "StackConfig",
     "ModelConfig",
     "RopeScaling",
@@ -102,10 +103,27 @@ class ConvConfig(_Strict):
     merge: Literal["concat", "learned"] = "concat"  # branchformer: concat + projection, or learned weights
     merge_kernel_size: int = Field(3, ge=1)  # ebranchformer: depthwise merge convolution width
     cgmlp_dim: int | None = Field(None, ge=2)  # (e)branchformer cgMLP hidden width; None = ffn_dim
+    short_kernel_size: int = Field(3, ge=1, le=4096)  # shortconv: its causal depthwise kernel (LFM2: 3)
 
     def layer_parts(self) -> dict[str, Any]:
         """These options as ``LayerParts`` keyword arguments (``conv_<key>``)."""
         return {f"conv_{key}": value for key, value in self.model_dump().items()}
+
+
+class SSMConfig(_Strict):
+    """Options of the Mamba-2 mixer (layer ``mamba2``, docs/ssm.md)."""
+
+    state_size: int = Field(64, ge=1)  # N: state channels per group (B and C)
+    expand: int = Field(2, ge=1)  # inner width = expand · d_model
+    head_dim: int = Field(64, ge=1)  # P: channels per SSM head; heads = inner / head_dim
+    groups: int = Field(1, ge=1)  # B/C groups shared by the heads (like GQA's key/value heads)
+    conv_kernel_size: int = Field(4, ge=1, le=4096)  # the causal depthwise convolution before the scan
+    chunk_size: int = Field(64, ge=1)  # chunked scan: positions per chunk (a speed knob; results are equal)
+    bias: bool = False  # biases of in_proj and out_proj
+    conv_bias: bool = True
+
+    def layer_parts(self) -> dict[str, Any]:
+        return {f"ssm_{key}": value for key, value in self.model_dump().items()}
 
 
 class RopeScaling(_Strict):
@@ -144,7 +162,7 @@ class RopeScaling(_Strict):
 
 
 class StackConfig(_Strict):
-    """One stack (encoder or decoder) of layers of one type.
+    """One stack (encoder or decoder) of layers of one type, with per-layer overrides.
 
     ``layer_attention`` overrides the self-attention of chosen layers (0-based index -> attention),
     e.g. ``{0: {name: full}}`` keeps layer 0 exact while ``attention`` windows the rest
@@ -153,22 +171,27 @@ class StackConfig(_Strict):
     ``rope_scaling``): the full-attention layers of a local/global pattern read distances past the
     trained length, the windowed ones never do (``hybridformer longify --global-every``; Gemma 3 also
     gives its global layers other rotations than its local ones).
+    ``layer_types`` overrides the layer type of chosen layers, e.g. ``layer: shortconv`` with
+    ``layer_types: {2: transformer, 5: transformer}`` is an LFM2-style conv–attention hybrid.
     """
 
     layers: int = Field(3, ge=0)
     layer: str = "transformer"
+    layer_types: dict[int, str] = {}
     attention: AttentionConfig = AttentionConfig()
     layer_attention: dict[int, AttentionConfig] = {}
     layer_rope_scaling: dict[int, RopeScaling] = {}
     conv: ConvConfig = ConvConfig()
+    ssm: SSMConfig = SSMConfig()
 
     @model_validator(mode="after")
     def _check(self) -> StackConfig:
-        if self.layer not in LAYERS:
-            raise ValueError(f"unknown layer {self.layer!r}; allowed: {', '.join(sorted(LAYERS))}")
+        for key, name in [("layer", self.layer)] + [(f"layer_types.{i}", t) for i, t in self.layer_types.items()]:
+            if name not in LAYERS:
+                raise ValueError(f"{key}: unknown layer {name!r}; allowed: {', '.join(sorted(LAYERS))}")
         if self.layers < 0:
             raise ValueError(f"layers must be >= 0, got {self.layers}")
-        for key in ("layer_attention", "layer_rope_scaling"):
+        for key in ("layer_attention", "layer_rope_scaling", "layer_types"):
             outside = sorted(i for i in getattr(self, key) if not 0 <= i < self.layers)
             if outside:
                 raise ValueError(f"{key}: layer index {outside[0]} does not exist; this stack has layers "
@@ -182,6 +205,14 @@ class StackConfig(_Strict):
     def attentions(self) -> dict[str, AttentionConfig]:
         """Every self-attention setting of the stack by its key (``attention``, ``layer_attention.3``)."""
         return {"attention": self.attention} | {f"layer_attention.{i}": a for i, a in self.layer_attention.items()}
+
+    def layer_of(self, index: int) -> str:
+        """The layer type of layer ``index``: its override, else the stack's."""
+        return self.layer_types.get(index, self.layer)
+
+    def layer_kinds(self) -> set[str]:
+        """Every layer type this stack builds."""
+        return {self.layer_of(i) for i in range(self.layers)}
 
 
 Position = Literal["none", "sinusoidal", "learned", "rope", "alibi", "t5"]
@@ -199,7 +230,7 @@ class ModelConfig(_Strict):
     activation: Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh"] = "relu"
     norm: Literal["layernorm", "rmsnorm", "offset_rmsnorm"] = "layernorm"  # offset_rmsnorm: x·(1 + w) (Gemma)
     norm_placement: Literal["pre", "post", "sandwich"] = "pre"  # sandwich: pre-norm plus a norm on each branch
-    qk_norm: bool = False  # the model's norm on each head's queries and keys, before RoPE (Qwen3, Gemma 3)
+    qk_norm: bool = False  # the model's norm on each head's queries and keys, before RoPE (LFM2, Qwen3, Gemma 3)
     residual: Literal["standard", "deepnet", "rezero"] = "standard"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     position: Position = "sinusoidal"
@@ -215,6 +246,8 @@ class ModelConfig(_Strict):
     t5_buckets: int = Field(32, ge=4)  # half per direction, half of those exact: at least one exact bucket
     t5_max_distance: int = Field(128, ge=2)
     embed_scale: bool = True  # multiply embeddings by sqrt(d_model)
+    embed_multiplier: float = 1.0  # and by this (Granite's embedding_multiplier)
+    residual_multiplier: float = 1.0  # every residual branch scaled by it before the add (Granite)
     tie_embeddings: bool = True  # decoder input embedding = output projection
     share_embeddings: bool = True  # encoder and decoder share one embedding (shared vocabulary)
     num_classes: int = Field(2, ge=0)  # encoder_classifier only; 0 = no head (a sentence encoder)
@@ -229,13 +262,13 @@ class ModelConfig(_Strict):
     type_vocab_size: int = Field(0, ge=0)  # token type embeddings; type 0 is added (BERT, RoBERTa)
     layernorm_embedding: bool = False  # a norm over the summed embeddings (BART, mBART, BERT)
     final_logits_bias: bool = False  # a bias on the vocabulary projection (BART, Marian)
-    output_scale: float = 1.0  # seq2seq: decoder states scaled before the projection (tied T5: d_model**-0.5)
+    output_scale: float = 1.0  # decoder states × it before the projection (tied T5: d_model**-0.5; Granite)
     encoder: StackConfig = StackConfig()
     decoder: StackConfig = StackConfig()
     cross_attention: AttentionConfig = AttentionConfig()
     # compression (docs/compression.md), replayed by build_model on the freshly built float model:
     pruned_heads: dict[str, list[int]] | None = None  # attention module path -> kept query heads (original ids)
-    quantization: Literal["dynamic_int8"] | None = None  # linear layers as int8 (CPU inference)
+    quantization: Literal["dynamic_int8", "int8_weight", "int4", "bf16"] | None = None  # linears' weight format (CPU)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -258,7 +291,7 @@ class ModelConfig(_Strict):
             raise ValueError(f"{own_base[0]}.rope_base applies to position='rope', not {self.position!r}")
         if (self.encoder.layer_rope_scaling or self.decoder.layer_rope_scaling) and self.position != "rope":
             raise ValueError(f"layer_rope_scaling applies to position='rope', not {self.position!r}")
-        if self.head_dim is not None and "lsra" in (self.encoder.layer, self.decoder.layer):
+        if self.head_dim is not None and "lsra" in self.encoder.layer_kinds() | self.decoder.layer_kinds():
             raise ValueError("head_dim cannot be set with layer='lsra' (its attention branch derives its own)")
         if self.qk_norm and "lsra" in (self.encoder.layer, self.decoder.layer):
             raise ValueError("qk_norm cannot be set with layer='lsra' (its attention branch derives its own heads)")
@@ -273,8 +306,8 @@ class ModelConfig(_Strict):
         if self.pad_id > self.vocab_size:  # == vocab_size: padding outside the vocabulary (no row, no logit)
             raise ValueError(f"pad_id={self.pad_id} must be below vocab_size={self.vocab_size}, or equal to it "
                              "for padding outside the vocabulary")
-        if self.output_scale != 1.0 and self.arch != "encoder_decoder":
-            raise ValueError("output_scale scales a seq2seq decoder's output (T5); leave it at 1.0 for "
+        if self.output_scale != 1.0 and self.arch == "encoder_classifier":
+            raise ValueError("output_scale scales a decoder's output (T5, Granite); leave it at 1.0 for "
                              f"arch={self.arch!r}")
         return self
 
@@ -303,14 +336,20 @@ class ModelConfig(_Strict):
 
 
 def check_conv_stack(cfg: ModelConfig, role: str) -> None:
-    """Widths the conv-hybrid layer types need, checked against the model (errors name the key)."""
+    """Widths the conv-hybrid and SSM layer types need, checked against the model (errors name the key)."""
     stack: StackConfig = getattr(cfg, role)
-    conv, key = stack.conv, f"{role}.conv"
-    if stack.layer in ("lightconv", "dynamicconv") and cfg.d_model % conv.heads:
-        raise ValueError(f"{key}.heads={conv.heads} must divide d_model={cfg.d_model} for layer {stack.layer!r}")
-    if stack.layer in ("branchformer", "ebranchformer") and (conv.cgmlp_dim or cfg.ffn_dim) % 2:
+    conv, key, kinds = stack.conv, f"{role}.conv", stack.layer_kinds()
+    for layer in sorted(kinds & {"lightconv", "dynamicconv"}):
+        if cfg.d_model % conv.heads:
+            raise ValueError(f"{key}.heads={conv.heads} must divide d_model={cfg.d_model} for layer {layer!r}")
+    if kinds & {"branchformer", "ebranchformer"} and (conv.cgmlp_dim or cfg.ffn_dim) % 2:
         raise ValueError(f"{key}.cgmlp_dim (default ffn_dim) must be even: the cgMLP gates one half by the other")
-    if stack.layer == "lsra":
+    if "mamba2" in kinds:
+        ssm, inner = stack.ssm, stack.ssm.expand * cfg.d_model
+        if inner % ssm.head_dim or (inner // ssm.head_dim) % ssm.groups:
+            raise ValueError(f"{role}.ssm.head_dim={ssm.head_dim} must divide the inner width expand·d_model={inner} "
+                             f"into heads that {role}.ssm.groups={ssm.groups} divides")
+    if "lsra" in kinds:
         attn = round(cfg.d_model * conv.lsra_split)
         if attn < 1 or attn >= cfg.d_model or attn % cfg.heads:
             raise ValueError(f"{key}.lsra_split={conv.lsra_split} gives {attn} attention channels of "
@@ -441,6 +480,9 @@ class DataConfig(_Strict):
     # LM from JSONL pairs: each record is one conversation (user: src_field, assistant: tgt_field) rendered by
     # the chat template beside data.tokenizer (a converted instruct model's), as `generate --chat` prompts it
     chat: bool = False
+    # LM from JSONL prompt/completion records (src_field = prompt, tgt_field = completion; EOS follows it)
+    completion: bool = False
+    answer_only: bool = True  # chat / completion: the loss falls on the answers only (false: on the whole text)
     valid_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     builtin: str | None = None  # name of a generated task from hybridformer.data.tasks
     builtin_train: int = 5000
@@ -472,6 +514,25 @@ class DataConfig(_Strict):
 
 
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # the projections a LoRA adapter may attach to
+
+
+class LoraConfig(_Strict):
+    """LoRA (Hu et al., 2021): the base stays frozen and each targeted projection learns
+    ``W + (alpha / rank) · B A`` with ``A: (rank, in)``, ``B: (out, rank)``, B starting at zero."""
+
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # on the adapter's input
+    targets: list[Literal["q", "k", "v", "o", "gate", "up", "down"]] = list(LORA_TARGETS)
+    bias: Literal["none"] = "none"  # biases stay frozen (PEFT's bias="none")
+
+    @model_validator(mode="after")
+    def _check(self) -> LoraConfig:
+        if not self.targets or len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"train.lora.targets: name each projection once, from {', '.join(LORA_TARGETS)} "
+                             f"(got {self.targets})")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -504,9 +565,16 @@ class TrainConfig(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")  # auto | cpu | cuda | cuda:N | mps
     strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun with more than one process
     init_from: str | None = None  # checkpoint whose weights start the run (fine-tuning); unused on resume
+    lora: LoraConfig | None = None  # train LoRA adapters on the frozen init_from model instead of all weights
+    base_precision: Literal["fp32", "bf16"] = "fp32"  # LoRA: how the frozen base weights are held
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if self.lora is not None and self.init_from is None:
+            raise ValueError("train.lora adapts a pretrained model: set train.init_from to its checkpoint")
+        if self.base_precision == "bf16" and (self.lora is None or self.precision != "bf16"):
+            raise ValueError("train.base_precision=bf16 holds a frozen LoRA base in bf16 and computes in bf16: it "
+                             "needs train.lora and train.precision=bf16")
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr={self.min_lr} must not exceed train.lr={self.lr}")
         if self.decay_fraction is not None and self.schedule not in ("wsd", "inverse_sqrt"):
@@ -541,6 +609,9 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"train.init_from: cannot read {file} ({exc})") from None
         if not isinstance(saved, dict):
             raise ValueError(f"train.init_from: {file} does not hold a model config")
+        if saved.get("quantization"):  # gradients cannot flow into packed int8/int4 buffers
+            raise ValueError(f"train.init_from: {init_from} holds {saved['quantization']} weights for inference; "
+                             "fine-tune the float checkpoint it was quantized from, then quantize the result")
         data = {**data, "model": {**saved, **data.get("model", {})}}
         section, tokenizer = data.get("data", {}), Path(init_from) / "tokenizer.json"
         if isinstance(section, dict) and "tokenizer" not in section and tokenizer.is_file():
@@ -559,6 +630,10 @@ class ExperimentConfig(_Strict):
             raise ValueError("data.chat renders JSONL records as conversations for a language model: it needs "
                              f"model.arch='decoder_lm' and data.format='jsonl' (got {self.model.arch!r}, "
                              f"{self.data.format!r})")
+        if self.data.completion and (self.data.chat or self.model.arch != "decoder_lm" or self.data.format != "jsonl"):
+            raise ValueError("data.completion reads JSONL prompt/completion records for a language model: it needs "
+                             "model.arch='decoder_lm', data.format='jsonl' and not data.chat (a chat model's "
+                             "records go through its template with data.chat)")
         if not classifier and self.data.format == "folders":
             raise ValueError("data.format='folders' holds labeled documents for model.arch='encoder_classifier'")
         return self

@@ -22,7 +22,8 @@ def evaluate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], src: Lines | None, ref: Lines, *,
     metric: str = "bleu", context: int = 256, device: str | torch.device = "cpu",
     weights: Sequence[float] | None = None, combine: str = "prob", engine: str = "torch",
-    quantization: str | None = None, tokenize: str | None = None, lang: str = "en", **options,
+    quantization: str | None = None, tokenize: str | None = None, lang: str = "en",
+    adapter: str | Path | None = None, **options,
 ) -> MetricResult:
     """Score ``checkpoints`` on ``ref`` (a file, ``-``, or a list of lines).
 
@@ -34,6 +35,7 @@ def evaluate(
     ``engine="ct2"`` decodes and scores with CTranslate2 (``quantization`` as in ``load_decoder``).
     ``tokenize`` (bleu only): sacreBLEU's tokenizer name, or ``"moses-lc"`` for BLEU on lowercased
     text Moses-tokenized for ``lang`` (the target language), as fairseq-trained papers report it.
+    ``adapter`` folds a LoRA adapter into the checkpoint.
     """
     if metric not in (*METRICS, "ppl"):
         raise ConfigError(f"metric {metric!r} unknown; choose one of: {', '.join((*METRICS, 'ppl'))}")
@@ -41,7 +43,7 @@ def evaluate(
         raise ConfigError(f"--tokenize applies to --metric bleu, not {metric}")
     scoring = {"tokenize": tokenize, "lang": lang} if tokenize is not None else {}
     decoder = load_decoder(checkpoints, device, purpose="evaluate", weights=weights, combine=combine, engine=engine,
-                           quantization=quantization)
+                           quantization=quantization, adapter=adapter)
     if metric == "ppl" and isinstance(decoder, Decoder) and not isinstance(decoder.scorer, ModelScorer):
         raise ConfigError("ppl scores one model under teacher forcing; evaluate each checkpoint on its own "
                           "(ensembles are scored with bleu, chrf or rouge)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -102,7 +103,7 @@ class GenerationOptions:
 def generate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], inputs: Iterable[str], *,
     device: str | torch.device = "cpu", weights: Sequence[float] | None = None, combine: str = "prob",
-    engine: str = "torch", quantization: str | None = None, **options,
+    engine: str = "torch", quantization: str | None = None, adapter: str | Path | None = None, **options,
 ) -> Iterator[str]:
     """Decode every input line; yields one output line per input line, in input order, as soon as
     its window of ~``4 · batch_tokens`` input tokens is done.
@@ -111,12 +112,12 @@ def generate(
     ``temperature``, ``top_k``, ``top_p``, ``max_len_a``, ``max_len_b``, ``no_repeat_ngram``,
     ``early_stopping``, ``at_budget``, ``seed``, ``batch_tokens``). Several checkpoints decode as one ensemble
     (``weights``, ``combine`` as in :func:`~hybridformer.inference.load_decoder`). ``engine="ct2"`` decodes
-    with CTranslate2 (``quantization`` as there). Checkpoints and options are checked now; the input is read
-    lazily while iterating (an input without lines is a :class:`DataError`).
+    with CTranslate2 (``quantization`` as there); ``adapter`` folds a LoRA adapter in. Checkpoints and options
+    are checked now; the input is read lazily while iterating (an input without lines is a :class:`DataError`).
     """
     opts = GenerationOptions.parse(options)
     decoder = load_decoder(checkpoints, device, weights=weights, combine=combine, engine=engine,
-                           quantization=quantization)
+                           quantization=quantization, adapter=adapter)
     return stream_outputs(decoder, inputs, opts)
 
 

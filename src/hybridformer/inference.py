@@ -142,18 +142,26 @@ def scorer_from_checkpoints(checkpoints: Sequence[Checkpoint], *, weights: Seque
 
 def load_decoder(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu",
                  *, purpose: Task = "generate", weights: Sequence[float] | None = None,
-                 combine: Combine = "prob", engine: str = "torch", quantization: str | None = None):
+                 combine: Combine = "prob", engine: str = "torch", quantization: str | None = None,
+                 adapter: str | Path | None = None):
     """Load the checkpoint(s) that will generate text: a tokenizer, an encoder-decoder or LM.
 
     Several checkpoints become one :class:`~hybridformer.decoding.Ensemble` Scorer (same vocabulary,
     any architectures), combined per step by ``combine`` (``prob`` or ``log_prob``) with ``weights``.
     ``engine="ct2"`` returns a :class:`~hybridformer.interop.ct2_engine.Ct2Decoder` instead: one
     checkpoint (exported once into a cache beside it) or a CTranslate2 export, with ``quantization``.
+    ``adapter`` is a LoRA adapter (PEFT format) folded into the one checkpoint; a checkpoint that is itself an
+    adapter (a LoRA run's ``checkpoints/best``) loads on the base model it names.
     """
     if engine not in ENGINES:
         raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     items = [checkpoints] if isinstance(checkpoints, CheckpointLike) else list(checkpoints)
+    from .lora import is_adapter_only, with_adapter
+
     if engine == "ct2":
+        if adapter is not None or any(not isinstance(i, Checkpoint) and is_adapter_only(i) for i in items):
+            raise ConfigError("--engine ct2 runs plain checkpoints; fold the LoRA adapter in first: "
+                              "hybridformer merge --fold ADAPTER --out DIR")
         return _load_ct2(items, device, purpose=purpose, weights=weights, quantization=quantization)
     if quantization is not None:
         raise ConfigError("--quantization applies to --engine ct2; for the torch engine run `hybridformer "
@@ -163,7 +171,7 @@ def load_decoder(checkpoints: CheckpointLike | Sequence[CheckpointLike], device:
     for item in items:
         if not isinstance(item, Checkpoint) and is_ct2_export(item):
             raise CheckpointError(f"{item} is a CTranslate2 export; run it with --engine ct2")
-    ckpts = load_checkpoints(items, device, task=purpose)
+    ckpts = load_checkpoints(with_adapter(items, adapter, device), device, task=purpose)
     scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine)
     name = ", ".join(str(c.path) for c in ckpts)
     return Decoder(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name,

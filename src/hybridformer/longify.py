@@ -32,7 +32,7 @@ __all__ = ["decoding_memory", "longify", "longify_checkpoint", "longify_config",
            "parse_layers", "parse_pattern", "parse_rope_scaling", "tile_positions", "LongifyPlan"]
 
 ROPE_SCALINGS = ("linear", "dynamic", "ntk", "yarn")
-NO_SELF_ATTENTION = ("lightconv", "dynamicconv")  # layer types whose token mixer is a convolution
+NO_SELF_ATTENTION = ("lightconv", "dynamicconv", "shortconv", "mamba2")  # token mixer: a convolution or an SSM
 
 
 @dataclass(frozen=True)
@@ -167,14 +167,20 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
     global_layers: dict[str, list[int]] = {}
     for role in stacks:
         stack: StackConfig = getattr(cfg, role)
-        if stack.layer in NO_SELF_ATTENTION:
+        attending = [i for i in range(stack.layers) if stack.layer_of(i) not in NO_SELF_ATTENTION]
+        if not attending:
             raise ConfigError(f"the {role} stack has layer={stack.layer!r}, which has no self-attention to replace "
-                              "(its convolution already costs O(L))")
+                              "(its convolution or state-space scan already costs O(L))")
         if plan.pattern is None:
-            layers = parse_layers(plan.layers, stack.layers, where=f"{role} stack")
+            chosen = parse_layers(plan.layers, stack.layers, where=f"{role} stack")
         else:
             global_layers[role] = parse_pattern(plan.pattern, stack.layers, where=f"{role} stack")
-            layers = [i for i in range(stack.layers) if i not in global_layers[role]]
+            chosen = [i for i in range(stack.layers) if i not in global_layers[role]]
+        # in a conv/SSM–attention hybrid only the attention layers change; the others need nothing
+        layers = [i for i in chosen if i in attending]
+        if not layers:
+            raise ConfigError(f"--layers {plan.layers!r}: none of the chosen {role} layers has self-attention "
+                              f"(those that do: {', '.join(map(str, attending))})")
         carried = _carry_dropout(stack, attention)
         new = {i: _keep_rope_base(carried, stack.attention_of(i)) for i in layers}
         if layers == list(range(stack.layers)):
@@ -214,14 +220,17 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
 def decoding_memory(cfg: ModelConfig, length: int, bytes_per_value: int = 4) -> dict[str, Any] | None:
     """The self-attention caches of a decoder at ``length`` tokens of context (float32 by default):
     a ``sliding_window`` layer keeps ``num_global + window`` keys and values, a linear-attention layer
-    a fixed state (not counted here), any other layer all ``length``. None for a model without a decoder."""
+    a fixed state (not counted here), as do convolution and state-space layers; any other layer all
+    ``length``. None for a model without a decoder."""
     if cfg.arch == "encoder_classifier":
         return None
     per_token = 2 * cfg.num_kv_heads * cfg.attention_head_dim * bytes_per_value  # keys and values, one layer
     tokens = []
     for index in range(cfg.decoder.layers):
         attention = cfg.decoder.attention_of(index)
-        if attention.name == "sliding_window":
+        if cfg.decoder.layer_of(index) in NO_SELF_ATTENTION:
+            tokens.append(0)
+        elif attention.name == "sliding_window":
             kernel = ATTENTION["sliding_window"](**attention.options)
             tokens.append(min(length, kernel.window + kernel.num_global))
         else:

@@ -19,20 +19,21 @@ from .cache import DecodingCache, project
 from .config import AttentionConfig, ModelConfig, RopeScaling, StackConfig
 from .context import MixerContext
 from .position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
-from .quantized import quantize_dynamic_int8
+from .quantized import quantize_linears
 
 
 class TokenEmbedding(nn.Embedding):
     """Token embedding, optionally scaled by √d_model (so it matches sinusoidal positions in size).
 
-    Padding embeds as zeros. A pad id of ``vocab_size`` lies outside the vocabulary (GPT-2 has no
-    free token for padding): it has no row and no logit, and is embedded as zeros all the same.
+    ``multiplier`` scales them further (Granite's ``embedding_multiplier``). Padding embeds as zeros. A pad
+    id of ``vocab_size`` lies outside the vocabulary (GPT-2 has no free token for padding): it has no row and
+    no logit, and is embedded as zeros all the same.
     """
 
-    def __init__(self, vocab_size: int, d_model: int, pad_id: int, scale: bool) -> None:
+    def __init__(self, vocab_size: int, d_model: int, pad_id: int, scale: bool, multiplier: float = 1.0) -> None:
         inside = pad_id < vocab_size
         super().__init__(vocab_size, d_model, padding_idx=pad_id if inside else None)
-        self.scale = math.sqrt(d_model) if scale else 1.0
+        self.scale = (math.sqrt(d_model) if scale else 1.0) * multiplier
         self.outside_pad = None if inside else pad_id
         nn.init.normal_(self.weight, std=d_model**-0.5)
         if inside:
@@ -167,15 +168,19 @@ class EncoderDecoder(nn.Module):
 class DecoderLM(nn.Module):
     """Causal language model (decoder only)."""
 
-    def __init__(self, embed: TokenEmbedding, decoder: Stack, output: nn.Linear, pad_id: int) -> None:
+    def __init__(self, embed: TokenEmbedding, decoder: Stack, output: nn.Linear, pad_id: int,
+                 output_scale: float = 1.0) -> None:
         super().__init__()
         self.embed, self.decoder, self.output, self.pad_id = embed, decoder, output, pad_id
+        self.output_scale = output_scale  # Granite: 1 / logits_scaling, applied before the (bias-free) projection
 
     def decode(self, tokens: Tensor, *, cache: DecodingCache | None = None, offset: int = 0,
                logits_to_keep: int = 0) -> Tensor:
         """tokens: (batch, T) -> logits (batch, T, vocab), or of the last ``logits_to_keep`` positions only."""
         padding = tokens.eq(self.pad_id) if cache is None else None
         h = self.decoder(self.embed(tokens), padding_mask=padding, offset=offset, cache=cache)
+        if self.output_scale != 1.0:
+            h = h * self.output_scale
         return vocab_logits(self.output, h, cache, logits_to_keep)
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -219,7 +224,7 @@ def _build_float_model(cfg: ModelConfig) -> EncoderDecoder | DecoderLM | Encoder
     alpha_beta = scales if cfg.residual == "deepnet" else {"encoder": (1.0, None), "decoder": (1.0, None)}
 
     def embedding() -> TokenEmbedding:
-        return TokenEmbedding(cfg.vocab_size, cfg.d_model, cfg.pad_id, cfg.embed_scale)
+        return TokenEmbedding(cfg.vocab_size, cfg.d_model, cfg.pad_id, cfg.embed_scale, cfg.embed_multiplier)
 
     def stack(role: str, stack_cfg: StackConfig, *, causal: bool, cross: bool) -> Stack:
         alpha, beta = alpha_beta[role]
@@ -246,7 +251,7 @@ def _build_float_model(cfg: ModelConfig) -> EncoderDecoder | DecoderLM | Encoder
     if cfg.arch == "decoder_lm":
         embed = embedding()
         return DecoderLM(embed, stack("decoder", cfg.decoder, causal=True, cross=False), output_layer(embed),
-                         cfg.pad_id)
+                         cfg.pad_id, cfg.output_scale)
     embed = embedding()
     return Encoder(embed, stack("encoder", cfg.encoder, causal=False, cross=False), cfg.num_classes, cfg.pad_id)
 
@@ -263,12 +268,14 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
         activation=cfg.activation, norm=cfg.norm, prenorm=cfg.norm_placement != "post", dropout=cfg.dropout,
         sandwich=cfg.norm_placement == "sandwich", qk_norm=cfg.qk_norm,
         residual_scheme=cfg.residual, alpha=alpha, score_scale=cfg.score_scale,
+        residual_multiplier=cfg.residual_multiplier,
         attention=stack_cfg.attention.name, attention_options=stack_cfg.attention.options,
         cross_attention=cfg.cross_attention.name, cross_attention_options=cfg.cross_attention.options,
         causal=causal, head_dim=cfg.head_dim, norm_eps=cfg.norm_eps, attention_bias=cfg.attention_bias,
         qkv_bias=cfg.qkv_bias, ffn_bias=cfg.ffn_bias, **stack_cfg.conv.layer_parts(),
+        **stack_cfg.ssm.layer_parts(),
     )
-    layers = [LAYERS[stack_cfg.layer](_with_attention(parts, stack_cfg.attention_of(i)), cross)
+    layers = [LAYERS[stack_cfg.layer_of(i)](_with_attention(parts, stack_cfg.attention_of(i)), cross)
               for i in range(stack_cfg.layers)]
     needs_final_norm = parts.prenorm and cfg.residual != "rezero"
     return Stack(
@@ -328,7 +335,7 @@ def _score_bias(cfg: ModelConfig, *, bidirectional: bool) -> nn.Module | None:
 
 def build_model(cfg: ModelConfig) -> EncoderDecoder | DecoderLM | Encoder:
     """Turn a validated ModelConfig into a model (random init), then replay its compression:
-    pruned attention heads, then int8 quantization (see docs/compression.md)."""
+    pruned attention heads, then the linear layers' weight format (see docs/compression.md)."""
     model = apply_pruned_heads(_build_float_model(cfg), cfg.pruned_heads,
                                per_head_bias=cfg.position in ("alibi", "t5"))
-    return quantize_dynamic_int8(model) if cfg.quantization == "dynamic_int8" else model
+    return quantize_linears(model, cfg.quantization) if cfg.quantization else model

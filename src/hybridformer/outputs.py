@@ -23,7 +23,8 @@ MODEL_FILES = frozenset({
     "tokenizer_config.json", "special_tokens_map.json", "model.safetensors.index.json", "model.bin",
     "shared_vocabulary.json", "shared_vocabulary.txt", "source_vocabulary.json", "target_vocabulary.json",
     "vocabulary.json", "vocabulary.txt", "chat_template.jinja", "README.md", "hybridformer.json",
-    "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json",
+    "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json", "adapter_config.json",
+    "adapter_model.safetensors",
 })
 _SHARD = re.compile(r"model-\d+-of-\d+\.safetensors")
 RUN_MARKERS = ("checkpoints", "metrics.jsonl", "run.lock", "distill.json", "seqkd")  # what a training run holds

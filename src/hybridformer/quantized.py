@@ -1,25 +1,34 @@
-"""Dynamic int8 quantization of linear layers for CPU inference (PyTorch's own ``quantize_dynamic``).
+"""Weight formats of linear layers for CPU inference: int8 (dynamic or weight-only), int4 (grouped), bf16.
 
-Weights are quantized once, per output channel, to int8; activations are quantized on the fly
-per call (Jacob et al., 2018, as implemented by FBGEMM/QNNPACK), so no calibration data is
-needed. Embeddings, norms and attention's softmax stay in float.
+Each format is one ``nn.Module`` that replaces an ``nn.Linear`` and runs an existing PyTorch kernel,
+chosen by measurement on CPU (1 thread, SmolLM2-135M's shapes; docs/compression.md):
 
-Saving: PyTorch keeps a quantized linear's weights in an opaque "packed" object that
-safetensors cannot hold. :class:`Int8Linear` therefore stores exactly what the packed object is
-built from — the int8 weight, its per-channel scales and zero points, and the float bias — as
-ordinary buffers, and re-packs them after loading. Linear weights take a quarter of their fp32
-bytes, but embeddings, norms and biases stay float: the whole checkpoint of the multi30k-transformer
-recipe's model shrinks 1.86x (docs/RESULTS.md, "Compression"). Nothing is unpickled, and a loaded
-model computes bit-for-bit what the saved one did.
-``ModelConfig.quantization = "dynamic_int8"`` tells :func:`~hybridformer.build_model` (and so
-``load_checkpoint``) to build the quantized structure before the weights are loaded, which is why
-this module lives beside ``ffn.py``, below ``models``; ``hybridformer.compress`` decides *when* to quantize.
+- ``dynamic_int8`` (:class:`Int8Linear`): int8 weights per output channel, activations quantized per
+  call (Jacob et al., 2018), FBGEMM's ``quantized::linear_dynamic``. This is the kernel behind the
+  deprecated ``torch.ao`` dynamic quantization, kept because it measured 1.3-3x faster than the
+  int8 weight-only kernel torchao uses on CPU (``_weight_int8pack_mm``); the weights are quantized with
+  torchao's per-channel helper.
+- ``int8_weight`` (:class:`Int8WeightLinear`): the same int8 weights, bf16 activations that are never
+  quantized, ``_weight_int8pack_mm`` (torchao's CPU int8 weight-only kernel): slower than FBGEMM at
+  batch 8, but accurate on models with activation outliers (LLMs), where dynamic int8 is not.
+- ``int4`` (:class:`Int4Linear`): 4-bit weights in groups of 32 input channels with a scale and a zero
+  each, bf16 activations, ``_weight_int4pack_mm_for_cpu`` (what torchao's CPU int4 layout runs).
+- ``bf16`` (:class:`BF16Linear`): bf16 weights and products, float everywhere else.
+
+Saving: the kernels' packed weights are opaque, so each layer stores what they are packed from as
+ordinary tensors (safetensors holds them; nothing is unpickled) and packs again after loading.
+``ModelConfig.quantization`` names the format, and :func:`~hybridformer.build_model` builds the
+quantized structure before the weights are loaded, which is why this module lives beside ``ffn.py``,
+below ``models``; ``hybridformer.compress`` decides *when* to quantize. Embeddings, norms and attention
+stay float.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -27,39 +36,61 @@ from torch import Tensor, nn
 from .errors import ConfigError
 
 
-class Int8Linear(nn.Module):
-    """``y = x Wᵀ + b`` with W int8 (per-output-channel affine) and x quantized dynamically per call.
+@contextmanager
+def quiet_torchao():
+    """torchao logs warnings on import about optional CUDA libraries; a CPU user needs none of them."""
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
-    The computation is PyTorch's ``quantized::linear_dynamic`` (what ``quantize_dynamic``'s
-    ``DynamicQuantizedLinear`` runs); the buffers exist so the layer fits in a safetensors file.
-    """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+class _PackedLinear(nn.Module):
+    """A linear layer whose weight lives in buffers and is packed for its kernel after loading."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
+        self._packed = None
+        self.register_load_state_dict_post_hook(lambda module, _: module.repack())
+
+    @staticmethod
+    def fits(linear: nn.Linear) -> bool:
+        """Whether the kernel takes this layer's shape (a layer that does not fit stays float)."""
+        return True
+
+    def repack(self) -> None:
+        raise NotImplementedError
+
+    def packed(self):
+        if self._packed is None:
+            self.repack()
+        return self._packed
+
+
+class Int8Linear(_PackedLinear):
+    """``y = x Wᵀ + b`` with W int8 (per-output-channel, symmetric) and x quantized dynamically per call."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features)
         self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float64))
         self.register_buffer("weight_zero_point", torch.zeros(out_features, dtype=torch.int64))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
-        self._packed = None
-        self.register_load_state_dict_post_hook(lambda module, _: module.repack())
 
     @classmethod
     @torch.no_grad()
-    def from_dynamic(cls, qlinear: nn.Module) -> Int8Linear:
-        """Take over a ``DynamicQuantizedLinear`` made by ``torch.ao.quantization.quantize_dynamic``."""
-        weight, bias = qlinear._packed_params._weight_bias()
-        layer = cls(qlinear.in_features, qlinear.out_features, bias=bias is not None)
-        layer.weight_int8.copy_(weight.int_repr())
-        layer.weight_scale.copy_(weight.q_per_channel_scales())
-        layer.weight_zero_point.copy_(weight.q_per_channel_zero_points())
-        if bias is not None:
-            layer.bias.copy_(bias)
-        layer._packed = qlinear._packed_params._packed_params
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        layer = _int8_from_linear(cls, linear)
+        layer.repack()
         return layer
 
     def repack(self) -> None:
-        """Rebuild the packed weight from the buffers (after loading a state dict)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # quantized-tensor creation is deprecated in favour of torchao
             weight = torch._make_per_channel_quantized_tensor(
@@ -67,39 +98,161 @@ class Int8Linear(nn.Module):
         self._packed = torch.ops.quantized.linear_prepack(weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._packed is None:
-            self.repack()
         # reduce_range=True: what DynamicQuantizedLinear passes for qint8 (avoids int16 overflow in FBGEMM)
-        return torch.ops.quantized.linear_dynamic(x.float(), self._packed, True).to(x.dtype)
+        return torch.ops.quantized.linear_dynamic(x.float(), self.packed(), True).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8, per_channel"
 
 
-def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
-    """Quantize every ``nn.Linear`` of ``model`` in place to :class:`Int8Linear` (CPU only) and return it."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+class Int8WeightLinear(nn.Module):
+    """``y = x Wᵀ + b`` with W int8 (per-output-channel, symmetric) and x in bf16, never quantized: for
+    models whose activations have outliers (LLMs), where per-call activation quantization costs accuracy."""
 
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.bfloat16))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+
+    fits = staticmethod(_PackedLinear.fits)
+
+    @classmethod
+    @torch.no_grad()
+    def from_linear(cls, linear: nn.Linear) -> Int8WeightLinear:
+        return _int8_from_linear(cls, linear)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        out = torch.ops.aten._weight_int8pack_mm(rows, self.weight_int8, self.weight_scale)
+        out = out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, dtype=int8, weight-only"
+
+
+def _int8_from_linear(cls: type[Int8Linear | Int8WeightLinear], linear: nn.Linear):
+    """``cls`` filled with ``linear``'s weight in int8, symmetric per output channel (torchao's helper: the
+    scales and values of PyTorch's per-channel qint8 observer, exactly), and its bias."""
+    with quiet_torchao():
+        from torchao.quantization.utils import dynamically_quantize_per_channel
+    layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    weight, scale, _ = dynamically_quantize_per_channel(linear.weight.float(), -128, 127, torch.int8)
+    layer.weight_int8.copy_(weight)
+    layer.weight_scale.copy_(scale)  # the zero points (Int8Linear's buffer) stay 0: symmetric
+    if linear.bias is not None:
+        layer.bias.copy_(linear.bias)
+    return layer
+
+
+class Int4Linear(_PackedLinear):
+    """``y = x Wᵀ + b`` with W in 4 bits, each group of ``GROUP`` input channels with its own scale and
+    zero (asymmetric, as torchao's int4 weight-only scheme), x multiplied in bf16."""
+
+    GROUP = 32
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features)
+        # two 4-bit values per byte: column 2j in the low nibble, 2j+1 in the high one
+        self.register_buffer("weight_int4", torch.zeros(out_features, in_features // 2, dtype=torch.uint8))
+        # (groups, out_features, [scale, zero]): the layout the kernel takes
+        self.register_buffer("scales_and_zeros",
+                             torch.zeros(in_features // self.GROUP, out_features, 2, dtype=torch.bfloat16))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+
+    @staticmethod
+    def fits(linear: nn.Linear) -> bool:
+        return linear.in_features % Int4Linear.GROUP == 0 and linear.out_features % 16 == 0
+
+    @classmethod
+    @torch.no_grad()
+    def from_linear(cls, linear: nn.Linear) -> Int4Linear:
+        with quiet_torchao():
+            from torchao.quantization.utils import groupwise_affine_quantize_tensor
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        values, scales_and_zeros = groupwise_affine_quantize_tensor(linear.weight.float(), 4, cls.GROUP,
+                                                                    torch.bfloat16)
+        values = values.to(torch.uint8)
+        layer.weight_int4.copy_(values[:, 0::2] | (values[:, 1::2] << 4))
+        layer.scales_and_zeros.copy_(scales_and_zeros)
+        if linear.bias is not None:
+            layer.bias.copy_(linear.bias)
+        layer.repack()
+        return layer
+
+    def repack(self) -> None:
+        values = torch.stack([self.weight_int4 & 15, self.weight_int4 >> 4], dim=-1).flatten(1)
+        self._packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values.to(torch.int32), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed(), self.GROUP, self.scales_and_zeros)
+        out = out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, dtype=int4, group={self.GROUP}"
+
+
+class BF16Linear(nn.Module):
+    """``y = x Wᵀ + b`` with W stored and multiplied in bf16 (half the bytes of fp32 per step)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.bfloat16))
+        self.register_buffer("bias", torch.zeros(out_features, dtype=torch.bfloat16) if bias else None)
+
+    fits = staticmethod(_PackedLinear.fits)
+
+    @classmethod
+    @torch.no_grad()
+    def from_linear(cls, linear: nn.Linear) -> BF16Linear:
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        layer.weight.copy_(linear.weight)
+        if linear.bias is not None:
+            layer.bias.copy_(linear.bias)
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, dtype=bfloat16"
+
+
+FORMATS: dict[str, type[Int8Linear | Int8WeightLinear | Int4Linear | BF16Linear]] = {
+    "dynamic_int8": Int8Linear, "int8_weight": Int8WeightLinear, "int4": Int4Linear, "bf16": BF16Linear}
+
+
+def quantize_linears(model: nn.Module, fmt: str) -> nn.Module:
+    """Replace every ``nn.Linear`` of ``model`` that the format's kernel takes by its ``FORMATS[fmt]``
+    layer, in place (CPU only), and return the model. On the meta device only the structure is built
+    (a checkpoint's header is checked before anything is allocated)."""
+    layer = FORMATS[fmt]
     devices = {p.device.type for p in model.parameters()}
-    if devices == {"meta"}:  # shapes only (a checkpoint's header is checked before anything is built)
-        _swap_linears(model, lambda linear: Int8Linear(linear.in_features, linear.out_features,
-                                                       bias=linear.bias is not None))
-        return model
-    if devices - {"cpu"}:
-        raise ConfigError("int8 dynamic quantization runs on CPU; move the model to CPU first")
+    if devices == {"meta"}:
+        make = lambda linear: layer(linear.in_features, linear.out_features,  # noqa: E731
+                                    bias=linear.bias is not None).to("meta")
+    elif devices - {"cpu"}:
+        raise ConfigError(f"{fmt} weights run on CPU; load the model on CPU (device='cpu')")
+    else:
+        make = layer.from_linear
     model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-
-    _swap_linears(model, Int8Linear.from_dynamic, DynamicQuantizedLinear)
+    _swap_linears(model, make, layer.fits)
     return model
 
 
-def _swap_linears(module: nn.Module, make: Callable[[nn.Module], Int8Linear], kind: type = nn.Linear) -> None:
+def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
+    """Quantize every ``nn.Linear`` of ``model`` in place to :class:`Int8Linear` (CPU only) and return it."""
+    return quantize_linears(model, "dynamic_int8")
+
+
+def _swap_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module], fits: Callable[[nn.Linear], bool]) -> None:
     for name, child in module.named_children():
-        if isinstance(child, kind):
+        if isinstance(child, nn.Linear) and fits(child):
             setattr(module, name, make(child))
         else:
-            _swap_linears(child, make, kind)
+            _swap_linears(child, make, fits)

@@ -18,9 +18,10 @@ IDS = [name + "".join(f"-{v}" for v in conv.values()) for name, conv in CASES]
 
 def config(layer: str, conv: dict, arch: str, *, position: str = "sinusoidal", attention: str = "full",
            **model) -> ModelConfig:
-    """Two tiny layers per stack, grouped-query attention (kv_heads=1), no dropout."""
+    """Two tiny layers per stack, grouped-query attention (kv_heads=1), no dropout; Mamba-2 scans in chunks of 3."""
     conv = {"kernel_size": 3, "heads": 2, **conv}
-    stack = {"layers": 2, "layer": layer, "attention": {"name": attention}, "conv": conv}
+    ssm = {"head_dim": 8, "state_size": 4, "chunk_size": 3}
+    stack = {"layers": 2, "layer": layer, "attention": {"name": attention}, "conv": conv, "ssm": ssm}
     return ModelConfig(arch=arch, vocab_size=40, d_model=16, heads=2, kv_heads=1, ffn_dim=32, dropout=0.0,
                        position=position, encoder=stack, decoder=stack, **model)
 
@@ -179,4 +180,39 @@ def test_bad_conv_options_name_the_key(override, key):
 ])
 def test_conv_widths_are_checked_against_the_model(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, ["d_model=64", *overrides])
+
+
+HYBRIDS = {"lfm2-style": ("shortconv", {1: "transformer"}), "mamba2+attention": ("mamba2", {0: "transformer"}),
+           "attention+conformer": ("transformer", {1: "conformer"})}
+
+
+@pytest.mark.parametrize("hybrid", list(HYBRIDS))
+def test_per_layer_types_build_decode_and_pad_exactly(hybrid):
+    """``layer_types`` mixes layer types in one stack: each layer is the one named, padded rows equal rows
+    alone, and cached decoding (conv, SSM and KV states together) equals the full forward."""
+    layer, types = HYBRIDS[hybrid]
+    cfg = config(layer, {}, "decoder_lm", position="rope", norm="rmsnorm", activation="swiglu", qk_norm=True)
+    cfg.decoder.layer_types = types
+    model = build_model(cfg).eval()
+    kinds = [type(layer.sublayers[0].body).__name__ for layer in model.decoder.layers]
+    assert kinds[next(iter(types))] != kinds[1 - next(iter(types))]
+    rows = [tokens(5), tokens(8)]
+    batched = model(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0))
+    for i, row in enumerate(rows):
+        torch.testing.assert_close(batched[i, : len(row)], model(row[None])[0], atol=1e-5, rtol=1e-4)
+    seq = tokens(2, 9)
+    scorer = ModelScorer(model)
+    stepped = step_through(scorer, scorer.init_state(), seq, prompt=4)
+    torch.testing.assert_close(stepped, output_log_probs(model(seq)[:, 3:], 0), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["decoder.layer_types={5: transformer}"], "layer_types"),
+    (["decoder.layer_types={0: mamba3}"], r"layer_types\.0"),
+    (["decoder.layer=mamba2", "decoder.ssm.head_dim=48"], r"decoder\.ssm\.head_dim"),
+    (["decoder.layer_types={1: mamba2}", "decoder.ssm.groups=3"], r"decoder\.ssm\.groups"),
+])
+def test_bad_layer_types_and_ssm_options_name_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=key):
         load_config(None, ["d_model=64", *overrides])

@@ -17,6 +17,7 @@ from hybridformer.conv import (
     DepthwiseConvMerge,
     DynamicConv,
     LightweightConv,
+    ShortConv,
 )
 from hybridformer.position import RotaryEmbedding
 
@@ -33,6 +34,7 @@ def mixers() -> dict[str, torch.nn.Module]:
         "dynamic": DynamicConv(8, 4, 4),
         "lightconv_block": ConvBlock(8, LightweightConv(8, 3, 2)),
         "cgmlp": ConvGatedMLP(8, 12, 3),
+        "shortconv": ShortConv(8, 3),
     }
 
 
@@ -93,6 +95,18 @@ def test_conformer_module_equals_torch_conv1d_pipeline():
     h = conv(h.transpose(1, 2)).transpose(1, 2)
     expected = module.pointwise_out(F.silu(module.norm(h)))
     torch.testing.assert_close(module(x, ctx(7, causal=False)), expected)
+
+
+def test_shortconv_equals_lfm2_formula_with_torch_conv1d():
+    """LFM2: [B; C; x] = in_proj(h); y = out_proj(C ⊙ causal_conv(B ⊙ x)), conv = nn.Conv1d(groups=d, padding=k-1)."""
+    module = ShortConv(6, 3).eval()
+    h = torch.randn(2, 5, 6)
+    conv = torch.nn.Conv1d(6, 6, 3, groups=6, padding=2, bias=False)
+    conv.weight.data = module.conv.weight.data[:, None]
+    b, c, x = module.in_proj(h).chunk(3, dim=-1)
+    mixed = conv((b * x).transpose(1, 2))[..., :5].transpose(1, 2)
+    expected = module.out_proj(c * mixed)
+    torch.testing.assert_close(module(h, ctx(5, causal=True)), expected)
 
 
 def test_depthwise_merge_sees_neighbours():

@@ -43,6 +43,16 @@ def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module,
             pad_token_id=0, original_max_position_embeddings=16,
             rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.1, 1.5, 2.0],
                              "long_factor": [1.0, 2.0, 4.0, 8.0], "original_max_position_embeddings": 16})),
+        # LFM2: short-convolution layers around one attention layer; the FFN width derived as HF does (96 -> 64)
+        "lfm2": ("Lfm2Config", "Lfm2ForCausalLM", dict(
+            num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"], intermediate_size=96,
+            block_multiple_of=16, tie_word_embeddings=False, pad_token_id=0)),
+        # Granite-4.0-H (dense): Mamba-2 layers around an attention layer, its multipliers off their defaults
+        "granite-hybrid": ("GraniteMoeHybridConfig", "GraniteMoeHybridForCausalLM", dict(
+            num_hidden_layers=3, layer_types=["mamba", "attention", "mamba"], num_local_experts=0,
+            shared_intermediate_size=48, mamba_n_heads=8, mamba_d_head=8, mamba_d_state=8, mamba_n_groups=2,
+            mamba_chunk_size=4, embedding_multiplier=1.5, residual_multiplier=0.7, attention_multiplier=0.3,
+            logits_scaling=2.5, pad_token_id=0, position_embedding_type="rope")),
         # GPT-2: one special token for BOS and EOS, no pad token (the pad goes outside the vocabulary)
         "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                                        bos_token_id=95, eos_token_id=95)),
@@ -55,12 +65,39 @@ def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module,
         for name, param in model.named_parameters():
             if name.endswith("bias"):
                 param.normal_(std=0.1)
-            elif kind == "gpt2" and ".ln_" in name:  # LayerNorm weights too: a swapped ln_1/ln_2 must show
+            elif (kind == "gpt2" and ".ln_" in name) or "norm" in name:  # norm weights too: a swap must show
                 param.normal_(1.0, 0.2)
             elif kind in ("qwen3", "gemma3") and "norm" in name:  # so are swapped q/k or sandwich norms
                 param.normal_(0.0 if kind == "gemma3" else 1.0, 0.2)
+            elif name.endswith(("dt_bias", "A_log", ".D")):  # Mamba-2's per-head constants, off their init
+                param.uniform_(-1.0, 1.0)
     model.save_pretrained(directory)
     return model, directory
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}{{ bos_token }}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}{% endfor %}"
+                 "{% if add_generation_prompt %}{{ bos_token }}assistant:{% endif %}")
+
+
+def converted_tiny(root: Path, text: list[str], kind: str = "llama") -> Path:
+    """A tiny ``kind`` model converted to our checkpoint, with a BPE tokenizer learned from ``text`` and a chat
+    template."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from hybridformer import convert
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=90, special_tokens=["<unk>", "<s>", "</s>"])
+    tokenizer.train_from_iterator(text, trainer)
+    rope = {} if kind == "gemma3" else {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}
+    _, folder = save_tiny(kind, root / "hf", **rope)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": CHAT_TEMPLATE}))
+    return convert(folder, root / "ckpt")
 
 
 def hf_ids(tokens: torch.Tensor, vocab: int) -> torch.Tensor:

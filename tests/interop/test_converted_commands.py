@@ -1,6 +1,6 @@
 """A converted model is an ordinary checkpoint: every command runs on it (generate incl. --chat, evaluate,
-quantize, prune with GQA, merge, longify, train with init_from), here on tiny Llama, Gemma 3, Qwen3 and Phi-3
-models with a tokenizer and a chat template."""
+quantize, prune with GQA, merge, longify, train with init_from), here on tiny Llama, LFM2 (short-convolution layers
+around an attention layer), Gemma 3, Qwen3 and Phi-3 models with a tokenizer and a chat template."""
 
 from __future__ import annotations
 
@@ -13,33 +13,17 @@ import torch
 pytest.importorskip("transformers")
 
 from conftest import TINY_TEXT, run_cli  # noqa: E402
-from interop.hf_tiny import save_tiny  # noqa: E402
+from interop.hf_tiny import CHAT_TEMPLATE, converted_tiny  # noqa: E402
 
-from hybridformer import convert, load_checkpoint  # noqa: E402
+from hybridformer import load_checkpoint  # noqa: E402
 
-TEMPLATE = ("{% for m in messages %}{{ bos_token }}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}{% endfor %}"
-            "{% if add_generation_prompt %}{{ bos_token }}assistant:{% endif %}")
-
-
-KINDS = {"llama": {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}, "gemma3": {}, "qwen3": {},
-         "phi3": {}}
+TEMPLATE = CHAT_TEMPLATE
 
 
-@pytest.fixture(scope="module", params=list(KINDS))
+@pytest.fixture(scope="module", params=["llama", "lfm2", "gemma3", "qwen3", "phi3"])
 def converted(request, tmp_path_factory) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("commands")
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=90, special_tokens=["<unk>", "<s>", "</s>"])
-    tokenizer.train_from_iterator(TINY_TEXT, trainer)
-    _, folder = save_tiny(request.param, root / "hf", **KINDS[request.param])
-    tokenizer.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": TEMPLATE}))
-    return convert(folder, root / "ckpt")
+    return converted_tiny(tmp_path_factory.mktemp("commands"), TINY_TEXT, request.param)
 
 
 def test_special_tokens_and_template_travel(converted: Path) -> None:
@@ -92,7 +76,8 @@ def test_fine_tuning_starts_from_the_converted_weights(converted: Path, tmp_path
 
 def test_chat_fine_tuning_through_the_cli(converted: Path, tmp_path: Path, request) -> None:
     """An instruct fine-tune recipe names only what changes: the model section and the tokenizer come from
-    ``train.init_from``, JSONL pairs become conversations in the model's chat template, and the result
+    ``train.init_from``, JSONL pairs become conversations in the model's chat template (loss on the answers),
+    and the result
     keeps the template, so ``generate --chat`` prompts it exactly as it was trained."""
     if request.node.callspec.params["converted"] not in ("llama", "gemma3"):
         pytest.skip("the same path as Llama's and Gemma 3's (the slowest test here: two subprocesses)")
@@ -109,15 +94,16 @@ def test_chat_fine_tuning_through_the_cli(converted: Path, tmp_path: Path, reque
     recipe.write_text(yaml.safe_dump({
         "model": {"dropout": 0.25},
         "data": {"format": "jsonl", "chat": True, "train_file": str(data), "valid_file": str(data),
-                 "src_field": "q.text", "tgt_field": "a.0", "block_size": 16, "max_tokens": 64},
+                 "src_field": "q.text", "tgt_field": "a.0", "block_size": 48, "max_tokens": 96},
         "train": {"init_from": str(converted), "max_steps": 2, "eval_every": 2, "warmup_steps": 0}}))
 
     cfg = load_config(recipe, [], ExperimentConfig)
     saved = json.loads((converted / "config.json").read_text())
     assert cfg.model.model_dump(mode="json") == {**saved, "dropout": 0.25}
     assert cfg.data.tokenizer == str(converted / "tokenizer.json")
-    assert read_raw(cfg.data, lm=True).train.startswith("<s>user: big cat</s><s>assistant: a cat</s>"
-                                                         "<s>user: old</s><s>assistant: dog</s>")
+    assert read_raw(cfg.data, lm=True).train[:2] == [  # the answers marked: the loss falls on them only
+        [("<s>user: big cat</s><s>assistant:", False), (" a cat</s>", True)],
+        [("<s>user: old</s><s>assistant:", False), (" dog</s>", True)]]
 
     result = run_entry("train", recipe, "--out", tmp_path / "run", "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -38,6 +38,7 @@ LM = {
     "rope-gqa-rmsnorm-swiglu": {"position": "rope", "heads": 4, "kv_heads": 2, "norm": "rmsnorm",
                                 "activation": "swiglu"},
     "alibi": {"position": "alibi", "heads": 4},
+    "output-scale": {"position": "rope", "output_scale": 0.4},
     "rope-linear-scaling-head-dim": {"position": "rope", "head_dim": 12, "rope_base": 500.0,
                                      "rope_scaling": {"type": "linear", "factor": 2.0}},
     "rope-ntk-llama-like": {"position": "rope", "rope_scaling": {"type": "ntk", "factor": 4.0}, "norm": "rmsnorm",

@@ -20,8 +20,8 @@ from hybridformer.errors import ConfigError  # noqa: E402
 from hybridformer.interop import export, hf_blockers  # noqa: E402
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral", "llama-yarn", "gpt2", "qwen3", "gemma3", "phi3",
-                                  "phi3-longrope"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral", "llama-yarn", "gpt2", "lfm2", "granite-hybrid", "qwen3",
+                                  "gemma3", "phi3", "phi3-longrope"])
 def test_round_trip_identical_tensors_and_logits(kind: str, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 

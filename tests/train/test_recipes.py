@@ -31,3 +31,32 @@ def test_recipes_exist():
     names = {p.stem for p in CONFIGS}
     assert {"multi30k-transformer", "multi30k-conformer", "shakespeare-char", "scitldr-summarization",
             "scitldr-smollm2"} <= names
+
+
+HYBRIDS = sorted(p for p in CONFIGS if p.stem.startswith("shakespeare-hybrids-"))
+
+
+def test_hybrid_recipes_have_about_equal_parameter_counts():
+    from hybridformer import build_model
+
+    assert {p.stem.removeprefix("shakespeare-hybrids-") for p in HYBRIDS} == {"transformer", "conformer", "lfm2",
+                                                                              "mamba2"}
+    counts = {}
+    for path in HYBRIDS:
+        model = load_config(path, ["model.vocab_size=65"], ExperimentConfig).model
+        counts[path.stem] = sum(p.numel() for p in build_model(model).parameters())
+    assert max(counts.values()) / min(counts.values()) < 1.1, counts
+
+
+@pytest.mark.parametrize("path", HYBRIDS, ids=lambda p: p.stem)
+def test_hybrid_recipe_trains_a_few_steps(path, tmp_path):
+    from hybridformer import load_checkpoint, train
+    from tests.conftest import TINY_TEXT
+
+    text = tmp_path / "input.txt"
+    text.write_text("\n".join(TINY_TEXT * 30) + "\n")
+    overrides = [f"data.train_file={text}", "data.block_size=16", "data.max_tokens=64", "train.max_steps=2",
+                 "train.warmup_steps=1", "train.eval_every=2", "train.save_every=2"]
+    recipe = load_config(path, overrides, ExperimentConfig)
+    ckpt = load_checkpoint(train(recipe, tmp_path / "run").checkpoint)
+    assert ckpt.config.decoder.layer_kinds() == recipe.model.decoder.layer_kinds()

@@ -9,9 +9,18 @@ from typing import Any
 from torch import nn
 
 from ..attention import CrossAttention, MultiHeadAttention, build_attention
-from ..conv import ConformerConvModule, ConvBlock, ConvGatedMLP, DepthwiseConvMerge, DynamicConv, LightweightConv
+from ..conv import (
+    ConformerConvModule,
+    ConvBlock,
+    ConvGatedMLP,
+    DepthwiseConvMerge,
+    DynamicConv,
+    LightweightConv,
+    ShortConv,
+)
 from ..ffn import FeedForward
 from ..norm import build_norm
+from ..ssm import Mamba2
 from .lsra import ChannelSlice
 from .residual import ConcatMerge, Layer, Parallel, Residual, WeightedMerge
 
@@ -32,6 +41,7 @@ class LayerParts:
     dropout: float = 0.0
     residual_scheme: str = "standard"  # standard | deepnet | rezero
     alpha: float = 1.0  # DeepNet skip weight (post-norm)
+    residual_multiplier: float = 1.0  # every branch scaled by it (Granite)
     attention: str = "full"
     attention_options: dict[str, Any] = field(default_factory=dict)
     cross_attention: str = "full"
@@ -44,6 +54,15 @@ class LayerParts:
     conv_merge: str = "concat"  # Branchformer branch merge: concat | learned
     conv_merge_kernel_size: int = 3  # E-Branchformer depthwise merge
     conv_cgmlp_dim: int | None = None  # cgMLP hidden width (None = ffn_dim)
+    conv_short_kernel_size: int = 3  # shortconv (LFM2)
+    ssm_state_size: int = 64  # mamba2: see config.SSMConfig
+    ssm_expand: int = 2
+    ssm_head_dim: int = 64
+    ssm_groups: int = 1
+    ssm_conv_kernel_size: int = 4
+    ssm_chunk_size: int = 64
+    ssm_bias: bool = False
+    ssm_conv_bias: bool = True
     causal: bool = False
     head_dim: int | None = None  # None = d_model // heads
     norm_eps: float = 1e-5
@@ -77,7 +96,8 @@ class LayerParts:
         rezero = self.residual_scheme == "rezero"
         return Residual(
             body, None if rezero else self.norm_layer(), prenorm=self.prenorm, dropout=self.dropout,
-            scale=scale, alpha=self.alpha, rezero=rezero, post_norm=self.norm_layer() if self.sandwich else None,
+            scale=scale * self.residual_multiplier, alpha=self.alpha, rezero=rezero,
+            post_norm=self.norm_layer() if self.sandwich else None,
         )
 
     def cross_sublayers(self, cross: bool) -> list[Residual]:
@@ -104,6 +124,15 @@ class LayerParts:
     def cgmlp(self) -> ConvGatedMLP:
         hidden = self.conv_cgmlp_dim or self.ffn_dim
         return ConvGatedMLP(self.d_model, hidden, self.conv_kernel_size, norm=self.norm, dropout=self.dropout)
+
+    def short_conv(self) -> ShortConv:
+        return ShortConv(self.d_model, self.conv_short_kernel_size)
+
+    def mamba2(self) -> Mamba2:
+        return Mamba2(self.d_model, state_size=self.ssm_state_size, expand=self.ssm_expand,
+                      head_dim=self.ssm_head_dim, groups=self.ssm_groups, conv_kernel_size=self.ssm_conv_kernel_size,
+                      chunk_size=self.ssm_chunk_size, eps=self.norm_eps, bias=self.ssm_bias,
+                      conv_bias=self.ssm_conv_bias)
 
     def branch_merge(self, branches: int = 2) -> nn.Module:
         """Branchformer's merge: concat + projection, or learned weights."""
@@ -169,6 +198,16 @@ def dynamicconv_layer(parts: LayerParts, cross: bool) -> Layer:
     return Layer([parts.residual(parts.dynamic_conv()), *parts.cross_sublayers(cross), parts.residual(parts.ffn())])
 
 
+def shortconv_layer(parts: LayerParts, cross: bool) -> Layer:
+    """LFM2 (Liquid AI, 2025): double-gated short convolution in place of self-attention, [cross], FFN."""
+    return Layer([parts.residual(parts.short_conv()), *parts.cross_sublayers(cross), parts.residual(parts.ffn())])
+
+
+def mamba2_layer(parts: LayerParts, cross: bool) -> Layer:
+    """Mamba-2 (Dao & Gu, 2024) in place of self-attention, [cross], FFN — the layer of Granite-4.0-H's hybrids."""
+    return Layer([parts.residual(parts.mamba2()), *parts.cross_sublayers(cross), parts.residual(parts.ffn())])
+
+
 LAYERS: dict[str, Callable[[LayerParts, bool], Layer]] = {
     "transformer": transformer_layer,
     "conformer": conformer_layer,
@@ -177,4 +216,6 @@ LAYERS: dict[str, Callable[[LayerParts, bool], Layer]] = {
     "ebranchformer": ebranchformer_layer,
     "lightconv": lightconv_layer,
     "dynamicconv": dynamicconv_layer,
+    "shortconv": shortconv_layer,
+    "mamba2": mamba2_layer,
 }

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import typer
 
+from ..bench import context as context_bench
 from ..bench import markdown_table, run_benchmark, write_outputs
 from ..bench.compress import benchmark_compression, compression_table, write_compression
 from ..bench.layers import run_layer_benchmark
@@ -15,11 +16,12 @@ from ..bench.throughput import markdown, read_model_config, run, write
 from ..blocks import LAYERS
 from ..config import ModelConfig, load_config
 from ..outputs import prepare_output_file
-from . import bench_serve
+from . import bench_decode, bench_serve
 from .options import parse_list, split_list
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks: speed and memory, measured, with peers in the same run.")
 app.command("serve")(bench_serve.bench_serve)
+app.command("decode")(bench_decode.bench_decode)
 
 DEFAULT_MECHANISMS = ["full", "reference", "chunked", "sliding_window:window=512", "block_sparse", "linear",
                       "performer", "linformer:max_len=65536", "nystrom"]
@@ -118,6 +120,29 @@ def layers(
     typer.echo(table)
     if out is not None:
         typer.echo(f"wrote {out / 'layers.json'} and {out / 'layers.md'}")
+
+
+@app.command("context")
+def context(
+    configs: list[Path] = typer.Argument(..., help="Model configs (YAML; a `model:` section or ModelConfig keys)."),
+    contexts: str = typer.Option("1024,4096,16384", "--contexts", help="Comma-separated context lengths."),
+    steps: int = typer.Option(16, "--steps", help="Decoding steps timed per round.", min=1),
+    repeats: int = typer.Option(3, "--repeats", help="Interleaved rounds (median reported).", min=1),
+    threads: int = typer.Option(1, "--threads", help="torch CPU threads.", min=1),
+    set_: list[str] = typer.Option([], "--set", help="Override a model key of every config, e.g. vocab_size=65"),
+    out: Path = typer.Option(None, help="Directory for context.json and context.md."),
+) -> None:
+    """Per-token decode CPU time and cache memory at growing context: attention vs conv/SSM hybrids (random init).
+
+    Example: hybridformer bench context configs/shakespeare-hybrids-*.yaml --contexts 1024,4096,16384
+    """
+    torch.set_num_threads(threads)
+    models = {path.stem: read_model_config(path, set_) for path in configs}
+    results = context_bench.bench_context(models, parse_list(contexts, int, option="--contexts", example="1024,4096"),
+                                          steps=steps, repeats=repeats)
+    typer.echo(context_bench.markdown_table(results))
+    if out is not None:
+        typer.echo(f"wrote {context_bench.write(results, out)} and context.md")
 
 
 @app.command("compress")

@@ -42,14 +42,21 @@ def prune(
 
 def quantize(
     checkpoint: Path = typer.Argument(..., help="Float checkpoint directory."),
-    out: Path = typer.Option(..., "--out", help="Directory for the int8 checkpoint."),
+    out: Path = typer.Option(..., "--out", help="Directory for the quantized checkpoint."),
+    scheme: str = typer.Option("int8", "--scheme", help="Weight format of the linear layers: int8 (dynamic: "
+                               "weights and activations), int8-weight (weights only; accurate on LLMs), int4 (groups "
+                               "of 32, bf16 products) or bf16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
 ) -> None:
-    """Quantize every linear layer to int8 (dynamic, per channel) for CPU inference.
+    """Store every linear layer as int8, int4 or bf16 for CPU inference; every command loads the result.
 
-    Example: hybridformer quantize runs/m30k/checkpoints/best --out runs/m30k-int8
+    Embeddings, norms and attention stay float. Fine-tune, prune or merge the float checkpoint, then quantize.
+
+    Examples:
+      hybridformer quantize runs/m30k/checkpoints/best --out runs/m30k-int8
+      hybridformer quantize smollm2 --scheme int4 --out smollm2-int4
     """
-    result = quantize_checkpoint(checkpoint, out, overwrite=overwrite)
+    result = quantize_checkpoint(checkpoint, out, scheme=scheme, overwrite=overwrite)
     before, after = result.size_bytes
     typer.echo(f"weights: {before / 2**20:.2f} MiB -> {after / 2**20:.2f} MiB")
     typer.echo(f"saved {result.path}")

@@ -10,6 +10,7 @@ from ..classify import evaluate_classifier
 from ..errors import ConfigError
 from ..evaluate import evaluate
 from .generate import (
+    ADAPTER,
     BATCH_TOKENS,
     BEAM,
     CHECKPOINTS,
@@ -57,6 +58,7 @@ def evaluate_cmd(
     quantization: str = QUANTIZATION,
     weights: str = WEIGHTS,
     combine: str = COMBINE,
+    adapter: str = ADAPTER,
 ) -> None:
     """Print the score and its signature (sacreBLEU's for bleu/chrf).
 
@@ -70,6 +72,7 @@ def evaluate_cmd(
       hybridformer evaluate runs/a/checkpoints/best runs/b/checkpoints/best --src test.en --ref test.de   # an ensemble
       hybridformer evaluate runs/mt/checkpoints/best --src test.en --ref test.de --tokenize moses-lc --lang de
       hybridformer evaluate runs/imdb/checkpoints/best --labeled aclImdb_v1.tar.gz --split test --limit 2000
+      hybridformer evaluate smollm2 --adapter runs/lora/checkpoints/best --ref valid.txt --metric ppl   # + LoRA
     """
     if labeled is not None or metric == "accuracy":
         if labeled is None or src is not None or ref is not None:
@@ -88,5 +91,5 @@ def evaluate_cmd(
         decoding = {"batch_tokens": batch_tokens}
     result = evaluate(checkpoints, src, ref, metric=metric, context=context, device=device, engine=engine,
                       quantization=quantization, weights=parse_weights(weights), combine=combine,
-                      tokenize=tokenize, lang=lang, **decoding)
+                      tokenize=tokenize, lang=lang, adapter=adapter, **decoding)
     typer.echo(json.dumps(result.as_dict()) if as_json else str(result))

@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from ..errors import ConfigError
-from ..fusion import METHODS, average_checkpoints, last_checkpoints, merge_checkpoints
+from ..fusion import METHODS, average_checkpoints, last_checkpoints, merge_adapters, merge_checkpoints
 from ..fusion.merge import method_options
+from ..lora import fold_adapter, is_adapter_only
 from ..outputs import prepare_output_dir
 from ..train import RunDir, export_ema
 from .options import parse_assignments, parse_weights
@@ -49,8 +50,11 @@ def average(
 
 
 def merge(
-    checkpoints: list[Path] = typer.Argument(..., help="Checkpoint directories to merge (one architecture)."),
-    method: str = typer.Option(..., "--method", help=f"One of: {', '.join(METHODS)} (their options are listed above)."),
+    checkpoints: list[Path] = typer.Argument(None, help="Checkpoint directories to merge (one architecture); with "
+                                             "--adapter or --fold, the base the adapters apply to (default: the "
+                                             "one they name)."),
+    method: str = typer.Option(None, "--method", help=f"One of: {', '.join(METHODS)} (their options are listed "
+                               "above)."),
     out: Path = typer.Option(..., "--out", help="New checkpoint directory to write (written atomically)."),
     base: Path = typer.Option(None, "--base", help="Shared base checkpoint (methods that take --base, above)."),
     weights: str = typer.Option(None, "--weights", help="Weights: 0.7,0.3 or @FILE (tune-weights)."),
@@ -61,8 +65,11 @@ def merge(
     option: list[str] = typer.Option([], "--option", "-o", help="NAME=VALUE: an option of the method (listed above); "
                                      "repeat for several."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
+    adapter: list[Path] = typer.Option([], "--adapter", help="A LoRA adapter (PEFT format) to merge; repeat for "
+                                       "several. A checkpoint argument that is an adapter counts as one."),
+    fold: bool = typer.Option(False, "--fold", help="Write base + the one adapter as a plain checkpoint."),
 ) -> None:
-    """Merge checkpoint weights into one model.
+    """Merge checkpoint weights, or LoRA adapters of one base, into one model.
 
     Examples:
 
@@ -75,15 +82,45 @@ def merge(
       hybridformer merge --method dare --combine ties --base pre/best --density 0.5 ft1/best ft2/best --out dare
 
       hybridformer merge --method dare -o combine=ties -o density=0.5 --base pre/best ft1/best ft2/best --out dare
+
+      hybridformer merge --method ties --density 0.5 --adapter lora1/best --adapter lora2/best --out ties
+
+      hybridformer merge --fold --adapter lora/checkpoints/best --out tuned     # base + adapter, plain
     """
     options = {"density": density, "t": t, "seed": seed, "combine": combine}
     for name, value in parse_assignments(option, option_name="--option").items():
         if options.get(name) is not None:
             raise ConfigError(f"--option {name}=... repeats --{name}; give it once")
         options[name] = value
-    prepare_output_dir(out, overwrite=overwrite, inputs=[*checkpoints, *([base] if base else [])])
+    checkpoints = list(checkpoints or [])
+    adapters = [*adapter, *(c for c in checkpoints if is_adapter_only(c))]
+    checkpoints = [c for c in checkpoints if not is_adapter_only(c)]
+    prepare_output_dir(out, overwrite=overwrite, inputs=[*checkpoints, *adapters, *([base] if base else [])])
+    if adapters or fold:
+        written = _merge_adapters(checkpoints, adapters, method, out, base, fold, weights, options,
+                                  overwrite)
+        typer.echo(f"{'folded' if fold else f'merged {len(adapters)} adapters with {method}'} -> {written}")
+        return
+    if method is None or not checkpoints:
+        raise ConfigError("merge needs --method and the checkpoints to merge (or --adapter/--fold for adapters)")
     written = merge_checkpoints(checkpoints, method, out, base=base, weights=parse_weights(weights), **options)
     typer.echo(f"merged {len(checkpoints)} checkpoints with {method} -> {written}")
+
+
+def _merge_adapters(checkpoints: list[Path], adapters: list[Path], method: str | None, out: Path, base: Path | None,
+                    fold: bool, weights: str | None, options: dict, overwrite: bool) -> Path:
+    if len(checkpoints) > 1 or (checkpoints and base):
+        raise ConfigError("adapters apply to one base: give it once (as the checkpoint or --base), or leave it out "
+                          "to use the base the adapters name")
+    base = checkpoints[0] if checkpoints else base
+    if fold:
+        if len(adapters) != 1 or method is not None:
+            raise ConfigError(f"--fold writes base + one adapter (got {len(adapters)} adapters"
+                              f"{', and --method' if method else ''}); merge several with --method")
+        return fold_adapter(adapters[0], out, base=base, overwrite=overwrite)
+    if method is None:
+        raise ConfigError("merging adapters needs --method (or --fold for one adapter)")
+    return merge_adapters(adapters, method, out, base=base, weights=parse_weights(weights), **options)
 
 
 def _method_help() -> str:

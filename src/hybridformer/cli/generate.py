@@ -24,6 +24,8 @@ QUANTIZATION = typer.Option(None, "--quantization", help="--engine ct2: float32 
                             "(default float32, or what the export holds).")
 CHECKPOINTS = typer.Argument(..., help="Checkpoint directory; several = an ensemble (same vocabulary).")
 WEIGHTS = typer.Option(None, "--weights", help="Ensemble weights: 0.7,0.3 or @FILE from tune-weights (default: equal).")
+ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter directory (PEFT format: a LoRA run's checkpoint, or "
+                       "peft's save_pretrained) folded into the checkpoint.")
 COMBINE = typer.Option("prob", "--combine", help="Ensemble: mean of probabilities (prob) or of log-probs (log_prob).")
 
 
@@ -50,6 +52,7 @@ def generate_cmd(
     weights: str = WEIGHTS,
     combine: str = COMBINE,
     chat: bool = typer.Option(False, "--chat", help="Wrap each line as a user message in the model's chat template."),
+    adapter: str = ADAPTER,
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar on stderr (default: when "
                                   "stderr is a terminal and stdout is not)."),
 ) -> None:
@@ -64,6 +67,7 @@ def generate_cmd(
       hybridformer generate runs/a/checkpoints/best runs/b/checkpoints/best --input test.en   # an ensemble
       hybridformer generate runs/mt/checkpoints/best --input test.en --engine ct2 --quantization int8   # CTranslate2
       echo "What is the capital of France?" | hybridformer generate smollm2 --input - --beam 1 --chat
+      hybridformer generate smollm2 --adapter runs/lora/checkpoints/best --input prompts.txt --chat   # + LoRA
     """
     outputs = generate(
         checkpoints, iter_lines(input, require=True), device=device, engine=engine, quantization=quantization,
@@ -71,7 +75,7 @@ def generate_cmd(
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_len_a=max_len_a, max_len_b=max_len_b,
         no_repeat_ngram=no_repeat_ngram, at_budget=at_budget, batch_tokens=batch_tokens,
         weights=parse_weights(weights), combine=combine,
-        chat=chat,
+        chat=chat, adapter=adapter,
     )
     written = 0
     with LineProgress(input, enabled=progress) as bar:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from ..errors import ConfigError
 from ..interop import convert as convert_model
 from ..interop import export as export_model
+from ..lora import export_hf_with_adapter
 
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out.")
 
@@ -32,18 +34,33 @@ def convert(
 
 def export(
     checkpoint: str = typer.Argument(..., help="Checkpoint directory to export."),
-    to: str = typer.Option(..., "--to", help="Target format: hf (transformers folder) or ct2 (CTranslate2)."),
-    out: str = typer.Option(..., "--out", help="Folder to write."),
-    quantization: str = typer.Option(None, "--quantization", help="ct2 only: float32, int8, int8_float32, bfloat16."),
+    to: str = typer.Option(..., "--to", help="Target format: hf (transformers folder), ct2 (CTranslate2) or "
+                           "gguf (one file for llama.cpp / ollama)."),
+    out: str = typer.Option(..., "--out", help="Folder to write (a .gguf file for --to gguf)."),
+    quantization: str = typer.Option(None, "--quantization", help="ct2: float32, int8, int8_float32, bfloat16; "
+                                     "gguf: f32 (default), f16, q8_0."),
     overwrite: bool = OVERWRITE,
+    adapter: str = typer.Option(None, "--adapter", help="hf only: a LoRA adapter of the checkpoint, written beside "
+                                "the base into OUT/adapter (PEFT format), or folded in with --merge-adapter."),
+    merge_adapter: bool = typer.Option(False, "--merge-adapter", help="Fold --adapter into the exported weights."),
 ) -> None:
     """Export a checkpoint to another toolkit. ``--to hf`` writes a folder transformers loads
-    (Llama, Mistral, Qwen2 layouts); layers Hugging Face cannot represent are refused by name.
+    (Llama, Mistral, Qwen2 layouts); ``--to gguf`` a file llama.cpp runs (the same layouts, full
+    attention, byte-level BPE vocabularies); layers the target cannot represent are refused by name.
 
     Examples:
       hybridformer export smollm2 --to hf --out smollm2-hf
+      hybridformer export smollm2 --to gguf --quantization q8_0 --out smollm2-q8_0.gguf
       hybridformer export runs/mt/checkpoints/best --to ct2 --quantization int8 --out mt-ct2
+      hybridformer export smollm2 --to hf --adapter runs/lora/checkpoints/best --out smollm2-hf   # + OUT/adapter
     """
+    if adapter is not None or merge_adapter:
+        if to != "hf" or adapter is None or quantization is not None:
+            raise ConfigError("--adapter (and --merge-adapter, which needs it) applies to --to hf; for ct2 fold the "
+                              "adapter first: hybridformer merge --fold --adapter DIR --out DIR")
+        path = export_hf_with_adapter(checkpoint, adapter, out, merged=merge_adapter, overwrite=overwrite)
+        typer.echo(f"wrote {path}")
+        return
     options = {} if quantization is None else {"quantization": quantization}
     path = export_model(checkpoint, out, to=to, overwrite=overwrite, **options)
     typer.echo(f"wrote {path}")

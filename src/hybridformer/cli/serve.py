@@ -9,6 +9,7 @@ import sys
 import typer
 
 from ..errors import ConfigError
+from .generate import ADAPTER
 
 
 def serve_cmd(
@@ -47,6 +48,7 @@ def serve_cmd(
                                          "sent its request headers within this many seconds."),
     body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.1, help="Answer 408 when a request body has "
                                        "not arrived within this many seconds."),
+    adapter: str = ADAPTER,
 ) -> None:
     """Serve a model over HTTP: POST /v1/generate; for language models also the OpenAI routes
     /v1/completions and /v1/chat/completions (stream: true = server-sent events); GET /health, /metrics.
@@ -55,6 +57,7 @@ def serve_cmd(
       hybridformer serve runs/mt/checkpoints/best --port 8000
       hybridformer serve runs/mt/checkpoints/best --engine ct2 --quantization int8 --max-wait-ms 10
       HYBRIDFORMER_API_KEY=secret hybridformer serve models/smollm2 --host 0.0.0.0
+      hybridformer serve models/smollm2 --adapter runs/lora/checkpoints/best     # base + LoRA adapter
     """
     try:
         import torch
@@ -71,7 +74,8 @@ def serve_cmd(
                              log_prompts=log_prompts, drain_timeout=drain_timeout, max_connections=limit_concurrency,
                              keep_alive_timeout=timeout_keep_alive, header_timeout=header_timeout,
                              body_timeout=body_timeout)
-    serve(checkpoint, settings, host=host, port=port, quantization=quantization, device=device, log_level=log_level)
+    serve(checkpoint, settings, host=host, port=port, quantization=quantization, device=device, log_level=log_level,
+          adapter=adapter)
     # Shut down cleanly, every answer sent: exit now rather than through the interpreter's teardown of torch and
     # friends, which takes seconds on a busy machine (an idle server must stop at once on SIGTERM).
     logging.shutdown()

@@ -21,7 +21,7 @@ from .data import check_batching, text_batches
 from .heads import head_importance, weight_importance
 from .magnitude import magnitude_prune, sparsity
 from .prune import head_counts, prune_heads
-from .quantize import quantize_model
+from .quantize import SCHEMES, quantize_model
 
 
 @dataclass
@@ -85,14 +85,18 @@ def prune_checkpoint(
     return CompressResult(path, note, (before[0], after[0]), (before[1], after[1]), heads_left)
 
 
-def quantize_checkpoint(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False) -> CompressResult:
-    """Quantize every linear layer of a float checkpoint to int8 (dynamic, per channel) and save it to ``out``."""
+def quantize_checkpoint(checkpoint: str | Path, out: str | Path, *, scheme: str = "int8",
+                        overwrite: bool = False) -> CompressResult:
+    """Store the linear layers of a float checkpoint as ``scheme`` (int8: dynamic, per channel; int4:
+    groups of 32; bf16) and save it to ``out``."""
+    if scheme not in SCHEMES:
+        raise ConfigError(f"--scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     prepare_output_dir(out, overwrite=overwrite, inputs=[checkpoint])
     ckpt = load_checkpoint(checkpoint)
     before = state_size(ckpt.model)
-    model, config = quantize_model(ckpt.model, ckpt.config)
+    model, config = quantize_model(ckpt.model, ckpt.config, scheme)
     after = state_size(model)
-    note = {"method": "dynamic_int8"}
+    note = {"method": SCHEMES[scheme]}
     path = save_checkpoint(out, model, config, ckpt.tokenizer, meta=compression_meta(ckpt.meta, checkpoint, note))
     return CompressResult(path, note, (before[0], after[0]), (before[1], after[1]))
 

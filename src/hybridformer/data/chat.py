@@ -46,6 +46,25 @@ class ChatTemplate:
         except jinja2.exceptions.TemplateError as exc:
             raise DataError(f"chat template: {exc}") from None
 
+    def segments(self, messages: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+        """The rendered conversation in pieces, ``True`` for each assistant answer (its text and the end-of-turn
+        markup the template puts after it: what answer-only training learns), ``False`` for the context."""
+        pieces: list[tuple[str, bool]] = []
+        done = ""
+        for k, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            prompt = self.render(messages[:k], add_generation_prompt=True)
+            full = self.render(messages[: k + 1], add_generation_prompt=False)
+            if not prompt.startswith(done) or not full.startswith(prompt):
+                raise DataError("chat template: the conversation before an answer does not render as the start of "
+                                "the conversation with it, so the answers cannot be told apart; set "
+                                "data.answer_only=false to train on the whole text")
+            pieces += [(prompt[len(done):], False), (full[len(prompt):], True)]
+            done = full
+        rest = self.render(messages, add_generation_prompt=False)[len(done):]
+        return [piece for piece in [*pieces, (rest, False)] if piece[0]]
+
     def prompt(self, user_message: str) -> str:
         """The prompt for one user turn, ending where the assistant's answer starts."""
         return self.render([{"role": "user", "content": user_message}])

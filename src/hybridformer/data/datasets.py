@@ -11,6 +11,8 @@ the framing it decodes with (:func:`~hybridformer.data.text.encode_source`).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -143,6 +145,39 @@ def lm_examples(text: str, tokenizer: Tokenizer, *, block_size: int, source: str
     dropped = len(stream) - 1 - count * block_size
     if dropped:
         report.notes.append(f"last {dropped} tokens do not fill a block and are unused")
+    return examples, report
+
+
+Segments = list[tuple[str, bool]]  # one example's text in pieces; True = an answer (trained on)
+
+
+def answer_examples(texts: Sequence[Segments], tokenizer: Tokenizer, *, block_size: int, source: str,
+                    config: ModelConfig, answer_only: bool, end: Sequence[int] = (),
+                    ) -> tuple[list[Example], DataReport]:
+    """One next-token example per conversation or prompt/completion record (batched padded, one per row, so
+    attention never crosses examples). With ``answer_only`` the targets inside context pieces are ignored
+    (``config.pad_id``, the loss's ignore index): the loss falls on the answers alone. ``end`` ids follow the
+    text, trained (EOS after a completion). Examples over ``block_size`` tokens are dropped and counted."""
+    report = DataReport(source, read=len(texts))
+    encodings = tokenizer.encode_batch(["".join(text for text, _ in pieces) for pieces in texts],
+                                       add_special_tokens=False)
+    examples = []
+    for pieces, encoding in zip(texts, encodings, strict=True):
+        ends = list(itertools.accumulate(len(text) for text, _ in pieces))
+        trained = [pieces[min(bisect.bisect_right(ends, start), len(pieces) - 1)][1]
+                   for start, _ in encoding.offsets] + [True] * len(end)
+        ids = encoding.ids + list(end)
+        targets = [t if keep or not answer_only else config.pad_id for t, keep in zip(ids[1:], trained[1:],
+                                                                                      strict=True)]
+        if len(ids) - 1 > block_size:
+            report.dropped_long += 1
+        elif all(t == config.pad_id for t in targets):
+            report.dropped_empty += 1
+        else:
+            examples.append(Example([], ids[:-1], targets))
+    report.kept = len(examples)
+    if answer_only:
+        report.notes.append("loss on the answers only (data.answer_only)")
     return examples, report
 
 

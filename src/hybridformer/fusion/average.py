@@ -12,12 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CheckpointError
+from ..lora import is_adapter_only
+from .merge.adapters import merge_adapters
 from .merge.linear import weighted_mean
 from .streaming import fuse_checkpoints
 
 
 def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Path:
-    """Write the element-wise mean of the checkpoints ``paths`` (one architecture) to the checkpoint ``out``."""
+    """Write the element-wise mean of the checkpoints ``paths`` (one architecture) to the checkpoint ``out``.
+
+    LoRA adapters of one base (a LoRA run's step checkpoints) average their updates ``ΔW``, not their factors."""
+    if paths and all(is_adapter_only(p) for p in paths):
+        return merge_adapters(paths, "linear", out)
     ones = (1.0,) * len(paths)
     return fuse_checkpoints(paths, out, lambda name, models, base: weighted_mean(models, ones),
                             meta={"method": "average"})

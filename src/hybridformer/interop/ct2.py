@@ -73,10 +73,10 @@ def ct2_blockers(ckpt: Checkpoint) -> list[str]:
                         "decoder to export")
         return problems
     for role in ("encoder", "decoder") if cfg.is_seq2seq else ("decoder",):
-        layer = getattr(cfg, role).layer
-        if layer != "transformer":
-            problems.append(f"{role}.layer={layer!r} (convolution/hybrid layers): CTranslate2 runs Transformer "
-                            "layers only")
+        hybrid = sorted(getattr(cfg, role).layer_kinds() - {"transformer"})
+        if hybrid:
+            problems.append(f"{role} layer type(s) {', '.join(hybrid)} (convolution/SSM/hybrid layers): CTranslate2 "
+                            "runs Transformer layers only")
     problems += [f"{role}.{where}.rope_base: CTranslate2 rotates every layer with the model's one RoPE base"
                  for role in ("encoder", "decoder") for where, attention in getattr(cfg, role).attentions().items()
                  if attention.rope_base is not None]
@@ -213,8 +213,6 @@ def build_spec(ckpt: Checkpoint):
         spec.register_source_vocabulary(vocab)
         spec.register_target_vocabulary(vocab)
         spec.config.decoder_start_token = vocab[cfg.start_id]  # BART: eos, T5 and Marian: pad
-        if cfg.output_scale != 1.0:  # tied T5: decoder states scaled before the projection
-            decoder.scale_outputs = np.dtype("float32").type(cfg.output_scale)
     else:
         rope = cfg.position == "rope"
         decoder = transformer_spec.TransformerDecoderSpec(
@@ -226,6 +224,8 @@ def build_spec(ckpt: Checkpoint):
             _per_frequency_factors(decoder, model.decoder.rope)
         vocab = vocabulary(ckpt)
         spec.register_vocabulary(vocab)
+    if cfg.output_scale != 1.0:  # tied T5, Granite: decoder states scaled before the projection
+        decoder.scale_outputs = np.dtype("float32").type(cfg.output_scale)
     _linear(decoder.projection, model.output)  # with its bias: BART's and Marian's final_logits_bias
     spec.config.bos_token, spec.config.eos_token = vocab[cfg.bos_id], vocab[cfg.eos_id]
     spec.config.unk_token = "<unk>" if "<unk>" in vocab else vocab[cfg.eos_id]

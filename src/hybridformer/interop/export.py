@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,10 @@ def export_architecture(cfg: ModelConfig, meta: dict[str, Any]) -> Architecture:
     (a model made here, or a fine-tune of a converted model, whose meta.json the trainer wrote)."""
     if meta.get("model_type") in ARCHITECTURES:
         return ARCHITECTURES[meta["model_type"]]
-    adopted = next((arch for arch in SPECS if arch.adopts and not blockers(cfg, arch)), None)
-    return adopted or next(arch for arch in SPECS if arch.claims is not None and arch.claims(cfg))
+    claimed = next(arch for arch in SPECS if arch.claims is not None and arch.claims(cfg))
+    if not blockers(cfg, claimed):  # a Llama layout exports as Llama (Granite-H's layout also admits one)
+        return claimed
+    return next((arch for arch in SPECS if arch.adopts and not blockers(cfg, arch)), claimed)
 
 
 def hf_blockers(cfg: ModelConfig, meta: dict[str, Any] | None = None) -> list[str]:
@@ -56,20 +59,33 @@ def hf_blockers(cfg: ModelConfig, meta: dict[str, Any] | None = None) -> list[st
     return blockers(cfg, export_architecture(cfg, meta or {}))
 
 
-def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``checkpoint`` as a Hugging Face model folder (config.json, model.safetensors, tokenizer files)."""
-    source = Path(checkpoint)
-    out = prepare_output_dir(out, overwrite=overwrite, inputs=[source])
+def hf_state(source: Path, weights: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(model_type, config.json dict, tensors)`` of ``source`` in Hugging Face naming and layout, or a
+    ConfigError listing what Hugging Face cannot represent (what ``export --to hf`` and ``--to gguf`` write).
+    ``weights`` replace the checkpoint's own (its model with a LoRA adapter folded in)."""
     cfg = load_config_file(source)
     arch = export_architecture(cfg, source_meta(source))
     problems = blockers(cfg, arch)
     if problems:
         raise ConfigError(f"{source}: cannot export to Hugging Face: {'; '.join(problems)}")
-    ours = load_checkpoint(source).model.state_dict()  # tied names resolved
+    ours = dict(weights) if weights is not None else load_checkpoint(source).model.state_dict()  # tied resolved
     tensors = {}
     for rule in arch.rules(cfg):
         tensors.update(rule.split(ours[rule.ours]))
     config = {**arch.hf_config(cfg), "architectures": [arch.hf_class], "torch_dtype": "float32"}
+    return arch.model_type, config, tensors
+
+
+def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False,
+              weights: dict[str, Any] | None = None, write_extra: Callable[[Path], None] | None = None) -> Path:
+    """Write ``checkpoint`` as a Hugging Face model folder (config.json, model.safetensors, tokenizer files).
+
+    ``weights`` replace the checkpoint's own (see :func:`hf_state`); ``write_extra(tmp)`` adds files to the
+    same atomic write (the adapter beside the base)."""
+    source = Path(checkpoint)
+    out = prepare_output_dir(out, overwrite=overwrite, inputs=[source])
+    _, config, tensors = hf_state(source, weights)
+    cfg = load_config_file(source)
     # transformers feeds pad back in after EOS: a pad outside the vocabulary (GPT-2) becomes EOS, its convention
     pad = cfg.pad_id if cfg.pad_id < cfg.vocab_size else cfg.eos_id
     generation = {"bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id, "pad_token_id": pad}
@@ -83,6 +99,8 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
         for name in (TOKENIZER, TOKENIZER_CONFIG):
             if (source / name).is_file():
                 shutil.copyfile(source / name, tmp / name)
+        if write_extra is not None:
+            write_extra(tmp)
 
     return write_checkpoint_dir(out, fill)
 
@@ -91,13 +109,20 @@ EXPORTERS = {"hf": export_hf}
 
 
 def export(checkpoint: str | Path, out: str | Path, *, to: str = "hf", overwrite: bool = False, **options: Any) -> Path:
-    """Export ``checkpoint`` to another toolkit's format: ``hf`` (transformers) or ``ct2`` (CTranslate2)."""
+    """Export ``checkpoint`` to another toolkit's format: ``hf`` (transformers), ``ct2`` (CTranslate2) or
+    ``gguf`` (llama.cpp; ``out`` is a file)."""
     if to == "ct2":
         from .ct2 import export_ct2
 
         return export_ct2(checkpoint, out, overwrite=overwrite, **options)
+    if to == "gguf":
+        from .gguf_export import export_gguf
+
+        if set(options) - {"quantization"}:
+            raise ConfigError(f"export --to gguf: option(s) {', '.join(sorted(options))} do not apply")
+        return export_gguf(checkpoint, out, overwrite=overwrite, **options)
     if to not in EXPORTERS:
-        raise ConfigError(f"export --to {to!r} is not supported; choose hf or ct2")
+        raise ConfigError(f"export --to {to!r} is not supported; choose hf, ct2 or gguf")
     if options:
-        raise ConfigError(f"export --to {to}: option(s) {', '.join(options)} apply to ct2 only")
+        raise ConfigError(f"export --to {to}: option(s) {', '.join(options)} apply to ct2 and gguf only")
     return EXPORTERS[to](checkpoint, out, overwrite=overwrite)

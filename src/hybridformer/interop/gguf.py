@@ -42,6 +42,24 @@ def hf_name(name: str, extra: dict[str, str] | None = None) -> str:
     return name
 
 
+def gguf_name(name: str) -> str:
+    """The inverse of :func:`hf_name`: ``model.layers.3.self_attn.q_proj.weight`` -> ``blk.3.attn_q.weight``."""
+    ours = {hf: gg for gg, hf in _GLOBAL.items()} | {f"{hf}.": f"{gg}." for gg, hf in _LAYER.items()}
+    if name in ours:
+        return ours[name]
+    match = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", name)
+    layer = {hf: gg for gg, hf in _LAYER.items()}.get(match.group(2)) if match else None
+    if layer is None:
+        raise ConfigError(f"no GGUF name for tensor {name}")
+    return f"blk.{match.group(1)}.{layer}.{match.group(3)}"
+
+
+def permute(weight: Tensor, heads: int) -> Tensor:
+    """llama.cpp's ``permute(w, n_head)`` (the inverse of :func:`unpermute`): its RoPE pairs adjacent channels."""
+    rows = weight.shape[0]
+    return weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
 def unpermute(weight: Tensor, heads: int) -> Tensor:
     """Undo llama.cpp's ``permute(w, n_head)``: rows (heads, 2, d/2) interleaved back to (heads, d/2 · 2) halves."""
     rows = weight.shape[0]

@@ -12,9 +12,10 @@ from .ragged import Emit, RowEmitter, decode_lm, ragged_ok
 
 
 def load_engine(checkpoint: str | Path, *, engine: str = "torch", quantization: str | None = None,
-                device: str = "cpu"):
-    """The decoder of one checkpoint (or CTranslate2 export) for ``engine``: ``torch`` or ``ct2``."""
-    return load_decoder(checkpoint, device, engine=engine, quantization=quantization)
+                device: str = "cpu", adapter: str | Path | None = None):
+    """The decoder of one checkpoint (or CTranslate2 export) for ``engine``: ``torch`` or ``ct2`` (``adapter``:
+    a LoRA adapter folded into the checkpoint)."""
+    return load_decoder(checkpoint, device, engine=engine, quantization=quantization, adapter=adapter)
 
 
 def options_key(opts: GenerationOptions) -> tuple:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from ..data.chat import load_chat_template
 from ..data.datasets import (
     DataReport,
     Example,
+    Segments,
+    answer_examples,
     lm_examples,
     read_jsonl,
     read_parallel,
@@ -30,14 +33,16 @@ from ..errors import ConfigError
 class RawData:
     """Untokenized text: pairs for seq2seq, one long text each for an LM."""
 
-    train: list[tuple[str, str]] | str
-    valid: list[tuple[str, str]] | str
+    train: list[tuple[str, str]] | str | list[Segments]  # pairs, one text, or answer-marked texts (chat, completion)
+    valid: list[tuple[str, str]] | str | list[Segments]
     tokenizer: Tokenizer | None = None  # a generated task brings its own
 
     def texts(self) -> list[str]:
         """Training text to learn a tokenizer from (both sides: a joint vocabulary)."""
         if isinstance(self.train, str):
             return self.train.splitlines()
+        if self.train and isinstance(self.train[0], list):  # answer-marked texts
+            return ["".join(text for text, _ in example) for example in self.train]
         return [s for s, _ in self.train] + [t for _, t in self.train]
 
 
@@ -51,6 +56,12 @@ def read_raw(data: DataConfig, lm: bool) -> RawData:
     if lm:
         if data.train_file is None:
             raise ConfigError("data.train_file: a language model needs a training text file")
+        if data.chat or data.completion:
+            train = _answer_texts(data, data.train_file)
+            if data.valid_file is not None:
+                return RawData(train, _answer_texts(data, data.valid_file))
+            cut = len(train) - max(1, math.ceil(len(train) * data.valid_fraction))
+            return RawData(train[:cut], train[cut:])
         train = _lm_text(data, data.train_file)
         if data.valid_file is None:
             train, valid = split_text(train, data.valid_fraction)
@@ -68,15 +79,21 @@ def read_raw(data: DataConfig, lm: bool) -> RawData:
     return RawData(read_parallel(data.train_src, data.train_tgt), read_parallel(data.valid_src, data.valid_tgt))
 
 
+def _answer_texts(data: DataConfig, path: str) -> list[Segments]:
+    """JSONL pairs as texts whose answers are marked: a user turn and the assistant's answer rendered by the
+    chat template beside data.tokenizer (as `generate --chat` prompts), or a prompt and its completion."""
+    pairs = read_jsonl(path, (data.src_field, data.tgt_field))
+    if not data.chat:
+        return [[(prompt, False), (completion, True)] for prompt, completion in pairs]
+    template = load_chat_template(Path(data.tokenizer).parent) if data.tokenizer is not None else None
+    if template is None:
+        raise ConfigError("data.chat: no chat template beside data.tokenizer (tokenizer_config.json "
+                          "chat_template); set data.tokenizer or train.init_from to a converted instruct model")
+    return [template.segments([{"role": "user", "content": user}, {"role": "assistant", "content": answer}])
+            for user, answer in pairs]
+
+
 def _lm_text(data: DataConfig, path: str) -> str:
-    if data.chat:
-        template = load_chat_template(Path(data.tokenizer).parent) if data.tokenizer is not None else None
-        if template is None:
-            raise ConfigError("data.chat: no chat template beside data.tokenizer (tokenizer_config.json "
-                              "chat_template); set data.tokenizer or train.init_from to a converted instruct model")
-        pairs = read_jsonl(path, (data.src_field, data.tgt_field))
-        return "".join(template.render([{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
-                                       add_generation_prompt=False) for user, answer in pairs)
     if data.format == "jsonl":
         return "\n".join(text for (text,) in read_jsonl(path, (data.tgt_field,))) + "\n"
     return read_text(path)
@@ -115,6 +132,10 @@ def tokenize(cfg: ExperimentConfig, raw: RawData, tokenizer: Tokenizer,
     for name, part in (("train", raw.train), ("valid", raw.valid)):
         if isinstance(part, str):
             examples, report = lm_examples(part, tokenizer, block_size=data.block_size, source=name, config=cfg.model)
+        elif data.chat or data.completion:
+            examples, report = answer_examples(part, tokenizer, block_size=data.block_size, source=name,
+                                               config=cfg.model, answer_only=data.answer_only,
+                                               end=[] if data.chat else [cfg.model.eos_id])
         else:
             examples, report = seq2seq_examples(part, tokenizer, max_src_len=data.max_src_len,
                                                 max_tgt_len=data.max_tgt_len, source=name, config=cfg.model)
@@ -124,7 +145,7 @@ def tokenize(cfg: ExperimentConfig, raw: RawData, tokenizer: Tokenizer,
         log_report(report, log)
         if not examples:
             raise ConfigError(f"no {name} examples left after filtering; check the data files and "
-                              "data.max_src_len/max_tgt_len")
+                              "data.max_src_len/max_tgt_len (data.block_size for a language model)")
         out.append(examples)
     return out[0], out[1]
 

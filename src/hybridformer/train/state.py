@@ -29,11 +29,13 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, DataError
+from ..lora import ADAPTER_WEIGHTS
 from .guard import check_no_links, recover, write_file
 
 TRAINER_STATE = "trainer_state.pt"
 PREFIX = "step-"
-STEP_FILES = ("model.safetensors", "config.json", TRAINER_STATE)
+STEP_FILES = ("config.json", TRAINER_STATE)
+WEIGHT_FILES = ("model.safetensors", ADAPTER_WEIGHTS)  # a full checkpoint, or a LoRA run's adapter
 
 
 class RunDir:
@@ -95,7 +97,8 @@ class RunDir:
 
 def is_complete(step_dir: Path) -> bool:
     """A step checkpoint with all its files (a half-deleted or half-copied one is not)."""
-    return step_dir.is_dir() and not step_dir.is_symlink() and all((step_dir / f).is_file() for f in STEP_FILES)
+    return (step_dir.is_dir() and not step_dir.is_symlink() and all((step_dir / f).is_file() for f in STEP_FILES)
+            and any((step_dir / f).is_file() for f in WEIGHT_FILES))
 
 
 def write_trainer_state(directory: Path, state: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..blocks import Layer
-from ..checkpoint import load_config_file, load_state_into, load_weights, save_checkpoint
+from ..checkpoint import load_config_file, load_meta, load_state_into, load_weights, save_checkpoint
 from ..config import ExperimentConfig, ModelConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
 from ..data.tokenizer import copy_tokenizer_config
@@ -32,6 +32,16 @@ from ..decoding import ModelScorer
 from ..errors import CheckpointError, ConfigError
 from ..generation import GenerationOptions, stream_outputs
 from ..inference import Decoder
+from ..lora import (
+    LoraLayers,
+    adapter_base,
+    add_lora,
+    hold_frozen,
+    is_adapter_only,
+    lora_layout,
+    read_adapter,
+    write_adapter,
+)
 from ..metrics import bleu
 from ..models import build_model
 from ..outputs import prepare_run_dir
@@ -113,9 +123,13 @@ class _Trainer:
         self.bleu_pairs = raw.valid[: cfg.train.eval_bleu] if cfg.model.is_seq2seq else []
         torch.manual_seed(self.t.seed)
         model = build_model(self.model_cfg)
-        state = self._restore_weights(model, resume_from) if resume_from else None
-        if state is None and self.t.init_from:
-            self._init_weights(model, Path(self.t.init_from))
+        self.lora: LoraLayers | None = None
+        if self.t.lora is not None:
+            state = self._add_lora(model, resume_from)
+        else:
+            state = self._restore_weights(model, resume_from) if resume_from else None
+            if state is None and self.t.init_from:
+                self._init_weights(model, Path(self.t.init_from))
         if self.t.activation_checkpointing:
             enable_activation_checkpointing(model)
         self.model = D.wrap_model(model.to(self.device), env, self.t.strategy, self.device)
@@ -161,14 +175,40 @@ class _Trainer:
         return None
 
     def _restore_weights(self, model: nn.Module, checkpoint_dir: Path) -> dict:
+        self._check_resume_config(checkpoint_dir)
+        load_state_into(model, load_weights(checkpoint_dir), checkpoint_dir)
+        self.log(f"resuming from {checkpoint_dir}")
+        return read_trainer_state(checkpoint_dir)
+
+    def _check_resume_config(self, checkpoint_dir: Path) -> None:
         saved = load_config_file(checkpoint_dir)
         if saved != self.model_cfg:
             mine, theirs = self.model_cfg.model_dump(), saved.model_dump()
             keys = [k for k in mine if mine[k] != theirs.get(k)]
             raise ConfigError(f"--resume: model config differs from {checkpoint_dir} in: {', '.join(keys)}")
-        load_state_into(model, load_weights(checkpoint_dir), checkpoint_dir)
-        self.log(f"resuming from {checkpoint_dir}")
-        return read_trainer_state(checkpoint_dir)
+
+    def _add_lora(self, model: nn.Module, resume_from: Path | None) -> dict | None:
+        """``train.lora``: the frozen base from ``init_from`` (a checkpoint, or an adapter's base), peft's LoRA
+        layers on it, their factors from the resumed step or from an ``init_from`` adapter."""
+        if self._fsdp():
+            raise ConfigError("train.lora trains a few adapters on a frozen base: use train.strategy=ddp")
+        init = Path(self.t.init_from)
+        self.lora_base = (adapter_base(init) if is_adapter_only(init) else init).resolve()
+        self._init_weights(model, self.lora_base)
+        self.lora = add_lora(model, lora_layout(model, self.model_cfg, load_meta(self.lora_base)), self.t.lora)
+        if self.t.base_precision == "bf16":
+            hold_frozen(model, torch.bfloat16)
+        source = resume_from or (init if is_adapter_only(init) else None)
+        if source is not None:
+            if resume_from is not None:
+                self._check_resume_config(resume_from)
+            self.lora.load(model, read_adapter(source), self.t.lora)
+            self.log(f"{'resuming' if resume_from else 'adapter initialised'} from {source}")
+        trained = sum(t.numel() for t in self.lora.tensors(dict(model.named_parameters())).values())
+        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        self.log(f"LoRA: {trained:,} adapter parameters on a frozen base of {frozen:,} "
+                 f"(rank {self.t.lora.rank}, {', '.join(self.t.lora.targets)}; base {self.t.base_precision})")
+        return read_trainer_state(resume_from) if resume_from else None
 
     def _inherit_pruning(self, model_cfg: ModelConfig) -> ModelConfig:
         """Fine-tuning a head-pruned checkpoint (``train.init_from``) keeps its pruned architecture,
@@ -409,7 +449,7 @@ class _Trainer:
 
     def _export_model(self, ema: dict[str, torch.Tensor] | None) -> nn.Module:
         """The model to write: the live one, or a plain CPU copy (FSDP: gathered; EMA: averaged weights)."""
-        if ema is None and not self._fsdp():
+        if (ema is None or self.lora is not None) and not self._fsdp():
             return D.unwrap(self.model)
         model = build_model(self.model_cfg)
         load_state_into(model, D.full_state_dict(self.model), self.run_dir.root)
@@ -428,9 +468,17 @@ class _Trainer:
                 write_extra(tmp)
 
         if self.env.is_main:
-            save_checkpoint(path, model, self.model_cfg, self.tokenizer,
+            save_checkpoint(path, model if self.lora is None else None, self.model_cfg, self.tokenizer,
                             meta={"step": self.step, "valid_loss": self.last_valid, **self.objective.meta},
-                            write_extra=extra)
+                            write_extra=extra if self.lora is None else functools.partial(self._write_adapter, extra,
+                                                                                          ema))
+
+    def _write_adapter(self, extra, ema: dict[str, torch.Tensor] | None, tmp: Path) -> None:
+        """A LoRA run's checkpoint: the adapter (PEFT format, naming its base) instead of the weights."""
+        params = ema if ema is not None else dict(D.unwrap(self.model).named_parameters())
+        write_adapter(tmp, self.lora.tensors(params), self.t.lora, [p for ps in self.lora.parts.values() for p in ps],
+                      self.model_cfg, str(self.lora_base))
+        extra(tmp)
 
     def _save(self) -> None:
         state = {"step": self.step, "best": self.best, "bad_evals": self.bad_evals, "last_valid": self.last_valid,

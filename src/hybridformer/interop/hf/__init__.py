@@ -11,6 +11,8 @@ from .bert import BERT, ROBERTA
 from .common import Architecture, GGUFLayout
 from .gemma3 import GEMMA3
 from .gpt2 import GPT2
+from .granite import GRANITE_HYBRID
+from .lfm2 import LFM2
 from .llama import LLAMA, MISTRAL, QWEN2
 from .marian import MARIAN
 from .phi3 import PHI3
@@ -31,6 +33,8 @@ SPECS: tuple[Architecture, ...] = (
     BERT,
     ROBERTA,
     GPT2,
+    LFM2,
+    GRANITE_HYBRID,
 )
 ARCHITECTURES: dict[str, Architecture] = {spec.model_type: spec for spec in SPECS}
 GGUF_ARCHITECTURES: dict[str, Architecture] = {spec.gguf.name: spec for spec in SPECS if spec.gguf is not None}

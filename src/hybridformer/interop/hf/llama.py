@@ -114,8 +114,10 @@ def blockers(cfg: ModelConfig) -> list[str]:
     if cfg.arch != "decoder_lm":
         problems.append(f"arch={cfg.arch!r} (export supports decoder-only Llama-family models)")
     stack = cfg.decoder
-    if stack.layer != "transformer":
-        problems.append(f"decoder.layer={stack.layer!r} (convolution/hybrid layers)")
+    layer_types = {"decoder.layer": stack.layer} | {f"decoder.layer_types.{i}": t for i, t in stack.layer_types.items()}
+    for where, kind in layer_types.items():
+        if kind != "transformer":
+            problems.append(f"{where}={kind!r} (convolution/SSM/hybrid layers)")
     attentions = {f"decoder.attention={stack.attention.name!r}": stack.attention} | {
         f"decoder.layer_attention.{i}={a.name!r}": a for i, a in stack.layer_attention.items()}
     for where, attention in attentions.items():

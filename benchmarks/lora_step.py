@@ -1,0 +1,77 @@
+"""LoRA vs full fine-tuning step cost on one checkpoint (e.g. SmolLM2-135M): both models built from it in one
+process, optimizer steps interleaved (full, LoRA, full, LoRA, ...) on the same batch, each timed in process
+CPU seconds (one thread) and wall seconds, so machine contention hits both alike. bf16 autocast, fused AdamW,
+as the SciTLDR recipe trains. Peak memory needs one process per mode: ``--only full|lora`` runs a single
+mode and prints its peak RSS.
+
+    python benchmarks/lora_step.py runs/smollm2 --rounds 3 --batch 4 --tokens 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+
+from hybridformer import load_checkpoint
+from hybridformer.checkpoint import load_config_file, load_meta
+from hybridformer.config import LoraConfig
+from hybridformer.lora import add_lora, lora_layout
+from hybridformer.train.trainer import enable_activation_checkpointing
+
+
+def make(checkpoint: str, lora: bool, recompute: bool = False):
+    ckpt = load_checkpoint(checkpoint)
+    if recompute:
+        enable_activation_checkpointing(ckpt.model)
+    if lora:
+        add_lora(ckpt.model, lora_layout(ckpt.model, ckpt.config, load_meta(checkpoint)), LoraConfig(rank=16))
+    params = [p for p in ckpt.model.parameters() if p.requires_grad]
+    return ckpt.model.train(), torch.optim.AdamW(params, lr=1e-5, fused=True), sum(p.numel() for p in params)
+
+
+def step(model, optimizer, tokens: torch.Tensor) -> tuple[float, float]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(tokens[:, :-1])
+    torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--only", choices=["full", "lora"])
+    parser.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    modes = [args.only] if args.only else ["full", "lora"]
+    runs = {mode: make(args.checkpoint, mode == "lora", args.activation_checkpointing) for mode in modes}
+    tokens = torch.randint(3, load_config_file(args.checkpoint).vocab_size, (args.batch, args.tokens + 1))
+    times: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+    for round_ in range(args.rounds + 1):  # round 0 warms up
+        for mode in modes:
+            model, optimizer, _ = runs[mode]
+            measured = step(model, optimizer, tokens)
+            if round_:
+                times[mode].append(measured)
+    report = {mode: {"trained_params": runs[mode][2],
+                     "cpu_s": round(statistics.median(t[0] for t in times[mode]), 2),
+                     "wall_s": round(statistics.median(t[1] for t in times[mode]), 2)} for mode in modes}
+    if args.only:
+        report[args.only]["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

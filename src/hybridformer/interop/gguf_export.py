@@ -1,0 +1,149 @@
+"""``export --to gguf``: a Llama / Mistral / Qwen2-layout checkpoint as a GGUF file llama.cpp and ollama run.
+
+The tensors are those of ``export --to hf`` (:func:`~hybridformer.interop.export.hf_state`) under
+llama.cpp's names, with the q/k rows of the ``llama`` architecture permuted as llama.cpp's own
+converter does (its RoPE pairs adjacent channels); the ``gguf`` package writes the file and
+quantizes (f16, Q8_0). The tokenizer goes in as llama.cpp's ``gpt2`` (byte-level BPE) vocabulary:
+tokens, token types, merges, special ids and the chat template. What llama.cpp's architectures
+cannot represent (windowed attention, sinks, hybrid layers, RoPE scalings other than linear and
+YaRN, SentencePiece-style vocabularies) is refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..checkpoint import TOKENIZER, load_config_file
+from ..config import ModelConfig
+from ..errors import ConfigError
+from ..outputs import prepare_output_file
+from .export import hf_state
+from .gguf import gguf_name, permute
+from .tokenizer import TOKENIZER_CONFIG
+
+QUANTIZATIONS = ("f32", "f16", "q8_0")
+ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}  # HF model_type -> GGUF architecture
+
+
+def export_gguf(checkpoint: str | Path, out: str | Path, *, quantization: str = "f32",
+                overwrite: bool = False) -> Path:
+    """Write ``checkpoint`` as the GGUF file ``out`` with 2-D weights in ``quantization`` (norms stay f32)."""
+    try:
+        import gguf
+    except ImportError:
+        raise ConfigError("export --to gguf needs the gguf package: pip install 'hybridformer[interop]'") from None
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"--quantization for gguf must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    source = Path(checkpoint)
+    out = prepare_output_file(out, overwrite=overwrite, inputs=[source])
+    cfg = load_config_file(source)
+    _check(cfg, source)
+    model_type, _, tensors = hf_state(source)
+    if model_type not in ARCHITECTURES:
+        raise ConfigError(f"{source}: export --to gguf writes Llama, Mistral and Qwen2 layouts; this model's "
+                          f"layout is {model_type!r} (export --to hf, then llama.cpp's convert_hf_to_gguf.py)")
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        _write(gguf.GGUFWriter(str(tmp), ARCHITECTURES[model_type]), source, cfg, tensors, quantization)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    return out
+
+
+def _write(writer, source: Path, cfg: ModelConfig, tensors: dict, quantization: str) -> None:
+    import gguf
+
+    qtype = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+             "q8_0": gguf.GGMLQuantizationType.Q8_0}[quantization]
+    _metadata(writer, cfg, quantization)
+    _vocabulary(writer, source, cfg)
+    for name, tensor in tensors.items():
+        if writer.arch == "llama" and ".q_proj." in name:
+            tensor = permute(tensor, cfg.heads)
+        elif writer.arch == "llama" and ".k_proj." in name:
+            tensor = permute(tensor, cfg.num_kv_heads)
+        array = tensor.float().numpy()
+        kind = qtype if array.ndim == 2 and (qtype != gguf.GGMLQuantizationType.Q8_0 or array.shape[1] % 32 == 0) \
+            else gguf.GGMLQuantizationType.F32  # norms and biases stay f32, as llama.cpp keeps them
+        data = gguf.quantize(array, kind) if kind != gguf.GGMLQuantizationType.F32 else array
+        writer.add_tensor(gguf_name(name), data, raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _check(cfg: ModelConfig, source: Path) -> None:
+    attention = cfg.decoder.attention
+    if attention.name == "sliding_window" or cfg.decoder.layer_attention:
+        raise ConfigError(f"{source}: llama.cpp's llama/qwen2 architectures attend to the whole context; a model "
+                          f"with {attention.name} attention (windows, sinks) cannot be written as GGUF")
+    if cfg.rope_scaling is not None and cfg.rope_scaling.type not in ("linear", "yarn"):
+        raise ConfigError(f"{source}: rope_scaling.type={cfg.rope_scaling.type!r} has no GGUF form here "
+                          "(linear and yarn do)")
+
+
+def _metadata(writer, cfg: ModelConfig, quantization: str) -> None:
+    import gguf
+
+    writer.add_context_length(cfg.max_positions)
+    writer.add_embedding_length(cfg.d_model)
+    writer.add_block_count(cfg.decoder.layers)
+    writer.add_feed_forward_length(cfg.ffn_dim)
+    writer.add_head_count(cfg.heads)
+    writer.add_head_count_kv(cfg.num_kv_heads)
+    writer.add_layer_norm_rms_eps(cfg.norm_eps)
+    writer.add_rope_freq_base(cfg.rope_base)
+    writer.add_rope_dimension_count(cfg.attention_head_dim)
+    writer.add_vocab_size(cfg.vocab_size)
+    if cfg.attention_head_dim != cfg.d_model // cfg.heads:
+        writer.add_key_length(cfg.attention_head_dim)
+        writer.add_value_length(cfg.attention_head_dim)
+    if cfg.rope_scaling is not None:
+        writer.add_rope_scaling_type(cfg.rope_scaling.type)
+        writer.add_rope_scaling_factor(cfg.rope_scaling.factor)
+        writer.add_rope_scaling_orig_ctx_len(cfg.rope_scaling.original_max_positions or cfg.max_positions)
+    writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quantization])
+
+
+def _vocabulary(writer, source: Path, cfg: ModelConfig) -> None:
+    """llama.cpp's ``gpt2`` vocabulary from a byte-level BPE ``tokenizer.json`` (ids kept)."""
+    import gguf
+
+    file = source / TOKENIZER
+    if not file.is_file():
+        raise ConfigError(f"{source}: no tokenizer.json; a GGUF file carries its vocabulary")
+    data = json.loads(file.read_text(encoding="utf-8"))
+    model = data.get("model", {})
+    if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(data.get("pre_tokenizer")):
+        raise ConfigError(f"{source}: export --to gguf writes byte-level BPE vocabularies (GPT-2, Llama 3, Qwen2, "
+                          "SmolLM); this tokenizer is not one")
+    added = {t["id"]: t for t in data.get("added_tokens", [])}
+    tokens = {i: token for token, i in model["vocab"].items()} | {i: t["content"] for i, t in added.items()}
+    names, types = [], []
+    for i in range(cfg.vocab_size):  # rows past the tokenizer's vocabulary: unused, as llama.cpp pads them
+        names.append(tokens.get(i, f"[PAD{i}]"))
+        kind = gguf.TokenType.UNUSED if i not in tokens else gguf.TokenType.NORMAL
+        if i in added:
+            kind = gguf.TokenType.CONTROL if added[i].get("special") else gguf.TokenType.USER_DEFINED
+        types.append(kind)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(names)
+    writer.add_token_types(types)
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])])
+    writer.add_bos_token_id(cfg.bos_id)
+    writer.add_eos_token_id(cfg.eos_id)
+    if cfg.pad_id < cfg.vocab_size:
+        writer.add_pad_token_id(cfg.pad_id)
+    writer.add_add_bos_token(False)
+    config = source / TOKENIZER_CONFIG
+    template = json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
+    if isinstance(template, str):
+        writer.add_chat_template(template)
+

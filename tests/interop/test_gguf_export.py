@@ -1,0 +1,100 @@
+"""``export --to gguf``: llama.cpp names, permutation and vocabulary, checked by reading the file back with
+``convert`` (f32: identical weights, config and token ids) and by refusing what llama.cpp cannot run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("gguf")
+pytest.importorskip("transformers")
+
+from hybridformer import ModelConfig, build_model, convert, save_checkpoint  # noqa: E402
+from hybridformer.checkpoint import load_tokenizer, load_weights  # noqa: E402
+from hybridformer.errors import ConfigError  # noqa: E402
+from hybridformer.interop.gguf import gguf_name, permute, unpermute  # noqa: E402
+from hybridformer.interop.gguf_export import export_gguf  # noqa: E402
+
+from ..conftest import TINY_TEXT, assert_one_line_error, run_entry  # noqa: E402
+
+LAYOUTS = {
+    "llama": dict(attention_bias=False),
+    "qwen2": dict(attention_bias=False, qkv_bias=True),
+}
+
+
+@pytest.fixture(scope="module")
+def byte_bpe():
+    """A byte-level BPE tokenizer (GPT-2 style) trained in-test: <pad>=0, <s>=1, </s>=2."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(TINY_TEXT, trainer)
+    return tokenizer
+
+
+def checkpoint(path, tokenizer, **overrides):
+    cfg = ModelConfig(**{**dict(arch="decoder_lm", vocab_size=tokenizer.get_vocab_size(), d_model=32, heads=4,
+                                kv_heads=2, ffn_dim=64, dropout=0.0, activation="swiglu", norm="rmsnorm",
+                                position="rope", embed_scale=False, ffn_bias=False, decoder={"layers": 2}),
+                         **overrides})
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # norms away from 1, so a mixed-up norm shows
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    return save_checkpoint(path, model, cfg, tokenizer)
+
+
+def test_names_and_permutation_invert_the_reader():
+    assert gguf_name("model.layers.3.self_attn.q_proj.weight") == "blk.3.attn_q.weight"
+    assert gguf_name("model.layers.0.mlp.down_proj.weight") == "blk.0.ffn_down.weight"
+    assert gguf_name("model.embed_tokens.weight") == "token_embd.weight"
+    weight = torch.randn(24, 5)
+    assert torch.equal(unpermute(permute(weight, 3), 3), weight)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_f32_export_round_trips_through_convert(tmp_path, byte_bpe, layout):
+    source = checkpoint(tmp_path / "ckpt", byte_bpe, **LAYOUTS[layout])
+    file = export_gguf(source, tmp_path / "model.gguf")
+    back = convert(file, tmp_path / "back")
+    ours, theirs = load_weights(source), load_weights(back)
+    assert set(ours) == set(theirs)
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+    before, after = (json.loads((p / "config.json").read_text()) for p in (source, back))
+    assert after.pop("norm_eps") == pytest.approx(before.pop("norm_eps"), rel=1e-6)  # GGUF stores a float32
+    assert {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v} == {}
+    text = "the cat sat on the mat, 42 times!"
+    assert load_tokenizer(back).encode(text).ids == byte_bpe.encode(text).ids
+
+
+def test_q8_0_is_smaller_and_close(tmp_path, byte_bpe):
+    source = checkpoint(tmp_path / "ckpt", byte_bpe, attention_bias=False)
+    f32 = export_gguf(source, tmp_path / "f32.gguf")
+    q8 = export_gguf(source, tmp_path / "q8.gguf", quantization="q8_0")
+    assert q8.stat().st_size < 0.6 * f32.stat().st_size
+    ours, theirs = load_weights(source), load_weights(convert(q8, tmp_path / "back"))
+    for name in ours:
+        assert (ours[name] - theirs[name]).abs().max() <= 0.01 * ours[name].abs().max() + 1e-6, name
+
+
+def test_what_llama_cpp_cannot_run_is_refused(tmp_path, byte_bpe, tiny_tokenizer):
+    window = checkpoint(tmp_path / "window", byte_bpe, attention_bias=False,
+                        decoder={"layers": 1, "attention": {"name": "sliding_window", "window": 8}})
+    with pytest.raises(ConfigError, match="attend to the whole context"):
+        export_gguf(window, tmp_path / "w.gguf")
+    conv = checkpoint(tmp_path / "conv", byte_bpe, attention_bias=False, decoder={"layers": 1, "layer": "conformer"})
+    with pytest.raises(ConfigError, match="decoder.layer='conformer'"):
+        export_gguf(conv, tmp_path / "c.gguf")
+    spm = checkpoint(tmp_path / "spm", tiny_tokenizer, attention_bias=False)
+    result = run_entry("export", spm, "--to", "gguf", "--quantization", "q8_0", "--out", tmp_path / "s.gguf")
+    assert_one_line_error(result, 2, "byte-level BPE")
+    assert not (tmp_path / "s.gguf").exists()
