@@ -17,7 +17,7 @@ import torch
 
 from hybridformer import generate
 from hybridformer.bench.serve import read_sentences
-from hybridformer.interop.ct2_engine import load_ct2_decoder
+from hybridformer.engines.ct2 import load_ct2_engine
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     torch.set_num_threads(1)
     lines = read_sentences(args.sentences, args.n)
     for quantization in ("float32", "int8"):  # export once, outside the timing
-        load_ct2_decoder(args.checkpoint, quantization=quantization, threads=1)
+        load_ct2_engine(args.checkpoint, quantization=quantization, threads=1)
     contenders = {"torch fp32": {"engine": "torch"},
                   "ct2 float32": {"engine": "ct2", "quantization": "float32"},
                   "ct2 int8": {"engine": "ct2", "quantization": "int8"}}

@@ -1,5 +1,7 @@
-"""Issue 17, part A: run the data-loss / exit-status cases against the real ``hybridformer`` console script
-and classify each outcome. Prints a markdown table (case | exit | outcome).
+"""Hostile-input, data-loss and exit-status cases, run against the real ``hybridformer`` console script; each
+outcome is classified. Prints a markdown table (case | exit | outcome). The first part covers training runs and
+the decoding front door; :func:`new_surfaces` covers convert, longify, the bounded JSON/YAML reader,
+tune-weights, embed, ct2 and resume.
 
     PYTHONPATH=src python benchmarks/reliability_cases.py            # this checkout
     PYTHONPATH=/tmp/old/src python benchmarks/reliability_cases.py   # an older one (git archive REV src)
@@ -260,11 +262,171 @@ def main() -> None:
     case("a 10 MB input line to `generate`", big_line)
     case("`generate --max-len-b 100000000`", lambda: (lambda r: (r, classify(r, expect="ok", ok=r.returncode == 0)))(
         cli("generate", "ck", "--input", "in.txt", "--beam", "1", "--max-len-b", "100000000", timeout=240)))
+    new_surfaces(root, case)
     shutil.rmtree(root, ignore_errors=True)
     counts: dict[str, int] = {}
     for _, _, outcome in rows:
         counts[outcome] = counts.get(outcome, 0) + 1
     print(f"\n{len(rows)} cases: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+
+
+def expect_error(*args, **kwargs) -> tuple[subprocess.CompletedProcess, str]:
+    result = cli(*args, **kwargs)
+    return result, classify(result)
+
+
+def expect_ok(*args, **kwargs) -> tuple[subprocess.CompletedProcess, str]:
+    result = cli(*args, **kwargs)
+    return result, classify(result, expect="ok", ok=result.returncode == 0)
+
+
+def new_surfaces(root: Path, case: Callable) -> None:
+    """convert, longify, the JSON/YAML reader, tune-weights, embed, ct2 and resume under hostile input."""
+    import resource
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from interop.hf_tiny import save_tiny, write_tiny_gguf
+
+    from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
+
+    hf_model, hf_dir = save_tiny("llama", root / "hf")
+
+    def hf_case(name: str, tensors: Callable | None = None, **changes) -> Path:
+        folder = root / f"hf-{name}"
+        shutil.copytree(hf_dir, folder)
+        config = json.loads((folder / "config.json").read_text())
+        for key, value in changes.items():
+            config.pop(key, None) if value is None else config.__setitem__(key, value)
+        (folder / "config.json").write_text(json.dumps(config))
+        if tensors is not None:
+            weights = load_file(folder / "model.safetensors")
+            tensors(weights)
+            save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+        return folder
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+
+    case("`train` under `ulimit -f` (file too large while saving)", lambda: expect_error(
+        "train", "exp.yaml", "--out", root / "run-fsize", "--no-progress",
+        *sets("train.max_steps=4", "train.save_every=2"), preexec_fn=limited))
+    for name, changes in [("`num_hidden_layers: 1e9`", {"num_hidden_layers": 10**9}),
+                          ("no `num_attention_heads`", {"num_attention_heads": None}),
+                          ("`num_attention_heads: 0`", {"num_attention_heads": 0}),
+                          ("`rope_scaling: longrope` beside `rope_parameters`",
+                           {"rope_scaling": {"rope_type": "longrope", "factor": 2.0}})]:
+        folder = hf_case(name.strip("`").split(":")[0].replace(" ", "_"), **changes)
+        case(f"`convert` with {name}", lambda f=folder: expect_error("convert", f, "--out", root / "conv-out"))
+    for name, edit in [
+        ("a wrong-shaped tensor", lambda t: t.__setitem__("model.layers.0.mlp.up_proj.weight", torch.zeros(3, 7))),
+        ("a NaN tensor", lambda t: t["model.norm.weight"].__setitem__(0, float("nan"))),
+        ("an int64 tensor", lambda t: t.__setitem__("model.norm.weight", t["model.norm.weight"].long())),
+    ]:
+        folder = hf_case(name.replace(" ", "_"), edit)
+        case(f"`convert` with {name}", lambda f=folder: expect_error("convert", f, "--out", root / "conv-out"))
+    case("`convert` an HF Llama (control)", lambda: expect_ok("convert", hf_dir, "--out", root / "conv-ok"))
+    hf_model.config.num_hidden_layers = 10**9
+    write_tiny_gguf(hf_model, root / "huge.gguf")
+    case("`convert` GGUF `block_count` 1e9", lambda: expect_error("convert", root / "huge.gguf", "--out",
+                                                                   root / "conv-out"))
+    for flag, value in [("--max-positions", "1000000000"), ("--max-positions", str(2**63)),
+                        ("--max-positions", "1000000000000"), ("--global-tokens", "1000000000")]:
+        case(f"`longify {flag} {value}`", lambda flag=flag, value=value: expect_error(
+            "longify", "ck", "--attention", "sliding_window:window=4", flag, value, "--out", root / "long-out"))
+    made = cli("longify", "ck", "--attention", "sliding_window:window=4", "--max-positions", str(2**24),
+               "--out", root / "long-max")
+    assert made.returncode == 0, made.stderr
+    case("`generate --max-len-b 1e8` on a model longified to 2**24 positions", lambda: expect_ok(
+        "generate", root / "long-max", "--input", "in.txt", "--max-len-b", "100000000", timeout=240))
+
+    huge, deep = "9" * 5000, "[" * 100_000 + "]" * 100_000
+    Path("deep.yaml").write_text("model: " + "[" * 100_000)
+    Path("huge.json").write_text(f'{{"d_model": {huge}}}')
+    Path("twice.yaml").write_text("d_model: 64\nd_model: 128\n")
+    for name in ("deep.yaml", "huge.json", "twice.yaml"):
+        case(f"`config check {name}`", lambda name=name: expect_error("config", "check", name))
+    case("`config check --set d_model=<5,000 digits>`", lambda: expect_error("config", "check", "--set",
+                                                                               f"d_model={huge}"))
+    bad_config = Path(shutil.copytree("ck", "ck-config"))
+    (bad_config / "config.json").write_text((bad_config / "config.json").read_text()[:-2] + f', "x": {huge}}}')
+    case("checkpoint `config.json` with a 5,000-digit integer", lambda: expect_error(
+        "generate", bad_config, "--input", "in.txt"))
+    bad_chat = Path(shutil.copytree("ck", "ck-chat"))
+    (bad_chat / "tokenizer_config.json").write_text('{"chat_template": ' + deep + "}")
+    case("`tokenizer_config.json` nested 100,000 deep", lambda: expect_error(
+        "generate", bad_chat, "--input", "in.txt", "--chat"))
+    Path("train.jsonl").write_text('{"source": "1 2", "target": "2 1"}\n{"source": ' + huge + "}\n")
+    Path("jsonl.yaml").write_text("data: {format: jsonl, train_file: train.jsonl, valid_file: train.jsonl}\n")
+    case("JSONL training data with a 5,000-digit integer", lambda: expect_error(
+        "train", "jsonl.yaml", "--out", root / "run-jsonl", "--no-progress"))
+    Path("nan.json").write_text('{"weights": [NaN, Infinity]}')
+    for source in ("/dev/zero", "nan.json"):
+        case(f"`generate CK CK --weights @{source}`", lambda source=source: expect_error(
+            "generate", "ck", "ck", "--input", "in.txt", "--weights", f"@{source}", timeout=60))
+
+    Path("dev.src").write_text("1 2 3\n")
+    Path("dev.ref").write_text("3 2 1\n")
+    dev = ["--src", "dev.src", "--ref", "dev.ref", "--out", root / "w.json"]
+    other = ModelConfig(arch="encoder_decoder", vocab_size=50, d_model=16, heads=2, ffn_dim=32,
+                        encoder={"layers": 1}, decoder={"layers": 1})
+    save_checkpoint(root / "ck-other", build_model(other), other, load_checkpoint("ck").tokenizer)
+    case("`tune-weights` on two vocabularies", lambda: expect_error("tune-weights", "ck", root / "ck-other", *dev))
+    case("`tune-weights --step 1e-9`", lambda: expect_error("tune-weights", "ck", "ck", *dev, "--step", "1e-9"))
+    tokenizer = load_checkpoint("ck").tokenizer
+    encoder = ModelConfig(arch="encoder_classifier", num_classes=0, vocab_size=tokenizer.get_vocab_size(), d_model=16,
+                          heads=2, ffn_dim=32, encoder={"layers": 1}, position="sinusoidal")
+    save_checkpoint(root / "enc", build_model(encoder), encoder, tokenizer)
+    Path("big-line.txt").write_text(("1 2 3 4 5 6 7 8 9 " * 600_000)[:10_000_000] + "\n")
+    case("`embed` a 10 MB line", lambda: expect_ok("embed", root / "enc", "--input", "big-line.txt", "--out",
+                                                     root / "emb.jsonl", timeout=240))
+    made = cli("export", "ck", "--to", "ct2", "--out", root / "ct2")
+    assert made.returncode == 0, made.stderr
+    model_bin = root / "ct2" / "model.bin"
+    model_bin.write_bytes(model_bin.read_bytes()[: model_bin.stat().st_size // 2])
+    case("`generate --engine ct2` on a truncated `model.bin`", lambda: expect_error(
+        "generate", root / "ct2", "--engine", "ct2", "--input", "in.txt"))
+
+    def engine_note() -> tuple[subprocess.CompletedProcess, str]:
+        result = cli("generate", "ck", "--engine", "ct2", "--input", "in.txt")
+        return result, classify(result, expect="ok", ok=result.returncode == 0 and "exports" in result.stderr)
+
+    case("`--engine ct2` on a checkpoint says where it writes the export", engine_note)
+    bad_meta = Path(shutil.copytree("ck", "ck-meta"))
+    (bad_meta / "meta.json").write_text('{"step": ')
+    case("`export --to hf` with a corrupt `meta.json`", lambda: expect_error(
+        "export", bad_meta, "--to", "hf", "--out", root / "hf-out"))
+    looping = Path(shutil.copytree("ck", "ck-loop"))
+    (looping / "tokenizer_config.json").write_text(json.dumps(
+        {"chat_template": "{% for i in range(10**12) %}x{% endfor %}"}))
+    case("a chat template looping `range(10**12)`", lambda: expect_error(
+        "generate", looping, "--input", "in.txt", "--chat"))
+    foreign = Path(shutil.copytree("ck", "ck-foreign"))
+    from tokenizers import Tokenizer, models, trainers
+
+    smaller = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    smaller.train_from_iterator(["1 2 3 4 5"], trainers.WordLevelTrainer(special_tokens=["<pad>", "<s>", "</s>",
+                                                                                        "<unk>"]))
+    smaller.save(str(foreign / "tokenizer.json"))
+    case("a foreign `tokenizer.json` smaller than the model's vocabulary", lambda: expect_error(
+        "generate", foreign, "--input", "in.txt"))
+    shutil.copytree(root / "run", root / "run-seed")
+    case("`--resume` after the seed and the data changed", lambda: expect_error(
+        "train", "exp.yaml", "--out", root / "run-seed", "--resume", "--no-progress",
+        *sets("train.max_steps=8", "train.save_every=2", "train.keep_last=3", "train.seed=5",
+              "data.builtin_train=300")))
+    case("`--resume` after only the cadence changed (control)", lambda: expect_ok(
+        "train", "exp.yaml", "--out", root / "run-seed", "--resume", "--no-progress",
+        *sets("train.max_steps=8", "train.save_every=4", "train.keep_last=3", "train.eval_every=2")))
+    shutil.copytree(root / "run", root / "run-batch")
+    latest = sorted((root / "run-batch" / "checkpoints").glob("step-*"))[-1] / "trainer_state.pt"
+    state = torch.load(latest, weights_only=True)
+    torch.save({**state, "data": {"epoch": 0, "batch": 10**9}}, latest)
+    case("trainer state with data batch 10^9", lambda: expect_error(
+        "train", "exp.yaml", "--out", root / "run-batch", "--resume", "--no-progress",
+        *sets("train.max_steps=8", "train.save_every=2", "train.keep_last=3")))
 
 
 if __name__ == "__main__":

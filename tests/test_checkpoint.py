@@ -85,7 +85,7 @@ def test_garbage_weights(saved):
 def test_corrupt_config_json_and_invalid_config(saved):
     _, path = saved
     (path / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="corrupt JSON"):
+    with pytest.raises(CheckpointError, match="invalid JSON"):
         load_checkpoint(path)
     (path / "config.json").write_text(json.dumps({"heads": 3}))
     with pytest.raises(CheckpointError, match="invalid model config.*heads=3"):

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from hybridformer import load_checkpoint
 from hybridformer.checkpoint import FINGERPRINT
 from hybridformer.errors import CheckpointError
-from tests.conftest import assert_one_line_error, run_entry
+from tests.conftest import TINY_TEXT, assert_one_line_error, run_entry
 
 
 def _edit_config(path, **changes):
@@ -107,7 +107,7 @@ def test_huge_config_is_refused_before_building(tiny_checkpoint, monkeypatch, ke
 
 
 @pytest.mark.parametrize("text, words", [
-    ('{"labels": [', ["meta.json:1", "corrupt JSON"]),
+    ('{"labels": [', ["meta.json:1", "invalid JSON"]),
     ("[1, 2]", ["meta.json", "JSON object"]),
 ])
 def test_invalid_meta_json_is_one_line(tiny_checkpoint, text, words):
@@ -117,3 +117,17 @@ def test_invalid_meta_json_is_one_line(tiny_checkpoint, text, words):
         load_checkpoint(path)
     for word in words:
         assert word in str(info.value)
+
+
+def test_a_foreign_tokenizer_is_refused(tiny_checkpoint, tmp_path):
+    """A smaller tokenizer.json fits the vocabulary but maps text to other ids: refused by the saved digest."""
+    from tokenizers import Tokenizer, models, trainers
+
+    ck = tiny_checkpoint("decoder_lm")
+    load_checkpoint(ck)
+    foreign = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    foreign.train_from_iterator(TINY_TEXT, trainers.WordLevelTrainer(special_tokens=["<pad>", "<s>", "</s>", "<unk>"]))
+    foreign.save(str(ck / "tokenizer.json"))
+    (tmp_path / "in.txt").write_text("the cat\n")
+    result = run_entry("generate", ck, "--input", tmp_path / "in.txt")
+    assert_one_line_error(result, 2, "tokenizer.json is not the tokenizer the weights were saved with")

@@ -7,15 +7,16 @@ import torch
 
 from hybridformer import CheckpointError, load_checkpoint
 from hybridformer.decoding import Ensemble, ModelScorer
-from hybridformer.inference import load_checkpoints, load_classifier, load_decoder
+from hybridformer.engines import load_engine
+from hybridformer.inference import load_checkpoints, load_classifier
 
 
 def test_capability_is_checked_per_task(tiny_checkpoint) -> None:
     seq2seq, classifier = tiny_checkpoint(), tiny_checkpoint("encoder_classifier")
-    assert isinstance(load_decoder(seq2seq).scorer, ModelScorer)
-    assert isinstance(load_decoder([seq2seq, seq2seq]).scorer, Ensemble)
+    assert isinstance(load_engine(seq2seq).scorer, ModelScorer)
+    assert isinstance(load_engine([seq2seq, seq2seq]).scorer, Ensemble)
     with pytest.raises(CheckpointError, match="is an encoder_classifier"):
-        load_decoder(classifier)
+        load_engine(classifier)
     with pytest.raises(CheckpointError, match="does not predict labels"):
         load_classifier(seq2seq)
     with pytest.raises(CheckpointError, match="must all be encoder_decoder or all decoder_lm"):

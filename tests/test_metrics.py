@@ -14,7 +14,7 @@ from conftest import TINY_TEXT, require_data
 
 from hybridformer import evaluate, load_checkpoint
 from hybridformer.errors import ConfigError
-from hybridformer.metrics import bleu, chrf, rouge, split_sentences
+from hybridformer.metrics import bleu, chrf, rouge, split_sentences, token_nll
 
 REFS = ["Der Hund läuft über die Wiese.", "Ein Mann fährt Fahrrad, schnell!", "Zwei Kinder spielen im Park.",
         "Eine Frau liest ein Buch am Fenster.", "Das ist gut."]
@@ -128,6 +128,20 @@ def test_seq2seq_perplexity_is_teacher_forced_cross_entropy(tiny_checkpoint):
     result = evaluate(ckpt, TINY_TEXT, TINY_TEXT[::-1], metric="ppl", batch_tokens=64)  # padded batches
     assert result.details["tokens"] == count
     assert result.score == pytest.approx(math.exp(nll / count), rel=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["encoder_decoder", "decoder_lm"])
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_chunked_perplexity_equals_the_unchunked_value(tiny_checkpoint, arch, chunk):
+    """token_nll projects a few positions at a time; the sum equals cross-entropy over all logits at once."""
+    ckpt = load_checkpoint(tiny_checkpoint(arch))
+    inputs, labels = torch.randint(4, 40, (2, 9)), torch.randint(4, 40, (2, 9))
+    labels[1, 6:] = -100  # a shorter row's padding is not scored
+    src = torch.randint(4, 40, (2, 5)) if arch == "encoder_decoder" else None
+    with torch.no_grad():
+        logits = ckpt.model(src, inputs) if src is not None else ckpt.model(inputs)
+    whole = float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum"))
+    assert token_nll(ckpt.model, inputs, labels, -100, src=src, chunk=chunk) == pytest.approx(whole, rel=1e-6)
 
 
 def test_evaluate_scores_what_generate_outputs(tiny_checkpoint):

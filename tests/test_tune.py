@@ -11,7 +11,7 @@ from conftest import assert_one_line_error, run_entry
 from hybridformer import load_checkpoint, save_checkpoint, train
 from hybridformer.config import ExperimentConfig, load_config
 from hybridformer.data.tasks import make_task
-from hybridformer.errors import DataError
+from hybridformer.errors import ConfigError, DataError
 from hybridformer.tune import looks_like_test_data, read_weights_file, search, simplex_candidates, tune_weights
 
 
@@ -123,3 +123,14 @@ def test_cli_refuses_language_models_and_unknown_metrics(tiny_checkpoint, tmp_pa
     assert_one_line_error(run_entry("tune-weights", lm_a, lm_b, *dev, "--metric", "rouge"), 2, "bleu, chrf or loss")
     assert_one_line_error(run_entry("tune-weights", lm_a, *dev), 2, "at least two checkpoints")
     assert not (tmp_path / "w.json").exists()
+
+
+def test_cli_refuses_different_vocabularies_and_a_grid_too_fine(tiny_checkpoint, tmp_path):
+    a = tiny_checkpoint("encoder_decoder", name="a")
+    b = tiny_checkpoint("encoder_decoder", name="b", vocab_size=120)
+    (tmp_path / "dev.src").write_text("one\n")
+    (tmp_path / "dev.ref").write_text("eins\n")
+    dev = ["--src", tmp_path / "dev.src", "--ref", tmp_path / "dev.ref", "--out", tmp_path / "w.json"]
+    assert_one_line_error(run_entry("tune-weights", a, b, *dev), 2, "different vocabularies", "vocab_size")
+    with pytest.raises(ConfigError, match=r"--step must be in \[0.01, 0.5\]"):
+        search(lambda w: 0.0, 2, step=1e-9)

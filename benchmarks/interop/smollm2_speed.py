@@ -38,11 +38,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
 
-    from hybridformer.generation import GenerationOptions, decode_batch
-    from hybridformer.inference import load_decoder
+    from hybridformer.engines import GenerationOptions, load_engine
 
     hf = AutoModelForCausalLM.from_pretrained(GGUF.parent, gguf_file=GGUF.name, dtype=torch.float32).eval()
-    decoder = load_decoder(args.ckpt)
+    decoder = load_engine(args.ckpt)
     ids = decoder.tokenizer.encode(TEXT.read_text()[:20000], add_special_tokens=False).ids
     prompts = [ids[i * 300 : i * 300 + 32] for i in range(8)]
     pad, eos = decoder.config.pad_id, decoder.config.eos_id
@@ -55,7 +54,7 @@ def main() -> None:
 
     def ours(batch: int, beam: int) -> list[list[int]]:
         opts = GenerationOptions(beam=beam, max_len_a=0.0, max_len_b=args.new, at_budget="stop")
-        return decode_batch(decoder, prompts[:batch], opts)
+        return decoder.decode_batch(prompts[:batch], opts)
 
     def theirs(batch: int, beam: int) -> list[list[int]]:
         x = torch.tensor(prompts[:batch])

@@ -129,16 +129,23 @@ class DecodingCache(dict):
 
     ``shared`` holds what does not depend on the rows and outlives one decoding session (e.g. a
     :class:`TransposedWeight`); a scorer hands the same dict to each new cache, and ``reorder`` skips it.
+    ``start`` (batch,): set when the rows are prompts of different lengths, left-padded to one length and
+    prefilled together; row r's tokens begin at column ``start[r]``. Every column before it is padding, which
+    no later query sees, and row r's token at column c sits at position ``c - start[r]``: so each row is
+    decoded exactly as if it were alone, while all rows share one column offset.
     """
 
-    def __init__(self, shared: dict | None = None) -> None:
+    def __init__(self, shared: dict | None = None, start: Tensor | None = None) -> None:
         super().__init__()
         self.shared = {} if shared is None else shared
+        self.start = start
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (beam search's surviving hypotheses), in that order."""
         for state in self.values():
             state.reorder(index)
+        if self.start is not None:
+            self.start = self.start.index_select(0, index)
 
 
 class ConvState:

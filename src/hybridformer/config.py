@@ -7,16 +7,15 @@ the bad value and what is allowed.
 
 from __future__ import annotations
 
-import json
 import math
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from . import structured
 from .attention import ATTENTION, kernel_options
 from .blocks import LAYERS
 from .errors import ConfigError, brief
@@ -415,30 +414,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = structured.parse(raw, where=f"--set {key.strip()}", yaml_syntax=True, error=ConfigError)
     return data
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (or JSON) mapping; a missing or malformed file is a ConfigError."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{path}:{line}: not a UTF-8 text file (byte {raw[exc.start]:#04x}); a config is YAML or "
-                          "JSON text") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        message = " ".join(str(exc).split())
-        raise ConfigError(f"{path} is not valid YAML/JSON: {message[:300]}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a config") from None
+    data = structured.read(path, yaml_syntax=path.suffix != ".json", error=ConfigError)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -601,14 +584,9 @@ class ExperimentConfig(_Strict):
         if not isinstance(init_from, str) or not isinstance(data.get("model", {}), dict):
             return data
         file = Path(init_from) / "config.json"
-        try:
-            saved = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"train.init_from: {init_from} is not a checkpoint directory (no config.json)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"train.init_from: cannot read {file} ({exc})") from None
-        if not isinstance(saved, dict):
-            raise ValueError(f"train.init_from: {file} does not hold a model config")
+        if not file.is_file():
+            raise ValueError(f"train.init_from: {init_from} is not a checkpoint directory (no config.json)")
+        saved = structured.read(file, mapping=True, error=ConfigError)
         if saved.get("quantization"):  # gradients cannot flow into packed int8/int4 buffers
             raise ValueError(f"train.init_from: {init_from} holds {saved['quantization']} weights for inference; "
                              "fine-tune the float checkpoint it was quantized from, then quantize the result")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from .data.text import encode_source, encode_target, pad, read_all, token_batches
-from .decoding import ModelScorer
+from .data.text import encode_source, read_all, token_batches
+from .engines import Engine, GenerationOptions, load_engine
 from .errors import ConfigError, DataError
-from .generation import GenerationOptions, stream_outputs
-from .inference import CheckpointLike, Decoder, load_decoder
-from .metrics import METRICS, MetricResult, perplexity, token_nll
+from .generation import stream_outputs
+from .inference import CheckpointLike
+from .metrics import METRICS, MetricResult, perplexity
 
 Lines = str | Path | Sequence[str]
 
@@ -32,7 +32,7 @@ def evaluate(
     ppl: teacher-forced likelihood of ``ref`` — given ``src`` for an encoder-decoder (per line,
     EOS included); for a language model, ``ref`` as one text stream (no ``src``) scored in
     blocks of ``context`` tokens, each block seeing only its own past.
-    ``engine="ct2"`` decodes and scores with CTranslate2 (``quantization`` as in ``load_decoder``).
+    ``engine`` names an entry of :data:`~hybridformer.engines.ENGINES` (``quantization`` as in ``load_engine``).
     ``tokenize`` (bleu only): sacreBLEU's tokenizer name, or ``"moses-lc"`` for BLEU on lowercased
     text Moses-tokenized for ``lang`` (the target language), as fairseq-trained papers report it.
     ``adapter`` folds a LoRA adapter into the checkpoint.
@@ -42,11 +42,8 @@ def evaluate(
     if tokenize is not None and metric != "bleu":
         raise ConfigError(f"--tokenize applies to --metric bleu, not {metric}")
     scoring = {"tokenize": tokenize, "lang": lang} if tokenize is not None else {}
-    decoder = load_decoder(checkpoints, device, purpose="evaluate", weights=weights, combine=combine, engine=engine,
-                           quantization=quantization, adapter=adapter)
-    if metric == "ppl" and isinstance(decoder, Decoder) and not isinstance(decoder.scorer, ModelScorer):
-        raise ConfigError("ppl scores one model under teacher forcing; evaluate each checkpoint on its own "
-                          "(ensembles are scored with bleu, chrf or rouge)")
+    decoder = load_engine(checkpoints, device, purpose="evaluate", weights=weights, combine=combine, engine=engine,
+                          quantization=quantization, adapter=adapter)
     seq2seq, path = decoder.config.is_seq2seq, decoder.name
     if not seq2seq and metric != "ppl":
         raise ConfigError(f"{path} is a decoder_lm checkpoint: {metric} scores seq2seq outputs against "
@@ -70,44 +67,33 @@ def evaluate(
     return _lm_perplexity(decoder, references, context)
 
 
-def _seq2seq_perplexity(decoder: Decoder, sources: list[str], references: list[str], batch_tokens: int) -> MetricResult:
+def _seq2seq_perplexity(decoder: Engine, sources: list[str], references: list[str], batch_tokens: int) -> MetricResult:
     cfg = decoder.config
     src = [encode_source(decoder.tokenizer, line, cfg) for line in sources]
-    tgt = [encode_target(decoder.tokenizer, line, cfg) for line in references]
+    tgt = [decoder.tokenizer.encode(line, add_special_tokens=False).ids for line in references]
     nll, tokens = 0.0, 0
-    lengths = [len(s) + len(t[0]) for s, t in zip(src, tgt, strict=True)]
+    lengths = [len(s) + len(t) + 1 for s, t in zip(src, tgt, strict=True)]
     for batch in token_batches(lengths, batch_tokens):
-        if not isinstance(decoder, Decoder):  # CTranslate2 scores labels (tokens + EOS) itself
-            log_probs = decoder.score([src[i] for i in batch], [tgt[i][1][:-1] for i in batch])
-            nll -= sum(sum(row) for row in log_probs)
-            tokens += sum(len(row) for row in log_probs)
-            continue
-        labels = pad([tgt[i][1] for i in batch], cfg.pad_id, decoder.device)
-        nll += token_nll(decoder.scorer.model, pad([tgt[i][0] for i in batch], cfg.pad_id, decoder.device), labels,
-                         cfg.pad_id, src=pad([src[i] for i in batch], cfg.pad_id, decoder.device))
-        tokens += int(labels.ne(cfg.pad_id).sum())
+        batch_nll, batch_tokens_scored = decoder.nll([src[i] for i in batch], [tgt[i] for i in batch])
+        nll, tokens = nll + batch_nll, tokens + batch_tokens_scored
     chars = sum(len(line) + 1 for line in references)  # EOS counts as the line's newline
     return perplexity(nll, tokens, chars, signature="ppl|seq2seq|teacher-forced|per-line|eos:yes")
 
 
-def _lm_perplexity(decoder: Decoder, references: list[str], context: int) -> MetricResult:
+def _lm_perplexity(decoder: Engine, references: list[str], context: int) -> MetricResult:
     if context < 1:
         raise ConfigError(f"context must be >= 1 (got {context})")
     cfg = decoder.config
     text = "\n".join(references) + "\n"
     encoding = decoder.tokenizer.encode(text, add_special_tokens=False)
-    ids = torch.tensor(encoding.ids, dtype=torch.long, device=decoder.device)
+    ids = encoding.ids
     if len(ids) < 2:
         raise DataError(f"{len(ids)} token(s) of reference text: perplexity needs at least 2")
     if cfg.position == "learned":
         context = min(context, cfg.max_positions)
     nll = 0.0
     for start in range(0, len(ids) - 1, context):  # block i predicts tokens start+1 .. start+context
-        block = ids[start : start + context + 1]
-        if isinstance(decoder, Decoder):
-            nll += token_nll(decoder.scorer.model, block[None, :-1], block[None, 1:], -100)
-        else:  # CTranslate2 scores block[1:] given its past
-            nll -= sum(decoder.score([block.tolist()])[0])
+        nll += decoder.nll([ids[start : start + context + 1]])[0]
     chars = len(text) - encoding.offsets[0][1]  # the first token is context, not scored
     return perplexity(nll, len(ids) - 1, max(chars, 1), signature=f"ppl|lm|teacher-forced|stream|context:{context}")
 

@@ -4,8 +4,8 @@ Everything that runs a trained model on text comes through here: :func:`load_che
 the checkpoint(s), :func:`check_capability` checks once that each can do the task (generate text
 or predict labels), and several checkpoints become one ensemble — a
 :class:`~hybridformer.decoding.Ensemble` Scorer for text, :class:`Classifier` for labels — after
-one shared-vocabulary check. ``generate``, ``evaluate``, ``evaluate_classifier``, distillation's
-teachers and the quickstart all load through :func:`load_decoder` / :func:`load_classifier`.
+one shared-vocabulary check. The torch engine (``engines/torch.py``) builds its Scorer here, and
+``evaluate_classifier`` loads through :func:`load_classifier`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,12 @@ from torch import Tensor, nn
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import ModelConfig
-from .data.chat import ChatTemplate, load_chat_template
 from .decoding import Ensemble, ModelScorer, Scorer
 from .decoding.ensemble import Combine, combine_log_probs, member_weights
 from .errors import CheckpointError, ConfigError
 
 CheckpointLike = str | Path | Checkpoint
 Task = Literal["generate", "evaluate", "classify"]
-ENGINES = ("torch", "ct2")  # text generation: hybridformer's own searches, or CTranslate2 (interop/ct2.py)
 
 
 def load_checkpoints(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu",
@@ -120,74 +118,12 @@ def _vocab_difference(a: Tokenizer, b: Tokenizer) -> str | None:
 # ----------------------------------------------------------------------------- text: a Scorer
 
 
-@dataclass
-class Decoder:
-    """What generation needs from the checkpoint(s): a Scorer, the tokenizer and the config."""
-
-    scorer: Scorer
-    tokenizer: Tokenizer
-    config: ModelConfig
-    device: torch.device
-    name: str  # the checkpoint path(s), for messages
-    chat_template: ChatTemplate | None = None  # the first checkpoint's (instruct models), for generate --chat
-
-
 def scorer_from_checkpoints(checkpoints: Sequence[Checkpoint], *, weights: Sequence[float] | None = None,
                             combine: Combine = "prob") -> Scorer:
     """One checkpoint -> its ModelScorer; several (or explicit weights) -> an :class:`Ensemble`."""
     if len(checkpoints) == 1 and weights is None:
         return ModelScorer(checkpoints[0].model)
     return Ensemble([c.model for c in checkpoints], weights=weights, combine=combine)
-
-
-def load_decoder(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu",
-                 *, purpose: Task = "generate", weights: Sequence[float] | None = None,
-                 combine: Combine = "prob", engine: str = "torch", quantization: str | None = None,
-                 adapter: str | Path | None = None):
-    """Load the checkpoint(s) that will generate text: a tokenizer, an encoder-decoder or LM.
-
-    Several checkpoints become one :class:`~hybridformer.decoding.Ensemble` Scorer (same vocabulary,
-    any architectures), combined per step by ``combine`` (``prob`` or ``log_prob``) with ``weights``.
-    ``engine="ct2"`` returns a :class:`~hybridformer.interop.ct2_engine.Ct2Decoder` instead: one
-    checkpoint (exported once into a cache beside it) or a CTranslate2 export, with ``quantization``.
-    ``adapter`` is a LoRA adapter (PEFT format) folded into the one checkpoint; a checkpoint that is itself an
-    adapter (a LoRA run's ``checkpoints/best``) loads on the base model it names.
-    """
-    if engine not in ENGINES:
-        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    items = [checkpoints] if isinstance(checkpoints, CheckpointLike) else list(checkpoints)
-    from .lora import is_adapter_only, with_adapter
-
-    if engine == "ct2":
-        if adapter is not None or any(not isinstance(i, Checkpoint) and is_adapter_only(i) for i in items):
-            raise ConfigError("--engine ct2 runs plain checkpoints; fold the LoRA adapter in first: "
-                              "hybridformer merge --fold ADAPTER --out DIR")
-        return _load_ct2(items, device, purpose=purpose, weights=weights, quantization=quantization)
-    if quantization is not None:
-        raise ConfigError("--quantization applies to --engine ct2; for the torch engine run `hybridformer "
-                          "quantize` once and use its output")
-    from .interop.ct2 import is_ct2_export
-
-    for item in items:
-        if not isinstance(item, Checkpoint) and is_ct2_export(item):
-            raise CheckpointError(f"{item} is a CTranslate2 export; run it with --engine ct2")
-    ckpts = load_checkpoints(with_adapter(items, adapter, device), device, task=purpose)
-    scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine)
-    name = ", ".join(str(c.path) for c in ckpts)
-    return Decoder(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name,
-                   load_chat_template(ckpts[0].path))
-
-
-def _load_ct2(items: list[CheckpointLike], device: str | torch.device, *, purpose: Task,
-              weights: Sequence[float] | None, quantization: str | None):
-    if len(items) != 1 or weights is not None:
-        raise ConfigError(f"--engine ct2 runs one model; {purpose} an ensemble with --engine torch")
-    item = items[0]
-    if isinstance(item, Checkpoint):
-        item = item.path
-    from .interop.ct2_engine import load_ct2_decoder
-
-    return load_ct2_decoder(item, quantization=quantization, device=torch.device(device).type)
 
 
 # ----------------------------------------------------------------------------- labels: a Classifier

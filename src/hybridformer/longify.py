@@ -11,15 +11,16 @@ result is an ordinary checkpoint whose ``config.json`` holds the new architectur
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 
+from . import structured
 from .attention import ATTENTION, kernel_options
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import AttentionConfig, ModelConfig, RopeScaling, StackConfig, parse_config
@@ -64,7 +65,8 @@ def parse_attention_spec(text: str | AttentionConfig | dict[str, Any]) -> Attent
         if not sep or not key.strip():
             raise ConfigError(f"--attention {text!r}: option {pair!r} must look like key=value "
                               "(e.g. sliding_window:window=2048,num_global=4)")
-        options[key.strip()] = yaml.safe_load(value)
+        options[key.strip()] = structured.parse(value, where=f"--attention {key.strip()}", yaml_syntax=True,
+                                                  error=ConfigError)
     return parse_config(AttentionConfig, {"name": name, **options}, prefix="--attention")
 
 
@@ -198,7 +200,12 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
         if plan.max_positions < old_max:
             raise ConfigError(f"--max-positions {plan.max_positions} is below the model's current "
                               f"max_positions={old_max}; longify only extends")
+        _check_position_limit(cfg, plan.max_positions)
         update["max_positions"] = plan.max_positions
+    positions = max(plan.max_positions or 0, old_max)
+    if plan.global_tokens > positions:
+        raise ConfigError(f"--global-tokens {plan.global_tokens:,} exceeds the model's {positions:,} positions; "
+                          "global tokens are a few leading tokens (e.g. 1 to 64)")
     if scaling is not None and not global_layers:
         update["rope_scaling"] = scaling
     data = cfg.model_dump()
@@ -215,6 +222,23 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
     if memory is not None:
         record["decoding_memory"] = memory | {"original_kv_mib": decoding_memory(cfg, new_cfg.max_positions)["kv_mib"]}
     return new_cfg, record
+
+
+MAX_POSITIONS = 2**24  # float32 represents every integer position up to here; beyond, positions collide
+
+
+def _check_position_limit(cfg: ModelConfig, max_positions: int) -> None:
+    """Refuse a position limit no machine can serve, before anything is built: positions past 2**24 are not
+    distinct in float32 (sinusoidal, RoPE and ALiBi compute with them), and a learned table must fit in memory."""
+    if max_positions > MAX_POSITIONS:
+        raise ConfigError(f"--max-positions {max_positions:,} is beyond {MAX_POSITIONS:,}, the last position float32 "
+                          "tells apart; longify to at most that")
+    if cfg.position == "learned":
+        table = max_positions * cfg.d_model * 4
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if table > memory:
+            raise ConfigError(f"--max-positions {max_positions:,}: the learned position table would take "
+                              f"{table / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB")
 
 
 def decoding_memory(cfg: ModelConfig, length: int, bytes_per_value: int = 4) -> dict[str, Any] | None:

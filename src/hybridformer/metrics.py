@@ -156,15 +156,31 @@ def rouge(hypotheses: Sequence[str], references: Sequence[str], *, use_stemmer: 
 # ----------------------------------------------------------------------------- likelihood
 
 
-@torch.no_grad()
-def token_nll(model: nn.Module, inputs: Tensor, labels: Tensor, pad_id: int, src: Tensor | None = None) -> float:
+LOGIT_CHUNK = 256  # positions projected onto the vocabulary at once when scoring (50 MB of logits for 49k tokens)
+
+
+@torch.inference_mode()
+def token_nll(model: nn.Module, inputs: Tensor, labels: Tensor, pad_id: int, src: Tensor | None = None, *,
+              chunk: int = LOGIT_CHUNK) -> float:
     """Summed negative log-likelihood (nats) of ``labels`` under teacher forcing; padding not counted.
 
-    inputs, labels: (batch, T); ``src`` (batch, S) for an encoder-decoder, ``None`` for an LM.
+    inputs, labels: (batch, T); ``src`` (batch, S) for an encoder-decoder, ``None`` for an LM. The
+    states of the whole sequence come from one pass, but they are projected onto the vocabulary
+    ``chunk`` positions (all rows together) at a time: the (T × vocab) logits never exist at once
+    (8k tokens of SmolLM2's 49,152-token vocabulary would be 1.6 GB, and as much again for the softmax).
     """
-    logits = model(src, inputs) if src is not None else model(inputs)
-    return float(F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=pad_id,
-                                 reduction="sum"))
+    if src is not None:
+        memory, mask = model.encode(src)
+        states = model.decoder_states(inputs, memory, mask)
+    else:
+        states = model.states(inputs)
+    step = max(1, chunk // states.shape[0])
+    nll = 0.0
+    for start in range(0, states.shape[1], step):
+        logits = model.output(states[:, start : start + step]).float()
+        nll += float(F.cross_entropy(logits.flatten(0, 1), labels[:, start : start + step].flatten(),
+                                     ignore_index=pad_id, reduction="sum"))
+    return nll
 
 
 def perplexity(nll: float, tokens: int, chars: int, *, signature: str) -> MetricResult:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from .attention import ATTENTION, ALiBi, T5RelativeBias
 from .attention.head_subset import apply_pruned_heads
+from .attention.masks import drop_empty_padding
 from .blocks import LAYERS, Layer, LayerParts
 from .blocks.deepnet import deepnet_constants, deepnet_init
 from .cache import DecodingCache, project
@@ -107,12 +108,17 @@ class Stack(nn.Module):
         self, x: Tensor, *, padding_mask: Tensor | None = None, offset: int = 0,
         memory: Tensor | None = None, memory_padding_mask: Tensor | None = None, cache: DecodingCache | None = None,
     ) -> Tensor:
-        """x: (batch, L, d_model) embedded tokens at positions offset..offset+L-1."""
-        positions = torch.arange(offset, offset + x.shape[1], device=x.device)
-        x = self.embed(x, positions, padding_mask, offset)
+        """x: (batch, L, d_model) embedded tokens at positions offset..offset+L-1 (with a left-padded cache,
+        ``cache.start``: at columns offset..offset+L-1, each row's positions counted from its own start)."""
+        positions = row_positions = torch.arange(offset, offset + x.shape[1], device=x.device)
+        if cache is not None and cache.start is not None:
+            row_positions = (positions[None] - cache.start[:, None]).clamp(min=0)  # (batch, L); padding -> 0
+            padding_mask = drop_empty_padding(positions[None] < cache.start[:, None])
+        x = self.embed(x, row_positions, padding_mask, offset)
         ctx = MixerContext(
             padding_mask=padding_mask, causal=self.causal, positions=positions,
-            rope=self.rope(positions) if self.rope is not None else None,
+            rope=self.rope(row_positions) if self.rope is not None else None,
+            # relative biases (ALiBi, T5) see only differences, which columns give for every row
             score_bias=self.score_bias(positions, positions) if self.score_bias is not None else None,
             cache=cache, memory=memory, memory_padding_mask=memory_padding_mask,
         )
@@ -149,6 +155,12 @@ class EncoderDecoder(nn.Module):
 
         The first target token is the decoder start token and never padding, even where it is the pad
         id (T5, Marian)."""
+        h = self.decoder_states(tgt, memory, memory_padding_mask, cache=cache, offset=offset)
+        return vocab_logits(self.output, h, cache, logits_to_keep)
+
+    def decoder_states(self, tgt: Tensor, memory: Tensor, memory_padding_mask: Tensor, *,
+                       cache: DecodingCache | None = None, offset: int = 0) -> Tensor:
+        """tgt: (batch, T) -> the states ``output`` projects onto the vocabulary (batch, T, d_model)."""
         padding = None
         if cache is None:
             padding = tgt.eq(self.pad_id)
@@ -156,9 +168,7 @@ class EncoderDecoder(nn.Module):
                 padding[:, 0] = False
         h = self.decoder(self.tgt_embed(tgt), padding_mask=padding, offset=offset, memory=memory,
                          memory_padding_mask=memory_padding_mask, cache=cache)
-        if self.output_scale != 1.0:
-            h = h * self.output_scale
-        return vocab_logits(self.output, h, cache, logits_to_keep)
+        return h * self.output_scale if self.output_scale != 1.0 else h
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         memory, mask = self.encode(src)
@@ -177,11 +187,13 @@ class DecoderLM(nn.Module):
     def decode(self, tokens: Tensor, *, cache: DecodingCache | None = None, offset: int = 0,
                logits_to_keep: int = 0) -> Tensor:
         """tokens: (batch, T) -> logits (batch, T, vocab), or of the last ``logits_to_keep`` positions only."""
+        return vocab_logits(self.output, self.states(tokens, cache=cache, offset=offset), cache, logits_to_keep)
+
+    def states(self, tokens: Tensor, *, cache: DecodingCache | None = None, offset: int = 0) -> Tensor:
+        """tokens: (batch, T) -> the states ``output`` projects onto the vocabulary (batch, T, d_model)."""
         padding = tokens.eq(self.pad_id) if cache is None else None
         h = self.decoder(self.embed(tokens), padding_mask=padding, offset=offset, cache=cache)
-        if self.output_scale != 1.0:
-            h = h * self.output_scale
-        return vocab_logits(self.output, h, cache, logits_to_keep)
+        return h * self.output_scale if self.output_scale != 1.0 else h
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.decode(tokens)

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from .errors import DataError
 
@@ -82,6 +85,22 @@ def prepare_run_dir(out: str | Path) -> Path:
         raise DataError(f"--out {out} is a non-empty directory that is not a training run; "
                         "choose a new or empty --out")
     return out
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """``with atomic_file(path) as handle:`` — write a fresh temp file beside ``path`` and rename it over
+    ``path`` only when the block completes: a failure or a kill leaves the old file (or none), never a
+    partial one. The temp file is created exclusively and never through a link."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def is_run_dir(path: Path) -> bool:

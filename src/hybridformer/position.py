@@ -82,6 +82,8 @@ class RotaryEmbedding(nn.Module):
         self.head_dim, self.base, self.scaling, self.scaling_options = head_dim, base, scaling, scaling_options
         inv_freq, self.attention_factor = scaled_inv_freq(head_dim, base, scaling, **scaling_options)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        # left-padded prompts share one call, whose largest position would set every row's dynamic frequencies
+        self.left_padding = scaling != "dynamic"
 
     def frequencies(self, positions: Tensor) -> tuple[Tensor, float]:
         if self.scaling in ("dynamic", "longrope") and len(positions):
@@ -93,12 +95,15 @@ class RotaryEmbedding(nn.Module):
         return self.inv_freq, self.attention_factor
 
     def forward(self, positions: Tensor) -> Rotation:
+        """positions: (L,), or (batch, L) when each row has its own (left-padded prompts)."""
         inv_freq, factor = self.frequencies(positions)
-        angles = positions.float()[:, None] * inv_freq[None]  # (L, head_dim/2)
+        angles = positions.float()[..., None] * inv_freq  # (L | batch, L, head_dim/2)
         angles = torch.cat([angles, angles], dim=-1)
         cos, sin = angles.cos(), angles.sin()
         if factor != 1.0:
             cos, sin = cos * factor, sin * factor
+        if positions.dim() == 2:  # (batch, 1, L, head_dim): broadcast over the heads
+            cos, sin = cos[:, None], sin[:, None]
         return Rotation(cos, sin, inv_freq)
 
 
@@ -110,7 +115,7 @@ class Rotation:
     """
 
     def __init__(self, cos: Tensor, sin: Tensor, inv_freq: Tensor | None = None) -> None:
-        self.cos, self.sin = cos, sin  # (L, head_dim)
+        self.cos, self.sin = cos, sin  # (L, head_dim), or (batch, 1, L, head_dim) for per-row positions
         self.inv_freq = inv_freq  # (head_dim/2,)
 
     def rotate(self, x: Tensor) -> Tensor:

@@ -26,17 +26,20 @@ from typing import Literal
 
 import torch
 
-from .checkpoint import Checkpoint, load_checkpoint, load_config_file
+from . import structured
+from .checkpoint import Checkpoint, load_checkpoint, load_config_file, load_tokenizer
 from .data.text import encode_source, encode_target, pad, read_all, token_batches
 from .decoding import combine_log_probs
 from .errors import ConfigError, DataError
 from .evaluate import evaluate
 from .fusion import merge_checkpoints
+from .inference import check_same_vocabulary
 
 Metric = Literal["bleu", "chrf", "loss"]
 Purpose = Literal["ensemble", "merge"]
 TEST_FOLDERS = frozenset({"test", "tests", "testset", "test-set", "test_set", "testing"})
 _TEST_NAME = re.compile("test", re.IGNORECASE)
+MIN_STEP = 0.01
 
 
 @dataclass
@@ -89,8 +92,8 @@ def simplex_candidates(current: Sequence[float], member: int, step: float) -> li
 def search(score: Callable[[list[float]], float], members: int, *, step: float = 0.1, max_passes: int = 3,
            ) -> tuple[list[float], float, list[tuple[list[float], float]]]:
     """Maximise ``score`` over the weight simplex; returns (best weights, best score, every trial)."""
-    if not 0 < step <= 0.5:
-        raise ConfigError(f"--step must be in (0, 0.5], got {step}")
+    if not MIN_STEP <= step <= 0.5:  # each grid point is one decode of the dev set: 1/step of them per member
+        raise ConfigError(f"--step must be in [{MIN_STEP}, 0.5], got {step}")
     seen: dict[tuple[float, ...], float] = {}
     trials: list[tuple[list[float], float]] = []
 
@@ -133,8 +136,10 @@ def tune_weights(checkpoints: Sequence[str | Path], src: str | Path, ref: str | 
     sources, references = read_all(src), read_all(ref)
     if len(sources) != len(references) or not references:
         raise DataError(f"{src} has {len(sources)} lines and {ref} {len(references)}: they must pair up, non-empty")
-    if not all(load_config_file(p).is_seq2seq for p in checkpoints):
+    configs = [load_config_file(p) for p in checkpoints]
+    if not all(cfg.is_seq2seq for cfg in configs):
         raise ConfigError("tune-weights scores --src/--ref pairs; every checkpoint must be an encoder_decoder")
+    check_same_vocabulary(checkpoints, configs, [load_tokenizer(p) for p in checkpoints])  # as ensembles do
     members = [load_checkpoint(p, device) for p in checkpoints] if purpose == "ensemble" else []
     with tempfile.TemporaryDirectory(prefix="hybridformer-tune-") as tmp:
 
@@ -235,12 +240,7 @@ def teacher_forced_loss(ckpts: Sequence[Checkpoint], weights: Sequence[float], s
 
 def read_weights_file(path: str | Path) -> list[float]:
     """The ``weights`` of a ``tune-weights`` JSON file (or a bare JSON list of numbers)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"--weights @{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"--weights @{path}: not a JSON weights file ({exc})") from None
+    data = structured.read(path, yaml_syntax=False, finite=True, limit=2**20, error=DataError)
     weights = data.get("weights") if isinstance(data, dict) else data
     if not isinstance(weights, list) or not weights or not all(
             isinstance(w, int | float) and not isinstance(w, bool) for w in weights):

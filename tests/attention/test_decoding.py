@@ -15,6 +15,7 @@ KERNELS = [
     ("reference", {}, "t5"),
     ("chunked", {"chunk_size": 4}, "alibi"),
     ("sliding_window", {"window": 4, "num_global": 2, "chunk_size": 3}, "t5"),
+    ("sliding_window", {"window": 4, "num_global": 2, "chunk_size": 3}, None),
     ("block_sparse", {"block_size": 3, "num_random_blocks": 1}, "alibi"),
     ("linear", {"chunk_size": 4}, None),
     ("performer", {"feature_dim": 16, "chunk_size": 4}, None),
@@ -22,7 +23,7 @@ KERNELS = [
 
 
 @pytest.mark.parametrize("name,opts,bias_kind", KERNELS)
-@pytest.mark.parametrize("pieces", [[1] * 19, [5, 1, 1, 7, 1, 4], [1, 8, 1, 1, 3, 5]])
+@pytest.mark.parametrize("pieces", [[1] * 19, [5, 1, 1, 7, 1, 4], [1, 8, 1, 1, 3, 5], [13, 1, 5]])
 def test_step_by_step_equals_full_causal_forward(name: str, opts: dict, bias_kind: str | None, pieces: list) -> None:
     torch.manual_seed(0)
     kernel = build_attention(name, **opts)

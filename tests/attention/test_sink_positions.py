@@ -66,7 +66,7 @@ def test_alibi_sinks_at_cache_positions_match_streaming_llm():
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("pieces", [[1] * LENGTH, [9, 1, 1, 6, 1, 5], [3, 12, 8]])
+@pytest.mark.parametrize("pieces", [[1] * LENGTH, [9, 1, 1, 6, 1, 5], [3, 12, 8], [LENGTH - 4, 1, 3]])
 @pytest.mark.parametrize("bias_kind", [None, "t5"])
 def test_decoding_through_the_ring_equals_the_full_forward(pieces, bias_kind):
     torch.manual_seed(2)

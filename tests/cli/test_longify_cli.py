@@ -19,12 +19,17 @@ def test_cli_longifies_and_refuses_impossible_configs(monkeypatch, capsys, tmp_p
     assert code == 0 and len(out.splitlines()) == 2, err
     bad = run_entry("longify", source, "--attention", "linformer", "--out", tmp_path / "bad")
     assert_one_line_error(bad, 2, "cannot be causal")
+    huge = run_entry("longify", source, "--attention", "sliding_window", "--max-positions", str(2**63),
+                     "--out", tmp_path / "bad")
+    assert_one_line_error(huge, 2, "--max-positions", "16,777,216")
     for args, message in [
         (["--attention", "sliding_window", "--max-positions", "8"], "below the model's current"),
         (["--attention", "sliding_window", "--layers", "3"], "layer 3 does not exist"),
         (["--attention", "sliding_window", "--layers", "every:x"], "every:N needs"),
         (["--attention", "sliding_window:window"], "must look like key=value"),
         (["--attention", "sliding_window:sink_positions=later"], "sink_positions must be 'absolute' or 'cache'"),
+        (["--attention", "sliding_window", "--max-positions", "1000000000000"], "beyond 16,777,216"),
+        (["--attention", "sliding_window", "--global-tokens", "1000000000"], "exceeds the model's 1,024 positions"),
     ]:
         code, _, err = run_cli(monkeypatch, capsys, "longify", source, *args, "--out", tmp_path / "bad")
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
@@ -50,6 +55,14 @@ def test_generate_runs_on_a_longified_checkpoint(monkeypatch, capsys, tmp_path, 
                            "--out", tmp_path / "merged")
     assert code == 0, err
     assert load_config_file(tmp_path / "merged") == load_config_file(tmp_path / "long")
+
+
+def test_a_learned_table_larger_than_memory_is_refused(monkeypatch, capsys, tmp_path, tiny_checkpoint):
+    source = tiny_checkpoint("decoder_lm", position="learned", max_positions=16)
+    monkeypatch.setattr("os.sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 256}[name])  # 1 MiB
+    code, _, err = run_cli(monkeypatch, capsys, "longify", source, "--attention", "sliding_window:window=3",
+                           "--max-positions", "100000", "--out", tmp_path / "long")
+    assert code == 2 and "learned position table would take" in err, err
 
 
 def test_cli_layer_pattern_reports_decoding_memory(monkeypatch, capsys, tmp_path, tiny_checkpoint):

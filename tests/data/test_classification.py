@@ -125,3 +125,20 @@ def test_real_imdb_archive_layout():
         assert read().decode("utf-8").strip()
         seen += 1
     assert seen == 5
+
+
+def test_a_flipped_byte_in_a_tar_gz_is_refused_not_half_read(tmp_path):
+    import tarfile
+
+    for label in ("pos", "neg"):
+        (tmp_path / "docs" / "test" / label).mkdir(parents=True)
+        for i in range(20):
+            (tmp_path / "docs" / "test" / label / f"{i}.txt").write_text(f"{label} review number {i} " * 50)
+    with tarfile.open(tmp_path / "docs.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "docs", arcname="docs")
+    assert len(read_label_folders(tmp_path / "docs.tar.gz", ["test"], None)["test"]) == 40
+    data = bytearray((tmp_path / "docs.tar.gz").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "bad.tar.gz").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="bad.tar.gz: cannot read archive .CRC"):
+        read_label_folders(tmp_path / "bad.tar.gz", ["test"], None)

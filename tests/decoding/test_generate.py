@@ -6,8 +6,7 @@ import pytest
 from conftest import TINY_TEXT
 
 from hybridformer import CheckpointError, ConfigError, DataError, generate, load_checkpoint, save_checkpoint
-from hybridformer.generation import GenerationOptions, decode_batch
-from hybridformer.inference import load_decoder
+from hybridformer.engines import GenerationOptions, load_engine
 
 LINES = TINY_TEXT + ["", "the cat", "a"]
 
@@ -33,11 +32,11 @@ def test_sampling_with_a_seed_is_reproducible(tiny_checkpoint):
 
 @pytest.mark.parametrize("arch", ["encoder_decoder", "decoder_lm"])
 def test_output_length_follows_the_budget(tiny_checkpoint, arch):
-    decoder = load_decoder(tiny_checkpoint(arch))
+    decoder = load_engine(tiny_checkpoint(arch))
     sources = [[5, 6, 7, 2], [8, 2]] if arch == "encoder_decoder" else [[5, 6, 7], [8, 9, 10]]
     for beam in (1, 3):
         opts = GenerationOptions(beam=beam, max_len_a=0.5, max_len_b=1, early_stopping=False)
-        outputs = decode_batch(decoder, sources, opts)
+        outputs = decoder.decode_batch(sources, opts)
         src_len = [3, 1] if arch == "encoder_decoder" else [3, 3]  # EOS is not part of the source length
         bounds = [int(0.5 * n) + 1 for n in src_len]
         assert all(len(out) <= bound for out, bound in zip(outputs, bounds, strict=True))

@@ -10,8 +10,8 @@ from fusion.fusion_helpers import VOCAB, tiny_config, tokenizer
 
 from hybridformer import CheckpointError, Ensemble, load_checkpoint
 from hybridformer.decoding import ModelScorer, greedy_search
+from hybridformer.engines import load_engine
 from hybridformer.fusion import combine_log_probs
-from hybridformer.inference import load_decoder
 
 SRC = torch.tensor([[5, 6, 7, 8, 2], [9, 4, 2, 0, 0]])  # (batch, src_len), 0 = padding
 STEPS = [torch.tensor([[1], [1]]), torch.tensor([[7], [3]]), torch.tensor([[4], [12]])]  # teacher-forced inputs
@@ -35,7 +35,7 @@ def greedy(scorer, src=SRC):
 def test_one_checkpoint_twice_is_that_checkpoint(ckpt, combine):
     path = ckpt("a", seed=1)
     single = ModelScorer(load_checkpoint(path).model)
-    ensemble = load_decoder([load_checkpoint(path), load_checkpoint(path)], combine=combine).scorer
+    ensemble = load_engine([load_checkpoint(path), load_checkpoint(path)], combine=combine).scorer
     expected = step_all(single)
     assert torch.allclose(step_all(ensemble), expected, atol=1e-6)
     assert greedy(ensemble) == greedy(single)
@@ -64,7 +64,7 @@ def test_transformer_with_a_differently_shaped_model(ckpt):
     other_cfg = tiny_config(d_model=16, heads=4, kv_heads=2, ffn_dim=24, position="rope", activation="swiglu",
                             norm="rmsnorm", encoder={"layers": 2}, decoder={"layers": 2})
     b = load_checkpoint(ckpt("b", seed=2, cfg=other_cfg))
-    ensemble = load_decoder([a, b], weights=[1, 3]).scorer
+    ensemble = load_engine([a, b], weights=[1, 3]).scorer
     expected = torch.logsumexp(torch.stack([step_all(ModelScorer(a.model)) + math.log(0.25),
                                             step_all(ModelScorer(b.model)) + math.log(0.75)]), dim=0)
     assert torch.allclose(step_all(ensemble), expected, atol=1e-6)
@@ -75,7 +75,7 @@ def test_transformer_with_a_differently_shaped_model(ckpt):
 def test_reorder_reorders_every_member(ckpt):
     a = load_checkpoint(ckpt("a", seed=1))
     b = load_checkpoint(ckpt("b", seed=2, cfg=tiny_config(d_model=16, position="rope")))
-    ensemble = load_decoder([a, b]).scorer
+    ensemble = load_engine([a, b]).scorer
     index = torch.tensor([1, 0, 0])
     state = ensemble.init_state(SRC)
     _, state = ensemble.step(state, STEPS[0])
@@ -91,16 +91,16 @@ def test_language_model_ensemble(ckpt):
     lm = dict(arch="decoder_lm", encoder={"layers": 0})
     a = load_checkpoint(ckpt("a", seed=1, cfg=tiny_config(**lm)))
     b = load_checkpoint(ckpt("b", seed=2, cfg=tiny_config(**lm, position="alibi")))
-    ensemble = load_decoder([a, b]).scorer
+    ensemble = load_engine([a, b]).scorer
     assert ensemble.seq2seq is False
     prompt = torch.tensor([[1, 5, 6], [1, 7, 8]])
     assert len(greedy_search(ensemble, ensemble.init_state(None), prompt, eos_id=2, max_new_tokens=4)) == 2
 
 
-def test_load_decoder_scorer(ckpt):
+def test_load_engine_scorer(ckpt):
     a, b = ckpt("a", seed=1), ckpt("b", seed=2)
-    assert isinstance(load_decoder([a]).scorer, ModelScorer)
-    ensemble = load_decoder([a, b], combine="log_prob").scorer
+    assert isinstance(load_engine([a]).scorer, ModelScorer)
+    ensemble = load_engine([a, b], combine="log_prob").scorer
     assert isinstance(ensemble, Ensemble) and ensemble.weights == [0.5, 0.5]
 
 
@@ -108,17 +108,17 @@ def test_different_vocabularies_name_both_checkpoints(ckpt):
     words = ["<pad>", "<s>", "</s>", "<unk>"] + [f"x{i}" for i in range(12)]
     a, b = ckpt("a"), ckpt("b", tok=tokenizer(words))
     with pytest.raises(CheckpointError, match=f"{a} and {b} have different vocabularies"):
-        load_decoder([a, b])
+        load_engine([a, b])
     c = ckpt("c", cfg=tiny_config(vocab_size=20))
     with pytest.raises(CheckpointError, match=f"{a} and {c} have different vocabularies: vocab_size 16 vs 20"):
-        load_decoder([a, c])
+        load_engine([a, c])
 
 
 def test_mixed_task_shapes_are_refused(ckpt):
     a = ckpt("a")
     lm = ckpt("lm", cfg=tiny_config(arch="decoder_lm"))
     with pytest.raises(CheckpointError, match="must all be encoder_decoder or all decoder_lm"):
-        load_decoder([a, lm])
+        load_engine([a, lm])
     clf = ckpt("clf", cfg=tiny_config(arch="encoder_classifier"))
     with pytest.raises(CheckpointError, match="is an encoder_classifier"):
-        load_decoder([a, clf])
+        load_engine([a, clf])

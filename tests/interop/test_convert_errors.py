@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,7 @@ def test_missing_and_corrupt_files(folder: Path, tmp_path: Path) -> None:
         convert(empty, tmp_path / "out")
     copy = edited(folder, tmp_path)
     (copy / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="corrupt JSON"):
+    with pytest.raises(CheckpointError, match="invalid JSON"):
         convert(copy, tmp_path / "out")
     (copy / "config.json").write_bytes((folder / "config.json").read_bytes())
     weights = copy / "model.safetensors"
@@ -115,3 +116,44 @@ def test_cli_errors_are_one_line(folder: Path, tmp_path: Path) -> None:
     assert_one_line_error(result, 2, "hidden_act='relu'")
     convert(folder, tmp_path / "good")
     assert_one_line_error(run_entry("convert", folder, "--out", tmp_path / "good"), 2, "--overwrite")
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"num_hidden_layers": 1_000_000_000}, "claims 1,000,000,000 decoder layers but the weights hold 2"),
+    ({"num_attention_heads": None}, "lacks 'num_attention_heads'"),
+    ({"num_attention_heads": 0}, "impossible value"),
+    ({"rope_scaling": {"rope_type": "longrope", "factor": 2.0}}, "rope_scaling.rope_type='longrope'"),
+])
+def test_a_config_that_does_not_fit_the_tensors_is_refused_before_building(folder: Path, tmp_path: Path,
+                                                                          changes: dict, named: str) -> None:
+    with pytest.raises((ConfigError, CheckpointError), match=re.escape(named)):
+        convert(edited(folder, tmp_path, **changes), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    (lambda t: t.__setitem__("model.layers.0.mlp.up_proj.weight", torch.zeros(3, 7)), "do not fit the config"),
+    (lambda t: t["model.layers.1.mlp.up_proj.weight"].__setitem__((0, 0), float("nan")), "NaN or infinite"),
+    (lambda t: t.__setitem__("model.norm.weight", t["model.norm.weight"].long()), "stored as int64"),
+])
+def test_wrong_shaped_nan_and_integer_tensors_are_refused(folder: Path, tmp_path: Path, edit, named: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    copy = edited(folder, tmp_path)
+    tensors = load_file(copy / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, copy / "model.safetensors")
+    with pytest.raises(CheckpointError, match=named):
+        convert(copy, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_impossible_gguf_metadata_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("gguf")
+    from interop.hf_tiny import write_tiny_gguf
+
+    hf, _ = save_tiny("llama", tmp_path / "hf", head_dim=None, attention_bias=False, mlp_bias=False,
+                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    hf.config.num_hidden_layers = 10**9  # only the block_count metadata says so; the file holds 2 blocks
+    path = write_tiny_gguf(hf, tmp_path / "huge.gguf")
+    assert_one_line_error(run_entry("convert", path, "--out", tmp_path / "out"), 2, "1,000,000,000 decoder layers")

@@ -10,14 +10,13 @@ from conftest import TINY_TEXT, run_cli
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from hybridformer.checkpoint import Checkpoint
 from hybridformer.data.text import encode_source, encode_target
+from hybridformer.engines import GenerationOptions, load_engine
 from hybridformer.errors import ConfigError, DataError
-from hybridformer.generation import GenerationOptions, decode_batch
-from hybridformer.inference import load_decoder
 
 pytest.importorskip("ctranslate2", reason="the ct2 extra (pip install 'hybridformer[ct2]') is not installed")
 
+from hybridformer.engines.ct2 import load_ct2_engine  # noqa: E402
 from hybridformer.interop.ct2 import ct2_blockers, export_ct2  # noqa: E402
-from hybridformer.interop.ct2_engine import load_ct2_decoder  # noqa: E402
 
 SEQ2SEQ = {
     "prenorm-relu-sinusoidal": {},
@@ -72,8 +71,8 @@ def make_checkpoint(path, tokenizer, arch: str, **overrides) -> Checkpoint:
 
 def check_parity(tmp_path, tokenizer, arch: str, overrides: dict) -> None:
     ckpt = make_checkpoint(tmp_path / "ckpt", tokenizer, arch, **overrides)
-    ct2 = load_ct2_decoder(export_ct2(ckpt, tmp_path / "ct2"))
-    torch_decoder = load_decoder(ckpt)
+    ct2 = load_ct2_engine(export_ct2(ckpt, tmp_path / "ct2"))
+    torch_decoder = load_engine(ckpt)
     opts = GenerationOptions.parse({"beam": 1, "max_len_a": 0.0, "max_len_b": 12})
     sources = [encode_source(tokenizer, line, ckpt.config) for line in TINY_TEXT[:4]]
     if arch == "decoder_lm":  # LM prompts batch by equal length (as generate does)
@@ -82,7 +81,7 @@ def check_parity(tmp_path, tokenizer, arch: str, overrides: dict) -> None:
         batches = [sources]
     produced = 0
     for batch in batches:
-        expected = decode_batch(torch_decoder, batch, opts)
+        expected = torch_decoder.decode_batch(batch, opts)
         assert ct2.decode_batch(batch, opts) == expected
         produced += sum(map(len, expected))
     assert produced > 0
@@ -114,19 +113,19 @@ def test_lm_export_matches_torch(tmp_path, tiny_tokenizer, name, one_thread):
 def test_int8_export_stays_close(tmp_path, tiny_tokenizer, one_thread):
     ckpt = make_checkpoint(tmp_path / "ckpt", tiny_tokenizer, "decoder_lm", position="rope")
     sources = [encode_source(tiny_tokenizer, TINY_TEXT[0], ckpt.config)]
-    exact = load_ct2_decoder(export_ct2(ckpt, tmp_path / "f32")).score(sources)[0]
-    int8 = load_ct2_decoder(export_ct2(ckpt, tmp_path / "i8", quantization="int8")).score(sources)[0]
+    exact = load_ct2_engine(export_ct2(ckpt, tmp_path / "f32")).score(sources)[0]
+    int8 = load_ct2_engine(export_ct2(ckpt, tmp_path / "i8", quantization="int8")).score(sources)[0]
     assert (tmp_path / "i8" / "model.bin").stat().st_size < (tmp_path / "f32" / "model.bin").stat().st_size
     assert max(abs(a - b) for a, b in zip(exact, int8, strict=True)) < 0.5
 
 
 def test_checkpoint_is_exported_once_into_a_cache(tmp_path, tiny_tokenizer):
     ckpt = make_checkpoint(tmp_path / "ckpt", tiny_tokenizer, "encoder_decoder")
-    first = load_ct2_decoder(ckpt.path)
+    first = load_ct2_engine(ckpt.path)
     cache = tmp_path / "ckpt.ct2-float32"
     assert first.name == str(cache) and (cache / "tokenizer.json").is_file()
     stamp = (cache / "model.bin").stat().st_mtime_ns
-    load_ct2_decoder(ckpt.path)
+    load_ct2_engine(ckpt.path)
     assert (cache / "model.bin").stat().st_mtime_ns == stamp
 
 

@@ -18,11 +18,13 @@ from tokenizers import Tokenizer, models  # noqa: E402
 
 from hybridformer import convert, load_checkpoint  # noqa: E402
 from hybridformer.checkpoint import Checkpoint  # noqa: E402
+from hybridformer.engines import (
+    GenerationOptions,  # noqa: E402
+    load_engine,  # noqa: E402
+)
+from hybridformer.engines.ct2 import load_ct2_engine  # noqa: E402
 from hybridformer.errors import ConfigError  # noqa: E402
-from hybridformer.generation import GenerationOptions, decode_batch  # noqa: E402
-from hybridformer.inference import load_decoder  # noqa: E402
 from hybridformer.interop.ct2 import ct2_blockers, export_ct2  # noqa: E402
-from hybridformer.interop.ct2_engine import load_ct2_decoder  # noqa: E402
 
 SEQ2SEQ = ["bart", "mbart", "marian", "t5", "t5v11"]
 LM = ["llama", "llama-yarn"]  # llama: llama3 RoPE scaling (factor 8, original length 16)
@@ -56,8 +58,8 @@ def prompts(ckpt: Checkpoint, lengths: list[int], seed: int) -> list[list[int]]:
 def test_converted_export_matches_torch(tmp_path, kind, one_thread):
     ckpt = converted(kind, tmp_path)
     assert ct2_blockers(ckpt) == []
-    ct2 = load_ct2_decoder(export_ct2(ckpt, tmp_path / "ct2"))
-    torch_decoder = load_decoder(ckpt)
+    ct2 = load_ct2_engine(export_ct2(ckpt, tmp_path / "ct2"))
+    torch_decoder = load_engine(ckpt)
     opts = GenerationOptions.parse({"beam": 1, "max_len_a": 0.0, "max_len_b": 24})
     if ckpt.config.is_seq2seq:
         batches = [prompts(ckpt, [7, 4, 9], 0)]
@@ -65,7 +67,7 @@ def test_converted_export_matches_torch(tmp_path, kind, one_thread):
         batches = [prompts(ckpt, [7, 7], 0), prompts(ckpt, [5], 1)]
     produced = 0
     for batch in batches:
-        expected = decode_batch(torch_decoder, batch, opts)
+        expected = torch_decoder.decode_batch(batch, opts)
         assert ct2.decode_batch(batch, opts) == expected
         produced += sum(map(len, expected))
     assert produced >= 20  # the comparison covered real decoding steps

@@ -96,3 +96,18 @@ def test_bad_input_is_one_line(bert, tmp_path: Path) -> None:
     assert_one_line_error(run_entry("embed", ckpt, "--input", "-", "--pool", "max", input="x\n"), 2, "--pool")
     assert_one_line_error(run_entry("embed", tmp_path / "nothing", "--input", "-", input="x\n"), 2)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_huge_line_is_cut_at_max_positions_exactly_and_fast(tiny_checkpoint) -> None:
+    import time
+
+    from hybridformer import embed, load_checkpoint
+    from hybridformer.embed import _first_tokens
+
+    ckpt = load_checkpoint(tiny_checkpoint("encoder_classifier", position="sinusoidal", max_positions=32))
+    tokenizer = ckpt.tokenizer
+    medium = " ".join(TINY_TEXT) * 20
+    assert _first_tokens(tokenizer, medium, 32) == tokenizer.encode(medium).ids[:32]  # the prefix changes nothing
+    started = time.process_time()
+    vectors = embed(ckpt, ["the cat sat on the mat " * 450_000])  # about 10 MB
+    assert vectors.shape == (1, ckpt.config.d_model) and time.process_time() - started < 20

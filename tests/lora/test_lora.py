@@ -174,8 +174,8 @@ def test_fused_projection_keeps_each_part_a_separate_adapter(lora_run) -> None:
 def test_bf16_base_ema_export_and_config_errors(lora_run, tmp_path: Path) -> None:
     from hybridformer import train
     from hybridformer.config import ExperimentConfig, load_config
+    from hybridformer.engines import load_engine
     from hybridformer.errors import ConfigError
-    from hybridformer.serve.engine import load_engine
     from hybridformer.train import export_ema
 
     base, recipe, run = lora_run

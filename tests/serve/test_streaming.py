@@ -15,8 +15,7 @@ from serve.test_server import OPTIONS, post, running_server, served_models  # no
 
 from hybridformer import ModelConfig, build_model, generate
 from hybridformer.data.text import encode_source
-from hybridformer.generation import GenerationOptions, decode_batch
-from hybridformer.inference import load_decoder
+from hybridformer.engines import GenerationOptions, load_engine
 
 pytest.importorskip("fastapi", reason="the serve extra (pip install 'hybridformer[serve]') is not installed")
 
@@ -30,7 +29,6 @@ ENGINES = ["torch", pytest.param("ct2", marks=pytest.mark.skipif(
 @pytest.mark.parametrize("position", ["rope", "learned", "sinusoidal", "alibi", "t5"])
 def test_ragged_lm_batch_equals_lone_prompts(tiny_tokenizer, position, one_thread):
     from hybridformer.checkpoint import Checkpoint
-    from hybridformer.serve.engine import decode_rows
 
     cfg = ModelConfig(arch="decoder_lm", vocab_size=tiny_tokenizer.get_vocab_size(), d_model=16, heads=2, ffn_dim=32,
                       dropout=0.0, decoder={"layers": 2}, position=position, max_positions=40)
@@ -38,13 +36,13 @@ def test_ragged_lm_batch_equals_lone_prompts(tiny_tokenizer, position, one_threa
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.5)
-    decoder = load_decoder(Checkpoint(model, cfg, tiny_tokenizer, "tiny"))
+    decoder = load_engine(Checkpoint(model, cfg, tiny_tokenizer, "tiny"))
     opts = GenerationOptions.parse({"beam": 1, "max_len_a": 0.0, "max_len_b": 12})
     sources = [encode_source(tiny_tokenizer, line, cfg) for line in PROMPTS]
     assert len({len(s) for s in sources}) == len(sources)
-    alone = [decode_batch(decoder, [s], opts)[0] for s in sources]
+    alone = [decoder.decode_batch([s], opts)[0] for s in sources]
     streamed: list[tuple[int, int]] = []
-    assert decode_rows(decoder, sources, opts, emit=lambda row, token, _: streamed.append((row, token))) == alone
+    assert decoder.stream(sources, opts, emit=lambda row, token, _: streamed.append((row, token))) == alone
     assert [[t for r, t in streamed if r == row] for row in range(len(sources))] == alone
     assert sum(map(len, alone)) > 20
     first_rows = [r for r, _ in streamed[: len(sources)]]
@@ -54,7 +52,7 @@ def test_ragged_lm_batch_equals_lone_prompts(tiny_tokenizer, position, one_threa
 @pytest.mark.parametrize("engine", ENGINES)
 def test_prompts_of_different_lengths_are_batched_together(served_models, tiny_tokenizer, engine):  # noqa: F811
     ckpt = served_models["decoder_lm"]
-    cfg = load_decoder(ckpt).config
+    cfg = load_engine(ckpt).config
     assert len({len(encode_source(tiny_tokenizer, p, cfg)) for p in PROMPTS}) == len(PROMPTS)
     expected = list(generate(ckpt, PROMPTS, engine=engine, **OPTIONS))
     with running_server(ckpt, engine=engine, max_wait_ms=300) as url:
@@ -93,13 +91,14 @@ class Gate:
 
 
 class GatedScorer:
-    """The torch engine's scorer behind a :class:`Gate` (the ragged loop has emitted every earlier token)."""
+    """The torch engine's scorer behind a :class:`Gate` (the loop has emitted every earlier token)."""
 
     def __init__(self, inner, gate: Gate) -> None:
         self.inner, self.gate = inner, gate
+        self.left_padding = inner.left_padding
 
-    def init_state(self, src):
-        return self.inner.init_state(src)
+    def init_state(self, src, start=None):
+        return self.inner.init_state(src, start)
 
     def step(self, state, prev_tokens):
         self.gate.step()

@@ -194,6 +194,38 @@ def test_a_full_disk_says_what_survived(tmp_path, monkeypatch, capsys, code, wor
     assert [p.name for p in RunDir(tmp_path / "run").step_checkpoints()] == ["step-000002"]
 
 
+def test_a_file_size_limit_is_one_line_naming_path_and_errno(tmp_path):
+    """``ulimit -f``: torch.save and safetensors hide EFBIG in their own exceptions; the CLI still says it."""
+    import resource
+
+    config = _yaml(tiny("train.max_steps=4", "train.save_every=2"), tmp_path / "exp.yaml")
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))  # noqa: E731
+    result = run_entry("train", config, "--out", tmp_path / "run", "--no-progress", preexec_fn=limit)
+    assert_one_line_error(result, 2, "step-000002", "EFBIG")
+    assert not list((tmp_path / "run" / "checkpoints").iterdir())  # no half-written checkpoint left behind
+
+
+def test_a_full_disk_inside_torch_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    real = trainer.write_trainer_state
+
+    def failing(directory, state):
+        if state["step"] == 4:
+            try:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos") from None
+        real(directory, state)
+
+    monkeypatch.setattr(trainer, "write_trainer_state", failing)
+    config = _yaml(tiny("train.max_steps=6", "train.save_every=2"), tmp_path / "exp.yaml")
+    status, _, err = run_cli(monkeypatch, capsys, "train", config, "--out", tmp_path / "run", "--no-progress")
+    line = err.strip().splitlines()[-1]
+    assert status == 2 and "step-000004" in line and "ENOSPC" in line and "newest step-000002" in line
+    assert [p.name for p in RunDir(tmp_path / "run").step_checkpoints()] == ["step-000002"]
+    monkeypatch.undo()
+    assert train(tiny("train.max_steps=6", "train.save_every=2"), tmp_path / "run", resume=True).step == 6
+
+
 # ----------------------------------------------------------------------------- signals
 
 @pytest.mark.slow
@@ -227,3 +259,24 @@ def test_sigterm_saves_and_exits_143(tmp_path):
     assert "Traceback" not in err
     assert int(RunDir(run).latest().name.split("-")[1]) == max(_losses(run))
     assert json.loads((RunDir(run).latest() / "meta.json").read_text())["step"] == max(_losses(run))
+
+
+def test_resume_refuses_changed_data_or_seed_and_allows_the_cadence(tmp_path):
+    train(tiny("train.max_steps=4", "train.save_every=2"), tmp_path / "run")
+    changed = _yaml(tiny("train.max_steps=6", "train.seed=5", "data.builtin_train=300"), tmp_path / "exp.yaml")
+    result = run_entry("train", changed, "--out", tmp_path / "run", "--resume", "--no-progress")
+    assert_one_line_error(result, 2, "--resume", "config.yaml", "train.seed: 1 -> 5", "data.builtin_train")
+    done = train(tiny("train.max_steps=6", "train.save_every=3", "train.eval_every=3", "train.keep_last=5",
+                      "train.log_every=2"), tmp_path / "run", resume=True)
+    assert done.step == 6
+
+
+def test_a_trainer_state_with_an_impossible_data_position_is_refused(tmp_path):
+    config = tiny("train.max_steps=2")
+    train(config, tmp_path / "run")
+    file = RunDir(tmp_path / "run").latest() / TRAINER_STATE
+    state = torch.load(file, weights_only=True)
+    torch.save({**state, "data": {"epoch": 0, "batch": 10**9}}, file)
+    result = run_entry("train", _yaml(tiny("train.max_steps=4"), tmp_path / "exp.yaml"), "--out", tmp_path / "run",
+                       "--resume", "--no-progress")
+    assert_one_line_error(result, 2, "batch 1,000,000,000", "does not belong")

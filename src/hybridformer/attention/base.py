@@ -20,6 +20,10 @@ class AttentionKernel(nn.Module):
     Options are keyword-only ``__init__`` parameters. A kernel also owns its decoding memory:
     the default is a growing KV cache over which the query attends exactly.
 
+    ``left_padding``: False for a kernel whose step cannot take ``start`` (batch,), the first real key column of
+    each row of left-padded prompts: one that places keys by column, not by relative position (global sinks,
+    BigBird's blocks). The torch engine then batches only prompts of one length for it.
+
     ``rotates_sinks``: True for a kernel that scores some keys from positions of its own (StreamingLLM's
     cache positions, ``sliding_window:sink_positions=cache``); such a kernel's ``forward`` and ``step``
     also take the call's RoPE rotation as ``rope=`` (RoPE is otherwise applied before every kernel).
@@ -30,6 +34,7 @@ class AttentionKernel(nn.Module):
 
     rotates_sinks = False
     exact = False
+    left_padding = True  # step() takes start=: rows of left-padded prompts decode as if each were alone
 
     @classmethod
     def check(cls, *, causal: bool, position: str, where: str) -> None:
@@ -44,12 +49,15 @@ class AttentionKernel(nn.Module):
     def new_state(self) -> KVCache:
         return KVCache()
 
-    def step(self, q: Tensor, k: Tensor, v: Tensor, state: KVCache, *, bias: ScoreBias | None = None) -> Tensor:
-        """Append the new keys/values, then attend causally over everything cached."""
+    def step(self, q: Tensor, k: Tensor, v: Tensor, state: KVCache, *, bias: ScoreBias | None = None,
+             start: Tensor | None = None) -> Tensor:
+        """Append the new keys/values, then attend causally over everything cached (but each row's left padding,
+        the columns before ``start``)."""
         keys, values = state.append(k, v)
         if bias is not None:
             bias = bias.with_keys(state.positions(q.device))
-        return self(q, keys, values, causal=True, bias=bias)
+        padding = None if start is None else state.positions(q.device)[None] < start[:, None]
+        return self(q, keys, values, causal=True, bias=bias, key_padding_mask=padding)
 
 
 def expand_kv(k: Tensor, heads: int) -> Tensor:

@@ -24,6 +24,8 @@ class BlockSparseAttention(AttentionKernel):
     the full forward.
     """
 
+    left_padding = False  # blocks are cut at columns: left padding would move every block boundary
+
     def __init__(self, *, block_size: int = 64, window_blocks: int = 1, global_blocks: int = 1,
                  num_random_blocks: int = 2, seed: int = 0, dropout: float = 0.0) -> None:
         super().__init__()

@@ -35,6 +35,7 @@ class HeadSubsetKernel(AttentionKernel):
     def __init__(self, inner: AttentionKernel, kept: list[int]) -> None:
         super().__init__()
         self.inner = inner
+        self.left_padding = inner.left_padding
         self.register_buffer("kept", torch.tensor(kept), persistent=False)
 
     def _narrow(self, bias: ScoreBias | None) -> ScoreBias | None:
@@ -52,8 +53,8 @@ class HeadSubsetKernel(AttentionKernel):
     def new_state(self):
         return self.inner.new_state()
 
-    def step(self, q: Tensor, k: Tensor, v: Tensor, state, *, bias: ScoreBias | None = None) -> Tensor:
-        return self.inner.step(q, k, v, state, bias=self._narrow(bias))
+    def step(self, q: Tensor, k: Tensor, v: Tensor, state, *, bias: ScoreBias | None = None, **extra) -> Tensor:
+        return self.inner.step(q, k, v, state, bias=self._narrow(bias), **extra)
 
 
 def original_heads(module: AttentionModule) -> list[int]:

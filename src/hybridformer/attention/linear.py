@@ -117,11 +117,14 @@ class _KernelizedAttention(AttentionKernel):
         return LinearAttentionState()
 
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: LinearAttentionState, *,
-             bias: ScoreBias | None = None) -> Tensor:
+             bias: ScoreBias | None = None, start: Tensor | None = None) -> Tensor:
         refuse_score_bias(self.name, bias)
         heads = q.shape[1]
         phi_q = self.features(q, is_query=True)
         phi_k = self.features(expand_kv(k, heads), is_query=False)
+        if start is not None:  # left padding never enters the running sums
+            columns = torch.arange(state.length, state.length + k.shape[2], device=k.device)
+            phi_k = phi_k.masked_fill((columns[None] < start[:, None])[:, None, :, None], 0.0)
         return self._causal(phi_q, phi_k, expand_kv(v, heads), state)
 
 

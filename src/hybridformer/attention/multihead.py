@@ -73,6 +73,8 @@ class MultiHeadAttention(_Attention):
             state = ctx.cache.get(self)
             if state is None:
                 state = ctx.cache[self] = self.kernel.new_state()
+            if ctx.cache.start is not None:  # left-padded prompts: the keys before each row's start are padding
+                extra["start"] = ctx.cache.start
             out = self.kernel.step(q, k, v, state, bias=ctx.score_bias, **extra)
         return self.merge_heads(out, ctx)
 

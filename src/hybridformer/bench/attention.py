@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from .. import structured
 from ..attention import ATTENTION, ALiBi, T5RelativeBias, build_attention
 from ..attention.bias import alibi_slopes
 from ..config import AttentionConfig, parse_config
@@ -68,7 +68,7 @@ def parse_mechanism(text: str) -> tuple[str, dict[str, Any]]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ConfigError(f"bench mechanism {text!r}: option {pair!r} must look like key=value")
-        options[key] = yaml.safe_load(value)
+        options[key] = structured.parse(value, where=f"bench mechanism {key}", yaml_syntax=True, error=ConfigError)
     return name, options
 
 

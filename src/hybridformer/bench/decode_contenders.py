@@ -125,8 +125,8 @@ def _torch(fmt: str, setup: Setup) -> Runner:
 def _ct2_decoder(quantization: str, setup: Setup):
     """Our CTranslate2 export of the checkpoint (made once in the work folder) opened with ``quantization``."""
     _require("ctranslate2", "ctranslate2")
+    from ..engines import load_engine
     from ..interop.ct2 import ct2_blockers, export_ct2
-    from ..interop.ct2_engine import load_ct2_decoder
 
     export = setup.workdir / "ct2-float32"
     if not export.exists():
@@ -135,12 +135,12 @@ def _ct2_decoder(quantization: str, setup: Setup):
         if problems:
             raise Skip(f"CTranslate2 cannot run this model: {'; '.join(problems)}")
         export_ct2(ckpt, export)
-    return load_ct2_decoder(export, quantization=quantization, threads=setup.threads)
+    return load_engine(export, engine="ct2", quantization=quantization)  # threads: torch's, set to setup.threads
 
 
 def _ct2_engine(quantization: str, setup: Setup) -> Runner:
     """``--engine ct2``: our wrapper's own search (no EOS suppression there: it counts the tokens it made)."""
-    from ..generation import GenerationOptions
+    from ..engines import GenerationOptions
 
     decoder = _ct2_decoder(quantization, setup)
 

@@ -27,9 +27,8 @@ import torch
 from tokenizers import Tokenizer
 
 from ..data.text import encode_checked
+from ..engines import GenerationOptions, decode_sources, load_engine
 from ..errors import ConfigError, DataError
-from ..generation import GenerationOptions, decode_sources
-from ..inference import load_decoder
 from .attention import status_kb
 
 TASKS = ("passkey", "multikey")
@@ -139,7 +138,7 @@ def run_recall(checkpoint: str | Path, *, tasks: Sequence[str] = ("passkey",), l
     if unknown or not tasks:
         raise ConfigError(f"bench recall: {unknown[0] if unknown else 'no task'!r} is not a task "
                           f"({', '.join(TASKS)}) or a depth in [0, 1]")
-    decoder = load_decoder(checkpoint, device)
+    decoder = load_engine(checkpoint, device)
     if decoder.config.is_seq2seq:
         raise ConfigError(f"{checkpoint} is an encoder_decoder; bench recall prompts a decoder_lm")
     opts = GenerationOptions(beam=1, max_len_a=0.0, max_len_b=max_new_tokens)

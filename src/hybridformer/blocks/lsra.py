@@ -40,5 +40,5 @@ def narrow_rotation(rotation: Rotation, head_dim: int) -> Rotation:
     """
     half, wide_half = head_dim // 2, rotation.cos.shape[-1] // 2
     index = torch.arange(half, device=rotation.cos.device) * wide_half // half
-    cos, sin = rotation.cos[:, index], rotation.sin[:, index]
+    cos, sin = rotation.cos[..., index], rotation.sin[..., index]
     return Rotation(torch.cat([cos, cos], dim=-1), torch.cat([sin, sin], dim=-1))

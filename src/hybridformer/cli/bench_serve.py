@@ -11,7 +11,8 @@ import typer
 from ..errors import ConfigError
 from .options import parse_list, split_list
 
-DEFAULT_SENTENCES = "../shared/data/multi30k/test_2016_flickr.en.gz"
+# The shared data beside the checkout (``../shared/data``), found from this file, not the working directory.
+DEFAULT_SENTENCES = Path(__file__).resolve().parents[4] / "shared" / "data" / "multi30k" / "test_2016_flickr.en.gz"
 
 
 def _is_language_model(checkpoint: Path) -> bool:
@@ -29,7 +30,7 @@ def bench_serve(
     out: Path = typer.Option(..., "--out", help="Directory for results.json and results.md."),
     clients: str = typer.Option("1,4,16,64", "--clients", help="Concurrent client counts, comma-separated."),
     requests: int = typer.Option(256, "--requests", min=1, help="Requests per (mode, client count)."),
-    engines: str = typer.Option("torch,ct2", "--engines", help="Engines to compare: torch, ct2 or both."),
+    engines: str = typer.Option("torch,ct2", "--engines", help="Engines to compare (names in ENGINES: torch, ct2)."),
     batching: str = typer.Option("both", "--batching", help="off (one request at a time), on, or both."),
     sentences: Path = typer.Option(DEFAULT_SENTENCES, "--sentences", help="One input per line (.gz allowed): "
                                    "Multi30k English by default; an LM gets each as a chat prompt."),
@@ -46,10 +47,11 @@ def bench_serve(
       nice -n 10 hybridformer bench serve runs/mt/checkpoints/best --clients 1,4,16,64 --requests 256 --out runs/load
     """
     from ..bench.serve import markdown, read_sentences, run_load_test, write_results
+    from ..engines import ENGINES
 
     engine_list = split_list(engines)
-    if not engine_list or set(engine_list) - {"torch", "ct2"}:
-        raise ConfigError(f"--engines must list torch and/or ct2, got {engines!r}")
+    if not engine_list or set(engine_list) - set(ENGINES):
+        raise ConfigError(f"--engines must list some of {', '.join(ENGINES)}, got {engines!r}")
     modes = {"off": [False], "on": [True], "both": [False, True]}.get(batching)
     if modes is None:
         raise ConfigError(f"--batching must be off, on or both, got {batching!r}")

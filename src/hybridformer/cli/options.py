@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import yaml
-
+from .. import structured
 from ..errors import ConfigError
 
 T = TypeVar("T")
@@ -58,7 +57,7 @@ def parse_assignments(items: Sequence[str], *, option_name: str) -> dict[str, An
         if not sep or not name.strip():
             raise ConfigError(f"{option_name} {item!r}: expected NAME=VALUE, e.g. density=0.5")
         try:
-            values[name.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            values[name.strip()] = structured.parse(raw, where=option_name, yaml_syntax=True, error=ConfigError)
+        except ConfigError:
             raise ConfigError(f"{option_name} {item!r}: cannot read the value {raw!r}") from None
     return values

@@ -21,7 +21,7 @@ def tune_weights_cmd(
                                "(teacher-forced cross-entropy: much faster)."),
     purpose: str = typer.Option("ensemble", "--for", help="ensemble (decoding weights) | merge (coefficients "
                                 "of a linear merge: merge --method linear --weights @FILE)."),
-    step: float = typer.Option(0.1, "--step", help="Grid step on the weight simplex."),
+    step: float = typer.Option(0.1, "--step", help="Grid step on the weight simplex, 0.01 to 0.5."),
     combine: str = typer.Option("prob", "--combine", help="--for ensemble: prob | log_prob, as in generate."),
     allow_test_data: bool = typer.Option(False, "--allow-test-data", help="Tune on files whose name says "
                                          "'test' (refused by default: tuning on test data inflates the score)."),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from .datasets import Example
 from .text import pad
 
@@ -72,9 +72,14 @@ class BatchStream:
         self.per_step = per_step  # batches one optimizer step consumes across all ranks
         self.position = position or DataPosition()
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
-        if len(self.batches(self.position.epoch)) < per_step:
+        count = len(self.batches(self.position.epoch))
+        if count < per_step:
             raise ConfigError(f"one optimizer step needs {per_step} batches but an epoch has only "
-                              f"{len(self.batches(self.position.epoch))}; lower data.max_tokens or train.accumulate")
+                              f"{count}; lower data.max_tokens or train.accumulate")
+        if self.position.batch > count:  # a resumed position must lie inside this data's epoch
+            raise CheckpointError(f"the saved data position (epoch {self.position.epoch}, batch "
+                                  f"{self.position.batch:,}) lies beyond the {count} batches of an epoch of this "
+                                  "data; the trainer state does not belong to this run")
 
     def batches(self, epoch: int) -> list[list[int]]:
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:

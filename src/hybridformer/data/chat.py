@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .. import structured
 from ..errors import CheckpointError, DataError
 
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -45,6 +46,8 @@ class ChatTemplate:
                 **self.special_tokens)
         except jinja2.exceptions.TemplateError as exc:
             raise DataError(f"chat template: {exc}") from None
+        except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as exc:  # the template's own code
+            raise DataError(f"chat template stopped: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     def segments(self, messages: list[dict[str, Any]]) -> list[tuple[str, bool]]:
         """The rendered conversation in pieces, ``True`` for each assistant answer (its text and the end-of-turn
@@ -75,11 +78,8 @@ def load_chat_template(directory: str | Path) -> ChatTemplate | None:
     file = Path(directory) / TOKENIZER_CONFIG
     if not file.is_file():
         return None
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{file}: corrupt JSON ({exc})") from None
-    template = data.get("chat_template") if isinstance(data, dict) else None
+    data = structured.read(file, mapping=True, error=CheckpointError)
+    template = data.get("chat_template")
     if not isinstance(template, str):
         return None
     special = {k: v for k, v in data.items() if k.endswith("_token") and isinstance(v, str)}

@@ -9,6 +9,7 @@ integer); the trainer writes that list into every checkpoint, so evaluation maps
 
 from __future__ import annotations
 
+import gzip
 import random
 import tarfile
 import zlib
@@ -99,6 +100,7 @@ def _directory_members(root: Path) -> Iterator[Member]:
 
 def _archive_members(archive: Path) -> Iterator[Member]:
     """Members ``[top/]split/label/name.txt``; each must be read before the next (a streamed archive)."""
+    _check_gzip(archive)
     try:
         with tarfile.open(archive, "r|*") as stream:  # sequential: one pass over the compressed file
             for member in stream:
@@ -110,6 +112,20 @@ def _archive_members(archive: Path) -> Iterator[Member]:
 
 
 _ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+
+
+def _check_gzip(archive: Path) -> None:
+    """A gzip archive is checked whole (its CRC) before any document is read: ``tarfile`` takes a member header
+    garbled by a flipped byte for the end of the archive, and would score the documents before it silently."""
+    with open(archive, "rb") as raw:
+        if raw.read(2) != b"\x1f\x8b":
+            return
+    try:
+        with gzip.open(archive, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
+    except _ARCHIVE_ERRORS as exc:
+        raise DataError(f"{archive}: cannot read archive ({exc}); it is corrupt: download or copy it again") from None
 
 
 def _reader(archive: Path, handle: Any) -> Callable[[], bytes]:

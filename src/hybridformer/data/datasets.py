@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from .. import structured
 from ..config import ModelConfig
 from ..errors import DataError
 from .text import frame_source, read_lines, target_ids
@@ -81,10 +81,7 @@ def json_records(path: str | Path) -> Iterator[tuple[str, Any]]:
     for number, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
-        try:
-            yield f"{path}:{number}", json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        yield f"{path}:{number}", structured.parse(line, where=f"{path}:{number}", lines=False, error=DataError)
 
 
 def _field(record: Any, name: str, where: str) -> str:

@@ -16,6 +16,7 @@ from typing import Literal
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from .. import structured
 from ..errors import ConfigError, DataError
 from .text import read_lines
 
@@ -97,10 +98,7 @@ def special_token_names(path: str | Path | None) -> dict[str, str]:
     names = dict(SPECIAL_NAMES)
     config = Path(path).parent / "tokenizer_config.json" if path is not None else None
     if config is not None and config.is_file():
-        try:
-            data = json.loads(config.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{config}: corrupt JSON ({exc})") from None
+        data = structured.read(config, mapping=True, error=DataError)
         for key in names:
             if isinstance(data.get(f"{key}_token"), str):
                 names[key] = data[f"{key}_token"]

@@ -43,9 +43,10 @@ class Ensemble:
         if len(kinds) > 1:
             raise ConfigError("an ensemble cannot mix sequence-to-sequence models with language models")
         self.seq2seq = kinds.pop()
+        self.left_padding = all(getattr(m, "left_padding", False) for m in self.members)
 
-    def init_state(self, src: Tensor | None = None) -> list[Any]:
-        return [member.init_state(src) for member in self.members]
+    def init_state(self, src: Tensor | None = None, start: Tensor | None = None) -> list[Any]:
+        return [member.init_state(src, start) for member in self.members]
 
     @torch.no_grad()
     def step(self, state: list[Any], prev_tokens: Tensor) -> tuple[Tensor, list[Any]]:

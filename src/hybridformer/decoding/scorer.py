@@ -12,13 +12,23 @@ from ..cache import DecodingCache
 
 
 class Scorer(Protocol):
-    """``init_state(src)``, ``step(state, prev_tokens) -> (log_probs, state)``, ``reorder(state, index)``."""
+    """``init_state(src)``, ``step(state, prev_tokens) -> (log_probs, state)``, ``reorder(state, index)``.
 
-    def init_state(self, src: Tensor | None) -> Any: ...
+    ``init_state(None, start=...)`` starts a language model on left-padded prompts of different lengths
+    (row r's prompt begins at column ``start[r]``; see :class:`~hybridformer.cache.DecodingCache`), which
+    the model can take when ``left_padding`` is True.
+    """
+
+    left_padding: bool
+
+    def init_state(self, src: Tensor | None, start: Tensor | None = None) -> Any: ...
 
     def step(self, state: Any, prev_tokens: Tensor) -> tuple[Tensor, Any]: ...
 
     def reorder(self, state: Any, beam_index: Tensor) -> Any: ...
+
+
+PREFILL_CHUNK = 4096  # prompt tokens a language model takes in one pass
 
 
 @dataclass
@@ -41,11 +51,13 @@ class ModelScorer:
         self.model = model.eval()
         self.seq2seq = hasattr(model, "encode") and hasattr(model, "tgt_embed")
         self.shared: dict = {}  # per-model decoding constants reused across sessions (DecodingCache.shared)
+        # every module that places tokens by column (AttentionKernel.left_padding) must take left padding
+        self.left_padding = not self.seq2seq and all(getattr(m, "left_padding", True) for m in model.modules())
 
     @torch.no_grad()
-    def init_state(self, src: Tensor | None = None) -> ModelState:
+    def init_state(self, src: Tensor | None = None, start: Tensor | None = None) -> ModelState:
         if not self.seq2seq:
-            return ModelState(DecodingCache(self.shared))
+            return ModelState(DecodingCache(self.shared, start))
         if src is None:
             raise ValueError("a sequence-to-sequence model needs a source batch to decode")
         memory, mask = self.model.encode(src)
@@ -60,8 +72,12 @@ class ModelScorer:
             # Each cross-attention now holds the source's keys/values (StaticKV): the encoder output is
             # never read again, so it is dropped rather than reordered at every beam step.
             state.memory = state.memory_padding_mask = None
-        else:
-            logits = self.model.decode(prev_tokens, cache=state.cache, offset=state.offset, logits_to_keep=1)
+        else:  # a long prompt goes in chunks through the cache: exact, and its activations stay O(chunk)
+            for start in range(0, prev_tokens.shape[1], PREFILL_CHUNK):
+                chunk = prev_tokens[:, start : start + PREFILL_CHUNK]
+                logits = self.model.decode(chunk, cache=state.cache, offset=state.offset, logits_to_keep=1)
+                state.offset += chunk.shape[1]
+            return output_log_probs(logits[:, -1], self.model.pad_id), state
         state.offset += prev_tokens.shape[1]
         return output_log_probs(logits[:, -1], self.model.pad_id), state
 

@@ -26,6 +26,7 @@ from typing import Literal
 
 import torch
 
+from .. import structured
 from ..checkpoint import Checkpoint
 from ..config import ExperimentConfig, load_config
 from ..data.tokenizer import load_tokenizer_file
@@ -132,7 +133,7 @@ def _record_settings(run: RunDir, settings: dict, resume: bool, *, write: bool =
     """Write ``distill.json``; on resume, refuse settings that differ from the recorded ones."""
     file = run.root / SETTINGS_FILE
     if resume and run.latest() is not None and file.exists():
-        saved = json.loads(file.read_text())
+        saved = structured.read(file, mapping=True, error=ConfigError)
         changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
         if changed:
             details = "; ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import structured
 from ..checkpoint import Checkpoint
 from ..config import DataConfig
+from ..errors import DataError
 from ..generation import generate
+from ..outputs import atomic_file
 
 SEQKD_DIR = "seqkd"
 SHARD_SIZE = 1000  # sources per atomically written shard: the most an interruption can lose
@@ -96,8 +98,8 @@ def cache_meta(teachers: Sequence[Checkpoint], train: Sequence[tuple[str, str]],
 
 def _meta(directory: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((directory / "meta.json").read_text())
-    except (OSError, ValueError):
+        return structured.read(directory / "meta.json", error=DataError)
+    except DataError:
         return None
 
 
@@ -115,11 +117,9 @@ def wait_for_cache(run_root: Path, meta: dict[str, Any], poll_s: float = 2.0) ->
 
 def _write_jsonl(path: Path, pairs) -> None:
     """Write (source, target) rows atomically: the file exists only once complete."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_file(path) as handle:
         for source, target in pairs:
             handle.write(json.dumps({"source": source, "target": target}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def with_references(cache: Path, train: Sequence[tuple[str, str]], *, write: bool = True,

@@ -9,6 +9,7 @@ one tensor at a time. Every source tensor must be used: a leftover one would mea
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,10 @@ def open_source(src: Path) -> tuple[HFFolder | GGUFFile, tokenizers.TokenizerFil
     if src.is_file():
         if src.suffix != ".gguf":
             raise DataError(f"{src}: expected a Hugging Face model folder or a .gguf file")
-        source = GGUFFile(src)
+        try:
+            source = GGUFFile(src)
+        except (ZeroDivisionError, TypeError, ValueError, OverflowError) as exc:  # e.g. head_count 0
+            raise ConfigError(f"{src}: the GGUF metadata holds an impossible value ({exc})") from None
         has_tokenizer = source.field("tokenizer.ggml.model") is not None
         return source, tokenizers.from_gguf(src) if has_tokenizer else tokenizers.TokenizerFiles(), "gguf"
     return HFFolder(src), tokenizers.from_folder(src), "hf"
@@ -78,8 +82,17 @@ def with_prefix(source: Source, where: Path) -> Source:
 def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple[ModelConfig, list[Rule]]:
     """The ModelConfig and tensor rules for ``source``, checked against its tensors."""
     arch = architecture(source.config, where)
-    data = arch.model_config(source.config)
+    try:
+        data = arch.model_config(source.config)
+    except ConfigError:
+        raise
+    except KeyError as exc:
+        raise ConfigError(f"{where}: the model config lacks {exc.args[0]!r}, which a "
+                          f"{source.config.get('model_type')} model needs") from None
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+        raise ConfigError(f"{where}: the model config holds an impossible value ({exc})") from None
     available = source.keys()
+    check_layer_counts(data, available, where)
     if arch.head is not None:
         data["tie_embeddings"] = arch.head not in available
     tokenizers.choose_special_ids(data, files)
@@ -106,6 +119,36 @@ def source_meta(checkpoint: str | Path) -> dict[str, Any]:
 def source_architecture(checkpoint: str | Path | None) -> Architecture | None:
     """The spec of the architecture ``checkpoint`` was converted from, if any."""
     return None if checkpoint is None else ARCHITECTURES.get(source_meta(checkpoint).get("model_type"))
+
+
+def check_layer_counts(data: dict[str, Any], available: set[str], where: Path) -> None:
+    """A layer count must be backed by the tensors present, checked before any rule or model is laid out
+    (``num_hidden_layers: 1000000000`` would otherwise list a billion rules)."""
+    stacks: dict[str, int] = {}
+    for name in available:
+        found = re.match(r"(.*?)\.(\d+)\.", name)
+        if found:
+            stacks[found.group(1)] = max(stacks.get(found.group(1), 0), int(found.group(2)) + 1)
+    held = max(stacks.values(), default=0)
+    for role in ("encoder", "decoder"):
+        layers = (data.get(role) or {}).get("layers")
+        if isinstance(layers, int) and not isinstance(layers, bool) and layers > held:
+            raise CheckpointError(f"{where}: the config claims {layers:,} {role} layers but the weights hold "
+                                  f"{held}; the config does not belong to these weights")
+
+
+def build_checked(rule: Rule, source: Source, where: Path) -> torch.Tensor:
+    """Our tensor ``rule.ours`` from the source: source parts that do not fit together (a wrong-shaped tensor)
+    or NaN / infinite values (which would decode to garbage without an error) are a CheckpointError."""
+    try:
+        tensor = rule.build(source.get)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{where}: the source tensors {', '.join(rule.theirs)} do not fit the config "
+                              f"({str(exc).splitlines()[0][:160]})") from None
+    if not bool(torch.isfinite(tensor).all()):
+        raise CheckpointError(f"{where}: {', '.join(rule.theirs)} hold(s) NaN or infinite values; the source is "
+                              "corrupt")
+    return tensor
 
 
 def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -136,7 +179,7 @@ def convert(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Pat
     meta = {"converted_from": str(src), "format": fmt, "model_type": source.config.get("model_type")}
 
     def fill(tmp: Path) -> None:
-        write_streaming(tmp / WEIGHTS, specs, lambda name: by_name[name].build(source.get),
+        write_streaming(tmp / WEIGHTS, specs, lambda name: build_checked(by_name[name], source, src),
                         metadata={"format": "pt", **architecture_metadata(cfg)})  # fingerprint: load_checkpoint
         (tmp / CONFIG).write_text(json.dumps(cfg.model_dump(), indent=2))
         files.write(tmp, cfg)

@@ -12,7 +12,6 @@ config (``hybridformer.json``), so ``generate --engine ct2`` and ``serve`` need 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import structured
 from ..attention import CrossAttention, MultiHeadAttention
 from ..attention.head_subset import HeadSubsetKernel
 from ..checkpoint import TOKENIZER, Checkpoint, load_checkpoint, write_checkpoint_dir
@@ -177,8 +177,8 @@ def is_ct2_export(path: str | Path) -> bool:
 def exported_config(path: str | Path) -> dict | None:
     """The hybridformer ModelConfig (as a dict) stored in an export's ``config.json``, if any."""
     try:
-        data = json.loads((Path(path) / CT2_CONFIG).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        data = structured.read(Path(path) / CT2_CONFIG, error=CheckpointError)
+    except CheckpointError:
         return None
     return data.get("hybridformer") if isinstance(data, dict) else None
 

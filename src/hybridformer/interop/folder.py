@@ -7,7 +7,6 @@ Weights are read tensor by tensor from ``model.safetensors`` (or shards listed i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +14,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
+from .. import structured
 from ..errors import CheckpointError
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: corrupt JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data
 
 
 class HFFolder:
@@ -37,7 +25,7 @@ class HFFolder:
         self.path = path
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{path}: not a Hugging Face model folder (no config.json) nor a .gguf file")
-        self.config = read_json(path / "config.json")
+        self.config = structured.read(path / "config.json", mapping=True, error=CheckpointError)
         self._where: dict[str, Path] = {}  # tensor -> file
         self._open: dict[Path, Any] = {}
         self._pickled: dict[str, Tensor] | None = None
@@ -48,7 +36,7 @@ class HFFolder:
         if single.is_file():
             self._where = dict.fromkeys(self._safetensors(single).keys(), single)
         elif index.is_file():
-            weight_map = read_json(index).get("weight_map")
+            weight_map = structured.read(index, mapping=True, error=CheckpointError).get("weight_map")
             if not isinstance(weight_map, dict):
                 raise CheckpointError(f"{index}: no weight_map")
             self._where = {name: self.path / file for name, file in weight_map.items()}
@@ -81,9 +69,16 @@ class HFFolder:
         return set(self._pickled) if self._pickled is not None else set(self._where)
 
     def get(self, name: str) -> Tensor:
+        """Tensor ``name`` as float32; an integer tensor (token ids, a quantized layout) is not a weight."""
         if self._pickled is not None:
-            return self._pickled[name].float()
-        try:
-            return self._safetensors(self._where[name]).get_tensor(name).float()
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{self._where[name]}: cannot read tensor {name} ({exc})") from None
+            tensor, where = self._pickled[name], self.path / "pytorch_model.bin"
+        else:
+            where = self._where[name]
+            try:
+                tensor = self._safetensors(where).get_tensor(name)
+            except (SafetensorError, OSError) as exc:
+                raise CheckpointError(f"{where}: cannot read tensor {name} ({exc})") from None
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{where}: tensor {name} is stored as {str(tensor.dtype).removeprefix('torch.')}; "
+                                  "weights must be floating point (a quantized or foreign layout)")
+        return tensor.float()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
 
+from .. import structured
 from ..errors import CheckpointError, ConfigError
 
 HIDDEN = "\ue000"  # marks target-only pieces; removed from every input, so they never match
@@ -42,7 +43,7 @@ def marian_tokenizer(folder: Path) -> Tokenizer:
     if not vocab_file.is_file():
         raise CheckpointError(f"{vocab_file}: missing (a Marian folder has source.spm, target.spm and vocab.json)")
     try:
-        vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+        vocab = structured.read(vocab_file, error=CheckpointError)
         proto = import_protobuf().ModelProto()
         proto.ParseFromString(source.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, OSError) as exc:

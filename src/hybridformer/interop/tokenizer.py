@@ -16,8 +16,8 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from .. import structured
 from ..errors import CheckpointError, ConfigError
-from .folder import read_json
 from .spm import marian_tokenizer
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token")
@@ -67,7 +67,8 @@ def from_folder(path: Path) -> TokenizerFiles:
         files.tokenizer = marian_tokenizer(path)
     else:
         return files
-    config = read_json(path / TOKENIZER_CONFIG) if (path / TOKENIZER_CONFIG).is_file() else {}
+    side = path / TOKENIZER_CONFIG
+    config = structured.read(side, mapping=True, error=CheckpointError) if side.is_file() else {}
     files.special = {key: text for key in SPECIAL_KEYS if (text := _token_text(config.get(key)))}
     template = path / "chat_template.jinja"
     files.chat_template = template.read_text(encoding="utf-8") if template.is_file() else config.get("chat_template")

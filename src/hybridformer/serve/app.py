@@ -21,8 +21,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data.text import decode_tokens, encode_source
+from ..engines import GenerationOptions
 from ..errors import HybridformerError
-from ..generation import GenerationOptions
 from .batcher import DynamicBatcher
 from .metrics import Metrics
 from .schemas import GenerateRequest, Unhonoured
@@ -67,7 +67,7 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 
 def create_app(decoder, settings: ServeSettings) -> FastAPI:
-    """A FastAPI app serving ``decoder`` (a torch ``Decoder`` or a ``Ct2Decoder``) under ``settings``."""
+    """A FastAPI app serving ``decoder`` (from :func:`~hybridformer.engines.load_engine`) under ``settings``."""
     metrics = Metrics("dynamic" if settings.batching else "off")
     batcher = DynamicBatcher(decoder, metrics, max_batch_tokens=settings.max_batch_tokens,
                              max_wait_ms=settings.max_wait_ms, batching=settings.batching)

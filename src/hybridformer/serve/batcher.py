@@ -3,8 +3,8 @@
 One worker thread owns the model; the event loop only queues jobs and hands back results, so
 ``/health`` and ``/metrics`` answer while a batch decodes. Jobs merge only when their decoding
 options are equal (a batch is one search), up to ``max_batch_tokens`` input tokens. Language-model
-prompts of different lengths merge under greedy search (:mod:`.ragged`: the common part is fed at
-once, the rest forced token by token, as CTranslate2 does); under beam search or n-gram blocking an
+prompts of different lengths merge under greedy search (the engine's ``stream`` decodes them in one
+batch); under beam search or n-gram blocking an
 LM job merges only with jobs of its prompt length. Sampling jobs always decode alone, from their
 own seeded generator, so a caller's sample never depends on who else was in the queue. A job with
 ``on_token`` receives each of its output tokens (in the worker thread) as soon as it is chosen, with the
@@ -18,15 +18,19 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import Tensor
 
-from ..generation import GenerationOptions
-from .engine import decode_rows, options_key
+from ..engines import GenerationOptions
+from ..engines.rows import ragged_ok
 from .metrics import Metrics
-from .ragged import ragged_ok
+
+
+def options_key(opts: GenerationOptions) -> tuple:
+    """Requests whose options share this key may be decoded in one batch (batch_tokens aside)."""
+    return tuple(sorted((k, v) for k, v in asdict(opts).items() if k != "batch_tokens"))  # batch_tokens: the server's
 
 OnToken = Callable[[int, int, Tensor | None], bool | None]  # (input, token, log-probs) -> end input; worker thread
 
@@ -190,7 +194,7 @@ class DynamicBatcher:
 
         self.metrics.running = len(sources)
         try:
-            outputs = decode_rows(self.decoder, sources, opts, generator, emit)
+            outputs = self.decoder.stream(sources, opts, generator, emit)
         finally:
             self.metrics.running = 0
         self.metrics.batch(len(batch), len(sources), sum(map(len, sources)), sum(map(len, outputs)))

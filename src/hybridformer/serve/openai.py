@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from torch import Tensor
 
 from ..data.chat import ChatTemplate
-from ..generation import GenerationOptions
+from ..engines import GenerationOptions
 from .app import RequestError, prepare, read_request, submit
 from .schemas import ChatRequest, CompletionRequest, Message, _OpenAIRequest
 from .textstream import TextStream

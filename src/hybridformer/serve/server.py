@@ -17,9 +17,9 @@ from pathlib import Path
 import uvicorn
 from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
 
+from ..engines import load_engine
 from ..errors import ConfigError
 from .app import ServeSettings, create_app
-from .engine import load_engine
 from .protocol import REFUSALS, connection_limits, guarded_protocol
 
 API_KEY_ENV = "HYBRIDFORMER_API_KEY"
@@ -56,8 +56,7 @@ def build_server(checkpoint: str | Path, settings: ServeSettings, *, host: str =
                  adapter: str | Path | None = None):
     """A ready ``uvicorn.Server`` for ``checkpoint`` (call ``.run()``; tests run it in a thread)."""
     check_settings(settings, port, log_level)
-    decoder = load_engine(checkpoint, engine=settings.engine, quantization=quantization, device=device,
-                          adapter=adapter)
+    decoder = load_engine(checkpoint, device, engine=settings.engine, quantization=quantization, adapter=adapter)
     settings.model_name = Path(checkpoint).name if settings.model_name == "hybridformer" else settings.model_name
     app = create_app(decoder, settings)
     cap, backlog = connection_limits(settings.max_connections)  # over the cap: closed at once (requests: 503)

@@ -28,9 +28,11 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, DataError
+from .. import structured
+from ..errors import CheckpointError, ConfigError, DataError, brief
 from ..lora import ADAPTER_WEIGHTS
-from .guard import check_no_links, recover, write_file
+from ..outputs import atomic_file
+from .guard import check_no_links, recover
 
 TRAINER_STATE = "trainer_state.pt"
 PREFIX = "step-"
@@ -85,14 +87,46 @@ class RunDir:
         kept = []
         for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
+                event = structured.parse(line, where=str(self.metrics), error=DataError)
+            except DataError:
                 continue  # the partial last line of a killed run
             if isinstance(event, dict) and isinstance(event.get("step", 0), int) and event.get("step", 0) <= step:
                 kept.append(line)
-        tmp = self.metrics.with_name(f".{self.metrics.name}.tmp")
-        write_file(tmp, "".join(line + "\n" for line in kept))
-        os.replace(tmp, self.metrics)
+        with atomic_file(self.metrics) as handle:
+            handle.write("".join(line + "\n" for line in kept))
+
+
+# What --resume may change: how long to train and how often to evaluate, log and save. Anything else (model,
+# data, seed, optimizer) would make the continuation differ from an uninterrupted run.
+RESUME_SAFE = ("train.max_steps", "train.eval_every", "train.log_every", "train.save_every", "train.keep_last",
+               "train.patience")
+
+
+def check_resumable_config(saved_file: Path, now: dict[str, Any]) -> None:
+    """``--resume`` continues exactly only with the config the run was started with (``RUN/config.yaml``),
+    apart from :data:`RESUME_SAFE`; any other change is a ConfigError naming the keys."""
+    if not saved_file.is_file():
+        return
+    saved = _flatten(structured.read(saved_file, yaml_syntax=True, mapping=True, error=ConfigError))
+    current = _flatten(now)
+    changed = [key for key in sorted(set(saved) | set(current))
+               if saved.get(key) != current.get(key) and key not in RESUME_SAFE]
+    if changed:
+        details = "; ".join(f"{key}: {brief(saved.get(key))} -> {brief(current.get(key))}" for key in changed[:4])
+        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise ConfigError(f"--resume: the config differs from {saved_file} in {details}{more}; a run continues "
+                          f"exactly only with its own settings (changeable: {', '.join(RESUME_SAFE)}); "
+                          "restore them or train into another --out")
+
+
+def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def is_complete(step_dir: Path) -> bool:
@@ -102,7 +136,8 @@ def is_complete(step_dir: Path) -> bool:
 
 
 def write_trainer_state(directory: Path, state: dict[str, Any]) -> None:
-    torch.save(state, directory / TRAINER_STATE)
+    with open(directory / TRAINER_STATE, "wb") as handle:  # a Python file: a full disk keeps its errno
+        torch.save(state, handle)
 
 
 def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
@@ -155,4 +190,5 @@ def write_error(exc: OSError, step: int, run: RunDir) -> DataError:
             "permissions, then --resume" if latest else "no checkpoint had been written yet")
     what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
             errno.EROFS: "the file system is read-only"}.get(exc.errno, exc.strerror or str(exc))
-    return DataError(f"cannot save step {step} in {run.checkpoints}: {what}; {kept}")
+    code = f" ({errno.errorcode.get(exc.errno, exc.errno)})" if exc.errno else ""
+    return DataError(f"cannot save step {step} to {exc.filename or run.checkpoints}: {what}{code}; {kept}")

@@ -29,9 +29,9 @@ from ..config import ExperimentConfig, ModelConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
 from ..data.tokenizer import copy_tokenizer_config
 from ..decoding import ModelScorer
+from ..engines.torch import TorchEngine
 from ..errors import CheckpointError, ConfigError
 from ..generation import GenerationOptions, stream_outputs
-from ..inference import Decoder
 from ..lora import (
     LoraLayers,
     adapter_base,
@@ -55,7 +55,7 @@ from .precision import resolve_precision, summed
 from .schedules import build_schedule
 from .setup import get_tokenizer
 from .signals import StopSignals
-from .state import RunDir, read_trainer_state, write_error, write_trainer_state
+from .state import RunDir, check_resumable_config, read_trainer_state, write_error, write_trainer_state
 
 
 @dataclass
@@ -110,6 +110,8 @@ class _Trainer:
         if env.is_main:
             run.recover(self.log)
         resume_from = self._check_run_dir(resume)
+        if resume_from is not None:
+            check_resumable_config(run.config, cfg.model_dump(mode="json"))
         self.objective = objective_for(cfg)
         raw = self.objective.read()
         if env.is_main and not (resume_from and run.tokenizer.exists()):
@@ -442,7 +444,7 @@ class _Trainer:
     def validation_bleu(self) -> float:
         """sacreBLEU of greedy outputs on the first ``train.eval_bleu`` validation pairs (same on every rank)."""
         model = self._export_model(None)
-        decoder = Decoder(ModelScorer(model), self.tokenizer, self.model_cfg, self.device, "validation")
+        decoder = TorchEngine(ModelScorer(model), self.tokenizer, self.model_cfg, self.device, "validation")
         sources, references = zip(*self.bleu_pairs, strict=True)
         hypotheses = list(stream_outputs(decoder, sources, GenerationOptions.parse({"beam": 1})))
         return bleu(hypotheses, list(references)).score

@@ -96,6 +96,10 @@ def rope_settings(hf: dict[str, Any]) -> RopeFields:
     params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
     base = params.get("rope_theta", hf.get("rope_theta", 10000.0))
     kind = params.get("rope_type", params.get("type", "default"))
+    legacy = hf.get("rope_scaling")
+    if isinstance(legacy, dict) and legacy.get("rope_type", legacy.get("type", kind)) != kind:
+        raise unsupported("rope_scaling.rope_type", legacy.get("rope_type", legacy.get("type")),
+                          f"beside rope_parameters.rope_type={kind!r}, transformers reads it; remove one of the two")
     partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
     if partial not in (None, 1, 1.0):
         raise unsupported("partial_rotary_factor", partial, "RoPE on part of each head is not implemented")

@@ -1,29 +1,32 @@
 """The ``ct2`` engine: decode with a CTranslate2 export under hybridformer's own text conventions.
 
-:class:`Ct2Decoder` offers what the torch decoder offers generation — ``tokenizer``, ``config``
-and ``decode_batch(sources, opts)`` from token ids to token ids — so ``generate``, ``evaluate`` and
-``serve`` switch engines with one flag and keep their input handling and output format. Greedy
+:class:`Ct2Engine` offers what the torch engine offers — ``tokenizer``, ``config``,
+``decode_batch(sources, opts)`` from token ids to token ids, ``stream`` and ``nll`` — so ``generate``,
+``evaluate`` and ``serve`` switch engines with one flag and keep their input handling and output format. Greedy
 search gives the torch engine's tokens exactly (tests/interop/test_ct2.py); beam search and
 sampling are CTranslate2's own (same options, its tie-breaking and random numbers).
 """
 
 from __future__ import annotations
 
-import json
+import sys
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
-from ..checkpoint import WEIGHTS, load_tokenizer
+from .. import structured
+from ..checkpoint import WEIGHTS, Checkpoint, load_tokenizer
 from ..config import ModelConfig, parse_config
 from ..data.chat import ChatTemplate, load_chat_template
+from ..data.text import token_batches
 from ..decoding.logits import max_lengths
 from ..errors import CheckpointError, ConfigError, DataError
-from .ct2 import (
+from ..inference import CheckpointLike
+from ..interop.ct2 import (
     CT2_CONFIG,
     QUANTIZATIONS,
     SINUSOID_ROWS,
@@ -32,10 +35,12 @@ from .ct2 import (
     is_ct2_export,
     require_ctranslate2,
 )
+from .options import GenerationOptions, refuse_penalties
+from .rows import Emit, ragged_ok, stream_rows
 
 
 @dataclass
-class Ct2Decoder:
+class Ct2Engine:
     """A CTranslate2 ``Translator`` (seq2seq) or ``Generator`` (LM) with its tokenizer and model config."""
 
     model: object
@@ -46,6 +51,22 @@ class Ct2Decoder:
     vocab: list[str] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
     chat_template: ChatTemplate | None = None  # a converted instruct model's, for generate --chat and serve
+
+    @classmethod
+    def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *,
+             purpose: str = "generate", weights: Sequence[float] | None = None, combine: str = "prob",
+             quantization: str | None = None, adapter: str | Path | None = None) -> Ct2Engine:
+        """One checkpoint (exported once into a cache beside it) or a CTranslate2 export, with ``quantization``."""
+        from ..lora import is_adapter_only
+
+        if adapter is not None or any(not isinstance(i, Checkpoint) and is_adapter_only(i) for i in checkpoints):
+            raise ConfigError("--engine ct2 runs plain checkpoints; fold the LoRA adapter in first: "
+                              "hybridformer merge --fold ADAPTER --out DIR")
+        if len(checkpoints) != 1 or weights is not None:
+            raise ConfigError(f"--engine ct2 runs one model; {purpose} an ensemble with --engine torch")
+        item = checkpoints[0]
+        path = item.path if isinstance(item, Checkpoint) else item
+        return load_ct2_engine(path, quantization=quantization, device=torch.device(device).type)
 
     def tokens(self, ids: list[int]) -> list[str]:
         return [self.vocab[i] for i in ids]
@@ -61,14 +82,15 @@ class Ct2Decoder:
                      on_token: Callable[[int, int], bool | None] | None = None) -> list[list[int]]:
         """Token ids of one batch in (seq2seq sources end with EOS), output token ids out, without EOS.
 
-        ``opts`` is a :class:`~hybridformer.generation.GenerationOptions`; output budgets are
+        ``opts`` is a :class:`~hybridformer.engines.options.GenerationOptions`; output budgets are
         the torch engine's ``a · src_len + b`` per input. Language-model prompts may have different
         lengths (CTranslate2 feeds the common part at once and forces the rest). Under greedy search
         and sampling a per-token callback stops each row at its own budget (one call for all greedy
         rows, no steps wasted past a short row's budget), and ``on_token(row, id)`` sees every token
-        as CTranslate2 generates it, EOS included (the caller filters: ``serve.ragged.RowEmitter``); when it
+        as CTranslate2 generates it, EOS included (the caller filters: ``engines.rows.RowEmitter``); when it
         answers True the row ends there (a stop string).
         """
+        refuse_penalties(opts)
         cfg = self.config
         if opts.sample and opts.seed is not None and generator is not None:
             require_ctranslate2().set_random_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
@@ -122,6 +144,21 @@ class Ct2Decoder:
                             "shorten the line")
         return rows - prefix if cfg.position == "learned" else min(cfg.max_positions, rows - prefix)
 
+    def ragged(self, opts: GenerationOptions, sources: list[list[int]]) -> bool:
+        """``generate`` batches LM prompts by length (CTranslate2 would force the longer prompts' tails)."""
+        return False
+
+    def stream(self, sources: list[list[int]], opts: GenerationOptions, generator: torch.Generator | None = None,
+               emit: Emit | None = None) -> list[list[int]]:
+        """Outputs per source, each token handed to ``emit(row, token)`` as CTranslate2 generates it (LM greedy
+        search and sampling); LM prompts of different lengths share a batch (CTranslate2 forces their tails)."""
+        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts, self.config.eos_id))
+
+    def nll(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> tuple[float, int]:
+        """Summed negative log-likelihood (nats) and tokens scored, as :meth:`score` defines them."""
+        log_probs = self.score(sources, targets)
+        return -sum(sum(row) for row in log_probs), sum(len(row) for row in log_probs)
+
     def score(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> list[list[float]]:
         """Teacher-forced log-probabilities: of ``targets + [EOS]`` given ``sources`` (seq2seq), or of
         ``sources[i][1:]`` (an LM scores its own text)."""
@@ -132,8 +169,8 @@ class Ct2Decoder:
         return [list(r.log_probs) for r in results]
 
 
-def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, device: str = "cpu",
-                     threads: int | None = None) -> Ct2Decoder:
+def load_ct2_engine(path: str | Path, *, quantization: str | None = None, device: str = "cpu",
+                    threads: int | None = None) -> Ct2Engine:
     """Open a CTranslate2 export, or an ordinary checkpoint exported once into ``<path>.ct2-<quantization>``
     beside it (float32 unless ``quantization``; re-exported when the checkpoint's weights are newer)."""
     ct2 = require_ctranslate2()
@@ -149,7 +186,9 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
         weights = path / WEIGHTS
         stale = not is_ct2_export(export) or (
             weights.is_file() and weights.stat().st_mtime > (export / CT2_CONFIG).stat().st_mtime)
-        if stale:
+        if stale:  # said on stderr: the export is a model-sized directory the user did not name
+            print(f"note: --engine ct2 exports {path} once into {export} (reused while the checkpoint is unchanged)",
+                  file=sys.stderr, flush=True)
             export_ct2(path, export, quantization=quantization or "float32", overwrite=True)
     config = parse_config(ModelConfig, exported_config(export))
     tokenizer = load_tokenizer(export)
@@ -157,13 +196,29 @@ def load_ct2_decoder(path: str | Path, *, quantization: str | None = None, devic
         raise CheckpointError(f"{export}: no tokenizer.json beside the CTranslate2 model")
     engine = ct2.Translator if config.is_seq2seq else ct2.Generator
     threads = threads or torch.get_num_threads()
-    model = engine(str(export), device=device, compute_type=compute_type, intra_threads=threads)
+    try:
+        model = engine(str(export), device=device, compute_type=compute_type, intra_threads=threads)
+    except RuntimeError as exc:  # a truncated or corrupt model.bin
+        raise CheckpointError(f"{export / 'model.bin'}: CTranslate2 cannot load it ({str(exc)[:200]}); "
+                              "export the checkpoint again") from None
     vocab_file = "shared_vocabulary.json" if config.is_seq2seq else "vocabulary.json"
-    vocab = json.loads((export / vocab_file).read_text())
-    return Ct2Decoder(model, tokenizer, config, str(export), torch.device("cpu"), vocab,
+    vocab = structured.read(export / vocab_file, error=CheckpointError)
+    return Ct2Engine(model, tokenizer, config, str(export), torch.device("cpu"), vocab,
                       {token: i for i, token in enumerate(vocab)}, load_chat_template(export))
 
 
 def ct2_cache(checkpoint: Path, quantization: str) -> Path:
     """Where an ordinary checkpoint's CTranslate2 export is cached: a folder beside it."""
     return checkpoint.parent / f"{checkpoint.name}.ct2-{quantization}"
+
+
+def _groups(sources: list[list[int]], opts: GenerationOptions, eos_id: int) -> list[list[int]]:
+    """Batches for CTranslate2's Generator: mixed prompt lengths under greedy search, except one-token prompts,
+    which batch apart (CTranslate2 4.8 then returns the longer prompts' second token as if generated)."""
+    lengths = [len(s) for s in sources]
+    if not ragged_ok(opts, sources, eos_id):
+        return list(token_batches(lengths, opts.batch_tokens, same_length=True))
+    groups = []
+    for part in ([i for i, n in enumerate(lengths) if n == 1], [i for i, n in enumerate(lengths) if n > 1]):
+        groups += [[part[j] for j in batch] for batch in token_batches([lengths[i] for i in part], opts.batch_tokens)]
+    return groups
