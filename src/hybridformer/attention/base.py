@@ -28,12 +28,12 @@ class AttentionKernel(nn.Module):
     cache positions, ``sliding_window:sink_positions=cache``); such a kernel's ``forward`` and ``step``
     also take the call's RoPE rotation as ``rope=`` (RoPE is otherwise applied before every kernel).
 
-    ``exact``: True for a kernel computing softmax attention over every unmasked key, as the dense
+    ``is_exact``: True for a kernel computing softmax attention over every unmasked key, as the dense
     reference does: another engine (CTranslate2) running plain attention then computes the same.
     """
 
     rotates_sinks = False
-    exact = False
+    is_exact = False
     left_padding = True  # step() takes start=: rows of left-padded prompts decode as if each were alone
 
     @classmethod

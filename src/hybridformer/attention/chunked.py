@@ -34,7 +34,7 @@ class ChunkedAttention(AttentionKernel):
     two break even at 32-64 queries).
     """
 
-    exact = True
+    is_exact = True
 
     fold_min_queries = 64
 

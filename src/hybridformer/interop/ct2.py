@@ -102,7 +102,7 @@ def ct2_blockers(ckpt: Checkpoint) -> list[str]:
         return problems
     kernels = sorted({_kernel(m).__class__.__name__ for m in model.modules()
                       if isinstance(m, MultiHeadAttention | CrossAttention)
-                      and not _kernel(m).exact})
+                      and not _kernel(m).is_exact})
     if kernels:
         problems.append(f"attention {', '.join(kernels)} (sparse, linear or low-rank): CTranslate2 computes full "
                         "softmax attention only")
