@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..fusion import distill as run_distill
+from ..train.distill import distill as run_distill
 from .options import parse_weights
 from .train import exit_status
 
