@@ -15,6 +15,7 @@ from hybridformer.longify import (
     LongifyPlan,
     longify,
     longify_checkpoint,
+    longify_config,
     parse_attention_spec,
     parse_layers,
     tile_positions,
@@ -228,6 +229,18 @@ def test_sink_positions_cache_is_refused_in_an_encoder():
     with pytest.raises(ConfigError, match="is for causal decoders"):
         longify_checkpoint(tiny("encoder_classifier", "rope"), LongifyPlan(
             parse_attention_spec("sliding_window:window=4,sink_positions=cache"), global_tokens=1))
+
+
+def test_layers_keep_their_own_rope_base() -> None:
+    """Gemma 3's local layers rotate with their own base: a new kernel on every layer keeps each layer's base."""
+    cfg = ModelConfig(arch="decoder_lm", vocab_size=40, d_model=16, heads=2, ffn_dim=32, position="rope",
+                      rope_base=1e6, decoder={"layers": 3, "layer_attention": {2: {"name": "full"}},
+                                              "attention": {"name": "sliding_window", "window": 3, "rope_base": 1e4}})
+    new, _ = longify_config(cfg, LongifyPlan(parse_attention_spec("sliding_window:window=8")))
+    assert [new.decoder.attention_of(i).rope_base for i in range(3)] == [1e4, 1e4, None]
+    assert {new.decoder.attention_of(i).options["window"] for i in range(3)} == {8}
+    partial, _ = longify_config(cfg, LongifyPlan(parse_attention_spec("full"), layers="0"))
+    assert (partial.decoder.attention_of(0).name, partial.decoder.attention_of(0).rope_base) == ("full", 1e4)
 
 
 @pytest.mark.parametrize("pattern", ["every:3", "local,local,global", "l,l,g,l,l,g"])

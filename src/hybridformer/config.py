@@ -45,6 +45,8 @@ class AttentionConfig(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     name: str = "full"
+    # this layer's own RoPE base, unscaled (Gemma 3's local layers: 10k beside 1M globally); None = the model's
+    rope_base: float | None = Field(None, gt=1.0)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -130,7 +132,7 @@ class RopeScaling(_Strict):
     scaling starts; None = ``model.max_positions``.
     """
 
-    type: Literal["linear", "dynamic", "ntk", "llama3", "yarn"]
+    type: Literal["linear", "dynamic", "ntk", "llama3", "yarn", "longrope"]
     factor: float = Field(gt=0.0)
     original_max_positions: int | None = Field(None, ge=1)
     low_freq_factor: float = 1.0  # llama3
@@ -139,12 +141,16 @@ class RopeScaling(_Strict):
     beta_slow: float = 1.0  # yarn
     attention_factor: float | None = None  # yarn: cos/sin scale; None = 0.1 ln(factor) + 1
     truncate: bool = True  # yarn: round the correction range to whole dimensions
+    short_factor: list[float] | None = None  # longrope: per-frequency factors up to original_max_positions
+    long_factor: list[float] | None = None  # longrope: past it
 
     @model_validator(mode="after")
     def _check(self) -> RopeScaling:
         if self.type == "llama3" and self.high_freq_factor <= self.low_freq_factor:
             raise ValueError(f"llama3 needs high_freq_factor > low_freq_factor, got {self.high_freq_factor} <= "
                              f"{self.low_freq_factor}")
+        if (self.type == "longrope") != (self.short_factor is not None and self.long_factor is not None):
+            raise ValueError("short_factor and long_factor are longrope's, and longrope needs both")
         return self
 
     def rotary_options(self, max_positions: int) -> dict[str, Any]:
@@ -195,6 +201,10 @@ class StackConfig(_Strict):
         """The self-attention of layer ``index``: its override, else the stack's."""
         return self.layer_attention.get(index, self.attention)
 
+    def attentions(self) -> dict[str, AttentionConfig]:
+        """Every self-attention setting of the stack by its key (``attention``, ``layer_attention.3``)."""
+        return {"attention": self.attention} | {f"layer_attention.{i}": a for i, a in self.layer_attention.items()}
+
     def layer_of(self, index: int) -> str:
         """The layer type of layer ``index``: its override, else the stack's."""
         return self.layer_types.get(index, self.layer)
@@ -217,8 +227,9 @@ class ModelConfig(_Strict):
     kv_heads: int | None = Field(None, ge=1)  # None = heads (MHA); 1 = MQA; in between = GQA
     ffn_dim: int = Field(1024, ge=1)
     activation: Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh"] = "relu"
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    norm_placement: Literal["pre", "post"] = "pre"
+    norm: Literal["layernorm", "rmsnorm", "offset_rmsnorm"] = "layernorm"  # offset_rmsnorm: x·(1 + w) (Gemma)
+    norm_placement: Literal["pre", "post", "sandwich"] = "pre"  # sandwich: pre-norm plus a norm on each branch
+    qk_norm: bool = False  # the model's norm on each head's queries and keys, before RoPE (LFM2, Qwen3, Gemma 3)
     residual: Literal["standard", "deepnet", "rezero"] = "standard"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     position: Position = "sinusoidal"
@@ -231,7 +242,6 @@ class ModelConfig(_Strict):
     attention_bias: bool = True  # biases of the attention projections (q, k, v, out)
     qkv_bias: bool | None = None  # biases of q, k, v (Qwen2: True, attention_bias False); None = attention_bias
     ffn_bias: bool = True  # biases of the feed-forward linears
-    qk_norm: bool = False  # RMSNorm over each query and key head before RoPE (LFM2, Qwen3)
     t5_buckets: int = Field(32, ge=4)  # half per direction, half of those exact: at least one exact bucket
     t5_max_distance: int = Field(128, ge=2)
     embed_scale: bool = True  # multiply embeddings by sqrt(d_model)
@@ -270,10 +280,20 @@ class ModelConfig(_Strict):
             raise ValueError(f"rope needs an even head dimension, got {self.attention_head_dim}")
         if self.rope_scaling is not None and self.position != "rope":
             raise ValueError(f"rope_scaling applies to position='rope', not {self.position!r}")
+        factors = self.rope_scaling and self.rope_scaling.short_factor
+        if factors and not len(factors) == len(self.rope_scaling.long_factor) == self.attention_head_dim // 2:
+            raise ValueError(f"rope_scaling.short_factor/long_factor need head_dim / 2 = "
+                             f"{self.attention_head_dim // 2} factors each")
+        own_base = [f"{role}.{where}" for role in ("encoder", "decoder")
+                    for where, attention in getattr(self, role).attentions().items() if attention.rope_base]
+        if own_base and self.position != "rope":
+            raise ValueError(f"{own_base[0]}.rope_base applies to position='rope', not {self.position!r}")
         if (self.encoder.layer_rope_scaling or self.decoder.layer_rope_scaling) and self.position != "rope":
             raise ValueError(f"layer_rope_scaling applies to position='rope', not {self.position!r}")
         if self.head_dim is not None and "lsra" in self.encoder.layer_kinds() | self.decoder.layer_kinds():
             raise ValueError("head_dim cannot be set with layer='lsra' (its attention branch derives its own)")
+        if self.qk_norm and "lsra" in (self.encoder.layer, self.decoder.layer):
+            raise ValueError("qk_norm cannot be set with layer='lsra' (its attention branch derives its own heads)")
         if self.residual == "deepnet" and self.norm_placement != "post":
             raise ValueError("residual='deepnet' scales a post-norm skip path; set norm_placement='post'")
         if self.t5_max_distance <= self.t5_buckets // 2:

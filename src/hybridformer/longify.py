@@ -184,12 +184,13 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
             raise ConfigError(f"--layers {plan.layers!r}: none of the chosen {role} layers has self-attention "
                               f"(those that do: {', '.join(map(str, attending))})")
         carried = _carry_dropout(stack, attention)
-        overrides = dict(stack.layer_attention)
+        new = {i: _keep_rope_base(carried, stack.attention_of(i)) for i in layers}
         if layers == list(range(stack.layers)):
-            update[role] = stack.model_copy(update={"attention": carried, "layer_attention": {}})
+            default = _keep_rope_base(carried, stack.attention)
+            overrides = {i: a for i, a in new.items() if a != default}  # layers rotating with their own base
+            update[role] = stack.model_copy(update={"attention": default, "layer_attention": overrides})
         else:
-            overrides.update({i: carried for i in layers})
-            update[role] = stack.model_copy(update={"layer_attention": overrides})
+            update[role] = stack.model_copy(update={"layer_attention": {**stack.layer_attention, **new}})
         if role in global_layers and scaling is not None:  # only the global layers read past the trained length
             rotations = {**stack.layer_rope_scaling, **dict.fromkeys(global_layers[role], RopeScaling(**scaling))}
             update[role] = update[role].model_copy(update={"layer_rope_scaling": rotations})
@@ -310,6 +311,11 @@ def _carry_dropout(stack: StackConfig, attention: AttentionConfig) -> AttentionC
     if old is None or "dropout" in attention.options or "dropout" not in _allowed_options(attention.name):
         return attention
     return AttentionConfig(name=attention.name, **{**attention.options, "dropout": old})
+
+
+def _keep_rope_base(attention: AttentionConfig, old: AttentionConfig) -> AttentionConfig:
+    """A layer keeps its own RoPE base (Gemma 3's local layers) whatever kernel it gets."""
+    return attention if old.rope_base is None else attention.model_copy(update={"rope_base": old.rope_base})
 
 
 def _allowed_options(name: str) -> list[str]:

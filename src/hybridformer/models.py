@@ -75,6 +75,8 @@ class Stack(nn.Module):
     over the summed embeddings (BART's ``layernorm_embedding``, BERT's embedding LayerNorm).
     With ``count_non_padding`` absolute positions count only each row's non-padding tokens and
     padding reads position -1 (RoBERTa's ``create_position_ids_from_input_ids``).
+    ``layer_ropes`` gives chosen layers their own rotation (their own RoPE scaling, or Gemma 3's local
+    layers' own base); each distinct one is computed once per call.
     """
 
     def __init__(
@@ -275,13 +277,14 @@ def build_stack(cfg: ModelConfig, stack_cfg: StackConfig, *, causal: bool, cross
                                        where=f"{where}.layer_attention.{index}")
     parts = LayerParts(
         d_model=cfg.d_model, heads=cfg.heads, kv_heads=cfg.num_kv_heads, ffn_dim=cfg.ffn_dim,
-        activation=cfg.activation, norm=cfg.norm, prenorm=cfg.norm_placement == "pre", dropout=cfg.dropout,
+        activation=cfg.activation, norm=cfg.norm, prenorm=cfg.norm_placement != "post", dropout=cfg.dropout,
+        sandwich=cfg.norm_placement == "sandwich", qk_norm=cfg.qk_norm,
         residual_scheme=cfg.residual, alpha=alpha, score_scale=cfg.score_scale,
         residual_multiplier=cfg.residual_multiplier,
         attention=stack_cfg.attention.name, attention_options=stack_cfg.attention.options,
         cross_attention=cfg.cross_attention.name, cross_attention_options=cfg.cross_attention.options,
         causal=causal, head_dim=cfg.head_dim, norm_eps=cfg.norm_eps, attention_bias=cfg.attention_bias,
-        qkv_bias=cfg.qkv_bias, ffn_bias=cfg.ffn_bias, qk_norm=cfg.qk_norm, **stack_cfg.conv.layer_parts(),
+        qkv_bias=cfg.qkv_bias, ffn_bias=cfg.ffn_bias, **stack_cfg.conv.layer_parts(),
         **stack_cfg.ssm.layer_parts(),
     )
     layers = [LAYERS[stack_cfg.layer_of(i)](_with_attention(parts, stack_cfg.attention_of(i)), cross)
@@ -310,21 +313,27 @@ def _absolute_positions(cfg: ModelConfig) -> nn.Module | None:
     return None
 
 
-def _rotary(cfg: ModelConfig, scaling: RopeScaling | None = None) -> RotaryEmbedding | None:
-    """The model's RoPE, or one with ``scaling`` instead of the model's ``rope_scaling``."""
+def _rotary(cfg: ModelConfig, scaling: RopeScaling | None = None, base: float | None = None) -> RotaryEmbedding | None:
+    """The model's RoPE, or one with ``scaling`` instead of the model's ``rope_scaling``, or with its own
+    ``base`` (an attention's ``rope_base``: unscaled unless ``scaling`` is given)."""
     if cfg.position != "rope":
         return None
-    scaling = scaling or cfg.rope_scaling
+    scaling = scaling or (cfg.rope_scaling if base is None else None)
     options = scaling.rotary_options(cfg.max_positions) if scaling is not None else {}
-    return RotaryEmbedding(cfg.attention_head_dim, cfg.rope_base, **options)
+    return RotaryEmbedding(cfg.attention_head_dim, base or cfg.rope_base, **options)
 
 
 def _layer_rotaries(cfg: ModelConfig, stack_cfg: StackConfig) -> dict[int, RotaryEmbedding]:
-    """The layers of ``layer_rope_scaling``, each equal scaling built once (its rotation is computed once)."""
-    built: dict[str, RotaryEmbedding] = {}
-    for scaling in stack_cfg.layer_rope_scaling.values():
-        built.setdefault(scaling.model_dump_json(), _rotary(cfg, scaling))
-    return {i: built[scaling.model_dump_json()] for i, scaling in stack_cfg.layer_rope_scaling.items()}
+    """The layers with their own RoPE (``layer_rope_scaling``, an attention's ``rope_base``), each distinct one
+    built once (its rotation is computed once per call)."""
+    built: dict[tuple, RotaryEmbedding] = {}
+    out = {}
+    for i in range(stack_cfg.layers):
+        scaling, base = stack_cfg.layer_rope_scaling.get(i), stack_cfg.attention_of(i).rope_base
+        if scaling is not None or base is not None:
+            key = (scaling.model_dump_json() if scaling else None, base)
+            out[i] = built.setdefault(key, _rotary(cfg, scaling, base))
+    return out
 
 
 def _score_bias(cfg: ModelConfig, *, bidirectional: bool) -> nn.Module | None:

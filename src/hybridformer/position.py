@@ -71,9 +71,9 @@ class RotaryEmbedding(nn.Module):
     """RoPE (Su et al., 2021): rotate pairs of q/k channels by position-dependent angles.
 
     ``scaling`` (see :mod:`hybridformer.rope_scaling`) stretches the frequencies for contexts longer
-    than the model was trained on; its knobs are keyword arguments. ``dynamic`` scaling depends on
-    the largest position of each call, so its frequencies are recomputed per call past
-    ``original_max_positions``.
+    than the model was trained on; its knobs are keyword arguments. ``dynamic`` and ``longrope``
+    scaling depend on the largest position of each call, so their frequencies are recomputed per call
+    past ``original_max_positions``.
     """
 
     def __init__(self, head_dim: int, base: float = 10000.0, *, scaling: str | None = None,
@@ -86,10 +86,10 @@ class RotaryEmbedding(nn.Module):
         self.left_padding = scaling != "dynamic"
 
     def frequencies(self, positions: Tensor) -> tuple[Tensor, float]:
-        if self.scaling == "dynamic" and len(positions):
+        if self.scaling in ("dynamic", "longrope") and len(positions):
             seq_len = int(positions.max()) + 1
             if seq_len > self.scaling_options["original_max_positions"]:
-                inv_freq, factor = scaled_inv_freq(self.head_dim, self.base, "dynamic", seq_len=seq_len,
+                inv_freq, factor = scaled_inv_freq(self.head_dim, self.base, self.scaling, seq_len=seq_len,
                                                    **self.scaling_options)
                 return inv_freq.to(self.inv_freq.device), factor
         return self.inv_freq, self.attention_factor

@@ -10,6 +10,8 @@ YaRN model computes the same angles). ``attention_factor`` multiplies cos and si
   ``original_max_positions`` (emozilla, 2023); recomputed per call from the largest position.
 - llama3: Llama 3.1's band-wise rule: long wavelengths divided by ``factor``, short kept, smooth between.
 - yarn (Peng et al., 2023): per-frequency blend of interpolation and extrapolation, plus an attention factor.
+- longrope (Ding et al., 2024; Phi-3's "su"): searched per-frequency factors, a short set up to
+  ``original_max_positions`` and a long set past it (chosen per call from the largest position).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-SCALINGS = ("linear", "dynamic", "ntk", "llama3", "yarn")
+SCALINGS = ("linear", "dynamic", "ntk", "llama3", "yarn", "longrope")
 
 
 def default_inv_freq(dim: int, base: float) -> Tensor:
@@ -84,10 +86,24 @@ def yarn_inv_freq(dim: int, base: float, *, factor: float, original_max_position
     return inv_freq, yarn_attention_factor(factor) if attention_factor is None else attention_factor
 
 
+def longrope_inv_freq(dim: int, base: float, *, factor: float, original_max_positions: int,
+                      short_factor: list[float], long_factor: list[float], attention_factor: float | None,
+                      seq_len: int) -> tuple[Tensor, float]:
+    """HF's ``_compute_longrope_parameters``: ``base^(2i/dim)`` times the i-th factor of the short set, or of
+    the long set once the sequence passes ``original_max_positions``; cos/sin scaled by
+    √(1 + ln(factor) / ln(original_max_positions))."""
+    factors = torch.tensor(long_factor if seq_len > original_max_positions else short_factor, dtype=torch.float32)
+    inv_freq = 1.0 / (factors * base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original_max_positions))
+    return inv_freq, attention_factor
+
+
 def scaled_inv_freq(dim: int, base: float, scaling: str | None, *, factor: float = 1.0,
                     original_max_positions: int = 2048, low_freq_factor: float = 1.0, high_freq_factor: float = 4.0,
                     beta_fast: float = 32.0, beta_slow: float = 1.0, attention_factor: float | None = None,
-                    truncate: bool = True, seq_len: int = 0) -> tuple[Tensor, float]:
+                    truncate: bool = True, short_factor: list[float] | None = None,
+                    long_factor: list[float] | None = None, seq_len: int = 0) -> tuple[Tensor, float]:
     """``(inv_freq (dim/2,), attention_factor)`` of RoPE scaled by ``scaling`` (None = plain RoPE)."""
     if scaling is None:
         return default_inv_freq(dim, base), 1.0
@@ -105,4 +121,8 @@ def scaled_inv_freq(dim: int, base: float, scaling: str | None, *, factor: float
         return yarn_inv_freq(dim, base, factor=factor, original_max_positions=original_max_positions,
                              beta_fast=beta_fast, beta_slow=beta_slow, attention_factor=attention_factor,
                              truncate=truncate)
+    if scaling == "longrope":
+        return longrope_inv_freq(dim, base, factor=factor, original_max_positions=original_max_positions,
+                                 short_factor=short_factor, long_factor=long_factor,
+                                 attention_factor=attention_factor, seq_len=seq_len)
     raise ValueError(f"unknown rope scaling {scaling!r}; allowed: {', '.join(SCALINGS)}")

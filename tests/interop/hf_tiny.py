@@ -28,6 +28,21 @@ def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module,
                              "original_max_position_embeddings": 16})),
         "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
         "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=5)),
+        "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16, attention_bias=True, tie_word_embeddings=False,
+                                                          rope_parameters={"rope_type": "default",
+                                                                           "rope_theta": 1e6})),
+        # 2 local layers (window 4) then 1 global one, each kind with its own RoPE base; a query scalar != head_dim
+        "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
+            num_hidden_layers=3, head_dim=16, sliding_window=4, query_pre_attn_scalar=12, pad_token_id=0,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})),
+        "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(pad_token_id=0, tie_word_embeddings=False, sliding_window=6)),
+        # LongRoPE: the short factors up to 16 positions, the long ones past them (factor 64 / 16)
+        "phi3-longrope": ("Phi3Config", "Phi3ForCausalLM", dict(
+            pad_token_id=0, original_max_position_embeddings=16,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.1, 1.5, 2.0],
+                             "long_factor": [1.0, 2.0, 4.0, 8.0], "original_max_position_embeddings": 16})),
         # LFM2: short-convolution layers around one attention layer; the FFN width derived as HF does (96 -> 64)
         "lfm2": ("Lfm2Config", "Lfm2ForCausalLM", dict(
             num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"], intermediate_size=96,
@@ -52,6 +67,8 @@ def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module,
                 param.normal_(std=0.1)
             elif (kind == "gpt2" and ".ln_" in name) or "norm" in name:  # norm weights too: a swap must show
                 param.normal_(1.0, 0.2)
+            elif kind in ("qwen3", "gemma3") and "norm" in name:  # so are swapped q/k or sandwich norms
+                param.normal_(0.0 if kind == "gemma3" else 1.0, 0.2)
             elif name.endswith(("dt_bias", "A_log", ".D")):  # Mamba-2's per-head constants, off their init
                 param.uniform_(-1.0, 1.0)
     model.save_pretrained(directory)
@@ -75,7 +92,8 @@ def converted_tiny(root: Path, text: list[str], kind: str = "llama") -> Path:
     tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=90, special_tokens=["<unk>", "<s>", "</s>"])
     tokenizer.train_from_iterator(text, trainer)
-    _, folder = save_tiny(kind, root / "hf", rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    rope = {} if kind == "gemma3" else {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}
+    _, folder = save_tiny(kind, root / "hf", **rope)
     tokenizer.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps(
         {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": CHAT_TEMPLATE}))
@@ -119,13 +137,23 @@ def llama_cpp_permute(weight, heads: int):
         weight.shape)
 
 
-def write_tiny_gguf(hf: torch.nn.Module, path: Path, **fields) -> Path:
-    """Write a transformers Llama as llama.cpp would: permuted q/k, Q8_0 matrices, metadata under ``llama.``."""
+_GGUF_EXTRA = {  # llama.cpp's per-layer names beyond the Llama ones
+    "qwen3": {"self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"},
+    "gemma3": {"self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+               "post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
+               "post_feedforward_layernorm": "post_ffw_norm"},
+}
+
+
+def write_tiny_gguf(hf: torch.nn.Module, path: Path, arch: str = "llama", quantized: bool = True, **fields) -> Path:
+    """Write a transformers model as llama.cpp would: Q8_0 matrices, metadata under ``ARCH.``; Llama's q/k rows
+    permuted, Gemma's norm weights stored as 1 + w (its converter's ``norm_shift``)."""
     from gguf import GGMLQuantizationType, GGUFWriter
     from gguf.quants import quantize
 
     cfg = hf.config
-    writer = GGUFWriter(str(path), "llama")
+    layer_names = _GGUF_LAYER | _GGUF_EXTRA.get(arch, {})
+    writer = GGUFWriter(str(path), arch)
     writer.add_name("tiny llama")
     writer.add_block_count(cfg.num_hidden_layers)
     writer.add_context_length(cfg.max_position_embeddings)
@@ -134,7 +162,13 @@ def write_tiny_gguf(hf: torch.nn.Module, path: Path, **fields) -> Path:
     writer.add_head_count(cfg.num_attention_heads)
     writer.add_head_count_kv(cfg.num_key_value_heads)
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    rope = cfg.rope_parameters.get("full_attention", cfg.rope_parameters)
+    writer.add_rope_freq_base(rope["rope_theta"])
+    if getattr(cfg, "head_dim", None):
+        writer.add_key_length(cfg.head_dim)
+        writer.add_value_length(cfg.head_dim)
+    if arch == "gemma3":
+        writer.add_sliding_window(cfg.sliding_window)
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_bos_token_id(cfg.bos_token_id)
     writer.add_eos_token_id(cfg.eos_token_id)
@@ -146,13 +180,15 @@ def write_tiny_gguf(hf: torch.nn.Module, path: Path, **fields) -> Path:
             gguf_name = _GGUF_GLOBAL[name]
         else:
             parts = name.split(".")
-            gguf_name = f"blk.{parts[2]}.{_GGUF_LAYER['.'.join(parts[3:-1])]}.{parts[-1]}"
-        if "q_proj" in name:
+            gguf_name = f"blk.{parts[2]}.{layer_names['.'.join(parts[3:-1])]}.{parts[-1]}"
+        if arch == "llama" and "q_proj" in name:
             array = llama_cpp_permute(array, cfg.num_attention_heads)
-        if "k_proj" in name:
+        if arch == "llama" and "k_proj" in name:
             array = llama_cpp_permute(array, cfg.num_key_value_heads)
+        if arch == "gemma3" and name.endswith("norm.weight"):
+            array = array + 1
         q8 = GGMLQuantizationType.Q8_0
-        if array.ndim == 2:
+        if array.ndim == 2 and quantized:
             writer.add_tensor(gguf_name, quantize(array, q8), raw_dtype=q8)
         else:
             writer.add_tensor(gguf_name, array)

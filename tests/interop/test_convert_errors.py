@@ -41,7 +41,8 @@ def edited(folder: Path, tmp_path: Path, **changes) -> Path:
 @pytest.mark.parametrize(("changes", "named"), [
     ({"model_type": "falcon"}, "model_type='falcon'"),
     ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
-    ({"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "factor": 2.0}}, "rope_scaling.rope_type"),
+    ({"rope_parameters": {"rope_type": "proportional", "rope_theta": 1e4, "factor": 2.0}}, "rope_scaling.rope_type"),
+    ({"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "factor": 2.0}}, "longrope needs both"),
     ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}},
      "partial_rotary_factor"),
     ({"quantization_config": {"quant_method": "gptq"}}, "quantization_config"),

@@ -95,3 +95,13 @@ def test_dynamic_rope_scaling_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="rope_scaling.type='dynamic'") as info:
         export_ct2(ckpt, tmp_path / "out")
     assert "\n" not in str(info.value) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("kind", "named"), [("gemma3", "sandwich"), ("qwen3", "qk_norm")])
+def test_architectures_without_a_ct2_export_are_refused_by_name(kind: str, named: str, tmp_path) -> None:
+    """Gemma 3 and Qwen3 normalise queries and keys, which this export does not write: refused, naming the
+    layer feature and the spec's own declaration."""
+    torch.manual_seed(0)
+    _, folder = save_tiny(kind, tmp_path / "hf")
+    problems = ct2_blockers(load_checkpoint(convert(folder, tmp_path / "ours")))
+    assert any(named in p for p in problems) and any("offers no CTranslate2 export" in p for p in problems)

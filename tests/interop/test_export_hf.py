@@ -20,7 +20,8 @@ from hybridformer.errors import ConfigError  # noqa: E402
 from hybridformer.interop import export, hf_blockers  # noqa: E402
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral", "llama-yarn", "gpt2", "lfm2", "granite-hybrid"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral", "llama-yarn", "gpt2", "lfm2", "granite-hybrid", "qwen3",
+                                  "gemma3", "phi3", "phi3-longrope"])
 def test_round_trip_identical_tensors_and_logits(kind: str, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -62,6 +63,9 @@ def test_own_llama_style_model_exports(tmp_path: Path) -> None:
     ({"residual": "deepnet", "norm_placement": "post"}, "residual='deepnet'"),
     ({"arch": "encoder_decoder"}, "arch='encoder_decoder'"),
     ({"position": "alibi"}, "position='alibi'"),
+    ({"decoder": {"layers": 1, "attention": {"name": "full", "rope_base": 500.0}}}, "decoder.attention.rope_base"),
+    ({"qk_norm": True}, "qk_norm=True"),
+    ({"norm_placement": "sandwich"}, "norm_placement='sandwich'"),
     ({"decoder": {"layers": 2, "layer_rope_scaling": {1: {"type": "yarn", "factor": 2}}}},
      "decoder.layer_rope_scaling"),
 ])
@@ -83,3 +87,14 @@ def test_cli_refusal_is_one_line(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "ckpt", build_model(cfg), cfg)
     result = run_entry("export", tmp_path / "ckpt", "--to", "hf", "--out", tmp_path / "out")
     assert_one_line_error(result, 2, "decoder.layer='lightconv'")
+
+
+@pytest.mark.parametrize(("kind", "hf_class"), [("gemma3", "Gemma3ForCausalLM"), ("qwen3", "Qwen3ForCausalLM")])
+def test_fine_tune_without_a_source_type_exports_as_its_layout(kind: str, hf_class: str, tmp_path: Path) -> None:
+    """A checkpoint whose meta.json does not name its source (a fine-tune) exports as the type that adopts its
+    layout: Qwen3's QK-norm or Gemma's sandwich norms are never dropped into a Llama."""
+    hf, folder = save_tiny(kind, tmp_path / "hf")
+    ckpt = convert(folder, tmp_path / "ours")
+    (ckpt / "meta.json").unlink()
+    export(ckpt, tmp_path / "back", to="hf")
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["architectures"] == [hf_class]

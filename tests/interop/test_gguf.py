@@ -50,6 +50,25 @@ def test_tiny_gguf_matches_transformers_loading_it(tiny_gguf: Path, tmp_path: Pa
     assert not ckpt.config.tie_embeddings and ckpt.tokenizer is None  # no tokenizer metadata in this file
 
 
+@pytest.mark.parametrize(("kind", "arch", "overrides"), [
+    ("qwen3", "qwen3", {}),
+    # llama.cpp's gemma3: a global layer every sixth, local base 10k, query scale 1/sqrt(head_dim)
+    ("gemma3", "gemma3", dict(num_hidden_layers=6, layer_types=None, query_pre_attn_scalar=16,
+                              rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                               "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})),
+])
+def test_modern_gguf_matches_the_model_it_was_written_from(kind: str, arch: str, overrides: dict,
+                                                           tmp_path: Path) -> None:
+    """Float tensors under llama.cpp's names and metadata (Gemma's norms shifted by one) convert to the same model."""
+    torch.manual_seed(0)
+    hf, _ = save_tiny(kind, tmp_path / "hf", **overrides)
+    path = write_tiny_gguf(hf, tmp_path / f"{kind}.gguf", arch=arch, quantized=False)
+    ckpt = load_checkpoint(convert(path, tmp_path / "ours"))
+    tokens = torch.randint(3, 96, (2, 14))
+    with torch.no_grad():
+        assert (ckpt.model(tokens) - hf(tokens).logits).abs().max() < 1e-4
+
+
 def test_unsupported_gguf_rope_scaling_is_named(tmp_path: Path) -> None:
     hf, _ = save_tiny("llama", tmp_path / "hf", head_dim=None, attention_bias=False, mlp_bias=False,
                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0})

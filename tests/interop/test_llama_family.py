@@ -1,7 +1,8 @@
-"""Llama, Mistral, Qwen2, GPT-2, LFM2 and Granite-4.0-H converted from tiny local transformers models: logits,
-greedy tokens and the cache agree with transformers (RoPE scaling, GQA, explicit head_dim, biases, tied/untied
-heads, sliding window, GPT-2's Conv1D weights and its padding outside the vocabulary, LFM2's short convolutions
-and QK-norm, Granite's Mamba-2 layers and multipliers)."""
+"""Llama, Mistral, Qwen2, Qwen3, Gemma 3, Phi-3, GPT-2, LFM2 and Granite-4.0-H converted from tiny local
+transformers models: logits, greedy tokens and the cache agree with transformers (RoPE scaling incl. LongRoPE, GQA,
+explicit head_dim, biases, tied/untied heads, sliding window, QK-norm, Gemma's sandwich (1 + w) norms and
+local/global layers with their own RoPE bases, Phi-3's fused projections, GPT-2's Conv1D weights and its padding
+outside the vocabulary, LFM2's short convolutions, Granite's Mamba-2 layers and multipliers)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from hybridformer.decoding.beam import beam_search  # noqa: E402
 from hybridformer.decoding.greedy import greedy_search  # noqa: E402
 from hybridformer.decoding.scorer import ModelScorer  # noqa: E402
 
-KINDS = ["llama", "llama-dynamic", "llama-yarn", "qwen2", "mistral", "gpt2", "lfm2", "granite-hybrid"]
+KINDS = ["llama", "llama-dynamic", "llama-yarn", "qwen2", "mistral", "gpt2", "lfm2", "granite-hybrid", "qwen3",
+         "gemma3", "phi3", "phi3-longrope"]
+LENGTH_DEPENDENT = ("dynamic", "longrope")  # RoPE whose frequencies change with the length of the call
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -61,8 +64,9 @@ def test_greedy_20_tokens_identical(pair) -> None:
 
 def test_cached_decoding_equals_full_forward(pair) -> None:
     hf, ckpt = pair
-    if ckpt.config.rope_scaling is not None and ckpt.config.rope_scaling.type == "dynamic":
-        pytest.skip("dynamic NTK changes past keys' frequencies with the length: cached and full differ by design")
+    if ckpt.config.rope_scaling is not None and ckpt.config.rope_scaling.type in LENGTH_DEPENDENT:
+        pytest.skip("dynamic NTK / LongRoPE change past keys' frequencies with the length: cached and full differ "
+                    "by design")
     tokens = padded_batch(ckpt.config.vocab_size, ckpt.config.pad_id, [24, 24])
     with torch.no_grad():
         full = ckpt.model(tokens)

@@ -27,9 +27,13 @@ class AttentionKernel(nn.Module):
     ``rotates_sinks``: True for a kernel that scores some keys from positions of its own (StreamingLLM's
     cache positions, ``sliding_window:sink_positions=cache``); such a kernel's ``forward`` and ``step``
     also take the call's RoPE rotation as ``rope=`` (RoPE is otherwise applied before every kernel).
+
+    ``is_exact``: True for a kernel computing softmax attention over every unmasked key, as the dense
+    reference does: another engine (CTranslate2) running plain attention then computes the same.
     """
 
     rotates_sinks = False
+    is_exact = False
     left_padding = True  # step() takes start=: rows of left-padded prompts decode as if each were alone
 
     @classmethod

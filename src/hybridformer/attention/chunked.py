@@ -34,6 +34,8 @@ class ChunkedAttention(AttentionKernel):
     two break even at 32-64 queries).
     """
 
+    is_exact = True
+
     fold_min_queries = 64
 
     def __init__(self, *, chunk_size: int = 256, dropout: float = 0.0) -> None:

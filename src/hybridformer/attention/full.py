@@ -23,6 +23,8 @@ class FullAttention(AttentionKernel):
     backward in torch 2.13 and a recompile per decoding shape (docs/RESULTS.md).
     """
 
+    is_exact = True
+
     def __init__(self, *, dropout: float = 0.0, chunk_size: int = 512) -> None:
         super().__init__()
         self.dropout = dropout

@@ -42,23 +42,23 @@ class MultiHeadAttention(_Attention):
 
     Positions come from the mixer context: rotary angles are applied to q and k, a relative
     score bias (ALiBi/T5) is handed to the kernel. In incremental decoding the kernel's own
-    state (``ctx.cache[self]``) holds the past. With ``qk_norm_eps`` each query and key head is
-    RMS-normalised before the rotation (QK-norm: LFM2, Qwen3), which bounds the attention logits.
+    state (``ctx.cache[self]``) holds the past. ``qk_norm`` (two norms over head_dim) normalises each
+    head's queries and keys before RoPE (QK-norm: Dehghani et al., 2023; Qwen3, Gemma 3).
     """
 
     def __init__(self, d_model: int, heads: int, kv_heads: int, kernel: AttentionKernel, *, bias: bool = True,
-                 qkv_bias: bool | None = None, head_dim: int | None = None, qk_norm_eps: float | None = None):
+                 qkv_bias: bool | None = None, head_dim: int | None = None,
+                 qk_norm: list[nn.Module] | None = None):
         super().__init__(d_model, heads, kv_heads, kernel, bias=bias, head_dim=head_dim)
         qkv_bias = bias if qkv_bias is None else qkv_bias
         self.qkv_proj = nn.Linear(d_model, (heads + 2 * kv_heads) * self.head_dim, bias=qkv_bias)
-        norms = qk_norm_eps is not None
-        self.q_norm = nn.RMSNorm(self.head_dim, eps=qk_norm_eps) if norms else None
-        self.k_norm = nn.RMSNorm(self.head_dim, eps=qk_norm_eps) if norms else None
+        self.q_norm, self.k_norm = qk_norm or (None, None)
 
     def forward(self, x: Tensor, ctx: MixerContext) -> Tensor:
         q_dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
         q, k, v = project(self.qkv_proj, x, ctx.cache).split([q_dim, kv_dim, kv_dim], dim=-1)
-        q, k, v = self.split_heads(q, self.heads), *(self.split_heads(t, self.kv_heads) for t in (k, v))
+        q, k = self.split_heads(q, self.heads), self.split_heads(k, self.kv_heads)
+        v = self.split_heads(v, self.kv_heads)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q = self.scale_queries(q)

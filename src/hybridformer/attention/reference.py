@@ -15,6 +15,8 @@ from .masks import allowed_mask
 class ReferenceAttention(AttentionKernel):
     """softmax(q kᵀ / √d + bias, masked) v, with the full (batch, heads, q, k) score tensor."""
 
+    is_exact = True
+
     def __init__(self, *, dropout: float = 0.0) -> None:
         super().__init__()
         self.dropout = dropout

@@ -36,6 +36,8 @@ class LayerParts:
     activation: str = "relu"
     norm: str = "layernorm"
     prenorm: bool = True
+    sandwich: bool = False  # pre-norm plus a norm on each branch's output (Gemma)
+    qk_norm: bool = False  # a norm on each head's queries and keys (Qwen3, Gemma 3)
     dropout: float = 0.0
     residual_scheme: str = "standard"  # standard | deepnet | rezero
     alpha: float = 1.0  # DeepNet skip weight (post-norm)
@@ -68,16 +70,18 @@ class LayerParts:
     qkv_bias: bool | None = None  # None = attention_bias
     ffn_bias: bool = True
     score_scale: float | None = None  # attention score scale; None = 1/√head_dim (T5: 1)
-    qk_norm: bool = False  # RMSNorm over each query and key head (LFM2, Qwen3)
 
     def norm_layer(self) -> nn.Module:
         return build_norm(self.norm, self.d_model, self.norm_eps)
 
     def self_attention(self, width: int | None = None) -> MultiHeadAttention:
         kernel = build_attention(self.attention, **self.attention_options)
+        head_dim = None if width else self.head_dim
+        qk_norm = None
+        if self.qk_norm:
+            qk_norm = [build_norm(self.norm, head_dim or self.d_model // self.heads, self.norm_eps) for _ in "qk"]
         return MultiHeadAttention(width or self.d_model, self.heads, self.kv_heads, kernel, bias=self.attention_bias,
-                                  qkv_bias=self.qkv_bias, head_dim=None if width else self.head_dim,
-                                  qk_norm_eps=self.norm_eps if self.qk_norm else None,
+                                  qkv_bias=self.qkv_bias, head_dim=head_dim, qk_norm=qk_norm,
                                   ).set_score_scale(self.score_scale)
 
     def cross_attention_mixer(self) -> CrossAttention:
@@ -93,6 +97,7 @@ class LayerParts:
         return Residual(
             body, None if rezero else self.norm_layer(), prenorm=self.prenorm, dropout=self.dropout,
             scale=scale * self.residual_multiplier, alpha=self.alpha, rezero=rezero,
+            post_norm=self.norm_layer() if self.sandwich else None,
         )
 
     def cross_sublayers(self, cross: bool) -> list[Residual]:

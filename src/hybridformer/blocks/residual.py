@@ -12,6 +12,7 @@ class Residual(nn.Module):
     """One residual sublayer around ``body`` (a mixer or an FFN, called as ``body(x, ctx)``).
 
     pre-norm:  x + s · f(norm(x))          post-norm:  norm(α · x + s · f(x))
+    sandwich:  x + s · post(f(norm(x)))   (Gemma 2/3: a second norm on the branch output)
     ``s`` is a fixed step (½ for Conformer's macaron FFNs); ``α`` is DeepNet's up-weighting of the
     skip path (Wang et al., 2022); with ``rezero`` there is no norm and f is gated by a learned
     scalar that starts at 0 (Bachlechner et al., 2020), so a deep stack starts as the identity.
@@ -19,16 +20,18 @@ class Residual(nn.Module):
 
     def __init__(
         self, body: nn.Module, norm: nn.Module | None, *, prenorm: bool = True, dropout: float = 0.0,
-        scale: float = 1.0, alpha: float = 1.0, rezero: bool = False,
+        scale: float = 1.0, alpha: float = 1.0, rezero: bool = False, post_norm: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.body, self.norm = body, norm if norm is not None else nn.Identity()
+        self.post_norm = post_norm
         self.prenorm, self.scale, self.alpha = prenorm or rezero, scale, alpha
         self.dropout = nn.Dropout(dropout)
         self.gate = nn.Parameter(torch.zeros(())) if rezero else None
 
     def branch(self, h: Tensor, ctx: MixerContext) -> Tensor:
-        out = self.dropout(self.body(h, ctx))
+        out = self.body(h, ctx)
+        out = self.dropout(out if self.post_norm is None else self.post_norm(out))
         if self.scale != 1.0:
             out = out * self.scale
         return out if self.gate is None else out * self.gate

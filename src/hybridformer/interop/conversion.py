@@ -110,6 +110,17 @@ def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple
     return cfg, rules
 
 
+def source_meta(checkpoint: str | Path) -> dict[str, Any]:
+    """A converted checkpoint's ``meta.json`` (its source and model type); empty for others."""
+    path = Path(checkpoint) / META
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def source_architecture(checkpoint: str | Path | None) -> Architecture | None:
+    """The spec of the architecture ``checkpoint`` was converted from, if any."""
+    return None if checkpoint is None else ARCHITECTURES.get(source_meta(checkpoint).get("model_type"))
+
+
 def check_layer_counts(data: dict[str, Any], available: set[str], where: Path) -> None:
     """A layer count must be backed by the tensors present, checked before any rule or model is laid out
     (``num_hidden_layers: 1000000000`` would otherwise list a billion rules)."""

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .. import structured
-from ..attention import ChunkedAttention, CrossAttention, FullAttention, MultiHeadAttention, ReferenceAttention
+from ..attention import CrossAttention, MultiHeadAttention
 from ..attention.head_subset import HeadSubsetKernel
 from ..checkpoint import TOKENIZER, Checkpoint, load_checkpoint, write_checkpoint_dir
 from ..config import ModelConfig
@@ -30,12 +30,12 @@ from ..ffn import GATED, FeedForward
 from ..outputs import prepare_output_dir
 from ..position import LearnedPositions, SinusoidalPositions
 from ..rope_scaling import default_inv_freq
+from .conversion import source_architecture
 
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "bfloat16")
 TOKENIZER_EXTRAS = ("tokenizer_config.json", "chat_template.jinja")
 CT2_CONFIG = "config.json"  # CTranslate2's; our ModelConfig rides along under the key "hybridformer"
 SINUSOID_ROWS = 2048  # rows of the sinusoidal table written into the export (its longest sequence)
-EXACT_KERNELS = (FullAttention, ReferenceAttention, ChunkedAttention)
 # ModelConfig fields the export reads; any other field must keep its default (ct2_blockers checks).
 UNDERSTOOD = {
     "arch", "vocab_size", "d_model", "heads", "kv_heads", "ffn_dim", "activation", "norm", "norm_placement",
@@ -77,6 +77,15 @@ def ct2_blockers(ckpt: Checkpoint) -> list[str]:
         if hybrid:
             problems.append(f"{role} layer type(s) {', '.join(hybrid)} (convolution/SSM/hybrid layers): CTranslate2 "
                             "runs Transformer layers only")
+    problems += [f"{role}.{where}.rope_base: CTranslate2 rotates every layer with the model's one RoPE base"
+                 for role in ("encoder", "decoder") for where, attention in getattr(cfg, role).attentions().items()
+                 if attention.rope_base is not None]
+    if cfg.norm_placement == "sandwich" or cfg.norm == "offset_rmsnorm":
+        problems.append(f"norm={cfg.norm!r}, norm_placement={cfg.norm_placement!r}: CTranslate2 has plain pre/post "
+                        "LayerNorm or RMSNorm only")
+    source = source_architecture(ckpt.path)
+    if source is not None and not source.ct2:
+        problems.append(f"model_type={source.model_type!r}: its spec offers no CTranslate2 export")
     if cfg.residual != "standard":
         problems.append(f"residual={cfg.residual!r} (DeepNet/ReZero scaling): CTranslate2 has plain residuals only")
     if cfg.quantization is not None:
@@ -93,7 +102,7 @@ def ct2_blockers(ckpt: Checkpoint) -> list[str]:
         return problems
     kernels = sorted({_kernel(m).__class__.__name__ for m in model.modules()
                       if isinstance(m, MultiHeadAttention | CrossAttention)
-                      and not isinstance(_kernel(m), EXACT_KERNELS)})
+                      and not _kernel(m).is_exact})
     if kernels:
         problems.append(f"attention {', '.join(kernels)} (sparse, linear or low-rank): CTranslate2 computes full "
                         "softmax attention only")

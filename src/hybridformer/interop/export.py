@@ -22,85 +22,41 @@ from ..checkpoint import (
     WEIGHTS,
     load_checkpoint,
     load_config_file,
-    load_meta,
-    load_weights,
     write_checkpoint_dir,
 )
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..outputs import prepare_output_dir
-from .hf import ARCHITECTURES
+from .conversion import source_meta
+from .hf import ARCHITECTURES, SPECS, Architecture
 from .hf.roundtrip import layout_blockers
 from .tokenizer import TOKENIZER_CONFIG
 
-EXPORTABLE = ("llama", "mistral", "qwen2")  # model types whose mapping can run backwards
-# export back to their source type (or, for a model trained here, the first whose layout it fits)
-CONVERTED_ONLY = ("bart", "mbart", "marian", "t5", "bert", "roberta", "gpt2", "lfm2", "granitemoehybrid")
 
-
-def hf_blockers(cfg: ModelConfig) -> list[str]:
-    """What in ``cfg`` Hugging Face's Llama/Mistral/Qwen2 cannot represent (empty: exportable)."""
-    problems = []
-    if cfg.arch != "decoder_lm":
-        problems.append(f"arch={cfg.arch!r} (export supports decoder-only Llama-family models)")
-    stack = cfg.decoder
-    layer_types = {"decoder.layer": stack.layer} | {f"decoder.layer_types.{i}": t for i, t in stack.layer_types.items()}
-    for where, kind in layer_types.items():
-        if kind != "transformer":
-            problems.append(f"{where}={kind!r} (convolution/SSM/hybrid layers)")
-    attentions = {f"decoder.attention={stack.attention.name!r}": stack.attention} | {
-        f"decoder.layer_attention.{i}={a.name!r}": a for i, a in stack.layer_attention.items()}
-    for where, attention in attentions.items():
-        windowed = attention.name == "sliding_window" and not attention.options.get("num_global")
-        if attention.name != "full" and not windowed:
-            problems.append(f"{where} (sparse, linear or low-rank attention)")
-    if stack.layer_attention:
-        problems.append("decoder.layer_attention (per-layer attention overrides)")
-    if stack.layer_rope_scaling:
-        problems.append("decoder.layer_rope_scaling (per-layer RoPE scaling)")
-    checks = {
-        "position": ("rope", "positions"), "norm": ("rmsnorm", "norm"), "norm_placement": ("pre", "norm placement"),
-        "residual": ("standard", "DeepNet/ReZero residuals"), "activation": ("swiglu", "FFN activation"),
-        "embed_scale": (False, "embedding scale"),
-    }
-    for name, (wanted, what) in checks.items():
-        if getattr(cfg, name) != wanted:
-            problems.append(f"{name}={getattr(cfg, name)!r} ({what})")
-    if cfg.pruned_heads:
-        problems.append("pruned_heads (heads pruned per layer)")
-    if cfg.quantization:
-        problems.append(f"quantization={cfg.quantization!r} (int8 weights)")
-    if cfg.rope_scaling is not None and cfg.rope_scaling.type == "ntk":
-        problems.append("rope_scaling.type='ntk' (static NTK has no Hugging Face equivalent)")
-    if cfg.qkv_bias is not None and cfg.qkv_bias != cfg.attention_bias and (cfg.attention_bias or not cfg.qkv_bias):
-        problems.append("qkv_bias/attention_bias combination")
-    return problems
-
-
-def model_type_of(cfg: ModelConfig, meta: dict[str, Any]) -> str:
-    """The HF ``model_type`` to write: the source's when converted, else what the layout says."""
-    if meta.get("model_type") in EXPORTABLE:
-        return meta["model_type"]
-    if cfg.qkv_bias and not cfg.attention_bias:
-        return "qwen2"
-    return "mistral" if cfg.decoder.attention.name == "sliding_window" else "llama"
-
-
-def fixed_layout_type(cfg: ModelConfig, meta: dict[str, Any]) -> str | None:
-    """The fixed-layout source type (BART ... GPT-2) a checkpoint exports to: the one it was converted from, or
-    for a fine-tune of a converted model (whose meta.json the trainer wrote) the first whose layout it fits."""
-    if meta.get("model_type") in CONVERTED_ONLY:
-        return meta["model_type"]
-    if meta.get("model_type") in EXPORTABLE or not hf_blockers(cfg):
-        return None  # a Llama layout exports as Llama (Granite-H's layout also admits one without mamba2 layers)
-    return next((name for name in CONVERTED_ONLY if _fits(cfg, name)), None)
-
-
-def _fits(cfg: ModelConfig, model_type: str) -> bool:
+def blockers(cfg: ModelConfig, arch: Architecture) -> list[str]:
+    """What in ``cfg`` the HF class of ``arch`` cannot represent (empty: exportable)."""
+    if arch.export_blockers is not None:
+        return arch.export_blockers(cfg)
     try:
-        return not layout_blockers(cfg, ARCHITECTURES[model_type])
-    except (KeyError, ValueError, ConfigError):  # a setting the type has no name for (an activation, a field)
-        return False
+        return layout_blockers(cfg, arch)
+    except (KeyError, ValueError, ConfigError) as exc:  # a setting the type has no name for (an activation, a field)
+        return [f"{arch.model_type} cannot hold this model ({exc})"]
+
+
+def export_architecture(cfg: ModelConfig, meta: dict[str, Any]) -> Architecture:
+    """The architecture to write: the source's when converted, else the first that adopts or claims ``cfg``
+    (a model made here, or a fine-tune of a converted model, whose meta.json the trainer wrote)."""
+    if meta.get("model_type") in ARCHITECTURES:
+        return ARCHITECTURES[meta["model_type"]]
+    claimed = next(arch for arch in SPECS if arch.claims is not None and arch.claims(cfg))
+    if not blockers(cfg, claimed):  # a Llama layout exports as Llama (Granite-H's layout also admits one)
+        return claimed
+    return next((arch for arch in SPECS if arch.adopts and not blockers(cfg, arch)), claimed)
+
+
+def hf_blockers(cfg: ModelConfig, meta: dict[str, Any] | None = None) -> list[str]:
+    """What stands in the way of exporting ``cfg`` to Hugging Face (empty: exportable)."""
+    return blockers(cfg, export_architecture(cfg, meta or {}))
 
 
 def hf_state(source: Path, weights: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -108,26 +64,16 @@ def hf_state(source: Path, weights: dict[str, Any] | None = None) -> tuple[str, 
     ConfigError listing what Hugging Face cannot represent (what ``export --to hf`` and ``--to gguf`` write).
     ``weights`` replace the checkpoint's own (its model with a LoRA adapter folded in)."""
     cfg = load_config_file(source)
-    meta = load_meta(source)
-    fixed = fixed_layout_type(cfg, meta)
-    problems = layout_blockers(cfg, ARCHITECTURES[fixed]) if fixed else hf_blockers(cfg)
+    arch = export_architecture(cfg, source_meta(source))
+    problems = blockers(cfg, arch)
     if problems:
         raise ConfigError(f"{source}: cannot export to Hugging Face: {'; '.join(problems)}")
-    model_type = fixed or model_type_of(cfg, meta)
-    if model_type == "qwen2" and not (cfg.qkv_bias and not cfg.attention_bias):
-        raise ConfigError(f"{source}: a qwen2 model has q/k/v biases only (qkv_bias=True, attention_bias=False)")
-    arch = ARCHITECTURES[model_type]
-    if weights is not None:
-        ours = dict(weights)
-    else:
-        ours = load_checkpoint(source).model.state_dict() if fixed else load_weights(source)  # tied names resolved
-    if cfg.tie_embeddings and not fixed:
-        ours.pop("output.weight", None)
+    ours = dict(weights) if weights is not None else load_checkpoint(source).model.state_dict()  # tied resolved
     tensors = {}
     for rule in arch.rules(cfg):
         tensors.update(rule.split(ours[rule.ours]))
     config = {**arch.hf_config(cfg), "architectures": [arch.hf_class], "torch_dtype": "float32"}
-    return model_type, config, tensors
+    return arch.model_type, config, tensors
 
 
 def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False,

@@ -4,7 +4,8 @@ Tensors are dequantized to float32 one at a time with the ``gguf`` package (the 
 mapped, so nothing else is read). llama.cpp's converter permutes the rows of the Llama q and k
 projections (its RoPE pairs adjacent channels, HF's ``rotate_half`` pairs the two halves); that
 permutation is undone here, exactly as transformers' GGUF loader does. The metadata becomes an HF
-config.json dict, so the Llama mapping in ``hf/llama.py`` serves both sources.
+config.json dict, so each architecture's mapping in ``hf/`` serves both sources; what differs per
+architecture (its name, extra tensors and metadata, the converter's changes) is its spec's ``gguf``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
+from .hf import GGUF_ARCHITECTURES
 
-ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}  # GGUF general.architecture -> HF model_type
 _LAYER = {
     "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
@@ -29,13 +30,15 @@ _GLOBAL = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight
 _BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 
 
-def hf_name(name: str) -> str:
-    """``blk.3.attn_q.weight`` -> ``model.layers.3.self_attn.q_proj.weight`` (unknown names stay as they are)."""
+def hf_name(name: str, extra: dict[str, str] | None = None) -> str:
+    """``blk.3.attn_q.weight`` -> ``model.layers.3.self_attn.q_proj.weight`` (unknown names stay as they are);
+    ``extra`` adds an architecture's own per-layer names."""
     if name in _GLOBAL:
         return _GLOBAL[name]
+    layer = _LAYER | (extra or {})
     match = _BLOCK.fullmatch(name)
-    if match and match.group(2) in _LAYER:
-        return f"model.layers.{match.group(1)}.{_LAYER[match.group(2)]}.{match.group(3)}"
+    if match and match.group(2) in layer:
+        return f"model.layers.{match.group(1)}.{layer[match.group(2)]}.{match.group(3)}"
     return name
 
 
@@ -77,11 +80,12 @@ class GGUFFile:
             raise CheckpointError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from None
         self.path = path
         arch = self.field("general.architecture")
-        if arch not in ARCHITECTURES:
+        if arch not in GGUF_ARCHITECTURES:
             raise ConfigError(f"{path}: GGUF general.architecture={arch!r} is not supported; supported: "
-                              f"{', '.join(ARCHITECTURES)}")
-        self.arch = arch
-        self._tensors = {hf_name(t.name): t for t in self.reader.tensors}
+                              f"{', '.join(GGUF_ARCHITECTURES)}")
+        self.arch, self.spec = arch, GGUF_ARCHITECTURES[arch]
+        self.layout = self.spec.gguf
+        self._tensors = {hf_name(t.name, self.layout.tensors): t for t in self.reader.tensors}
         self.config = self._config()
 
     def field(self, key: str, default: Any = None) -> Any:
@@ -92,7 +96,7 @@ class GGUFFile:
         a = self.arch
         heads = self.field(f"{a}.attention.head_count")
         config: dict[str, Any] = {
-            "model_type": ARCHITECTURES[a], "hidden_size": self.field(f"{a}.embedding_length"),
+            "model_type": self.spec.model_type, "hidden_size": self.field(f"{a}.embedding_length"),
             "intermediate_size": self.field(f"{a}.feed_forward_length"),
             "num_hidden_layers": self.field(f"{a}.block_count"), "num_attention_heads": heads,
             "num_key_value_heads": self.field(f"{a}.attention.head_count_kv", heads),
@@ -105,7 +109,9 @@ class GGUFFile:
             "bos_token_id": self.field("tokenizer.ggml.bos_token_id"),
             "eos_token_id": self.field("tokenizer.ggml.eos_token_id"),
             "pad_token_id": self.field("tokenizer.ggml.padding_token_id"),
-            "hidden_act": "silu",
+            "hidden_act": "silu",  # llama.cpp records biases only as tensors:
+            "attention_bias": "model.layers.0.self_attn.o_proj.bias" in self._tensors,
+            "mlp_bias": "model.layers.0.mlp.up_proj.bias" in self._tensors,
         }
         key_length = self.field(f"{a}.attention.key_length")
         if key_length is not None:
@@ -121,6 +127,8 @@ class GGUFFile:
             config["rope_scaling"] = {"rope_type": kind, "factor": self.field(f"{a}.rope.scaling.factor"),
                                       "original_max_position_embeddings":
                                           self.field(f"{a}.rope.scaling.original_context_length")}
+        if self.layout.config is not None:
+            config.update(self.layout.config(lambda key: self.field(f"{a}.{key}")))
         return config
 
     def keys(self) -> set[str]:
@@ -136,8 +144,8 @@ class GGUFFile:
             raise CheckpointError(f"{self.path}: cannot dequantize {tensor.name} "
                                   f"({tensor.tensor_type.name}: {exc})") from None
         weight = torch.from_numpy(array if array.flags.writeable else array.copy()).float()
-        if self.arch == "llama" and name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
+        if self.layout.permuted_qk and name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
             weight = unpermute(weight, self.config["num_attention_heads"])
-        elif self.arch == "llama" and name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
+        elif self.layout.permuted_qk and name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
             weight = unpermute(weight, self.config["num_key_value_heads"])
-        return weight
+        return weight if self.layout.weight is None else self.layout.weight(name, weight)

@@ -23,8 +23,7 @@ from ..attention.multihead import CrossAttention, MultiHeadAttention
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..ffn import FeedForward
-from ..interop.export import hf_blockers, model_type_of
-from ..interop.hf import ARCHITECTURES
+from ..interop.export import export_architecture, hf_blockers
 
 PEFT_PREFIX = "base_model.model."  # how PEFT prefixes module names in adapter_model.safetensors
 _HF_TARGETS = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate", "up_proj": "up",
@@ -81,10 +80,10 @@ def _split(module: str, targets: tuple[str, ...], sizes: tuple[int, ...]) -> lis
 
 def hf_module_names(cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, list[str]] | None:
     """Our linear module -> the Hugging Face modules it fuses, for a model ``export --to hf`` can write."""
-    if hf_blockers(cfg):
+    if hf_blockers(cfg, meta):
         return None
     names: dict[str, list[str]] = {}
-    for rule in ARCHITECTURES[model_type_of(cfg, meta)].rules(cfg):
+    for rule in export_architecture(cfg, meta).rules(cfg):
         theirs = [name.removesuffix(".weight") for name in rule.theirs]
         if rule.ours.endswith(".weight") and all(name.rsplit(".", 1)[-1] in _HF_TARGETS for name in theirs):
             names[rule.ours.removesuffix(".weight")] = theirs

@@ -97,6 +97,6 @@ def hf_config(cfg: ModelConfig, model_type: str = "bart") -> dict[str, Any]:
     }
 
 
-BART = Architecture(model_config, rules, hf_config, "BartForConditionalGeneration", TIED_COPIES)
-MBART = Architecture(model_config, rules, lambda cfg: hf_config(cfg, "mbart"), "MBartForConditionalGeneration",
-                     TIED_COPIES)
+BART = Architecture("bart", "BartForConditionalGeneration", model_config, rules, hf_config, TIED_COPIES, adopts=True)
+MBART = Architecture("mbart", "MBartForConditionalGeneration", model_config, rules,
+                     lambda cfg: hf_config(cfg, "mbart"), TIED_COPIES, adopts=True)

@@ -78,5 +78,6 @@ def hf_config(cfg: ModelConfig, model_type: str = "bert") -> dict[str, Any]:
     }
 
 
-BERT = Architecture(model_config, rules, hf_config, "BertModel", UNUSED)
-ROBERTA = Architecture(model_config, rules, lambda cfg: hf_config(cfg, "roberta"), "RobertaModel", UNUSED)
+BERT = Architecture("bert", "BertModel", model_config, rules, hf_config, UNUSED, adopts=True)
+ROBERTA = Architecture("roberta", "RobertaModel", model_config, rules, lambda cfg: hf_config(cfg, "roberta"), UNUSED,
+                       adopts=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
+
+from torch import Tensor
 
 from ...config import ModelConfig
 from ...errors import ConfigError
@@ -12,21 +15,48 @@ from ..rules import Rule
 
 
 @dataclass(frozen=True)
+class GGUFLayout:
+    """How llama.cpp writes an architecture: its ``general.architecture`` name and what its converter changed.
+
+    ``tensors`` adds per-layer GGUF names (``attn_q_norm`` ...) to the Llama ones in ``interop/gguf``;
+    ``config`` reads the metadata only this architecture has into config.json fields; ``weight(name, w)``
+    undoes what llama.cpp's converter did to a tensor (HF names; Gemma's norms are stored as 1 + w).
+    """
+
+    name: str
+    permuted_qk: bool = False  # q/k rows permuted for llama.cpp's RoPE (its Llama converter does this)
+    tensors: dict[str, str] = dataclass_field(default_factory=dict)
+    config: Callable[[Callable[[str], Any]], dict[str, Any]] | None = None
+    weight: Callable[[str, Tensor], Tensor] | None = None
+
+
+@dataclass(frozen=True)
 class Architecture:
-    """One Hugging Face ``model_type``: its config and tensor names, in both directions.
+    """One Hugging Face ``model_type``: everything the toolkit knows about it, in one object.
 
     ``model_config(hf)`` turns config.json into ModelConfig data (raising ConfigError naming any
     field that changes the computation and is not supported); ``rules(cfg)`` lists our tensors
-    and their sources; ``hf_config(cfg)`` is config.json for the export (None = no export).
+    and their sources (conversion runs them forwards, ``export --to hf`` backwards);
+    ``hf_config(cfg)`` is config.json for the export. ``export_blockers(cfg)`` says what the HF class
+    cannot hold; None = the round trip of ``hf/roundtrip.py`` decides. A checkpoint that does not
+    name its source type (trained here, or fine-tuned) exports as the first type, in registry order,
+    that ``adopts`` it (a round-trip fit) or, failing that, that ``claims`` it (the Llama family).
+    ``ct2``: whether ``export --to ct2`` is offered for it; ``gguf``: how llama.cpp's files of it read.
     """
 
+    model_type: str
+    hf_class: str  # the transformers class the export names in config.json ``architectures``
     model_config: Callable[[dict[str, Any]], dict[str, Any]]
     rules: Callable[[ModelConfig], list[Rule]]
-    hf_config: Callable[[ModelConfig], dict[str, Any]] | None = None
-    hf_class: str = ""  # the transformers class the export names in config.json ``architectures``
+    hf_config: Callable[[ModelConfig], dict[str, Any]]
     unused: tuple[str, ...] = ()  # source tensor names/prefixes that may be present and are not converted
     head: str | None = None  # a separate output projection's name: untied exactly when the source holds it (T5)
     prefix: str = ""  # the rules' names start with it; a bare base model saved without it is read with it (GPT-2)
+    export_blockers: Callable[[ModelConfig], list[str]] | None = None
+    adopts: bool = False
+    claims: Callable[[ModelConfig], bool] | None = None
+    ct2: bool = True
+    gguf: GGUFLayout | None = None
 
 
 def unsupported(field: str, value: Any, why: str) -> ConfigError:
@@ -55,6 +85,8 @@ _ROPE_KNOBS = {  # HF rope_parameters key -> RopeScaling field, per type
                "original_max_position_embeddings": "original_max_positions"},
     "yarn": {"beta_fast": "beta_fast", "beta_slow": "beta_slow", "attention_factor": "attention_factor",
              "original_max_position_embeddings": "original_max_positions", "truncate": "truncate"},
+    "longrope": {"short_factor": "short_factor", "long_factor": "long_factor", "attention_factor": "attention_factor",
+                 "original_max_position_embeddings": "original_max_positions"},
 }
 
 
@@ -84,6 +116,9 @@ def rope_settings(hf: dict[str, Any]) -> RopeFields:
         scaling["beta_slow"] = params.get("beta_slow") or 1.0
         if params.get("mscale") or params.get("mscale_all_dim"):
             raise unsupported("rope_scaling.mscale", params.get("mscale"), "DeepSeek's YaRN variant")
+    original = hf.get("original_max_position_embeddings")
+    if kind == "longrope" and scaling["factor"] is None and original:  # Phi-3: the ratio of the two lengths
+        scaling["factor"] = hf.get("max_position_embeddings", original) / original
     if scaling["factor"] is None:
         raise unsupported("rope_scaling.factor", None, f"{kind} scaling needs a factor")
     # HF's dynamic scaling starts past max_position_embeddings; llama3/yarn default to it too.

@@ -70,4 +70,5 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-GPT2 = Architecture(model_config, rules, hf_config, "GPT2LMHeadModel", head="lm_head.weight", prefix=PREFIX)
+GPT2 = Architecture("gpt2", "GPT2LMHeadModel", model_config, rules, hf_config, head="lm_head.weight", prefix=PREFIX,
+                    adopts=True)

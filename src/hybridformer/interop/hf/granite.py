@@ -130,4 +130,5 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-GRANITE_HYBRID = Architecture(model_config, rules, hf_config, "GraniteMoeHybridForCausalLM")
+GRANITE_HYBRID = Architecture("granitemoehybrid", "GraniteMoeHybridForCausalLM", model_config, rules, hf_config,
+                              adopts=True, ct2=False)

@@ -102,4 +102,4 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-LFM2 = Architecture(model_config, rules, hf_config, "Lfm2ForCausalLM")
+LFM2 = Architecture("lfm2", "Lfm2ForCausalLM", model_config, rules, hf_config, adopts=True, ct2=False)

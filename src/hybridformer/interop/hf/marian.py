@@ -41,4 +41,4 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     return config
 
 
-MARIAN = Architecture(model_config, rules, hf_config, "MarianMTModel", TIED_COPIES + POSITIONS)
+MARIAN = Architecture("marian", "MarianMTModel", model_config, rules, hf_config, TIED_COPIES + POSITIONS, adopts=True)

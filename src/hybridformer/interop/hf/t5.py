@@ -99,4 +99,5 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-T5 = Architecture(model_config, rules, hf_config, "T5ForConditionalGeneration", UNUSED, head="lm_head.weight")
+T5 = Architecture("t5", "T5ForConditionalGeneration", model_config, rules, hf_config, UNUSED, head="lm_head.weight",
+                  adopts=True)
