@@ -42,7 +42,7 @@ def distill(
       hybridformer distill --kind sequence --beam 5 --lenpen 1.2 --teacher a/avg5 --teacher b/avg5
       --weights @weights.json --with-references --config configs/multi30k-conformer-distilled.yaml --out runs/student
     """
-    from ..fusion import distill as run_distill
+    from ..train.distill import distill as run_distill
 
     result = run_distill(teacher, config, out, overrides=set_, kind=kind, alpha=alpha, temperature=temperature,
                          weights=parse_weights(weights), combine=combine, beam=beam, lenpen=lenpen,

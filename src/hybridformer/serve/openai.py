@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..data.chat import ChatTemplate
 from ..engines import GenerationOptions
-from .app import RequestError, prepare, read_request, submit
+from .requests import RequestError, prepare, read_request, submit
 from .schemas import ChatRequest, CompletionRequest, Message, _OpenAIRequest
 from .textstream import TextStream
 

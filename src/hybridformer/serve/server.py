@@ -19,8 +19,9 @@ from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
 
 from ..engines import load_engine
 from ..errors import ConfigError
-from .app import ServeSettings, create_app
+from .app import create_app
 from .protocol import REFUSALS, connection_limits, guarded_protocol
+from .requests import ServeSettings
 
 API_KEY_ENV = "HYBRIDFORMER_API_KEY"
 

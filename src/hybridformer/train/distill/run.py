@@ -3,11 +3,11 @@
 An ensemble decodes better but costs N models at inference; distillation moves (part of) its
 gain into one model (Hinton et al., 2015; Kim & Rush, 2016). Two kinds:
 
-- ``word`` (:class:`~hybridformer.fusion.kd_loss.WordDistillLoss`): at every target position the
+- ``word`` (:class:`~hybridformer.train.distill.kd_loss.WordDistillLoss`): at every target position the
   student's distribution is pulled toward the teachers' combined distribution (KL), mixed with the
   label loss by ``alpha``. The teachers run beside the student inside the normal trainer, plugged
   in as its ``loss``.
-- ``sequence`` (:mod:`~hybridformer.fusion.seqkd`): the teachers beam-decode the training sources
+- ``sequence`` (:mod:`~hybridformer.train.distill.seqkd`): the teachers beam-decode the training sources
   once (cached in the run directory) and the student trains on those outputs as references.
 
 Everything else is the normal trainer: run directory, checkpoints, EMA, exact ``resume``. The
@@ -26,18 +26,18 @@ from typing import Literal
 
 import torch
 
-from .. import structured
-from ..checkpoint import Checkpoint
-from ..config import ExperimentConfig, load_config
-from ..data.tokenizer import load_tokenizer_file
-from ..decoding.ensemble import Combine
-from ..errors import ConfigError
-from ..inference import check_same_vocabulary, load_checkpoints
-from ..outputs import prepare_run_dir
-from ..train import TrainResult, train
-from ..train.guard import RunLock
-from ..train.setup import model_config_for, read_raw
-from ..train.state import RunDir
+from ... import structured
+from ...checkpoint import Checkpoint
+from ...config import ExperimentConfig, load_config
+from ...data.tokenizer import load_tokenizer_file
+from ...decoding.ensemble import Combine
+from ...errors import ConfigError
+from ...inference import check_same_vocabulary, load_checkpoints
+from ...outputs import prepare_run_dir
+from ..guard import RunLock
+from ..setup import model_config_for, read_raw
+from ..state import RunDir
+from ..trainer import TrainResult, train
 from .kd_loss import WordDistillLoss, check_word_options
 from .seqkd import cache_meta, cached_data_config, teacher_targets, wait_for_cache, with_references
 

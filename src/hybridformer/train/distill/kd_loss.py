@@ -22,10 +22,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..decoding import output_log_probs
-from ..decoding.ensemble import Combine, combine_log_probs
-from ..errors import ConfigError
-from ..train.losses import LabelLoss
+from ...decoding import output_log_probs
+from ...decoding.ensemble import Combine, combine_log_probs
+from ...errors import ConfigError
+from ..losses import LabelLoss
 
 
 def kl_to_teacher(student_logits: Tensor, teacher_log_probs: Tensor, temperature: float = 1.0) -> Tensor:

@@ -18,10 +18,10 @@ from hybridformer.checkpoint import load_weights
 from hybridformer.cli import app
 from hybridformer.data.tasks import make_task
 from hybridformer.errors import CheckpointError, ConfigError
-from hybridformer.fusion import WordDistillLoss, distill, kl_to_teacher
-from hybridformer.fusion import seqkd as seqkd_module
 from hybridformer.generation import generate
 from hybridformer.train import label_smoothed_nll, read_metrics
+from hybridformer.train.distill import WordDistillLoss, distill, kl_to_teacher
+from hybridformer.train.distill import seqkd as seqkd_module
 from hybridformer.train.state import RunDir
 
 PAD = 0

@@ -23,12 +23,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import structured
-from ..checkpoint import Checkpoint
-from ..config import DataConfig
-from ..errors import DataError
-from ..generation import generate
-from ..outputs import atomic_file
+from ... import structured
+from ...checkpoint import Checkpoint
+from ...config import DataConfig
+from ...errors import DataError
+from ...generation import generate
+from ...outputs import atomic_file
 
 SEQKD_DIR = "seqkd"
 SHARD_SIZE = 1000  # sources per atomically written shard: the most an interruption can lose
