@@ -112,7 +112,8 @@ def test_position_offset_reads_later_rows() -> None:
 
 @pytest.mark.parametrize(("data", "match"), [
     ({"position": "sinusoidal", "rope_scaling": {"type": "linear", "factor": 2}}, "rope_scaling applies"),
-    ({"position": "rope", "rope_scaling": {"type": "longrope", "factor": 2}}, "rope_scaling.type"),
+    ({"position": "rope", "rope_scaling": {"type": "su", "factor": 2}}, "rope_scaling.type"),
+    ({"position": "rope", "rope_scaling": {"type": "longrope", "factor": 2}}, "longrope needs both"),
     ({"position": "rope", "rope_scaling": {"type": "linear", "factor": 0}}, "rope_scaling.factor"),
     ({"position": "rope", "heads": 4, "d_model": 32, "head_dim": 7}, "even head dimension"),
 ])
