@@ -85,7 +85,9 @@ def train(config: ExperimentConfig | str | Path, out: str | Path, *, overrides: 
     with RunLock(Path(out), enabled=int(os.environ.get("RANK", "0")) == 0):
         env = D.init_distributed(config.train.device)
         try:
-            return _Trainer(config, RunDir(out), env, resume=resume, progress=progress, loss=loss).run()
+            result = _Trainer(config, RunDir(out), env, resume=resume, progress=progress, loss=loss).run()
+            D.barrier(env)  # no rank tears its process group down while another still exchanges with it
+            return result
         finally:
             D.shutdown(env)
 
