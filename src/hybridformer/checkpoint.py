@@ -261,24 +261,15 @@ def check_architecture(config: ModelConfig, metadata: dict[str, str], path: Path
         saved = json.loads(metadata.get(ARCHITECTURE, "{}"))
     except json.JSONDecodeError:
         saved = {}
-    defaults = _flatten(type(config)().model_dump())
-    now = defaults | _flatten(_architecture(config))
-    then = defaults | _flatten(saved if isinstance(saved, dict) else {})
+    defaults = structured.flatten(type(config)().model_dump())
+    now = defaults | structured.flatten(_architecture(config))
+    then = defaults | structured.flatten(saved if isinstance(saved, dict) else {})
     changed = [f"{key}: {brief(then.get(key))} -> {brief(now.get(key))}"
                for key in sorted(set(now) | set(then)) if now.get(key) != then.get(key)]
     raise CheckpointError(f"{path / CONFIG} does not match the architecture its weights were saved with "
                           f"({'; '.join(changed[:4]) or 'fingerprint differs'}); restore config.json, or convert "
                           "the model with a hybridformer command instead of editing config.json")
 
-
-def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def weight_specs(path: str | Path) -> tuple[TensorSpecs, dict[str, str]]:

@@ -131,3 +131,14 @@ def _depth(data: Any) -> int:
             break
         stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
     return deepest
+
+
+def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``); an empty mapping stays a value."""
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

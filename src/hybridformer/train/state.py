@@ -107,8 +107,8 @@ def check_resumable_config(saved_file: Path, now: dict[str, Any]) -> None:
     apart from :data:`RESUME_SAFE`; any other change is a ConfigError naming the keys."""
     if not saved_file.is_file():
         return
-    saved = _flatten(structured.read(saved_file, yaml_syntax=True, mapping=True, error=ConfigError))
-    current = _flatten(now)
+    saved = structured.flatten(structured.read(saved_file, yaml_syntax=True, mapping=True, error=ConfigError))
+    current = structured.flatten(now)
     changed = [key for key in sorted(set(saved) | set(current))
                if saved.get(key) != current.get(key) and key not in RESUME_SAFE]
     if changed:
@@ -118,15 +118,6 @@ def check_resumable_config(saved_file: Path, now: dict[str, Any]) -> None:
                           f"exactly only with its own settings (changeable: {', '.join(RESUME_SAFE)}); "
                           "restore them or train into another --out")
 
-
-def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def is_complete(step_dir: Path) -> bool:
