@@ -549,12 +549,15 @@ class TrainConfig(_Strict):
     strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun with more than one process
     init_from: str | None = None  # checkpoint whose weights start the run (fine-tuning); unused on resume
     lora: LoraConfig | None = None  # train LoRA adapters on the frozen init_from model instead of all weights
-    base_precision: Literal["fp32", "bf16"] = "fp32"  # LoRA: how the frozen base weights are held
+    base_precision: Literal["fp32", "bf16", "int8"] = "fp32"  # LoRA: how the frozen base weights are held
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.lora is not None and self.init_from is None:
             raise ValueError("train.lora adapts a pretrained model: set train.init_from to its checkpoint")
+        if self.base_precision == "int8" and self.lora is None:
+            raise ValueError("train.base_precision=int8 holds the frozen base of a LoRA run in int8: it needs "
+                             "train.lora")
         if self.base_precision == "bf16" and (self.lora is None or self.precision != "bf16"):
             raise ValueError("train.base_precision=bf16 holds a frozen LoRA base in bf16 and computes in bf16: it "
                              "needs train.lora and train.precision=bf16")

@@ -124,6 +124,8 @@ class Int8WeightLinear(nn.Module):
         return _int8_from_linear(cls, linear)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():  # training through a frozen int8 base (LoRA): differentiable in x
+            return _Int8WeightMatmul.apply(x, self.weight_int8, self.weight_scale, self.bias)
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
         out = torch.ops.aten._weight_int8pack_mm(rows, self.weight_int8, self.weight_scale)
         out = out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
@@ -131,6 +133,25 @@ class Int8WeightLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=int8, weight-only"
+
+
+class _Int8WeightMatmul(torch.autograd.Function):
+    """``x Wᵀ + b`` for a frozen ``W = diag(scale) · W_int8``, differentiable in ``x`` only. Autograd through
+    a plain product would keep each layer's dequantised weight until the backward pass (the memory an int8
+    base is meant to save); this keeps only the int8 one and dequantises it again. Dequantise-then-multiply
+    measured 2.7x faster than ``_weight_int8pack_mm`` at training's row counts (2,048 rows, 1 thread)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight_int8: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor:
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        ctx.save_for_backward(weight_int8, scale)
+        out = (x.to(dtype) @ weight_int8.to(dtype).T) * scale.to(dtype)
+        return out if bias is None else out + bias.to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        weight_int8, scale = ctx.saved_tensors
+        return (grad * scale.to(grad.dtype)) @ weight_int8.to(grad.dtype), None, None, None
 
 
 def _int8_from_linear(cls: type[Int8Linear | Int8WeightLinear], linear: nn.Linear):

@@ -21,7 +21,9 @@ from hybridformer import convert, load_checkpoint  # noqa: E402
 from hybridformer.checkpoint import load_meta  # noqa: E402
 from hybridformer.config import LoraConfig  # noqa: E402
 from hybridformer.errors import CheckpointError  # noqa: E402
-from hybridformer.lora import add_lora, load_with_adapter, lora_layout, read_adapter  # noqa: E402
+from hybridformer.lora import add_lora, fold_into, hold_frozen, load_with_adapter, lora_layout, read_adapter  # noqa: E402
+from hybridformer.quantized import Int8WeightLinear  # noqa: E402
+from hybridformer.train import read_metrics  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +212,53 @@ def test_averaging_a_lora_run_averages_the_updates(lora_run, tmp_path: Path) -> 
     for name, weight in start.model.state_dict().items():
         expected = weight + (deltas[0][name] + deltas[1][name]) / 2 if name in deltas[0] else weight
         assert torch.allclose(averaged[name], expected, atol=1e-6), name
+
+
+INT8_LORA = LoraConfig(rank=4, alpha=8)  # the fixture's
+
+
+def adapted(base: Path, adapter, int8: bool) -> torch.nn.Module:
+    """The base with the adapter's LoRA layers as training builds them, the frozen base in int8 or float."""
+    ckpt = load_checkpoint(base)
+    layers = add_lora(ckpt.model, lora_layout(ckpt.model, ckpt.config, load_meta(base)), INT8_LORA)
+    if int8:
+        hold_frozen(ckpt.model, "int8")
+    layers.load(ckpt.model, adapter, INT8_LORA)
+    return ckpt.model
+
+
+def test_int8_base_trains_and_equals_the_dequantised_base_plus_adapter(lora_run, tmp_path: Path) -> None:
+    from hybridformer import train
+
+    base, recipe, _ = lora_run
+    result = train(recipe, tmp_path / "int8", overrides=["train.base_precision=int8", "train.max_steps=12",
+                                                         "train.lr=0.05", "train.log_every=1", "train.eval_every=12"])
+    assert result.status == "completed"
+    losses = [e["loss"] for e in read_metrics(tmp_path / "int8" / "metrics.jsonl") if e["kind"] == "train"]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3]) - 0.1, losses
+    adapter = read_adapter(tmp_path / "int8" / "checkpoints" / "best")
+
+    int8 = adapted(base, adapter, int8=True)
+    held = {name: m.weight_int8.float() * m.weight_scale.float()[:, None]
+            for name, m in int8.named_modules() if isinstance(m, Int8WeightLinear)}
+    adapted_layers = [name for name in held if name.endswith(".base_layer")]
+    assert len(adapted_layers) == 4 * 2 and len(held) == 4 * 2 + 1  # qkv, o, gate-up, down; the untied output
+    reference = adapted(base, adapter, int8=False)
+    dequantised = load_checkpoint(base)
+    for name, weight in held.items():
+        reference.get_submodule(name).weight.data = weight
+        dequantised.model.get_submodule(name.removesuffix(".base_layer")).weight.data = weight.clone()
+    folded = fold_into(dequantised, adapter).model
+
+    tokens = torch.randint(3, 90, (2, 7))
+    outs = [model(tokens) for model in (int8, reference)]
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(outs[0], folded(tokens), atol=1e-4)
+        assert torch.allclose(int8(tokens), outs[1], atol=5e-2)  # inference: the int8 kernel, in bf16
+    for out in outs:
+        out.square().mean().backward()
+    grads = [{n: p.grad for n, p in model.named_parameters() if p.requires_grad} for model in (int8, reference)]
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 2 * len(adapted_layers)
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-6), name

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..config import LoraConfig
 from ..errors import ConfigError
+from ..quantized import Int8WeightLinear
 from .adapter import Adapter, peft_module
 from .layout import PEFT_PREFIX, Layout, chosen_parts
 
@@ -83,10 +84,16 @@ def add_lora(model: nn.Module, layout: Layout, lora: LoraConfig) -> LoraLayers:
     return LoraLayers(parts, lora.rank)
 
 
-def hold_frozen(model: nn.Module, dtype: torch.dtype) -> None:
-    """Store the frozen projection weights in ``dtype`` (bf16 halves the base's memory); embeddings, norms,
-    buffers and the adapters keep their precision (the computation runs under autocast)."""
+def hold_frozen(model: nn.Module, precision: str) -> None:
+    """Store the frozen projection weights in ``precision`` to shrink the base: ``bf16`` halves it (the
+    computation runs under autocast), ``int8`` quarters it (symmetric per output channel, weight-only:
+    :class:`~hybridformer.quantized.Int8WeightLinear`, differentiable in its input). Embeddings (and an output
+    layer tied to them), norms, buffers and the adapters keep their precision."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    for module in model.modules():
-        if isinstance(module, nn.Linear) and not module.weight.requires_grad and id(module.weight) not in embeddings:
-            module.weight.data = module.weight.data.to(dtype)
+    frozen = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+              if isinstance(child, nn.Linear) and not child.weight.requires_grad and id(child.weight) not in embeddings]
+    for parent, name, linear in frozen:
+        if precision == "int8":
+            setattr(parent, name, Int8WeightLinear.from_linear(linear))
+        else:
+            linear.weight.data = linear.weight.data.to(torch.bfloat16)

@@ -200,8 +200,9 @@ class _Trainer:
         self.lora_base = (adapter_base(init) if is_adapter_only(init) else init).resolve()
         self._init_weights(model, self.lora_base)
         self.lora = add_lora(model, lora_layout(model, self.model_cfg, load_meta(self.lora_base)), self.t.lora)
-        if self.t.base_precision == "bf16":
-            hold_frozen(model, torch.bfloat16)
+        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        if self.t.base_precision != "fp32":
+            hold_frozen(model, self.t.base_precision)
         source = resume_from or (init if is_adapter_only(init) else None)
         if source is not None:
             if resume_from is not None:
@@ -209,7 +210,6 @@ class _Trainer:
             self.lora.load(model, read_adapter(source), self.t.lora)
             self.log(f"{'resuming' if resume_from else 'adapter initialised'} from {source}")
         trained = sum(t.numel() for t in self.lora.tensors(dict(model.named_parameters())).values())
-        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
         self.log(f"LoRA: {trained:,} adapter parameters on a frozen base of {frozen:,} "
                  f"(rank {self.t.lora.rank}, {', '.join(self.t.lora.targets)}; base {self.t.base_precision})")
         return read_trainer_state(resume_from) if resume_from else None
