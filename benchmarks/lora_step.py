@@ -2,7 +2,7 @@
 process, optimizer steps interleaved (full, LoRA, full, LoRA, ...) on the same batch, each timed in process
 CPU seconds (one thread) and wall seconds, so machine contention hits both alike. bf16 autocast, fused AdamW,
 as the SciTLDR recipe trains. Peak memory needs one process per mode: ``--only full|lora`` runs a single
-mode and prints its peak RSS.
+mode and prints its peak RSS. ``--base bf16|int8`` holds LoRA's frozen base as ``train.base_precision`` does.
 
     python benchmarks/lora_step.py runs/smollm2 --rounds 3 --batch 4 --tokens 512
 """
@@ -20,16 +20,18 @@ import torch
 from hybridformer import load_checkpoint
 from hybridformer.checkpoint import load_config_file, load_meta
 from hybridformer.config import LoraConfig
-from hybridformer.lora import add_lora, lora_layout
+from hybridformer.lora import add_lora, hold_frozen, lora_layout
 from hybridformer.train.trainer import enable_activation_checkpointing
 
 
-def make(checkpoint: str, lora: bool, recompute: bool = False):
+def make(checkpoint: str, lora: bool, recompute: bool = False, base: str = "fp32"):
     ckpt = load_checkpoint(checkpoint)
     if recompute:
         enable_activation_checkpointing(ckpt.model)
     if lora:
         add_lora(ckpt.model, lora_layout(ckpt.model, ckpt.config, load_meta(checkpoint)), LoraConfig(rank=16))
+        if base != "fp32":
+            hold_frozen(ckpt.model, base)
     params = [p for p in ckpt.model.parameters() if p.requires_grad]
     return ckpt.model.train(), torch.optim.AdamW(params, lr=1e-5, fused=True), sum(p.numel() for p in params)
 
@@ -52,11 +54,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--only", choices=["full", "lora"])
     parser.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
+    parser.add_argument("--base", choices=["fp32", "bf16", "int8"], default="fp32", help="LoRA's frozen base")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     modes = [args.only] if args.only else ["full", "lora"]
-    runs = {mode: make(args.checkpoint, mode == "lora", args.activation_checkpointing) for mode in modes}
+    runs = {mode: make(args.checkpoint, mode == "lora", args.activation_checkpointing, args.base) for mode in modes}
     tokens = torch.randint(3, load_config_file(args.checkpoint).vocab_size, (args.batch, args.tokens + 1))
     times: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     for round_ in range(args.rounds + 1):  # round 0 warms up

@@ -538,6 +538,8 @@ class TrainConfig(_Strict):
     accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step
     precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16 = autocast; auto = probe at start-up, keep faster
     activation_checkpointing: bool = False
+    # decoder LM: the loss over this many positions at a time, each chunk's logits recomputed in backward
+    loss_chunk: int | None = Field(None, ge=1)
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # e.g. 0.999: EMA of the weights
     eval_every: int = Field(200, ge=1)
     eval_bleu: int = Field(0, ge=0)  # seq2seq: greedy-decode this many validation pairs and log BLEU (0 = off)

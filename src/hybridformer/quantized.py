@@ -10,7 +10,9 @@ chosen by measurement on CPU (1 thread, SmolLM2-135M's shapes; docs/compression.
   torchao's per-channel helper.
 - ``int8_weight`` (:class:`Int8WeightLinear`): the same int8 weights, bf16 activations that are never
   quantized, ``_weight_int8pack_mm`` (torchao's CPU int8 weight-only kernel): slower than FBGEMM at
-  batch 8, but accurate on models with activation outliers (LLMs), where dynamic int8 is not.
+  batch 8, but accurate on models with activation outliers (LLMs), where dynamic int8 is not. It is also
+  the frozen base of LoRA training (``train.base_precision=int8``): with gradients on, it is differentiable
+  in its input.
 - ``int4`` (:class:`Int4Linear`): 4-bit weights in groups of 32 input channels with a scale and a zero
   each, bf16 activations, ``_weight_int4pack_mm_for_cpu`` (what torchao's CPU int4 layout runs).
 - ``bf16`` (:class:`BF16Linear`): bf16 weights and products, float everywhere else.

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hybridformer.errors import ConfigError
-from hybridformer.train.losses import label_smoothed_nll
+from hybridformer.train.losses import chunked_label_nll, label_smoothed_nll
 from hybridformer.train.schedules import build_schedule
 
 
@@ -38,3 +38,23 @@ def test_schedules_by_hand():
     assert all(math.isfinite(inv(s)) for s in range(1, 50))
     with pytest.raises(ConfigError, match="allowed"):
         build_schedule("step", lr=1.0, warmup_steps=0, total_steps=1)
+
+
+def test_chunked_loss_equals_the_whole_loss_and_its_gradients():
+    torch.manual_seed(0)
+    output = torch.nn.Linear(8, 13, bias=False)
+    states = torch.randn(2, 7, 8, requires_grad=True)
+    target = torch.randint(1, 13, (2, 7))
+    target[1, 4:] = 0  # ignored
+    grads = []
+    for chunk in (None, 3):  # 14 positions: chunks of 3, 3, 3, 3, 2
+        if chunk is None:
+            sums = label_smoothed_nll(output(states), target, epsilon=0.1, ignore_index=0)
+        else:
+            sums = chunked_label_nll(states, output, target, chunk=chunk, epsilon=0.1, ignore_index=0)
+        sums[0].backward()
+        grads.append((sums, states.grad.clone(), output.weight.grad.clone()))
+        states.grad, output.weight.grad = None, None
+    (whole, *whole_grads), (chunked, *chunked_grads) = grads
+    for a, b in zip([*whole, *whole_grads], [*chunked, *chunked_grads], strict=True):
+        torch.testing.assert_close(a, b)

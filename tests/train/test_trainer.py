@@ -86,6 +86,19 @@ def test_activation_checkpointing_changes_nothing(tmp_path, tiny_config):
     assert plain.step == ckpt.step == 3
 
 
+def test_chunked_loss_changes_nothing(tmp_path, tiny_config):
+    text = tmp_path / "text.txt"
+    text.write_text("To be, or not to be, that is the question:\n" * 40)
+    lm = ("model.arch=decoder_lm", "data.builtin=null", f"data.train_file={text}", "data.tokenizer_kind=char",
+          "data.block_size=32", "data.max_tokens=128", "train.max_steps=3", "train.eval_every=3")
+    plain = train(tiny_config(*lm), tmp_path / "a")
+    chunked = train(tiny_config(*lm, "train.loss_chunk=20"), tmp_path / "b")
+    assert _losses(tmp_path / "a") == pytest.approx(_losses(tmp_path / "b"), rel=1e-5)
+    assert plain.best_valid_loss == pytest.approx(chunked.best_valid_loss, rel=1e-5)
+    with pytest.raises(ConfigError, match="decoder LM"):
+        train(tiny_config("train.max_steps=1", "train.loss_chunk=20"), tmp_path / "c")
+
+
 def test_bf16_and_accumulation_run(tmp_path, tiny_config):
     result = train(tiny_config("train.max_steps=2", "train.precision=bf16", "train.accumulate=2"), tmp_path / "r")
     assert result.status == "completed" and all(math.isfinite(v) for v in _losses(tmp_path / "r").values())

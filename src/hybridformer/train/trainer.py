@@ -49,7 +49,7 @@ from . import distributed as D
 from .ema import EMA
 from .guard import RunLock, write_file
 from .logging import MetricsLog, ProgressBar
-from .losses import TrainLoss, label_smoothed_nll
+from .losses import TrainLoss, chunked_label_nll, label_smoothed_nll
 from .objectives import objective_for
 from .precision import resolve_precision, summed
 from .schedules import build_schedule
@@ -115,6 +115,9 @@ class _Trainer:
         if resume_from is not None:
             check_resumable_config(run.config, cfg.model_dump(mode="json"))
         self.objective = objective_for(cfg)
+        if self.t.loss_chunk is not None and (cfg.model.arch != "decoder_lm" or env.world_size > 1 or loss):
+            raise ConfigError("train.loss_chunk computes a decoder LM's own loss in one process: unset it for "
+                              "this model, under torchrun, or with a custom training loss")
         raw = self.objective.read()
         if env.is_main and not (resume_from and run.tokenizer.exists()):
             run.root.mkdir(parents=True, exist_ok=True)
@@ -373,9 +376,15 @@ class _Trainer:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in collate(examples, self.model_cfg.pad_id).items()}
         bf16 = (precision or self.precision) == "bf16"
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        target, ignore_index = self.objective.targets(batch)
+        if self.t.loss_chunk is not None:
+            model = D.unwrap(self.model)
+            with autocast:
+                sums = chunked_label_nll(model.states(batch["tgt_in"]), model.output, target, chunk=self.t.loss_chunk,
+                                         epsilon=self.t.label_smoothing, ignore_index=ignore_index)
+            return *sums, {}, self.objective.units(batch, target)
         with autocast:
             logits = self.objective.logits(self.model, batch)
-        target, ignore_index = self.objective.targets(batch)
 
         def label_loss(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             return label_smoothed_nll(scores, target, epsilon=self.t.label_smoothing, ignore_index=ignore_index)
