@@ -2,7 +2,8 @@
 process, optimizer steps interleaved (full, LoRA, full, LoRA, ...) on the same batch, each timed in process
 CPU seconds (one thread) and wall seconds, so machine contention hits both alike. bf16 autocast, fused AdamW,
 as the SciTLDR recipe trains. Peak memory needs one process per mode: ``--only full|lora`` runs a single
-mode and prints its peak RSS. ``--base bf16|int8`` holds LoRA's frozen base as ``train.base_precision`` does.
+mode and prints its peak RSS. The loss is the trainer's (``--loss-chunk N`` as ``train.loss_chunk``).
+``--base bf16|int8`` holds LoRA's frozen base as ``train.base_precision`` does.
 
     python benchmarks/lora_step.py runs/smollm2 --rounds 3 --batch 4 --tokens 512
 """
@@ -21,6 +22,7 @@ from hybridformer import load_checkpoint
 from hybridformer.checkpoint import load_config_file, load_meta
 from hybridformer.config import LoraConfig
 from hybridformer.lora import add_lora, hold_frozen, lora_layout
+from hybridformer.train.losses import chunked_label_nll, label_smoothed_nll
 from hybridformer.train.trainer import enable_activation_checkpointing
 
 
@@ -36,11 +38,15 @@ def make(checkpoint: str, lora: bool, recompute: bool = False, base: str = "fp32
     return ckpt.model.train(), torch.optim.AdamW(params, lr=1e-5, fused=True), sum(p.numel() for p in params)
 
 
-def step(model, optimizer, tokens: torch.Tensor) -> tuple[float, float]:
+def step(model, optimizer, tokens: torch.Tensor, loss_chunk: int | None) -> tuple[float, float]:
     cpu, wall = time.process_time(), time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model(tokens[:, :-1])
-    torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten()).backward()
+        if loss_chunk is None:
+            loss, _, count = label_smoothed_nll(model(tokens[:, :-1]), tokens[:, 1:], epsilon=0.0, ignore_index=-1)
+        else:
+            loss, _, count = chunked_label_nll(model.states(tokens[:, :-1]), model.output, tokens[:, 1:],
+                                               chunk=loss_chunk, epsilon=0.0, ignore_index=-1)
+    (loss / count).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return time.process_time() - cpu, time.perf_counter() - wall
@@ -55,6 +61,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["full", "lora"])
     parser.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
     parser.add_argument("--base", choices=["fp32", "bf16", "int8"], default="fp32", help="LoRA's frozen base")
+    parser.add_argument("--loss-chunk", type=int, help="as train.loss_chunk (both modes)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -65,7 +72,7 @@ def main() -> None:
     for round_ in range(args.rounds + 1):  # round 0 warms up
         for mode in modes:
             model, optimizer, _ = runs[mode]
-            measured = step(model, optimizer, tokens)
+            measured = step(model, optimizer, tokens, args.loss_chunk)
             if round_:
                 times[mode].append(measured)
     report = {mode: {"trained_params": runs[mode][2],
