@@ -195,6 +195,7 @@ def test_bf16_base_ema_export_and_config_errors(lora_run, tmp_path: Path) -> Non
 
     for bad, words in [(["train.lora.targets=[q,q]"], "name each projection once"),
                        (["train.base_precision=bf16"], "train.precision=bf16"),
+                       (["train.lora=null", "train.base_precision=int8"], "needs train.lora"),
                        (["train.init_from=null"], "set train.init_from")]:
         with pytest.raises(ConfigError, match=words):
             load_config(recipe, bad, ExperimentConfig)
