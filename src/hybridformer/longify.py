@@ -375,7 +375,7 @@ def longify(
         record["max_len"] = [meta["max_len"], usable]  # a classifier now reads documents up to its new length
         meta["max_len"] = usable
     meta["longify"] = [*_as_list(meta.get("longify")), record]
-    return save_checkpoint(out, model, new_cfg, checkpoint.tokenizer, meta=meta)
+    return save_checkpoint(out, model, new_cfg, checkpoint.side_files, meta=meta)
 
 
 def _as_list(value: Any) -> Iterable[Any]:

@@ -19,19 +19,30 @@ from pathlib import Path
 from typing import IO
 
 from .errors import DataError
+from .filenames import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    CHAT_TEMPLATE,
+    CONFIG,
+    CT2_WEIGHTS,
+    GENERATION_CONFIG,
+    META,
+    TOKENIZER,
+    TOKENIZER_CONFIG,
+    TRAINER_STATE,
+    WEIGHTS,
+    WEIGHTS_INDEX,
+)
 
 # Files a model directory written by hybridformer (a checkpoint, or an HF / CTranslate2 export of one) may hold.
 MODEL_FILES = frozenset({
-    "model.safetensors", "config.json", "tokenizer.json", "meta.json", "generation_config.json",
-    "tokenizer_config.json", "special_tokens_map.json", "model.safetensors.index.json", "model.bin",
-    "shared_vocabulary.json", "shared_vocabulary.txt", "source_vocabulary.json", "target_vocabulary.json",
-    "vocabulary.json", "vocabulary.txt", "chat_template.jinja", "README.md", "hybridformer.json",
-    "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json", "adapter_config.json",
-    "adapter_model.safetensors",
+    WEIGHTS, CONFIG, TOKENIZER, META, GENERATION_CONFIG, TOKENIZER_CONFIG, "special_tokens_map.json", WEIGHTS_INDEX,
+    CT2_WEIGHTS, "shared_vocabulary.json", "shared_vocabulary.txt", "source_vocabulary.json",
+    "target_vocabulary.json", "vocabulary.json", "vocabulary.txt", CHAT_TEMPLATE, "README.md", "hybridformer.json",
+    "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json", ADAPTER_CONFIG, ADAPTER_WEIGHTS,
 })
 _SHARD = re.compile(r"model-\d+-of-\d+\.safetensors")
 RUN_MARKERS = ("checkpoints", "metrics.jsonl", "run.lock", "distill.json", "seqkd")  # what a training run holds
-TRAINER_STATE = "trainer_state.pt"
 
 
 def prepare_output_dir(out: str | Path, *, overwrite: bool, inputs: Iterable[str | Path] = ()) -> Path:
@@ -119,7 +130,7 @@ def _not_replaceable(out: Path) -> str | None:
         return f"holds {TRAINER_STATE} (a resumable training checkpoint)"
     foreign = sorted(n for n in names if not (n in MODEL_FILES or _SHARD.fullmatch(n))
                      or not (out / n).is_file() or (out / n).is_symlink())
-    if foreign or "config.json" not in names:
+    if foreign or CONFIG not in names:
         example = f" (it holds {foreign[0]!r})" if foreign else " (no config.json)"
         return f"is not a hybridformer model directory{example}"
     return None
