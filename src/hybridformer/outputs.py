@@ -55,9 +55,9 @@ def prepare_output_dir(out: str | Path, *, overwrite: bool, inputs: Iterable[str
     out = Path(out)
     _check_parent(out)
     _check_inputs(out, inputs)
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        kind = "a symbolic link" if out.is_symlink() else "a file"
-        raise DataError(f"--out {out} is {kind}, not a directory; give a new directory path")
+    refuse_links([out], "give a new directory path", name="--out ")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a directory; give a new directory path")
     if not out.exists() or not any(out.iterdir()):
         return out
     reason = _not_replaceable(out)
@@ -75,11 +75,17 @@ def prepare_output_file(path: str | Path, *, overwrite: bool, inputs: Iterable[s
     _check_inputs(path, inputs)
     if path.is_dir():
         raise DataError(f"--out {path} is a directory; give a file path such as {path / 'out.json'}")
-    if path.is_symlink():
-        raise DataError(f"--out {path} is a symbolic link; give a regular file path")
+    refuse_links([path], "give a regular file path", name="--out ")
     if path.exists() and not overwrite:
         raise DataError(f"--out {path} already exists; pass --overwrite to replace it")
     return path
+
+
+def refuse_links(paths: Iterable[Path], what_to_do: str, *, name: str = "") -> None:
+    """Writing through a symbolic link would overwrite a file elsewhere: any of ``paths`` that is one is refused."""
+    for path in paths:
+        if path.is_symlink():
+            raise DataError(f"{name}{path} is a symbolic link; {what_to_do}")
 
 
 def prepare_run_dir(out: str | Path) -> Path:

@@ -104,14 +104,6 @@ def _open_no_follow(path: Path, flags: int, mode: str):  # noqa: ANN202 - a text
     return os.fdopen(fd, mode, encoding="utf-8")
 
 
-def check_no_links(paths: list[Path]) -> None:
-    """The run's files and folders must not be links: writing through one would overwrite files elsewhere."""
-    for path in paths:
-        if path.is_symlink():
-            raise DataError(f"{path} is a symbolic link; a run's files are never written through links "
-                            "(remove it)")
-
-
 def recover(checkpoints: Path, is_complete: Callable[[Path], bool], log: Callable[[str], None]) -> None:
     """Clean up after a kill inside ``checkpoints/`` (the caller holds the run lock).
 

@@ -31,8 +31,8 @@ import torch
 from .. import structured
 from ..errors import CheckpointError, ConfigError, DataError, brief
 from ..filenames import ADAPTER_WEIGHTS, CONFIG, TOKENIZER, TRAINER_STATE, WEIGHTS
-from ..outputs import atomic_file
-from .guard import check_no_links, recover
+from ..outputs import atomic_file, refuse_links
+from .guard import recover
 
 PREFIX = "step-"
 STEP_FILES = (CONFIG, TRAINER_STATE)
@@ -74,8 +74,8 @@ class RunDir:
 
     def recover(self, log) -> None:  # noqa: ANN001 - a print-like callable
         """On start and resume (under the run lock): refuse planted links, then undo what a kill left."""
-        check_no_links([self.checkpoints, self.metrics, self.tokenizer, self.config, self.tensorboard,
-                        self.best, self.ema])
+        refuse_links([self.checkpoints, self.metrics, self.tokenizer, self.config, self.tensorboard, self.best,
+                      self.ema], "a run's files are never written through links (remove it)")
         recover(self.checkpoints, is_complete, log)
 
     def truncate_metrics(self, step: int) -> None:
