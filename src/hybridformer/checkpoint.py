@@ -57,7 +57,7 @@ class Checkpoint:
 
     @property
     def chat_template(self) -> ChatTemplate | None:
-        return ChatTemplate.from_config(self.tokenizer_config)
+        return self.side_files.chat_template
 
 
 def save_checkpoint(

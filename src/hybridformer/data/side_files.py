@@ -15,12 +15,12 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from .. import structured
-from ..errors import CheckpointError
+from ..errors import CheckpointError, HybridformerError
 from ..filenames import TOKENIZER, TOKENIZER_CONFIG
 from .chat import ChatTemplate
 
 
-def read_tokenizer_config(directory: str | Path, *, error: type[Exception] = CheckpointError) -> dict[str, Any]:
+def read_tokenizer_config(directory: str | Path, *, error: type[HybridformerError] = CheckpointError) -> dict[str, Any]:
     """``tokenizer_config.json`` of ``directory`` (``{}`` when absent); anything but a JSON object is ``error``."""
     file = Path(directory) / TOKENIZER_CONFIG
     return structured.read(file, mapping=True, error=error) if file.is_file() else {}

@@ -122,6 +122,7 @@ class _Trainer:
             SideFiles(None, tokenizer_config_beside(cfg.data.tokenizer)).write(run.root)  # a chat template
         D.barrier(env)  # the others read the tokenizer rank 0 learned, so all ranks share one vocabulary
         self.tokenizer = get_tokenizer(cfg, raw, run.tokenizer)
+        self.side = SideFiles(self.tokenizer, tokenizer_config_beside(run.tokenizer))  # with a chat template
         self.model_cfg = self._inherit_pruning(self.objective.model_config(self.tokenizer))
         self.train_examples, self.valid_examples = self.objective.examples(raw, self.tokenizer, self.log)
         self.bleu_pairs = raw.valid[: cfg.train.eval_bleu] if cfg.model.is_seq2seq else []
@@ -466,8 +467,7 @@ class _Trainer:
     def _save_export(self, path: Path, ema: dict[str, torch.Tensor] | None, write_extra=None) -> None:
         model = self._export_model(ema)  # collective under FSDP: every rank takes part
         if self.env.is_main:
-            side = SideFiles(self.tokenizer, tokenizer_config_beside(self.run_dir.tokenizer))  # with a chat template
-            save_checkpoint(path, model if self.lora is None else None, self.model_cfg, side,
+            save_checkpoint(path, model if self.lora is None else None, self.model_cfg, self.side,
                             meta={"step": self.step, "valid_loss": self.last_valid, **self.objective.meta},
                             write_extra=write_extra if self.lora is None else functools.partial(
                                 self._write_adapter, write_extra, ema))
