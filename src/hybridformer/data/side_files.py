@@ -44,6 +44,8 @@ def load_tokenizer(directory: str | Path) -> Tokenizer | None:
 
 @dataclass
 class SideFiles:
+    """A checkpoint's tokenizer and ``tokenizer_config.json``, as one value a writer passes on whole."""
+
     tokenizer: Tokenizer | None = None
     tokenizer_config: dict[str, Any] = field(default_factory=dict)
 
