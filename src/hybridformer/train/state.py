@@ -32,7 +32,7 @@ from .. import structured
 from ..errors import CheckpointError, ConfigError, DataError, brief
 from ..filenames import ADAPTER_WEIGHTS, CONFIG, TOKENIZER, TRAINER_STATE, WEIGHTS
 from ..outputs import atomic_file, refuse_links
-from .guard import recover
+from .guard import NO_LINKS, recover
 
 PREFIX = "step-"
 STEP_FILES = (CONFIG, TRAINER_STATE)
@@ -75,7 +75,7 @@ class RunDir:
     def recover(self, log) -> None:  # noqa: ANN001 - a print-like callable
         """On start and resume (under the run lock): refuse planted links, then undo what a kill left."""
         refuse_links([self.checkpoints, self.metrics, self.tokenizer, self.config, self.tensorboard, self.best,
-                      self.ema], "a run's files are never written through links (remove it)")
+                      self.ema], NO_LINKS)
         recover(self.checkpoints, is_complete, log)
 
     def truncate_metrics(self, step: int) -> None:
