@@ -15,10 +15,11 @@ import json
 import os
 from pathlib import Path
 
+from .. import structured
 from ..checkpoint import load_config_file
 from ..config import ModelConfig
 from ..data.side_files import read_tokenizer_config
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..filenames import TOKENIZER
 from ..outputs import prepare_output_file
 from .export import hf_state
@@ -119,7 +120,7 @@ def _vocabulary(writer, source: Path, cfg: ModelConfig) -> None:
     file = source / TOKENIZER
     if not file.is_file():
         raise ConfigError(f"{source}: no tokenizer.json; a GGUF file carries its vocabulary")
-    data = json.loads(file.read_text(encoding="utf-8"))
+    data = structured.read(file, mapping=True, error=CheckpointError)
     model = data.get("model", {})
     if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(data.get("pre_tokenizer")):
         raise ConfigError(f"{source}: export --to gguf writes byte-level BPE vocabularies (GPT-2, Llama 3, Qwen2, "
