@@ -18,6 +18,7 @@ from .local import SlidingWindowAttention
 from .low_rank import LinformerAttention, NystromAttention
 from .multihead import CrossAttention, MultiHeadAttention
 from .reference import ReferenceAttention
+from .window_linear import WindowLinearAttention
 
 ATTENTION: dict[str, type[AttentionKernel]] = {
     "reference": ReferenceAttention,
@@ -29,6 +30,7 @@ ATTENTION: dict[str, type[AttentionKernel]] = {
     "performer": PerformerAttention,
     "linformer": LinformerAttention,
     "nystrom": NystromAttention,
+    "window_linear": WindowLinearAttention,
 }
 
 
@@ -49,5 +51,5 @@ __all__ = [
     "ATTENTION", "build_attention", "kernel_options", "AttentionKernel", "ScoreBias", "ALiBi", "T5RelativeBias",
     "MultiHeadAttention", "CrossAttention", "FullAttention", "ReferenceAttention", "ChunkedAttention",
     "SlidingWindowAttention", "BlockSparseAttention", "LinearAttention", "PerformerAttention", "LinformerAttention",
-    "NystromAttention",
+    "NystromAttention", "WindowLinearAttention",
 ]
