@@ -33,11 +33,13 @@ from .data.text import read_text
 from .errors import CheckpointError, ConfigError, DataError
 from .longify import LongifyPlan, longify_checkpoint
 from .outputs import prepare_output_dir
+from .train.distill.kd_loss import kl_to_teacher
 from .train.signals import StopSignals
 
 __all__ = ["HybridizeOptions", "hybridize", "DEFAULT_TEXT"]
 
 STAGES = ("transfer", "finetune")
+RECIPE = ("window", "feature_dim", "layers", "seq_len", "transfer_lr", "finetune_lr", "seed")
 STATE = "trainer_state.pt"  # the name a resumable checkpoint's state has everywhere (outputs refuse to replace it)
 DEFAULT_TEXT = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 Progress = Callable[[str, int, int, float], None]  # (stage, step, steps, loss)
@@ -45,7 +47,8 @@ Progress = Callable[[str, int, int, float], None]  # (stage, step, steps, loss)
 
 @dataclass(frozen=True)
 class HybridizeOptions:
-    """What to build and how long to train it; a resumed run must be given the same."""
+    """What to build and how long to train it; a resumed run must keep the recipe (``RECIPE``), and may change
+    the step counts, the budget and ``save_every``."""
 
     window: int = 64
     feature_dim: int = 64
@@ -118,10 +121,12 @@ def _resume(out: Path, ckpt: str | Path, options: HybridizeOptions) -> tuple[Che
     if not (out / STATE).is_file():
         raise CheckpointError(f"--resume: {out} holds no {STATE} (no unfinished hybridize run there)")
     student = load_checkpoint(out)
-    record = student.meta.get("hybridize", {})
-    if record.get("options") != asdict(options):
-        raise ConfigError(f"--resume: {out} was started with other options ({record.get('options')}); "
-                          "give the same options, or start again with another --out")
+    saved, now = student.meta.get("hybridize", {}).get("options", {}), asdict(options)
+    changed = [key for key in RECIPE if saved.get(key) != now[key]]
+    if changed:
+        raise ConfigError(f"--resume: {out} was started with {changed[0]}={saved.get(changed[0])!r}, not "
+                          f"{now[changed[0]]!r}; give the same recipe, or start again with another --out")
+    student.meta["hybridize"]["options"] = now  # the budget and step counts may grow
     try:
         state = torch.load(out / STATE, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types on corrupt input
@@ -140,10 +145,10 @@ def _tokens(teacher: Checkpoint, data: Sequence[str | Path] | None, seq_len: int
     else:
         text = BUILTIN_TEXT
     ids = teacher.tokenizer.encode(text, add_special_tokens=False).ids
+    if not ids:
+        raise DataError("the hybridize text has no tokens; give --data files with text")
     while len(ids) <= seq_len:  # a short text repeats (the built-in one, a tiny file)
         ids = ids + ids
-    if len(ids) <= 1:
-        raise DataError("the hybridize text has no tokens; give --data files with text")
     return torch.tensor(ids)
 
 
@@ -184,7 +189,7 @@ class _Run:
             for name in kernels]
         try:
             with torch.no_grad():
-                self.teacher.model(tokens)
+                self.teacher.model.states(tokens)  # the layers only: no vocabulary projection
         finally:
             for hook in hooks:
                 hook.remove()
@@ -198,8 +203,6 @@ class _Run:
 
     def finetune_loss(self, tokens: Tensor) -> Tensor:
         """KL(teacher ‖ student) per token of the next-token distributions."""
-        from .train.distill.kd_loss import kl_to_teacher
-
         with torch.no_grad():
             teacher = torch.log_softmax(self.teacher.model(tokens).float(), dim=-1)
         return kl_to_teacher(self.student.model(tokens), teacher).mean()

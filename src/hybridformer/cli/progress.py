@@ -71,12 +71,13 @@ def sigint_deferred() -> Iterator[None]:
 
 class StageProgress:
     """``with StageProgress() as bar: bar.update(stage, step, steps, loss)``: one bar per training stage on
-    stderr (when it is a terminal), with the last loss."""
+    stderr when it is a terminal, otherwise a plain line every ``every`` steps (a log file shows progress too)."""
 
-    def __init__(self, *, enabled: bool | None = None) -> None:
+    def __init__(self, *, every: int = 10) -> None:
         self._progress = None
         self._tasks: dict[str, int] = {}
-        if sys.stderr.isatty() if enabled is None else enabled:
+        self.every = every
+        if sys.stderr.isatty():
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("loss {task.fields[loss]:.4g}"), TimeRemainingColumn(),
                                       console=Console(stderr=True), redirect_stdout=False, redirect_stderr=False)
@@ -88,6 +89,8 @@ class StageProgress:
 
     def update(self, stage: str, step: int, steps: int, loss: float) -> None:
         if self._progress is None:
+            if step % self.every == 0 or step == steps:
+                print(f"{stage} step {step}/{steps} loss {loss:.4g}", file=sys.stderr, flush=True)
             return
         if stage not in self._tasks:
             self._tasks[stage] = self._progress.add_task(stage, total=steps, loss=loss)
