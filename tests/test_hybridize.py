@@ -47,6 +47,7 @@ def test_transfer_loss_falls_and_the_result_decodes_like_its_forward(llama, tmp_
     losses = meta["losses"]["transfer"]
     assert losses["steps"] == 12 and losses["last"] < 0.7 * losses["first"]
     assert meta["losses"]["finetune"]["steps"] == 2 and meta["cpu_seconds"] > 0
+    assert meta["decoding_memory"]["kv_tokens_per_layer"] == [4, 4]  # the window; the linear state is fixed
     assert not (out / STATE).exists()  # finished: an ordinary checkpoint
 
     ckpt = load_checkpoint(out)  # round trip: config names the kernel, weights hold its maps
@@ -92,6 +93,7 @@ def test_cli_hybridizes_and_refuses_bad_input(llama, data, tmp_path):
                        "--seq-len", "24", "--transfer-steps", "3", "--finetune-steps", "1", timeout=300)
     assert result.returncode == 0, result.stderr
     assert "transfer loss" in result.stdout and "CPU seconds" in result.stdout
+    assert "decoding memory" in result.stdout
     assert "transfer step 3/3" in result.stderr  # progress, as lines when stderr is not a terminal
     again = run_entry("hybridize", llama, "--out", out, "--data", data, timeout=120)
     assert_one_line_error(again, 2, "--overwrite")

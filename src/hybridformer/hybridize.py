@@ -112,7 +112,8 @@ def _start(teacher: Checkpoint, ckpt: str | Path, options: HybridizeOptions) -> 
     attention = AttentionConfig(name="window_linear", window=options.window, feature_dim=options.feature_dim)
     model, cfg, record = longify_checkpoint(teacher, LongifyPlan(attention, layers=options.layers))
     meta = {**teacher.meta, "hybridize": {"source": str(Path(ckpt)), "options": asdict(options),
-                                          "layers": record["stacks"]["decoder"]}}
+                                          "layers": record["stacks"]["decoder"],
+                                          "decoding_memory": record["decoding_memory"]}}
     state = {"stage": "transfer", "step": 0, "cpu_seconds": 0.0, "losses": {}, "optimizer": {}}
     return Checkpoint(model, cfg, teacher.tokenizer, Path(ckpt), meta), state
 

@@ -55,3 +55,6 @@ def hybridize(
     losses = ", ".join(f"{stage} loss {v['first']:.4g} -> {v['last']:.4g} ({v['steps']} steps)"
                        for stage, v in record["losses"].items())
     typer.echo(f"hybridized {checkpoint} -> {written}: {losses}; {record['cpu_seconds']:,} CPU seconds")
+    memory = record["decoding_memory"]
+    typer.echo(f"decoding memory at {memory['length']:,} tokens (float32 KV caches): {memory['kv_mib']:,} MiB of "
+               f"windows plus a fixed linear state, full attention {memory['original_kv_mib']:,} MiB")
