@@ -2,7 +2,7 @@
 
 import pytest
 
-from hybridformer import ConfigError, ModelConfig, load_config
+from hybridformer import ConfigError, ModelConfig, load_config, names
 from hybridformer.config import apply_overrides
 
 
@@ -73,6 +73,7 @@ def test_causal_incompatible_mechanism_is_rejected_at_build(monkeypatch):
                 raise ConfigError(f"{where}.name='noncausal' cannot be causal")
 
     monkeypatch.setitem(ATTENTION, "noncausal", NonCausal)
+    monkeypatch.setattr(names, "ATTENTION_NAMES", (*names.ATTENTION_NAMES, "noncausal"))
     with pytest.raises(ConfigError, match="model.decoder.attention.name='noncausal' cannot be causal"):
         build_model(ModelConfig(decoder={"attention": {"name": "noncausal"}}))
     build_model(ModelConfig(arch="encoder_classifier", encoder={"attention": {"name": "noncausal"}}))

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..blocks import Layer
 from ..checkpoint import load_config_file, load_meta, load_state_into, load_weights, save_checkpoint
-from ..config import ExperimentConfig, ModelConfig, load_config
+from ..config import ExperimentConfig, ModelConfig
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
 from ..data.tokenizer import copy_tokenizer_config
 from ..decoding import ModelScorer
@@ -53,7 +53,7 @@ from .losses import TrainLoss, label_smoothed_nll
 from .objectives import objective_for
 from .precision import resolve_precision, summed
 from .schedules import build_schedule
-from .setup import get_tokenizer
+from .setup import get_tokenizer, load_recipe
 from .signals import StopSignals
 from .state import RunDir, check_resumable_config, read_trainer_state, write_error, write_trainer_state
 
@@ -80,7 +80,7 @@ def train(config: ExperimentConfig | str | Path, out: str | Path, *, overrides: 
     distillation); validation always reports the label NLL, so runs stay comparable.
     """
     if not isinstance(config, ExperimentConfig):
-        config = load_config(config, list(overrides), ExperimentConfig)
+        config = load_recipe(config, overrides)
     prepare_run_dir(out)
     with RunLock(Path(out), enabled=int(os.environ.get("RANK", "0")) == 0):
         env = D.init_distributed(config.train.device)
