@@ -139,7 +139,7 @@ def _vocabulary(writer, source: Path, cfg: ModelConfig) -> None:
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])])
     writer.add_bos_token_id(cfg.bos_id)
     writer.add_eos_token_id(cfg.eos_id)
-    if cfg.pad_id < cfg.vocab_size:
+    if cfg.pad_in_vocab:
         writer.add_pad_token_id(cfg.pad_id)
     writer.add_add_bos_token(False)
     config = source / TOKENIZER_CONFIG
