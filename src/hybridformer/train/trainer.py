@@ -46,7 +46,7 @@ from .schedules import build_schedule
 from .setup import get_tokenizer, load_recipe
 from .signals import StopSignals
 from .state import RunDir, check_resumable_config, write_error, write_trainer_state
-from .weights import LoraStart, inherit_pruning, init_weights, restore_weights, start_lora
+from .weights import inherit_pruning, load_start
 
 
 @dataclass
@@ -118,15 +118,7 @@ class _Trainer:
         self.bleu_pairs = raw.valid[: cfg.train.eval_bleu] if cfg.model.is_seq2seq else []
         torch.manual_seed(self.t.seed)
         model = build_model(self.model_cfg)
-        self.lora: LoraStart | None = None
-        if self.t.lora is not None:
-            if self._fsdp():
-                raise ConfigError("train.lora trains a few adapters on a frozen base: use train.strategy=ddp")
-            self.lora, state = start_lora(model, self.model_cfg, self.t, resume_from, self.log)
-        else:
-            state = restore_weights(model, self.model_cfg, resume_from, self.log) if resume_from else None
-            if state is None and self.t.init_from:
-                init_weights(model, self.model_cfg, Path(self.t.init_from), self.log)
+        self.lora, state = load_start(model, self.model_cfg, self.t, resume_from, self.log, fsdp=self._fsdp())
         if self.t.activation_checkpointing:
             enable_activation_checkpointing(model)
         self.model = D.wrap_model(model.to(self.device), env, self.t.strategy, self.device)

@@ -25,6 +25,20 @@ class LoraStart:
     base: Path
 
 
+def load_start(model: nn.Module, model_cfg: ModelConfig, t: TrainConfig, resume_from: Path | None,
+               log: Callable[[str], None], *, fsdp: bool) -> tuple[LoraStart | None, dict | None]:
+    """The run's starting weights into ``model`` (the resumed step's, ``init_from``'s, or fresh), and for a
+    LoRA run its adapter layers; returns those and the resumed step's trainer state."""
+    if t.lora is not None:
+        if fsdp:
+            raise ConfigError("train.lora trains a few adapters on a frozen base: use train.strategy=ddp")
+        return start_lora(model, model_cfg, t, resume_from, log)
+    state = restore_weights(model, model_cfg, resume_from, log) if resume_from else None
+    if state is None and t.init_from:
+        init_weights(model, model_cfg, Path(t.init_from), log)
+    return None, state
+
+
 def inherit_pruning(model_cfg: ModelConfig, init_from: str | None) -> ModelConfig:
     """Fine-tuning a head-pruned checkpoint (``train.init_from``) keeps its pruned architecture,
     so ``hybridformer prune ... && hybridformer train --set train.init_from=PRUNED`` just works."""
