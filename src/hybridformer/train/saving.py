@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer
 from torch import nn
 
 from ..checkpoint import load_state_into, save_checkpoint
 from ..config import LoraConfig, ModelConfig
-from ..data.tokenizer import copy_tokenizer_config
+from ..data.side_files import SideFiles
 from ..lora import write_adapter
 from ..models import build_model
 from . import distributed as D
@@ -29,7 +28,7 @@ class RunWriter:
     run_dir: RunDir
     env: D.DistEnv
     model_cfg: ModelConfig
-    tokenizer: Tokenizer
+    side: SideFiles  # the tokenizer and tokenizer_config.json (a converted model's chat template)
     meta: dict[str, Any]  # the objective's, beside the step and validation loss (e.g. a classifier's labels)
     fsdp: bool
     lora: LoraStart | None = None
@@ -55,12 +54,11 @@ class RunWriter:
         def extra(tmp: Path) -> None:
             if self.lora is not None:
                 self._write_adapter(live, ema, tmp)
-            copy_tokenizer_config(self.run_dir.tokenizer, tmp)  # a converted model's chat template
             if write_extra is not None:
                 write_extra(tmp)
 
         if self.env.is_main:
-            save_checkpoint(path, model if self.lora is None else None, self.model_cfg, self.tokenizer,
+            save_checkpoint(path, model if self.lora is None else None, self.model_cfg, self.side,
                             meta={"step": step, "valid_loss": valid_loss, **self.meta}, write_extra=extra)
 
     def _write_adapter(self, live: nn.Module, ema: dict[str, torch.Tensor] | None, tmp: Path) -> None:

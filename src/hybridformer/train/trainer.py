@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 from ..blocks import Layer
 from ..config import ExperimentConfig
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
-from ..data.tokenizer import copy_tokenizer_config
+from ..data.side_files import SideFiles, tokenizer_config_beside
 from ..decoding import ModelScorer
 from ..engines.torch import TorchEngine
 from ..errors import ConfigError
@@ -110,9 +110,10 @@ class _Trainer:
         if env.is_main and not (resume_from and run.tokenizer.exists()):
             run.root.mkdir(parents=True, exist_ok=True)
             write_file(run.tokenizer, get_tokenizer(cfg, raw, None).to_str())
-            copy_tokenizer_config(cfg.data.tokenizer, run.root)
+            SideFiles(None, tokenizer_config_beside(cfg.data.tokenizer)).write(run.root)  # a chat template
         D.barrier(env)  # the others read the tokenizer rank 0 learned, so all ranks share one vocabulary
         self.tokenizer = get_tokenizer(cfg, raw, run.tokenizer)
+        self.side = SideFiles(self.tokenizer, tokenizer_config_beside(run.tokenizer))  # with a chat template
         self.model_cfg = inherit_pruning(self.objective.model_config(self.tokenizer), self.t.init_from)
         self.train_examples, self.valid_examples = self.objective.examples(raw, self.tokenizer, self.log)
         self.bleu_pairs = raw.valid[: cfg.train.eval_bleu] if cfg.model.is_seq2seq else []
@@ -122,7 +123,7 @@ class _Trainer:
         if self.t.activation_checkpointing:
             enable_activation_checkpointing(model)
         self.model = D.wrap_model(model.to(self.device), env, self.t.strategy, self.device)
-        self.writer = RunWriter(run, env, self.model_cfg, self.tokenizer, self.objective.meta, self._fsdp(), self.lora,
+        self.writer = RunWriter(run, env, self.model_cfg, self.side, self.objective.meta, self._fsdp(), self.lora,
                                 self.t.lora)
         self.optimizer = self._optimizer()
         self.ema = EMA(D.unwrap(self.model), self.t.ema_decay) if self.t.ema_decay else None
