@@ -55,11 +55,12 @@ class KVCache:
         self.keys[:, :, : self.length] = keys
         self.values[:, :, : self.length] = values
 
-    def pad_left(self, n: int) -> None:
-        """Put ``n`` empty columns before the keys (a batch joining a longer one; the rows' ``start`` masks them)."""
+    def shift(self, n: int) -> None:
+        """Move the keys ``n`` columns right, empty ones before them (a batch joining a longer one; the rows'
+        ``start`` masks them); ``n < 0`` drops the first ``-n`` columns (padding in every row)."""
         if self.keys is not None:
-            keys, values = self.keys[:, :, : self.length], self.values[:, :, : self.length]
-            self.keys, self.values = F.pad(keys, (0, 0, n, 0)), F.pad(values, (0, 0, n, 0))
+            keys, values = self.keys[:, :, max(0, -n) : self.length], self.values[:, :, max(0, -n) : self.length]
+            self.keys, self.values = F.pad(keys, (0, 0, max(0, n), 0)), F.pad(values, (0, 0, max(0, n), 0))
         self.length += n
 
     def cat(self, other: KVCache) -> None:
@@ -165,14 +166,24 @@ class DecodingCache(dict):
         have ``start``; ``columns``: each side's tokens fed). The side with fewer columns gets empty ones on its left,
         masked by shifting its rows' ``start``, so every row still decodes exactly as alone."""
         width = max(columns, other_columns)
-        for cache, have in ((self, columns), (other, other_columns)):
-            if have < width:
-                for state in cache.values():
-                    state.pad_left(width - have)
-                cache.start = cache.start + (width - have)
+        self.shift(width - columns)
+        other.shift(width - other_columns)
         for module, state in self.items():
             state.cat(other[module])
         self.start = torch.cat([self.start, other.start])
+
+    def shift(self, n: int) -> None:
+        """Move every state ``n`` columns right (``n < 0``: drop columns that are padding in every row)."""
+        if n:
+            for state in self.values():
+                state.shift(n)
+            self.start = self.start + n
+
+    def trim(self) -> int:
+        """Drop the leading columns that are padding in every row (their rows left); returns how many."""
+        n = int(self.start.min()) if self.start is not None and len(self.start) else 0
+        self.shift(-n)
+        return n
 
 
 class ConvState:
@@ -194,7 +205,7 @@ class ConvState:
     def reorder(self, index: Tensor) -> None:
         self.history = self.history.index_select(0, index)
 
-    def pad_left(self, n: int) -> None:
+    def shift(self, n: int) -> None:
         """Nothing to do: the history is per row, and left padding never enters it (padded inputs are zeros)."""
 
     def cat(self, other: ConvState) -> None:
@@ -262,13 +273,13 @@ class RollingKVCache:
             self.keys = self.keys.index_select(0, index)
             self.values = self.values.index_select(0, index)
 
-    def pad_left(self, n: int) -> None:
-        """Shift every kept key ``n`` columns right: with no global keys (left padding refuses them) a position's
-        slot is ``position mod (window + 1)``, so the ring rolls by ``n``."""
+    def shift(self, n: int) -> None:
+        """Move every kept key ``n`` columns: with no global keys (left padding refuses them) a position's slot is
+        ``position mod (window + 1)``, so the ring rolls by ``n``; a position moved below 0 is empty."""
         if self.keys is not None:
             self.keys, self.values = self.keys.roll(n, 2), self.values.roll(n, 2)
             moved = self.kept_positions.roll(n)
-            self.kept_positions = torch.where(moved < 0, moved, moved + n)
+            self.kept_positions = torch.where(moved < 0, -1, moved + n).clamp(min=-1)
         self.length += n
 
     def cat(self, other: RollingKVCache) -> None:
@@ -293,7 +304,7 @@ class LinearAttentionState:
             self.kv = self.kv.index_select(0, index)
             self.k_sum = self.k_sum.index_select(0, index)
 
-    def pad_left(self, n: int) -> None:
+    def shift(self, n: int) -> None:
         self.length += n  # columns only: left padding never enters the running sums
 
     def cat(self, other: LinearAttentionState) -> None:
@@ -313,7 +324,7 @@ class SSMState:
         if self.state is not None:
             self.state = self.state.index_select(0, index)
 
-    def pad_left(self, n: int) -> None:
+    def shift(self, n: int) -> None:
         """Nothing to do: the state is per row, whatever the columns."""
 
     def cat(self, other: SSMState) -> None:

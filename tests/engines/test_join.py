@@ -24,33 +24,57 @@ def alone(engine, prompt: list[int], tokens: list[int]) -> list[torch.Tensor]:
     return seen
 
 
+class Batch:
+    """A running batch driven greedily, remembering per prompt what it was fed and the log-probs it saw."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.state, self.log_probs, self.rows = engine, None, None, []
+        self.prompts: list[list[int]] = []
+        self.fed: list[list[int]] = []
+        self.seen: list[list[torch.Tensor]] = []
+
+    def join(self, prompts: list[list[int]]) -> None:
+        log_probs, state = self.engine.prefill(prompts)
+        first = len(self.prompts)
+        self.prompts += prompts
+        self.fed += [[] for _ in prompts]
+        self.seen += [[row] for row in log_probs]
+        self.rows += range(first, first + len(prompts))
+        if self.state is None:
+            self.state, self.log_probs = state, log_probs
+        else:
+            self.state, self.log_probs = self.engine.join(self.state, state), torch.cat([self.log_probs, log_probs])
+
+    def leave(self, prompt: int) -> None:
+        index = [i for i, row in enumerate(self.rows) if row != prompt]
+        self.state = self.engine.keep(self.state, torch.tensor(index))
+        self.log_probs, self.rows = self.log_probs[index], [self.rows[i] for i in index]
+
+    def steps(self, n: int) -> None:
+        for _ in range(n):
+            tokens = self.log_probs.argmax(-1)
+            self.log_probs, self.state = self.engine.step(self.state, tokens)
+            for i, (row, token) in enumerate(zip(self.rows, tokens.tolist(), strict=True)):
+                self.fed[row].append(token)
+                self.seen[row].append(self.log_probs[i])
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("steps_before", [1, 9])  # the arriving rows have more columns / fewer columns
 def test_rows_joining_mid_flight_decode_as_alone(tiny_tokenizer, kind, steps_before, one_thread):
     engine = engine_for(tiny_tokenizer, **ARCHITECTURES[kind])
     assert engine.joins
-    log_probs, state = engine.prefill(RUNNING)
-    fed: list[list[int]] = [[] for _ in RUNNING + ARRIVING]
-    seen: list[list[torch.Tensor]] = [[row] for row in log_probs]
-    for _ in range(steps_before):
-        tokens = log_probs.argmax(-1)
-        log_probs, state = engine.step(state, tokens)
-        for row, token in enumerate(tokens.tolist()):
-            fed[row].append(token)
-            seen[row].append(log_probs[row])
-    arriving, other = engine.prefill(ARRIVING)
-    seen += [[row] for row in arriving]
-    state, log_probs = engine.join(state, other), torch.cat([log_probs, arriving])
-    state = engine.keep(state, torch.tensor([1, 2, 3]))  # the first running row leaves
-    log_probs, rows = log_probs[[1, 2, 3]], [1, 2, 3]
-    for _ in range(4):
-        tokens = log_probs.argmax(-1)
-        log_probs, state = engine.step(state, tokens)
-        for i, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
-            fed[row].append(token)
-            seen[row].append(log_probs[i])
-    for row, prompt in enumerate(RUNNING + ARRIVING):
-        for got, expected in zip(seen[row], alone(engine, prompt, fed[row]), strict=True):
+    batch = Batch(engine)
+    batch.join(RUNNING)
+    batch.steps(steps_before)
+    batch.join(ARRIVING)
+    batch.leave(0)
+    batch.steps(3)
+    batch.leave(2)  # the longest row leaves: its columns are padding for every row left, dropped at the next join
+    batch.join([[24, 25, 26]])
+    batch.steps(3)
+    for row, prompt in enumerate(batch.prompts):
+        for got, expected in zip(batch.seen[row], alone(engine, prompt, batch.fed[row]), strict=True):
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
