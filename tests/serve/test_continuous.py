@@ -13,6 +13,7 @@ import torch
 from engines.test_prefill import ARCHITECTURES, engine_for
 
 from hybridformer.engines import GenerationOptions
+from hybridformer.serve import continuous
 from hybridformer.serve.batcher import DynamicBatcher
 from hybridformer.serve.continuous import ContinuousBatcher, make_batcher
 from hybridformer.serve.metrics import Metrics
@@ -117,13 +118,16 @@ def test_each_request_gets_what_it_gets_alone(tiny_tokenizer, kind, one_thread):
     assert batcher.metrics.queued == 0 and not batcher.rows
 
 
-def test_row_cap_and_token_budget_hold_requests_back(tiny_tokenizer, one_thread):
+@pytest.mark.parametrize("prefill_tokens", [512, 4])  # 4: every request prefilled in a step of its own
+def test_row_cap_and_token_budget_hold_requests_back(tiny_tokenizer, prefill_tokens, monkeypatch, one_thread):
+    monkeypatch.setattr(continuous, "PREFILL_TOKENS", prefill_tokens)
     engine = spread(engine_for(tiny_tokenizer, **ARCHITECTURES["rope"]))
     first = [Request([[5, 6, 7]], greedy(6)), Request([[8, 9]], greedy(6)), Request([[10, 11, 12, 13]], greedy(6))]
     outputs, batcher = serve_all(engine, first, [], max_rows=2, max_batch_tokens=6)
     for request, got in zip(first, outputs, strict=True):
         assert got == request.alone(engine)
     assert max(c for r in first for c in r.company) <= 2
+    assert batcher.metrics.batch_requests.count == (2 if prefill_tokens == 512 else 3)  # prefill passes
 
 
 def test_an_engine_that_cannot_join_rows_gets_dynamic_batching():

@@ -3,10 +3,12 @@ and leave at step boundaries.
 
 Between two decoding steps the worker admits the queued requests that fit (in arrival order, within
 ``max_rows`` rows and ``max_batch_tokens`` tokens held: every running row's prompt and output so far, plus the
-new prompts), prefills them together in one left-padded pass, and joins their rows to the running batch
-(``engine.join``). Each step picks every row's next token as that request alone would (its own penalties, its
-own seeded generator), hands it over, and a row that ends (EOS, budget, stop string, the caller gone) leaves at
-once. So an answer never waits for a longer one, and a new request waits at most one step to start.
+new prompts), prefills them together in one left-padded pass of at most ``PREFILL_TOKENS`` (padding included;
+a longer prompt alone), and joins their rows to the running batch (``engine.join``). Prefill is bound by
+arithmetic on a CPU, so a bigger pass gains nothing and would only stall the running rows longer and waste
+work on padding; the next requests join at the next step. Each step picks every row's next token as that
+request alone would (its own penalties, its own seeded generator), hands it over, and a row that ends (EOS,
+budget, stop string, the caller gone) leaves at once. So an answer never waits for a longer one.
 
 Requests the running batch cannot reproduce exactly — beam search, n-gram blocking, a sampled request whose
 prompts differ in length (alone they are sampled group by group) — are decoded between two steps as the dynamic
@@ -28,6 +30,8 @@ from ..decoding.sampling import sample_tokens
 from ..engines.rows import RowEmitter
 from .batcher import DynamicBatcher, Job, _resolve
 from .metrics import Metrics
+
+PREFILL_TOKENS = 512  # prompt tokens (rows x longest prompt) prefilled between two decoding steps
 
 
 @dataclass
@@ -97,13 +101,17 @@ class ContinuousBatcher(DynamicBatcher):
         rows = len(self.rows)
         tokens = sum(len(entry.job.sources[row]) + len(entry.outputs[row]) for entry, row in self.rows)
         admitted: list[Job] = []
+        new_rows = longest = 0  # this step's prefill
         for job in self.pending:
             if self.closing or not self.joins(job):
                 break
             if (rows or admitted) and (rows + job.rows > self.max_rows or tokens + job.tokens > self.max_batch_tokens):
                 break
+            longest = max(longest, *map(len, job.sources))
+            if admitted and (new_rows + job.rows) * longest > PREFILL_TOKENS:
+                break
             admitted.append(job)
-            rows, tokens = rows + job.rows, tokens + job.tokens
+            rows, tokens, new_rows = rows + job.rows, tokens + job.tokens, new_rows + job.rows
         self.pending = self.pending[len(admitted):]
         self.metrics.queued -= sum(job.rows for job in admitted)
         return admitted
