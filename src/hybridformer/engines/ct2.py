@@ -51,6 +51,7 @@ class Ct2Engine:
     vocab: list[str] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
     chat_template: ChatTemplate | None = None  # a converted instruct model's, for generate --chat and serve
+    joins = False  # CTranslate2 runs whole searches: rows cannot join one mid-flight
 
     @classmethod
     def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *,
