@@ -43,6 +43,9 @@ class AttentionKernel(nn.Module):
     def bind(self, heads: int, head_dim: int) -> None:
         """Called by the mixer that owns the kernel: a kernel with learned per-head parameters makes them here."""
 
+    def keep_heads(self, kept: list[int]) -> None:
+        """Called when head pruning keeps only the query heads ``kept``: narrow the per-head parameters."""
+
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
         key_padding_mask: Tensor | None = None, bias: ScoreBias | None = None,

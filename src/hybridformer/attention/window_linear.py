@@ -49,6 +49,12 @@ class WindowLinearAttention(AttentionKernel):
         self.q_map, self.k_map = nn.Parameter(eye.clone()), nn.Parameter(eye.clone())
         self.gate = nn.Parameter(torch.zeros(heads))
 
+    def keep_heads(self, kept: list[int]) -> None:
+        if self.q_map is not None:
+            index = torch.tensor(kept, device=self.q_map.device)
+            for name in ("q_map", "k_map", "gate"):
+                setattr(self, name, nn.Parameter(getattr(self, name).detach().index_select(0, index)))
+
     @classmethod
     def check(cls, *, causal: bool, position: str, where: str) -> None:
         if not causal:
