@@ -2,7 +2,8 @@
 
 The source's config becomes a validated ModelConfig (any setting that would change the computation
 and is not supported is a one-line error naming it), the model is laid out on the ``meta`` device
-to learn every tensor's name and shape, and the weights are streamed into ``model.safetensors``
+to learn every tensor's name and shape, the source's tensor headers are checked against them (a wrong shape or
+an integer dtype allocates nothing), and the weights are streamed into ``model.safetensors``
 one tensor at a time. Every source tensor must be used: a leftover one would mean a different model.
 """
 
@@ -66,6 +67,9 @@ class Prefixed:
 
     def get(self, name: str) -> torch.Tensor:
         return self.source.get(name.removeprefix(self.prefix))
+
+    def meta(self, name: str) -> torch.Tensor:
+        return self.source.meta(name.removeprefix(self.prefix))
 
 
 Source = HFFolder | GGUFFile | Prefixed
@@ -151,6 +155,21 @@ def build_checked(rule: Rule, source: Source, where: Path) -> torch.Tensor:
     return tensor
 
 
+def check_headers(specs: dict[str, tuple[tuple[int, ...], torch.dtype]], rules: list[Rule], source: Source,
+                  where: Path) -> None:
+    """Every rule run on the ``meta`` device from the source's headers (shapes, dtypes): a wrong-shaped or integer
+    tensor is refused before anything is read, allocated or written (NaN needs the data: :func:`build_checked`)."""
+    for rule in rules:
+        try:
+            shape = tuple(rule.build(source.meta).shape)
+        except RuntimeError:
+            shape = None
+        if shape != specs[rule.ours][0]:
+            shapes = ", ".join(f"{name} {tuple(source.meta(name).shape)}" for name in rule.theirs)
+            raise CheckpointError(f"{where}: {shapes} do not fit the config, which needs {rule.ours} of shape "
+                                  f"{specs[rule.ours][0]}; the config does not belong to these weights")
+
+
 def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Name -> (shape, dtype) of every tensor the checkpoint stores, from the model built on ``meta``."""
     with torch.device("meta"):
@@ -175,6 +194,7 @@ def convert(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Pat
     source = with_prefix(source, src)
     cfg, rules = plan(source, files, src)
     specs = tensor_specs(cfg, rules)
+    check_headers(specs, rules, source, src)
     by_name = {rule.ours: rule for rule in rules}
     meta = {"converted_from": str(src), "format": fmt, "model_type": source.config.get("model_type")}
 
