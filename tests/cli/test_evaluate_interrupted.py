@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
 import signal
-import subprocess
 import time
 
 import pytest
-from conftest import TINY_TEXT, entry_command, entry_env
+from conftest import TINY_TEXT, run_on_terminal
 
 from hybridformer import evaluate
 from hybridformer.evaluate import EvaluationInterrupted
@@ -53,17 +50,6 @@ def test_an_interrupted_ppl_counts_what_it_scored(tiny_checkpoint):
     assert partial.partial == f"3 of {seen[0][1]} blocks" and partial.details["tokens"] == 12
 
 
-def read_until(fd: int, pattern: str, timeout: float) -> str:
-    seen, deadline = "", time.monotonic() + timeout
-    while time.monotonic() < deadline and not re.search(pattern, seen):
-        if select.select([fd], [], [], 0.2)[0]:
-            try:
-                seen += os.read(fd, 4096).decode(errors="replace")
-            except OSError:
-                break
-    return seen
-
-
 def test_sigterm_unwinds_like_ctrl_c_with_its_own_status():
     from hybridformer.cli.progress import stop_signals
 
@@ -78,18 +64,9 @@ def test_ctrl_c_after_the_first_progress_prints_a_partial_score(tiny_checkpoint,
     sig, status = signal.SIGINT, 130
     lm = tiny_checkpoint("decoder_lm")
     (tmp_path / "ref.txt").write_text("\n".join(TINY_TEXT * 3000) + "\n")
-    master, slave = pty.openpty()  # stderr is a terminal: the bar shows there
-    proc = subprocess.Popen([*entry_command(), "evaluate", lm, "--ref", tmp_path / "ref.txt", "--metric", "ppl",
-                             "--context", "2", "--json"], stdout=subprocess.PIPE, stderr=slave, env=entry_env())
-    os.close(slave)
-    try:
-        bar = read_until(master, r"blocks.*?\b[1-9]\d*/\d+", timeout=120)
-        proc.send_signal(sig)
-        stdout, _ = proc.communicate(timeout=60)
-        said = bar + read_until(master, r"interrupted.*\n", timeout=10)
-    finally:
-        proc.kill()
-        os.close(master)
+    proc, stdout, said = run_on_terminal(
+        ["evaluate", lm, "--ref", tmp_path / "ref.txt", "--metric", "ppl", "--context", "2", "--json"],
+        until=r"blocks.*?(?<![0-9])[1-9][0-9]*/[0-9]+", then=lambda proc: proc.send_signal(sig))
     assert proc.returncode == status, said[-2000:]
     result = json.loads(stdout)  # stdout holds the score only, never the bar
     assert re.fullmatch(r"\d+ of \d+ blocks", result["partial"]) and result["score"] > 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,11 +184,13 @@ def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> dict[str, tuple[tuple[i
     return {rule.ours: (tuple(state[rule.ours].shape), torch.float32) for rule in rules}
 
 
-def convert(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+def convert(src: str | Path, out: str | Path, *, overwrite: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> Path:
     """Convert a Hugging Face model folder or a ``.gguf`` file into a hybridformer checkpoint at ``out``.
 
     The result loads with :func:`hybridformer.load_checkpoint` and works with every command; the
-    tokenizer (ids preserved), chat template and special tokens travel with it.
+    tokenizer (ids preserved), chat template and special tokens travel with it. ``progress(done, total)``
+    follows the tensors written.
     """
     src, out = Path(src), prepare_output_dir(out, overwrite=overwrite, inputs=[src])
     source, files, fmt = open_source(src)
@@ -200,7 +203,8 @@ def convert(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Pat
 
     def fill(tmp: Path) -> None:
         write_streaming(tmp / WEIGHTS, specs, lambda name: build_checked(by_name[name], source, src),
-                        metadata={"format": "pt", **architecture_metadata(cfg)})  # fingerprint: load_checkpoint
+                        metadata={"format": "pt", **architecture_metadata(cfg)},  # fingerprint: load_checkpoint
+                        progress=progress)
         (tmp / CONFIG).write_text(json.dumps(cfg.model_dump(), indent=2))
         files.write(tmp, cfg)
         (tmp / META).write_text(json.dumps(meta, indent=2))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -145,11 +146,13 @@ def _converter_class(base: type) -> type:
 
 
 def export_ct2(checkpoint: str | Path | Checkpoint, out: str | Path, *, quantization: str = "float32",
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
     """Write the CTranslate2 model of ``checkpoint`` to the folder ``out`` (atomically), with its tokenizer.
 
     ``quantization``: the weight type CTranslate2 stores (float32, int8, int8_float32, bfloat16).
+    ``progress(done, 2)`` follows the two steps: CTranslate2's conversion, then the tokenizer files.
     """
+    progress = progress or (lambda done, total: None)
     if quantization not in QUANTIZATIONS:
         raise ConfigError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
@@ -160,11 +163,14 @@ def export_ct2(checkpoint: str | Path | Checkpoint, out: str | Path, *, quantiza
     out = prepare_output_dir(out, overwrite=overwrite, inputs=[ckpt.path])
 
     def fill(tmp: Path) -> None:
+        progress(0, 2)
         conv.convert(str(tmp), quantization=quantization, force=True)
+        progress(1, 2)
         (tmp / TOKENIZER).write_text(ckpt.tokenizer.to_str())
         for name in TOKENIZER_EXTRAS:  # the chat template and special tokens of a converted instruct model
             if (Path(ckpt.path) / name).is_file():
                 shutil.copyfile(Path(ckpt.path) / name, tmp / name)
+        progress(2, 2)
 
     return write_checkpoint_dir(out, fill)
 

@@ -22,9 +22,11 @@ DTYPES = {torch.float32: ("F32", 4), torch.float16: ("F16", 2), torch.bfloat16: 
 
 
 def write_streaming(path: Path, specs: dict[str, tuple[tuple[int, ...], torch.dtype]],
-                    produce: Callable[[str], Tensor], metadata: dict[str, str] | None = None) -> None:
+                    produce: Callable[[str], Tensor], metadata: dict[str, str] | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> None:
     """Write ``specs`` (name -> (shape, dtype)) to ``path``, calling ``produce(name)`` for each tensor in
-    order; a produced tensor of another shape is a CheckpointError naming it."""
+    order; a produced tensor of another shape is a CheckpointError naming it. ``progress(done, total)``
+    follows the tensors written."""
     header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
     offset = 0
     for name, (shape, dtype) in specs.items():
@@ -38,7 +40,7 @@ def write_streaming(path: Path, specs: dict[str, tuple[tuple[int, ...], torch.dt
     with open(path, "wb") as handle:
         handle.write(struct.pack("<Q", len(raw)))
         handle.write(raw)
-        for name, (shape, dtype) in specs.items():
+        for done, (name, (shape, dtype)) in enumerate(specs.items(), start=1):
             tensor = produce(name)
             if tuple(tensor.shape) != tuple(shape):
                 raise CheckpointError(f"tensor {name}: the source gives shape {tuple(tensor.shape)}, the config "
@@ -46,3 +48,5 @@ def write_streaming(path: Path, specs: dict[str, tuple[tuple[int, ...], torch.dt
             tensor = tensor.detach().to(dtype=dtype, device="cpu").contiguous()
             handle.write(tensor.reshape(-1).view(torch.uint8).numpy().data if tensor.numel() else b"")
             del tensor
+            if progress is not None:
+                progress(done, len(specs))
