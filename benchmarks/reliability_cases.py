@@ -435,36 +435,12 @@ def new_surfaces(root: Path, case: Callable) -> None:
         *sets("train.max_steps=8", "train.save_every=2", "train.keep_last=3")))
 
 
-def on_terminal(args: list, *, until: str | None = None, then: Callable | None = None, timeout: float = 300):
-    """Run ``hybridformer ARGS`` with stderr on a pseudo-terminal (progress bars draw), draining it as it runs;
-    ``then(process)`` once what it showed matches ``until``. Returns (CompletedProcess, what the terminal showed)."""
-    import pty
-    import re
-    import select
+def on_terminal(args: list, **kwargs) -> tuple[subprocess.CompletedProcess, str]:
+    """``tests/conftest.py``'s ``run_on_terminal`` (stderr on a pseudo-terminal), as (CompletedProcess, shown)."""
+    from conftest import run_on_terminal
 
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([EXE, *map(str, args)], stdout=subprocess.PIPE, stderr=slave)
-    os.close(slave)
-    shown, deadline = "", time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        chunk = b""
-        if select.select([master], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                pass
-            shown += chunk.decode(errors="replace")
-        if until is not None and re.search(until, shown):
-            then(proc)
-            until = None
-        if not chunk and proc.poll() is not None:
-            break
-    if proc.poll() is None:
-        proc.kill()
-    stdout = proc.communicate()[0].decode()
-    os.close(master)
-    code = proc.returncode if time.monotonic() < deadline else -1
-    return subprocess.CompletedProcess(proc.args, code, stdout, shown), shown
+    proc, stdout, shown = run_on_terminal(args, **kwargs)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, shown), shown
 
 
 def front_door_and_server(root: Path, case: Callable) -> None:

@@ -188,6 +188,8 @@ def run_on_terminal(args: list, *, until: str | None = None, then=None, timeout:
                 until = None
             if not chunk and proc.poll() is not None:
                 break
+        if proc.poll() is None:  # past the deadline: a hang
+            proc.kill()
         stdout = proc.communicate(timeout=60)[0].decode()
     finally:
         proc.kill()
