@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .. import structured
 from ..checkpoint import CONFIG, META, WEIGHTS, architecture_metadata, write_checkpoint_dir
 from ..config import ModelConfig, parse_config
 from ..errors import CheckpointError, ConfigError, DataError
@@ -118,7 +119,7 @@ def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple
 def source_meta(checkpoint: str | Path) -> dict[str, Any]:
     """A converted checkpoint's ``meta.json`` (its source and model type); empty for others."""
     path = Path(checkpoint) / META
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return structured.read(path, mapping=True, error=CheckpointError) if path.is_file() else {}
 
 
 def source_architecture(checkpoint: str | Path | None) -> Architecture | None:

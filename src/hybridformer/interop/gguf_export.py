@@ -16,9 +16,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import structured
 from ..checkpoint import TOKENIZER, load_config_file
 from ..config import ModelConfig
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..outputs import prepare_output_file
 from .export import hf_state
 from .gguf import gguf_name, permute
@@ -123,7 +124,7 @@ def _vocabulary(writer, source: Path, cfg: ModelConfig) -> None:
     file = source / TOKENIZER
     if not file.is_file():
         raise ConfigError(f"{source}: no tokenizer.json; a GGUF file carries its vocabulary")
-    data = json.loads(file.read_text(encoding="utf-8"))
+    data = structured.read(file, mapping=True, error=CheckpointError)
     model = data.get("model", {})
     if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(data.get("pre_tokenizer")):
         raise ConfigError(f"{source}: export --to gguf writes byte-level BPE vocabularies (GPT-2, Llama 3, Qwen2, "
@@ -148,7 +149,8 @@ def _vocabulary(writer, source: Path, cfg: ModelConfig) -> None:
         writer.add_pad_token_id(cfg.pad_id)
     writer.add_add_bos_token(False)
     config = source / TOKENIZER_CONFIG
-    template = json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
+    template = structured.read(config, mapping=True, error=CheckpointError).get("chat_template") \
+        if config.is_file() else None
     if isinstance(template, str):
         writer.add_chat_template(template)
 

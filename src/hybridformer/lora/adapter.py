@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .. import structured
 from ..config import LoraConfig, ModelConfig
 from ..errors import CheckpointError, ConfigError
 from .layout import PEFT_PREFIX, Layout, Part, by_file_name
@@ -137,16 +138,13 @@ def adapter_base(path: str | Path, base: str | Path | None = None) -> Path:
 def _is_hf(folder: str) -> bool:
     """A transformers folder (``model_type`` in config.json) rather than our checkpoint."""
     try:
-        return "model_type" in json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return "model_type" in structured.read(Path(folder) / "config.json", mapping=True, error=CheckpointError)
+    except CheckpointError:
         return False
 
 
 def read_base_name(path: str | Path) -> str | None:
-    try:
-        data = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{Path(path) / ADAPTER_CONFIG}: cannot read ({str(exc)[:200]})") from None
-    name = data.get("base_model_name_or_path") if isinstance(data, dict) else None
+    data = structured.read(Path(path) / ADAPTER_CONFIG, mapping=True, error=CheckpointError)
+    name = data.get("base_model_name_or_path")
     return name if isinstance(name, str) and name else None
 
