@@ -1,11 +1,15 @@
-"""Registry names the CLI's help texts show, in a module free of torch so ``hybridformer --help`` stays fast.
+"""Registry names, in a module free of torch: the CLI's help texts show them (``hybridformer --help`` stays
+fast) and the config validates against them without importing the modules that implement them.
 
-tests/cli/test_lazy_cli.py checks they match the registries (``blocks.LAYERS``, ``fusion.METHODS`` and what
-``fusion.merge.describe_methods`` reads from each method's declaration).
+tests/cli/test_lazy_cli.py checks they match the registries (``attention.ATTENTION``, ``blocks.LAYERS``,
+``ffn.ACTIVATIONS``, ``fusion.METHODS`` and what ``fusion.merge.describe_methods`` reads from each method).
 """
 
+ATTENTION_NAMES = ("reference", "full", "chunked", "sliding_window", "block_sparse", "linear", "performer",
+                   "linformer", "nystrom")
 LAYER_NAMES = ("transformer", "conformer", "lsra", "branchformer", "ebranchformer", "lightconv", "dynamicconv",
                "shortconv", "mamba2")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh")
 MERGE_METHOD_HELP = {  # name -> what it takes, for ``merge --help``
     "linear": "--weights",
     "slerp": "t (default 0.5: position on the arc: 0 = first checkpoint, 1 = second)",

@@ -19,15 +19,15 @@ import torch
 from tokenizers import Tokenizer
 
 from .. import structured
-from ..checkpoint import WEIGHTS, Checkpoint, load_tokenizer
+from ..checkpoint import Checkpoint
 from ..config import ModelConfig, parse_config
-from ..data.chat import ChatTemplate, load_chat_template
+from ..data.chat import ChatTemplate
+from ..data.side_files import SideFiles
 from ..data.text import token_batches
-from ..decoding.logits import max_lengths
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError
+from ..filenames import CONFIG, CT2_WEIGHTS, WEIGHTS
 from ..inference import CheckpointLike
 from ..interop.ct2 import (
-    CT2_CONFIG,
     QUANTIZATIONS,
     SINUSOID_ROWS,
     export_ct2,
@@ -35,7 +35,7 @@ from ..interop.ct2 import (
     is_ct2_export,
     require_ctranslate2,
 )
-from .options import GenerationOptions, refuse_penalties
+from .options import GenerationOptions, output_budget, refuse_penalties
 from .rows import Emit, ragged_ok, stream_rows
 
 
@@ -51,6 +51,7 @@ class Ct2Engine:
     vocab: list[str] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
     chat_template: ChatTemplate | None = None  # a converted instruct model's, for generate --chat and serve
+    joins = False  # CTranslate2 runs whole searches: rows cannot join one mid-flight
 
     @classmethod
     def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *,
@@ -72,11 +73,14 @@ class Ct2Engine:
         return [self.vocab[i] for i in ids]
 
     def budgets(self, sources: list[list[int]], opts) -> list[int]:
-        """Each input's output budget: the torch engine's ``a · src_len + b``, within the position table."""
+        """Each input's output budget: the torch engine's, and never past the end of the position table the
+        export wrote (a sinusoid, or none: :data:`SINUSOID_ROWS` rows; learned positions: the model's own)."""
         cfg = self.config
         lengths = torch.tensor([len(s) - 1 if cfg.is_seq2seq else len(s) for s in sources])
-        a, b = opts.length_budget(cfg.is_seq2seq)
-        return max_lengths(lengths, a, b, cap=self._cap(sources)).tolist()
+        prefix = 1 if cfg.is_seq2seq else max(len(s) for s in sources)
+        table = SINUSOID_ROWS if cfg.position in ("sinusoidal", "none") else None
+        return output_budget(cfg, opts, lengths, prefix_len=prefix, src_len=max(len(s) for s in sources),
+                             table=table).tolist()
 
     def decode_batch(self, sources: list[list[int]], opts, generator: torch.Generator | None = None,
                      on_token: Callable[[int, int], bool | None] | None = None) -> list[list[int]]:
@@ -99,7 +103,7 @@ class Ct2Engine:
                       sampling_topk=(opts.top_k if opts.sample else 1), sampling_topp=opts.top_p,
                       sampling_temperature=opts.temperature,
                       # as the torch engine: padding is never output (a pad outside the vocabulary, GPT-2's, can't be)
-                      suppress_sequences=[[self.vocab[cfg.pad_id]]] if cfg.pad_id < len(self.vocab) else None)
+                      suppress_sequences=[[self.vocab[cfg.pad_id]]] if cfg.pad_in_vocab else None)
         if not opts.sample and opts.beam_size == 1:  # greedy is prefix-consistent: one call, then each budget
             groups = {max(budgets): list(range(len(sources)))}
         else:
@@ -129,20 +133,6 @@ class Ct2Engine:
         results = self.model.generate_batch(batch, max_length=budget, include_prompt_in_result=False,
                                             end_token=self.vocab[self.config.eos_id], callback=callback, **search)
         return [list(r.sequences_ids[0]) for r in results]
-
-    def _cap(self, sources: list[list[int]]) -> int:
-        """The torch engine's cap on new tokens (``max_positions``; learned positions: what is left of the
-        table), and never past the end of the exported position table."""
-        cfg = self.config
-        prefix = 1 if cfg.is_seq2seq else max(len(s) for s in sources)
-        longest = max(len(s) for s in sources)
-        if cfg.position in ("rope", "alibi", "t5"):
-            return cfg.max_positions
-        rows = cfg.max_positions if cfg.position == "learned" else SINUSOID_ROWS
-        if longest > rows or rows - prefix < 1:
-            raise DataError(f"an input of {longest} tokens does not fit the {rows} positions of this model; "
-                            "shorten the line")
-        return rows - prefix if cfg.position == "learned" else min(cfg.max_positions, rows - prefix)
 
     def ragged(self, opts: GenerationOptions, sources: list[list[int]]) -> bool:
         """``generate`` batches LM prompts by length (CTranslate2 would force the longer prompts' tails)."""
@@ -185,26 +175,26 @@ def load_ct2_engine(path: str | Path, *, quantization: str | None = None, device
         export = ct2_cache(path, quantization or "float32")
         weights = path / WEIGHTS
         stale = not is_ct2_export(export) or (
-            weights.is_file() and weights.stat().st_mtime > (export / CT2_CONFIG).stat().st_mtime)
+            weights.is_file() and weights.stat().st_mtime > (export / CONFIG).stat().st_mtime)
         if stale:  # said on stderr: the export is a model-sized directory the user did not name
             print(f"note: --engine ct2 exports {path} once into {export} (reused while the checkpoint is unchanged)",
                   file=sys.stderr, flush=True)
             export_ct2(path, export, quantization=quantization or "float32", overwrite=True)
     config = parse_config(ModelConfig, exported_config(export))
-    tokenizer = load_tokenizer(export)
-    if tokenizer is None:
+    side = SideFiles.read(export)
+    if side.tokenizer is None:
         raise CheckpointError(f"{export}: no tokenizer.json beside the CTranslate2 model")
     engine = ct2.Translator if config.is_seq2seq else ct2.Generator
     threads = threads or torch.get_num_threads()
     try:
         model = engine(str(export), device=device, compute_type=compute_type, intra_threads=threads)
     except RuntimeError as exc:  # a truncated or corrupt model.bin
-        raise CheckpointError(f"{export / 'model.bin'}: CTranslate2 cannot load it ({str(exc)[:200]}); "
+        raise CheckpointError(f"{export / CT2_WEIGHTS}: CTranslate2 cannot load it ({str(exc)[:200]}); "
                               "export the checkpoint again") from None
     vocab_file = "shared_vocabulary.json" if config.is_seq2seq else "vocabulary.json"
     vocab = structured.read(export / vocab_file, error=CheckpointError)
-    return Ct2Engine(model, tokenizer, config, str(export), torch.device("cpu"), vocab,
-                      {token: i for i, token in enumerate(vocab)}, load_chat_template(export))
+    return Ct2Engine(model, side.tokenizer, config, str(export), torch.device("cpu"), vocab,
+                     {token: i for i, token in enumerate(vocab)}, side.chat_template)
 
 
 def ct2_cache(checkpoint: Path, quantization: str) -> Path:

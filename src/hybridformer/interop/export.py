@@ -9,27 +9,19 @@ int8 weights) has no Hugging Face equivalent and is refused with the list of wha
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import (
-    CONFIG,
-    TOKENIZER,
-    WEIGHTS,
-    load_checkpoint,
-    load_config_file,
-    write_checkpoint_dir,
-)
+from ..checkpoint import load_checkpoint, load_config_file, load_meta, write_checkpoint_dir
 from ..config import ModelConfig
+from ..data.side_files import SideFiles
 from ..errors import ConfigError
+from ..filenames import CONFIG, GENERATION_CONFIG, WEIGHTS
 from ..outputs import prepare_output_dir
-from .conversion import source_meta
+from ..tensorfile import DTYPE_NAMES, write_safetensors
 from .hf import ARCHITECTURES, SPECS, Architecture
 from .hf.roundtrip import layout_blockers
-from .stream import write_streaming
-from .tokenizer import TOKENIZER_CONFIG
 
 
 def blockers(cfg: ModelConfig, arch: Architecture) -> list[str]:
@@ -63,7 +55,7 @@ def hf_state(source: Path, weights: dict[str, Any] | None = None) -> tuple[str, 
     ConfigError listing what Hugging Face cannot represent (what ``export --to hf`` and ``--to gguf`` write).
     ``weights`` replace the checkpoint's own (its model with a LoRA adapter folded in)."""
     cfg = load_config_file(source)
-    arch = export_architecture(cfg, source_meta(source))
+    arch = export_architecture(cfg, load_meta(source))
     problems = blockers(cfg, arch)
     if problems:
         raise ConfigError(f"{source}: cannot export to Hugging Face: {'; '.join(problems)}")
@@ -87,19 +79,17 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
     _, config, tensors = hf_state(source, weights)
     cfg = load_config_file(source)
     # transformers feeds pad back in after EOS: a pad outside the vocabulary (GPT-2) becomes EOS, its convention
-    pad = cfg.pad_id if cfg.pad_id < cfg.vocab_size else cfg.eos_id
+    pad = cfg.pad_id if cfg.pad_in_vocab else cfg.eos_id
     generation = {"bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id, "pad_token_id": pad}
     if cfg.is_seq2seq:
         generation["decoder_start_token_id"] = cfg.start_id
 
     def fill(tmp: Path) -> None:
-        specs = {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in tensors.items()}
-        write_streaming(tmp / WEIGHTS, specs, tensors.__getitem__, progress=progress)
+        specs = {name: (DTYPE_NAMES[tensor.dtype], tuple(tensor.shape)) for name, tensor in tensors.items()}
+        write_safetensors(tmp / WEIGHTS, specs, tensors.__getitem__, progress=progress)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
-        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
-        for name in (TOKENIZER, TOKENIZER_CONFIG):
-            if (source / name).is_file():
-                shutil.copyfile(source / name, tmp / name)
+        (tmp / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2))
+        SideFiles.read(source).write(tmp)
         if write_extra is not None:
             write_extra(tmp)
 

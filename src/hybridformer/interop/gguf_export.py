@@ -17,13 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import structured
-from ..checkpoint import TOKENIZER, load_config_file
+from ..checkpoint import load_config_file
 from ..config import ModelConfig
+from ..data.side_files import read_tokenizer_config
 from ..errors import CheckpointError, ConfigError
+from ..filenames import TOKENIZER
 from ..outputs import prepare_output_file
 from .export import hf_state
 from .gguf import gguf_name, permute
-from .tokenizer import TOKENIZER_CONFIG
 
 QUANTIZATIONS = ("f32", "f16", "q8_0")
 ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}  # HF model_type -> GGUF architecture
@@ -145,12 +146,10 @@ def _vocabulary(writer, source: Path, cfg: ModelConfig) -> None:
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])])
     writer.add_bos_token_id(cfg.bos_id)
     writer.add_eos_token_id(cfg.eos_id)
-    if cfg.pad_id < cfg.vocab_size:
+    if cfg.pad_in_vocab:
         writer.add_pad_token_id(cfg.pad_id)
     writer.add_add_bos_token(False)
-    config = source / TOKENIZER_CONFIG
-    template = structured.read(config, mapping=True, error=CheckpointError).get("chat_template") \
-        if config.is_file() else None
+    template = read_tokenizer_config(source).get("chat_template")
     if isinstance(template, str):
         writer.add_chat_template(template)
 
