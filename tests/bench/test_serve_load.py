@@ -35,6 +35,18 @@ def test_bench_serve_reports_every_cell(tmp_path, tiny_checkpoint):
     assert "| torch | on | 3 | 6 |" in (tmp_path / "out" / "results.md").read_text()
 
 
+def test_the_default_sentences_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    from conftest import require_data
+
+    from hybridformer.bench.serve import read_sentences
+    from hybridformer.cli.bench_serve import DEFAULT_SENTENCES
+
+    assert DEFAULT_SENTENCES.is_absolute()
+    require_data("multi30k", "test_2016_flickr.en.gz")
+    monkeypatch.chdir(tmp_path)
+    assert len(read_sentences(DEFAULT_SENTENCES, 3)) == 3
+
+
 def test_bench_serve_streams_varied_chat_and_reports_time_to_first_token(tmp_path, tiny_checkpoint):
     sentences = tmp_path / "sentences.txt"
     sentences.write_text("\n".join(TINY_TEXT) + "\n")

@@ -63,10 +63,12 @@ def test_names_and_permutation_invert_the_reader():
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_f32_export_round_trips_through_convert(tmp_path, byte_bpe, layout):
     source = checkpoint(tmp_path / "ckpt", byte_bpe, **LAYOUTS[layout])
-    file = export_gguf(source, tmp_path / "model.gguf")
+    calls = []
+    file = export_gguf(source, tmp_path / "model.gguf", progress=lambda done, total: calls.append((done, total)))
     back = convert(file, tmp_path / "back")
     ours, theirs = load_weights(source), load_weights(back)
     assert set(ours) == set(theirs)
+    assert calls == [(done, len(calls)) for done in range(1, len(calls) + 1)] and len(calls) >= len(ours)
     for name in ours:
         assert torch.equal(ours[name], theirs[name]), name
     before, after = (json.loads((p / "config.json").read_text()) for p in (source, back))

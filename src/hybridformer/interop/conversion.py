@@ -2,13 +2,15 @@
 
 The source's config becomes a validated ModelConfig (any setting that would change the computation
 and is not supported is a one-line error naming it), the model is laid out on the ``meta`` device
-to learn every tensor's name and shape, and the weights are streamed into ``model.safetensors``
+to learn every tensor's name and shape, the source's tensor headers are checked against them (a wrong shape or
+an integer dtype allocates nothing), and the weights are streamed into ``model.safetensors``
 one tensor at a time. Every source tensor must be used: a leftover one would mean a different model.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,9 @@ class Prefixed:
 
     def get(self, name: str) -> torch.Tensor:
         return self.source.get(name.removeprefix(self.prefix))
+
+    def meta(self, name: str) -> torch.Tensor:
+        return self.source.meta(name.removeprefix(self.prefix))
 
 
 Source = HFFolder | GGUFFile | Prefixed
@@ -144,6 +149,21 @@ def build_checked(rule: Rule, source: Source, where: Path) -> torch.Tensor:
     return tensor
 
 
+def check_headers(specs: TensorSpecs, rules: list[Rule], source: Source,
+                  where: Path) -> None:
+    """Every rule run on the ``meta`` device from the source's headers (shapes, dtypes): a wrong-shaped or integer
+    tensor is refused before anything is read, allocated or written (NaN needs the data: :func:`build_checked`)."""
+    for rule in rules:
+        try:
+            shape = tuple(rule.build(source.meta).shape)
+        except RuntimeError:
+            shape = None
+        if shape != specs[rule.ours][1]:
+            shapes = ", ".join(f"{name} {tuple(source.meta(name).shape)}" for name in rule.theirs)
+            raise CheckpointError(f"{where}: {shapes} do not fit the config, which needs {rule.ours} of shape "
+                                  f"{specs[rule.ours][1]}; the config does not belong to these weights")
+
+
 def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> TensorSpecs:
     """Name -> (shape, dtype) of every tensor the checkpoint stores, from the model built on ``meta``."""
     with torch.device("meta"):
@@ -157,22 +177,26 @@ def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> TensorSpecs:
     return {rule.ours: ("F32", tuple(state[rule.ours].shape)) for rule in rules}
 
 
-def convert(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+def convert(src: str | Path, out: str | Path, *, overwrite: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> Path:
     """Convert a Hugging Face model folder or a ``.gguf`` file into a hybridformer checkpoint at ``out``.
 
     The result loads with :func:`hybridformer.load_checkpoint` and works with every command; the
-    tokenizer (ids preserved), chat template and special tokens travel with it.
+    tokenizer (ids preserved), chat template and special tokens travel with it. ``progress(done, total)``
+    follows the tensors written.
     """
     src, out = Path(src), prepare_output_dir(out, overwrite=overwrite, inputs=[src])
     source, files, fmt = open_source(src)
     source = with_prefix(source, src)
     cfg, rules = plan(source, files, src)
     specs = tensor_specs(cfg, rules)
+    check_headers(specs, rules, source, src)
     by_name = {rule.ours: rule for rule in rules}
     meta = {"converted_from": str(src), "format": fmt, "model_type": source.config.get("model_type")}
 
     def weights(file: Path) -> None:
         write_safetensors(file, specs, lambda name: build_checked(by_name[name], source, src),
-                          metadata={"format": "pt", **architecture_metadata(cfg)})  # fingerprint: load_checkpoint
+                          metadata={"format": "pt", **architecture_metadata(cfg)},  # fingerprint: load_checkpoint
+                          progress=progress)
 
     return write_checkpoint(out, cfg, files.side_files(cfg), weights=weights, meta=meta)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
+from .folder import require_float
 from .hf import GGUF_ARCHITECTURES
 
 _LAYER = {
@@ -138,12 +139,25 @@ class GGUFFile:
         from gguf import dequantize
 
         tensor = self._tensors[name]
+        self._require_float(name)
         try:
             array = dequantize(tensor.data, tensor.tensor_type)
         except Exception as exc:  # an unknown quantization type or truncated data
             raise CheckpointError(f"{self.path}: cannot dequantize {tensor.name} "
                                   f"({tensor.tensor_type.name}: {exc})") from None
-        weight = torch.from_numpy(array if array.flags.writeable else array.copy()).float()
+        return self._hf_layout(name, torch.from_numpy(array if array.flags.writeable else array.copy()).float())
+
+    def meta(self, name: str) -> Tensor:
+        """Tensor ``name`` as :meth:`get` would give it, on the ``meta`` device (from the tensor info, no data)."""
+        self._require_float(name)
+        shape = [int(n) for n in reversed(self._tensors[name].shape)]  # GGUF lists dimensions fastest first
+        return self._hf_layout(name, torch.empty(shape, device="meta"))
+
+    def _require_float(self, name: str) -> None:
+        kind = self._tensors[name].tensor_type.name
+        require_float(kind not in ("I8", "I16", "I32", "I64"), kind, self._tensors[name].name, self.path)
+
+    def _hf_layout(self, name: str, weight: Tensor) -> Tensor:
         if self.layout.permuted_qk and name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
             weight = unpermute(weight, self.config["num_attention_heads"])
         elif self.layout.permuted_qk and name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import structured
@@ -30,8 +31,9 @@ ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}  # HF m
 
 
 def export_gguf(checkpoint: str | Path, out: str | Path, *, quantization: str = "f32",
-                overwrite: bool = False) -> Path:
-    """Write ``checkpoint`` as the GGUF file ``out`` with 2-D weights in ``quantization`` (norms stay f32)."""
+                overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write ``checkpoint`` as the GGUF file ``out`` with 2-D weights in ``quantization`` (norms stay f32);
+    ``progress(done, total)`` follows the tensors converted."""
     try:
         import gguf
     except ImportError:
@@ -48,7 +50,8 @@ def export_gguf(checkpoint: str | Path, out: str | Path, *, quantization: str = 
                           f"layout is {model_type!r} (export --to hf, then llama.cpp's convert_hf_to_gguf.py)")
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        _write(gguf.GGUFWriter(str(tmp), ARCHITECTURES[model_type]), source, cfg, tensors, quantization)
+        _write(gguf.GGUFWriter(str(tmp), ARCHITECTURES[model_type]), source, cfg, tensors, quantization,
+               progress or (lambda done, total: None))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -56,14 +59,15 @@ def export_gguf(checkpoint: str | Path, out: str | Path, *, quantization: str = 
     return out
 
 
-def _write(writer, source: Path, cfg: ModelConfig, tensors: dict, quantization: str) -> None:
+def _write(writer, source: Path, cfg: ModelConfig, tensors: dict, quantization: str,
+           progress: Callable[[int, int], None]) -> None:
     import gguf
 
     qtype = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
              "q8_0": gguf.GGMLQuantizationType.Q8_0}[quantization]
     _metadata(writer, cfg, quantization)
     _vocabulary(writer, source, cfg)
-    for name, tensor in tensors.items():
+    for done, (name, tensor) in enumerate(tensors.items(), start=1):
         if writer.arch == "llama" and ".q_proj." in name:
             tensor = permute(tensor, cfg.heads)
         elif writer.arch == "llama" and ".k_proj." in name:
@@ -73,6 +77,7 @@ def _write(writer, source: Path, cfg: ModelConfig, tensors: dict, quantization: 
             else gguf.GGMLQuantizationType.F32  # norms and biases stay f32, as llama.cpp keeps them
         data = gguf.quantize(array, kind) if kind != gguf.GGMLQuantizationType.F32 else array
         writer.add_tensor(gguf_name(name), data, raw_dtype=kind)
+        progress(done, len(tensors))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
