@@ -23,6 +23,7 @@ from ..checkpoint import WEIGHTS, Checkpoint, load_tokenizer
 from ..config import ModelConfig, parse_config
 from ..data.chat import ChatTemplate, load_chat_template
 from ..data.text import token_batches
+from ..decoding.greedy import strip_after_eos
 from ..decoding.logits import max_lengths
 from ..errors import CheckpointError, ConfigError, DataError
 from ..inference import CheckpointLike
@@ -127,8 +128,9 @@ class Ct2Engine:
                                                  max_input_length=0, callback=callback, **search)
             return [[self.ids[t] for t in r.hypotheses[0]] for r in results]
         results = self.model.generate_batch(batch, max_length=budget, include_prompt_in_result=False,
-                                            end_token=self.vocab[self.config.eos_id], callback=callback, **search)
-        return [list(r.sequences_ids[0]) for r in results]
+                                            end_token=[self.vocab[i] for i in self.config.eos_ids], callback=callback,
+                                            **search)
+        return [strip_after_eos(list(r.sequences_ids[0]), self.config.eos_ids) for r in results]
 
     def _cap(self, sources: list[list[int]]) -> int:
         """The torch engine's cap on new tokens (``max_positions``; learned positions: what is left of the

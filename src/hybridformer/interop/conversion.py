@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .. import structured
 from ..checkpoint import CONFIG, META, WEIGHTS, architecture_metadata, write_checkpoint_dir
 from ..config import ModelConfig, parse_config
 from ..errors import CheckpointError, ConfigError, DataError
@@ -96,6 +97,8 @@ def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple
     if arch.head is not None:
         data["tie_embeddings"] = arch.head not in available
     tokenizers.choose_special_ids(data, files)
+    data["extra_eos_ids"] = [i for i in listed_eos(source.config, where)
+                             if i != data["eos_id"] and 0 <= i < data["vocab_size"]]
     try:
         cfg = parse_config(ModelConfig, data)
     except ConfigError as exc:
@@ -108,6 +111,17 @@ def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple
         raise CheckpointError(f"{where}: tensor(s) the {source.config.get('model_type')} mapping does not use: "
                               f"{', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''} (an unsupported variant)")
     return cfg, rules
+
+
+def listed_eos(config: dict[str, Any], where: Path) -> list[int]:
+    """Every EOS id the source lists, in order: config.json's ``eos_token_id`` (an id or a list) and
+    generation_config.json's, where chat models list their end-of-turn token (Gemma 3's ``<end_of_turn>``)."""
+    generation = where / "generation_config.json"
+    lists = [config.get("eos_token_id")]
+    if where.is_dir() and generation.is_file():
+        lists.append(structured.read(generation, mapping=True, error=CheckpointError).get("eos_token_id"))
+    ids = [i for value in lists for i in (value if isinstance(value, list) else [value]) if isinstance(i, int)]
+    return list(dict.fromkeys(ids))
 
 
 def source_meta(checkpoint: str | Path) -> dict[str, Any]:

@@ -107,7 +107,8 @@ class GGUFFile:
             or self._tensors["model.embed_tokens.weight"].shape[-1],
             "tie_word_embeddings": "lm_head.weight" not in self._tensors,
             "bos_token_id": self.field("tokenizer.ggml.bos_token_id"),
-            "eos_token_id": self.field("tokenizer.ggml.eos_token_id"),
+            "eos_token_id": [i for key in ("eos", "eot", "eom") if (i := self.field(f"tokenizer.ggml.{key}_token_id"))
+                             is not None],  # llama.cpp's end-of-turn/message ids end generation too
             "pad_token_id": self.field("tokenizer.ggml.padding_token_id"),
             "hidden_act": "silu",  # llama.cpp records biases only as tensors:
             "attention_bias": "model.layers.0.self_attn.o_proj.bias" in self._tensors,

@@ -139,6 +139,8 @@ def _vocabulary(writer, source: Path, cfg: ModelConfig) -> None:
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])])
     writer.add_bos_token_id(cfg.bos_id)
     writer.add_eos_token_id(cfg.eos_id)
+    if len(cfg.eos_ids) > 1:  # llama.cpp's end-of-turn id (one; it stops on EOS and EOT)
+        writer.add_eot_token_id(cfg.eos_ids[1])
     if cfg.pad_id < cfg.vocab_size:
         writer.add_pad_token_id(cfg.pad_id)
     writer.add_add_bos_token(False)
