@@ -120,6 +120,8 @@ class SSMConfig(_Strict):
     chunk_size: int = Field(64, ge=1)  # chunked scan: positions per chunk (a speed knob; results are equal)
     bias: bool = False  # biases of in_proj and out_proj
     conv_bias: bool = True
+    inner: int | None = Field(None, ge=1)  # inner width when not expand · d_model (Falcon-H1's mamba_d_ssm)
+    output_norm: Literal["gated", "before_gate", "none"] = "gated"  # RMSNorm(y·SiLU(z)) | RMSNorm(y)·SiLU(z) | none
 
     def layer_parts(self) -> dict[str, Any]:
         return {f"ssm_{key}": value for key, value in self.model_dump().items()}
@@ -350,11 +352,12 @@ def check_conv_stack(cfg: ModelConfig, role: str) -> None:
             raise ValueError(f"{key}.heads={conv.heads} must divide d_model={cfg.d_model} for layer {layer!r}")
     if kinds & {"branchformer", "ebranchformer"} and (conv.cgmlp_dim or cfg.ffn_dim) % 2:
         raise ValueError(f"{key}.cgmlp_dim (default ffn_dim) must be even: the cgMLP gates one half by the other")
-    if "mamba2" in kinds:
-        ssm, inner = stack.ssm, stack.ssm.expand * cfg.d_model
+    if kinds & {"mamba2", "parallel_mamba2"}:
+        ssm = stack.ssm
+        inner = ssm.inner or ssm.expand * cfg.d_model
         if inner % ssm.head_dim or (inner // ssm.head_dim) % ssm.groups:
-            raise ValueError(f"{role}.ssm.head_dim={ssm.head_dim} must divide the inner width expand·d_model={inner} "
-                             f"into heads that {role}.ssm.groups={ssm.groups} divides")
+            raise ValueError(f"{role}.ssm.head_dim={ssm.head_dim} must divide the inner width (ssm.inner, else "
+                             f"expand·d_model) {inner} into heads that {role}.ssm.groups={ssm.groups} divides")
     if "lsra" in kinds:
         attn = round(cfg.d_model * conv.lsra_split)
         if attn < 1 or attn >= cfg.d_model or attn % cfg.heads:

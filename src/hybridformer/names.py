@@ -4,6 +4,6 @@ tests/cli/test_lazy_cli.py checks they match the registries (``blocks.LAYERS``, 
 """
 
 LAYER_NAMES = ("transformer", "conformer", "lsra", "branchformer", "ebranchformer", "lightconv", "dynamicconv",
-               "shortconv", "mamba2")
+               "shortconv", "mamba2", "parallel_mamba2")
 MERGE_METHODS = ("linear", "slerp", "task_arithmetic", "ties", "dare")
 POOLS = ("mean", "cls")

@@ -69,15 +69,28 @@ class Prefixed:
         return self.source.get(name.removeprefix(self.prefix))
 
 
-Source = HFFolder | GGUFFile | Prefixed
+class Folded:
+    """A source whose tensors pass its architecture's ``fold`` as they are read (Falcon-H1's multipliers)."""
+
+    def __init__(self, source: HFFolder | GGUFFile | Prefixed, weight) -> None:
+        self.source, self.weight, self.config = source, weight, source.config
+
+    def keys(self) -> set[str]:
+        return self.source.keys()
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.weight(name, self.source.get(name))
+
+
+Source = HFFolder | GGUFFile | Prefixed | Folded
 
 
 def with_prefix(source: Source, where: Path) -> Source:
-    """``source`` as its architecture's rules name its tensors."""
-    prefix = architecture(source.config, where).prefix
-    if prefix and not any(name.startswith(prefix) for name in source.keys()):
-        return Prefixed(source, prefix)
-    return source
+    """``source`` as its architecture's rules name and read its tensors."""
+    arch = architecture(source.config, where)
+    if arch.prefix and not any(name.startswith(arch.prefix) for name in source.keys()):
+        source = Prefixed(source, arch.prefix)
+    return source if arch.fold is None else Folded(source, arch.fold(source.config))
 
 
 def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple[ModelConfig, list[Rule]]:

@@ -42,6 +42,8 @@ class Architecture:
     name its source type (trained here, or fine-tuned) exports as the first type, in registry order,
     that ``adopts`` it (a round-trip fit) or, failing that, that ``claims`` it (the Llama family).
     ``ct2``: whether ``export --to ct2`` is offered for it; ``gguf``: how llama.cpp's files of it read.
+    ``fold(hf)`` gives ``weight(name, tensor)``, rewriting each source tensor as it is read (Falcon-H1's µP
+    multipliers folded into the weights they scale).
     """
 
     model_type: str
@@ -57,6 +59,7 @@ class Architecture:
     claims: Callable[[ModelConfig], bool] | None = None
     ct2: bool = True
     gguf: GGUFLayout | None = None
+    fold: Callable[[dict[str, Any]], Callable[[str, Tensor], Tensor]] | None = None
 
 
 def unsupported(field: str, value: Any, why: str) -> ConfigError:
