@@ -27,31 +27,20 @@ _LAYER = {
 }
 _GLOBAL = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
            "output.weight": "lm_head.weight"}
-_BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
+_BLOCK = re.compile(r"blk\.(\d+)\.([\w.]+)\.(weight|bias)")
 
 
 def hf_name(name: str, extra: dict[str, str] | None = None) -> str:
     """``blk.3.attn_q.weight`` -> ``model.layers.3.self_attn.q_proj.weight`` (unknown names stay as they are);
-    ``extra`` adds an architecture's own per-layer names."""
-    if name in _GLOBAL:
-        return _GLOBAL[name]
-    layer = _LAYER | (extra or {})
+    ``extra`` adds an architecture's own names: per layer (``attn_q_norm``) or whole (``token_embd_norm.weight``)."""
+    extra = extra or {}
+    if name in _GLOBAL or name in extra:
+        return extra.get(name) or _GLOBAL[name]
+    layer = _LAYER | extra
     match = _BLOCK.fullmatch(name)
     if match and match.group(2) in layer:
         return f"model.layers.{match.group(1)}.{layer[match.group(2)]}.{match.group(3)}"
     return name
-
-
-def gguf_name(name: str) -> str:
-    """The inverse of :func:`hf_name`: ``model.layers.3.self_attn.q_proj.weight`` -> ``blk.3.attn_q.weight``."""
-    ours = {hf: gg for gg, hf in _GLOBAL.items()} | {f"{hf}.": f"{gg}." for gg, hf in _LAYER.items()}
-    if name in ours:
-        return ours[name]
-    match = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", name)
-    layer = {hf: gg for gg, hf in _LAYER.items()}.get(match.group(2)) if match else None
-    if layer is None:
-        raise ConfigError(f"no GGUF name for tensor {name}")
-    return f"blk.{match.group(1)}.{layer}.{match.group(3)}"
 
 
 def permute(weight: Tensor, heads: int) -> Tensor:

@@ -39,6 +39,9 @@ SPECS: tuple[Architecture, ...] = (
     FALCON_H1,
 )
 ARCHITECTURES: dict[str, Architecture] = {spec.model_type: spec for spec in SPECS}
-GGUF_ARCHITECTURES: dict[str, Architecture] = {spec.gguf.name: spec for spec in SPECS if spec.gguf is not None}
+GGUF_ARCHITECTURES: dict[str, Architecture] = {}  # a GGUF file's general.architecture -> the first spec writing it
+for _spec in SPECS:
+    if _spec.gguf is not None:
+        GGUF_ARCHITECTURES.setdefault(_spec.gguf.name, _spec)
 
 __all__ = ["ARCHITECTURES", "GGUF_ARCHITECTURES", "SPECS", "Architecture", "GGUFLayout"]

@@ -18,9 +18,13 @@ from ..rules import Rule
 class GGUFLayout:
     """How llama.cpp writes an architecture: its ``general.architecture`` name and what its converter changed.
 
-    ``tensors`` adds per-layer GGUF names (``attn_q_norm`` ...) to the Llama ones in ``interop/gguf``;
+    ``tensors`` adds per-layer GGUF names (``attn_q_norm`` ...) to the Llama ones in ``interop/gguf`` (the
+    export takes the names from the ``gguf`` package's tensor map; the round-trip tests hold the two equal);
     ``config`` reads the metadata only this architecture has into config.json fields; ``weight(name, w)``
-    undoes what llama.cpp's converter did to a tensor (HF names; Gemma's norms are stored as 1 + w).
+    undoes what llama.cpp's converter did to a tensor (HF names; Gemma's norms are stored as 1 + w) and
+    ``stored(name, w)`` does it (``export --to gguf``); ``metadata(writer, cfg)`` writes the architecture's own
+    keys, raising ConfigError for what its llama.cpp architecture cannot hold. ``local_attention``: it has
+    sliding-window layers (Gemma 3).
     """
 
     name: str
@@ -28,6 +32,9 @@ class GGUFLayout:
     tensors: dict[str, str] = dataclass_field(default_factory=dict)
     config: Callable[[Callable[[str], Any]], dict[str, Any]] | None = None
     weight: Callable[[str, Tensor], Tensor] | None = None
+    stored: Callable[[str, Tensor], Tensor] | None = None
+    metadata: Callable[[Any, ModelConfig], None] | None = None
+    local_attention: bool = False
 
 
 @dataclass(frozen=True)
