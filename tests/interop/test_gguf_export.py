@@ -106,6 +106,27 @@ def test_modern_layouts_round_trip_through_gguf(tmp_path, byte_bpe, kind):
     assert {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v} == {}
 
 
+@pytest.mark.parametrize("kind", ["falcon-h1", "falcon-h1-nonorm"])
+def test_falcon_h1_round_trips_through_gguf(tmp_path, byte_bpe, kind):
+    """Falcon-H1 as llama.cpp's converter writes it (A = -exp(A_log), (heads, 1) shapes, grouped norm, the embedding
+    and head multipliers folded into their weights): converted back, the same model (A_log within float32
+    rounding; the scan's chunk size, a speed knob, is not in GGUF)."""
+    from interop.hf_tiny import save_tiny
+
+    from hybridformer import load_checkpoint
+
+    torch.manual_seed(0)
+    _, folder = save_tiny(kind, tmp_path / "hf", vocab_size=byte_bpe.get_vocab_size(), mamba_norm_before_gate=False)
+    byte_bpe.save(str(folder / "tokenizer.json"))
+    source = load_checkpoint(convert(folder, tmp_path / "ckpt"))
+    back = load_checkpoint(convert(export_gguf(source.path, tmp_path / "model.gguf"), tmp_path / "back"))
+    tokens = torch.randint(3, byte_bpe.get_vocab_size(), (2, 11))
+    with torch.no_grad():
+        assert (back.model(tokens) - source.model(tokens)).abs().max() < 1e-5
+    assert back.config.decoder.ssm.output_norm == source.config.decoder.ssm.output_norm
+    assert back.config.decoder.layer == "parallel_mamba2"
+
+
 def test_q8_0_is_smaller_and_close(tmp_path, byte_bpe):
     source = checkpoint(tmp_path / "ckpt", byte_bpe, attention_bias=False)
     f32 = export_gguf(source, tmp_path / "f32.gguf")
@@ -131,15 +152,15 @@ def test_what_llama_cpp_cannot_run_is_refused(tmp_path, byte_bpe, tiny_tokenizer
 
 
 def test_layouts_llama_cpp_reads_otherwise_are_refused_in_one_line(tmp_path, byte_bpe):
-    """Falcon-H1 has no GGUF layout here (llama.cpp's Mamba-2 tensors are not written); a Gemma 3 whose local/global
-    pattern is not llama.cpp's fixed one cannot be written as gemma3."""
+    """Granite-4.0-H has no GGUF layout here (llama.cpp splits its fused FFN into shared-expert tensors); a Gemma 3
+    whose local/global pattern is not llama.cpp's fixed one cannot be written as gemma3."""
     from interop.hf_tiny import save_tiny
 
-    for kind in ("falcon-h1-nonorm", "gemma3"):
+    for kind in ("granite-hybrid", "gemma3"):
         _, folder = save_tiny(kind, tmp_path / kind, vocab_size=byte_bpe.get_vocab_size())
         byte_bpe.save(str(folder / "tokenizer.json"))
         convert(folder, tmp_path / f"{kind}-ckpt")
-    result = run_entry("export", tmp_path / "falcon-h1-nonorm-ckpt", "--to", "gguf", "--out", tmp_path / "f.gguf")
+    result = run_entry("export", tmp_path / "granite-hybrid-ckpt", "--to", "gguf", "--out", tmp_path / "f.gguf")
     assert_one_line_error(result, 2, "export --to gguf writes the layouts")
     with pytest.raises(ConfigError, match="a global layer every 6th"):
         export_gguf(tmp_path / "gemma3-ckpt", tmp_path / "g.gguf")

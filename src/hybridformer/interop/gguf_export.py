@@ -22,6 +22,7 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from ..outputs import prepare_output_file
 from .export import hf_state
+from .gguf import gguf_name as layout_name
 from .gguf import permute
 from .hf import ARCHITECTURES, GGUFLayout
 from .tokenizer import TOKENIZER_CONFIG
@@ -75,10 +76,13 @@ def _write(writer, source: Path, cfg: ModelConfig, tensors: dict, quantization: 
         elif layout.permuted_qk and ".k_proj." in name:
             tensor = permute(tensor, cfg.num_kv_heads)
         if layout.stored is not None:
-            tensor = layout.stored(name, tensor)
-        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+            tensor = layout.stored(name, tensor, cfg)
+        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias")) or layout_name(name, layout.tensors)
         if gguf_name is None:
             raise ConfigError(f"the gguf package names no {layout.name} tensor for {name}")
+        suffix = name.rsplit(".", 1)[-1]
+        if suffix in ("weight", "bias") and not gguf_name.endswith(suffix):  # a map entry spelled with its suffix
+            gguf_name = f"{gguf_name}.{suffix}"
         array = tensor.float().numpy()
         kind = qtype if array.ndim == 2 and (qtype != gguf.GGMLQuantizationType.Q8_0 or array.shape[1] % 32 == 0) \
             else gguf.GGMLQuantizationType.F32  # norms and biases stay f32, as llama.cpp keeps them
@@ -115,9 +119,8 @@ def _metadata(writer, cfg: ModelConfig, quantization: str) -> None:
     writer.add_rope_freq_base(cfg.rope_base)
     writer.add_rope_dimension_count(cfg.attention_head_dim)
     writer.add_vocab_size(cfg.vocab_size)
-    if cfg.attention_head_dim != cfg.d_model // cfg.heads:
-        writer.add_key_length(cfg.attention_head_dim)
-        writer.add_value_length(cfg.attention_head_dim)
+    writer.add_key_length(cfg.attention_head_dim)
+    writer.add_value_length(cfg.attention_head_dim)
     if cfg.rope_scaling is not None:
         writer.add_rope_scaling_type(gguf.RopeScalingType(cfg.rope_scaling.type))
         writer.add_rope_scaling_factor(cfg.rope_scaling.factor)

@@ -30,9 +30,9 @@ class GGUFLayout:
     name: str
     permuted_qk: bool = False  # q/k rows permuted for llama.cpp's RoPE (its Llama converter does this)
     tensors: dict[str, str] = dataclass_field(default_factory=dict)
-    config: Callable[[Callable[[str], Any]], dict[str, Any]] | None = None
+    config: Callable[[Callable[[str], Any], set[str]], dict[str, Any]] | None = None  # (metadata, tensor names)
     weight: Callable[[str, Tensor], Tensor] | None = None
-    stored: Callable[[str, Tensor], Tensor] | None = None
+    stored: Callable[[str, Tensor, ModelConfig], Tensor] | None = None
     metadata: Callable[[Any, ModelConfig], None] | None = None
     local_attention: bool = False
 

@@ -91,7 +91,7 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def gguf_config(field: Callable[[str], Any]) -> dict[str, Any]:
+def gguf_config(field: Callable[[str], Any], tensors: set[str]) -> dict[str, Any]:
     """What llama.cpp's gemma3 files leave implicit: its runtime's 1/√head_dim query scale (all but 27B), local
     base 10k and a global layer every sixth (as transformers' GGUF loader assumes too)."""
     head_dim = field("attention.key_length") or field("embedding_length") // field("attention.head_count")
@@ -104,7 +104,7 @@ def gguf_weight(name: str, weight: Tensor) -> Tensor:
     return weight - 1 if name.endswith("norm.weight") else weight
 
 
-def gguf_stored(name: str, weight: Tensor) -> Tensor:
+def gguf_stored(name: str, weight: Tensor, cfg: ModelConfig) -> Tensor:
     """The inverse of :func:`gguf_weight`."""
     return weight + 1 if name.endswith("norm.weight") else weight
 

@@ -105,7 +105,7 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def gguf_config(field: Callable[[str], Any]) -> dict[str, Any]:
+def gguf_config(field: Callable[[str], Any], tensors: set[str]) -> dict[str, Any]:
     """llama.cpp's lfm2 marks the convolution layers by 0 key/value heads; its FFN width is the final one."""
     kv = field("attention.head_count_kv")
     kv = kv if isinstance(kv, list) else [kv] * field("block_count")
@@ -119,7 +119,7 @@ def gguf_weight(name: str, weight: Tensor) -> Tensor:
     return weight.unsqueeze(1) if name.endswith("conv.conv.weight") and weight.dim() == 2 else weight
 
 
-def gguf_stored(name: str, weight: Tensor) -> Tensor:
+def gguf_stored(name: str, weight: Tensor, cfg: ModelConfig) -> Tensor:
     return weight.squeeze(1) if name.endswith("conv.conv.weight") else weight
 
 
