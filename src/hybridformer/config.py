@@ -305,7 +305,7 @@ class ModelConfig(_Strict):
         for name, value in [("bos_id", self.bos_id), ("eos_id", self.eos_id)] + [
                 (f"extra_eos_ids.{i}", v) for i, v in enumerate(self.extra_eos_ids)]:
             if not 0 <= value < self.vocab_size:
-                raise ValueError(f"{name}={value} must be in 0..vocab_size-1={self.vocab_size - 1}")
+                raise ValueError(f"{name}={value} must be below vocab_size={self.vocab_size}")
         if self.pad_id > self.vocab_size:  # == vocab_size: padding outside the vocabulary (no row, no logit)
             raise ValueError(f"pad_id={self.pad_id} must be below vocab_size={self.vocab_size}, or equal to it "
                              "for padding outside the vocabulary")
