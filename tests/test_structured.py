@@ -86,3 +86,13 @@ def test_weights_files_are_bounded_and_finite(tiny_checkpoint, tmp_path):
     for source, words in [("/dev/zero", "larger than"), (tmp_path / "nan.json", "NaN is not a number")]:
         assert_one_line_error(run_entry("generate", ck, ck, "--input", tmp_path / "in.txt", "--weights",
                                         f"@{source}", timeout=60), 2, words)
+
+
+def test_one_spec_syntax_for_attention_with_options():
+    want = ("sliding_window", {"window": 64, "num_global": 2})
+    assert structured.parse_spec("sliding_window:window=64,num_global=2", where="-m", error=ConfigError) == want
+    assert structured.parse_spec("sliding_window:window=64:num_global=2", where="-m", error=ConfigError) == want
+    assert structured.parse_spec("full", where="-m", error=ConfigError) == ("full", {})
+    with pytest.raises(ConfigError, match="'window' must look like key=value"):
+        structured.parse_spec("sliding_window:window", where="-m", error=ConfigError)
+    assert structured.parse_assignment("combine=ties", where="--option", error=ConfigError) == ("combine", "ties")

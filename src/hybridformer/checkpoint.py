@@ -1,8 +1,10 @@
-"""Checkpoint directories: ``model.safetensors`` + ``config.json`` (+ ``tokenizer.json``), written atomically.
+"""Checkpoint directories: ``model.safetensors`` + ``config.json`` (+ ``tokenizer.json``, ``tokenizer_config.json``,
+``meta.json``), written atomically by one writer.
 
 Loading never unpickles anything: weights are safetensors, the config is JSON validated by
 pydantic, the tokenizer is HF tokenizers' JSON. Every failure is a :class:`CheckpointError`
-naming the path and what is wrong.
+naming the path and what is wrong. A :class:`Checkpoint` carries its side files (tokenizer, chat
+template, special tokens) and :func:`write_checkpoint` writes them again, so no command drops them.
 """
 
 from __future__ import annotations
@@ -27,14 +29,16 @@ from torch import nn
 
 from . import structured
 from .config import ModelConfig, parse_config
+from .data.chat import ChatTemplate
+from .data.side_files import SideFiles, load_tokenizer, read_tokenizer_config
 from .devices import check_device
 from .errors import CheckpointError, ConfigError, brief
+from .filenames import ADAPTER_CONFIG, CONFIG, META, TOKENIZER, WEIGHTS
 from .models import build_model
+from .tensorfile import DTYPES, TensorSpecs
 
-WEIGHTS, CONFIG, TOKENIZER, META = "model.safetensors", "config.json", "tokenizer.json", "meta.json"
 ARCHITECTURE, FINGERPRINT = "hybridformer.architecture", "hybridformer.fingerprint"  # safetensors metadata keys
 VOCABULARY = "hybridformer.vocabulary"  # sha256 of the tokenizer's token -> id table the weights were saved with
-TensorSpecs = dict[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors dtype, shape)
 
 
 @dataclass
@@ -44,27 +48,51 @@ class Checkpoint:
     tokenizer: Tokenizer | None
     path: Path
     meta: dict[str, Any] = field(default_factory=dict)
+    tokenizer_config: dict[str, Any] = field(default_factory=dict)  # tokenizer_config.json: chat template, specials
+
+    @property
+    def side_files(self) -> SideFiles:
+        """What a command writing a model made from this one must carry over (tokenizer, chat template)."""
+        return SideFiles(self.tokenizer, self.tokenizer_config)
+
+    @property
+    def chat_template(self) -> ChatTemplate | None:
+        return self.side_files.chat_template
 
 
 def save_checkpoint(
-    path: str | Path, model: nn.Module | None, config: ModelConfig, tokenizer: Tokenizer | None = None, *,
+    path: str | Path, model: nn.Module | None, config: ModelConfig, tokenizer: Tokenizer | SideFiles | None = None,
+    *, meta: dict[str, Any] | None = None, write_extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write ``model`` as a checkpoint directory with :func:`write_checkpoint`; ``tokenizer`` is the tokenizer
+    alone or all the side files (``Checkpoint.side_files``: a converted model's chat template too).
+
+    Without a ``model`` no weights are written: a LoRA checkpoint's ``write_extra`` adds its adapter instead.
+    """
+    side = tokenizer if isinstance(tokenizer, SideFiles) else SideFiles(tokenizer)
+
+    def weights(file: Path) -> None:
+        vocabulary = {VOCABULARY: vocabulary_digest(side.tokenizer)} if side.tokenizer is not None else {}
+        save_model(model, str(file), metadata={"format": "pt", **architecture_metadata(config), **vocabulary})
+
+    return write_checkpoint(path, config, side, weights=weights if model is not None else None, meta=meta,
+                            write_extra=write_extra)
+
+
+def write_checkpoint(
+    path: str | Path, config: ModelConfig, side: SideFiles, *, weights: Callable[[Path], None] | None,
     meta: dict[str, Any] | None = None, write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically: build it in a temp dir, then rename it into place.
-
-    ``write_extra(tmp_dir)`` lets the trainer add its own files (optimizer state) to the same
-    atomic write. A crash at any moment leaves either the old directory or the new one. Without a
-    ``model`` no weights are written: a LoRA checkpoint's ``write_extra`` adds its adapter instead.
-    """
+    """The one checkpoint writer: ``weights(file)`` writes ``model.safetensors`` (from a model, or streamed tensor
+    by tensor), then ``config.json``, the side files and ``meta.json``, all in one atomic write
+    (:func:`write_checkpoint_dir`). ``write_extra(tmp_dir)`` adds a command's own files (optimizer state, an
+    adapter) to the same write."""
 
     def fill(tmp: Path) -> None:
-        if model is not None:
-            vocabulary = {VOCABULARY: vocabulary_digest(tokenizer)} if tokenizer is not None else {}
-            save_model(model, str(tmp / WEIGHTS),
-                       metadata={"format": "pt", **architecture_metadata(config), **vocabulary})
+        if weights is not None:
+            weights(tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps(config.model_dump(), indent=2))
-        if tokenizer is not None:
-            (tmp / TOKENIZER).write_text(tokenizer.to_str())
+        side.write(tmp)
         if meta:
             (tmp / META).write_text(json.dumps(meta, indent=2))
         if write_extra is not None:
@@ -85,6 +113,16 @@ def _fsync_tree(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _normal_modes(directory: Path) -> None:
+    """Every file as an ordinary new file would be (0644 under the usual umask): safetensors writes its files
+    0600 through a temp file, which made a checkpoint's weights unreadable to the group only after some commands."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in directory.rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            file.chmod(0o666 & ~umask)
 
 
 def _replace_dir(new: Path, dest: Path) -> None:
@@ -133,20 +171,10 @@ def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], source: 
 
 
 def missing_weights(path: Path) -> CheckpointError:
-    if (path / "adapter_config.json").is_file():
+    if (path / ADAPTER_CONFIG).is_file():
         return CheckpointError(f"{path} is a LoRA adapter: it runs on its base model (`--adapter {path}` with the "
                                "base checkpoint; Python: hybridformer.lora.load_with_adapter)")
     return CheckpointError(f"{path}: missing {WEIGHTS}")
-
-
-def load_tokenizer(path: str | Path) -> Tokenizer | None:
-    file = Path(path) / TOKENIZER
-    if not file.exists():
-        return None
-    try:
-        return Tokenizer.from_str(file.read_text())
-    except Exception as exc:  # tokenizers raises plain Exception subclasses
-        raise CheckpointError(f"{file}: corrupt tokenizer ({exc})") from None
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
@@ -168,7 +196,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     check_vocabulary(tokenizer, metadata, path)
     model = build_model(config)
     copy_weights_into(model, path / WEIGHTS)
-    return Checkpoint(model.to(device).eval(), config, tokenizer, path, meta)
+    return Checkpoint(model.to(device).eval(), config, tokenizer, path, meta, read_tokenizer_config(path))
 
 
 def copy_weights_into(model: nn.Module, weights: Path) -> None:
@@ -212,9 +240,6 @@ def check_meta(meta: dict[str, Any], config: ModelConfig, where: Path) -> None:
 
 # ----------------------------------------------------------------------------- integrity checks (before building)
 
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
 _NOT_ARCHITECTURE = {"dropout", "weight_dropout"}  # training-only knobs: editing them changes no result
 
 
@@ -304,7 +329,7 @@ def check_weight_specs(config: ModelConfig, specs: TensorSpecs, source: Path) ->
     except (RuntimeError, ValueError, OverflowError, TypeError) as exc:  # e.g. "Storage size calculation overflowed"
         raise CheckpointError(f"{source.parent / CONFIG}: describes a model that cannot be built "
                               f"({str(exc).splitlines()[0][:200]})") from None
-    check_fit(expected, {name: (_DTYPES.get(dtype), shape) for name, (dtype, shape) in specs.items()}, source)
+    check_fit(expected, {name: (DTYPES.get(dtype), shape) for name, (dtype, shape) in specs.items()}, source)
 
 
 def check_fit(expected: dict[str, torch.Tensor], found: dict[str, tuple[torch.dtype | None, tuple[int, ...]]],
@@ -370,6 +395,7 @@ def write_checkpoint_dir(path: str | Path, fill: Callable[[Path], None]) -> Path
     tmp.mkdir()
     try:
         fill(tmp)
+        _normal_modes(tmp)
         _fsync_tree(tmp)
         _replace_dir(tmp, path)
     except (OSError, RuntimeError, SafetensorError) as exc:

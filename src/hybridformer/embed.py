@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .data.text import pad
 from .errors import CheckpointError, ConfigError, DataError
 from .models import Encoder
 from .names import POOLS
@@ -50,11 +51,7 @@ def embed(checkpoint: str | Path | Checkpoint, texts: Sequence[str], *, batch_si
     out = []
     device = next(model.parameters()).device
     for start in range(0, len(ids), batch_size):
-        rows = ids[start: start + batch_size]
-        tokens = torch.full((len(rows), max(len(r) for r in rows)), cfg.pad_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        tokens = tokens.to(device)
+        tokens = pad(ids[start: start + batch_size], cfg.pad_id, device)
         pooled = model.sentence_embedding(tokens) if pool == "mean" else model.encode(tokens)[0][:, 0]
         out.append(pooled.float())
     vectors = torch.cat(out) if out else torch.zeros(0, cfg.d_model)

@@ -53,20 +53,12 @@ class LongifyPlan:
 
 
 def parse_attention_spec(text: str | AttentionConfig | dict[str, Any]) -> AttentionConfig:
-    """``NAME[:key=value,...]`` (``:`` also separates options) -> a validated AttentionConfig."""
+    """``NAME[:key=value,...]`` (:func:`~hybridformer.structured.parse_spec`) -> a validated AttentionConfig."""
     if isinstance(text, AttentionConfig):
         return text
     if isinstance(text, dict):
         return parse_config(AttentionConfig, text, prefix="--attention")
-    name, _, rest = text.strip().partition(":")
-    options: dict[str, Any] = {}
-    for pair in filter(None, (p.strip() for p in rest.replace(":", ",").split(","))):
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--attention {text!r}: option {pair!r} must look like key=value "
-                              "(e.g. sliding_window:window=2048,num_global=4)")
-        options[key.strip()] = structured.parse(value, where=f"--attention {key.strip()}", yaml_syntax=True,
-                                                  error=ConfigError)
+    name, options = structured.parse_spec(text, where="--attention", error=ConfigError)
     return parse_config(AttentionConfig, {"name": name, **options}, prefix="--attention")
 
 
@@ -375,7 +367,7 @@ def longify(
         record["max_len"] = [meta["max_len"], usable]  # a classifier now reads documents up to its new length
         meta["max_len"] = usable
     meta["longify"] = [*_as_list(meta.get("longify")), record]
-    return save_checkpoint(out, model, new_cfg, checkpoint.tokenizer, meta=meta)
+    return save_checkpoint(out, model, new_cfg, checkpoint.side_files, meta=meta)
 
 
 def _as_list(value: Any) -> Iterable[Any]:

@@ -19,19 +19,30 @@ from pathlib import Path
 from typing import IO
 
 from .errors import DataError
+from .filenames import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    CHAT_TEMPLATE,
+    CONFIG,
+    CT2_WEIGHTS,
+    GENERATION_CONFIG,
+    META,
+    TOKENIZER,
+    TOKENIZER_CONFIG,
+    TRAINER_STATE,
+    WEIGHTS,
+    WEIGHTS_INDEX,
+)
 
 # Files a model directory written by hybridformer (a checkpoint, or an HF / CTranslate2 export of one) may hold.
 MODEL_FILES = frozenset({
-    "model.safetensors", "config.json", "tokenizer.json", "meta.json", "generation_config.json",
-    "tokenizer_config.json", "special_tokens_map.json", "model.safetensors.index.json", "model.bin",
-    "shared_vocabulary.json", "shared_vocabulary.txt", "source_vocabulary.json", "target_vocabulary.json",
-    "vocabulary.json", "vocabulary.txt", "chat_template.jinja", "README.md", "hybridformer.json",
-    "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json", "adapter_config.json",
-    "adapter_model.safetensors",
+    WEIGHTS, CONFIG, TOKENIZER, META, GENERATION_CONFIG, TOKENIZER_CONFIG, "special_tokens_map.json", WEIGHTS_INDEX,
+    CT2_WEIGHTS, "shared_vocabulary.json", "shared_vocabulary.txt", "source_vocabulary.json",
+    "target_vocabulary.json", "vocabulary.json", "vocabulary.txt", CHAT_TEMPLATE, "README.md", "hybridformer.json",
+    "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json", ADAPTER_CONFIG, ADAPTER_WEIGHTS,
 })
 _SHARD = re.compile(r"model-\d+-of-\d+\.safetensors")
 RUN_MARKERS = ("checkpoints", "metrics.jsonl", "run.lock", "distill.json", "seqkd")  # what a training run holds
-TRAINER_STATE = "trainer_state.pt"
 
 
 def prepare_output_dir(out: str | Path, *, overwrite: bool, inputs: Iterable[str | Path] = ()) -> Path:
@@ -44,9 +55,9 @@ def prepare_output_dir(out: str | Path, *, overwrite: bool, inputs: Iterable[str
     out = Path(out)
     _check_parent(out)
     _check_inputs(out, inputs)
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        kind = "a symbolic link" if out.is_symlink() else "a file"
-        raise DataError(f"--out {out} is {kind}, not a directory; give a new directory path")
+    refuse_links([out], "give a new directory path", name="--out ")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a directory; give a new directory path")
     if not out.exists() or not any(out.iterdir()):
         return out
     reason = _not_replaceable(out)
@@ -64,11 +75,17 @@ def prepare_output_file(path: str | Path, *, overwrite: bool, inputs: Iterable[s
     _check_inputs(path, inputs)
     if path.is_dir():
         raise DataError(f"--out {path} is a directory; give a file path such as {path / 'out.json'}")
-    if path.is_symlink():
-        raise DataError(f"--out {path} is a symbolic link; give a regular file path")
+    refuse_links([path], "give a regular file path", name="--out ")
     if path.exists() and not overwrite:
         raise DataError(f"--out {path} already exists; pass --overwrite to replace it")
     return path
+
+
+def refuse_links(paths: Iterable[Path], what_to_do: str, *, name: str = "") -> None:
+    """Writing through a symbolic link would overwrite a file elsewhere: any of ``paths`` that is one is refused."""
+    for path in paths:
+        if path.is_symlink():
+            raise DataError(f"{name}{path} is a symbolic link; {what_to_do}")
 
 
 def prepare_run_dir(out: str | Path) -> Path:
@@ -119,7 +136,7 @@ def _not_replaceable(out: Path) -> str | None:
         return f"holds {TRAINER_STATE} (a resumable training checkpoint)"
     foreign = sorted(n for n in names if not (n in MODEL_FILES or _SHARD.fullmatch(n))
                      or not (out / n).is_file() or (out / n).is_symlink())
-    if foreign or "config.json" not in names:
+    if foreign or CONFIG not in names:
         example = f" (it holds {foreign[0]!r})" if foreign else " (no config.json)"
         return f"is not a hybridformer model directory{example}"
     return None

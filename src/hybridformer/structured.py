@@ -142,3 +142,22 @@ def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def parse_assignment(item: str, *, where: str, form: str = "key=value",
+                     error: type[HybridformerError]) -> tuple[str, Any]:
+    """``"key=value"`` -> ``("key", value)``, the value read as a YAML scalar (``3`` an int, ``ties`` a string):
+    the one reader of ``--set``, ``merge --option`` and the options of an attention spec."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise error(f"{where} {item!r} must look like {form}")
+    return key.strip(), parse(raw, where=f"{where} {key.strip()}", yaml_syntax=True, error=error)
+
+
+def parse_spec(text: str, *, where: str, error: type[HybridformerError]) -> tuple[str, dict[str, Any]]:
+    """``NAME[:key=value,...]`` -> ``(NAME, options)`` (``:`` between options reads like ``,``): the one syntax of
+    an attention mechanism with options, in ``longify --attention`` and ``bench attention -m``."""
+    name, _, rest = text.strip().partition(":")
+    pairs = filter(None, (p.strip() for p in rest.replace(":", ",").split(",")))
+    return name.strip(), dict(parse_assignment(pair, where=where, form=f"key=value (e.g. {name.strip()}:window=64)",
+                                               error=error) for pair in pairs)

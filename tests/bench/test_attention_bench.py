@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hybridformer.attention import build_attention
-from hybridformer.bench import markdown_table, parse_mechanism, run_benchmark, write_outputs
+from hybridformer.bench import markdown, parse_mechanism, run_benchmark, write_outputs
 from hybridformer.bench.attention import PointSpec, _local_attention
 from hybridformer.config import ConfigError
 
@@ -37,7 +37,7 @@ def test_points_run_in_subprocesses_and_impossible_ones_are_marked(tmp_path: Pat
     paths = write_outputs(results, tmp_path, title="tiny")
     assert json.loads(paths["json"].read_text())[0]["length"] == 64
     assert paths["plot"].stat().st_size > 0
-    assert "| sliding_window:window=8 |" in markdown_table(results) and "n/a" in paths["markdown"].read_text()
+    assert "| sliding_window:window=8 |" in markdown(results) and "n/a" in paths["markdown"].read_text()
 
 
 @pytest.mark.parametrize("causal", [True, False])

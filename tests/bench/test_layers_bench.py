@@ -7,7 +7,7 @@ import json
 import torch
 from typer.testing import CliRunner
 
-from hybridformer.bench.layers import _peak_bytes, bench_layer, layer_config, markdown_table
+from hybridformer.bench.layers import _peak_bytes, bench_layer, layer_config, markdown
 from hybridformer.blocks import LAYERS
 from hybridformer.cli import app
 from hybridformer.models import build_stack
@@ -29,7 +29,7 @@ def test_bench_layer_counts_the_layer_parameters():
     stack = build_stack(cfg, cfg.encoder, causal=False, cross=False)
     assert result.params == sum(p.numel() for p in stack.layers.parameters())
     assert result.us_per_token > 0
-    assert "| 64 | 16 | lsra |" in markdown_table([result])
+    assert "| 64 | 16 | lsra |" in markdown([result])
 
 
 def test_cli_writes_json_and_markdown(tmp_path):
@@ -46,3 +46,9 @@ def test_cli_writes_json_and_markdown(tmp_path):
 def test_cli_names_an_unknown_layer_type():
     run = CliRunner().invoke(app, ["bench", "layers", "--layers", "conformer,convformer"])
     assert "convformer" in str(run.exception) and "allowed" in str(run.exception)
+
+
+def test_one_markdown_table_writer() -> None:
+    from hybridformer.bench.table import markdown_table
+
+    assert markdown_table(["name", "tok/s"], [["a", 1.5]], align="lr") == "| name | tok/s |\n|---|---:|\n| a | 1.5 |"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hybridformer.cli.options import parse_list, parse_weights, split_list
+from hybridformer.cli.options import parse_list, parse_weights, split_list, split_specs
 from hybridformer.errors import ConfigError, DataError
 
 
@@ -27,3 +27,8 @@ def test_weights_from_a_tune_weights_file(tmp_path) -> None:
     assert parse_weights(f"@{tmp_path / 'w.json'}") == [0.8, 0.2]
     with pytest.raises(DataError, match="no such file"):
         parse_weights(f"@{tmp_path / 'missing.json'}")
+
+
+def test_a_comma_before_key_value_continues_the_spec() -> None:
+    assert split_specs(["full,sliding_window:window=64,num_global=2", "chunked"]) == [
+        "full", "sliding_window:window=64,num_global=2", "chunked"]

@@ -15,7 +15,7 @@ from conftest import SMOLLM2_GGUF
 from interop.hf_tiny import llama_cpp_permute, save_tiny, write_tiny_gguf  # noqa: E402
 
 from hybridformer import convert, generate, load_checkpoint  # noqa: E402
-from hybridformer.data.chat import load_chat_template  # noqa: E402
+from hybridformer.data.side_files import SideFiles  # noqa: E402
 from hybridformer.decoding.greedy import greedy_search  # noqa: E402
 from hybridformer.decoding.scorer import ModelScorer  # noqa: E402
 from hybridformer.errors import ConfigError  # noqa: E402
@@ -97,7 +97,7 @@ def test_smollm2_chat_answer_equals_transformers(smollm2) -> None:
     path, ckpt, hf, tokenizer = smollm2
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
                                            tokenize=False)
-    assert load_chat_template(path).prompt(QUESTION) == prompt
+    assert SideFiles.read(path).chat_template.prompt(QUESTION) == prompt
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
     with torch.no_grad():
         theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=20, do_sample=False)

@@ -4,6 +4,6 @@ attention scaling (time and peak memory vs length), layer-type cost, compression
 training/generation throughput against peer libraries.
 """
 
-from .attention import PointSpec, markdown_table, parse_mechanism, run_benchmark, write_outputs
+from .attention import PointSpec, markdown, parse_mechanism, run_benchmark, write_outputs
 
-__all__ = ["PointSpec", "markdown_table", "parse_mechanism", "run_benchmark", "write_outputs"]
+__all__ = ["PointSpec", "markdown", "parse_mechanism", "run_benchmark", "write_outputs"]

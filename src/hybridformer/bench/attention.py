@@ -29,6 +29,7 @@ from ..attention import ATTENTION, ALiBi, T5RelativeBias, build_attention
 from ..attention.bias import alibi_slopes
 from ..config import AttentionConfig, parse_config
 from ..errors import ConfigError, brief
+from .table import markdown_table
 
 # Measured beside the kernels: "flex" = FlexAttention (torch.compile'd) with the same ALiBi/causal semantics
 # as `full`; "local-attention" = the PyPI package (lucidrains) with the pattern of `sliding_window`.
@@ -58,17 +59,11 @@ class PointSpec:
 
 
 def parse_mechanism(text: str) -> tuple[str, dict[str, Any]]:
-    """``name:key=value:key=value`` -> (name, options); values parsed as YAML scalars."""
-    name, *pairs = text.strip().split(":")
+    """``name[:key=value,...]`` (:func:`~hybridformer.structured.parse_spec`) -> (name, options)."""
+    name, options = structured.parse_spec(text, where="bench mechanism", error=ConfigError)
     if name not in ATTENTION and name not in EXTRA_MECHANISMS:
         allowed = ", ".join(sorted([*ATTENTION, *EXTRA_MECHANISMS]))
         raise ConfigError(f"bench mechanism {name!r} is unknown; allowed: {allowed}")
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"bench mechanism {text!r}: option {pair!r} must look like key=value")
-        options[key] = structured.parse(value, where=f"bench mechanism {key}", yaml_syntax=True, error=ConfigError)
     return name, options
 
 
@@ -240,14 +235,12 @@ def check_benchmark(parsed: list[tuple[str, dict[str, Any]]], lengths: list[int]
                          prefix=f"bench mechanism {name}")
 
 
-def markdown_table(results: list[dict[str, Any]]) -> str:
+def markdown(results: list[dict[str, Any]]) -> str:
     """Mechanisms as rows, lengths as columns; cells ``time s / peak MiB`` or the cap that stopped them."""
     lengths = sorted({r["length"] for r in results})
-    labels = list(dict.fromkeys(r["label"] for r in results))
-    lines = ["| mechanism | " + " | ".join(f"L={n}" for n in lengths) + " |",
-             "|---|" + "---|" * len(lengths)]
-    for label in labels:
-        cells = []
+    rows = []
+    for label in dict.fromkeys(r["label"] for r in results):
+        cells = [label]
         for n in lengths:
             point = next((r for r in results if r["label"] == label and r["length"] == n), None)
             if point is None:
@@ -256,8 +249,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
                 cells.append(f"{point['time_s']:.3f} s / {point['peak_mib']:.0f} MiB")
             else:
                 cells.append(point["status"])
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(["mechanism", *(f"L={n}" for n in lengths)], rows)
 
 
 def write_outputs(results: list[dict[str, Any]], out_dir: Path, *, title: str) -> dict[str, Path]:
@@ -267,7 +260,7 @@ def write_outputs(results: list[dict[str, Any]], out_dir: Path, *, title: str) -
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "plot": out_dir / "scaling.png"}
     paths["json"].write_text(json.dumps(results, indent=2))
-    paths["markdown"].write_text(f"{title}\n\n{markdown_table(results)}\n")
+    paths["markdown"].write_text(f"{title}\n\n{markdown(results)}\n")
     plot_scaling(results, paths["plot"], title=title)
     return paths
 

@@ -20,6 +20,7 @@ import torch
 from ..cache import DecodingCache
 from ..config import ModelConfig
 from ..models import build_model
+from .table import markdown_table
 from .throughput import interleaved
 
 
@@ -79,19 +80,17 @@ def _stepper(model, cache: DecodingCache, tokens: torch.Tensor, context: int, st
     return run
 
 
-def markdown_table(results: list[ContextResult]) -> str:
+def markdown(results: list[ContextResult]) -> str:
     """Rows per model, one column per context length: ms/token, and the ratio to the shortest context."""
     contexts = sorted({r.context for r in results})
     by = {(r.model, r.context): r for r in results}
-    lines = ["| model | params | " + " | ".join(f"CPU ms/token @ {c}" for c in contexts)
-             + f" | {contexts[-1]} ÷ {contexts[0]} | cache bytes/token @ {contexts[-1]} |",
-             "|---" * (len(contexts) + 4) + "|"]
+    rows = []
     for name in dict.fromkeys(r.model for r in results):
         first, last = by[(name, contexts[0])], by[(name, contexts[-1])]
-        cells = [name, f"{first.params / 1e6:.2f}M", *(f"{by[(name, c)].ms_per_token:.2f}" for c in contexts),
-                 f"{last.ms_per_token / first.ms_per_token:.2f}x", f"{last.cache_bytes_per_token:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([name, f"{first.params / 1e6:.2f}M", *(f"{by[(name, c)].ms_per_token:.2f}" for c in contexts),
+                     f"{last.ms_per_token / first.ms_per_token:.2f}x", f"{last.cache_bytes_per_token:.0f}"])
+    return markdown_table(["model", "params", *(f"CPU ms/token @ {c}" for c in contexts),
+                           f"{contexts[-1]} ÷ {contexts[0]}", f"cache bytes/token @ {contexts[-1]}"], rows)
 
 
 def write(results: list[ContextResult], out: str | Path) -> Path:
@@ -99,5 +98,5 @@ def write(results: list[ContextResult], out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"threads": torch.get_num_threads(), "torch": torch.__version__}
     (out / "context.json").write_text(json.dumps({"meta": meta, "results": [r.as_dict() for r in results]}, indent=2))
-    (out / "context.md").write_text(markdown_table(results) + "\n")
+    (out / "context.md").write_text(markdown(results) + "\n")
     return out / "context.json"

@@ -27,6 +27,7 @@ from ..checkpoint import load_checkpoint, load_config_file, load_tokenizer
 from ..data.text import read_lines
 from ..errors import ConfigError
 from .decode_contenders import Prompts, Runner, Setup, Skip, Spec, build, contenders
+from .table import markdown_table
 
 MEASURES = ("greedy_b1", "greedy_batch", "beam", "prefill")
 
@@ -193,21 +194,21 @@ def markdown(report: DecodeReport) -> str:
     s = report.settings
     lines = [f"bench decode {report.checkpoint}: {s['prompts']} prompts × {s['prompt_len']} tokens, "
              f"{s['new_tokens']} new tokens, beam {s['beam']}, {s['threads']} thread(s), median of "
-             f"{s['rounds']} interleaved rounds; tok/s", "",
-             f"| contender | greedy b1 | greedy b{s['prompts']} | beam-{s['beam'] or 'off'} b{s['prompts']} | prefill "
-             "| peak MiB | greedy agreement with torch fp32 |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             f"{s['rounds']} interleaved rounds; tok/s", ""]
+    header = ["contender", "greedy b1", f"greedy b{s['prompts']}", f"beam-{s['beam'] or 'off'} b{s['prompts']}",
+              "prefill", "peak MiB", "greedy agreement with torch fp32"]
+    rows = []
     for row in report.rows:
         if row.skipped:
-            lines.append(f"| {row.name} | skipped: {row.skipped} | | | | | |")
+            rows.append([row.name, f"skipped: {row.skipped}", "", "", "", "", ""])
             continue
         cells = [f"{v:.1f}" if v is not None else "n/a" for v in (row.tokens_per_s.get(m) for m in MEASURES)]
         peak = f"{row.peak_mib:.0f}" if row.peak_mib is not None else "n/a"
         agree = "n/a" if row.agreement is None else f"{row.agreement:.1%}"
         if row.identical is not None:
             agree += " (identical)" if row.identical else " (DIFFERS: an fp32 path must be identical)"
-        lines.append(f"| {row.name} | {' | '.join(cells)} | {peak} | {agree} |")
-    return "\n".join(lines) + "\n"
+        rows.append([row.name, *cells, peak, agree])
+    return "\n".join([*lines, markdown_table(header, rows, align="lrrrrrl")]) + "\n"
 
 
 def write_decode_report(report: DecodeReport, out: str | Path) -> Path:

@@ -19,6 +19,7 @@ from ..blocks import LAYERS
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..models import build_stack
+from .table import markdown_table
 
 
 @dataclass
@@ -78,14 +79,11 @@ def bench_layers(layers: list[str], d_models: list[int], lengths: list[int], **o
     return [bench_layer(layer, d, length, **options) for d in d_models for length in lengths for layer in layers]
 
 
-def markdown_table(results: list[LayerResult]) -> str:
+def markdown(results: list[LayerResult]) -> str:
     """One row per measurement, layer types side by side within each (d_model, L) block."""
-    lines = ["| d_model | L | layer | params | µs/token (fwd+bwd) | peak MiB |", "|---|---|---|---|---|---|"]
-    for r in results:
-        peak = "n/a" if r.peak_mib is None else f"{r.peak_mib:.1f}"
-        cells = [r.d_model, r.length, r.layer, f"{r.params / 1e6:.2f}M", f"{r.us_per_token:.1f}", peak]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
-    return "\n".join(lines)
+    return markdown_table(["d_model", "L", "layer", "params", "µs/token (fwd+bwd)", "peak MiB"], [
+        [r.d_model, r.length, r.layer, f"{r.params / 1e6:.2f}M", f"{r.us_per_token:.1f}",
+         "n/a" if r.peak_mib is None else f"{r.peak_mib:.1f}"] for r in results])
 
 
 def _sync(device: str) -> None:
@@ -142,7 +140,7 @@ def run_layer_benchmark(layers: list[str], d_models: list[int], lengths: list[in
     if threads:
         torch.set_num_threads(threads)
     results = bench_layers(layers, d_models, lengths, device=device, **options)
-    table = markdown_table(results)
+    table = markdown(results)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from ..data.text import encode_checked
 from ..engines import GenerationOptions, decode_sources, load_engine
 from ..errors import ConfigError, DataError
 from .attention import status_kb
+from .table import markdown_table
 
 TASKS = ("passkey", "multikey")
 HEADER = ("There is an important piece of information hidden inside a lot of irrelevant text. "
@@ -187,14 +188,13 @@ def recall_markdown(result: dict[str, Any]) -> str:
              f"{result['threads']} thread(s) on {result['device']}"]
     for task in result["tasks"]:
         cells = [c for c in result["cells"] if c["task"] == task]
+        rows = [[f"{depth:g}", *(f"{c['correct']}/{c['total']}" if c["status"] == "ok" else c["status"]
+                                 for c in (_cell_at(cells, n, depth) for n in result["lengths"]))]
+                for depth in result["depths"]]
+        rows.append(["**all**", *(_summary(cells, n) for n in result["lengths"])])
         lines += ["", f"**{task}**" + (f" ({result['keys']} keys)" if task == "multikey" else ""), "",
-                  "| depth | " + " | ".join(f"{n:,}" for n in result["lengths"]) + " |",
-                  "|---|" + "---:|" * len(result["lengths"])]
-        for depth in result["depths"]:
-            row = [_cell_at(cells, n, depth) for n in result["lengths"]]
-            lines.append(f"| {depth:g} | " + " | ".join(
-                f"{c['correct']}/{c['total']}" if c["status"] == "ok" else c["status"] for c in row) + " |")
-        lines.append("| **all** | " + " | ".join(_summary(cells, n) for n in result["lengths"]) + " |")
+                  markdown_table(["depth", *(f"{n:,}" for n in result["lengths"])], rows,
+                                 align="l" + "r" * len(result["lengths"]))]
     return "\n".join(lines) + "\n"
 
 

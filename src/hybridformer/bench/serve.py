@@ -21,23 +21,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from .table import markdown_table
 
 MULTI30K_TEST = Path("multi30k") / "test_2016_flickr.en.gz"
 
 
 def read_sentences(path: str | Path, limit: int) -> list[str]:
     """The first ``limit`` non-empty lines of a text file (``.gz`` allowed)."""
-    import gzip
+    from itertools import islice
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file of load-test sentences")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        lines = [line.strip() for line in handle if line.strip()]
+    from ..data.text import iter_lines
+
+    lines = list(islice((line.strip() for line in iter_lines(path) if line.strip()), limit))
     if not lines:
         raise DataError(f"{path}: no sentences")
-    return lines[:limit]
+    return lines
 
 
 def _free_port() -> int:
@@ -203,13 +201,12 @@ def run_load_test(checkpoint: str | Path, sentences: list[str], *, lm: bool, cli
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| engine | dynamic batching | clients | requests | req/s | tok/s | p50 ms | p95 ms | p99 ms | errors "
-            "| wrong | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-    body = "".join(
-        f"| {r['engine']} | {'on' if r['batching'] else 'off'} | {r['clients']} | {r['requests']}"
-        f"{' (capped)' if r['capped'] else ''} | {r['throughput_rps']} | {r['tokens_per_s']} | {r['p50_ms']} | "
-        f"{r['p95_ms']} | {r['p99_ms']} | {r['errors']} | {r['wrong']} | {r['peak_rss_mib']} |\n" for r in rows)
-    return head + body
+    header = ["engine", "dynamic batching", "clients", "requests", "req/s", "tok/s", "p50 ms", "p95 ms", "p99 ms",
+              "errors", "wrong", "peak RSS MiB"]
+    cells = [[r["engine"], "on" if r["batching"] else "off", r["clients"],
+              f"{r['requests']}{' (capped)' if r['capped'] else ''}", r["throughput_rps"], r["tokens_per_s"],
+              r["p50_ms"], r["p95_ms"], r["p99_ms"], r["errors"], r["wrong"], r["peak_rss_mib"]] for r in rows]
+    return markdown_table(header, cells, align="llrrrrrrrrrr") + "\n"
 
 
 def write_results(rows: list[dict], out: str | Path, meta: dict) -> dict[str, Path]:

@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..config import ModelConfig, apply_overrides, parse_config, read_config_file
 from ..errors import ConfigError
 from .peers import PEERS, Contender, Size, hybridformer
+from .table import markdown_table
 
 SIZES = {
     "default": Size(),
@@ -186,19 +187,19 @@ def markdown(report: Report) -> str:
     for size in dict.fromkeys(r.size for r in report.results):
         rows = [r for r in report.results if r.size == size]
         ours = next(r for r in rows if r.contender == "hybridformer")
-        lines += [f"### {size}", "", "| contender | version | train tok/s | × ours | % GEMM peak | greedy tok/s | "
-                  "× ours | beam tok/s | × ours |", "|---|---|---|---|---|---|---|---|---|"]
+        cells = []
         for r in rows:
             if r.skipped:
-                lines.append(f"| {r.contender} | skipped: {r.skipped} | | | | | | | |")
+                cells.append([r.contender, f"skipped: {r.skipped}", *[""] * 7])
                 continue
             peak = f"{100 * r.train_gflops_per_s / report.gemm_peak_gflops:.0f}%" if r.train_gflops_per_s else ""
-            lines.append(
-                f"| {r.contender} | {r.version} | {_fmt(r.train_tokens_per_s)} | "
-                f"{_ratio(ours.train_tokens_per_s, r.train_tokens_per_s)} | {peak} | {_fmt(r.greedy_tokens_per_s)} | "
-                f"{_ratio(ours.greedy_tokens_per_s, r.greedy_tokens_per_s)} | {_fmt(r.beam_tokens_per_s)} | "
-                f"{_ratio(ours.beam_tokens_per_s, r.beam_tokens_per_s)} |")
-        lines.append("")
+            cells.append([r.contender, r.version, _fmt(r.train_tokens_per_s),
+                          _ratio(ours.train_tokens_per_s, r.train_tokens_per_s), peak, _fmt(r.greedy_tokens_per_s),
+                          _ratio(ours.greedy_tokens_per_s, r.greedy_tokens_per_s), _fmt(r.beam_tokens_per_s),
+                          _ratio(ours.beam_tokens_per_s, r.beam_tokens_per_s)])
+        header = ["contender", "version", "train tok/s", "× ours", "% GEMM peak", "greedy tok/s", "× ours",
+                  "beam tok/s", "× ours"]
+        lines += [f"### {size}", "", markdown_table(header, cells), ""]
     lines.append("`× ours` = hybridformer's throughput divided by this row's (above 1: hybridformer is faster).")
     return "\n".join(lines)
 

@@ -41,7 +41,7 @@ def make_variants(checkpoint: str | Path, out_dir: str | Path, *, head_fractions
     written = {}
 
     def save(label: str, model: nn.Module, config, note: dict[str, Any]) -> None:
-        written[label] = save_checkpoint(out_dir / label, model, config, ckpt.tokenizer,
+        written[label] = save_checkpoint(out_dir / label, model, config, ckpt.side_files,
                                          meta=compression_meta(ckpt.meta, checkpoint, note))
 
     for fraction in head_fractions:

@@ -9,7 +9,7 @@ import typer
 from ..names import LAYER_NAMES
 from ..outputs import prepare_output_file
 from . import bench_decode, bench_serve
-from .options import parse_list, split_list
+from .options import parse_list, split_list, split_specs
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks: speed and memory, measured, with peers in the same run.")
 app.command("serve")(bench_serve.bench_serve)
@@ -23,7 +23,7 @@ DEFAULT_MECHANISMS = ["full", "reference", "chunked", "sliding_window:window=512
 def attention(
     out: Path = typer.Option(..., "--out", help="Directory for results.json, results.md and scaling.png."),
     mechanisms: list[str] = typer.Option(DEFAULT_MECHANISMS, "--mechanisms", "-m",
-                                         help="name[:key=value...]; repeat or comma-separate. 'flex' = FlexAttention. "
+                                         help="NAME[:key=value,...]; repeat or comma-separate. 'flex' = FlexAttention. "
                                          "A bias=alibi|t5|none option overrides --bias for that mechanism."),
     lengths: list[str] = typer.Option(["1024,2048,4096,8192,16384,32768,65536"], "--lengths", "-l",
                                       help="Sequence lengths; repeat or comma-separate."),
@@ -43,9 +43,9 @@ def attention(
 
       hybridformer bench attention -m full,chunked,sliding_window:window=256 -l 1024,4096 --backward --out runs/b
     """
-    from ..bench import markdown_table, run_benchmark, write_outputs
+    from ..bench import markdown, run_benchmark, write_outputs
 
-    names = split_list(mechanisms)
+    names = split_specs(mechanisms)
     sizes = parse_list(lengths, int, option="--lengths", example="1024,4096")
 
     def progress(point: dict) -> None:
@@ -58,7 +58,7 @@ def attention(
     title = (f"{'causal' if causal else 'non-causal'} {'fwd+bwd' if backward else 'fwd'}, bias={bias}, "
              f"B={batch}, heads={heads}, head_dim={head_dim}, fp32")
     paths = write_outputs(results, out, title=title)
-    typer.echo(markdown_table(results))
+    typer.echo(markdown(results))
     typer.echo(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
 
 
@@ -143,7 +143,7 @@ def context(
     models = {path.stem: read_model_config(path, set_) for path in configs}
     results = context_bench.bench_context(models, parse_list(contexts, int, option="--contexts", example="1024,4096"),
                                           steps=steps, repeats=repeats)
-    typer.echo(context_bench.markdown_table(results))
+    typer.echo(context_bench.markdown(results))
     if out is not None:
         typer.echo(f"wrote {context_bench.write(results, out)} and context.md")
 

@@ -24,6 +24,18 @@ def split_list(text: str | Sequence[str] | None) -> list[str]:
     return [part for chunk in chunks for part in chunk.replace(",", " ").split()]
 
 
+def split_specs(text: str | Sequence[str] | None) -> list[str]:
+    """``split_list`` for ``NAME[:key=value,...]`` specs: a comma before ``key=value`` continues the spec before it
+    (``-m full,sliding_window:window=64,num_global=2`` is two mechanisms)."""
+    specs: list[str] = []
+    for item in split_list(text):
+        if specs and "=" in item and ":" not in item:
+            specs[-1] += f",{item}"
+        else:
+            specs.append(item)
+    return specs
+
+
 def parse_list(text: str | Sequence[str] | None, convert: Callable[[str], T], *, option: str,
                example: str) -> list[T]:
     """``split_list`` then ``convert`` each item; a bad item is a ConfigError showing ``example``."""
@@ -51,13 +63,5 @@ def parse_weights(text: str | None) -> list[float] | None:
 
 def parse_assignments(items: Sequence[str], *, option_name: str) -> dict[str, Any]:
     """``["density=0.5", "combine=ties"]`` -> ``{"density": 0.5, "combine": "ties"}`` (values read as YAML scalars)."""
-    values: dict[str, Any] = {}
-    for item in items:
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"{option_name} {item!r}: expected NAME=VALUE, e.g. density=0.5")
-        try:
-            values[name.strip()] = structured.parse(raw, where=option_name, yaml_syntax=True, error=ConfigError)
-        except ConfigError:
-            raise ConfigError(f"{option_name} {item!r}: cannot read the value {raw!r}") from None
-    return values
+    return dict(structured.parse_assignment(item, where=option_name, form="NAME=VALUE (e.g. density=0.5)",
+                                            error=ConfigError) for item in items)

@@ -81,7 +81,7 @@ def prune_checkpoint(
         magnitude_prune(model, sparsity_target, scope=scope)
         note = {"method": "magnitude", "sparsity": round(sparsity(model), 6), "scope": scope}
     after = state_size(model)
-    path = save_checkpoint(out, model, config, ckpt.tokenizer, meta=compression_meta(ckpt.meta, checkpoint, note))
+    path = save_checkpoint(out, model, config, ckpt.side_files, meta=compression_meta(ckpt.meta, checkpoint, note))
     return CompressResult(path, note, (before[0], after[0]), (before[1], after[1]), heads_left)
 
 
@@ -97,7 +97,7 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path, *, scheme: str 
     model, config = quantize_model(ckpt.model, ckpt.config, scheme)
     after = state_size(model)
     note = {"method": SCHEMES[scheme]}
-    path = save_checkpoint(out, model, config, ckpt.tokenizer, meta=compression_meta(ckpt.meta, checkpoint, note))
+    path = save_checkpoint(out, model, config, ckpt.side_files, meta=compression_meta(ckpt.meta, checkpoint, note))
     return CompressResult(path, note, (before[0], after[0]), (before[1], after[1]))
 
 

@@ -11,13 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from .. import structured
-from ..errors import CheckpointError, DataError
-
-TOKENIZER_CONFIG = "tokenizer_config.json"
+from ..errors import DataError
 
 
 @dataclass
@@ -68,19 +64,14 @@ class ChatTemplate:
         rest = self.render(messages, add_generation_prompt=False)[len(done):]
         return [piece for piece in [*pieces, (rest, False)] if piece[0]]
 
+    @classmethod
+    def from_config(cls, tokenizer_config: dict[str, Any]) -> ChatTemplate | None:
+        """The template a ``tokenizer_config.json`` holds, its special tokens as variables (None without one)."""
+        template = tokenizer_config.get("chat_template")
+        if not isinstance(template, str):
+            return None
+        return cls(template, {k: v for k, v in tokenizer_config.items() if k.endswith("_token") and isinstance(v, str)})
+
     def prompt(self, user_message: str) -> str:
         """The prompt for one user turn, ending where the assistant's answer starts."""
         return self.render([{"role": "user", "content": user_message}])
-
-
-def load_chat_template(directory: str | Path) -> ChatTemplate | None:
-    """The chat template of a checkpoint directory (None when it has none)."""
-    file = Path(directory) / TOKENIZER_CONFIG
-    if not file.is_file():
-        return None
-    data = structured.read(file, mapping=True, error=CheckpointError)
-    template = data.get("chat_template")
-    if not isinstance(template, str):
-        return None
-    special = {k: v for k, v in data.items() if k.endswith("_token") and isinstance(v, str)}
-    return ChatTemplate(template, special)

@@ -18,6 +18,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from ..errors import ConfigError
+from ..filenames import TOKENIZER
 from .tokenizer import char_tokenizer
 
 Pair = tuple[str, str]
@@ -79,7 +80,7 @@ class Task:
                 path = directory / f"{split}.{side}"
                 path.write_text("".join(pair[index] + "\n" for pair in pairs), encoding="utf-8")
                 paths[f"{split}_{side}"] = path
-        paths["tokenizer"] = directory / "tokenizer.json"
+        paths["tokenizer"] = directory / TOKENIZER
         self.tokenizer.save(str(paths["tokenizer"]))
         return paths
 

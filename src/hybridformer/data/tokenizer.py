@@ -16,8 +16,9 @@ from typing import Literal
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from .. import structured
 from ..errors import ConfigError, DataError
+from ..filenames import TOKENIZER_CONFIG
+from .side_files import tokenizer_config_beside
 from .text import read_lines
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -84,7 +85,7 @@ def load_tokenizer_file(path: str | Path) -> Tokenizer:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises plain Exception subclasses
         raise DataError(f"{path}: cannot read tokenizer ({exc})") from None
-    if not (path.parent / "tokenizer_config.json").is_file():
+    if not (path.parent / TOKENIZER_CONFIG).is_file():
         check_special_ids(tokenizer, str(path))
     return tokenizer
 
@@ -96,21 +97,11 @@ def special_token_names(path: str | Path | None) -> dict[str, str]:
     """pad/bos/eos token texts of the tokenizer at ``path``: ours (``<pad> <s> </s>``), or those a converted
     model's ``tokenizer_config.json`` beside it declares (e.g. SmolLM2's ``<|im_start|>``)."""
     names = dict(SPECIAL_NAMES)
-    config = Path(path).parent / "tokenizer_config.json" if path is not None else None
-    if config is not None and config.is_file():
-        data = structured.read(config, mapping=True, error=DataError)
-        for key in names:
-            if isinstance(data.get(f"{key}_token"), str):
-                names[key] = data[f"{key}_token"]
+    data = tokenizer_config_beside(path, error=DataError)
+    for key in names:
+        if isinstance(data.get(f"{key}_token"), str):
+            names[key] = data[f"{key}_token"]
     return names
-
-
-def copy_tokenizer_config(tokenizer_file: str | Path | None, directory: Path) -> None:
-    """Copy the ``tokenizer_config.json`` beside ``tokenizer_file`` (a converted model's chat template and
-    special tokens) into ``directory``, so a fine-tuned checkpoint keeps them."""
-    source = Path(tokenizer_file).parent / "tokenizer_config.json" if tokenizer_file is not None else None
-    if source is not None and source.is_file() and source.parent.resolve() != directory.resolve():
-        (directory / "tokenizer_config.json").write_bytes(source.read_bytes())
 
 
 def check_special_ids(tokenizer: Tokenizer, where: str, pad_id: int = PAD, bos_id: int = BOS,

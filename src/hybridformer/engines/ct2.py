@@ -19,16 +19,17 @@ import torch
 from tokenizers import Tokenizer
 
 from .. import structured
-from ..checkpoint import WEIGHTS, Checkpoint, load_tokenizer
+from ..checkpoint import Checkpoint
 from ..config import ModelConfig, parse_config
-from ..data.chat import ChatTemplate, load_chat_template
+from ..data.chat import ChatTemplate
+from ..data.side_files import SideFiles
 from ..data.text import token_batches
 from ..decoding.greedy import strip_after_eos
 from ..decoding.logits import max_lengths
 from ..errors import CheckpointError, ConfigError, DataError
+from ..filenames import CONFIG, CT2_WEIGHTS, WEIGHTS
 from ..inference import CheckpointLike
 from ..interop.ct2 import (
-    CT2_CONFIG,
     QUANTIZATIONS,
     SINUSOID_ROWS,
     export_ct2,
@@ -187,26 +188,26 @@ def load_ct2_engine(path: str | Path, *, quantization: str | None = None, device
         export = ct2_cache(path, quantization or "float32")
         weights = path / WEIGHTS
         stale = not is_ct2_export(export) or (
-            weights.is_file() and weights.stat().st_mtime > (export / CT2_CONFIG).stat().st_mtime)
+            weights.is_file() and weights.stat().st_mtime > (export / CONFIG).stat().st_mtime)
         if stale:  # said on stderr: the export is a model-sized directory the user did not name
             print(f"note: --engine ct2 exports {path} once into {export} (reused while the checkpoint is unchanged)",
                   file=sys.stderr, flush=True)
             export_ct2(path, export, quantization=quantization or "float32", overwrite=True)
     config = parse_config(ModelConfig, exported_config(export))
-    tokenizer = load_tokenizer(export)
-    if tokenizer is None:
+    side = SideFiles.read(export)
+    if side.tokenizer is None:
         raise CheckpointError(f"{export}: no tokenizer.json beside the CTranslate2 model")
     engine = ct2.Translator if config.is_seq2seq else ct2.Generator
     threads = threads or torch.get_num_threads()
     try:
         model = engine(str(export), device=device, compute_type=compute_type, intra_threads=threads)
     except RuntimeError as exc:  # a truncated or corrupt model.bin
-        raise CheckpointError(f"{export / 'model.bin'}: CTranslate2 cannot load it ({str(exc)[:200]}); "
+        raise CheckpointError(f"{export / CT2_WEIGHTS}: CTranslate2 cannot load it ({str(exc)[:200]}); "
                               "export the checkpoint again") from None
     vocab_file = "shared_vocabulary.json" if config.is_seq2seq else "vocabulary.json"
     vocab = structured.read(export / vocab_file, error=CheckpointError)
-    return Ct2Engine(model, tokenizer, config, str(export), torch.device("cpu"), vocab,
-                      {token: i for i, token in enumerate(vocab)}, load_chat_template(export))
+    return Ct2Engine(model, side.tokenizer, config, str(export), torch.device("cpu"), vocab,
+                     {token: i for i, token in enumerate(vocab)}, side.chat_template)
 
 
 def ct2_cache(checkpoint: Path, quantization: str) -> Path:

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from ..config import ModelConfig
-from ..data.chat import ChatTemplate, load_chat_template
+from ..data.chat import ChatTemplate
 from ..data.text import pad, target_ids, token_batches
 from ..decoding import ModelScorer, Scorer, beam_search, greedy_search, sample_search
 from ..decoding.ensemble import Combine
@@ -60,7 +60,7 @@ class TorchEngine:
         scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine)
         name = ", ".join(str(c.path) for c in ckpts)
         return cls(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name,
-                   load_chat_template(ckpts[0].path))
+                   ckpts[0].chat_template)
 
     def ragged(self, opts: GenerationOptions, sources: list[list[int]]) -> bool:
         """Whether LM prompts of different lengths may share a batch: greedy search without n-gram blocking, on

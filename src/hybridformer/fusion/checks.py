@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
+from ..tensorfile import TensorSpecs
 
 # Fields that change training, not the weights' meaning: checkpoints may differ in them and still merge.
 _TRAINING_ONLY = {"dropout"}
@@ -41,7 +42,6 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-TensorSpecs = dict[str, tuple[str, tuple[int, ...]]]  # name -> (dtype, shape)
 
 
 def check_same_tensors(paths: Sequence[str | Path], specs: Sequence[TensorSpecs]) -> None:

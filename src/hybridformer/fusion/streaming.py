@@ -4,27 +4,27 @@ Inputs are memory-mapped with ``safe_open`` and read one tensor name at a time; 
 tensor is written to the output file as soon as it is computed (the safetensors header is known
 in advance: same names, shapes and dtypes as the inputs). Peak memory is therefore a few tensors,
 not one model and never N models (mapped input pages are page cache the kernel can drop). The
-output is a core checkpoint directory (weights, ``config.json`` and ``tokenizer.json`` of the
-first input, ``meta.json`` recording how it was made), written atomically.
+output is a checkpoint directory (weights, the first input's config and side files, ``meta.json``
+recording how it was made), written by the one checkpoint writer.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from ..checkpoint import CONFIG, META, TOKENIZER, WEIGHTS, load_config_file, load_tokenizer, write_checkpoint_dir
+from ..checkpoint import WEIGHTS, load_config_file, load_tokenizer, write_checkpoint
+from ..data.side_files import SideFiles
 from ..errors import CheckpointError
 from ..inference import check_same_vocabulary
-from .checks import TensorSpecs, check_same_architecture, check_same_tensors
+from ..tensorfile import DTYPES, TensorSpecs, write_safetensors
+from .checks import check_same_architecture, check_same_tensors
 
 # name, the models' tensors, the base's tensor (or None) -> merged tensor; all float64
 TensorFusion = Callable[[str, list[Tensor], Tensor | None], Tensor]
@@ -49,20 +49,14 @@ def fuse_checkpoints(
         check_same_tensors(inputs, [_specs(f) for f in files])
         check_same_architecture(inputs, configs)
         check_same_vocabulary(inputs, configs, [load_tokenizer(p) for p in inputs])
-        first, specs = inputs[0], _specs(files[0])
+        first, specs = inputs[0], _specs(files[0])  # the first input's config and side files travel on
 
-        def fill(tmp: Path) -> None:
-            with open(tmp / WEIGHTS, "wb") as handle:
-                writer = SafetensorsWriter(handle, specs, files[0].metadata() or {"format": "pt"})
-                for name in specs:
-                    writer.write(name, _fuse_one(name, files, fuse, has_base=base is not None, sources=inputs))
-            shutil.copyfile(first / CONFIG, tmp / CONFIG)
-            if (first / TOKENIZER).exists():
-                shutil.copyfile(first / TOKENIZER, tmp / TOKENIZER)
-            record = {"inputs": [str(p) for p in paths], "base": None if base is None else str(base), **(meta or {})}
-            (tmp / META).write_text(json.dumps({"fusion": record}, indent=2))
+        def weights(file: Path) -> None:
+            write_safetensors(file, specs, lambda name: _fuse_one(name, files, fuse, has_base=base is not None,
+                                                                   sources=inputs), files[0].metadata())
 
-        return write_checkpoint_dir(out, fill)
+        record = {"inputs": [str(p) for p in paths], "base": None if base is None else str(base), **(meta or {})}
+        return write_checkpoint(out, configs[0], SideFiles.read(first), weights=weights, meta={"fusion": record})
 
 
 def _fuse_one(name: str, files: list[Any], fuse: TensorFusion, *, has_base: bool, sources: list[Path]) -> Tensor:
@@ -99,43 +93,4 @@ def _specs(handle: Any) -> TensorSpecs:
     return specs
 
 
-_FLOATS = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
-             "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-
-
-class SafetensorsWriter:
-    """Write a safetensors file tensor by tensor, in the order of ``specs`` (its header is written first).
-
-    The format is an 8-byte little-endian header length, a JSON header mapping each name to its
-    dtype, shape and byte range, then the raw little-endian data; ``safe_open``/``load_file``
-    read the result like any other safetensors file.
-    """
-
-    def __init__(self, handle: BinaryIO, specs: TensorSpecs, metadata: dict[str, str]) -> None:
-        header: dict[str, Any] = {"__metadata__": metadata}
-        offset = 0
-        for name, (dtype, shape) in specs.items():
-            size = _ITEMSIZE[dtype] * _numel(shape)
-            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
-            offset += size
-        encoded = json.dumps(header, separators=(",", ":")).encode()
-        encoded += b" " * (-len(encoded) % 8)  # the reference writer pads the header to 8 bytes
-        handle.write(len(encoded).to_bytes(8, "little") + encoded)
-        self.handle, self.header, self.names = handle, header, iter(specs)
-
-    def write(self, name: str, tensor: Tensor) -> None:
-        expected = next(self.names)
-        start, end = self.header[name]["data_offsets"]
-        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-        if name != expected or data.numel() != end - start or list(tensor.shape) != self.header[name]["shape"]:
-            raise CheckpointError(f"internal: tensor {name} {tuple(tensor.shape)} {tensor.dtype} written out of order "
-                                  f"or with the wrong size (expected {expected})")
-        self.handle.write(memoryview(data.numpy()))
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
+_FLOATS = {name for name, dtype in DTYPES.items() if dtype.is_floating_point}

@@ -8,7 +8,6 @@ one tensor at a time. Every source tensor must be used: a leftover one would mea
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -16,17 +15,17 @@ from typing import Any
 import torch
 
 from .. import structured
-from ..checkpoint import CONFIG, META, WEIGHTS, architecture_metadata, write_checkpoint_dir
+from ..checkpoint import architecture_metadata, load_meta, write_checkpoint
 from ..config import ModelConfig, parse_config
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import build_model
 from ..outputs import prepare_output_dir
+from ..tensorfile import TensorSpecs, write_safetensors
 from . import tokenizer as tokenizers
 from .folder import HFFolder
 from .gguf import GGUFFile
 from .hf import ARCHITECTURES, Architecture
 from .rules import Rule, check_sources
-from .stream import write_streaming
 
 IGNORED = ("rotary_emb.inv_freq", "masked_bias", "attn.bias")  # buffers some checkpoints save; not weights
 
@@ -137,15 +136,9 @@ def listed_eos(config: dict[str, Any], where: Path) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def source_meta(checkpoint: str | Path) -> dict[str, Any]:
-    """A converted checkpoint's ``meta.json`` (its source and model type); empty for others."""
-    path = Path(checkpoint) / META
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def source_architecture(checkpoint: str | Path | None) -> Architecture | None:
     """The spec of the architecture ``checkpoint`` was converted from, if any."""
-    return None if checkpoint is None else ARCHITECTURES.get(source_meta(checkpoint).get("model_type"))
+    return None if checkpoint is None else ARCHITECTURES.get(load_meta(checkpoint).get("model_type"))
 
 
 def check_layer_counts(data: dict[str, Any], available: set[str], where: Path) -> None:
@@ -178,7 +171,7 @@ def build_checked(rule: Rule, source: Source, where: Path) -> torch.Tensor:
     return tensor
 
 
-def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> TensorSpecs:
     """Name -> (shape, dtype) of every tensor the checkpoint stores, from the model built on ``meta``."""
     with torch.device("meta"):
         state = build_model(cfg).state_dict(keep_vars=True)
@@ -188,7 +181,7 @@ def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> dict[str, tuple[tuple[i
     unknown = sorted(ours - set(state))
     if uncovered or unknown:
         raise CheckpointError(f"internal mapping error: tensors uncovered {uncovered[:3]}, unknown {unknown[:3]}")
-    return {rule.ours: (tuple(state[rule.ours].shape), torch.float32) for rule in rules}
+    return {rule.ours: ("F32", tuple(state[rule.ours].shape)) for rule in rules}
 
 
 def convert(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
@@ -205,11 +198,8 @@ def convert(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Pat
     by_name = {rule.ours: rule for rule in rules}
     meta = {"converted_from": str(src), "format": fmt, "model_type": source.config.get("model_type")}
 
-    def fill(tmp: Path) -> None:
-        write_streaming(tmp / WEIGHTS, specs, lambda name: build_checked(by_name[name], source, src),
-                        metadata={"format": "pt", **architecture_metadata(cfg)})  # fingerprint: load_checkpoint
-        (tmp / CONFIG).write_text(json.dumps(cfg.model_dump(), indent=2))
-        files.write(tmp, cfg)
-        (tmp / META).write_text(json.dumps(meta, indent=2))
+    def weights(file: Path) -> None:
+        write_safetensors(file, specs, lambda name: build_checked(by_name[name], source, src),
+                          metadata={"format": "pt", **architecture_metadata(cfg)})  # fingerprint: load_checkpoint
 
-    return write_checkpoint_dir(out, fill)
+    return write_checkpoint(out, cfg, files.side_files(cfg), weights=weights, meta=meta)

@@ -5,15 +5,15 @@ The export goes through CTranslate2's own converter API: :class:`HybridformerCon
 or ``TransformerDecoderModelSpec`` (decoder-only) from the weights of a loaded checkpoint, so
 validation, quantization and the on-disk format are CTranslate2's. Only models whose every layer
 CTranslate2 computes the same way are exported; anything else is refused by :func:`ct2_blockers`
-with one line naming it. The export folder also holds the ``tokenizer.json`` and the model's own
-config (``hybridformer.json``), so ``generate --engine ct2`` and ``serve`` need nothing else.
+with one line naming it. The export folder also holds the checkpoint's side files (tokenizer, chat
+template) and its own config (under the key ``hybridformer`` of CTranslate2's ``config.json``), so
+``generate --engine ct2`` and ``serve`` need nothing else.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +23,17 @@ from torch import nn
 from .. import structured
 from ..attention import CrossAttention, MultiHeadAttention
 from ..attention.head_subset import HeadSubsetKernel
-from ..checkpoint import TOKENIZER, Checkpoint, load_checkpoint, write_checkpoint_dir
+from ..checkpoint import Checkpoint, load_checkpoint, write_checkpoint_dir
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
 from ..ffn import GATED, FeedForward
+from ..filenames import CONFIG, CT2_WEIGHTS  # config.json: CTranslate2's, our ModelConfig under "hybridformer"
 from ..outputs import prepare_output_dir
 from ..position import LearnedPositions, SinusoidalPositions
 from ..rope_scaling import default_inv_freq
 from .conversion import source_architecture
 
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "bfloat16")
-TOKENIZER_EXTRAS = ("tokenizer_config.json", "chat_template.jinja")
-CT2_CONFIG = "config.json"  # CTranslate2's; our ModelConfig rides along under the key "hybridformer"
 SINUSOID_ROWS = 2048  # rows of the sinusoidal table written into the export (its longest sequence)
 # ModelConfig fields the export reads; any other field must keep its default (ct2_blockers checks).
 UNDERSTOOD = {
@@ -161,23 +160,20 @@ def export_ct2(checkpoint: str | Path | Checkpoint, out: str | Path, *, quantiza
 
     def fill(tmp: Path) -> None:
         conv.convert(str(tmp), quantization=quantization, force=True)
-        (tmp / TOKENIZER).write_text(ckpt.tokenizer.to_str())
-        for name in TOKENIZER_EXTRAS:  # the chat template and special tokens of a converted instruct model
-            if (Path(ckpt.path) / name).is_file():
-                shutil.copyfile(Path(ckpt.path) / name, tmp / name)
+        ckpt.side_files.write(tmp)  # the tokenizer, and a converted instruct model's chat template
 
     return write_checkpoint_dir(out, fill)
 
 
 def is_ct2_export(path: str | Path) -> bool:
     """A folder written by :func:`export_ct2` (CTranslate2's files plus our config and tokenizer)."""
-    return (Path(path) / "model.bin").is_file() and exported_config(path) is not None
+    return (Path(path) / CT2_WEIGHTS).is_file() and exported_config(path) is not None
 
 
 def exported_config(path: str | Path) -> dict | None:
     """The hybridformer ModelConfig (as a dict) stored in an export's ``config.json``, if any."""
     try:
-        data = structured.read(Path(path) / CT2_CONFIG, error=CheckpointError)
+        data = structured.read(Path(path) / CONFIG, error=CheckpointError)
     except CheckpointError:
         return None
     return data.get("hybridformer") if isinstance(data, dict) else None

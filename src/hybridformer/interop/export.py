@@ -9,28 +9,20 @@ int8 weights) has no Hugging Face equivalent and is refused with the list of wha
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import save_file
 
-from ..checkpoint import (
-    CONFIG,
-    TOKENIZER,
-    WEIGHTS,
-    load_checkpoint,
-    load_config_file,
-    write_checkpoint_dir,
-)
+from ..checkpoint import load_checkpoint, load_config_file, load_meta, write_checkpoint_dir
 from ..config import ModelConfig
+from ..data.side_files import SideFiles
 from ..errors import ConfigError
+from ..filenames import CONFIG, GENERATION_CONFIG, WEIGHTS
 from ..outputs import prepare_output_dir
-from .conversion import source_meta
 from .hf import ARCHITECTURES, SPECS, Architecture
 from .hf.roundtrip import layout_blockers
-from .tokenizer import TOKENIZER_CONFIG
 
 
 def blockers(cfg: ModelConfig, arch: Architecture) -> list[str]:
@@ -64,7 +56,7 @@ def hf_state(source: Path, weights: dict[str, Any] | None = None) -> tuple[str, 
     ConfigError listing what Hugging Face cannot represent (what ``export --to hf`` and ``--to gguf`` write).
     ``weights`` replace the checkpoint's own (its model with a LoRA adapter folded in)."""
     cfg = load_config_file(source)
-    arch = export_architecture(cfg, source_meta(source))
+    arch = export_architecture(cfg, load_meta(source))
     problems = blockers(cfg, arch)
     if problems:
         raise ConfigError(f"{source}: cannot export to Hugging Face: {'; '.join(problems)}")
@@ -96,10 +88,8 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
     def fill(tmp: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
-        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
-        for name in (TOKENIZER, TOKENIZER_CONFIG):
-            if (source / name).is_file():
-                shutil.copyfile(source / name, tmp / name)
+        (tmp / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2))
+        SideFiles.read(source).write(tmp)
         if write_extra is not None:
             write_extra(tmp)
 

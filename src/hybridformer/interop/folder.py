@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .. import structured
 from ..errors import CheckpointError
+from ..filenames import CONFIG, WEIGHTS, WEIGHTS_INDEX
 
 
 class HFFolder:
@@ -23,16 +24,16 @@ class HFFolder:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if not (path / "config.json").is_file():
+        if not (path / CONFIG).is_file():
             raise CheckpointError(f"{path}: not a Hugging Face model folder (no config.json) nor a .gguf file")
-        self.config = structured.read(path / "config.json", mapping=True, error=CheckpointError)
+        self.config = structured.read(path / CONFIG, mapping=True, error=CheckpointError)
         self._where: dict[str, Path] = {}  # tensor -> file
         self._open: dict[Path, Any] = {}
         self._pickled: dict[str, Tensor] | None = None
         self._index_weights()
 
     def _index_weights(self) -> None:
-        single, index = self.path / "model.safetensors", self.path / "model.safetensors.index.json"
+        single, index = self.path / WEIGHTS, self.path / WEIGHTS_INDEX
         if single.is_file():
             self._where = dict.fromkeys(self._safetensors(single).keys(), single)
         elif index.is_file():

@@ -17,15 +17,17 @@ import json
 import os
 from pathlib import Path
 
-from ..checkpoint import TOKENIZER, load_config_file
+from .. import structured
+from ..checkpoint import load_config_file
 from ..config import ModelConfig
-from ..errors import ConfigError
+from ..data.side_files import read_tokenizer_config
+from ..errors import CheckpointError, ConfigError
+from ..filenames import TOKENIZER
 from ..outputs import prepare_output_file
 from .export import hf_state
 from .gguf import gguf_name as layout_name
 from .gguf import permute
 from .hf import ARCHITECTURES, GGUFLayout
-from .tokenizer import TOKENIZER_CONFIG
 
 QUANTIZATIONS = ("f32", "f16", "q8_0")
 
@@ -136,7 +138,7 @@ def _vocabulary(writer, source: Path, cfg: ModelConfig) -> None:
     file = source / TOKENIZER
     if not file.is_file():
         raise ConfigError(f"{source}: no tokenizer.json; a GGUF file carries its vocabulary")
-    data = json.loads(file.read_text(encoding="utf-8"))
+    data = structured.read(file, mapping=True, error=CheckpointError)
     model = data.get("model", {})
     if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(data.get("pre_tokenizer")):
         raise ConfigError(f"{source}: export --to gguf writes byte-level BPE vocabularies (GPT-2, Llama 3, Qwen2, "
@@ -162,8 +164,7 @@ def _vocabulary(writer, source: Path, cfg: ModelConfig) -> None:
     if cfg.pad_id < cfg.vocab_size:
         writer.add_pad_token_id(cfg.pad_id)
     writer.add_add_bos_token(False)
-    config = source / TOKENIZER_CONFIG
-    template = json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
+    template = read_tokenizer_config(source).get("chat_template")
     if isinstance(template, str):
         writer.add_chat_template(template)
 

@@ -9,19 +9,18 @@ otherwise the unknown token, otherwise another special token; docs/interop.md ex
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
-from .. import structured
+from ..data.side_files import SideFiles, read_tokenizer_config
 from ..errors import CheckpointError, ConfigError
+from ..filenames import CHAT_TEMPLATE, TOKENIZER
 from .spm import marian_tokenizer
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token")
-TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 @dataclass
@@ -34,17 +33,16 @@ class TokenizerFiles:
         token = self.special.get(key)
         return None if token is None or self.tokenizer is None else self.tokenizer.token_to_id(token)
 
-    def write(self, directory: Path, config: Any) -> None:
-        """tokenizer.json and tokenizer_config.json (chat template, special tokens as the model uses them)."""
+    def side_files(self, config: Any) -> SideFiles:
+        """What the converted checkpoint carries: the tokenizer, and a tokenizer_config.json holding the chat
+        template and the special tokens as the model uses them."""
         if self.tokenizer is None:
-            return
-        (directory / "tokenizer.json").write_text(self.tokenizer.to_str())
+            return SideFiles()
         special = {key: self.tokenizer.id_to_token(getattr(config, f"{key.split('_')[0]}_id"))
                    for key in ("bos_token", "eos_token", "pad_token")}  # pad outside the vocabulary: None
         if self.special.get("unk_token"):
             special["unk_token"] = self.special["unk_token"]
-        data = {**special, "chat_template": self.chat_template}
-        (directory / TOKENIZER_CONFIG).write_text(json.dumps(data, indent=2, ensure_ascii=False))
+        return SideFiles(self.tokenizer, {**special, "chat_template": self.chat_template})
 
 
 def _token_text(value: Any) -> str | None:
@@ -57,7 +55,7 @@ def _token_text(value: Any) -> str | None:
 def from_folder(path: Path) -> TokenizerFiles:
     """A Hugging Face folder's tokenizer (none when it has no tokenizer.json)."""
     files = TokenizerFiles()
-    tokenizer_file = path / "tokenizer.json"
+    tokenizer_file = path / TOKENIZER
     if tokenizer_file.is_file():
         try:
             files.tokenizer = Tokenizer.from_file(str(tokenizer_file))
@@ -67,10 +65,9 @@ def from_folder(path: Path) -> TokenizerFiles:
         files.tokenizer = marian_tokenizer(path)
     else:
         return files
-    side = path / TOKENIZER_CONFIG
-    config = structured.read(side, mapping=True, error=CheckpointError) if side.is_file() else {}
+    config = read_tokenizer_config(path)
     files.special = {key: text for key in SPECIAL_KEYS if (text := _token_text(config.get(key)))}
-    template = path / "chat_template.jinja"
+    template = path / CHAT_TEMPLATE
     files.chat_template = template.read_text(encoding="utf-8") if template.is_file() else config.get("chat_template")
     if isinstance(files.chat_template, list):  # several named templates: keep the default one
         named = {t.get("name"): t.get("template") for t in files.chat_template if isinstance(t, dict)}

@@ -17,11 +17,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .. import structured
 from ..config import LoraConfig, ModelConfig
 from ..errors import CheckpointError, ConfigError
+from ..filenames import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG, WEIGHTS
 from .layout import PEFT_PREFIX, Layout, Part, by_file_name
-
-ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 
 
 def peft_module(name: str = "peft"):  # noqa: ANN201 - a module
@@ -127,7 +127,7 @@ def adapter_base(path: str | Path, base: str | Path | None = None) -> Path:
     if named is None:
         raise ConfigError(f"{path}: the adapter names no base model (base_model_name_or_path); pass the base "
                           "checkpoint, e.g. `hybridformer generate BASE --adapter ADAPTER`")
-    if not (Path(named) / "config.json").is_file() or (Path(named) / "model.safetensors").is_file() and _is_hf(named):
+    if not (Path(named) / CONFIG).is_file() or (Path(named) / WEIGHTS).is_file() and _is_hf(named):
         raise ConfigError(f"{path}: its base {named!r} is not a hybridformer checkpoint here (a peft adapter names "
                           "the Hugging Face model); convert the base (hybridformer convert) and pass it, e.g. "
                           "`hybridformer generate BASE --adapter ADAPTER` or --base BASE")
@@ -137,16 +137,13 @@ def adapter_base(path: str | Path, base: str | Path | None = None) -> Path:
 def _is_hf(folder: str) -> bool:
     """A transformers folder (``model_type`` in config.json) rather than our checkpoint."""
     try:
-        return "model_type" in json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return "model_type" in structured.read(Path(folder) / CONFIG, mapping=True, error=CheckpointError)
+    except CheckpointError:
         return False
 
 
 def read_base_name(path: str | Path) -> str | None:
-    try:
-        data = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{Path(path) / ADAPTER_CONFIG}: cannot read ({str(exc)[:200]})") from None
+    data = structured.read(Path(path) / ADAPTER_CONFIG, error=CheckpointError)
     name = data.get("base_model_name_or_path") if isinstance(data, dict) else None
     return name if isinstance(name, str) and name else None
 

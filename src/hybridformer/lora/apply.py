@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import WEIGHTS, Checkpoint, load_checkpoint, save_checkpoint
-from ..data.tokenizer import copy_tokenizer_config
 from ..errors import ConfigError
 from ..outputs import prepare_output_dir
 from .adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Adapter, adapter_base, is_adapter, read_adapter, weight_deltas
@@ -63,8 +62,7 @@ def fold_adapter(adapter: str | Path, out: str | Path, *, base: str | Path | Non
     base = adapter_base(adapter, base)
     out = prepare_output_dir(out, overwrite=overwrite, inputs=[base, Path(adapter)])
     ckpt = load_with_adapter(base, adapter)
-    return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.tokenizer, meta=ckpt.meta,
-                           write_extra=lambda tmp: copy_tokenizer_config(base / "tokenizer.json", tmp))
+    return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.side_files, meta=ckpt.meta)
 
 
 def export_hf_with_adapter(checkpoint: str | Path | None, adapter: str | Path, out: str | Path, *,

@@ -54,4 +54,4 @@ def export_ema(run_dir: str | Path, out: str | Path) -> Path:
     if is_adapter_only(source):  # a LoRA run: the EMA of its adapters, an adapter directory like the others
         return write_checkpoint_dir(out, lambda tmp: [shutil.copyfile(f, tmp / f.name) for f in source.iterdir()])
     ckpt = load_checkpoint(source)
-    return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.tokenizer, meta=ckpt.meta)
+    return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.side_files, meta=ckpt.meta)

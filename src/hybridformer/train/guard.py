@@ -92,24 +92,18 @@ def open_append(path: Path):  # noqa: ANN201 - a text file object
     return _open_no_follow(path, os.O_APPEND, "a")
 
 
+NO_LINKS = "a run's files are never written through links (remove it)"
+
+
 def _open_no_follow(path: Path, flags: int, mode: str):  # noqa: ANN202 - a text file object
     """``O_NOFOLLOW``: a link planted in a run directory is refused, never written through."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | flags, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise DataError(f"{path} is a symbolic link; a run's files are never written through links "
-                            "(remove it)") from None
+            raise DataError(f"{path} is a symbolic link; {NO_LINKS}") from None
         raise
     return os.fdopen(fd, mode, encoding="utf-8")
-
-
-def check_no_links(paths: list[Path]) -> None:
-    """The run's files and folders must not be links: writing through one would overwrite files elsewhere."""
-    for path in paths:
-        if path.is_symlink():
-            raise DataError(f"{path} is a symbolic link; a run's files are never written through links "
-                            "(remove it)")
 
 
 def recover(checkpoints: Path, is_complete: Callable[[Path], bool], log: Callable[[str], None]) -> None:

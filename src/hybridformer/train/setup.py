@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 
 from ..checkpoint import load_config_file
 from ..config import DataConfig, ExperimentConfig, ModelConfig
-from ..data.chat import load_chat_template
+from ..data.chat import ChatTemplate
 from ..data.datasets import (
     DataReport,
     Example,
@@ -23,6 +23,7 @@ from ..data.datasets import (
     seq2seq_examples,
     split_text,
 )
+from ..data.side_files import tokenizer_config_beside
 from ..data.tasks import make_task
 from ..data.text import read_text
 from ..data.tokenizer import check_special_ids, load_tokenizer_file, special_token_names, train_tokenizer
@@ -85,7 +86,7 @@ def _answer_texts(data: DataConfig, path: str) -> list[Segments]:
     pairs = read_jsonl(path, (data.src_field, data.tgt_field))
     if not data.chat:
         return [[(prompt, False), (completion, True)] for prompt, completion in pairs]
-    template = load_chat_template(Path(data.tokenizer).parent) if data.tokenizer is not None else None
+    template = ChatTemplate.from_config(tokenizer_config_beside(data.tokenizer))
     if template is None:
         raise ConfigError("data.chat: no chat template beside data.tokenizer (tokenizer_config.json "
                           "chat_template); set data.tokenizer or train.init_from to a converted instruct model")

@@ -30,14 +30,13 @@ import torch
 
 from .. import structured
 from ..errors import CheckpointError, ConfigError, DataError, brief
-from ..lora import ADAPTER_WEIGHTS
-from ..outputs import atomic_file
-from .guard import check_no_links, recover
+from ..filenames import ADAPTER_WEIGHTS, CONFIG, TOKENIZER, TRAINER_STATE, WEIGHTS
+from ..outputs import atomic_file, refuse_links
+from .guard import NO_LINKS, recover
 
-TRAINER_STATE = "trainer_state.pt"
 PREFIX = "step-"
-STEP_FILES = ("config.json", TRAINER_STATE)
-WEIGHT_FILES = ("model.safetensors", ADAPTER_WEIGHTS)  # a full checkpoint, or a LoRA run's adapter
+STEP_FILES = (CONFIG, TRAINER_STATE)
+WEIGHT_FILES = (WEIGHTS, ADAPTER_WEIGHTS)  # a full checkpoint, or a LoRA run's adapter
 
 
 class RunDir:
@@ -45,7 +44,7 @@ class RunDir:
         self.root = Path(root)
         self.checkpoints = self.root / "checkpoints"
         self.metrics = self.root / "metrics.jsonl"
-        self.tokenizer = self.root / "tokenizer.json"
+        self.tokenizer = self.root / TOKENIZER
         self.config = self.root / "config.yaml"
         self.tensorboard = self.root / "tb"
         self.best = self.checkpoints / "best"
@@ -75,8 +74,8 @@ class RunDir:
 
     def recover(self, log) -> None:  # noqa: ANN001 - a print-like callable
         """On start and resume (under the run lock): refuse planted links, then undo what a kill left."""
-        check_no_links([self.checkpoints, self.metrics, self.tokenizer, self.config, self.tensorboard,
-                        self.best, self.ema])
+        refuse_links([self.checkpoints, self.metrics, self.tokenizer, self.config, self.tensorboard, self.best,
+                      self.ema], NO_LINKS)
         recover(self.checkpoints, is_complete, log)
 
     def truncate_metrics(self, step: int) -> None:

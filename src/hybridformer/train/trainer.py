@@ -27,7 +27,7 @@ from ..blocks import Layer
 from ..checkpoint import load_config_file, load_meta, load_state_into, load_weights, save_checkpoint
 from ..config import ExperimentConfig, ModelConfig, load_config
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
-from ..data.tokenizer import copy_tokenizer_config
+from ..data.side_files import SideFiles, tokenizer_config_beside
 from ..decoding import ModelScorer
 from ..engines.torch import TorchEngine
 from ..errors import CheckpointError, ConfigError
@@ -119,9 +119,10 @@ class _Trainer:
         if env.is_main and not (resume_from and run.tokenizer.exists()):
             run.root.mkdir(parents=True, exist_ok=True)
             write_file(run.tokenizer, get_tokenizer(cfg, raw, None).to_str())
-            copy_tokenizer_config(cfg.data.tokenizer, run.root)
+            SideFiles(None, tokenizer_config_beside(cfg.data.tokenizer)).write(run.root)  # a chat template
         D.barrier(env)  # the others read the tokenizer rank 0 learned, so all ranks share one vocabulary
         self.tokenizer = get_tokenizer(cfg, raw, run.tokenizer)
+        self.side = SideFiles(self.tokenizer, tokenizer_config_beside(run.tokenizer))  # with a chat template
         self.model_cfg = self._inherit_pruning(self.objective.model_config(self.tokenizer))
         self.train_examples, self.valid_examples = self.objective.examples(raw, self.tokenizer, self.log)
         self.bleu_pairs = raw.valid[: cfg.train.eval_bleu] if cfg.model.is_seq2seq else []
@@ -465,24 +466,19 @@ class _Trainer:
 
     def _save_export(self, path: Path, ema: dict[str, torch.Tensor] | None, write_extra=None) -> None:
         model = self._export_model(ema)  # collective under FSDP: every rank takes part
-
-        def extra(tmp: Path) -> None:
-            copy_tokenizer_config(self.run_dir.tokenizer, tmp)  # a converted model's chat template
-            if write_extra is not None:
-                write_extra(tmp)
-
         if self.env.is_main:
-            save_checkpoint(path, model if self.lora is None else None, self.model_cfg, self.tokenizer,
+            save_checkpoint(path, model if self.lora is None else None, self.model_cfg, self.side,
                             meta={"step": self.step, "valid_loss": self.last_valid, **self.objective.meta},
-                            write_extra=extra if self.lora is None else functools.partial(self._write_adapter, extra,
-                                                                                          ema))
+                            write_extra=write_extra if self.lora is None else functools.partial(
+                                self._write_adapter, write_extra, ema))
 
     def _write_adapter(self, extra, ema: dict[str, torch.Tensor] | None, tmp: Path) -> None:
         """A LoRA run's checkpoint: the adapter (PEFT format, naming its base) instead of the weights."""
         params = ema if ema is not None else dict(D.unwrap(self.model).named_parameters())
         write_adapter(tmp, self.lora.tensors(params), self.t.lora, [p for ps in self.lora.parts.values() for p in ps],
                       self.model_cfg, str(self.lora_base))
-        extra(tmp)
+        if extra is not None:
+            extra(tmp)
 
     def _save(self) -> None:
         state = {"step": self.step, "best": self.best, "bad_evals": self.bad_evals, "last_valid": self.last_valid,

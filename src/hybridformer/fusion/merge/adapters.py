@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from ...checkpoint import load_checkpoint, save_checkpoint
-from ...data.tokenizer import copy_tokenizer_config
 from ...errors import ConfigError
 from ...lora import adapter_base, deltas_for, lora_layout, read_adapter
 from .api import _method, resolve_options
@@ -53,5 +52,4 @@ def merge_adapters(adapters: Sequence[str | Path], method: str, out: str | Path,
                           for delta in deltas]
                 params[name][part.start: part.stop] = merger.merge(part.name, models, weight, resolved)
     meta = {**ckpt.meta, "method": method, "adapters": [str(a) for a in adapters], **dataclasses.asdict(resolved)}
-    return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.tokenizer, meta=meta,
-                           write_extra=lambda tmp: copy_tokenizer_config(base_path / "tokenizer.json", tmp))
+    return save_checkpoint(out, ckpt.model, ckpt.config, ckpt.side_files, meta=meta)

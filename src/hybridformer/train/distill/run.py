@@ -32,6 +32,7 @@ from ...config import ExperimentConfig, load_config
 from ...data.tokenizer import load_tokenizer_file
 from ...decoding.ensemble import Combine
 from ...errors import ConfigError
+from ...filenames import TOKENIZER
 from ...inference import check_same_vocabulary, load_checkpoints
 from ...outputs import prepare_run_dir
 from ..guard import RunLock
@@ -120,7 +121,7 @@ def _student_config(teachers: Sequence[Checkpoint], cfg: ExperimentConfig, run: 
                           "a student must do the teachers' task")
     if cfg.data.tokenizer is None:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
-            update={"tokenizer": str(Path(first.path) / "tokenizer.json")})})
+            update={"tokenizer": str(Path(first.path) / TOKENIZER)})})
     source = run.tokenizer if resume and run.tokenizer.exists() else Path(cfg.data.tokenizer)
     tokenizer = load_tokenizer_file(source)
     student = model_config_for(cfg.model, tokenizer)

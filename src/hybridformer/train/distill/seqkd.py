@@ -27,6 +27,7 @@ from ... import structured
 from ...checkpoint import Checkpoint
 from ...config import DataConfig
 from ...errors import DataError
+from ...filenames import META
 from ...generation import generate
 from ...outputs import atomic_file
 
@@ -61,7 +62,7 @@ def teacher_targets(run_root: Path, teachers: Sequence[Checkpoint], train: Seque
     if _meta(partial) != sharded:  # other teachers, search, sources or shards: earlier shards do not apply
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        (partial / "meta.json").write_text(json.dumps(sharded, indent=1) + "\n")
+        (partial / META).write_text(json.dumps(sharded, indent=1) + "\n")
     starts = range(0, len(train), shard_size)
     shards = [partial / f"train-{index:05d}.jsonl" for index in range(len(starts))]
     done = sum(shard.exists() for shard in shards)
@@ -81,7 +82,7 @@ def teacher_targets(run_root: Path, teachers: Sequence[Checkpoint], train: Seque
             handle.write(shard.read_text(encoding="utf-8"))
             shard.unlink()
     _write_jsonl(partial / "valid.jsonl", valid)
-    (partial / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (partial / META).write_text(json.dumps(meta, indent=1) + "\n")
     shutil.rmtree(cache, ignore_errors=True)
     partial.rename(cache)  # a crash before this line leaves the finished shards for the next run
     log(f"sequence-level KD: decoded in {time.perf_counter() - started:.1f}s")
