@@ -155,7 +155,8 @@ class Ct2Engine:
                emit: Emit | None = None) -> list[list[int]]:
         """Outputs per source, each token handed to ``emit(row, token)`` as CTranslate2 generates it (LM greedy
         search and sampling); LM prompts of different lengths share a batch (CTranslate2 forces their tails)."""
-        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts, self.config.eos_id))
+        # every EOS id: a forced prompt tail holding an end-of-turn would end the row in CTranslate2
+        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts, self.config.eos_ids))
 
     def nll(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> tuple[float, int]:
         """Summed negative log-likelihood (nats) and tokens scored, as :meth:`score` defines them."""
@@ -215,7 +216,7 @@ def ct2_cache(checkpoint: Path, quantization: str) -> Path:
     return checkpoint.parent / f"{checkpoint.name}.ct2-{quantization}"
 
 
-def _groups(sources: list[list[int]], opts: GenerationOptions, eos_id: int) -> list[list[int]]:
+def _groups(sources: list[list[int]], opts: GenerationOptions, eos_id: list[int]) -> list[list[int]]:
     """Batches for CTranslate2's Generator: mixed prompt lengths under greedy search, except one-token prompts,
     which batch apart (CTranslate2 4.8 then returns the longer prompts' second token as if generated)."""
     lengths = [len(s) for s in sources]
