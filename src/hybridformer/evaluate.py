@@ -89,8 +89,7 @@ def _lm_perplexity(decoder: Engine, references: list[str], context: int) -> Metr
     ids = encoding.ids
     if len(ids) < 2:
         raise DataError(f"{len(ids)} token(s) of reference text: perplexity needs at least 2")
-    if cfg.position == "learned":
-        context = min(context, cfg.max_positions)
+    context = min(context, cfg.position_capacity())
     nll = 0.0
     for start in range(0, len(ids) - 1, context):  # block i predicts tokens start+1 .. start+context
         nll += decoder.nll([ids[start : start + context + 1]])[0]

@@ -54,8 +54,20 @@ def test_merge_help_still_lists_each_method_and_its_options():
 
 def test_help_names_match_the_registries():
     from hybridformer import names
+    from hybridformer.attention import ATTENTION
     from hybridformer.blocks import LAYERS
+    from hybridformer.ffn import ACTIVATIONS
     from hybridformer.fusion import METHODS
 
+    assert names.ATTENTION_NAMES == tuple(ATTENTION)
     assert names.LAYER_NAMES == tuple(LAYERS)
+    assert names.ACTIVATIONS == tuple(ACTIVATIONS)
     assert names.MERGE_METHODS == tuple(METHODS)
+
+
+def test_config_loads_without_torch():
+    """The config checks names against ``names``, not the registries: a default config imports no torch."""
+    code = ("import sys; from hybridformer.config import ExperimentConfig; ExperimentConfig(); "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('hybridformer'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=entry_env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

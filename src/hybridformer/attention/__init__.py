@@ -5,9 +5,14 @@
 
 from __future__ import annotations
 
+import math
+import typing
 from typing import Any
 
-from ..errors import ConfigError
+import torch
+from pydantic import TypeAdapter, ValidationError
+
+from ..errors import ConfigError, brief
 from .base import AttentionKernel, kernel_options
 from .bias import ALiBi, ScoreBias, T5RelativeBias
 from .block_sparse import BlockSparseAttention
@@ -45,8 +50,39 @@ def build_attention(name: str, **options: Any) -> AttentionKernel:
     return kernel_cls(**options)
 
 
+def check_kernel_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against kernel ``name``'s keyword-only parameters, coerced to their annotated
+    types, then checked by the kernel itself (a ValueError naming the option; the config adds the key).
+
+    The kernel is constructed on the meta device (no memory), so its own range checks run when the
+    config loads: ``config check`` accepts exactly what training builds.
+    """
+    kernel_cls = ATTENTION[name]
+    allowed = kernel_options(kernel_cls)
+    for key in options:
+        if key not in allowed:
+            raise ValueError(f"option {key!r} is not accepted by attention {name!r}; "
+                             f"allowed: {', '.join(allowed) or '(none)'}")
+    hints = typing.get_type_hints(kernel_cls.__init__)
+    coerced = {}
+    for key, value in options.items():
+        try:
+            coerced[key] = TypeAdapter(hints.get(key, Any)).validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(f"{key}={brief(value)}: {exc.errors()[0]['msg']}") from None
+        if isinstance(coerced[key], float) and not math.isfinite(coerced[key]):
+            raise ValueError(f"{key}={brief(value)} must be a finite number")
+    try:
+        with torch.device("meta"):
+            kernel_cls(**coerced)
+    except (ValueError, TypeError, RuntimeError, OverflowError) as exc:
+        raise ValueError(str(exc).removeprefix(f"attention {name!r}: ")) from None
+    return coerced
+
+
 __all__ = [
-    "ATTENTION", "build_attention", "kernel_options", "AttentionKernel", "ScoreBias", "ALiBi", "T5RelativeBias",
+    "ATTENTION", "build_attention", "check_kernel_options", "kernel_options", "AttentionKernel", "ScoreBias",
+    "ALiBi", "T5RelativeBias",
     "MultiHeadAttention", "CrossAttention", "FullAttention", "ReferenceAttention", "ChunkedAttention",
     "SlidingWindowAttention", "BlockSparseAttention", "LinearAttention", "PerformerAttention", "LinformerAttention",
     "NystromAttention",

@@ -68,6 +68,12 @@ class TorchEngine:
         a seeded sample draws the same random numbers however requests are grouped."""
         return self.scorer.left_padding and ragged_ok(opts) and not self.config.is_seq2seq
 
+    @property
+    def joins(self) -> bool:
+        """Whether rows may join a running batch (:meth:`join`, continuous batching): a language model whose
+        every mixer takes left padding; every decoding state then shifts its columns and appends rows."""
+        return self.scorer.left_padding and not self.config.is_seq2seq
+
     def prefill(self, rows: list[list[int]]) -> tuple[Tensor, Any]:
         """LM prompts of any lengths -> next-token log-probs (rows, vocab) and the running state for :meth:`step`.
 
@@ -75,7 +81,14 @@ class TorchEngine:
         with masks, so each row's log-probs are those of its prompt alone; only the last position of each
         prompt is projected onto the vocabulary."""
         prompts, start = self._left_pad(rows)
+        if start is None and self.joins:  # every row starts at column 0: said, so that the rows can join others
+            start = torch.zeros(len(rows), dtype=torch.long, device=self.device)
         return self.scorer.step(self.scorer.init_state(None, start), prompts)
+
+    def join(self, state: Any, other: Any) -> Any:
+        """The running batch ``state`` with the rows of ``other`` (from :meth:`prefill`) appended after its own:
+        the next :meth:`step` takes one token for each. Each row still decodes exactly as alone."""
+        return self.scorer.join(state, other)
 
     def step(self, state: Any, tokens: Tensor) -> tuple[Tensor, Any]:
         """tokens: (rows,) one new token per row -> next-token log-probs (rows, vocab) and the state."""

@@ -79,7 +79,7 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
     _, config, tensors = hf_state(source, weights)
     cfg = load_config_file(source)
     # transformers feeds pad back in after EOS: a pad outside the vocabulary (GPT-2) becomes EOS, its convention
-    pad = cfg.pad_id if cfg.pad_id < cfg.vocab_size else cfg.eos_id
+    pad = cfg.pad_id if cfg.pad_in_vocab else cfg.eos_id
     eos = cfg.eos_ids if len(cfg.eos_ids) > 1 else cfg.eos_id  # transformers stops on any id of a list
     generation = {"bos_token_id": cfg.bos_id, "eos_token_id": eos, "pad_token_id": pad}
     if cfg.is_seq2seq:

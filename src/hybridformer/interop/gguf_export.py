@@ -161,7 +161,7 @@ def _vocabulary(writer, source: Path, cfg: ModelConfig) -> None:
     writer.add_eos_token_id(cfg.eos_id)
     if len(cfg.eos_ids) > 1:  # llama.cpp's end-of-turn id (one; it stops on EOS and EOT)
         writer.add_eot_token_id(cfg.eos_ids[1])
-    if cfg.pad_id < cfg.vocab_size:
+    if cfg.pad_in_vocab:
         writer.add_pad_token_id(cfg.pad_id)
     writer.add_add_bos_token(False)
     template = read_tokenizer_config(source).get("chat_template")
