@@ -89,3 +89,27 @@ def test_hf_export_writes_the_list(models, tmp_path) -> None:
     out = export_hf(listed, tmp_path / "hf")
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [2, end_of_turn]
     assert load_checkpoint(convert(out, tmp_path / "again")).config.eos_ids == [2, end_of_turn]
+
+
+def test_continuous_batching_stops_on_end_of_turn(models) -> None:
+    """The server's continuous batcher: a row that picks the end-of-turn leaves without it."""
+    import asyncio
+
+    from hybridformer.serve.continuous import ContinuousBatcher, make_batcher
+    from hybridformer.serve.metrics import Metrics
+
+    plain, listed, end_of_turn = models
+    opts = GenerationOptions(max_len_a=0.0, max_len_b=12, beam=1)
+    free = load_engine(plain).decode_batch(PROMPTS, opts)
+
+    async def serve():
+        batcher = make_batcher(load_engine(listed), Metrics(), batching=True, max_batch_tokens=4096, max_rows=8,
+                               max_wait_ms=1.0)
+        batcher.start()
+        outputs = await asyncio.gather(*(batcher.submit([p], opts, None) for p in PROMPTS))
+        await batcher.close()
+        return batcher, outputs
+
+    batcher, outputs = asyncio.run(serve())
+    assert isinstance(batcher, ContinuousBatcher)
+    assert [rows[0] for rows in outputs] == [cut(ids, {end_of_turn}) for ids in free]
