@@ -311,6 +311,34 @@ class LinearAttentionState:
         self.kv, self.k_sum = torch.cat([self.kv, other.kv]), torch.cat([self.k_sum, other.k_sum])
 
 
+class WindowLinearState:
+    """Decoding memory of window + linear attention (LoLCATs): the last ``window`` keys and values, and the
+    running sums over every older key (``kv`` = Σ φ(k) vᵀ, ``k_sum`` = Σ φ(k)) — flat in the length."""
+
+    def __init__(self) -> None:
+        self.keys: Tensor | None = None  # (batch, kv_heads, <= window, head_dim)
+        self.values: Tensor | None = None
+        self.kv: Tensor | None = None  # (batch, heads, features, head_dim)
+        self.k_sum: Tensor | None = None  # (batch, heads, features)
+        self.length = 0
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The kept keys/values followed by the new ones (the caller then folds the oldest into the sums)."""
+        self.length += k.shape[2]
+        if self.keys is not None:
+            k, v = torch.cat([self.keys, k], dim=2), torch.cat([self.values, v], dim=2)
+        self.keys, self.values = k, v
+        return k, v
+
+    def keep(self, window: int) -> None:
+        self.keys, self.values = self.keys[:, :, -window:], self.values[:, :, -window:]
+
+    def reorder(self, index: Tensor) -> None:
+        for name in ("keys", "values", "kv", "k_sum"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).index_select(0, index))
+
+
 class SSMState:
     """The recurrent state of a state-space mixer (Mamba-2): (batch, heads, head_dim, state), whatever the length.
 

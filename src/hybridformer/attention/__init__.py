@@ -23,6 +23,7 @@ from .local import SlidingWindowAttention
 from .low_rank import LinformerAttention, NystromAttention
 from .multihead import CrossAttention, MultiHeadAttention
 from .reference import ReferenceAttention
+from .window_linear import WindowLinearAttention
 
 ATTENTION: dict[str, type[AttentionKernel]] = {
     "reference": ReferenceAttention,
@@ -34,6 +35,7 @@ ATTENTION: dict[str, type[AttentionKernel]] = {
     "performer": PerformerAttention,
     "linformer": LinformerAttention,
     "nystrom": NystromAttention,
+    "window_linear": WindowLinearAttention,
 }
 
 
@@ -41,13 +43,17 @@ def build_attention(name: str, **options: Any) -> AttentionKernel:
     """Make the kernel ``name`` with its options; unknown names/options raise ConfigError."""
     if name not in ATTENTION:
         raise ConfigError(f"attention.name={name!r} is unknown; allowed: {', '.join(sorted(ATTENTION))}")
-    kernel_cls = ATTENTION[name]
-    allowed = kernel_options(kernel_cls)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        allowed_text = ", ".join(allowed) or "(none)"
-        raise ConfigError(f"attention {name!r} does not take option(s) {', '.join(unknown)}; allowed: {allowed_text}")
-    return kernel_cls(**options)
+    refuse_unknown_options(name, options, ConfigError)
+    return ATTENTION[name](**options)
+
+
+def refuse_unknown_options(name: str, options: dict[str, Any], error: type[Exception]) -> None:
+    """An option kernel ``name`` does not take (not one of its keyword-only parameters) raises ``error``."""
+    allowed = kernel_options(ATTENTION[name])
+    for key in options:
+        if key not in allowed:
+            raise error(f"option {key!r} is not accepted by attention {name!r}; "
+                        f"allowed: {', '.join(allowed) or '(none)'}")
 
 
 def check_kernel_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -57,12 +63,8 @@ def check_kernel_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     The kernel is constructed on the meta device (no memory), so its own range checks run when the
     config loads: ``config check`` accepts exactly what training builds.
     """
+    refuse_unknown_options(name, options, ValueError)
     kernel_cls = ATTENTION[name]
-    allowed = kernel_options(kernel_cls)
-    for key in options:
-        if key not in allowed:
-            raise ValueError(f"option {key!r} is not accepted by attention {name!r}; "
-                             f"allowed: {', '.join(allowed) or '(none)'}")
     hints = typing.get_type_hints(kernel_cls.__init__)
     coerced = {}
     for key, value in options.items():
@@ -85,5 +87,5 @@ __all__ = [
     "ALiBi", "T5RelativeBias",
     "MultiHeadAttention", "CrossAttention", "FullAttention", "ReferenceAttention", "ChunkedAttention",
     "SlidingWindowAttention", "BlockSparseAttention", "LinearAttention", "PerformerAttention", "LinformerAttention",
-    "NystromAttention",
+    "NystromAttention", "WindowLinearAttention",
 ]

@@ -67,3 +67,35 @@ def sigint_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+class StageProgress:
+    """``with StageProgress() as bar: bar.update(stage, step, steps, loss)``: one bar per training stage on
+    stderr when it is a terminal, otherwise a plain line every ``every`` steps (a log file shows progress too)."""
+
+    def __init__(self, *, every: int = 10) -> None:
+        self._progress = None
+        self._tasks: dict[str, int] = {}
+        self.every = every
+        if sys.stderr.isatty():
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("loss {task.fields[loss]:.4g}"), TimeRemainingColumn(),
+                                      console=Console(stderr=True), redirect_stdout=False, redirect_stderr=False)
+
+    def __enter__(self) -> StageProgress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def update(self, stage: str, step: int, steps: int, loss: float) -> None:
+        if self._progress is None:
+            if step % self.every == 0 or step == steps:
+                print(f"{stage} step {step}/{steps} loss {loss:.4g}", file=sys.stderr, flush=True)
+            return
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(stage, total=steps, loss=loss)
+        self._progress.update(self._tasks[stage], completed=step, loss=loss)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._progress is not None:
+            self._progress.stop()

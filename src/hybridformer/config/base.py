@@ -55,17 +55,15 @@ def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place."""
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} must look like key.path=value")
+        key, value = structured.parse_assignment(item, where="--set", form="key.path=value", error=ConfigError)
         node = data
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
             node = child
-        node[parts[-1]] = structured.parse(raw, where=f"--set {key.strip()}", yaml_syntax=True, error=ConfigError)
+        node[parts[-1]] = value
     return data
 
 
