@@ -8,7 +8,7 @@ tests/cli/test_lazy_cli.py checks they match the registries (``attention.ATTENTI
 ATTENTION_NAMES = ("reference", "full", "chunked", "sliding_window", "block_sparse", "linear", "performer",
                    "linformer", "nystrom", "window_linear")
 LAYER_NAMES = ("transformer", "conformer", "lsra", "branchformer", "ebranchformer", "lightconv", "dynamicconv",
-               "shortconv", "mamba2")
+               "shortconv", "mamba2", "parallel_mamba2")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh")
 MERGE_METHOD_HELP = {  # name -> what it takes, for ``merge --help``
     "linear": "--weights",

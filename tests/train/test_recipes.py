@@ -60,3 +60,21 @@ def test_hybrid_recipe_trains_a_few_steps(path, tmp_path):
     recipe = load_recipe(path, overrides)
     ckpt = load_checkpoint(train(recipe, tmp_path / "run").checkpoint)
     assert ckpt.config.decoder.layer_kinds() == recipe.model.decoder.layer_kinds()
+
+
+def test_multi30k_shortconv_recipe_trains_a_few_steps(tmp_path):
+    """The LFM2-style decoder recipe validates and trains 2 steps on tiny parallel text (the real data is not read)."""
+    from hybridformer import load_checkpoint, train
+    from tests.conftest import TINY_TEXT
+
+    files = {}
+    for side in ("src", "tgt"):
+        files[side] = tmp_path / f"train.{side}"
+        files[side].write_text("\n".join(TINY_TEXT * 4) + "\n")
+    overrides = [f"data.{kind}_{side}={files[side]}" for kind in ("train", "valid") for side in ("src", "tgt")]
+    overrides += ["data.vocab_size=300", "data.max_tokens=256", "train.max_steps=2", "train.warmup_steps=1",
+                  "train.eval_every=2", "train.save_every=2", "train.precision=fp32", "model.d_model=32",
+                  "model.ffn_dim=64", "model.heads=2"]
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "configs" / "multi30k-shortconv.yaml", overrides)
+    cfg = load_checkpoint(train(recipe, tmp_path / "run").checkpoint).config
+    assert [cfg.decoder.layer_of(i) for i in range(3)] == ["shortconv", "shortconv", "transformer"]

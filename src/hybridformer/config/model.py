@@ -56,6 +56,7 @@ class ModelConfig(Strict):
     pad_id: int = Field(0, ge=0)  # == vocab_size: padding outside the vocabulary (GPT-2: no free token)
     bos_id: int = Field(1, ge=0)
     eos_id: int = Field(2, ge=0)
+    extra_eos_ids: list[int] = []  # more ids that end generation (a chat model's end-of-turn, e.g. <|im_end|>)
     # options of pretrained encoder-decoders and encoders (docs/interop.md); defaults = the toolkit's own models
     decoder_start_id: int | None = Field(None, ge=0)  # first decoder token of a seq2seq model; None = bos_id
     score_scale: float | None = None  # attention score scale; None = 1/sqrt(head_dim) (T5: 1)
@@ -102,9 +103,10 @@ class ModelConfig(Strict):
         if self.t5_max_distance <= self.t5_buckets // 2:
             raise ValueError(f"t5_max_distance={self.t5_max_distance} must exceed half of t5_buckets={self.t5_buckets}"
                              " (the log-spaced buckets start there)")
-        for name in ("bos_id", "eos_id"):
-            if getattr(self, name) >= self.vocab_size:
-                raise ValueError(f"{name}={getattr(self, name)} must be below vocab_size={self.vocab_size}")
+        for name, value in [("bos_id", self.bos_id), ("eos_id", self.eos_id)] + [
+                (f"extra_eos_ids.{i}", v) for i, v in enumerate(self.extra_eos_ids)]:
+            if not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name}={value} must be below vocab_size={self.vocab_size}")
         if self.pad_id > self.vocab_size:  # == vocab_size: padding outside the vocabulary (pad_in_vocab)
             raise ValueError(f"pad_id={self.pad_id} must be below vocab_size={self.vocab_size}, or equal to it "
                              "for padding outside the vocabulary")
@@ -118,6 +120,11 @@ class ModelConfig(Strict):
         for role in ("encoder", "decoder"):
             check_conv_stack(self, role)
         return self
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """Every id that ends generation: ``eos_id`` first."""
+        return [self.eos_id, *(i for i in self.extra_eos_ids if i != self.eos_id)]
 
     @property
     def num_kv_heads(self) -> int:
@@ -170,11 +177,12 @@ def check_conv_stack(cfg: ModelConfig, role: str) -> None:
             raise ValueError(f"{key}.heads={conv.heads} must divide d_model={cfg.d_model} for layer {layer!r}")
     if kinds & {"branchformer", "ebranchformer"} and (conv.cgmlp_dim or cfg.ffn_dim) % 2:
         raise ValueError(f"{key}.cgmlp_dim (default ffn_dim) must be even: the cgMLP gates one half by the other")
-    if "mamba2" in kinds:
-        ssm, inner = stack.ssm, stack.ssm.expand * cfg.d_model
+    if kinds & {"mamba2", "parallel_mamba2"}:
+        ssm = stack.ssm
+        inner = ssm.inner or ssm.expand * cfg.d_model
         if inner % ssm.head_dim or (inner // ssm.head_dim) % ssm.groups:
-            raise ValueError(f"{role}.ssm.head_dim={ssm.head_dim} must divide the inner width expand·d_model={inner} "
-                             f"into heads that {role}.ssm.groups={ssm.groups} divides")
+            raise ValueError(f"{role}.ssm.head_dim={ssm.head_dim} must divide the inner width (ssm.inner, else "
+                             f"expand·d_model) {inner} into heads that {role}.ssm.groups={ssm.groups} divides")
     if "lsra" in kinds:
         attn = round(cfg.d_model * conv.lsra_split)
         if attn < 1 or attn >= cfg.d_model or attn % cfg.heads:

@@ -65,6 +65,8 @@ class SSMConfig(Strict):
     chunk_size: int = Field(64, ge=1)  # chunked scan: positions per chunk (a speed knob; results are equal)
     bias: bool = False  # biases of in_proj and out_proj
     conv_bias: bool = True
+    inner: int | None = Field(None, ge=1)  # inner width when not expand · d_model (Falcon-H1's mamba_d_ssm)
+    output_norm: Literal["gated", "before_gate", "none"] = "gated"  # RMSNorm(y·SiLU(z)) | RMSNorm(y)·SiLU(z) | none
 
     def layer_parts(self) -> dict[str, Any]:
         return {f"ssm_{key}": value for key, value in self.model_dump().items()}

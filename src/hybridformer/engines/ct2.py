@@ -24,6 +24,7 @@ from ..config import ModelConfig, parse_config
 from ..data.chat import ChatTemplate
 from ..data.side_files import SideFiles
 from ..data.text import token_batches
+from ..decoding.greedy import strip_after_eos
 from ..errors import CheckpointError, ConfigError
 from ..filenames import CONFIG, CT2_WEIGHTS, WEIGHTS
 from ..inference import CheckpointLike
@@ -131,8 +132,9 @@ class Ct2Engine:
                                                  max_input_length=0, callback=callback, **search)
             return [[self.ids[t] for t in r.hypotheses[0]] for r in results]
         results = self.model.generate_batch(batch, max_length=budget, include_prompt_in_result=False,
-                                            end_token=self.vocab[self.config.eos_id], callback=callback, **search)
-        return [list(r.sequences_ids[0]) for r in results]
+                                            end_token=[self.vocab[i] for i in self.config.eos_ids], callback=callback,
+                                            **search)
+        return [strip_after_eos(list(r.sequences_ids[0]), self.config.eos_ids) for r in results]
 
     def ragged(self, opts: GenerationOptions, sources: list[list[int]]) -> bool:
         """``generate`` batches LM prompts by length (CTranslate2 would force the longer prompts' tails)."""
@@ -142,7 +144,8 @@ class Ct2Engine:
                emit: Emit | None = None) -> list[list[int]]:
         """Outputs per source, each token handed to ``emit(row, token)`` as CTranslate2 generates it (LM greedy
         search and sampling); LM prompts of different lengths share a batch (CTranslate2 forces their tails)."""
-        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts, self.config.eos_id))
+        # every EOS id: a forced prompt tail holding an end-of-turn would end the row in CTranslate2
+        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts, self.config.eos_ids))
 
     def nll(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> tuple[float, int]:
         """Summed negative log-likelihood (nats) and tokens scored, as :meth:`score` defines them."""
@@ -202,7 +205,7 @@ def ct2_cache(checkpoint: Path, quantization: str) -> Path:
     return checkpoint.parent / f"{checkpoint.name}.ct2-{quantization}"
 
 
-def _groups(sources: list[list[int]], opts: GenerationOptions, eos_id: int) -> list[list[int]]:
+def _groups(sources: list[list[int]], opts: GenerationOptions, eos_id: list[int]) -> list[list[int]]:
     """Batches for CTranslate2's Generator: mixed prompt lengths under greedy search, except one-token prompts,
     which batch apart (CTranslate2 4.8 then returns the longer prompts' second token as if generated)."""
     lengths = [len(s) for s in sources]

@@ -128,7 +128,7 @@ class TorchEngine:
             prefix, start = self._left_pad(sources)
             state, budget = scorer.init_state(None, start), torch.tensor(self.budgets(sources, opts))
         budget = budget.to(self.device)
-        common = {"eos_id": cfg.eos_id, "no_repeat_ngram": opts.no_repeat_ngram}
+        common = {"eos_id": cfg.eos_ids, "no_repeat_ngram": opts.no_repeat_ngram}
         if opts.beam_size != 1 and not opts.sample:
             hyps = beam_search(scorer, state, prefix, beam=opts.beam_size, max_len=budget, lenpen=opts.lenpen,
                                early_stopping=opts.early_stopping, at_budget=opts.at_budget, **common)
@@ -152,7 +152,7 @@ class TorchEngine:
         outputs: dict[int, list[int]] = {}
         for rows in groups:
             batch = [sources[r] for r in rows]
-            emitter = RowEmitter(emit, self.budgets(batch, opts), cfg.eos_id, rows)
+            emitter = RowEmitter(emit, self.budgets(batch, opts), cfg.eos_ids, rows)
             if self.scorer.left_padding:  # one padded prefill
                 (prefix, start), tails = self._left_pad(batch), [[] for _ in batch]
             else:  # the part all prompts share at once, then each longer prompt's tail forced
@@ -162,6 +162,7 @@ class TorchEngine:
             ragged = RaggedPrompts(self.scorer, tails, emitter, start=start, presence=opts.presence_penalty,
                                    frequency=opts.frequency_penalty)
             budget = torch.tensor([len(t) + b for t, b in zip(tails, emitter.budgets, strict=True)], device=self.device)
+            # the search knows only the first EOS (a forced prompt tail may hold the others): the emitter stops there
             common_args = {"eos_id": cfg.eos_id, "max_new_tokens": budget, "no_repeat_ngram": opts.no_repeat_ngram}
             if opts.sample:
                 found = sample_search(ragged, ragged.init_state(None), prefix, temperature=opts.temperature,

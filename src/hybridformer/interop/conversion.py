@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .. import structured
 from ..checkpoint import architecture_metadata, load_meta, write_checkpoint
 from ..config import ModelConfig, parse_config
 from ..errors import CheckpointError, ConfigError, DataError
@@ -72,15 +73,28 @@ class Prefixed:
         return self.source.meta(name.removeprefix(self.prefix))
 
 
-Source = HFFolder | GGUFFile | Prefixed
+class Folded:
+    """A source whose tensors pass its architecture's ``fold`` as they are read (Falcon-H1's multipliers)."""
+
+    def __init__(self, source: HFFolder | GGUFFile | Prefixed, weight) -> None:
+        self.source, self.weight, self.config = source, weight, source.config
+
+    def keys(self) -> set[str]:
+        return self.source.keys()
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.weight(name, self.source.get(name))
+
+
+Source = HFFolder | GGUFFile | Prefixed | Folded
 
 
 def with_prefix(source: Source, where: Path) -> Source:
-    """``source`` as its architecture's rules name its tensors."""
-    prefix = architecture(source.config, where).prefix
-    if prefix and not any(name.startswith(prefix) for name in source.keys()):
-        return Prefixed(source, prefix)
-    return source
+    """``source`` as its architecture's rules name and read its tensors."""
+    arch = architecture(source.config, where)
+    if arch.prefix and not any(name.startswith(arch.prefix) for name in source.keys()):
+        source = Prefixed(source, arch.prefix)
+    return source if arch.fold is None else Folded(source, arch.fold(source.config))
 
 
 def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple[ModelConfig, list[Rule]]:
@@ -100,6 +114,8 @@ def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple
     if arch.head is not None:
         data["tie_embeddings"] = arch.head not in available
     tokenizers.choose_special_ids(data, files)
+    data["extra_eos_ids"] = [i for i in listed_eos(source.config, where)
+                             if i != data["eos_id"] and 0 <= i < data["vocab_size"]]
     try:
         cfg = parse_config(ModelConfig, data)
     except ConfigError as exc:
@@ -112,6 +128,17 @@ def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple
         raise CheckpointError(f"{where}: tensor(s) the {source.config.get('model_type')} mapping does not use: "
                               f"{', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''} (an unsupported variant)")
     return cfg, rules
+
+
+def listed_eos(config: dict[str, Any], where: Path) -> list[int]:
+    """Every EOS id the source lists, in order: config.json's ``eos_token_id`` (an id or a list) and
+    generation_config.json's, where chat models list their end-of-turn token (Gemma 3's ``<end_of_turn>``)."""
+    generation = where / "generation_config.json"
+    lists = [config.get("eos_token_id")]
+    if where.is_dir() and generation.is_file():
+        lists.append(structured.read(generation, mapping=True, error=CheckpointError).get("eos_token_id"))
+    ids = [i for value in lists for i in (value if isinstance(value, list) else [value]) if isinstance(i, int)]
+    return list(dict.fromkeys(ids))
 
 
 def source_architecture(checkpoint: str | Path | None) -> Architecture | None:

@@ -40,7 +40,7 @@ SINUSOID_ROWS = 2048  # rows of the sinusoidal table written into the export (it
 UNDERSTOOD = {
     "arch", "vocab_size", "d_model", "heads", "kv_heads", "ffn_dim", "activation", "norm", "norm_placement",
     "residual", "dropout", "position", "max_positions", "rope_base", "t5_buckets", "t5_max_distance",
-    "embed_scale", "tie_embeddings", "share_embeddings", "num_classes", "pad_id", "bos_id", "eos_id",
+    "embed_scale", "tie_embeddings", "share_embeddings", "num_classes", "pad_id", "bos_id", "eos_id", "extra_eos_ids",
     "encoder", "decoder", "cross_attention", "pruned_heads", "quantization", "position_offset", "rope_scaling",
     "head_dim", "norm_eps", "attention_bias", "qkv_bias", "ffn_bias", "decoder_start_id", "score_scale",
     "sinusoid_layout", "layernorm_embedding", "final_logits_bias", "output_scale",

@@ -80,7 +80,8 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = Fals
     cfg = load_config_file(source)
     # transformers feeds pad back in after EOS: a pad outside the vocabulary (GPT-2) becomes EOS, its convention
     pad = cfg.pad_id if cfg.pad_in_vocab else cfg.eos_id
-    generation = {"bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id, "pad_token_id": pad}
+    eos = cfg.eos_ids if len(cfg.eos_ids) > 1 else cfg.eos_id  # transformers stops on any id of a list
+    generation = {"bos_token_id": cfg.bos_id, "eos_token_id": eos, "pad_token_id": pad}
     if cfg.is_seq2seq:
         generation["decoder_start_token_id"] = cfg.start_id
 

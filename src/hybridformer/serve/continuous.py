@@ -160,7 +160,7 @@ class ContinuousBatcher(DynamicBatcher):
             counts[row] += 1
             return job.stream(row, token, counts[row] - 1, log_probs) or self.closing
 
-        entry = Running(job, RowEmitter(emit, decoder.budgets(job.sources, opts), decoder.config.eos_id),
+        entry = Running(job, RowEmitter(emit, decoder.budgets(job.sources, opts), decoder.config.eos_ids),
                         [[] for _ in job.sources])
         if opts.sample:
             entry.generator = torch.Generator(device=decoder.device)
@@ -195,7 +195,7 @@ class ContinuousBatcher(DynamicBatcher):
         """Row ``row`` of ``entry`` chose ``token``; True when the row ends (EOS, budget, stop, the caller gone)."""
         if entry.emitter.ended[row]:  # a budget of 0
             return True
-        if token != entry.emitter.eos_id:
+        if token not in entry.emitter.eos_ids:  # any EOS (an end-of-turn too) ends the row unsaid
             entry.outputs[row].append(token)
             if entry.counts is not None:
                 entry.counts[row, token] += 1
