@@ -85,6 +85,9 @@ class Folded:
     def get(self, name: str) -> torch.Tensor:
         return self.weight(name, self.source.get(name))
 
+    def meta(self, name: str) -> torch.Tensor:
+        return self.weight(name, self.source.meta(name))
+
 
 Source = HFFolder | GGUFFile | Prefixed | Folded
 

@@ -95,7 +95,8 @@ def folded(hf: dict[str, Any]) -> Callable[[str, Tensor], Tensor]:
         module = module.split(".", 3)[-1]  # model.layers.N.<module>
         scale = output.get(module, 1.0) * (inputs.get(module, 1.0) if kind == "weight" else 1.0)
         if module == "mamba.in_proj":
-            return tensor * scale * (mup[:, None] if kind == "weight" else mup)
+            rows = mup.to(tensor.device)  # the meta device when conversion checks headers
+            return tensor * scale * (rows[:, None] if kind == "weight" else rows)
         return tensor * scale if scale != 1.0 else tensor
 
     return weight
