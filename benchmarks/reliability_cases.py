@@ -1,7 +1,8 @@
 """Hostile-input, data-loss and exit-status cases, run against the real ``hybridformer`` console script; each
 outcome is classified. Prints a markdown table (case | exit | outcome). The first part covers training runs and
 the decoding front door; :func:`new_surfaces` covers convert, longify, the bounded JSON/YAML reader,
-tune-weights, embed, ct2 and resume.
+tune-weights, embed, ct2 and resume; :func:`front_door_and_server` the progress bars, a stopped ``evaluate``,
+``--help``, a full tmpfs, archives, ``init_from`` an int8 checkpoint and the HTTP server under hostile clients.
 
     PYTHONPATH=src python benchmarks/reliability_cases.py            # this checkout
     PYTHONPATH=/tmp/old/src python benchmarks/reliability_cases.py   # an older one (git archive REV src)
@@ -263,6 +264,7 @@ def main() -> None:
     case("`generate --max-len-b 100000000`", lambda: (lambda r: (r, classify(r, expect="ok", ok=r.returncode == 0)))(
         cli("generate", "ck", "--input", "in.txt", "--beam", "1", "--max-len-b", "100000000", timeout=240)))
     new_surfaces(root, case)
+    front_door_and_server(root, case)
     shutil.rmtree(root, ignore_errors=True)
     counts: dict[str, int] = {}
     for _, _, outcome in rows:
@@ -332,6 +334,13 @@ def new_surfaces(root: Path, case: Callable) -> None:
     write_tiny_gguf(hf_model, root / "huge.gguf")
     case("`convert` GGUF `block_count` 1e9", lambda: expect_error("convert", root / "huge.gguf", "--out",
                                                                    root / "conv-out"))
+    hf_model.config.num_hidden_layers = 2
+    data = write_tiny_gguf(hf_model, root / "headless.gguf").read_bytes()
+    key = b"llama.attention.head_count"
+    at = data.index(len(key).to_bytes(8, "little") + key) + 8 + len(key) + 4  # past the key and its value type
+    (root / "headless.gguf").write_bytes(data[:at] + (0).to_bytes(4, "little") + data[at + 4:])  # head_count 0
+    case("`convert` GGUF `head_count` 0", lambda: expect_error("convert", root / "headless.gguf", "--out",
+                                                               root / "conv-out"))
     for flag, value in [("--max-positions", "1000000000"), ("--max-positions", str(2**63)),
                         ("--max-positions", "1000000000000"), ("--global-tokens", "1000000000")]:
         case(f"`longify {flag} {value}`", lambda flag=flag, value=value: expect_error(
@@ -427,6 +436,165 @@ def new_surfaces(root: Path, case: Callable) -> None:
     case("trainer state with data batch 10^9", lambda: expect_error(
         "train", "exp.yaml", "--out", root / "run-batch", "--resume", "--no-progress",
         *sets("train.max_steps=8", "train.save_every=2", "train.keep_last=3")))
+
+
+def on_terminal(args: list, **kwargs) -> tuple[subprocess.CompletedProcess, str]:
+    """``tests/conftest.py``'s ``run_on_terminal`` (stderr on a pseudo-terminal), as (CompletedProcess, shown)."""
+    from conftest import run_on_terminal
+
+    proc, stdout, shown = run_on_terminal(args, **kwargs)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, shown), shown
+
+
+def front_door_and_server(root: Path, case: Callable) -> None:
+    """Progress bars, a stopped ``evaluate``, ``--help``, a full tmpfs, archives, ``init_from`` int8, and the
+    server: hostile values, half-sent requests, start-up refusals."""
+    import gzip
+    import socket
+    import urllib.request
+
+    bar = r"(?<![0-9])([0-9]+)/\1(?![0-9])"  # a finished bar: N/N
+    for name, args in [("convert", ["convert", root / "hf", "--out", root / "conv-bar"]),
+                       ("export --to hf", ["export", root / "conv-ok", "--to", "hf", "--out", root / "hf-bar"])]:
+        def shows_bar(args=args) -> tuple[subprocess.CompletedProcess, str]:
+            import re
+
+            result, shown = on_terminal(args)
+            good = result.returncode == 0 and re.search(bar, shown) and result.stdout.startswith("wrote ")
+            return result, classify(result, expect="ok", ok=bool(good))
+
+        case(f"`{name}` on a terminal shows the progress bar (stdout: one line)", shows_bar)
+    Path("long.txt").write_text("1 2 3 4 5 6 7 8 9 10\n" * 20_000)
+    for sig, status in [(signal.SIGINT, 130), (signal.SIGTERM, 143)]:
+        def stopped(sig=sig, status=status) -> tuple[subprocess.CompletedProcess, str]:
+            result, shown = on_terminal(["evaluate", "ck", "--src", "long.txt", "--ref", "long.txt", "--metric",
+                                         "ppl", "--batch-tokens", "64", "--json"],
+                                        until=r"lines.*?(?<![0-9])[1-9][0-9]*/[0-9]+",
+                                        then=lambda proc: proc.send_signal(sig))
+            partial = result.stdout.strip() and json.loads(result.stdout).get("partial")
+            good = result.returncode == status and partial and f"over {partial}" in shown
+            return result, classify(result, expect="ok", ok=bool(good))
+
+        case(f"{signal.Signals(sig).name} during `evaluate --metric ppl` prints a partial score, exit {status}",
+             stopped)
+
+    def help_fast() -> tuple[subprocess.CompletedProcess, str]:
+        probe = ("import sys, time; t = time.perf_counter(); from hybridformer.cli import main; "
+                 "sys.argv = ['hybridformer', 'merge', '--help']; main(); "
+                 "print('torch' in sys.modules, time.perf_counter() - t, file=sys.stderr)")
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+        heavy = result.stderr.split()[-2:] if result.stderr else ["True"]
+        return result, classify(result, expect="ok", ok=result.returncode == 0 and heavy[0] == "False")
+
+    case("`merge --help` answers without importing torch", help_fast)
+
+    def from_elsewhere() -> tuple[subprocess.CompletedProcess, str]:
+        code = ("import os; os.chdir('/'); from hybridformer.cli.bench_serve import DEFAULT_SENTENCES as d; "
+                "from hybridformer.bench.serve import read_sentences; print(len(read_sentences(d, 3)))")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        return result, classify(result, expect="ok", ok=result.returncode == 0 and result.stdout.strip() == "3")
+
+    case("`bench serve`'s default `--sentences` from another directory", from_elsewhere)
+
+    mnt = root / "tmpfs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=800k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        print("| `train` into a full tmpfs | - | skipped (mount not permitted) |", flush=True)
+    else:
+        try:
+            case("`train` into an 800 KB tmpfs (disk full while saving)", lambda: expect_error(
+                "train", "exp.yaml", "--out", mnt / "run", "--no-progress",
+                *sets("train.max_steps=6", "train.save_every=2")))
+        finally:
+            subprocess.run(["umount", str(mnt)], capture_output=True)
+
+    from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
+
+    flipped = bytearray(gzip.compress(b"".join(_tar_member(f"test/{label}/{i}.txt", b"1 2 3 " * 300)
+                                                 for label in ("0", "1") for i in range(20)) + b"\0" * 1024))
+    for i in range(200, 260):
+        flipped[i] ^= 0xFF
+    Path("flipped.tar.gz").write_bytes(bytes(flipped))
+    tokenizer = load_checkpoint("ck").tokenizer
+    two = ModelConfig(arch="encoder_classifier", num_classes=2, vocab_size=tokenizer.get_vocab_size(), d_model=16,
+                      heads=2, ffn_dim=32, encoder={"layers": 1}, position="sinusoidal")
+    classifier = save_checkpoint(root / "cls", build_model(two), two, tokenizer)
+    case("`evaluate --labeled` a `.tar.gz` with flipped bytes", lambda: expect_error(
+        "evaluate", classifier, "--labeled", "flipped.tar.gz"))
+    made = cli("quantize", "ck", "--scheme", "int8", "--out", root / "ck-int8")
+    assert made.returncode == 0, made.stderr
+    case("`train.init_from` an int8 checkpoint", lambda: expect_error(
+        "train", "exp.yaml", "--out", root / "run-int8", "--no-progress",
+        *sets("train.max_steps=2", f"train.init_from={root / 'ck-int8'}")))
+
+    for name, args in [("--log-level loud", ["--log-level", "loud"]), ("--api-key ''", ["--api-key", ""]),
+                       ("--api-key sésame (non-ASCII)", ["--api-key", "sésame"])]:
+        case(f"`serve {name}`", lambda args=args: expect_error("serve", "ck", *args, timeout=120))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([EXE, "serve", "ck", "--port", str(port), "--header-timeout", "1", "--log-level",
+                               "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        deep = '{"inputs": ["1 2"], "x": ' + "[" * 50_000 + "]" * 50_000 + "}"
+        for name, body in [("`temperature: Infinity`", '{"inputs": ["1 2"], "sample": true, "temperature": Infinity}'),
+                           ("a 5,000-digit `seed`", '{"inputs": ["1 2"], "sample": true, "seed": ' + "9" * 5000 + "}"),
+                           ("a lone `\\ud800` in an input", '{"inputs": ["1 \\ud800 2"]}'),
+                           ("JSON nested 50,000 deep", deep)]:
+            case(f"`POST /v1/generate` with {name} gets a 4xx", lambda body=body: _http_4xx(url, body))
+
+        def half_sent() -> tuple[subprocess.CompletedProcess, str]:
+            conn = socket.create_connection(("127.0.0.1", port))
+            conn.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n")  # headers never end
+            conn.settimeout(10)
+            started = time.monotonic()
+            try:
+                closed = conn.recv(100) == b""
+            except (TimeoutError, ConnectionResetError):
+                closed = False
+            conn.close()
+            held = time.monotonic() - started
+            result = subprocess.CompletedProcess(["half-sent"], 0 if closed else 1, "", f"closed after {held:.1f} s")
+            return result, classify(result, expect="ok", ok=closed and held < 5)
+
+        case("a half-sent request is closed at the header deadline", half_sent)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def _tar_member(name: str, data: bytes) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()[:-1024]  # without the end-of-archive blocks: members concatenate
+
+
+def _http_4xx(url: str, body: str) -> tuple[subprocess.CompletedProcess, str]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url + "/v1/generate", data=body.encode("utf-8", "surrogatepass"),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    result = subprocess.CompletedProcess(["POST"], status, "", "")
+    return result, classify(result, expect="ok", ok=400 <= status < 500)
 
 
 if __name__ == "__main__":

@@ -156,3 +156,42 @@ def stand_in_overrides(recipe: Path, directory: Path) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(ModelConfig(arch="decoder_lm").model_dump_json())
     return [f"train.init_from={directory}"]
+
+
+def run_on_terminal(args: list, *, until: str | None = None, then=None, timeout: float = 180):
+    """Run the real console script with stderr on a pseudo-terminal (so progress bars draw): (process, stdout,
+    what the terminal showed). The terminal is drained while it runs (a full pty buffer would block the writer);
+    once what it showed matches the regex ``until``, ``then(process)`` is called once (e.g. to send a signal)."""
+    import os
+    import pty
+    import re
+    import select
+    import subprocess
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*entry_command(), *map(str, args)], stdout=subprocess.PIPE, stderr=slave,
+                            env=entry_env(COLUMNS="100"))
+    os.close(slave)
+    shown, deadline = "", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            chunk = b""
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the writer closed its end
+                    pass
+                shown += chunk.decode(errors="replace")
+            if until is not None and re.search(until, shown):
+                then(proc)
+                until = None
+            if not chunk and proc.poll() is not None:
+                break
+        if proc.poll() is None:  # past the deadline: a hang
+            proc.kill()
+        stdout = proc.communicate(timeout=60)[0].decode()
+    finally:
+        proc.kill()
+        os.close(master)
+    return proc, stdout, shown

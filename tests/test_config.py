@@ -2,7 +2,7 @@
 
 import pytest
 
-from hybridformer import ConfigError, ModelConfig, load_config
+from hybridformer import ConfigError, ModelConfig, load_config, names
 from hybridformer.config import apply_overrides
 
 
@@ -73,6 +73,27 @@ def test_causal_incompatible_mechanism_is_rejected_at_build(monkeypatch):
                 raise ConfigError(f"{where}.name='noncausal' cannot be causal")
 
     monkeypatch.setitem(ATTENTION, "noncausal", NonCausal)
+    monkeypatch.setattr(names, "ATTENTION_NAMES", (*names.ATTENTION_NAMES, "noncausal"))
     with pytest.raises(ConfigError, match="model.decoder.attention.name='noncausal' cannot be causal"):
         build_model(ModelConfig(decoder={"attention": {"name": "noncausal"}}))
     build_model(ModelConfig(arch="encoder_classifier", encoder={"attention": {"name": "noncausal"}}))
+
+
+def test_derived_facts_pad_positions_and_output_cap():
+    """One home for the pad rule, the position capacity and the output cap (engines, data, exporters read them)."""
+    from hybridformer.config import INPUT_LIMIT
+    from hybridformer.errors import DataError
+
+    assert ModelConfig(vocab_size=50, pad_id=0).pad_in_vocab and not ModelConfig(vocab_size=50, pad_id=50).pad_in_vocab
+    learned = ModelConfig(position="learned", max_positions=64)
+    assert learned.position_capacity() == 64
+    assert ModelConfig(position="rope", max_positions=64).position_capacity() == INPUT_LIMIT
+    assert ModelConfig(position="rope", max_positions=10**5).position_capacity() == 10**5
+    assert learned.output_cap(prefix_len=10, src_len=10) == 54  # what the table has left
+    assert ModelConfig(position="rope", max_positions=64).output_cap(prefix_len=10, src_len=500) == 64
+    sinusoid = ModelConfig(position="sinusoidal", max_positions=64)
+    assert sinusoid.output_cap(prefix_len=1, src_len=500) == 64  # no table: max_positions
+    assert sinusoid.output_cap(prefix_len=60, src_len=60, table=100) == 40  # an export's table of 100 rows
+    for cfg, table in ((learned, None), (sinusoid, 100)):
+        with pytest.raises(DataError, match="does not fit"):
+            cfg.output_cap(prefix_len=1, src_len=(table or 64) + 1, table=table)

@@ -19,6 +19,7 @@ _SOURCES = {
     "Ensemble": "fusion", "average_checkpoints": "fusion", "merge_checkpoints": "fusion",
     "ConfigError": "errors", "CheckpointError": "errors", "DataError": "errors", "HybridformerError": "errors",
     "evaluate_classifier": "classify", "convert": "interop", "embed": "embed",
+    "hybridize": "hybridize",
 }
 
 __all__ = list(_SOURCES)

@@ -8,6 +8,7 @@ for inference (``torch.no_grad``): they write into preallocated buffers in place
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -53,6 +54,19 @@ class KVCache:
                 len(index), *self.values.shape[1:])
         self.keys[:, :, : self.length] = keys
         self.values[:, :, : self.length] = values
+
+    def shift(self, n: int) -> None:
+        """Move the keys ``n`` columns right, empty ones before them (a batch joining a longer one; the rows'
+        ``start`` masks them); ``n < 0`` drops the first ``-n`` columns (padding in every row)."""
+        if self.keys is not None:
+            keys, values = self.keys[:, :, max(0, -n) : self.length], self.values[:, :, max(0, -n) : self.length]
+            self.keys, self.values = F.pad(keys, (0, 0, max(0, n), 0)), F.pad(values, (0, 0, max(0, n), 0))
+        self.length += n
+
+    def cat(self, other: KVCache) -> None:
+        """Append ``other``'s rows (same number of columns)."""
+        self.keys = torch.cat([self.keys[:, :, : self.length], other.keys[:, :, : other.length]])
+        self.values = torch.cat([self.values[:, :, : self.length], other.values[:, :, : other.length]])
 
 
 class StaticKV:
@@ -147,6 +161,30 @@ class DecodingCache(dict):
         if self.start is not None:
             self.start = self.start.index_select(0, index)
 
+    def join(self, other: DecodingCache, columns: int, other_columns: int) -> None:
+        """Append the rows of ``other`` (continuous batching: prompts prefilled apart join a running batch; both
+        have ``start``; ``columns``: each side's tokens fed). The side with fewer columns gets empty ones on its left,
+        masked by shifting its rows' ``start``, so every row still decodes exactly as alone."""
+        width = max(columns, other_columns)
+        self.shift(width - columns)
+        other.shift(width - other_columns)
+        for module, state in self.items():
+            state.cat(other[module])
+        self.start = torch.cat([self.start, other.start])
+
+    def shift(self, n: int) -> None:
+        """Move every state ``n`` columns right (``n < 0``: drop columns that are padding in every row)."""
+        if n:
+            for state in self.values():
+                state.shift(n)
+            self.start = self.start + n
+
+    def trim(self) -> int:
+        """Drop the leading columns that are padding in every row (their rows left); returns how many."""
+        n = int(self.start.min()) if self.start is not None and len(self.start) else 0
+        self.shift(-n)
+        return n
+
 
 class ConvState:
     """The last ``k − 1`` inputs of a causal convolution, so decoding step by step equals the full forward.
@@ -166,6 +204,13 @@ class ConvState:
 
     def reorder(self, index: Tensor) -> None:
         self.history = self.history.index_select(0, index)
+
+    def shift(self, n: int) -> None:
+        """Nothing to do: the history is per row, and left padding never enters it (padded inputs are zeros)."""
+
+    def cat(self, other: ConvState) -> None:
+        self.history = torch.cat([self.history, other.history])
+
 
 class RollingKVCache:
     """Sliding-window decoding memory: the ``num_global`` first keys plus the last ``window`` keys.
@@ -228,6 +273,20 @@ class RollingKVCache:
             self.keys = self.keys.index_select(0, index)
             self.values = self.values.index_select(0, index)
 
+    def shift(self, n: int) -> None:
+        """Move every kept key ``n`` columns: with no global keys (left padding refuses them) a position's slot is
+        ``position mod (window + 1)``, so the ring rolls by ``n``; a position moved below 0 is empty."""
+        if self.keys is not None:
+            self.keys, self.values = self.keys.roll(n, 2), self.values.roll(n, 2)
+            moved = self.kept_positions.roll(n)
+            self.kept_positions = torch.where(moved < 0, -1, moved + n).clamp(min=-1)
+        self.length += n
+
+    def cat(self, other: RollingKVCache) -> None:
+        """Append ``other``'s rows (same length): a slot one side has empty holds that side's left padding."""
+        self.keys, self.values = torch.cat([self.keys, other.keys]), torch.cat([self.values, other.values])
+        self.kept_positions = torch.maximum(self.kept_positions, other.kept_positions)
+
 
 class LinearAttentionState:
     """Recurrent state of kernelized attention (Katharopoulos et al., 2020): O(1) memory per token.
@@ -245,6 +304,40 @@ class LinearAttentionState:
             self.kv = self.kv.index_select(0, index)
             self.k_sum = self.k_sum.index_select(0, index)
 
+    def shift(self, n: int) -> None:
+        self.length += n  # columns only: left padding never enters the running sums
+
+    def cat(self, other: LinearAttentionState) -> None:
+        self.kv, self.k_sum = torch.cat([self.kv, other.kv]), torch.cat([self.k_sum, other.k_sum])
+
+
+class WindowLinearState:
+    """Decoding memory of window + linear attention (LoLCATs): the last ``window`` keys and values, and the
+    running sums over every older key (``kv`` = Σ φ(k) vᵀ, ``k_sum`` = Σ φ(k)) — flat in the length."""
+
+    def __init__(self) -> None:
+        self.keys: Tensor | None = None  # (batch, kv_heads, <= window, head_dim)
+        self.values: Tensor | None = None
+        self.kv: Tensor | None = None  # (batch, heads, features, head_dim)
+        self.k_sum: Tensor | None = None  # (batch, heads, features)
+        self.length = 0
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The kept keys/values followed by the new ones (the caller then folds the oldest into the sums)."""
+        self.length += k.shape[2]
+        if self.keys is not None:
+            k, v = torch.cat([self.keys, k], dim=2), torch.cat([self.values, v], dim=2)
+        self.keys, self.values = k, v
+        return k, v
+
+    def keep(self, window: int) -> None:
+        self.keys, self.values = self.keys[:, :, -window:], self.values[:, :, -window:]
+
+    def reorder(self, index: Tensor) -> None:
+        for name in ("keys", "values", "kv", "k_sum"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).index_select(0, index))
+
 
 class SSMState:
     """The recurrent state of a state-space mixer (Mamba-2): (batch, heads, head_dim, state), whatever the length.
@@ -258,3 +351,9 @@ class SSMState:
     def reorder(self, index: Tensor) -> None:
         if self.state is not None:
             self.state = self.state.index_select(0, index)
+
+    def shift(self, n: int) -> None:
+        """Nothing to do: the state is per row, whatever the columns."""
+
+    def cat(self, other: SSMState) -> None:
+        self.state = torch.cat([self.state, other.state])

@@ -3,7 +3,8 @@ outputs, or perplexity / bits per char of the references under teacher forcing."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -16,6 +17,33 @@ from .inference import CheckpointLike
 from .metrics import METRICS, MetricResult, perplexity
 
 Lines = str | Path | Sequence[str]
+Progress = Callable[[int, int], None]  # (units scored, units in all)
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a signal the caller turns into ``KeyboardInterrupt``) stopped the scoring: ``result`` is the score
+    over what was scored so far, marked ``partial`` (None when nothing was)."""
+
+    def __init__(self, result: MetricResult | None) -> None:
+        super().__init__()
+        self.result = result
+
+
+@contextmanager
+def _partial_on_interrupt(score: Callable[[], MetricResult | None], extent: Callable[[], str]) -> Iterator[None]:
+    """An interrupt inside the block becomes :class:`EvaluationInterrupted` carrying ``score()``, marked with
+    ``extent()`` ("40 of 100 lines")."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        result = score()
+        if result is not None:
+            result.partial = extent()
+        raise EvaluationInterrupted(result) from None
+
+
+def _ignore(done: int, total: int) -> None:
+    pass
 
 
 def evaluate(
@@ -23,7 +51,7 @@ def evaluate(
     metric: str = "bleu", context: int = 256, device: str | torch.device = "cpu",
     weights: Sequence[float] | None = None, combine: str = "prob", engine: str = "torch",
     quantization: str | None = None, tokenize: str | None = None, lang: str = "en",
-    adapter: str | Path | None = None, **options,
+    adapter: str | Path | None = None, progress: Progress | None = None, **options,
 ) -> MetricResult:
     """Score ``checkpoints`` on ``ref`` (a file, ``-``, or a list of lines).
 
@@ -35,7 +63,9 @@ def evaluate(
     ``engine`` names an entry of :data:`~hybridformer.engines.ENGINES` (``quantization`` as in ``load_engine``).
     ``tokenize`` (bleu only): sacreBLEU's tokenizer name, or ``"moses-lc"`` for BLEU on lowercased
     text Moses-tokenized for ``lang`` (the target language), as fairseq-trained papers report it.
-    ``adapter`` folds a LoRA adapter into the checkpoint.
+    ``adapter`` folds a LoRA adapter into the checkpoint. ``progress(done, total)`` is called as lines (blocks
+    for a language model's ppl) are scored. A ``KeyboardInterrupt`` while scoring raises
+    :class:`EvaluationInterrupted`, which carries the score over what was scored so far, marked ``partial``.
     """
     if metric not in (*METRICS, "ppl"):
         raise ConfigError(f"metric {metric!r} unknown; choose one of: {', '.join((*METRICS, 'ppl'))}")
@@ -58,29 +88,52 @@ def evaluate(
         raise DataError(f"{_label(src, 'the source list')} has {len(sources)} lines but "
                         f"{_label(ref, 'the reference list')} has {len(references)}; "
                         "source and reference must pair up line by line")
+    progress = progress or _ignore
     if metric != "ppl":
-        opts = GenerationOptions.parse(options)
-        return METRICS[metric](list(stream_outputs(decoder, sources, opts)), references, **scoring)
+        return _text_metric(decoder, sources, references, GenerationOptions.parse(options), metric, scoring, progress)
     batch_tokens = GenerationOptions.parse(options).batch_tokens
     if seq2seq:
-        return _seq2seq_perplexity(decoder, sources, references, batch_tokens)
-    return _lm_perplexity(decoder, references, context)
+        return _seq2seq_perplexity(decoder, sources, references, batch_tokens, progress)
+    return _lm_perplexity(decoder, references, context, progress)
 
 
-def _seq2seq_perplexity(decoder: Engine, sources: list[str], references: list[str], batch_tokens: int) -> MetricResult:
+def _text_metric(decoder: Engine, sources: list[str], references: list[str], opts: GenerationOptions, metric: str,
+                 scoring: dict, progress: Progress) -> MetricResult:
+    outputs: list[str] = []
+
+    def score() -> MetricResult | None:
+        return METRICS[metric](outputs, references[: len(outputs)], **scoring) if outputs else None
+
+    with _partial_on_interrupt(score, lambda: f"{len(outputs)} of {len(references)} lines"):
+        for output in stream_outputs(decoder, sources, opts):  # in input order
+            outputs.append(output)
+            progress(len(outputs), len(references))
+    return score()
+
+
+def _seq2seq_perplexity(decoder: Engine, sources: list[str], references: list[str], batch_tokens: int,
+                        progress: Progress) -> MetricResult:
     cfg = decoder.config
     src = [encode_source(decoder.tokenizer, line, cfg) for line in sources]
     tgt = [decoder.tokenizer.encode(line, add_special_tokens=False).ids for line in references]
-    nll, tokens = 0.0, 0
+    nll, tokens, chars, lines = 0.0, 0, 0, 0
+
+    def score() -> MetricResult | None:
+        signature = "ppl|seq2seq|teacher-forced|per-line|eos:yes"
+        return perplexity(nll, tokens, chars, signature=signature) if lines else None
+
     lengths = [len(s) + len(t) + 1 for s, t in zip(src, tgt, strict=True)]
-    for batch in token_batches(lengths, batch_tokens):
-        batch_nll, batch_tokens_scored = decoder.nll([src[i] for i in batch], [tgt[i] for i in batch])
-        nll, tokens = nll + batch_nll, tokens + batch_tokens_scored
-    chars = sum(len(line) + 1 for line in references)  # EOS counts as the line's newline
-    return perplexity(nll, tokens, chars, signature="ppl|seq2seq|teacher-forced|per-line|eos:yes")
+    with _partial_on_interrupt(score, lambda: f"{lines} of {len(references)} lines"):
+        for batch in token_batches(lengths, batch_tokens):
+            batch_nll, batch_tokens_scored = decoder.nll([src[i] for i in batch], [tgt[i] for i in batch])
+            nll, tokens = nll + batch_nll, tokens + batch_tokens_scored
+            chars += sum(len(references[i]) + 1 for i in batch)  # EOS counts as the line's newline
+            lines += len(batch)
+            progress(lines, len(references))
+    return score()
 
 
-def _lm_perplexity(decoder: Engine, references: list[str], context: int) -> MetricResult:
+def _lm_perplexity(decoder: Engine, references: list[str], context: int, progress: Progress) -> MetricResult:
     if context < 1:
         raise ConfigError(f"context must be >= 1 (got {context})")
     cfg = decoder.config
@@ -89,13 +142,23 @@ def _lm_perplexity(decoder: Engine, references: list[str], context: int) -> Metr
     ids = encoding.ids
     if len(ids) < 2:
         raise DataError(f"{len(ids)} token(s) of reference text: perplexity needs at least 2")
-    if cfg.position == "learned":
-        context = min(context, cfg.max_positions)
-    nll = 0.0
-    for start in range(0, len(ids) - 1, context):  # block i predicts tokens start+1 .. start+context
-        nll += decoder.nll([ids[start : start + context + 1]])[0]
-    chars = len(text) - encoding.offsets[0][1]  # the first token is context, not scored
-    return perplexity(nll, len(ids) - 1, max(chars, 1), signature=f"ppl|lm|teacher-forced|stream|context:{context}")
+    context = min(context, cfg.position_capacity())
+    starts = range(0, len(ids) - 1, context)  # block i predicts tokens start+1 .. start+context
+    nll, scored, blocks = 0.0, 0, 0
+
+    def score() -> MetricResult | None:
+        if not scored:
+            return None
+        end = len(text) if scored == len(ids) - 1 else encoding.offsets[scored][1]
+        chars = end - encoding.offsets[0][1]  # the first token is context, not scored
+        return perplexity(nll, scored, max(chars, 1), signature=f"ppl|lm|teacher-forced|stream|context:{context}")
+
+    with _partial_on_interrupt(score, lambda: f"{blocks} of {len(starts)} blocks"):
+        for start in starts:
+            nll += decoder.nll([ids[start : start + context + 1]])[0]
+            scored, blocks = min(start + context, len(ids) - 1), blocks + 1
+            progress(blocks, len(starts))
+    return score()
 
 
 def _label(lines: Lines, default: str) -> str:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from . import structured
-from .attention import ATTENTION, kernel_options
+from .attention import ATTENTION, AttentionKernel, kernel_options
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import AttentionConfig, ModelConfig, RopeScaling, StackConfig, parse_config
 from .errors import ConfigError
@@ -246,9 +246,9 @@ def decoding_memory(cfg: ModelConfig, length: int, bytes_per_value: int = 4) -> 
         attention = cfg.decoder.attention_of(index)
         if cfg.decoder.layer_of(index) in NO_SELF_ATTENTION:
             tokens.append(0)
-        elif attention.name == "sliding_window":
-            kernel = ATTENTION["sliding_window"](**attention.options)
-            tokens.append(min(length, kernel.window + kernel.num_global))
+        elif attention.name in ("sliding_window", "window_linear"):  # + window_linear's fixed linear state
+            kernel = ATTENTION[attention.name](**attention.options)
+            tokens.append(min(length, kernel.window + getattr(kernel, "num_global", 0)))
         else:
             tokens.append(0 if attention.name in ("linear", "performer") else length)
     return {"length": length, "kv_tokens_per_layer": tokens, "kv_mib": round(sum(tokens) * per_token / 2**20, 2)}
@@ -329,8 +329,13 @@ def tile_positions(table: Tensor, rows: int, offset: int = 0) -> Tensor:
 
 
 def _transfer(old: nn.Module, new: nn.Module, offset: int) -> None:
-    """Copy every weight of ``old`` into ``new``; learned position tables are tiled to their new length."""
+    """Copy every weight of ``old`` into ``new``; learned position tables are tiled to their new length, and a
+    new kernel's own parameters (window_linear's feature maps) keep their initialisation."""
     state = dict(old.state_dict())
+    for name, module in new.named_modules():
+        if isinstance(module, AttentionKernel):
+            own = {f"{name}.{key}": value for key, value in module.state_dict().items()}
+            state.update({key: value for key, value in own.items() if key not in state})
     for name, module in new.named_modules():
         if isinstance(module, LearnedPositions):
             key = f"{name}.table.weight" if name else "table.weight"

@@ -28,13 +28,17 @@ class MetricResult:
     score: float  # the headline number (BLEU, chrF, ROUGE-L F1 · 100, perplexity)
     signature: str
     details: dict[str, float] = field(default_factory=dict)
+    partial: str | None = None  # set when scoring stopped early: what was scored ("40 of 100 lines")
 
     def __str__(self) -> str:
         extra = "  ".join(f"{k}={v:.4g}" for k, v in self.details.items())
-        return f"{self.metric.upper()} = {self.score:.2f}{'  ' + extra if extra else ''}\n{self.signature}"
+        mark = f"PARTIAL ({self.partial}) " if self.partial else ""
+        return f"{mark}{self.metric.upper()} = {self.score:.2f}{'  ' + extra if extra else ''}\n{self.signature}"
 
     def as_dict(self) -> dict:
-        return {"metric": self.metric, "score": self.score, "signature": self.signature, "details": self.details}
+        partial = {"partial": self.partial} if self.partial else {}
+        return {"metric": self.metric, "score": self.score, "signature": self.signature, "details": self.details,
+                **partial}
 
 
 def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> None:

@@ -32,6 +32,34 @@ def test_help_and_version_do_not_import_heavy_modules(args):
     assert result.stderr.strip().splitlines()[-1] == "heavy:", result.stderr[-2000:]
 
 
+EVERY_HELP = """
+import sys, contextlib, io
+import typer
+from hybridformer.cli import app, main
+
+def paths(command, prefix):
+    yield prefix
+    for name, sub in sorted(getattr(command, "commands", dict()).items()):
+        yield from paths(sub, [*prefix, name])
+
+for path in paths(typer.main.get_command(app), []):
+    sys.argv = ["hybridformer", *path, "--help"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main() == 0, path
+    print(" ".join(path), file=sys.stderr)
+print("heavy:", ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)
+"""
+
+
+def test_help_of_every_command_does_not_import_heavy_modules():
+    result = subprocess.run([sys.executable, "-c", EVERY_HELP.format(heavy=HEAVY)], capture_output=True, text=True,
+                            env=entry_env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = result.stderr.strip().splitlines()
+    assert {"merge", "convert", "export", "bench serve", "tune-weights"} <= set(shown), shown
+    assert shown[-1] == "heavy:", result.stderr[-2000:]
+
+
 def test_import_hybridformer_is_lazy_but_complete():
     code = ("import sys, hybridformer; assert 'torch' not in sys.modules; "
             "from hybridformer import train, evaluate, embed; import hybridformer.train; "
@@ -54,8 +82,22 @@ def test_merge_help_still_lists_each_method_and_its_options():
 
 def test_help_names_match_the_registries():
     from hybridformer import names
+    from hybridformer.attention import ATTENTION
     from hybridformer.blocks import LAYERS
+    from hybridformer.ffn import ACTIVATIONS
     from hybridformer.fusion import METHODS
+    from hybridformer.fusion.merge import describe_methods
 
+    assert names.ATTENTION_NAMES == tuple(ATTENTION)
     assert names.LAYER_NAMES == tuple(LAYERS)
+    assert names.ACTIVATIONS == tuple(ACTIVATIONS)
     assert names.MERGE_METHODS == tuple(METHODS)
+    assert names.MERGE_METHOD_HELP == describe_methods()
+
+
+def test_config_loads_without_torch():
+    """The config checks names against ``names``, not the registries: a default config imports no torch."""
+    code = ("import sys; from hybridformer.config import ExperimentConfig; ExperimentConfig(); "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('hybridformer'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=entry_env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -72,6 +72,8 @@ def test_pruning_zero_heads_changes_nothing():
     dict(kv_heads=2, position="rope"),  # GQA: whole groups
     dict(kv_heads=None, position="alibi"),  # per-head score bias narrowed to the kept heads
     dict(arch="decoder_lm", kv_heads=None, position="t5"),
+    dict(arch="decoder_lm", kv_heads=2, position="rope",  # per-head feature maps and gates narrowed too
+         decoder={"layers": 2, "attention": {"name": "window_linear", "window": 3, "feature_dim": 4}}),
 ])
 def test_pruned_model_equals_masked_heads(overrides):
     config = tiny(**overrides)

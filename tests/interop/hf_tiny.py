@@ -53,6 +53,20 @@ def save_tiny(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module,
             shared_intermediate_size=48, mamba_n_heads=8, mamba_d_head=8, mamba_d_state=8, mamba_n_groups=2,
             mamba_chunk_size=4, embedding_multiplier=1.5, residual_multiplier=0.7, attention_multiplier=0.3,
             logits_scaling=2.5, pad_token_id=0, position_embedding_type="rope")),
+        # Falcon-H1: attention and Mamba-2 in parallel in each layer; an inner width apart from expand·hidden, every
+        # µP multiplier off its default, biases everywhere, the norm-before-gate output norm
+        "falcon-h1": ("FalconH1Config", "FalconH1ForCausalLM", dict(
+            mamba_d_ssm=48, mamba_n_heads=6, mamba_d_head=8, mamba_d_state=8, mamba_n_groups=2, mamba_chunk_size=4,
+            mamba_rms_norm=True, mamba_norm_before_gate=True, mamba_proj_bias=True, projectors_bias=True,
+            attention_bias=True, mlp_bias=True, pad_token_id=0, tie_word_embeddings=False,
+            embedding_multiplier=1.5, lm_head_multiplier=0.8, mlp_multipliers=[1.3, 0.6], key_multiplier=0.9,
+            attention_in_multiplier=1.2, attention_out_multiplier=0.7, ssm_multipliers=[1.1, 0.9, 1.2, 0.8, 1.3],
+            ssm_in_multiplier=0.95, ssm_out_multiplier=1.1)),
+        # ... and without its Mamba output norm (y·SiLU(z)), tied
+        "falcon-h1-nonorm": ("FalconH1Config", "FalconH1ForCausalLM", dict(
+            mamba_d_ssm=None, mamba_n_heads=8, mamba_d_head=8, mamba_d_state=8, mamba_chunk_size=4,
+            mamba_rms_norm=False, pad_token_id=0, tie_word_embeddings=True, key_multiplier=1.3,
+            ssm_multipliers=[0.7, 1.2, 1.0, 1.1, 0.9])),
         # GPT-2: one special token for BOS and EOS, no pad token (the pad goes outside the vocabulary)
         "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                                        bos_token_id=95, eos_token_id=95)),

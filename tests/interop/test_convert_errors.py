@@ -136,16 +136,36 @@ def test_a_config_that_does_not_fit_the_tensors_is_refused_before_building(folde
     (lambda t: t["model.layers.1.mlp.up_proj.weight"].__setitem__((0, 0), float("nan")), "NaN or infinite"),
     (lambda t: t.__setitem__("model.norm.weight", t["model.norm.weight"].long()), "stored as int64"),
 ])
-def test_wrong_shaped_nan_and_integer_tensors_are_refused(folder: Path, tmp_path: Path, edit, named: str) -> None:
+def test_wrong_shaped_nan_and_integer_tensors_are_refused(folder: Path, tmp_path: Path, edit, named: str,
+                                                          monkeypatch) -> None:
     from safetensors.torch import load_file, save_file
+
+    from hybridformer.interop.folder import HFFolder
 
     copy = edited(folder, tmp_path)
     tensors = load_file(copy / "model.safetensors")
     edit(tensors)
     save_file(tensors, copy / "model.safetensors")
+    if "NaN" not in named:  # shapes and dtypes are in the header: refused before any tensor is read
+        monkeypatch.setattr(HFFolder, "get", lambda self, name: pytest.fail(f"read {name}"))
     with pytest.raises(CheckpointError, match=named):
         convert(copy, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_a_wrong_shaped_gguf_tensor_is_refused_from_its_header(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("gguf")
+    from interop.hf_tiny import write_tiny_gguf
+
+    from hybridformer.interop.gguf import GGUFFile
+
+    hf, _ = save_tiny("llama", tmp_path / "hf", head_dim=None, attention_bias=False, mlp_bias=False,
+                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    hf.model.layers[0].mlp.up_proj.weight = torch.nn.Parameter(torch.zeros(3, 32))
+    path = write_tiny_gguf(hf, tmp_path / "wrong.gguf")
+    monkeypatch.setattr(GGUFFile, "get", lambda self, name: pytest.fail(f"dequantized {name}"))
+    with pytest.raises(CheckpointError, match=r"up_proj.weight \(3, 32\) do not fit the config"):
+        convert(path, tmp_path / "out")
 
 
 def test_impossible_gguf_metadata_is_one_line(tmp_path: Path) -> None:

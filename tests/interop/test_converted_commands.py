@@ -84,8 +84,7 @@ def test_chat_fine_tuning_through_the_cli(converted: Path, tmp_path: Path, reque
     import yaml
     from conftest import assert_one_line_error, run_entry
 
-    from hybridformer.config import ExperimentConfig, load_config
-    from hybridformer.train.setup import read_raw
+    from hybridformer.train.setup import load_recipe, read_raw
 
     records = [{"q": {"text": ["big", "cat"]}, "a": ["a cat", "is big"]}, {"q": {"text": ["old"]}, "a": ["dog"]}]
     data = tmp_path / "pairs.jsonl"
@@ -97,7 +96,7 @@ def test_chat_fine_tuning_through_the_cli(converted: Path, tmp_path: Path, reque
                  "src_field": "q.text", "tgt_field": "a.0", "block_size": 48, "max_tokens": 96},
         "train": {"init_from": str(converted), "max_steps": 2, "eval_every": 2, "warmup_steps": 0}}))
 
-    cfg = load_config(recipe, [], ExperimentConfig)
+    cfg = load_recipe(recipe)
     saved = json.loads((converted / "config.json").read_text())
     assert cfg.model.model_dump(mode="json") == {**saved, "dropout": 0.25}
     assert cfg.data.tokenizer == str(converted / "tokenizer.json")

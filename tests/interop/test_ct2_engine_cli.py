@@ -51,6 +51,7 @@ def test_generate_engines_agree_through_the_real_command(tmp_path, tiny_tokenize
     assert torch_run.returncode == ct2_run.returncode == 0, ct2_run.stderr
     assert ct2_run.stdout == torch_run.stdout and len(ct2_run.stdout.splitlines()) == 4
     assert (tmp_path / "mt.ct2-float32" / "model.bin").is_file()
+    assert f"exports {ckpt} once into {tmp_path / 'mt.ct2-float32'}" in ct2_run.stderr  # says what it writes, where
 
 
 def test_engines_agree_on_an_lm_and_an_export(monkeypatch, capsys, tmp_path, tiny_tokenizer, files):

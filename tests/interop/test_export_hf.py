@@ -39,6 +39,28 @@ def test_round_trip_identical_tensors_and_logits(kind: str, tmp_path: Path) -> N
         assert torch.equal(reloaded(tokens, attention_mask=mask).logits, hf(tokens, attention_mask=mask).logits)
 
 
+@pytest.mark.parametrize("kind", ["falcon-h1", "falcon-h1-nonorm"])
+def test_falcon_h1_round_trip_with_its_multipliers_folded(kind: str, tmp_path: Path) -> None:
+    """Conversion folds Falcon-H1's µP multipliers into the weights, so the export writes them as 1: the export
+    computes what the original does, and converting it again gives our tensors back exactly."""
+    from transformers import AutoModelForCausalLM
+
+    hf, folder = save_tiny(kind, tmp_path / "hf")
+    convert(folder, tmp_path / "ours")
+    export(tmp_path / "ours", tmp_path / "back", to="hf")
+    config = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert config["key_multiplier"] == 1.0 and config["ssm_multipliers"] == [1.0] * 5
+    convert(tmp_path / "back", tmp_path / "again")
+    ours, again = (load_file(tmp_path / name / "model.safetensors") for name in ("ours", "again"))
+    assert sorted(ours) == sorted(again) and all(torch.equal(ours[name], again[name]) for name in ours)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    tokens = padded_batch(96, 0, [11, 6])
+    mask = tokens.ne(0)
+    with torch.no_grad():
+        diff = reloaded(tokens, attention_mask=mask.long()).logits - hf(tokens, attention_mask=mask.long()).logits
+    assert diff[mask].abs().max() < 1e-4
+
+
 def test_own_llama_style_model_exports(tmp_path: Path) -> None:
     """A model trained in the toolkit with a Llama layout becomes a transformers LlamaForCausalLM."""
     from transformers import AutoModelForCausalLM

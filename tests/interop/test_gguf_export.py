@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 from hybridformer import ModelConfig, build_model, convert, save_checkpoint  # noqa: E402
 from hybridformer.checkpoint import load_tokenizer, load_weights  # noqa: E402
 from hybridformer.errors import ConfigError  # noqa: E402
-from hybridformer.interop.gguf import gguf_name, permute, unpermute  # noqa: E402
+from hybridformer.interop.gguf import hf_name, permute, unpermute  # noqa: E402
 from hybridformer.interop.gguf_export import export_gguf  # noqa: E402
 
 from ..conftest import TINY_TEXT, assert_one_line_error, run_entry  # noqa: E402
@@ -52,10 +52,13 @@ def checkpoint(path, tokenizer, **overrides):
     return save_checkpoint(path, model, cfg, tokenizer)
 
 
-def test_names_and_permutation_invert_the_reader():
-    assert gguf_name("model.layers.3.self_attn.q_proj.weight") == "blk.3.attn_q.weight"
-    assert gguf_name("model.layers.0.mlp.down_proj.weight") == "blk.0.ffn_down.weight"
-    assert gguf_name("model.embed_tokens.weight") == "token_embd.weight"
+def test_the_reader_inverts_the_gguf_packages_names_and_permutation():
+    from gguf import MODEL_ARCH, get_tensor_name_map
+
+    names = get_tensor_name_map(MODEL_ARCH.LLAMA, 4)
+    for hf in ("model.layers.3.self_attn.q_proj.weight", "model.layers.0.mlp.down_proj.weight",
+               "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
+        assert hf_name(names.get_name(hf, try_suffixes=(".weight",))) == hf
     weight = torch.randn(24, 5)
     assert torch.equal(unpermute(permute(weight, 3), 3), weight)
 
@@ -63,10 +66,12 @@ def test_names_and_permutation_invert_the_reader():
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_f32_export_round_trips_through_convert(tmp_path, byte_bpe, layout):
     source = checkpoint(tmp_path / "ckpt", byte_bpe, **LAYOUTS[layout])
-    file = export_gguf(source, tmp_path / "model.gguf")
+    calls = []
+    file = export_gguf(source, tmp_path / "model.gguf", progress=lambda done, total: calls.append((done, total)))
     back = convert(file, tmp_path / "back")
     ours, theirs = load_weights(source), load_weights(back)
     assert set(ours) == set(theirs)
+    assert calls == [(done, len(calls)) for done in range(1, len(calls) + 1)] and len(calls) >= len(ours)
     for name in ours:
         assert torch.equal(ours[name], theirs[name]), name
     before, after = (json.loads((p / "config.json").read_text()) for p in (source, back))
@@ -74,6 +79,54 @@ def test_f32_export_round_trips_through_convert(tmp_path, byte_bpe, layout):
     assert {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v} == {}
     text = "the cat sat on the mat, 42 times!"
     assert load_tokenizer(back).encode(text).ids == byte_bpe.encode(text).ids
+
+
+# llama.cpp's gemma3: a global layer every sixth, local RoPE base 10k, queries scaled by 1/sqrt(head_dim)
+GEMMA3 = dict(num_hidden_layers=6, layer_types=None, query_pre_attn_scalar=16,
+              rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                               "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
+MODERN = {"qwen3": {}, "gemma3": GEMMA3, "lfm2": {}}
+
+
+@pytest.mark.parametrize("kind", MODERN)
+def test_modern_layouts_round_trip_through_gguf(tmp_path, byte_bpe, kind):
+    """Qwen3 (QK-norm), Gemma 3 (sandwich 1 + w norms, local/global layers) and LFM2 (short convolutions, per-layer
+    KV head counts) converted from transformers, written as GGUF and converted back: the same model in f32."""
+    from interop.hf_tiny import save_tiny
+
+    torch.manual_seed(0)
+    _, folder = save_tiny(kind, tmp_path / "hf", vocab_size=byte_bpe.get_vocab_size(), **MODERN[kind])
+    byte_bpe.save(str(folder / "tokenizer.json"))
+    source = convert(folder, tmp_path / "ckpt")
+    back = convert(export_gguf(source, tmp_path / "model.gguf"), tmp_path / "back")
+    ours, theirs = load_weights(source), load_weights(back)
+    assert set(ours) == set(theirs)
+    for name in ours:  # Gemma's norms pass through 1 + w as llama.cpp stores them: one rounding
+        torch.testing.assert_close(theirs[name], ours[name], rtol=0, atol=3e-7 if kind == "gemma3" else 0)
+    before, after = (json.loads((p / "config.json").read_text()) for p in (source, back))
+    assert after.pop("norm_eps") == pytest.approx(before.pop("norm_eps"), rel=1e-6)
+    assert {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v} == {}
+
+
+@pytest.mark.parametrize("kind", ["falcon-h1", "falcon-h1-nonorm"])
+def test_falcon_h1_round_trips_through_gguf(tmp_path, byte_bpe, kind):
+    """Falcon-H1 as llama.cpp's converter writes it (A = -exp(A_log), (heads, 1) shapes, grouped norm, the embedding
+    and head multipliers folded into their weights): converted back, the same model (A_log within float32
+    rounding; the scan's chunk size, a speed knob, is not in GGUF)."""
+    from interop.hf_tiny import save_tiny
+
+    from hybridformer import load_checkpoint
+
+    torch.manual_seed(0)
+    _, folder = save_tiny(kind, tmp_path / "hf", vocab_size=byte_bpe.get_vocab_size(), mamba_norm_before_gate=False)
+    byte_bpe.save(str(folder / "tokenizer.json"))
+    source = load_checkpoint(convert(folder, tmp_path / "ckpt"))
+    back = load_checkpoint(convert(export_gguf(source.path, tmp_path / "model.gguf"), tmp_path / "back"))
+    tokens = torch.randint(3, byte_bpe.get_vocab_size(), (2, 11))
+    with torch.no_grad():
+        assert (back.model(tokens) - source.model(tokens)).abs().max() < 1e-5
+    assert back.config.decoder.ssm.output_norm == source.config.decoder.ssm.output_norm
+    assert back.config.decoder.layer == "parallel_mamba2"
 
 
 def test_q8_0_is_smaller_and_close(tmp_path, byte_bpe):
@@ -89,7 +142,7 @@ def test_q8_0_is_smaller_and_close(tmp_path, byte_bpe):
 def test_what_llama_cpp_cannot_run_is_refused(tmp_path, byte_bpe, tiny_tokenizer):
     window = checkpoint(tmp_path / "window", byte_bpe, attention_bias=False,
                         decoder={"layers": 1, "attention": {"name": "sliding_window", "window": 8}})
-    with pytest.raises(ConfigError, match="attend to the whole context"):
+    with pytest.raises(ConfigError, match="attends to the whole context"):
         export_gguf(window, tmp_path / "w.gguf")
     conv = checkpoint(tmp_path / "conv", byte_bpe, attention_bias=False, decoder={"layers": 1, "layer": "conformer"})
     with pytest.raises(ConfigError, match="decoder.layer='conformer'"):
@@ -98,3 +151,19 @@ def test_what_llama_cpp_cannot_run_is_refused(tmp_path, byte_bpe, tiny_tokenizer
     result = run_entry("export", spm, "--to", "gguf", "--quantization", "q8_0", "--out", tmp_path / "s.gguf")
     assert_one_line_error(result, 2, "byte-level BPE")
     assert not (tmp_path / "s.gguf").exists()
+
+
+def test_layouts_llama_cpp_reads_otherwise_are_refused_in_one_line(tmp_path, byte_bpe):
+    """Granite-4.0-H has no GGUF layout here (llama.cpp splits its fused FFN into shared-expert tensors); a Gemma 3
+    whose local/global pattern is not llama.cpp's fixed one cannot be written as gemma3."""
+    from interop.hf_tiny import save_tiny
+
+    for kind in ("granite-hybrid", "gemma3"):
+        _, folder = save_tiny(kind, tmp_path / kind, vocab_size=byte_bpe.get_vocab_size())
+        byte_bpe.save(str(folder / "tokenizer.json"))
+        convert(folder, tmp_path / f"{kind}-ckpt")
+    result = run_entry("export", tmp_path / "granite-hybrid-ckpt", "--to", "gguf", "--out", tmp_path / "f.gguf")
+    assert_one_line_error(result, 2, "export --to gguf writes the layouts")
+    with pytest.raises(ConfigError, match="a global layer every 6th"):
+        export_gguf(tmp_path / "gemma3-ckpt", tmp_path / "g.gguf")
+    assert not (tmp_path / "f.gguf").exists() and not (tmp_path / "g.gguf").exists()

@@ -1,8 +1,9 @@
-"""Llama, Mistral, Qwen2, Qwen3, Gemma 3, Phi-3, GPT-2, LFM2 and Granite-4.0-H converted from tiny local
+"""Llama, Mistral, Qwen2, Qwen3, Gemma 3, Phi-3, GPT-2, LFM2, Granite-4.0-H and Falcon-H1 converted from tiny local
 transformers models: logits, greedy tokens and the cache agree with transformers (RoPE scaling incl. LongRoPE, GQA,
 explicit head_dim, biases, tied/untied heads, sliding window, QK-norm, Gemma's sandwich (1 + w) norms and
 local/global layers with their own RoPE bases, Phi-3's fused projections, GPT-2's Conv1D weights and its padding
-outside the vocabulary, LFM2's short convolutions, Granite's Mamba-2 layers and multipliers)."""
+outside the vocabulary, LFM2's short convolutions, Granite's Mamba-2 layers and multipliers, Falcon-H1's parallel
+attention + Mamba-2 with its folded µP multipliers)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from hybridformer.decoding.greedy import greedy_search  # noqa: E402
 from hybridformer.decoding.scorer import ModelScorer  # noqa: E402
 
 KINDS = ["llama", "llama-dynamic", "llama-yarn", "qwen2", "mistral", "gpt2", "lfm2", "granite-hybrid", "qwen3",
-         "gemma3", "phi3", "phi3-longrope"]
+         "gemma3", "phi3", "phi3-longrope", "falcon-h1", "falcon-h1-nonorm"]
 LENGTH_DEPENDENT = ("dynamic", "longrope")  # RoPE whose frequencies change with the length of the call
 
 

@@ -175,10 +175,10 @@ def test_fused_projection_keeps_each_part_a_separate_adapter(lora_run) -> None:
 
 def test_bf16_base_ema_export_and_config_errors(lora_run, tmp_path: Path) -> None:
     from hybridformer import train
-    from hybridformer.config import ExperimentConfig, load_config
     from hybridformer.engines import load_engine
     from hybridformer.errors import ConfigError
     from hybridformer.train import export_ema
+    from hybridformer.train.setup import load_recipe
 
     base, recipe, run = lora_run
     overrides = ["train.base_precision=bf16", "train.precision=bf16", "train.max_steps=2", "train.lora.targets=[q,v]"]
@@ -198,7 +198,7 @@ def test_bf16_base_ema_export_and_config_errors(lora_run, tmp_path: Path) -> Non
                        (["train.lora=null", "train.base_precision=int8"], "needs train.lora"),
                        (["train.init_from=null"], "set train.init_from")]:
         with pytest.raises(ConfigError, match=words):
-            load_config(recipe, bad, ExperimentConfig)
+            load_recipe(recipe, bad)
 
 
 def test_averaging_a_lora_run_averages_the_updates(lora_run, tmp_path: Path) -> None:

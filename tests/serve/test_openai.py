@@ -4,6 +4,8 @@ response_format, unknown fields ignored, unhonourable ones refused, the model na
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 import torch
@@ -175,3 +177,21 @@ def test_streamed_pieces_hold_back_byte_runs():
         rest, text, _ = stream.finish(ids, 100)
         assert pieces + rest == text == tokenizer.decode(ids), ids
     assert tokenizer.decode([1]) == "3" and not tokenizer.decode([1, 2]).startswith("3")  # the case itself
+
+
+def test_concurrent_requests_answer_as_each_alone(client, lm_server):
+    """Continuous batching through the official client: mixed prompts, budgets and options decoded together."""
+    def ask(extra: dict, content: str, max_tokens: int):
+        answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": content}],
+                                                max_tokens=max_tokens, **extra)
+        return [c.message.content for c in answer.choices], answer.usage.completion_tokens
+
+    cases = [({"temperature": 0}, "the cat", 12), ({"temperature": 0}, "a dog ran in the park and the bird sang", 5),
+             ({"temperature": 1.0, "seed": 3, "n": 2}, "we read", 9),
+             ({"temperature": 0, "presence_penalty": 0.8, "frequency_penalty": 0.4}, "the bird", 10),
+             ({"temperature": 0, "stop": ["e"]}, "ein hund", 12)]
+    alone = [ask(*case) for case in cases]
+    with ThreadPoolExecutor(len(cases)) as pool:
+        together = list(pool.map(lambda case: ask(*case), cases))
+    assert together == alone
+    assert 'hybridformer_batching_mode{mode="continuous"} 1' in httpx.get(lm_server + "/metrics").text

@@ -92,7 +92,7 @@ def test_log_prompts_and_metrics(served_models, caplog):  # noqa: F811
     assert values["hybridformer_prefill_tokens_total"] > 5 and values["hybridformer_generated_tokens_total"] > 0
     assert values["hybridformer_time_to_first_token_seconds_count"] == 2
     assert values["hybridformer_queue_depth"] == 0 and values["hybridformer_running_rows"] == 0
-    assert values['hybridformer_batching_mode{mode="dynamic"}'] == 1
+    assert values['hybridformer_batching_mode{mode="continuous"}'] == 1  # torch engine, a language model
 
 
 def test_start_refusals_are_one_line(served_models, monkeypatch, capsys):  # noqa: F811

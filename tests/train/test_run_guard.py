@@ -19,7 +19,7 @@ import yaml
 from hybridformer import train
 from hybridformer.checkpoint import load_weights
 from hybridformer.errors import CheckpointError, DataError
-from hybridformer.train import read_metrics, trainer
+from hybridformer.train import read_metrics, saving, trainer
 from hybridformer.train.state import TRAINER_STATE, RunDir
 from tests.conftest import assert_one_line_error, entry_env, run_cli, run_entry
 
@@ -178,14 +178,14 @@ def test_a_malformed_trainer_state_through_the_cli(tmp_path):
 @pytest.mark.parametrize("code, words", [(errno.ENOSPC, "the disk is full"),
                                          (errno.EROFS, "the file system is read-only")])
 def test_a_full_disk_says_what_survived(tmp_path, monkeypatch, capsys, code, words):
-    real = trainer.save_checkpoint
+    real = saving.save_checkpoint
 
     def failing(path, *args, **kwargs):
         if Path(path).name == "step-000004":
             raise OSError(code, os.strerror(code), str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "save_checkpoint", failing)
+    monkeypatch.setattr(saving, "save_checkpoint", failing)
     config = _yaml(tiny("train.max_steps=6", "train.save_every=2", "train.eval_every=2"), tmp_path / "exp.yaml")
     status, _, err = run_cli(monkeypatch, capsys, "train", config, "--out", tmp_path / "run", "--no-progress")
     assert status == 2

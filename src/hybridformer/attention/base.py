@@ -40,6 +40,12 @@ class AttentionKernel(nn.Module):
     def check(cls, *, causal: bool, position: str, where: str) -> None:
         """Raise ConfigError if this mechanism cannot serve a (causal?) stack with these positions."""
 
+    def bind(self, heads: int, head_dim: int) -> None:
+        """Called by the mixer that owns the kernel: a kernel with learned per-head parameters makes them here."""
+
+    def keep_heads(self, kept: list[int]) -> None:
+        """Called when head pruning keeps only the query heads ``kept``: narrow the per-head parameters."""
+
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
         key_padding_mask: Tensor | None = None, bias: ScoreBias | None = None,

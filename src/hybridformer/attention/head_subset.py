@@ -87,8 +87,9 @@ def keep_heads(module: AttentionModule, kept: list[int], *, per_head_bias: bool 
     originals = original_heads(module)
     module.original_heads = [originals[h] for h in kept]
     module.heads, module.kv_heads = len(kept), len(groups)
+    inner = module.kernel.inner if isinstance(module.kernel, HeadSubsetKernel) else module.kernel
+    inner.keep_heads(kept)
     if per_head_bias:
-        inner = module.kernel.inner if isinstance(module.kernel, HeadSubsetKernel) else module.kernel
         module.kernel = HeadSubsetKernel(inner, module.original_heads)
 
 

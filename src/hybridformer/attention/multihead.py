@@ -17,6 +17,7 @@ class _Attention(nn.Module):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim or d_model // heads
         self.kernel = kernel
+        kernel.bind(heads, self.head_dim)
         self.out_proj = nn.Linear(heads * self.head_dim, d_model, bias=bias)
         self.q_scale: float | None = None  # see set_score_scale
 

@@ -104,7 +104,7 @@ def _torch(fmt: str, setup: Setup) -> Runner:
         raise Skip(f"the checkpoint is already quantized ({cfg.quantization}); bench its float source")
     if fmt != "fp32":
         model, cfg = quantize_model(copy.deepcopy(model), cfg, fmt)
-    scorer = NoEarlyEnd(ModelScorer(model), cfg.eos_id)
+    scorer = NoEarlyEnd(ModelScorer(model), cfg.eos_ids)
 
     def start(prompts: Prompts):
         tokens = torch.tensor(prompts)
@@ -161,7 +161,7 @@ def _ct2(quantization: str, setup: Setup) -> Runner:
             results = model.translate_batch(batch, beam_size=k, max_decoding_length=n, min_decoding_length=n)
             return [[decoder.ids[t] for t in r.hypotheses[0]] for r in results]
         results = model.generate_batch(batch, beam_size=k, max_length=n, min_length=n,
-                                       include_prompt_in_result=False, end_token=vocab[cfg.eos_id])
+                                       include_prompt_in_result=False, end_token=[vocab[i] for i in cfg.eos_ids])
         return [list(r.sequences_ids[0]) for r in results]
 
     return Runner(search, search)
@@ -214,7 +214,7 @@ def _llama_cpp(quantization: str, setup: Setup) -> Runner:
             raise Skip(str(exc)) from None
     import llama_cpp
 
-    eos = load_checkpoint(setup.checkpoint).config.eos_id
+    eos = load_checkpoint(setup.checkpoint).config.eos_ids
     llm = llama_cpp.Llama(str(file), n_ctx=4096, n_threads=setup.threads, n_threads_batch=setup.threads,
                           n_batch=512, verbose=False)
 
@@ -231,11 +231,11 @@ def _llama_cpp(quantization: str, setup: Setup) -> Runner:
     return Runner(lambda prompts, n: [one(p, n) for p in prompts], None, batched=False)
 
 
-def _no_token(token: int):
+def _no_token(tokens: list[int]):
     import numpy as np
 
     def processor(input_ids, scores):
-        scores[token] = -np.inf
+        scores[tokens] = -np.inf
         return scores
 
     return [processor]

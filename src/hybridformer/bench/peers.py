@@ -66,7 +66,7 @@ def hybridformer(size: Size, config: ModelConfig | None = None) -> Contender:
                          version=hf.__version__)
 
     def scorer_and_start(src: Tensor) -> tuple[NoEarlyEnd, Tensor]:
-        return NoEarlyEnd(ModelScorer(model), cfg.eos_id), torch.full((src.shape[0], 1), cfg.bos_id)
+        return NoEarlyEnd(ModelScorer(model), cfg.eos_ids), torch.full((src.shape[0], 1), cfg.bos_id)
 
     def greedy(src: Tensor, steps: int):
         scorer, start = scorer_and_start(src)
@@ -83,15 +83,15 @@ def hybridformer(size: Size, config: ModelConfig | None = None) -> Contender:
 class NoEarlyEnd:
     """A Scorer that never ends a hypothesis early, so every contender generates exactly ``steps`` tokens."""
 
-    def __init__(self, scorer, eos_id: int) -> None:
-        self.scorer, self.eos_id = scorer, eos_id
+    def __init__(self, scorer, eos_ids: list[int]) -> None:
+        self.scorer, self.eos_ids = scorer, eos_ids
 
     def init_state(self, src):
         return self.scorer.init_state(src)
 
     def step(self, state, prev_tokens: Tensor):
         log_probs, state = self.scorer.step(state, prev_tokens)
-        log_probs[:, self.eos_id] = float("-inf")
+        log_probs[:, self.eos_ids] = float("-inf")
         return log_probs, state
 
     def reorder(self, state, beam_index: Tensor):

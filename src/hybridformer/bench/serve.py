@@ -1,16 +1,20 @@
 """Load test of ``hybridformer serve``: throughput and latency under 1..N concurrent clients (localhost only).
 
 Each (engine, batching) mode starts the real server command as a subprocess on a free localhost
-port, then drives it with a fixed number of requests per client count — one real sentence per
-request (Multi30k English for seq2seq; chat prompts for a language model), greedy search. Every
-answer is checked against what the same engine answers one request at a time (the first mode's
-single-client run), so lost (non-200) and wrong responses are counted, not assumed away.
+port, then drives it with a fixed number of requests per client count, greedy search: one real sentence
+per request for seq2seq (Multi30k English); for a language model, chat traffic of varied shape — each
+request a prompt of consecutive sentences (``prompt_words``, drawn per request) and its own answer budget
+(``max_tokens``), streamed, so that the time to its first token is measured. Every answer is checked
+against what the same engine answers one request at a time (the first mode's single-client run), so lost
+(non-200) and wrong responses are counted, not assumed away. The server's CPU time per cell is reported
+beside the wall-clock figures, which a shared machine disturbs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -86,6 +90,14 @@ class ServerProcess:
             pass
         return float("nan")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process has used so far (Linux /proc)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
     def generated_tokens(self) -> int:
         import httpx
 
@@ -103,27 +115,62 @@ class ServerProcess:
             return self.process.wait()
 
 
-def request_fn(url: str, lm: bool, max_tokens: int) -> Callable[[object, str], str | None]:
-    """``send(client, sentence) -> output text`` (None when the answer is not a 200)."""
+Workload = list[tuple[str, int]]  # (input text, answer budget) per request
 
-    def send(client, sentence: str) -> str | None:
-        if lm:
-            body = {"messages": [{"role": "user", "content": f"Translate to German: {sentence}"}],
-                    "max_tokens": max_tokens, "temperature": 0}
-            response = client.post(url + "/v1/chat/completions", json=body)
-            return response.json()["choices"][0]["message"]["content"] if response.status_code == 200 else None
-        response = client.post(url + "/v1/generate", json={"inputs": [sentence], "beam": 1})
-        return response.json()["outputs"][0] if response.status_code == 200 else None
+
+def chat_workload(sentences: list[str], count: int, prompt_words: tuple[int, int], max_tokens: tuple[int, int],
+                  seed: int = 0) -> Workload:
+    """``count`` chat requests of varied shape, the same for every run: consecutive sentences (cycling) up to a
+    word count drawn from ``prompt_words``, asked to be summarised, each with a budget drawn from ``max_tokens``."""
+    rng, requests, at = random.Random(seed), [], 0
+    for _ in range(count):
+        words: list[str] = []
+        target = rng.randint(*prompt_words)
+        while len(words) < target:
+            words += sentences[at % len(sentences)].split()
+            at += 1
+        requests.append(("Summarize this text in a few sentences:\n" + " ".join(words[:target]),
+                         rng.randint(*max_tokens)))
+    return requests
+
+
+def request_fn(url: str, lm: bool) -> Callable[[object, str, int], tuple[str | None, float | None]]:
+    """``send(client, text, max_tokens) -> (output text, seconds to its first token)`` (text None when the answer
+    is not a 200). A language model's answer is streamed, so its first token's arrival is seen."""
+
+    def send(client, text: str, max_tokens: int) -> tuple[str | None, float | None]:
+        if not lm:
+            response = client.post(url + "/v1/generate", json={"inputs": [text], "beam": 1})
+            return (response.json()["outputs"][0] if response.status_code == 200 else None), None
+        body = {"messages": [{"role": "user", "content": text}], "max_tokens": max_tokens, "temperature": 0,
+                "stream": True}
+        began, first, pieces = time.monotonic(), None, []
+        with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                return None, None
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    return None, None
+                piece = event["choices"][0]["delta"].get("content") if event["choices"] else None
+                if piece:
+                    first = first if first is not None else time.monotonic() - began
+                    pieces.append(piece)
+        return "".join(pieces), first
 
     return send
 
 
-def drive(send: Callable, url: str, sentences: list[str], clients: int, requests: int,
+def drive(send: Callable, url: str, workload: Workload, clients: int, requests: int,
           time_cap: float) -> dict:
-    """``requests`` requests from ``clients`` concurrent clients; latencies, outputs by sentence, errors."""
+    """``requests`` requests from ``clients`` concurrent clients; latencies, times to first token, outputs by
+    request of the workload, errors."""
     import httpx
 
     latencies: list[float] = []
+    first_tokens: list[float] = []
     outputs: dict[int, list[str | None]] = {}
     errors = [0]
     lock, counter = threading.Lock(), iter(range(requests))
@@ -136,14 +183,16 @@ def drive(send: Callable, url: str, sentences: list[str], clients: int, requests
                     index = next(counter, None)
                 if index is None:
                     return
-                sentence_id = index % len(sentences)
+                sentence_id = index % len(workload)
                 began = time.monotonic()
                 try:
-                    text = send(client, sentences[sentence_id])
+                    text, first = send(client, *workload[sentence_id])
                 except (httpx.HTTPError, ValueError, KeyError):
-                    text = None
+                    text, first = None, None
                 with lock:
                     latencies.append(time.monotonic() - began)
+                    if first is not None:
+                        first_tokens.append(first)
                     outputs.setdefault(sentence_id, []).append(text)
                     errors[0] += text is None
 
@@ -152,27 +201,37 @@ def drive(send: Callable, url: str, sentences: list[str], clients: int, requests
         thread.start()
     for thread in threads:
         thread.join()
-    return {"seconds": time.monotonic() - start, "latencies": latencies, "outputs": outputs, "errors": errors[0],
-            "capped": len(latencies) < requests}
+    return {"seconds": time.monotonic() - start, "latencies": latencies, "first_tokens": first_tokens,
+            "outputs": outputs, "errors": errors[0], "capped": len(latencies) < requests}
+
+
+def percentiles(values: list[float]) -> list[float]:
+    """The 1st..99th percentiles (inclusive method)."""
+    values = sorted(values)
+    return statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
 
 
 def summarize(run: dict, reference: dict[int, str | None]) -> dict:
-    lat = sorted(run["latencies"])
-    cuts = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
+    lat = run["latencies"]
+    cuts = percentiles(lat)
+    ttft = percentiles(run["first_tokens"]) if run["first_tokens"] else None
     wrong = sum(1 for sid, texts in run["outputs"].items() for t in texts
                 if t is not None and reference.get(sid) is not None and t != reference[sid])
     done = len(lat)
     return {"requests": done, "errors": run["errors"], "wrong": wrong, "capped": run["capped"],
             "seconds": round(run["seconds"], 3), "throughput_rps": round(done / run["seconds"], 3),
             "p50_ms": round(cuts[49] * 1000, 1), "p95_ms": round(cuts[94] * 1000, 1),
-            "p99_ms": round(cuts[98] * 1000, 1)}
+            "p99_ms": round(cuts[98] * 1000, 1),
+            "ttft_p50_ms": None if ttft is None else round(ttft[49] * 1000, 1),
+            "ttft_p95_ms": None if ttft is None else round(ttft[94] * 1000, 1)}
 
 
-def run_load_test(checkpoint: str | Path, sentences: list[str], *, lm: bool, clients: list[int], requests: int,
+def run_load_test(checkpoint: str | Path, workload: Workload, *, lm: bool, clients: list[int], requests: int,
                   engines: list[str], batching_modes: list[bool], threads: int = 1, max_wait_ms: float = 10.0,
-                  max_batch_tokens: int = 4096, max_tokens: int = 32, time_cap: float = 600.0,
+                  max_batch_tokens: int = 4096, time_cap: float = 600.0,
                   progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """One row per (engine, batching, clients): throughput, p50/p95/p99 latency, errors, wrong answers, memory."""
+    """One row per (engine, batching, clients): throughput, p50/p95/p99 latency, time to first token (LM),
+    errors, wrong answers, server CPU time, memory."""
     rows: list[dict] = []
     for engine in engines:
         reference: dict[int, str | None] | None = None
@@ -181,14 +240,17 @@ def run_load_test(checkpoint: str | Path, sentences: list[str], *, lm: bool, cli
                                    max_wait_ms=max_wait_ms, max_batch_tokens=max_batch_tokens)
             try:
                 server.wait_ready()
-                send = request_fn(server.url, lm, max_tokens)
+                send = request_fn(server.url, lm)
                 for count in clients:
-                    tokens_before = server.generated_tokens()
-                    run = drive(send, server.url, sentences, count, requests, time_cap)
+                    tokens_before, cpu_before = server.generated_tokens(), server.cpu_seconds()
+                    run = drive(send, server.url, workload, count, requests, time_cap)
                     if reference is None:  # the first cell: this engine alone, as the truth for the rest
                         reference = {sid: texts[0] for sid, texts in run["outputs"].items()}
                     row = {"engine": engine, "batching": batching, "clients": count} | summarize(run, reference)
-                    row["tokens_per_s"] = round((server.generated_tokens() - tokens_before) / run["seconds"], 1)
+                    tokens = server.generated_tokens() - tokens_before
+                    row["tokens_per_s"] = round(tokens / run["seconds"], 1)
+                    row["cpu_s"] = round(server.cpu_seconds() - cpu_before, 2)
+                    row["tokens_per_cpu_s"] = round(tokens / max(row["cpu_s"], 1e-9), 1)
                     row["peak_rss_mib"] = round(server.peak_rss_mib(), 1)
                     rows.append(row)
                     if progress is not None:
@@ -201,12 +263,13 @@ def run_load_test(checkpoint: str | Path, sentences: list[str], *, lm: bool, cli
 
 
 def markdown(rows: list[dict]) -> str:
-    header = ["engine", "dynamic batching", "clients", "requests", "req/s", "tok/s", "p50 ms", "p95 ms", "p99 ms",
-              "errors", "wrong", "peak RSS MiB"]
+    header = ["engine", "batching", "clients", "requests", "req/s", "tok/s", "tok/CPU-s", "p50 ms", "p95 ms",
+              "p99 ms", "TTFT p50 ms", "TTFT p95 ms", "errors", "wrong", "peak RSS MiB"]
     cells = [[r["engine"], "on" if r["batching"] else "off", r["clients"],
               f"{r['requests']}{' (capped)' if r['capped'] else ''}", r["throughput_rps"], r["tokens_per_s"],
-              r["p50_ms"], r["p95_ms"], r["p99_ms"], r["errors"], r["wrong"], r["peak_rss_mib"]] for r in rows]
-    return markdown_table(header, cells, align="llrrrrrrrrrr") + "\n"
+              r["tokens_per_cpu_s"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["ttft_p50_ms"] or "-",
+              r["ttft_p95_ms"] or "-", r["errors"], r["wrong"], r["peak_rss_mib"]] for r in rows]
+    return markdown_table(header, cells, align="llrrrrrrrrrrrrr") + "\n"
 
 
 def write_results(rows: list[dict], out: str | Path, meta: dict) -> dict[str, Path]:

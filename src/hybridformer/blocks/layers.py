@@ -22,7 +22,7 @@ from ..ffn import FeedForward
 from ..norm import build_norm
 from ..ssm import Mamba2
 from .lsra import ChannelSlice
-from .residual import ConcatMerge, Layer, Parallel, Residual, WeightedMerge
+from .residual import ConcatMerge, Layer, Parallel, Residual, SumMerge, WeightedMerge
 
 
 @dataclass
@@ -63,6 +63,8 @@ class LayerParts:
     ssm_chunk_size: int = 64
     ssm_bias: bool = False
     ssm_conv_bias: bool = True
+    ssm_inner: int | None = None
+    ssm_output_norm: str = "gated"
     causal: bool = False
     head_dim: int | None = None  # None = d_model // heads
     norm_eps: float = 1e-5
@@ -132,7 +134,7 @@ class LayerParts:
         return Mamba2(self.d_model, state_size=self.ssm_state_size, expand=self.ssm_expand,
                       head_dim=self.ssm_head_dim, groups=self.ssm_groups, conv_kernel_size=self.ssm_conv_kernel_size,
                       chunk_size=self.ssm_chunk_size, eps=self.norm_eps, bias=self.ssm_bias,
-                      conv_bias=self.ssm_conv_bias)
+                      conv_bias=self.ssm_conv_bias, inner=self.ssm_inner, output_norm=self.ssm_output_norm)
 
     def branch_merge(self, branches: int = 2) -> nn.Module:
         """Branchformer's merge: concat + projection, or learned weights."""
@@ -208,6 +210,13 @@ def mamba2_layer(parts: LayerParts, cross: bool) -> Layer:
     return Layer([parts.residual(parts.mamba2()), *parts.cross_sublayers(cross), parts.residual(parts.ffn())])
 
 
+def parallel_mamba2_layer(parts: LayerParts, cross: bool) -> Layer:
+    """Falcon-H1 (TII, 2025): self-attention and Mamba-2 side by side on one normed input, their outputs
+    added, [cross], FFN. Decoding keeps both memories: the attention's KV cache and Mamba-2's conv and SSM state."""
+    branches = Parallel([parts.self_attention(), parts.mamba2()], SumMerge())
+    return Layer([parts.residual(branches), *parts.cross_sublayers(cross), parts.residual(parts.ffn())])
+
+
 LAYERS: dict[str, Callable[[LayerParts, bool], Layer]] = {
     "transformer": transformer_layer,
     "conformer": conformer_layer,
@@ -218,4 +227,5 @@ LAYERS: dict[str, Callable[[LayerParts, bool], Layer]] = {
     "dynamicconv": dynamicconv_layer,
     "shortconv": shortconv_layer,
     "mamba2": mamba2_layer,
+    "parallel_mamba2": parallel_mamba2_layer,
 }

@@ -87,6 +87,13 @@ class ConcatMerge(nn.Module):
         return joined if self.proj is None else self.proj(joined)
 
 
+class SumMerge(nn.Module):
+    """The branch outputs added (Falcon-H1's attention + Mamba-2; any scale of a branch lives in its weights)."""
+
+    def forward(self, outputs: list[Tensor], ctx: MixerContext) -> Tensor:
+        return torch.stack(outputs).sum(0)
+
+
 class WeightedMerge(nn.Module):
     """``Σ softmax(w)_i · y_i`` with one learned logit per branch (Branchformer's weighted average).
 

@@ -16,6 +16,7 @@ from . import bench, compress, config_cmd, distill, fusion, tokenizer, train
 from . import embed as embed_cmd
 from . import evaluate as evaluate_cmd
 from . import generate as generate_cmd
+from . import hybridize as hybridize_cmd
 from . import interop as interop_cmd
 from . import longify as longify_cmd
 from . import tune as tune_cmd
@@ -49,11 +50,12 @@ app.command("train")(train.train)
 app.command("generate")(generate_cmd.generate_cmd)
 app.command("evaluate")(evaluate_cmd.evaluate_cmd)
 app.command("average")(fusion.average)
-app.command("merge", cls=fusion.MergeCommand)(fusion.merge)
+app.command("merge")(fusion.merge)
 app.command("distill")(distill.distill)
 app.command("prune")(compress.prune)
 app.command("quantize")(compress.quantize)
 app.command("longify")(longify_cmd.longify)
+app.command("hybridize")(hybridize_cmd.hybridize)
 app.command("tune-weights")(tune_cmd.tune_weights_cmd)
 app.command("tune-decoding")(tune_cmd.tune_decoding_cmd)
 app.command("quickstart")(quickstart)

@@ -36,10 +36,11 @@ def check(
 
     from ..config import ExperimentConfig, ModelConfig, apply_overrides, parse_config, read_config_file
     from ..models import build_model
+    from ..train.setup import fine_tune_defaults
 
     data = apply_overrides(read_config_file(config) if config is not None else {}, list(set_))
     if any(key in data for key in RECIPE_SECTIONS):
-        recipe = parse_config(ExperimentConfig, data)
+        recipe = parse_config(ExperimentConfig, fine_tune_defaults(data))
         model_cfg: ModelConfig = recipe.model
         shown = recipe.model_dump()
     else:

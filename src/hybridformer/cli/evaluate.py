@@ -23,6 +23,7 @@ from .generate import (
     WEIGHTS,
 )
 from .options import parse_weights
+from .progress import PROGRESS, Bar, stop_signals
 
 
 def evaluate_cmd(
@@ -57,8 +58,12 @@ def evaluate_cmd(
     weights: str = WEIGHTS,
     combine: str = COMBINE,
     adapter: str = ADAPTER,
+    progress: bool = PROGRESS,
 ) -> None:
     """Print the score and its signature (sacreBLEU's for bleu/chrf).
+
+    Stopped by Ctrl-C or SIGTERM (e.g. `timeout`) while scoring, it prints the score over what was scored,
+    marked PARTIAL (JSON: "partial"), says so on stderr and exits 130 / 143.
 
     bleu / chrf / rouge decode --src with beam search and compare with --ref; ppl scores --ref
     under teacher forcing (perplexity, bits per token and per character). accuracy classifies
@@ -73,7 +78,7 @@ def evaluate_cmd(
       hybridformer evaluate smollm2 --adapter runs/lora/checkpoints/best --ref valid.txt --metric ppl   # + LoRA
     """
     from ..classify import evaluate_classifier
-    from ..evaluate import evaluate
+    from ..evaluate import EvaluationInterrupted, evaluate
 
     if labeled is not None or metric == "accuracy":
         if labeled is None or src is not None or ref is not None:
@@ -90,7 +95,17 @@ def evaluate_cmd(
                 "no_repeat_ngram": no_repeat_ngram, "batch_tokens": batch_tokens}
     if metric == "ppl":
         decoding = {"batch_tokens": batch_tokens}
-    result = evaluate(checkpoints, src, ref, metric=metric, context=context, device=device, engine=engine,
-                      quantization=quantization, weights=parse_weights(weights), combine=combine,
-                      tokenize=tokenize, lang=lang, adapter=adapter, **decoding)
+    with stop_signals() as stop, Bar("lines" if src is not None else "blocks", enabled=progress) as bar:
+        try:
+            result = evaluate(checkpoints, src, ref, metric=metric, context=context, device=device, engine=engine,
+                              quantization=quantization, weights=parse_weights(weights), combine=combine,
+                              tokenize=tokenize, lang=lang, adapter=adapter, progress=bar.update, **decoding)
+        except KeyboardInterrupt as exc:
+            bar.stop()
+            partial = exc.result if isinstance(exc, EvaluationInterrupted) else None
+            if partial is not None:
+                typer.echo(json.dumps(partial.as_dict()) if as_json else str(partial))
+            said = f"the score above is partial, over {partial.partial}" if partial else "nothing was scored"
+            typer.echo(f"interrupted ({stop.name}): {said}", err=True)
+            raise typer.Exit(stop.status) from None
     typer.echo(json.dumps(result.as_dict()) if as_json else str(result))

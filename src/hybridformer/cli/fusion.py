@@ -6,10 +6,9 @@ import inspect
 from pathlib import Path
 
 import typer
-from typer.core import TyperCommand
 
 from ..errors import ConfigError
-from ..names import MERGE_METHODS
+from ..names import MERGE_METHOD_HELP, MERGE_METHODS
 from ..outputs import prepare_output_dir
 from .options import parse_assignments, parse_weights
 
@@ -131,26 +130,5 @@ def _merge_adapters(checkpoints: list[Path], adapters: list[Path], method: str |
     return merge_adapters(adapters, method, out, base=base, weights=parse_weights(weights), **options)
 
 
-class MergeCommand(TyperCommand):
-    """``merge``, whose ``--help`` ends with each method's options: read when help is shown, since reading them
-    imports the methods (and torch), which would slow every other command's start."""
-
-    def format_help(self, ctx, formatter) -> None:
-        self.help = inspect.cleandoc((merge.__doc__ or "") + "\n" + _method_help())
-        super().format_help(ctx, formatter)
-
-
-def _method_help() -> str:
-    """Each method and the options it declares (read from the method files, so a new method shows up here)."""
-    from ..fusion import METHODS
-    from ..fusion.merge import method_options
-
-    lines = []
-    for name, merger in METHODS.items():
-        takes = ["--base"] if merger.needs_base else []
-        takes += ["--weights"] if merger.takes_weights else []
-        takes += [f"{f.name} (default {f.default!r}: {f.metadata.get('help', '')})"
-                  for f in method_options(name).values()]
-        lines.append(f"  {name}: {'; '.join(takes) or 'no options'}")
-    return "Methods and their options:\n\n" + "\n\n".join(lines)
-
+merge.__doc__ = inspect.cleandoc(merge.__doc__) + "\n\nMethods and their options:\n\n" + "\n\n".join(
+    f"  {name}: {takes}" for name, takes in MERGE_METHOD_HELP.items())

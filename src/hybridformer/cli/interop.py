@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..errors import ConfigError
+from .progress import PROGRESS, Bar
 
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out.")
 
@@ -13,6 +14,7 @@ def convert(
     src: str = typer.Argument(..., help="A Hugging Face model folder (config.json + safetensors) or a .gguf file."),
     out: str = typer.Option(..., "--out", help="Checkpoint directory to write."),
     overwrite: bool = OVERWRITE,
+    progress: bool = PROGRESS,
 ) -> None:
     """Convert a pretrained model into a hybridformer checkpoint that every command can use.
 
@@ -27,7 +29,8 @@ def convert(
     """
     from ..interop import convert as convert_model
 
-    path = convert_model(src, out, overwrite=overwrite)
+    with Bar("tensors", enabled=progress) as bar:
+        path = convert_model(src, out, overwrite=overwrite, progress=bar.update)
     typer.echo(f"wrote {path}")
 
 
@@ -42,6 +45,7 @@ def export(
     adapter: str = typer.Option(None, "--adapter", help="hf only: a LoRA adapter of the checkpoint, written beside "
                                 "the base into OUT/adapter (PEFT format), or folded in with --merge-adapter."),
     merge_adapter: bool = typer.Option(False, "--merge-adapter", help="Fold --adapter into the exported weights."),
+    progress: bool = PROGRESS,
 ) -> None:
     """Export a checkpoint to another toolkit. ``--to hf`` writes a folder transformers loads
     (Llama, Mistral, Qwen2 layouts); ``--to gguf`` a file llama.cpp runs (the same layouts, full
@@ -60,9 +64,12 @@ def export(
         if to != "hf" or adapter is None or quantization is not None:
             raise ConfigError("--adapter (and --merge-adapter, which needs it) applies to --to hf; for ct2 fold the "
                               "adapter first: hybridformer merge --fold --adapter DIR --out DIR")
-        path = export_hf_with_adapter(checkpoint, adapter, out, merged=merge_adapter, overwrite=overwrite)
+        with Bar("tensors", enabled=progress) as bar:
+            path = export_hf_with_adapter(checkpoint, adapter, out, merged=merge_adapter, overwrite=overwrite,
+                                          progress=bar.update)
         typer.echo(f"wrote {path}")
         return
     options = {} if quantization is None else {"quantization": quantization}
-    path = export_model(checkpoint, out, to=to, overwrite=overwrite, **options)
+    with Bar("steps" if to == "ct2" else "tensors", enabled=progress) as bar:
+        path = export_model(checkpoint, out, to=to, overwrite=overwrite, progress=bar.update, **options)
     typer.echo(f"wrote {path}")

@@ -1,4 +1,4 @@
-"""``hybridformer serve``: an HTTP server for one checkpoint (FastAPI + uvicorn, dynamic batching)."""
+"""``hybridformer serve``: an HTTP server for one checkpoint (FastAPI + uvicorn, continuous or dynamic batching)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,15 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: this machine only)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     max_batch_tokens: int = typer.Option(4096, "--max-batch-tokens", min=1,
-                                         help="Input tokens decoded together in one dynamic batch."),
+                                         help="Continuous batching: tokens the running batch holds (prompts and "
+                                         "outputs so far) when a request joins; dynamic: input tokens per batch."),
+    max_batch_rows: int = typer.Option(32, "--max-batch-rows", min=1,
+                                       help="Continuous batching: rows (inputs) in the running batch."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0,
                                       help="How long a request waits for others to batch with."),
-    batching: bool = typer.Option(True, "--batching/--no-batching", help="Dynamic batching (off: one request at "
-                                  "a time)."),
+    batching: bool = typer.Option(True, "--batching/--no-batching", help="Batch requests: continuously where the "
+                                  "engine joins rows mid-flight (torch, language models), else dynamically; off: one "
+                                  "request at a time."),
     api_key: str = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' on every route but "
                                 "/health (default: $HYBRIDFORMER_API_KEY, else no key)."),
     max_inputs: int = typer.Option(64, "--max-inputs", min=1, help="Inputs per request (more: 413)."),
@@ -68,7 +72,8 @@ def serve_cmd(
                           "pip install 'hybridformer[serve]'") from None
     if threads is not None:
         torch.set_num_threads(threads)
-    settings = ServeSettings(api_key=api_key, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms,
+    settings = ServeSettings(api_key=api_key, max_batch_tokens=max_batch_tokens, max_batch_rows=max_batch_rows,
+                             max_wait_ms=max_wait_ms,
                              batching=batching, max_body_bytes=max_body_bytes, max_inputs=max_inputs,
                              max_input_tokens=max_input_tokens, max_new_tokens=max_new_tokens, engine=engine,
                              log_prompts=log_prompts, drain_timeout=drain_timeout, max_connections=limit_concurrency,

@@ -21,7 +21,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from ..config import ModelConfig
+from ..config import INPUT_LIMIT, ModelConfig
 from ..errors import DataError
 
 READ_ERRORS = (OSError, EOFError, zlib.error)  # zlib.error: a .gz file whose compressed stream is corrupt
@@ -131,23 +131,14 @@ def encode_source(tokenizer: Tokenizer, line: str, config: ModelConfig) -> list[
     return ids or [config.bos_id]
 
 
-INPUT_LIMIT = 16384  # tokens, for position schemes without a table (sinusoidal, RoPE, ALiBi, T5, none)
-
-
-def input_limit(config: ModelConfig) -> int:
-    """The longest input generation accepts: the learned position table's ``max_positions``, or
-    ``max(max_positions, INPUT_LIMIT)`` for position schemes that extrapolate. (New tokens are capped at
-    ``max_positions`` in :func:`~hybridformer.generation.decode_batch`.)"""
-    return config.max_positions if config.position == "learned" else max(config.max_positions, INPUT_LIMIT)
-
-
 def encode_checked(tokenizer: Tokenizer, line: str, config: ModelConfig, number: int) -> list[int]:
-    """:func:`encode_source` of input line ``number``; longer than :func:`input_limit` is a DataError.
+    """:func:`encode_source` of input line ``number``; longer than the model's ``position_capacity()`` is a
+    DataError.
 
     A huge line (a 10 MB paragraph) is judged from a prefix, so it fails in milliseconds instead of
     being tokenized for half a minute and then decoded for ever.
     """
-    limit = input_limit(config)
+    limit = config.position_capacity()
     prefix = 16 * (limit + 2)  # characters: no tokenizer averages 16 characters per token
     if len(line) > prefix and len(tokenizer.encode(line[:prefix], add_special_tokens=False).ids) > limit + 1:
         raise DataError(f"input line {number} ({len(line):,} characters) is longer than the {limit:,} tokens "

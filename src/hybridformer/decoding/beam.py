@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .logits import block_repeated_ngrams, length_penalty
+from .logits import EosIds, block_repeated_ngrams, eos_list, is_eos, length_penalty
 from .scorer import Scorer
 
 AtBudget = Literal["eos", "stop"]
@@ -31,7 +31,7 @@ class Hypothesis:
 
 @torch.no_grad()
 def beam_search(
-    scorer: Scorer, state, prefix: Tensor, *, beam: int, eos_id: int, max_len: int | Tensor,
+    scorer: Scorer, state, prefix: Tensor, *, beam: int, eos_id: EosIds, max_len: int | Tensor,
     lenpen: float = 1.0, early_stopping: bool = True, no_repeat_ngram: int = 0, at_budget: AtBudget = "eos",
 ) -> list[Hypothesis]:
     """The best finished hypothesis of each row of ``prefix`` (batch, n) — BOS, or an LM prompt.
@@ -52,6 +52,7 @@ def beam_search(
     """
     if at_budget not in ("eos", "stop"):
         raise ValueError(f"at_budget must be 'eos' or 'stop', got {at_budget!r}")
+    wide = (len(eos_list(eos_id)) + 1) * beam
     last = 1 if at_budget == "stop" else 0  # "stop": the step whose token is the budget's last one ends it
     batch, k = prefix.shape[0], beam
     budget = torch.as_tensor(max_len, device=prefix.device).expand(batch)
@@ -72,20 +73,22 @@ def beam_search(
         at_limit = budget.index_select(0, active).le(step + last)  # (active,)
         if not last and bool(at_limit.any()):
             only_eos = torch.full_like(log_probs, float("-inf"))
-            only_eos[:, eos_id] = log_probs[:, eos_id]
+            ends = eos_list(eos_id)
+            only_eos[:, ends] = log_probs[:, ends]
             log_probs = torch.where(at_limit.repeat_interleave(k)[:, None], only_eos, log_probs)
 
         candidates = (scores.reshape(-1, 1) + log_probs).reshape(len(active), k * vocab)
-        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (active, 2k): ≥ k of them are not EOS
+        # (active, wide): with e EOS ids at most e·k of the best (e + 1)·k are EOS, so ≥ k are not
+        top_scores, top_index = candidates.topk(wide, dim=1)
         top_beam, top_token = top_index // vocab, top_index % vocab
-        is_eos = top_token.eq(eos_id)
-        ends = is_eos | at_limit[:, None] if last else is_eos
+        eos = is_eos(top_token, eos_id)
+        ends = eos | at_limit[:, None] if last else eos
         _finalize(finished, active, history[:, n_prefix:], top_scores, top_beam, top_token, ends, k, step, lenpen,
                   eos_id)
 
         # The k best non-EOS extensions of each sentence live on.
-        rank = torch.arange(2 * k, device=prefix.device)
-        keep = (is_eos.long() * 2 * k + rank).argsort(dim=1)[:, :k]
+        rank = torch.arange(wide, device=prefix.device)
+        keep = (eos.long() * wide + rank).argsort(dim=1)[:, :k]
         scores = top_scores.gather(1, keep)
         rows = torch.arange(len(active), device=prefix.device)[:, None] * k + top_beam.gather(1, keep)
         new_tokens = top_token.gather(1, keep)
@@ -105,18 +108,20 @@ def beam_search(
 
 
 def _finalize(finished: list[list[Hypothesis]], active: Tensor, generated: Tensor, top_scores: Tensor,
-              top_beam: Tensor, top_token: Tensor, ends: Tensor, k: int, step: int, lenpen: float, eos_id: int) -> None:
+              top_beam: Tensor, top_token: Tensor, ends: Tensor, k: int, step: int, lenpen: float,
+              eos_id: EosIds) -> None:
     """Record the extensions that end (EOS, or the budget's last token under ``at_budget="stop"``) and rank
     among a sentence's top ``k`` (fairseq's and transformers' rule) as finished."""
     ended = (ends[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist()
     if not ended:
         return
     divisor = float(length_penalty(torch.tensor(step + 1), lenpen))  # length counts the EOS
+    eos = eos_list(eos_id)
     for a, r in ended:
         log_prob = float(top_scores[a, r])
         tokens = generated[a * k + int(top_beam[a, r])].tolist()
         token = int(top_token[a, r])
-        finished[int(active[a])].append(Hypothesis(tokens + ([] if token == eos_id else [token]),
+        finished[int(active[a])].append(Hypothesis(tokens + ([] if token in eos else [token]),
                                                    log_prob / divisor, log_prob))
 
 

@@ -62,6 +62,9 @@ class Ensemble:
                               "members must share one vocabulary")
         return combine_log_probs(torch.stack(log_probs), self.weights, self.combine), new_state
 
+    def join(self, state: list[Any], other: list[Any]) -> list[Any]:
+        return [member.join(s, o) for member, s, o in zip(self.members, state, other, strict=True)]
+
     def reorder(self, state: list[Any], beam_index: Tensor) -> list[Any]:
         return [member.reorder(s, beam_index) for member, s in zip(self.members, state, strict=True)]
 

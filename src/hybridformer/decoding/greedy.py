@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .logits import block_repeated_ngrams
+from .logits import EosIds, block_repeated_ngrams, eos_list, is_eos
 from .scorer import Scorer
 
 Pick = Callable[[Tensor], Tensor]  # log-probs (rows, vocab) -> chosen token per row (rows,)
@@ -15,14 +15,14 @@ Pick = Callable[[Tensor], Tensor]  # log-probs (rows, vocab) -> chosen token per
 
 @torch.no_grad()
 def token_loop(
-    scorer: Scorer, state, prefix: Tensor, pick: Pick, *, eos_id: int, max_new_tokens: int | Tensor,
+    scorer: Scorer, state, prefix: Tensor, pick: Pick, *, eos_id: EosIds, max_new_tokens: int | Tensor,
     no_repeat_ngram: int = 0,
 ) -> list[list[int]]:
     """Feed ``prefix`` (batch, n) — BOS for seq2seq, the prompt for an LM — then extend every row
     one chosen token at a time through the scorer's incremental state (the prefix is never re-fed).
 
     ``max_new_tokens``: one budget for all rows, or a (batch,) tensor of per-row budgets.
-    Returns each row's new tokens, without the final EOS.
+    ``eos_id``: one id or several (any of them ends a row). Returns each row's new tokens, without the final EOS.
     """
     batch = prefix.shape[0]
     budget = torch.as_tensor(max_new_tokens, device=prefix.device).expand(batch)
@@ -35,9 +35,9 @@ def token_loop(
         log_probs, state = scorer.step(state, tokens)
         if no_repeat_ngram > 0:
             log_probs = block_repeated_ngrams(log_probs, history, no_repeat_ngram, eos_id)
-        next_token = pick(log_probs).masked_fill(finished, eos_id)
+        next_token = pick(log_probs).masked_fill(finished, eos_list(eos_id)[0])
         generated.append(next_token)
-        finished |= next_token.eq(eos_id) | budget.le(step + 1)
+        finished |= is_eos(next_token, eos_id) | budget.le(step + 1)
         tokens = next_token[:, None]
         if no_repeat_ngram > 0:
             history = torch.cat([history, tokens], 1)
@@ -47,12 +47,14 @@ def token_loop(
     return [strip_after_eos(row[:limit], eos_id) for row, limit in zip(rows, budget.tolist(), strict=True)]
 
 
-def greedy_search(scorer: Scorer, state, prefix: Tensor, *, eos_id: int, max_new_tokens: int | Tensor,
+def greedy_search(scorer: Scorer, state, prefix: Tensor, *, eos_id: EosIds, max_new_tokens: int | Tensor,
                   no_repeat_ngram: int = 0) -> list[list[int]]:
     """Pick the most likely next token at every step (beam search with one beam, without the bookkeeping)."""
     return token_loop(scorer, state, prefix, lambda log_probs: log_probs.argmax(-1), eos_id=eos_id,
                       max_new_tokens=max_new_tokens, no_repeat_ngram=no_repeat_ngram)
 
 
-def strip_after_eos(tokens: list[int], eos_id: int) -> list[int]:
-    return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
+def strip_after_eos(tokens: list[int], eos_id: EosIds) -> list[int]:
+    """``tokens`` up to (without) the first id that ends a row."""
+    ends = set(eos_list(eos_id))
+    return next((tokens[:i] for i, token in enumerate(tokens) if token in ends), tokens)

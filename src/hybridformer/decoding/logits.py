@@ -7,8 +7,22 @@ so the searches stay free of per-row Python loops.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
+
+EosIds = int | Sequence[int]  # one end-of-sequence id, or several (a chat model's EOS and end-of-turn)
+
+
+def eos_list(eos_id: EosIds) -> list[int]:
+    """The ids that end a row; the first is the one finished rows are filled with."""
+    return [eos_id] if isinstance(eos_id, int) else list(eos_id)
+
+
+def is_eos(tokens: Tensor, eos_id: EosIds) -> Tensor:
+    """Which of ``tokens`` end a row."""
+    return torch.isin(tokens, torch.tensor(eos_list(eos_id), device=tokens.device))
 
 
 def max_lengths(src_lengths: Tensor, a: float, b: int, *, cap: int | None = None) -> Tensor:
@@ -50,13 +64,13 @@ def banned_ngram_mask(history: Tensor, n: int, vocab_size: int) -> Tensor:
     return counts.scatter_add_(1, windows[:, :, -1], matches.long()).bool()
 
 
-def block_repeated_ngrams(log_probs: Tensor, history: Tensor, n: int, eos_id: int) -> Tensor:
+def block_repeated_ngrams(log_probs: Tensor, history: Tensor, n: int, eos_id: EosIds) -> Tensor:
     """``log_probs`` (rows, vocab) with every token that would repeat an n-gram of ``history`` set to -inf.
 
     EOS is never blocked: ending a hypothesis is not a repetition, and a search must always be able to end.
     """
     banned = banned_ngram_mask(history, n, log_probs.shape[-1])
-    banned[:, eos_id] = False
+    banned[:, eos_list(eos_id)] = False
     return log_probs.masked_fill(banned, float("-inf"))
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .greedy import token_loop
-from .logits import top_k_filter, top_p_filter
+from .logits import EosIds, top_k_filter, top_p_filter
 from .scorer import Scorer
 
 
@@ -19,7 +19,7 @@ def sample_tokens(log_probs: Tensor, *, temperature: float = 1.0, top_k: int = 0
 
 
 def sample_search(
-    scorer: Scorer, state, prefix: Tensor, *, eos_id: int, max_new_tokens: int | Tensor,
+    scorer: Scorer, state, prefix: Tensor, *, eos_id: EosIds, max_new_tokens: int | Tensor,
     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, no_repeat_ngram: int = 0,
     generator: torch.Generator | None = None,
 ) -> list[list[int]]:

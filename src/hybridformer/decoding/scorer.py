@@ -81,6 +81,16 @@ class ModelScorer:
         state.offset += prev_tokens.shape[1]
         return output_log_probs(logits[:, -1], self.model.pad_id), state
 
+    def join(self, state: ModelState, other: ModelState) -> ModelState:
+        """A language model's running rows with ``other``'s appended (both started with ``start``). Columns that
+        are padding in every row (their rows left) are dropped first, so a batch that runs for ever stays as wide
+        as its longest row."""
+        state.offset -= state.cache.trim()
+        other.offset -= other.cache.trim()
+        state.cache.join(other.cache, state.offset, other.offset)
+        state.offset = max(state.offset, other.offset)
+        return state
+
     def reorder(self, state: ModelState, beam_index: Tensor) -> ModelState:
         state.cache.reorder(beam_index)
         if state.memory is not None:

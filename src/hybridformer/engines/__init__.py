@@ -5,9 +5,11 @@ which engine runs.
 An engine is loaded from checkpoint paths (``load``), then answers in token ids, a batch of rows in and
 rows out: ``decode_batch`` runs one search over a batch (``ragged``: whether LM prompts of different lengths
 may share it, ``budgets``: each prompt's output budget), ``stream`` decodes any number of inputs handing
-each output token over as it is chosen, ``nll`` scores text under teacher forcing. The torch engine also
-exposes its rows directly (``prefill`` of prompts of any lengths, ``step``, ``keep`` for rows leaving);
-CTranslate2 runs whole searches only. Adding an engine: one module here with such a class, one line in ``ENGINES``.
+each output token over as it is chosen, ``nll`` scores text under teacher forcing. Where ``joins`` is True
+(the torch engine, for a language model that takes left padding) the engine also exposes its rows directly:
+``prefill`` of prompts of any lengths, ``step``, ``keep`` for rows leaving and ``join`` for rows arriving —
+what continuous batching needs. CTranslate2 runs whole searches only (``joins`` is False).
+Adding an engine: one module here with such a class, one line in ``ENGINES``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Engine(Protocol):
     name: str  # the checkpoint path(s), for messages
     device: torch.device
     chat_template: ChatTemplate | None
+    joins: bool  # rows may join a running batch: prefill(rows), step(state, tokens), keep(state, index), join
 
     @classmethod
     def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *, purpose: str,

@@ -24,8 +24,8 @@ from ..config import ModelConfig, parse_config
 from ..data.chat import ChatTemplate
 from ..data.side_files import SideFiles
 from ..data.text import token_batches
-from ..decoding.logits import max_lengths
-from ..errors import CheckpointError, ConfigError, DataError
+from ..decoding.greedy import strip_after_eos
+from ..errors import CheckpointError, ConfigError
 from ..filenames import CONFIG, CT2_WEIGHTS, WEIGHTS
 from ..inference import CheckpointLike
 from ..interop.ct2 import (
@@ -36,7 +36,7 @@ from ..interop.ct2 import (
     is_ct2_export,
     require_ctranslate2,
 )
-from .options import GenerationOptions, refuse_penalties
+from .options import GenerationOptions, output_budget, refuse_penalties
 from .rows import Emit, ragged_ok, stream_rows
 
 
@@ -52,6 +52,7 @@ class Ct2Engine:
     vocab: list[str] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
     chat_template: ChatTemplate | None = None  # a converted instruct model's, for generate --chat and serve
+    joins = False  # CTranslate2 runs whole searches: rows cannot join one mid-flight
 
     @classmethod
     def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *,
@@ -73,11 +74,14 @@ class Ct2Engine:
         return [self.vocab[i] for i in ids]
 
     def budgets(self, sources: list[list[int]], opts) -> list[int]:
-        """Each input's output budget: the torch engine's ``a · src_len + b``, within the position table."""
+        """Each input's output budget: the torch engine's, and never past the end of the position table the
+        export wrote (a sinusoid, or none: :data:`SINUSOID_ROWS` rows; learned positions: the model's own)."""
         cfg = self.config
         lengths = torch.tensor([len(s) - 1 if cfg.is_seq2seq else len(s) for s in sources])
-        a, b = opts.length_budget(cfg.is_seq2seq)
-        return max_lengths(lengths, a, b, cap=self._cap(sources)).tolist()
+        prefix = 1 if cfg.is_seq2seq else max(len(s) for s in sources)
+        table = SINUSOID_ROWS if cfg.position in ("sinusoidal", "none") else None
+        return output_budget(cfg, opts, lengths, prefix_len=prefix, src_len=max(len(s) for s in sources),
+                             table=table).tolist()
 
     def decode_batch(self, sources: list[list[int]], opts, generator: torch.Generator | None = None,
                      on_token: Callable[[int, int], bool | None] | None = None) -> list[list[int]]:
@@ -100,7 +104,7 @@ class Ct2Engine:
                       sampling_topk=(opts.top_k if opts.sample else 1), sampling_topp=opts.top_p,
                       sampling_temperature=opts.temperature,
                       # as the torch engine: padding is never output (a pad outside the vocabulary, GPT-2's, can't be)
-                      suppress_sequences=[[self.vocab[cfg.pad_id]]] if cfg.pad_id < len(self.vocab) else None)
+                      suppress_sequences=[[self.vocab[cfg.pad_id]]] if cfg.pad_in_vocab else None)
         if not opts.sample and opts.beam_size == 1:  # greedy is prefix-consistent: one call, then each budget
             groups = {max(budgets): list(range(len(sources)))}
         else:
@@ -128,22 +132,9 @@ class Ct2Engine:
                                                  max_input_length=0, callback=callback, **search)
             return [[self.ids[t] for t in r.hypotheses[0]] for r in results]
         results = self.model.generate_batch(batch, max_length=budget, include_prompt_in_result=False,
-                                            end_token=self.vocab[self.config.eos_id], callback=callback, **search)
-        return [list(r.sequences_ids[0]) for r in results]
-
-    def _cap(self, sources: list[list[int]]) -> int:
-        """The torch engine's cap on new tokens (``max_positions``; learned positions: what is left of the
-        table), and never past the end of the exported position table."""
-        cfg = self.config
-        prefix = 1 if cfg.is_seq2seq else max(len(s) for s in sources)
-        longest = max(len(s) for s in sources)
-        if cfg.position in ("rope", "alibi", "t5"):
-            return cfg.max_positions
-        rows = cfg.max_positions if cfg.position == "learned" else SINUSOID_ROWS
-        if longest > rows or rows - prefix < 1:
-            raise DataError(f"an input of {longest} tokens does not fit the {rows} positions of this model; "
-                            "shorten the line")
-        return rows - prefix if cfg.position == "learned" else min(cfg.max_positions, rows - prefix)
+                                            end_token=[self.vocab[i] for i in self.config.eos_ids], callback=callback,
+                                            **search)
+        return [strip_after_eos(list(r.sequences_ids[0]), self.config.eos_ids) for r in results]
 
     def ragged(self, opts: GenerationOptions, sources: list[list[int]]) -> bool:
         """``generate`` batches LM prompts by length (CTranslate2 would force the longer prompts' tails)."""
@@ -153,7 +144,8 @@ class Ct2Engine:
                emit: Emit | None = None) -> list[list[int]]:
         """Outputs per source, each token handed to ``emit(row, token)`` as CTranslate2 generates it (LM greedy
         search and sampling); LM prompts of different lengths share a batch (CTranslate2 forces their tails)."""
-        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts, self.config.eos_id))
+        # every EOS id: a forced prompt tail holding an end-of-turn would end the row in CTranslate2
+        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts, self.config.eos_ids))
 
     def nll(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> tuple[float, int]:
         """Summed negative log-likelihood (nats) and tokens scored, as :meth:`score` defines them."""
@@ -213,7 +205,7 @@ def ct2_cache(checkpoint: Path, quantization: str) -> Path:
     return checkpoint.parent / f"{checkpoint.name}.ct2-{quantization}"
 
 
-def _groups(sources: list[list[int]], opts: GenerationOptions, eos_id: int) -> list[list[int]]:
+def _groups(sources: list[list[int]], opts: GenerationOptions, eos_id: list[int]) -> list[list[int]]:
     """Batches for CTranslate2's Generator: mixed prompt lengths under greedy search, except one-token prompts,
     which batch apart (CTranslate2 4.8 then returns the longer prompts' second token as if generated)."""
     lengths = [len(s) for s in sources]

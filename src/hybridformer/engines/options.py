@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..config import ModelConfig
 from ..decoding.logits import max_lengths
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 
 
 @dataclass
@@ -87,18 +88,13 @@ class GenerationOptions:
 
 
 
-def output_budget(cfg, opts, lengths: Tensor, *, prefix_len: int, src_len: int) -> Tensor:
-    """New tokens each row may produce: ``max_len_a · length + max_len_b``, capped at ``max_positions``
-    (so ``--max-len-b 100000000`` cannot decode for ever) and, for learned positions, at what the table
-    has left after the ``prefix_len`` tokens already fed; an input the table cannot hold is a DataError."""
+def output_budget(cfg: ModelConfig, opts: GenerationOptions, lengths: Tensor, *, prefix_len: int, src_len: int,
+                  table: int | None = None) -> Tensor:
+    """New tokens each row may produce: ``max_len_a · length + max_len_b``, within the model's
+    :meth:`~hybridformer.config.ModelConfig.output_cap` after the ``prefix_len`` tokens already fed
+    (``table``: the rows of an exported position table)."""
     a, b = opts.length_budget(cfg.is_seq2seq)
-    cap = cfg.max_positions
-    if cfg.position == "learned":  # learned position tables end at max_positions
-        cap = cfg.max_positions - prefix_len
-        if cap < 1 or src_len > cfg.max_positions:
-            raise DataError(f"an input of {src_len} tokens does not fit max_positions={cfg.max_positions} "
-                            "of this model's learned positions; shorten the line")
-    return max_lengths(lengths, a, b, cap=cap)
+    return max_lengths(lengths, a, b, cap=cfg.output_cap(prefix_len=prefix_len, src_len=src_len, table=table))
 
 
 def refuse_penalties(opts: GenerationOptions) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..decoding.greedy import strip_after_eos
 from ..decoding.logits import penalized
 from .rows import RowEmitter
 
@@ -65,8 +66,10 @@ class RaggedPrompts:
         return log_probs, state
 
     def finish(self, found: list[list[int]]) -> list[list[int]]:
-        """The rows' outputs without their forced prompt tails; hands over the tokens no step fed back."""
-        found = [ids[len(tail):] for ids, tail in zip(found, self.tails, strict=True)]
+        """The rows' outputs without their forced prompt tails, up to their first EOS of any kind; hands over the
+        tokens no step fed back."""
+        found = [strip_after_eos(ids[len(tail):], self.emitter.eos_ids) for ids, tail in zip(found, self.tails,
+                                                                                              strict=True)]
         self.emitter.flush(found, self.last)
         return found
 

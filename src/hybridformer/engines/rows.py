@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..data.text import token_batches
+from ..decoding.logits import EosIds, eos_list
 from .options import GenerationOptions
 
 if TYPE_CHECKING:
@@ -20,10 +21,15 @@ Emit = Callable[[int, int, Tensor | None], bool | None]
 
 class RowEmitter:
     """Hands each row's output tokens to ``emit`` once each, in order, up to the row's EOS or budget; a row whose
-    ``emit`` answers True (a stop string showed up) is ``stopped``: the engine ends it at the next step."""
+    ``emit`` answers True (a stop string showed up) is ``stopped``: the engine ends it at the next step.
 
-    def __init__(self, emit: Emit | None, budgets: list[int], eos_id: int, rows: list[int] | None = None) -> None:
-        self.emit, self.budgets, self.eos_id = emit, budgets, eos_id
+    ``eos_ids``: the model's EOS first; the others (end-of-turn) stop their row like a stop string, so a search
+    that only knows the first (forced prompt tails may hold the others) still ends there."""
+
+    def __init__(self, emit: Emit | None, budgets: list[int], eos_ids: list[int],
+                 rows: list[int] | None = None) -> None:
+        self.emit, self.budgets, self.eos_ids = emit, budgets, eos_ids
+        self.eos_id = eos_ids[0]
         self.rows = rows if rows is not None else list(range(len(budgets)))  # local row -> caller's row
         self.sent = [0] * len(budgets)
         self.ended = [b <= 0 for b in budgets]
@@ -33,8 +39,10 @@ class RowEmitter:
         """Hand ``token`` over; True when the row must end (its budget, EOS, or the caller's stop)."""
         if self.ended[row]:
             return True
-        if token == self.eos_id:
+        if token in self.eos_ids:
             self.ended[row] = True
+            if token != self.eos_id:
+                self.stopped.add(row)
             return True
         self.sent[row] += 1
         self.ended[row] = self.sent[row] >= self.budgets[row]
@@ -52,12 +60,14 @@ class RowEmitter:
                 self.token(row, token, None if log_probs is None else log_probs[row])
 
 
-def ragged_ok(opts: GenerationOptions, sources: list[list[int]] | None = None, eos_id: int | None = None) -> bool:
+def ragged_ok(opts: GenerationOptions, sources: list[list[int]] | None = None, eos_id: EosIds = ()) -> bool:
     """Prompts of any lengths may share a batch: greedy search without n-gram blocking (which could block a
-    forced prompt token), and no EOS inside a prompt (a forced EOS would end the row)."""
+    forced prompt token), and no EOS (of ``eos_id``: one id or several) inside a prompt (a forced EOS would end
+    the row)."""
     if opts.sample or opts.beam_size != 1 or opts.no_repeat_ngram:
         return False
-    return sources is None or not any(eos_id in s[1:] for s in sources)
+    ends = set(eos_list(eos_id))
+    return sources is None or not any(ends.intersection(s[1:]) for s in sources)
 
 
 def decode_sources(engine: Engine, sources: list[list[int]], opts: GenerationOptions,
@@ -80,12 +90,12 @@ def stream_rows(engine: Engine, sources: list[list[int]], opts: GenerationOption
     cfg = engine.config
     if cfg.is_seq2seq or opts.beam_size != 1:
         outputs = decode_sources(engine, sources, opts, generator)
-        RowEmitter(emit, [len(o) for o in outputs], cfg.eos_id).flush(outputs)
+        RowEmitter(emit, [len(o) for o in outputs], cfg.eos_ids).flush(outputs)
         return outputs
     found: dict[int, list[int]] = {}
     for rows in groups:
         batch = [sources[r] for r in rows]
-        emitter = RowEmitter(emit, engine.budgets(batch, opts), cfg.eos_id, rows)
+        emitter = RowEmitter(emit, engine.budgets(batch, opts), cfg.eos_ids, rows)
         outputs = engine.decode_batch(batch, opts, generator, on_token=emitter.token)
         emitter.flush(outputs)
         found.update(zip(rows, outputs, strict=True))

@@ -68,6 +68,12 @@ class TorchEngine:
         a seeded sample draws the same random numbers however requests are grouped."""
         return self.scorer.left_padding and ragged_ok(opts) and not self.config.is_seq2seq
 
+    @property
+    def joins(self) -> bool:
+        """Whether rows may join a running batch (:meth:`join`, continuous batching): a language model whose
+        every mixer takes left padding; every decoding state then shifts its columns and appends rows."""
+        return self.scorer.left_padding and not self.config.is_seq2seq
+
     def prefill(self, rows: list[list[int]]) -> tuple[Tensor, Any]:
         """LM prompts of any lengths -> next-token log-probs (rows, vocab) and the running state for :meth:`step`.
 
@@ -75,7 +81,14 @@ class TorchEngine:
         with masks, so each row's log-probs are those of its prompt alone; only the last position of each
         prompt is projected onto the vocabulary."""
         prompts, start = self._left_pad(rows)
+        if start is None and self.joins:  # every row starts at column 0: said, so that the rows can join others
+            start = torch.zeros(len(rows), dtype=torch.long, device=self.device)
         return self.scorer.step(self.scorer.init_state(None, start), prompts)
+
+    def join(self, state: Any, other: Any) -> Any:
+        """The running batch ``state`` with the rows of ``other`` (from :meth:`prefill`) appended after its own:
+        the next :meth:`step` takes one token for each. Each row still decodes exactly as alone."""
+        return self.scorer.join(state, other)
 
     def step(self, state: Any, tokens: Tensor) -> tuple[Tensor, Any]:
         """tokens: (rows,) one new token per row -> next-token log-probs (rows, vocab) and the state."""
@@ -115,7 +128,7 @@ class TorchEngine:
             prefix, start = self._left_pad(sources)
             state, budget = scorer.init_state(None, start), torch.tensor(self.budgets(sources, opts))
         budget = budget.to(self.device)
-        common = {"eos_id": cfg.eos_id, "no_repeat_ngram": opts.no_repeat_ngram}
+        common = {"eos_id": cfg.eos_ids, "no_repeat_ngram": opts.no_repeat_ngram}
         if opts.beam_size != 1 and not opts.sample:
             hyps = beam_search(scorer, state, prefix, beam=opts.beam_size, max_len=budget, lenpen=opts.lenpen,
                                early_stopping=opts.early_stopping, at_budget=opts.at_budget, **common)
@@ -139,7 +152,7 @@ class TorchEngine:
         outputs: dict[int, list[int]] = {}
         for rows in groups:
             batch = [sources[r] for r in rows]
-            emitter = RowEmitter(emit, self.budgets(batch, opts), cfg.eos_id, rows)
+            emitter = RowEmitter(emit, self.budgets(batch, opts), cfg.eos_ids, rows)
             if self.scorer.left_padding:  # one padded prefill
                 (prefix, start), tails = self._left_pad(batch), [[] for _ in batch]
             else:  # the part all prompts share at once, then each longer prompt's tail forced
@@ -149,6 +162,7 @@ class TorchEngine:
             ragged = RaggedPrompts(self.scorer, tails, emitter, start=start, presence=opts.presence_penalty,
                                    frequency=opts.frequency_penalty)
             budget = torch.tensor([len(t) + b for t, b in zip(tails, emitter.budgets, strict=True)], device=self.device)
+            # the search knows only the first EOS (a forced prompt tail may hold the others): the emitter stops there
             common_args = {"eos_id": cfg.eos_id, "max_new_tokens": budget, "no_repeat_ngram": opts.no_repeat_ngram}
             if opts.sample:
                 found = sample_search(ragged, ragged.init_state(None), prefix, temperature=opts.temperature,

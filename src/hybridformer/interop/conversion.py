@@ -2,18 +2,21 @@
 
 The source's config becomes a validated ModelConfig (any setting that would change the computation
 and is not supported is a one-line error naming it), the model is laid out on the ``meta`` device
-to learn every tensor's name and shape, and the weights are streamed into ``model.safetensors``
+to learn every tensor's name and shape, the source's tensor headers are checked against them (a wrong shape or
+an integer dtype allocates nothing), and the weights are streamed into ``model.safetensors``
 one tensor at a time. Every source tensor must be used: a leftover one would mean a different model.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import structured
 from ..checkpoint import architecture_metadata, load_meta, write_checkpoint
 from ..config import ModelConfig, parse_config
 from ..errors import CheckpointError, ConfigError, DataError
@@ -66,16 +69,35 @@ class Prefixed:
     def get(self, name: str) -> torch.Tensor:
         return self.source.get(name.removeprefix(self.prefix))
 
+    def meta(self, name: str) -> torch.Tensor:
+        return self.source.meta(name.removeprefix(self.prefix))
 
-Source = HFFolder | GGUFFile | Prefixed
+
+class Folded:
+    """A source whose tensors pass its architecture's ``fold`` as they are read (Falcon-H1's multipliers)."""
+
+    def __init__(self, source: HFFolder | GGUFFile | Prefixed, weight) -> None:
+        self.source, self.weight, self.config = source, weight, source.config
+
+    def keys(self) -> set[str]:
+        return self.source.keys()
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.weight(name, self.source.get(name))
+
+    def meta(self, name: str) -> torch.Tensor:
+        return self.weight(name, self.source.meta(name))
+
+
+Source = HFFolder | GGUFFile | Prefixed | Folded
 
 
 def with_prefix(source: Source, where: Path) -> Source:
-    """``source`` as its architecture's rules name its tensors."""
-    prefix = architecture(source.config, where).prefix
-    if prefix and not any(name.startswith(prefix) for name in source.keys()):
-        return Prefixed(source, prefix)
-    return source
+    """``source`` as its architecture's rules name and read its tensors."""
+    arch = architecture(source.config, where)
+    if arch.prefix and not any(name.startswith(arch.prefix) for name in source.keys()):
+        source = Prefixed(source, arch.prefix)
+    return source if arch.fold is None else Folded(source, arch.fold(source.config))
 
 
 def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple[ModelConfig, list[Rule]]:
@@ -95,6 +117,8 @@ def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple
     if arch.head is not None:
         data["tie_embeddings"] = arch.head not in available
     tokenizers.choose_special_ids(data, files)
+    data["extra_eos_ids"] = [i for i in listed_eos(source.config, where)
+                             if i != data["eos_id"] and 0 <= i < data["vocab_size"]]
     try:
         cfg = parse_config(ModelConfig, data)
     except ConfigError as exc:
@@ -107,6 +131,17 @@ def plan(source: Source, files: tokenizers.TokenizerFiles, where: Path) -> tuple
         raise CheckpointError(f"{where}: tensor(s) the {source.config.get('model_type')} mapping does not use: "
                               f"{', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''} (an unsupported variant)")
     return cfg, rules
+
+
+def listed_eos(config: dict[str, Any], where: Path) -> list[int]:
+    """Every EOS id the source lists, in order: config.json's ``eos_token_id`` (an id or a list) and
+    generation_config.json's, where chat models list their end-of-turn token (Gemma 3's ``<end_of_turn>``)."""
+    generation = where / "generation_config.json"
+    lists = [config.get("eos_token_id")]
+    if where.is_dir() and generation.is_file():
+        lists.append(structured.read(generation, mapping=True, error=CheckpointError).get("eos_token_id"))
+    ids = [i for value in lists for i in (value if isinstance(value, list) else [value]) if isinstance(i, int)]
+    return list(dict.fromkeys(ids))
 
 
 def source_architecture(checkpoint: str | Path | None) -> Architecture | None:
@@ -144,6 +179,21 @@ def build_checked(rule: Rule, source: Source, where: Path) -> torch.Tensor:
     return tensor
 
 
+def check_headers(specs: TensorSpecs, rules: list[Rule], source: Source,
+                  where: Path) -> None:
+    """Every rule run on the ``meta`` device from the source's headers (shapes, dtypes): a wrong-shaped or integer
+    tensor is refused before anything is read, allocated or written (NaN needs the data: :func:`build_checked`)."""
+    for rule in rules:
+        try:
+            shape = tuple(rule.build(source.meta).shape)
+        except RuntimeError:
+            shape = None
+        if shape != specs[rule.ours][1]:
+            shapes = ", ".join(f"{name} {tuple(source.meta(name).shape)}" for name in rule.theirs)
+            raise CheckpointError(f"{where}: {shapes} do not fit the config, which needs {rule.ours} of shape "
+                                  f"{specs[rule.ours][1]}; the config does not belong to these weights")
+
+
 def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> TensorSpecs:
     """Name -> (shape, dtype) of every tensor the checkpoint stores, from the model built on ``meta``."""
     with torch.device("meta"):
@@ -157,22 +207,26 @@ def tensor_specs(cfg: ModelConfig, rules: list[Rule]) -> TensorSpecs:
     return {rule.ours: ("F32", tuple(state[rule.ours].shape)) for rule in rules}
 
 
-def convert(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+def convert(src: str | Path, out: str | Path, *, overwrite: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> Path:
     """Convert a Hugging Face model folder or a ``.gguf`` file into a hybridformer checkpoint at ``out``.
 
     The result loads with :func:`hybridformer.load_checkpoint` and works with every command; the
-    tokenizer (ids preserved), chat template and special tokens travel with it.
+    tokenizer (ids preserved), chat template and special tokens travel with it. ``progress(done, total)``
+    follows the tensors written.
     """
     src, out = Path(src), prepare_output_dir(out, overwrite=overwrite, inputs=[src])
     source, files, fmt = open_source(src)
     source = with_prefix(source, src)
     cfg, rules = plan(source, files, src)
     specs = tensor_specs(cfg, rules)
+    check_headers(specs, rules, source, src)
     by_name = {rule.ours: rule for rule in rules}
     meta = {"converted_from": str(src), "format": fmt, "model_type": source.config.get("model_type")}
 
     def weights(file: Path) -> None:
         write_safetensors(file, specs, lambda name: build_checked(by_name[name], source, src),
-                          metadata={"format": "pt", **architecture_metadata(cfg)})  # fingerprint: load_checkpoint
+                          metadata={"format": "pt", **architecture_metadata(cfg)},  # fingerprint: load_checkpoint
+                          progress=progress)
 
     return write_checkpoint(out, cfg, files.side_files(cfg), weights=weights, meta=meta)

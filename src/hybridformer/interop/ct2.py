@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ SINUSOID_ROWS = 2048  # rows of the sinusoidal table written into the export (it
 UNDERSTOOD = {
     "arch", "vocab_size", "d_model", "heads", "kv_heads", "ffn_dim", "activation", "norm", "norm_placement",
     "residual", "dropout", "position", "max_positions", "rope_base", "t5_buckets", "t5_max_distance",
-    "embed_scale", "tie_embeddings", "share_embeddings", "num_classes", "pad_id", "bos_id", "eos_id",
+    "embed_scale", "tie_embeddings", "share_embeddings", "num_classes", "pad_id", "bos_id", "eos_id", "extra_eos_ids",
     "encoder", "decoder", "cross_attention", "pruned_heads", "quantization", "position_offset", "rope_scaling",
     "head_dim", "norm_eps", "attention_bias", "qkv_bias", "ffn_bias", "decoder_start_id", "score_scale",
     "sinusoid_layout", "layernorm_embedding", "final_logits_bias", "output_scale",
@@ -144,11 +145,13 @@ def _converter_class(base: type) -> type:
 
 
 def export_ct2(checkpoint: str | Path | Checkpoint, out: str | Path, *, quantization: str = "float32",
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
     """Write the CTranslate2 model of ``checkpoint`` to the folder ``out`` (atomically), with its tokenizer.
 
     ``quantization``: the weight type CTranslate2 stores (float32, int8, int8_float32, bfloat16).
+    ``progress(done, 2)`` follows the two steps: CTranslate2's conversion, then the tokenizer files.
     """
+    progress = progress or (lambda done, total: None)
     if quantization not in QUANTIZATIONS:
         raise ConfigError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
@@ -159,8 +162,11 @@ def export_ct2(checkpoint: str | Path | Checkpoint, out: str | Path, *, quantiza
     out = prepare_output_dir(out, overwrite=overwrite, inputs=[ckpt.path])
 
     def fill(tmp: Path) -> None:
+        progress(0, 2)
         conv.convert(str(tmp), quantization=quantization, force=True)
+        progress(1, 2)
         ckpt.side_files.write(tmp)  # the tokenizer, and a converted instruct model's chat template
+        progress(2, 2)
 
     return write_checkpoint_dir(out, fill)
 

@@ -13,14 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
-
 from ..checkpoint import load_checkpoint, load_config_file, load_meta, write_checkpoint_dir
 from ..config import ModelConfig
 from ..data.side_files import SideFiles
 from ..errors import ConfigError
 from ..filenames import CONFIG, GENERATION_CONFIG, WEIGHTS
 from ..outputs import prepare_output_dir
+from ..tensorfile import DTYPE_NAMES, write_safetensors
 from .hf import ARCHITECTURES, SPECS, Architecture
 from .hf.roundtrip import layout_blockers
 
@@ -69,23 +68,26 @@ def hf_state(source: Path, weights: dict[str, Any] | None = None) -> tuple[str, 
 
 
 def export_hf(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False,
-              weights: dict[str, Any] | None = None, write_extra: Callable[[Path], None] | None = None) -> Path:
+              weights: dict[str, Any] | None = None, write_extra: Callable[[Path], None] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> Path:
     """Write ``checkpoint`` as a Hugging Face model folder (config.json, model.safetensors, tokenizer files).
 
     ``weights`` replace the checkpoint's own (see :func:`hf_state`); ``write_extra(tmp)`` adds files to the
-    same atomic write (the adapter beside the base)."""
+    same atomic write (the adapter beside the base); ``progress(done, total)`` follows the tensors written."""
     source = Path(checkpoint)
     out = prepare_output_dir(out, overwrite=overwrite, inputs=[source])
     _, config, tensors = hf_state(source, weights)
     cfg = load_config_file(source)
     # transformers feeds pad back in after EOS: a pad outside the vocabulary (GPT-2) becomes EOS, its convention
-    pad = cfg.pad_id if cfg.pad_id < cfg.vocab_size else cfg.eos_id
-    generation = {"bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id, "pad_token_id": pad}
+    pad = cfg.pad_id if cfg.pad_in_vocab else cfg.eos_id
+    eos = cfg.eos_ids if len(cfg.eos_ids) > 1 else cfg.eos_id  # transformers stops on any id of a list
+    generation = {"bos_token_id": cfg.bos_id, "eos_token_id": eos, "pad_token_id": pad}
     if cfg.is_seq2seq:
         generation["decoder_start_token_id"] = cfg.start_id
 
     def fill(tmp: Path) -> None:
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        specs = {name: (DTYPE_NAMES[tensor.dtype], tuple(tensor.shape)) for name, tensor in tensors.items()}
+        write_safetensors(tmp / WEIGHTS, specs, tensors.__getitem__, progress=progress)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
         (tmp / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2))
         SideFiles.read(source).write(tmp)

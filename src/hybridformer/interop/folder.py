@@ -7,6 +7,7 @@ Weights are read tensor by tensor from ``model.safetensors`` (or shards listed i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,30 @@ class HFFolder:
                 tensor = self._safetensors(where).get_tensor(name)
             except (SafetensorError, OSError) as exc:
                 raise CheckpointError(f"{where}: cannot read tensor {name} ({exc})") from None
-        if not tensor.is_floating_point():
-            raise CheckpointError(f"{where}: tensor {name} is stored as {str(tensor.dtype).removeprefix('torch.')}; "
-                                  "weights must be floating point (a quantized or foreign layout)")
+        require_float(tensor.is_floating_point(), str(tensor.dtype).removeprefix("torch."), name, where)
         return tensor.float()
+
+    def meta(self, name: str) -> Tensor:
+        """Tensor ``name`` as :meth:`get` would give it, on the ``meta`` device: its shape and dtype come from the
+        file's header, so nothing is read or allocated."""
+        if self._pickled is not None:
+            tensor = self._pickled[name]
+            require_float(tensor.is_floating_point(), str(tensor.dtype).removeprefix("torch."), name,
+                          self.path / "pytorch_model.bin")
+            return torch.empty(tensor.shape, device="meta")
+        where = self._where[name]
+        try:
+            header = self._safetensors(where).get_slice(name)
+            shape, dtype = header.get_shape(), header.get_dtype()
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{where}: cannot read tensor {name} ({exc})") from None
+        require_float(dtype.startswith(("F", "BF")), dtype, name, where)
+        return torch.empty(shape, device="meta")
+
+
+def require_float(floating: bool, dtype: str, name: str, where: Path) -> None:
+    """A weight is floating point: an integer tensor (token ids, a quantized layout) would convert to garbage."""
+    if not floating:
+        dtype = re.sub(r"^(u?)i?(\d+)$", r"\1int\2", dtype.lower())  # safetensors' and GGUF's I64, U8 -> int64, uint8
+        raise CheckpointError(f"{where}: tensor {name} is stored as {dtype}; weights must be floating point "
+                              "(a quantized or foreign layout)")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
+from .folder import require_float
 from .hf import GGUF_ARCHITECTURES
 
 _LAYER = {
@@ -27,31 +28,48 @@ _LAYER = {
 }
 _GLOBAL = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
            "output.weight": "lm_head.weight"}
-_BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
+_BLOCK = re.compile(r"blk\.(\d+)\.(.+)")
+_KIND = re.compile(r"(.+)\.(weight|bias)")
 
 
 def hf_name(name: str, extra: dict[str, str] | None = None) -> str:
     """``blk.3.attn_q.weight`` -> ``model.layers.3.self_attn.q_proj.weight`` (unknown names stay as they are);
-    ``extra`` adds an architecture's own per-layer names."""
-    if name in _GLOBAL:
-        return _GLOBAL[name]
-    layer = _LAYER | (extra or {})
-    match = _BLOCK.fullmatch(name)
-    if match and match.group(2) in layer:
-        return f"model.layers.{match.group(1)}.{layer[match.group(2)]}.{match.group(3)}"
-    return name
+    ``extra`` adds an architecture's own names: per layer, a module (``attn_q_norm``) or a whole tensor
+    (``ssm_a`` -> ``mamba.A_log``), or a global tensor (``token_embd_norm.weight``)."""
+    extra = extra or {}
+    if name in _GLOBAL or name in extra:
+        return extra.get(name) or _GLOBAL[name]
+    block = _BLOCK.fullmatch(name)
+    if block is None:
+        return name
+    index, rest = block.groups()
+    if rest in extra:
+        return f"model.layers.{index}.{extra[rest]}"
+    module = _KIND.fullmatch(rest)
+    layer = _LAYER | extra
+    if module is None or module.group(1) not in layer:
+        return name
+    return f"model.layers.{index}.{layer[module.group(1)]}.{module.group(2)}"
 
 
-def gguf_name(name: str) -> str:
-    """The inverse of :func:`hf_name`: ``model.layers.3.self_attn.q_proj.weight`` -> ``blk.3.attn_q.weight``."""
-    ours = {hf: gg for gg, hf in _GLOBAL.items()} | {f"{hf}.": f"{gg}." for gg, hf in _LAYER.items()}
-    if name in ours:
-        return ours[name]
-    match = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", name)
-    layer = {hf: gg for gg, hf in _LAYER.items()}.get(match.group(2)) if match else None
-    if layer is None:
-        raise ConfigError(f"no GGUF name for tensor {name}")
-    return f"blk.{match.group(1)}.{layer}.{match.group(3)}"
+def gguf_name(name: str, extra: dict[str, str] | None = None) -> str | None:
+    """The inverse of :func:`hf_name` (None for a name it does not produce); the export's fallback where the
+    ``gguf`` package's tensor map lacks a name llama.cpp's converter renames (Falcon-H1's ``pre_ff_layernorm``)."""
+    extra = extra or {}
+    whole = {hf: gg for gg, hf in (_GLOBAL | extra).items()}
+    if name in whole:
+        return whole[name]
+    match = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
+    if match is None:
+        return None
+    index, rest = match.groups()
+    if rest in whole:
+        return f"blk.{index}.{whole[rest]}"
+    module = _KIND.fullmatch(rest)
+    layer = {hf: gg for gg, hf in (_LAYER | extra).items()}
+    if module is None or module.group(1) not in layer:
+        return None
+    return f"blk.{index}.{layer[module.group(1)]}.{module.group(2)}"
 
 
 def permute(weight: Tensor, heads: int) -> Tensor:
@@ -107,7 +125,8 @@ class GGUFFile:
             or self._tensors["model.embed_tokens.weight"].shape[-1],
             "tie_word_embeddings": "lm_head.weight" not in self._tensors,
             "bos_token_id": self.field("tokenizer.ggml.bos_token_id"),
-            "eos_token_id": self.field("tokenizer.ggml.eos_token_id"),
+            "eos_token_id": [i for key in ("eos", "eot", "eom") if (i := self.field(f"tokenizer.ggml.{key}_token_id"))
+                             is not None],  # llama.cpp's end-of-turn/message ids end generation too
             "pad_token_id": self.field("tokenizer.ggml.padding_token_id"),
             "hidden_act": "silu",  # llama.cpp records biases only as tensors:
             "attention_bias": "model.layers.0.self_attn.o_proj.bias" in self._tensors,
@@ -128,7 +147,7 @@ class GGUFFile:
                                       "original_max_position_embeddings":
                                           self.field(f"{a}.rope.scaling.original_context_length")}
         if self.layout.config is not None:
-            config.update(self.layout.config(lambda key: self.field(f"{a}.{key}")))
+            config.update(self.layout.config(lambda key: self.field(f"{a}.{key}"), set(self._tensors)))
         return config
 
     def keys(self) -> set[str]:
@@ -138,12 +157,25 @@ class GGUFFile:
         from gguf import dequantize
 
         tensor = self._tensors[name]
+        self._require_float(name)
         try:
             array = dequantize(tensor.data, tensor.tensor_type)
         except Exception as exc:  # an unknown quantization type or truncated data
             raise CheckpointError(f"{self.path}: cannot dequantize {tensor.name} "
                                   f"({tensor.tensor_type.name}: {exc})") from None
-        weight = torch.from_numpy(array if array.flags.writeable else array.copy()).float()
+        return self._hf_layout(name, torch.from_numpy(array if array.flags.writeable else array.copy()).float())
+
+    def meta(self, name: str) -> Tensor:
+        """Tensor ``name`` as :meth:`get` would give it, on the ``meta`` device (from the tensor info, no data)."""
+        self._require_float(name)
+        shape = [int(n) for n in reversed(self._tensors[name].shape)]  # GGUF lists dimensions fastest first
+        return self._hf_layout(name, torch.empty(shape, device="meta"))
+
+    def _require_float(self, name: str) -> None:
+        kind = self._tensors[name].tensor_type.name
+        require_float(kind not in ("I8", "I16", "I32", "I64"), kind, self._tensors[name].name, self.path)
+
+    def _hf_layout(self, name: str, weight: Tensor) -> Tensor:
         if self.layout.permuted_qk and name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
             weight = unpermute(weight, self.config["num_attention_heads"])
         elif self.layout.permuted_qk and name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):

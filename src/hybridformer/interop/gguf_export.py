@@ -1,18 +1,21 @@
-"""``export --to gguf``: a Llama / Mistral / Qwen2-layout checkpoint as a GGUF file llama.cpp and ollama run.
+"""``export --to gguf``: a checkpoint of an architecture whose spec declares a GGUF layout (Llama, Mistral,
+Qwen2, Qwen3, Gemma 3, LFM2) as a GGUF file llama.cpp and ollama run.
 
-The tensors are those of ``export --to hf`` (:func:`~hybridformer.interop.export.hf_state`) under
-llama.cpp's names, with the q/k rows of the ``llama`` architecture permuted as llama.cpp's own
-converter does (its RoPE pairs adjacent channels); the ``gguf`` package writes the file and
-quantizes (f16, Q8_0). The tokenizer goes in as llama.cpp's ``gpt2`` (byte-level BPE) vocabulary:
-tokens, token types, merges, special ids and the chat template. What llama.cpp's architectures
-cannot represent (windowed attention, sinks, hybrid layers, RoPE scalings other than linear and
-YaRN, SentencePiece-style vocabularies) is refused in one line.
+The tensors are those of ``export --to hf`` (:func:`~hybridformer.interop.export.hf_state`) under the
+names the ``gguf`` package's tensor map gives them for that architecture, changed as llama.cpp's own
+converter changes them (the spec's ``GGUFLayout``: Llama's q/k rows permuted for its RoPE, Gemma's norms
+stored as 1 + w, LFM2's conv kernels squeezed); the ``gguf`` package writes the file and quantizes (f16,
+Q8_0). The tokenizer goes in as llama.cpp's ``gpt2`` (byte-level BPE) vocabulary: tokens, token types,
+merges, special ids and the chat template. What llama.cpp cannot represent (windowed attention outside
+Gemma 3's pattern, sinks, our own hybrid layers, RoPE scalings other than linear and YaRN,
+SentencePiece-style vocabularies) is refused in one line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import structured
@@ -23,15 +26,17 @@ from ..errors import CheckpointError, ConfigError
 from ..filenames import TOKENIZER
 from ..outputs import prepare_output_file
 from .export import hf_state
-from .gguf import gguf_name, permute
+from .gguf import gguf_name as layout_name
+from .gguf import permute
+from .hf import ARCHITECTURES, GGUFLayout
 
 QUANTIZATIONS = ("f32", "f16", "q8_0")
-ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}  # HF model_type -> GGUF architecture
 
 
 def export_gguf(checkpoint: str | Path, out: str | Path, *, quantization: str = "f32",
-                overwrite: bool = False) -> Path:
-    """Write ``checkpoint`` as the GGUF file ``out`` with 2-D weights in ``quantization`` (norms stay f32)."""
+                overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write ``checkpoint`` as the GGUF file ``out`` with 2-D weights in ``quantization`` (norms stay f32);
+    ``progress(done, total)`` follows the tensors converted."""
     try:
         import gguf
     except ImportError:
@@ -41,14 +46,17 @@ def export_gguf(checkpoint: str | Path, out: str | Path, *, quantization: str = 
     source = Path(checkpoint)
     out = prepare_output_file(out, overwrite=overwrite, inputs=[source])
     cfg = load_config_file(source)
-    _check(cfg, source)
     model_type, _, tensors = hf_state(source)
-    if model_type not in ARCHITECTURES:
-        raise ConfigError(f"{source}: export --to gguf writes Llama, Mistral and Qwen2 layouts; this model's "
-                          f"layout is {model_type!r} (export --to hf, then llama.cpp's convert_hf_to_gguf.py)")
+    layout = ARCHITECTURES[model_type].gguf
+    if layout is None:
+        writable = sorted(spec.model_type for spec in ARCHITECTURES.values() if spec.gguf is not None)
+        raise ConfigError(f"{source}: export --to gguf writes the layouts {', '.join(writable)}; this model's layout "
+                          f"is {model_type!r} (export --to hf, then llama.cpp's convert_hf_to_gguf.py)")
+    _check(cfg, source, layout)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        _write(gguf.GGUFWriter(str(tmp), ARCHITECTURES[model_type]), source, cfg, tensors, quantization)
+        _write(gguf.GGUFWriter(str(tmp), layout.name), source, cfg, tensors, quantization, layout,
+               progress or (lambda done, total: None))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -56,33 +64,47 @@ def export_gguf(checkpoint: str | Path, out: str | Path, *, quantization: str = 
     return out
 
 
-def _write(writer, source: Path, cfg: ModelConfig, tensors: dict, quantization: str) -> None:
+def _write(writer, source: Path, cfg: ModelConfig, tensors: dict, quantization: str, layout: GGUFLayout,
+           progress: Callable[[int, int], None]) -> None:
     import gguf
 
     qtype = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
              "q8_0": gguf.GGMLQuantizationType.Q8_0}[quantization]
+    arch = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == layout.name)
+    names = gguf.get_tensor_name_map(arch, cfg.decoder.layers)
     _metadata(writer, cfg, quantization)
+    if layout.metadata is not None:
+        layout.metadata(writer, cfg)
     _vocabulary(writer, source, cfg)
-    for name, tensor in tensors.items():
-        if writer.arch == "llama" and ".q_proj." in name:
+    for done, (name, tensor) in enumerate(tensors.items(), start=1):
+        if layout.permuted_qk and ".q_proj." in name:
             tensor = permute(tensor, cfg.heads)
-        elif writer.arch == "llama" and ".k_proj." in name:
+        elif layout.permuted_qk and ".k_proj." in name:
             tensor = permute(tensor, cfg.num_kv_heads)
+        if layout.stored is not None:
+            tensor = layout.stored(name, tensor, cfg)
+        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias")) or layout_name(name, layout.tensors)
+        if gguf_name is None:
+            raise ConfigError(f"the gguf package names no {layout.name} tensor for {name}")
+        suffix = name.rsplit(".", 1)[-1]
+        if suffix in ("weight", "bias") and not gguf_name.endswith(suffix):  # a map entry spelled with its suffix
+            gguf_name = f"{gguf_name}.{suffix}"
         array = tensor.float().numpy()
         kind = qtype if array.ndim == 2 and (qtype != gguf.GGMLQuantizationType.Q8_0 or array.shape[1] % 32 == 0) \
             else gguf.GGMLQuantizationType.F32  # norms and biases stay f32, as llama.cpp keeps them
         data = gguf.quantize(array, kind) if kind != gguf.GGMLQuantizationType.F32 else array
-        writer.add_tensor(gguf_name(name), data, raw_dtype=kind)
+        writer.add_tensor(gguf_name, data, raw_dtype=kind)
+        progress(done, len(tensors))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
 
 
-def _check(cfg: ModelConfig, source: Path) -> None:
+def _check(cfg: ModelConfig, source: Path, layout: GGUFLayout) -> None:
     attention = cfg.decoder.attention
-    if attention.name == "sliding_window" or cfg.decoder.layer_attention:
-        raise ConfigError(f"{source}: llama.cpp's llama/qwen2 architectures attend to the whole context; a model "
+    if (attention.name == "sliding_window" or cfg.decoder.layer_attention) and not layout.local_attention:
+        raise ConfigError(f"{source}: llama.cpp's {layout.name} architecture attends to the whole context; a model "
                           f"with {attention.name} attention (windows, sinks) cannot be written as GGUF")
     if cfg.rope_scaling is not None and cfg.rope_scaling.type not in ("linear", "yarn"):
         raise ConfigError(f"{source}: rope_scaling.type={cfg.rope_scaling.type!r} has no GGUF form here "
@@ -97,16 +119,17 @@ def _metadata(writer, cfg: ModelConfig, quantization: str) -> None:
     writer.add_block_count(cfg.decoder.layers)
     writer.add_feed_forward_length(cfg.ffn_dim)
     writer.add_head_count(cfg.heads)
-    writer.add_head_count_kv(cfg.num_kv_heads)
+    writer.add_head_count_kv([cfg.num_kv_heads if cfg.decoder.layer_of(i) == "transformer" else 0
+                              for i in range(cfg.decoder.layers)] if len(cfg.decoder.layer_kinds()) > 1
+                             else cfg.num_kv_heads)  # per layer in a hybrid (LFM2: 0 = a convolution layer)
     writer.add_layer_norm_rms_eps(cfg.norm_eps)
     writer.add_rope_freq_base(cfg.rope_base)
     writer.add_rope_dimension_count(cfg.attention_head_dim)
     writer.add_vocab_size(cfg.vocab_size)
-    if cfg.attention_head_dim != cfg.d_model // cfg.heads:
-        writer.add_key_length(cfg.attention_head_dim)
-        writer.add_value_length(cfg.attention_head_dim)
+    writer.add_key_length(cfg.attention_head_dim)
+    writer.add_value_length(cfg.attention_head_dim)
     if cfg.rope_scaling is not None:
-        writer.add_rope_scaling_type(cfg.rope_scaling.type)
+        writer.add_rope_scaling_type(gguf.RopeScalingType(cfg.rope_scaling.type))
         writer.add_rope_scaling_factor(cfg.rope_scaling.factor)
         writer.add_rope_scaling_orig_ctx_len(cfg.rope_scaling.original_max_positions or cfg.max_positions)
     writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
@@ -141,7 +164,9 @@ def _vocabulary(writer, source: Path, cfg: ModelConfig) -> None:
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])])
     writer.add_bos_token_id(cfg.bos_id)
     writer.add_eos_token_id(cfg.eos_id)
-    if cfg.pad_id < cfg.vocab_size:
+    if len(cfg.eos_ids) > 1:  # llama.cpp's end-of-turn id (one; it stops on EOS and EOT)
+        writer.add_eot_token_id(cfg.eos_ids[1])
+    if cfg.pad_in_vocab:
         writer.add_pad_token_id(cfg.pad_id)
     writer.add_add_bos_token(False)
     template = read_tokenizer_config(source).get("chat_template")

@@ -83,10 +83,29 @@ def from_gguf(path: Path) -> TokenizerFiles:
         raise ConfigError("reading a GGUF tokenizer needs transformers: pip install 'hybridformer[interop]'") from None
     try:
         hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except ValueError as exc:
+        if "architecture" not in str(exc):
+            raise CheckpointError(f"{path}: cannot rebuild the tokenizer from its metadata ({exc})") from None
+        return _from_gguf_vocabulary(path)
     except Exception as exc:  # transformers raises many kinds for an unsupported or broken tokenizer
         raise CheckpointError(f"{path}: cannot rebuild the tokenizer from its metadata ({exc})") from None
     files = TokenizerFiles(Tokenizer.from_str(hf.backend_tokenizer.to_str()), hf.chat_template)
     files.special = {key: str(token) for key in SPECIAL_KEYS if (token := getattr(hf, key, None)) is not None}
+    return files
+
+
+def _from_gguf_vocabulary(path: Path) -> TokenizerFiles:
+    """The tokenizer of a GGUF file whose architecture transformers' model loader does not know (Falcon-H1), from
+    its ``tokenizer.ggml.*`` fields alone, by transformers' own GGUF tokenizer converter."""
+    from transformers.integrations.gguf import convert_gguf_tokenizer, get_gguf_tokenizer
+
+    try:
+        architecture, vocabulary, config = get_gguf_tokenizer(str(path))
+        backend, _ = convert_gguf_tokenizer(architecture, vocabulary)
+    except Exception as exc:  # as above
+        raise CheckpointError(f"{path}: cannot rebuild the tokenizer from its metadata ({exc})") from None
+    files = TokenizerFiles(Tokenizer.from_str(backend.to_str()), config.get("chat_template"))
+    files.special = {key: str(config[key]) for key in SPECIAL_KEYS if config.get(key) is not None}
     return files
 
 

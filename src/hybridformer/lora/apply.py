@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -66,16 +66,17 @@ def fold_adapter(adapter: str | Path, out: str | Path, *, base: str | Path | Non
 
 
 def export_hf_with_adapter(checkpoint: str | Path | None, adapter: str | Path, out: str | Path, *,
-                           merged: bool = False, overwrite: bool = False) -> Path:
+                           merged: bool = False, overwrite: bool = False,
+                           progress: Callable[[int, int], None] | None = None) -> Path:
     """``export --to hf --adapter``: the base as a transformers folder with the adapter in ``OUT/adapter``
     (naming ``OUT`` as its base, so ``PeftModel.from_pretrained`` or transformers' own adapter loading find
-    it), or with ``merged`` one folder holding base + adapter folded."""
+    it), or with ``merged`` one folder holding base + adapter folded. ``progress`` as in ``export_hf``."""
     from ..interop.export import export_hf
 
     base = adapter_base(adapter, checkpoint)
     if merged:
         ckpt = load_with_adapter(base, adapter)
-        return export_hf(base, out, overwrite=overwrite, weights=ckpt.model.state_dict())
+        return export_hf(base, out, overwrite=overwrite, weights=ckpt.model.state_dict(), progress=progress)
     final = Path(out).resolve()
 
     def write(tmp: Path) -> None:
@@ -86,4 +87,4 @@ def export_hf_with_adapter(checkpoint: str | Path | None, adapter: str | Path, o
         config = json.loads((folder / ADAPTER_CONFIG).read_text())
         (folder / ADAPTER_CONFIG).write_text(json.dumps({**config, "base_model_name_or_path": str(final)}, indent=2))
 
-    return export_hf(base, out, overwrite=overwrite, write_extra=write)
+    return export_hf(base, out, overwrite=overwrite, write_extra=write, progress=progress)

@@ -1,6 +1,7 @@
 """The HTTP application (FastAPI): ``/v1/generate``, ``/health``, ``/metrics``, and for language models the
 OpenAI-compatible routes (:mod:`.openai`). Every request is checked at the edge (size, JSON, schema,
-key) and decoded through the :class:`~.batcher.DynamicBatcher`; an error in one request is that
+key) and decoded through the batcher (:mod:`.continuous` where the engine joins rows mid-flight, else
+:class:`~.batcher.DynamicBatcher`); an error in one request is that
 request's 4xx/5xx answer, never the server's end.
 """
 
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data.text import decode_tokens
-from .batcher import DynamicBatcher
+from .continuous import make_batcher
 from .metrics import Metrics
 from .openai import add_openai_routes
 from .requests import RequestError, ServeSettings, decode_texts, read_request
@@ -34,9 +35,9 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 def create_app(decoder, settings: ServeSettings) -> FastAPI:
     """A FastAPI app serving ``decoder`` (from :func:`~hybridformer.engines.load_engine`) under ``settings``."""
-    metrics = Metrics("dynamic" if settings.batching else "off")
-    batcher = DynamicBatcher(decoder, metrics, max_batch_tokens=settings.max_batch_tokens,
-                             max_wait_ms=settings.max_wait_ms, batching=settings.batching)
+    metrics = Metrics()
+    batcher = make_batcher(decoder, metrics, batching=settings.batching, max_batch_tokens=settings.max_batch_tokens,
+                           max_rows=settings.max_batch_rows, max_wait_ms=settings.max_wait_ms)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

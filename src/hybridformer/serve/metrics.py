@@ -44,7 +44,7 @@ class Metrics:
         self.in_flight = 0
         self.queued = 0  # rows waiting for the decoder
         self.running = 0  # rows in the batch being decoded now
-        self.mode = mode  # how requests share the decoder: dynamic | off
+        self.mode = mode  # how requests share the decoder: continuous | dynamic | off
 
     def request(self, route: str, status: int, seconds: float) -> None:
         with self.lock:
@@ -56,6 +56,11 @@ class Metrics:
             self.batch_requests.observe(requests)
             self.batch_inputs.observe(inputs)
             self.prefill_tokens += prompt_tokens
+            self.generated_tokens += tokens
+
+    def decoded(self, tokens: int) -> None:
+        """Output tokens of a request that left the running batch (continuous batching)."""
+        with self.lock:
             self.generated_tokens += tokens
 
     def first_token(self, seconds: float) -> None:
@@ -88,10 +93,10 @@ class Metrics:
                       "# HELP hybridformer_prefill_tokens_total Prompt and source tokens read (prefill).",
                       "# TYPE hybridformer_prefill_tokens_total counter",
                       f"hybridformer_prefill_tokens_total {self.prefill_tokens}",
-                      "# HELP hybridformer_batch_inputs Inputs decoded together in one dynamic batch.",
+                      "# HELP hybridformer_batch_inputs Inputs decoded (dynamic) or prefilled (continuous) together.",
                       "# TYPE hybridformer_batch_inputs histogram",
                       *self.batch_inputs.lines("hybridformer_batch_inputs"),
-                      "# HELP hybridformer_batch_requests Requests merged into one dynamic batch.",
+                      "# HELP hybridformer_batch_requests Requests merged into one batch (continuous: one prefill).",
                       "# TYPE hybridformer_batch_requests histogram",
                       *self.batch_requests.lines("hybridformer_batch_requests"),
                       "# HELP hybridformer_in_flight Requests being served now.",

@@ -26,7 +26,8 @@ class ServeSettings:
     """The server's limits and batching; all fixed on the command line."""
 
     api_key: str | None = None
-    max_batch_tokens: int = 4096  # input tokens decoded together in one dynamic batch
+    max_batch_tokens: int = 4096  # dynamic: input tokens per batch; continuous: tokens the running batch holds
+    max_batch_rows: int = 32  # continuous: rows (inputs) in the running batch
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
     batching: bool = True  # False: one request at a time (the load test's baseline)
     max_body_bytes: int = 1 << 20

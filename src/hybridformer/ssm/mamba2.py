@@ -25,33 +25,39 @@ from ..context import MixerContext
 from ..conv import DepthwiseConv
 from .scan import ssd_chunked, ssd_step
 
+OUTPUT_NORMS = ("gated", "before_gate", "none")
+
 
 class GatedRMSNorm(nn.Module):
-    """``RMSNorm(y ⊙ SiLU(z))`` over each of ``groups`` channel groups (Mamba-2's output norm)."""
+    """``RMSNorm(y ⊙ SiLU(z))`` over each of ``groups`` channel groups (Mamba-2's output norm), or with
+    ``before_gate`` ``RMSNorm(y) ⊙ SiLU(z)`` (Falcon-H1's ``mamba_norm_before_gate``)."""
 
-    def __init__(self, channels: int, groups: int, eps: float = 1e-5) -> None:
+    def __init__(self, channels: int, groups: int, eps: float = 1e-5, *, before_gate: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))
-        self.groups, self.eps = groups, eps
+        self.groups, self.eps, self.before_gate = groups, eps, before_gate
 
     def forward(self, y: Tensor, z: Tensor) -> Tensor:
-        y = rearrange(y * F.silu(z), "... (g c) -> ... g c", g=self.groups)
+        y = rearrange(y if self.before_gate else y * F.silu(z), "... (g c) -> ... g c", g=self.groups)
         y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * rearrange(y, "... g c -> ... (g c)")
+        y = self.weight * rearrange(y, "... g c -> ... (g c)")
+        return y * F.silu(z) if self.before_gate else y
 
 
 class Mamba2(nn.Module):
     """Mamba-2: conv → selective SSD scan → gated norm; a mixer (``forward(x, ctx)``).
 
-    ``inner = expand · d_model`` channels in ``inner / head_dim`` heads; B and C have ``state_size``
-    channels per group, shared by the heads of a group (like grouped-query attention's keys).
+    ``inner = expand · d_model`` channels (or ``inner`` given: Falcon-H1's ``mamba_d_ssm``) in
+    ``inner / head_dim`` heads; B and C have ``state_size`` channels per group, shared by the heads of a
+    group (like grouped-query attention's keys). ``output_norm``: ``gated`` (Mamba-2), ``before_gate``, or
+    ``none`` (``y ⊙ SiLU(z)`` without a norm; Falcon-H1 without ``mamba_rms_norm``).
     """
 
     def __init__(self, d_model: int, *, state_size: int = 64, expand: int = 2, head_dim: int = 64, groups: int = 1,
                  conv_kernel_size: int = 4, chunk_size: int = 64, eps: float = 1e-5, bias: bool = False,
-                 conv_bias: bool = True) -> None:
+                 conv_bias: bool = True, inner: int | None = None, output_norm: str = "gated") -> None:
         super().__init__()
-        inner = expand * d_model
+        inner = inner or expand * d_model
         self.inner, self.heads, self.head_dim = inner, inner // head_dim, head_dim
         self.groups, self.state_size, self.chunk_size = groups, state_size, chunk_size
         self.conv_dim = inner + 2 * groups * state_size  # the convolved [x | B | C]
@@ -62,7 +68,8 @@ class Mamba2(nn.Module):
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
         self.A_log = nn.Parameter(torch.log(torch.arange(1, self.heads + 1, dtype=torch.float32)))
         self.D = nn.Parameter(torch.ones(self.heads))
-        self.norm = GatedRMSNorm(inner, groups, eps)
+        self.norm = None if output_norm == "none" else GatedRMSNorm(inner, groups, eps,
+                                                                     before_gate=output_norm == "before_gate")
         self.out_proj = nn.Linear(inner, d_model, bias=bias)
 
     def forward(self, h: Tensor, ctx: MixerContext) -> Tensor:
@@ -79,7 +86,8 @@ class Mamba2(nn.Module):
         A = -torch.exp(self.A_log)
         y = self.scan(x, dt, A, B, C, ctx)
         y = y + x * self.D[:, None]
-        y = self.norm(rearrange(y, "b l h p -> b l (h p)"), z)
+        y = rearrange(y, "b l h p -> b l (h p)")
+        y = y * F.silu(z) if self.norm is None else self.norm(y, z)
         return project(self.out_proj, y, ctx.cache)
 
     def scan(self, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, ctx: MixerContext) -> Tensor:

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..blocks import Layer
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 
 
 @dataclass
@@ -151,3 +151,25 @@ def copy_full_into(dst: Tensor, full: Tensor) -> None:
 
         full = distribute_tensor(full.to(dst.device), dst.device_mesh, dst.placements)
     dst.copy_(full)
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, *, fsdp: bool) -> dict:
+    """The optimizer's state to save; under FSDP gathered whole (on the CPU), so any world size resumes it."""
+    if not fsdp:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, *, fsdp: bool) -> None:
+    """:func:`optimizer_state` back into ``optimizer``; a state of another model is a CheckpointError."""
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        return
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+        raise CheckpointError(f"trainer_state.pt: optimizer state does not fit this model ({str(exc)[:200]})") from None

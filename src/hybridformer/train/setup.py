@@ -1,16 +1,18 @@
-"""From an ExperimentConfig to what the loop needs: a tokenizer, tokenized examples, a model config."""
+"""From a recipe to what the loop needs: the ExperimentConfig (a fine-tune's filled in from its checkpoint),
+a tokenizer, tokenized examples, a model config."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from .. import structured
 from ..checkpoint import load_config_file
-from ..config import DataConfig, ExperimentConfig, ModelConfig
+from ..config import DataConfig, ExperimentConfig, ModelConfig, apply_overrides, parse_config, read_config_file
 from ..data.chat import ChatTemplate
 from ..data.datasets import (
     DataReport,
@@ -28,6 +30,35 @@ from ..data.tasks import make_task
 from ..data.text import read_text
 from ..data.tokenizer import check_special_ids, load_tokenizer_file, special_token_names, train_tokenizer
 from ..errors import ConfigError
+from ..filenames import CONFIG, TOKENIZER
+
+
+def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The recipe at ``path`` (defaults when None) plus ``a.b=c`` overrides, a fine-tune's filled in."""
+    data = apply_overrides(read_config_file(path) if path is not None else {}, list(overrides))
+    return parse_config(ExperimentConfig, fine_tune_defaults(data))
+
+
+def fine_tune_defaults(data: dict) -> dict:
+    """Fine-tuning (``train.init_from``) starts from the checkpoint's model and tokenizer: its config.json
+    is the model section (keys given in ``model`` override it, e.g. ``dropout``) and its tokenizer.json
+    the default ``data.tokenizer``, so a recipe names only what changes. ``data`` is raw recipe data."""
+    train = data.get("train")
+    init_from = train.get("init_from") if isinstance(train, dict) else None
+    if not isinstance(init_from, str) or not isinstance(data.get("model", {}), dict):
+        return data  # nothing to fill in (a wrong type is the recipe's validation to report)
+    file = Path(init_from) / CONFIG
+    if not file.is_file():
+        raise ConfigError(f"train.init_from: {init_from} is not a checkpoint directory (no {CONFIG})")
+    saved = structured.read(file, mapping=True, error=ConfigError)
+    if saved.get("quantization"):  # gradients cannot flow into packed int8/int4 buffers
+        raise ConfigError(f"train.init_from: {init_from} holds {saved['quantization']} weights for inference; "
+                          "fine-tune the float checkpoint it was quantized from, then quantize the result")
+    data = {**data, "model": {**saved, **data.get("model", {})}}
+    section, tokenizer = data.get("data", {}), Path(init_from) / TOKENIZER
+    if isinstance(section, dict) and "tokenizer" not in section and tokenizer.is_file():
+        data["data"] = {**section, "tokenizer": str(tokenizer)}
+    return data
 
 
 @dataclass

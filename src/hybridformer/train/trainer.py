@@ -24,24 +24,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..blocks import Layer
-from ..checkpoint import load_config_file, load_meta, load_state_into, load_weights, save_checkpoint
-from ..config import ExperimentConfig, ModelConfig, load_config
+from ..config import ExperimentConfig
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
 from ..data.side_files import SideFiles, tokenizer_config_beside
 from ..decoding import ModelScorer
 from ..engines.torch import TorchEngine
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..generation import GenerationOptions, stream_outputs
-from ..lora import (
-    LoraLayers,
-    adapter_base,
-    add_lora,
-    hold_frozen,
-    is_adapter_only,
-    lora_layout,
-    read_adapter,
-    write_adapter,
-)
 from ..metrics import bleu
 from ..models import build_model
 from ..outputs import prepare_run_dir
@@ -52,10 +41,12 @@ from .logging import MetricsLog, ProgressBar
 from .losses import TrainLoss, chunked_label_nll, label_smoothed_nll
 from .objectives import objective_for
 from .precision import resolve_precision, summed
+from .saving import RunWriter
 from .schedules import build_schedule
-from .setup import get_tokenizer
+from .setup import get_tokenizer, load_recipe
 from .signals import StopSignals
-from .state import RunDir, check_resumable_config, read_trainer_state, write_error, write_trainer_state
+from .state import RunDir, check_resumable_config, write_error, write_trainer_state
+from .weights import inherit_pruning, load_start
 
 
 @dataclass
@@ -80,7 +71,7 @@ def train(config: ExperimentConfig | str | Path, out: str | Path, *, overrides: 
     distillation); validation always reports the label NLL, so runs stay comparable.
     """
     if not isinstance(config, ExperimentConfig):
-        config = load_config(config, list(overrides), ExperimentConfig)
+        config = load_recipe(config, overrides)
     prepare_run_dir(out)
     with RunLock(Path(out), enabled=int(os.environ.get("RANK", "0")) == 0):
         env = D.init_distributed(config.train.device)
@@ -126,21 +117,17 @@ class _Trainer:
         D.barrier(env)  # the others read the tokenizer rank 0 learned, so all ranks share one vocabulary
         self.tokenizer = get_tokenizer(cfg, raw, run.tokenizer)
         self.side = SideFiles(self.tokenizer, tokenizer_config_beside(run.tokenizer))  # with a chat template
-        self.model_cfg = self._inherit_pruning(self.objective.model_config(self.tokenizer))
+        self.model_cfg = inherit_pruning(self.objective.model_config(self.tokenizer), self.t.init_from)
         self.train_examples, self.valid_examples = self.objective.examples(raw, self.tokenizer, self.log)
         self.bleu_pairs = raw.valid[: cfg.train.eval_bleu] if cfg.model.is_seq2seq else []
         torch.manual_seed(self.t.seed)
         model = build_model(self.model_cfg)
-        self.lora: LoraLayers | None = None
-        if self.t.lora is not None:
-            state = self._add_lora(model, resume_from)
-        else:
-            state = self._restore_weights(model, resume_from) if resume_from else None
-            if state is None and self.t.init_from:
-                self._init_weights(model, Path(self.t.init_from))
+        self.lora, state = load_start(model, self.model_cfg, self.t, resume_from, self.log, fsdp=self._fsdp())
         if self.t.activation_checkpointing:
             enable_activation_checkpointing(model)
         self.model = D.wrap_model(model.to(self.device), env, self.t.strategy, self.device)
+        self.writer = RunWriter(run, env, self.model_cfg, self.side, self.objective.meta, self._fsdp(), self.lora,
+                                self.t.lora)
         self.optimizer = self._optimizer()
         self.ema = EMA(D.unwrap(self.model), self.t.ema_decay) if self.t.ema_decay else None
         self.precision, probe = resolve_precision(self.t.precision, state.get("precision") if state else None,
@@ -182,60 +169,6 @@ class _Trainer:
                               "pass --resume to continue it or choose another --out")
         return None
 
-    def _restore_weights(self, model: nn.Module, checkpoint_dir: Path) -> dict:
-        self._check_resume_config(checkpoint_dir)
-        load_state_into(model, load_weights(checkpoint_dir), checkpoint_dir)
-        self.log(f"resuming from {checkpoint_dir}")
-        return read_trainer_state(checkpoint_dir)
-
-    def _check_resume_config(self, checkpoint_dir: Path) -> None:
-        saved = load_config_file(checkpoint_dir)
-        if saved != self.model_cfg:
-            mine, theirs = self.model_cfg.model_dump(), saved.model_dump()
-            keys = [k for k in mine if mine[k] != theirs.get(k)]
-            raise ConfigError(f"--resume: model config differs from {checkpoint_dir} in: {', '.join(keys)}")
-
-    def _add_lora(self, model: nn.Module, resume_from: Path | None) -> dict | None:
-        """``train.lora``: the frozen base from ``init_from`` (a checkpoint, or an adapter's base), peft's LoRA
-        layers on it, their factors from the resumed step or from an ``init_from`` adapter."""
-        if self._fsdp():
-            raise ConfigError("train.lora trains a few adapters on a frozen base: use train.strategy=ddp")
-        init = Path(self.t.init_from)
-        self.lora_base = (adapter_base(init) if is_adapter_only(init) else init).resolve()
-        self._init_weights(model, self.lora_base)
-        self.lora = add_lora(model, lora_layout(model, self.model_cfg, load_meta(self.lora_base)), self.t.lora)
-        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-        if self.t.base_precision != "fp32":
-            hold_frozen(model, self.t.base_precision)
-        source = resume_from or (init if is_adapter_only(init) else None)
-        if source is not None:
-            if resume_from is not None:
-                self._check_resume_config(resume_from)
-            self.lora.load(model, read_adapter(source), self.t.lora)
-            self.log(f"{'resuming' if resume_from else 'adapter initialised'} from {source}")
-        trained = sum(t.numel() for t in self.lora.tensors(dict(model.named_parameters())).values())
-        self.log(f"LoRA: {trained:,} adapter parameters on a frozen base of {frozen:,} "
-                 f"(rank {self.t.lora.rank}, {', '.join(self.t.lora.targets)}; base {self.t.base_precision})")
-        return read_trainer_state(resume_from) if resume_from else None
-
-    def _inherit_pruning(self, model_cfg: ModelConfig) -> ModelConfig:
-        """Fine-tuning a head-pruned checkpoint (``train.init_from``) keeps its pruned architecture,
-        so ``hybridformer prune ... && hybridformer train --set train.init_from=PRUNED`` just works."""
-        if not self.t.init_from or model_cfg.pruned_heads is not None:
-            return model_cfg
-        pruned = load_config_file(Path(self.t.init_from)).pruned_heads
-        return model_cfg.model_copy(update={"pruned_heads": pruned}) if pruned else model_cfg
-
-    def _init_weights(self, model: nn.Module, checkpoint_dir: Path) -> None:
-        """``train.init_from``: start from a checkpoint of the same architecture (dropout may differ)."""
-        saved = load_config_file(checkpoint_dir)
-        mine, theirs = self.model_cfg.model_dump(), saved.model_dump()
-        keys = [k for k in mine if k != "dropout" and mine[k] != theirs.get(k)]
-        if keys:
-            raise ConfigError(f"train.init_from: model config differs from {checkpoint_dir} in: {', '.join(keys)}")
-        load_state_into(model, load_weights(checkpoint_dir), checkpoint_dir)
-        self.log(f"initialised the weights from {checkpoint_dir}")
-
     def _optimizer(self) -> torch.optim.Optimizer:
         """AdamW (Loshchilov & Hutter, 2019); no weight decay on biases, norms and other vectors.
 
@@ -251,26 +184,8 @@ class _Trainer:
     def _fsdp(self) -> bool:
         return self.env.active and self.t.strategy == "fsdp"
 
-    def _optimizer_state(self) -> dict:
-        if self._fsdp():
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-            return get_optimizer_state_dict(self.model, self.optimizer,
-                                            options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return self.optimizer.state_dict()
-
     def _restore_state(self, state: dict) -> None:
-        if self._fsdp():
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
-                                     options=StateDictOptions(full_state_dict=True))
-        else:
-            try:
-                self.optimizer.load_state_dict(state["optimizer"])
-            except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
-                raise CheckpointError(f"trainer_state.pt: optimizer state does not fit this model "
-                                      f"({str(exc)[:200]})") from None
+        D.load_optimizer_state(self.model, self.optimizer, state["optimizer"], fsdp=self._fsdp())
         self.step, self.best, self.bad_evals = int(state["step"]), float(state["best"]), int(state["bad_evals"])
         self.last_valid = float(state.get("last_valid", math.nan))
         if self.ema is not None and state.get("ema"):
@@ -417,7 +332,7 @@ class _Trainer:
         if improved:
             self.best, self.bad_evals = self.last_valid, 0
             try:
-                self._save_export(self.run_dir.best, None)
+                self._write(self.run_dir.best, None)
             except OSError as exc:
                 raise write_error(exc, self.step, self.run_dir) from None
         else:
@@ -455,43 +370,16 @@ class _Trainer:
 
     def validation_bleu(self) -> float:
         """sacreBLEU of greedy outputs on the first ``train.eval_bleu`` validation pairs (same on every rank)."""
-        model = self._export_model(None)
+        model = self.writer.model(self.model)
         decoder = TorchEngine(ModelScorer(model), self.tokenizer, self.model_cfg, self.device, "validation")
         sources, references = zip(*self.bleu_pairs, strict=True)
         hypotheses = list(stream_outputs(decoder, sources, GenerationOptions.parse({"beam": 1})))
         return bleu(hypotheses, list(references)).score
 
-    def _export_model(self, ema: dict[str, torch.Tensor] | None) -> nn.Module:
-        """The model to write: the live one, or a plain CPU copy (FSDP: gathered; EMA: averaged weights)."""
-        if (ema is None or self.lora is not None) and not self._fsdp():
-            return D.unwrap(self.model)
-        model = build_model(self.model_cfg)
-        load_state_into(model, D.full_state_dict(self.model), self.run_dir.root)
-        if ema is not None:
-            with torch.no_grad():
-                for name, param in model.named_parameters():
-                    param.copy_(ema[name])
-        return model
-
-    def _save_export(self, path: Path, ema: dict[str, torch.Tensor] | None, write_extra=None) -> None:
-        model = self._export_model(ema)  # collective under FSDP: every rank takes part
-        if self.env.is_main:
-            save_checkpoint(path, model if self.lora is None else None, self.model_cfg, self.side,
-                            meta={"step": self.step, "valid_loss": self.last_valid, **self.objective.meta},
-                            write_extra=write_extra if self.lora is None else functools.partial(
-                                self._write_adapter, write_extra, ema))
-
-    def _write_adapter(self, extra, ema: dict[str, torch.Tensor] | None, tmp: Path) -> None:
-        """A LoRA run's checkpoint: the adapter (PEFT format, naming its base) instead of the weights."""
-        params = ema if ema is not None else dict(D.unwrap(self.model).named_parameters())
-        write_adapter(tmp, self.lora.tensors(params), self.t.lora, [p for ps in self.lora.parts.values() for p in ps],
-                      self.model_cfg, str(self.lora_base))
-        if extra is not None:
-            extra(tmp)
-
     def _save(self) -> None:
         state = {"step": self.step, "best": self.best, "bad_evals": self.bad_evals, "last_valid": self.last_valid,
-                 "data": self.stream.position.state_dict(), "optimizer": self._optimizer_state(),
+                 "data": self.stream.position.state_dict(),
+                 "optimizer": D.optimizer_state(self.model, self.optimizer, fsdp=self._fsdp()),
                  "ema": self.ema.state_dict() if self.ema is not None else {},
                  "world_size": self.env.world_size, "precision": self.precision}
         try:
@@ -499,12 +387,14 @@ class _Trainer:
                 state["ema"] = {k: D.full_tensor(v).cpu() if isinstance(v, torch.Tensor) else v
                                 for k, v in state["ema"].items()}
                 shadow = {k.removeprefix("shadow."): v for k, v in state["ema"].items() if k.startswith("shadow.")}
-                self._save_export(self.run_dir.ema, shadow)
-            self._save_export(self.run_dir.step_dir(self.step), None,
-                              write_extra=lambda tmp: write_trainer_state(tmp, state))
+                self._write(self.run_dir.ema, shadow)
+            self._write(self.run_dir.step_dir(self.step), None, write_extra=lambda tmp: write_trainer_state(tmp, state))
             if self.env.is_main:
                 self.run_dir.prune(self.t.keep_last)
         except OSError as exc:
             raise write_error(exc, self.step, self.run_dir) from None
         self._saved_step = self.step
         D.barrier(self.env)
+
+    def _write(self, path: Path, ema: dict[str, torch.Tensor] | None, write_extra=None) -> None:
+        self.writer.write(path, self.model, ema, step=self.step, valid_loss=self.last_valid, write_extra=write_extra)

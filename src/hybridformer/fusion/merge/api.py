@@ -43,6 +43,19 @@ def method_options(method: str) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(_method(method).options) if f.name != "weights"}
 
 
+def describe_methods() -> dict[str, str]:
+    """Each method -> what it takes (``--base``, ``--weights``, its options with defaults and help): the text
+    ``merge --help`` shows (kept in :mod:`hybridformer.names`, which must not import torch)."""
+    described = {}
+    for name, merger in METHODS.items():
+        takes = ["--base"] if merger.needs_base else []
+        takes += ["--weights"] if merger.takes_weights else []
+        takes += [f"{f.name} (default {f.default!r}: {f.metadata.get('help', '')})"
+                  for f in method_options(name).values()]
+        described[name] = "; ".join(takes) or "no options"
+    return described
+
+
 def resolve_options(
     method: str, num_models: int, *, base: str | Path | None = None, weights: Sequence[float] | None = None,
     **options: Any,

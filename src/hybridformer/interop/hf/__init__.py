@@ -9,6 +9,7 @@ from __future__ import annotations
 from .bart import BART, MBART
 from .bert import BERT, ROBERTA
 from .common import Architecture, GGUFLayout
+from .falcon_h1 import FALCON_H1
 from .gemma3 import GEMMA3
 from .gpt2 import GPT2
 from .granite import GRANITE_HYBRID
@@ -35,8 +36,12 @@ SPECS: tuple[Architecture, ...] = (
     GPT2,
     LFM2,
     GRANITE_HYBRID,
+    FALCON_H1,
 )
 ARCHITECTURES: dict[str, Architecture] = {spec.model_type: spec for spec in SPECS}
-GGUF_ARCHITECTURES: dict[str, Architecture] = {spec.gguf.name: spec for spec in SPECS if spec.gguf is not None}
+GGUF_ARCHITECTURES: dict[str, Architecture] = {}  # a GGUF file's general.architecture -> the first spec writing it
+for _spec in SPECS:
+    if _spec.gguf is not None:
+        GGUF_ARCHITECTURES.setdefault(_spec.gguf.name, _spec)
 
 __all__ = ["ARCHITECTURES", "GGUF_ARCHITECTURES", "SPECS", "Architecture", "GGUFLayout"]

@@ -18,16 +18,23 @@ from ..rules import Rule
 class GGUFLayout:
     """How llama.cpp writes an architecture: its ``general.architecture`` name and what its converter changed.
 
-    ``tensors`` adds per-layer GGUF names (``attn_q_norm`` ...) to the Llama ones in ``interop/gguf``;
+    ``tensors`` adds per-layer GGUF names (``attn_q_norm`` ...) to the Llama ones in ``interop/gguf`` (the
+    export takes the names from the ``gguf`` package's tensor map; the round-trip tests hold the two equal);
     ``config`` reads the metadata only this architecture has into config.json fields; ``weight(name, w)``
-    undoes what llama.cpp's converter did to a tensor (HF names; Gemma's norms are stored as 1 + w).
+    undoes what llama.cpp's converter did to a tensor (HF names; Gemma's norms are stored as 1 + w) and
+    ``stored(name, w)`` does it (``export --to gguf``); ``metadata(writer, cfg)`` writes the architecture's own
+    keys, raising ConfigError for what its llama.cpp architecture cannot hold. ``local_attention``: it has
+    sliding-window layers (Gemma 3).
     """
 
     name: str
     permuted_qk: bool = False  # q/k rows permuted for llama.cpp's RoPE (its Llama converter does this)
     tensors: dict[str, str] = dataclass_field(default_factory=dict)
-    config: Callable[[Callable[[str], Any]], dict[str, Any]] | None = None
+    config: Callable[[Callable[[str], Any], set[str]], dict[str, Any]] | None = None  # (metadata, tensor names)
     weight: Callable[[str, Tensor], Tensor] | None = None
+    stored: Callable[[str, Tensor, ModelConfig], Tensor] | None = None
+    metadata: Callable[[Any, ModelConfig], None] | None = None
+    local_attention: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class Architecture:
     name its source type (trained here, or fine-tuned) exports as the first type, in registry order,
     that ``adopts`` it (a round-trip fit) or, failing that, that ``claims`` it (the Llama family).
     ``ct2``: whether ``export --to ct2`` is offered for it; ``gguf``: how llama.cpp's files of it read.
+    ``fold(hf)`` gives ``weight(name, tensor)``, rewriting each source tensor as it is read (Falcon-H1's µP
+    multipliers folded into the weights they scale).
     """
 
     model_type: str
@@ -57,6 +66,7 @@ class Architecture:
     claims: Callable[[ModelConfig], bool] | None = None
     ct2: bool = True
     gguf: GGUFLayout | None = None
+    fold: Callable[[dict[str, Any]], Callable[[str, Tensor], Tensor]] | None = None
 
 
 def unsupported(field: str, value: Any, why: str) -> ConfigError:

@@ -14,6 +14,7 @@ from typing import Any
 from torch import Tensor
 
 from ...config import ModelConfig
+from ...errors import ConfigError
 from . import llama
 from .common import Architecture, GGUFLayout, hf_rope_parameters, rope_settings, unsupported
 
@@ -90,10 +91,11 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def gguf_config(field: Callable[[str], Any]) -> dict[str, Any]:
+def gguf_config(field: Callable[[str], Any], tensors: set[str]) -> dict[str, Any]:
     """What llama.cpp's gemma3 files leave implicit: its runtime's 1/√head_dim query scale (all but 27B), local
     base 10k and a global layer every sixth (as transformers' GGUF loader assumes too)."""
-    return {"sliding_window": field("attention.sliding_window"), "query_pre_attn_scalar": field("attention.key_length"),
+    head_dim = field("attention.key_length") or field("embedding_length") // field("attention.head_count")
+    return {"sliding_window": field("attention.sliding_window"), "query_pre_attn_scalar": head_dim,
             "rope_local_base_freq": LOCAL_BASE, "sliding_window_pattern": 6}
 
 
@@ -102,8 +104,31 @@ def gguf_weight(name: str, weight: Tensor) -> Tensor:
     return weight - 1 if name.endswith("norm.weight") else weight
 
 
+def gguf_stored(name: str, weight: Tensor, cfg: ModelConfig) -> Tensor:
+    """The inverse of :func:`gguf_weight`."""
+    return weight + 1 if name.endswith("norm.weight") else weight
+
+
+def gguf_metadata(writer, cfg: ModelConfig) -> None:
+    """llama.cpp's gemma3 fixes what :func:`gguf_config` reads back: refuse a model that differs."""
+    stack, pattern = cfg.decoder, 6
+    local = stack.attention
+    expected = ["full" if (i + 1) % pattern == 0 else "sliding_window" for i in range(stack.layers)]
+    problems = []
+    if [stack.attention_of(i).name for i in range(stack.layers)] != expected:
+        problems.append(f"a global layer every {pattern}th (llama.cpp's gemma3 pattern)")
+    if (local.rope_base or cfg.rope_base) != LOCAL_BASE:
+        problems.append(f"a local RoPE base of {LOCAL_BASE:g}")
+    if cfg.score_scale is not None:
+        problems.append("queries scaled by 1/sqrt(head_dim) (query_pre_attn_scalar = head_dim)")
+    if problems:
+        raise ConfigError(f"llama.cpp's gemma3 architecture needs {'; '.join(problems)}")
+    writer.add_sliding_window(local.options.get("window", 0) + 1)
+
+
 GGUF_NAMES = {"attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
               "post_attention_norm": "post_attention_layernorm", "ffn_norm": "pre_feedforward_layernorm",
               "post_ffw_norm": "post_feedforward_layernorm"}
 GEMMA3 = Architecture("gemma3_text", "Gemma3ForCausalLM", model_config, rules, hf_config, adopts=True, ct2=False,
-                      gguf=GGUFLayout("gemma3", tensors=GGUF_NAMES, config=gguf_config, weight=gguf_weight))
+                      gguf=GGUFLayout("gemma3", tensors=GGUF_NAMES, config=gguf_config, weight=gguf_weight,
+                                      stored=gguf_stored, metadata=gguf_metadata, local_attention=True))

@@ -66,7 +66,7 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
         "activation_function": HF_ACTIVATIONS[cfg.activation], "layer_norm_epsilon": cfg.norm_eps,
         "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": 0.0,
         "tie_word_embeddings": cfg.tie_embeddings, "bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id,
-        "pad_token_id": cfg.pad_id if cfg.pad_id < cfg.vocab_size else None,
+        "pad_token_id": cfg.pad_id if cfg.pad_in_vocab else None,
     }
 
 

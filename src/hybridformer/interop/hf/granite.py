@@ -71,7 +71,8 @@ def copies(ours: str, hf: str, names: list[str]) -> list[Rule]:
 
 def mamba_rules(ours: str, hf: str, cfg: ModelConfig) -> list[Rule]:
     ssm = cfg.decoder.ssm
-    names = ["dt_bias", "A_log", "D", "norm.weight", "in_proj.weight", "out_proj.weight"]
+    names = ["dt_bias", "A_log", "D", "in_proj.weight", "out_proj.weight"]
+    names += [] if ssm.output_norm == "none" else ["norm.weight"]
     names += ["in_proj.bias", "out_proj.bias"] if ssm.bias else []
     conv = Rule(f"{ours}.conv.weight", (f"{hf}.conv1d.weight",), convert=lambda w: w.squeeze(1),
                 restore=lambda w: w.unsqueeze(1))  # nn.Conv1d stores (C, 1, k)

@@ -9,11 +9,14 @@ and the export writes the derived width with the adjustment off.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from torch import Tensor
 
 from ...config import ModelConfig
 from ..rules import Rule
-from .common import Architecture, first_id, hf_rope_parameters, require, rope_settings
+from .common import Architecture, GGUFLayout, first_id, hf_rope_parameters, require, rope_settings
 
 
 def ffn_width(hf: dict[str, Any]) -> int:
@@ -102,4 +105,34 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-LFM2 = Architecture("lfm2", "Lfm2ForCausalLM", model_config, rules, hf_config, adopts=True, ct2=False)
+def gguf_config(field: Callable[[str], Any], tensors: set[str]) -> dict[str, Any]:
+    """llama.cpp's lfm2 marks the convolution layers by 0 key/value heads; its FFN width is the final one."""
+    kv = field("attention.head_count_kv")
+    kv = kv if isinstance(kv, list) else [kv] * field("block_count")
+    return {"num_key_value_heads": max(kv), "layer_types": ["full_attention" if n else "conv" for n in kv],
+            "conv_L_cache": field("shortconv.l_cache"), "norm_eps": field("attention.layer_norm_rms_epsilon"),
+            "block_auto_adjust_ff_dim": False}
+
+
+def gguf_weight(name: str, weight: Tensor) -> Tensor:
+    """llama.cpp stores the short convolutions' kernels as (channels, k), nn.Conv1d as (channels, 1, k)."""
+    return weight.unsqueeze(1) if name.endswith("conv.conv.weight") and weight.dim() == 2 else weight
+
+
+def gguf_stored(name: str, weight: Tensor, cfg: ModelConfig) -> Tensor:
+    return weight.squeeze(1) if name.endswith("conv.conv.weight") else weight
+
+
+def gguf_metadata(writer, cfg: ModelConfig) -> None:
+    writer.add_shortconv_l_cache(cfg.decoder.conv.short_kernel_size)
+
+
+GGUF_NAMES = {  # llama.cpp's lfm2 names -> HF's
+    "shortconv.conv": "conv.conv", "shortconv.in_proj": "conv.in_proj", "shortconv.out_proj": "conv.out_proj",
+    "attn_norm": "operator_norm", "ffn_norm": "ffn_norm", "ffn_gate": "feed_forward.w1", "ffn_down": "feed_forward.w2",
+    "ffn_up": "feed_forward.w3", "attn_q_norm": "self_attn.q_layernorm", "attn_k_norm": "self_attn.k_layernorm",
+    "attn_output": "self_attn.out_proj", "token_embd_norm.weight": "model.embedding_norm.weight",  # its final norm
+}
+LFM2 = Architecture("lfm2", "Lfm2ForCausalLM", model_config, rules, hf_config, adopts=True, ct2=False,
+                    gguf=GGUFLayout("lfm2", tensors=GGUF_NAMES, config=gguf_config, weight=gguf_weight,
+                                    stored=gguf_stored, metadata=gguf_metadata))

@@ -173,6 +173,7 @@ def _architecture(model_type: str, hf_class: str, **spec: Any) -> Architecture:
 # a model made here exports as Qwen2 when it has q/k/v biases only, else as Mistral when windowed, else as Llama
 LLAMA = _architecture("llama", "LlamaForCausalLM", claims=lambda cfg: not qkv_bias_only(cfg) and not windowed(cfg),
                       gguf=GGUFLayout("llama", permuted_qk=True))
-MISTRAL = _architecture("mistral", "MistralForCausalLM", claims=lambda cfg: not qkv_bias_only(cfg) and windowed(cfg))
+MISTRAL = _architecture("mistral", "MistralForCausalLM", claims=lambda cfg: not qkv_bias_only(cfg) and windowed(cfg),
+                        gguf=GGUFLayout("llama", permuted_qk=True))  # llama.cpp writes Mistral as llama
 QWEN2 = _architecture("qwen2", "Qwen2ForCausalLM", claims=qkv_bias_only, export_blockers=qwen2_blockers,
                       gguf=GGUFLayout("qwen2"))

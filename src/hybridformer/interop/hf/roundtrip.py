@@ -13,7 +13,7 @@ from ...config import ModelConfig
 from .common import Architecture
 
 # may differ without changing the computation HF would do (or are carried outside config.json)
-IGNORED = {"dropout", "bos_id", "eos_id", "pad_id", "decoder_start_id"}
+IGNORED = {"dropout", "bos_id", "eos_id", "extra_eos_ids", "pad_id", "decoder_start_id"}
 
 
 def layout_blockers(cfg: ModelConfig, arch: Architecture) -> list[str]:

@@ -28,7 +28,7 @@ import torch
 
 from ... import structured
 from ...checkpoint import Checkpoint
-from ...config import ExperimentConfig, load_config
+from ...config import ExperimentConfig
 from ...data.tokenizer import load_tokenizer_file
 from ...decoding.ensemble import Combine
 from ...errors import ConfigError
@@ -36,7 +36,7 @@ from ...filenames import TOKENIZER
 from ...inference import check_same_vocabulary, load_checkpoints
 from ...outputs import prepare_run_dir
 from ..guard import RunLock
-from ..setup import model_config_for, read_raw
+from ..setup import load_recipe, model_config_for, read_raw
 from ..state import RunDir
 from ..trainer import TrainResult, train
 from .kd_loss import WordDistillLoss, check_word_options
@@ -66,7 +66,7 @@ def distill(teachers: Sequence[str | Path], config: ExperimentConfig | str | Pat
     if kind == "word" and references:
         raise ConfigError("--with-references mixes references into --kind sequence data; --kind word already "
                           "trains on the references (--alpha weighs them)")
-    cfg = config if isinstance(config, ExperimentConfig) else load_config(config, list(overrides), ExperimentConfig)
+    cfg = config if isinstance(config, ExperimentConfig) else load_recipe(config, overrides)
     run = RunDir(prepare_run_dir(out))
     # one writer: the settings and the sequence-level cache below are written before train() locks too
     with RunLock(run.root, enabled=int(os.environ.get("RANK", "0")) == 0):

@@ -1,0 +1,139 @@
+"""Continuous batching: every request gets exactly what it gets decoded alone — greedy and seeded sampling, n,
+penalties, stop, mixed prompt lengths, requests that join a running batch mid-flight — for several cache kinds;
+requests it cannot reproduce go through dynamic batching; an engine that cannot join rows gets dynamic batching."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+import torch
+from engines.test_prefill import ARCHITECTURES, engine_for
+
+from hybridformer.engines import GenerationOptions
+from hybridformer.serve import continuous
+from hybridformer.serve.batcher import DynamicBatcher
+from hybridformer.serve.continuous import ContinuousBatcher, make_batcher
+from hybridformer.serve.metrics import Metrics
+
+KINDS = ["rope", "sliding-window", "layer-shortconv", "layer-mamba2"]
+
+
+def greedy(budget: int, **extra) -> GenerationOptions:
+    return GenerationOptions(beam=1, max_len_a=0.0, max_len_b=budget, **extra)
+
+
+def sampled(budget: int, seed: int) -> GenerationOptions:
+    return GenerationOptions(sample=True, top_k=20, max_len_a=0.0, max_len_b=budget, seed=seed)
+
+
+@dataclass
+class Request:
+    sources: list[list[int]]
+    opts: GenerationOptions
+    stop_after: int | None = None  # row 0 stops after this many tokens (a stop string)
+    company: list[int] = field(default_factory=list)  # rows running beside it when its tokens came
+
+    def on_token(self, batcher=None):
+        seen = [0] * len(self.sources)
+
+        def hook(row: int, token: int, log_probs) -> bool:
+            seen[row] += 1
+            if batcher is not None:
+                self.company.append(len(batcher.rows))
+            return row == 0 and seen[row] == self.stop_after
+
+        return hook
+
+    def alone(self, engine) -> list[list[int]]:
+        generator = None
+        if self.opts.sample:
+            generator = torch.Generator().manual_seed(self.opts.seed)
+        return engine.stream(self.sources, self.opts, generator, self.on_token())
+
+
+FIRST = [Request([[5, 6, 7, 8, 9], [10, 11]], greedy(12)),
+         Request([[12, 13, 14]] * 3, sampled(8, seed=7)),  # n = 3
+         Request([[15, 16, 17, 18]], greedy(8, presence_penalty=0.7, frequency_penalty=0.5)),
+         Request([[19, 20], [21, 22, 23, 24, 25, 26]], greedy(10), stop_after=3),
+         Request([[27, 28, 29], [30]], GenerationOptions(beam=2, max_len_a=0.0, max_len_b=5))]  # dynamic
+LATE = [Request([[31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45]], sampled(6, seed=3)),
+        Request([[46]], greedy(6)), Request([[47, 48]] * 2, sampled(5, seed=11))]
+
+
+def spread(engine):
+    """Weights spread wide, so that greedy choices are tie-free and samples varied."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in engine.scorer.model.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+    return engine
+
+
+def serve_all(engine, first: list[Request], late: list[Request], **limits) -> tuple[list, object]:
+    """Submit ``first`` at once and ``late`` when the first request's third token is chosen (mid-flight)."""
+
+    for request in first + late:
+        request.company.clear()
+
+    async def main():
+        batcher = make_batcher(engine, Metrics(), batching=True, max_wait_ms=1.0,
+                               **({"max_batch_tokens": 4096, "max_rows": 32} | limits))
+        batcher.start()
+        loop, late_tasks = asyncio.get_running_loop(), []
+        trigger = first[0].on_token(batcher)
+
+        def first_hook(row, token, log_probs):
+            if len(first[0].company) == 2:
+                loop.call_soon_threadsafe(lambda: late_tasks.extend(
+                    asyncio.ensure_future(batcher.submit(r.sources, r.opts, r.on_token(batcher))) for r in late))
+            return trigger(row, token, log_probs)
+
+        hooks = [first_hook] + [r.on_token(batcher) for r in first[1:]]
+        outputs = await asyncio.gather(*(batcher.submit(r.sources, r.opts, h) for r, h in zip(first, hooks,
+                                                                                               strict=True)))
+        for _ in range(500):
+            if len(late_tasks) == len(late):
+                break
+            await asyncio.sleep(0.01)
+        outputs += await asyncio.gather(*late_tasks)
+        await batcher.close()
+        return outputs, batcher
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_request_gets_what_it_gets_alone(tiny_tokenizer, kind, one_thread):
+    engine = spread(engine_for(tiny_tokenizer, **ARCHITECTURES[kind]))
+    outputs, batcher = serve_all(engine, FIRST, LATE)
+    assert isinstance(batcher, ContinuousBatcher) and batcher.metrics.mode == "continuous"
+    for request, got in zip(FIRST + LATE, outputs, strict=True):
+        assert got == request.alone(engine), request
+    assert len(set(map(tuple, outputs[1]))) > 1, "the n samples of one request should differ"
+    assert len(outputs[3][0]) == 3 and len(outputs[3][1]) > 3, "the stop ends only its row"
+    assert max(LATE[0].company) > 1, "a late request decoded beside the running ones"
+    assert batcher.metrics.queued == 0 and not batcher.rows
+
+
+@pytest.mark.parametrize("prefill_tokens", [512, 4])  # 4: every request prefilled in a step of its own
+def test_row_cap_and_token_budget_hold_requests_back(tiny_tokenizer, prefill_tokens, monkeypatch, one_thread):
+    monkeypatch.setattr(continuous, "PREFILL_TOKENS", prefill_tokens)
+    engine = spread(engine_for(tiny_tokenizer, **ARCHITECTURES["rope"]))
+    first = [Request([[5, 6, 7]], greedy(6)), Request([[8, 9]], greedy(6)), Request([[10, 11, 12, 13]], greedy(6))]
+    outputs, batcher = serve_all(engine, first, [], max_rows=2, max_batch_tokens=6)
+    for request, got in zip(first, outputs, strict=True):
+        assert got == request.alone(engine)
+    assert max(c for r in first for c in r.company) <= 2
+    assert batcher.metrics.batch_requests.count == (2 if prefill_tokens == 512 else 3)  # prefill passes
+
+
+def test_an_engine_that_cannot_join_rows_gets_dynamic_batching():
+    metrics = Metrics()
+    decoder = SimpleNamespace(joins=False)  # CTranslate2
+    batcher = make_batcher(decoder, metrics, batching=True, max_batch_tokens=64, max_rows=4, max_wait_ms=1.0)
+    assert type(batcher) is DynamicBatcher and metrics.mode == "dynamic"
+    make_batcher(decoder, metrics, batching=False, max_batch_tokens=64, max_rows=4, max_wait_ms=1.0)
+    assert metrics.mode == "off"
