@@ -12,10 +12,10 @@ from torch import nn
 
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from hybridformer.compress import FORMATS, SCHEMES, quantize_model, state_size
-from hybridformer.config import ExperimentConfig, parse_config
 from hybridformer.decoding import ModelScorer
 from hybridformer.errors import ConfigError
 from hybridformer.longify import longify
+from hybridformer.train.setup import fine_tune_defaults
 
 from ..conftest import assert_one_line_error, run_cli, run_entry
 
@@ -112,7 +112,7 @@ def test_fine_tuning_a_quantized_checkpoint_is_refused(tmp_path):
     model, new_config = quantize_model(build_model(config).eval(), config, "int8")
     save_checkpoint(tmp_path / "int8", model, new_config)
     with pytest.raises(ConfigError, match="train.init_from: .* holds dynamic_int8 weights"):
-        parse_config(ExperimentConfig, {"train": {"init_from": str(tmp_path / "int8")}})
+        fine_tune_defaults({"train": {"init_from": str(tmp_path / "int8")}})
 
 
 def test_longify_keeps_the_weight_format(tmp_path):
