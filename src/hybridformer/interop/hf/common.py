@@ -151,3 +151,21 @@ def hf_rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
         value = getattr(scaling, field)
         params[key] = value if value is not None or field != "original_max_positions" else cfg.max_positions
     return params
+
+
+def gated_ffn_rules(ours: str, ffn: str, cfg: ModelConfig, names: tuple[str, str, str] = ("gate_proj", "up_proj",
+                    "down_proj")) -> list[Rule]:
+    """A gated FFN's separate gate, up and down maps (``names``) as our fused ``linear1`` (gate; up) and ``linear2``,
+    biases too where the model has them."""
+    gate, up, down = names
+    kinds = ["weight", "bias"] if cfg.ffn_bias else ["weight"]
+    return [rule for kind in kinds for rule in (
+        Rule(f"{ours}.1.body.linear1.{kind}", (f"{ffn}.{gate}.{kind}", f"{ffn}.{up}.{kind}"),
+             (cfg.ffn_dim, cfg.ffn_dim)),
+        Rule(f"{ours}.1.body.linear2.{kind}", (f"{ffn}.{down}.{kind}",)))]
+
+
+def output_rules(cfg: ModelConfig, final_norm: str) -> list[Rule]:
+    """The final norm and, unless tied to the embedding, the output head (``lm_head``)."""
+    out = [Rule("decoder.final_norm.weight", (f"{final_norm}.weight",))]
+    return out if cfg.tie_embeddings else [*out, Rule("output.weight", ("lm_head.weight",))]

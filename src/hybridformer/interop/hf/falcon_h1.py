@@ -19,7 +19,17 @@ from torch import Tensor
 from ...config import ModelConfig
 from ...errors import ConfigError
 from ..rules import Rule
-from .common import Architecture, GGUFLayout, first_id, hf_rope_parameters, require, rope_settings, unsupported
+from .common import (
+    Architecture,
+    GGUFLayout,
+    first_id,
+    gated_ffn_rules,
+    hf_rope_parameters,
+    output_rules,
+    require,
+    rope_settings,
+    unsupported,
+)
 from .granite import attention_rules, mamba_rules
 
 
@@ -104,22 +114,14 @@ def folded(hf: dict[str, Any]) -> Callable[[str, Tensor], Tensor]:
 
 def rules(cfg: ModelConfig) -> list[Rule]:
     out = [Rule("embed.weight", ("model.embed_tokens.weight",))]
-    kinds = ["weight", "bias"] if cfg.ffn_bias else ["weight"]
     for i in range(cfg.decoder.layers):
         hf, ours = f"model.layers.{i}", f"decoder.layers.{i}.sublayers"
-        ffn = f"{hf}.feed_forward"
         out += [Rule(f"{ours}.0.norm.weight", (f"{hf}.input_layernorm.weight",)),
                 Rule(f"{ours}.1.norm.weight", (f"{hf}.pre_ff_layernorm.weight",))]
         out += attention_rules(f"{ours}.0.body.branches.0", f"{hf}.self_attn", cfg)
         out += mamba_rules(f"{ours}.0.body.branches.1", f"{hf}.mamba", cfg)
-        for kind in kinds:
-            out += [Rule(f"{ours}.1.body.linear1.{kind}", (f"{ffn}.gate_proj.{kind}", f"{ffn}.up_proj.{kind}"),
-                         (cfg.ffn_dim, cfg.ffn_dim)),
-                    Rule(f"{ours}.1.body.linear2.{kind}", (f"{ffn}.down_proj.{kind}",))]
-    out.append(Rule("decoder.final_norm.weight", ("model.final_layernorm.weight",)))
-    if not cfg.tie_embeddings:
-        out.append(Rule("output.weight", ("lm_head.weight",)))
-    return out
+        out += gated_ffn_rules(ours, f"{hf}.feed_forward", cfg)
+    return out + output_rules(cfg, "model.final_layernorm")
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ...config import ModelConfig
 from ..rules import Rule
-from .common import Architecture, first_id, hf_rope_parameters, require, rope_settings, unsupported
+from .common import Architecture, first_id, hf_rope_parameters, output_rules, require, rope_settings, unsupported
 
 MAMBA = ("mamba", "linear_attention")
 
@@ -101,10 +101,7 @@ def rules(cfg: ModelConfig) -> list[Rule]:
             out += mamba_rules(f"{ours}.0.body", f"{hf}.mamba", cfg)
         else:
             out += attention_rules(f"{ours}.0.body", f"{hf}.self_attn", cfg)
-    out.append(Rule("decoder.final_norm.weight", ("model.norm.weight",)))
-    if not cfg.tie_embeddings:
-        out.append(Rule("output.weight", ("lm_head.weight",)))
-    return out
+    return out + output_rules(cfg, "model.norm")
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:

@@ -16,7 +16,16 @@ from torch import Tensor
 
 from ...config import ModelConfig
 from ..rules import Rule
-from .common import Architecture, GGUFLayout, first_id, hf_rope_parameters, require, rope_settings
+from .common import (
+    Architecture,
+    GGUFLayout,
+    first_id,
+    gated_ffn_rules,
+    hf_rope_parameters,
+    output_rules,
+    require,
+    rope_settings,
+)
 
 
 def ffn_width(hf: dict[str, Any]) -> int:
@@ -70,9 +79,7 @@ def rules(cfg: ModelConfig) -> list[Rule]:
         hf, ours = f"model.layers.{i}", f"decoder.layers.{i}.sublayers"
         out += [Rule(f"{ours}.0.norm.weight", (f"{hf}.operator_norm.weight",)),
                 Rule(f"{ours}.1.norm.weight", (f"{hf}.ffn_norm.weight",)),
-                Rule(f"{ours}.1.body.linear1.weight", (f"{hf}.feed_forward.w1.weight", f"{hf}.feed_forward.w3.weight"),
-                     (cfg.ffn_dim, cfg.ffn_dim)),
-                Rule(f"{ours}.1.body.linear2.weight", (f"{hf}.feed_forward.w2.weight",))]
+                *gated_ffn_rules(ours, f"{hf}.feed_forward", cfg, ("w1", "w3", "w2"))]
         if cfg.decoder.layer_of(i) == "transformer":
             attn = f"{hf}.self_attn"
             qkv = tuple(f"{attn}.{p}_proj.weight" for p in "qkv")
@@ -85,10 +92,7 @@ def rules(cfg: ModelConfig) -> list[Rule]:
                     Rule(f"{ours}.0.body.conv.weight", (f"{hf}.conv.conv.weight",),
                          convert=lambda w: w.squeeze(1), restore=lambda w: w.unsqueeze(1)),  # nn.Conv1d's (C, 1, k)
                     Rule(f"{ours}.0.body.out_proj.weight", (f"{hf}.conv.out_proj.weight",))]
-    out.append(Rule("decoder.final_norm.weight", ("model.embedding_norm.weight",)))
-    if not cfg.tie_embeddings:
-        out.append(Rule("output.weight", ("lm_head.weight",)))
-    return out
+    return out + output_rules(cfg, "model.embedding_norm")
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:

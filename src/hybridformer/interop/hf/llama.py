@@ -10,7 +10,17 @@ from typing import Any
 
 from ...config import ModelConfig
 from ..rules import Rule
-from .common import Architecture, GGUFLayout, first_id, hf_rope_parameters, require, rope_settings, unsupported
+from .common import (
+    Architecture,
+    GGUFLayout,
+    first_id,
+    gated_ffn_rules,
+    hf_rope_parameters,
+    output_rules,
+    require,
+    rope_settings,
+    unsupported,
+)
 
 
 def refuse_qwen_window(hf: dict[str, Any]) -> None:
@@ -67,24 +77,15 @@ def rules(cfg: ModelConfig, norms: dict[str, str] = LLAMA_NORMS) -> list[Rule]:
         out += [
             Rule(f"{ours}.0.body.qkv_proj.weight", tuple(f"{a}.weight" for a in attn), (q, kv, kv)),
             Rule(f"{ours}.0.body.out_proj.weight", (f"{hf}.self_attn.o_proj.weight",)),
-            Rule(f"{ours}.1.body.linear1.weight", (f"{hf}.mlp.gate_proj.weight", f"{hf}.mlp.up_proj.weight"),
-                 (cfg.ffn_dim, cfg.ffn_dim)),
-            Rule(f"{ours}.1.body.linear2.weight", (f"{hf}.mlp.down_proj.weight",)),
         ]
+        out += gated_ffn_rules(ours, f"{hf}.mlp", cfg)
         if cfg.qk_norm:
             out += [Rule(f"{ours}.0.body.{p}_norm.weight", (f"{hf}.self_attn.{p}_norm.weight",)) for p in "qk"]
         if cfg.qkv_bias if cfg.qkv_bias is not None else cfg.attention_bias:
             out.append(Rule(f"{ours}.0.body.qkv_proj.bias", tuple(f"{a}.bias" for a in attn), (q, kv, kv)))
         if cfg.attention_bias:
             out.append(Rule(f"{ours}.0.body.out_proj.bias", (f"{hf}.self_attn.o_proj.bias",)))
-        if cfg.ffn_bias:
-            out += [Rule(f"{ours}.1.body.linear1.bias", (f"{hf}.mlp.gate_proj.bias", f"{hf}.mlp.up_proj.bias"),
-                         (cfg.ffn_dim, cfg.ffn_dim)),
-                    Rule(f"{ours}.1.body.linear2.bias", (f"{hf}.mlp.down_proj.bias",))]
-    out.append(Rule("decoder.final_norm.weight", ("model.norm.weight",)))
-    if not cfg.tie_embeddings:
-        out.append(Rule("output.weight", ("lm_head.weight",)))
-    return out
+    return out + output_rules(cfg, "model.norm")
 
 
 def hf_config(cfg: ModelConfig, model_type: str) -> dict[str, Any]:

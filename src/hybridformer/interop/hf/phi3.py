@@ -11,7 +11,7 @@ from typing import Any
 from ...config import ModelConfig
 from ..rules import Rule
 from . import llama
-from .common import Architecture
+from .common import Architecture, output_rules
 
 
 def model_config(hf: dict[str, Any]) -> dict[str, Any]:
@@ -31,10 +31,7 @@ def rules(cfg: ModelConfig) -> list[Rule]:
             Rule(f"{ours}.1.body.linear1.weight", (f"{hf}.mlp.gate_up_proj.weight",)),
             Rule(f"{ours}.1.body.linear2.weight", (f"{hf}.mlp.down_proj.weight",)),
         ]
-    out.append(Rule("decoder.final_norm.weight", ("model.norm.weight",)))
-    if not cfg.tie_embeddings:
-        out.append(Rule("output.weight", ("lm_head.weight",)))
-    return out
+    return out + output_rules(cfg, "model.norm")
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:
