@@ -39,6 +39,11 @@ class KVCache:
             values[:, :, : self.length] = self.values[:, :, : self.length]
         self.keys, self.values = keys, values
 
+    def reserve(self, columns: int) -> None:
+        """Room for ``columns`` keys without growing (a compiled step must never take the growing branch)."""
+        if self.keys is not None and columns > self.keys.shape[2]:
+            self._grow(self.keys, self.values, columns)
+
     def positions(self, device: torch.device | None = None) -> Tensor:
         """Absolute positions of the cached keys (decoding always starts at position 0)."""
         return torch.arange(self.length, device=device)
@@ -129,7 +134,7 @@ def project(linear: nn.Module, x: Tensor, cache: DecodingCache | None) -> Tensor
     1.3x faster and its 49,152-row vocabulary head 1.9x faster than ``F.linear`` (docs/RESULTS.md). It
     costs one copy of the weights, made at the first one-row step; wider steps never make it.
     """
-    if cache is None or type(linear) is not nn.Linear or x.numel() != x.shape[-1]:
+    if cache is None or not cache.transposes or type(linear) is not nn.Linear or x.numel() != x.shape[-1]:
         return linear(x)
     state = cache.shared.get(linear)
     if state is None or not state.matches(linear.weight):
@@ -149,10 +154,17 @@ class DecodingCache(dict):
     decoded exactly as if it were alone, while all rows share one column offset.
     """
 
-    def __init__(self, shared: dict | None = None, start: Tensor | None = None) -> None:
+    def __init__(self, shared: dict | None = None, start: Tensor | None = None, *, transposes: bool = True) -> None:
         super().__init__()
         self.shared = {} if shared is None else shared
         self.start = start
+        self.transposes = transposes  # False under torch.compile: inductor lays out the products itself
+
+    def reserve(self, columns: int) -> None:
+        """Make every growing state hold ``columns`` columns without reallocating (see ``KVCache.reserve``)."""
+        for state in self.values():
+            if hasattr(state, "reserve"):
+                state.reserve(columns)
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (beam search's surviving hypotheses), in that order."""

@@ -22,7 +22,8 @@ __all__ = ["GenerationOptions", "generate", "stream_outputs"]
 def generate(
     checkpoints: CheckpointLike | Sequence[CheckpointLike], inputs: Iterable[str], *,
     device: str | torch.device = "cpu", weights: Sequence[float] | None = None, combine: str = "prob",
-    engine: str = "torch", quantization: str | None = None, adapter: str | Path | None = None, **options,
+    engine: str = "torch", quantization: str | None = None, adapter: str | Path | None = None, compile: bool = False,
+    **options,
 ) -> Iterator[str]:
     """Decode every input line; yields one output line per input line, in input order, as soon as
     its window of ~``4 · batch_tokens`` input tokens is done.
@@ -32,12 +33,12 @@ def generate(
     ``early_stopping``, ``at_budget``, ``seed``, ``batch_tokens``). Several checkpoints decode as one ensemble
     (``weights``, ``combine`` as in :func:`~hybridformer.engines.load_engine`). ``engine`` names an entry of
     :data:`~hybridformer.engines.ENGINES` (``ct2``: CTranslate2, with ``quantization``); ``adapter`` folds a
-    LoRA adapter in. Checkpoints and options are checked now; the input is read lazily while iterating (an
-    input without lines is a :class:`DataError`).
+    LoRA adapter in; ``compile`` compiles the torch engine's decoding step. Checkpoints and options are checked
+    now; the input is read lazily while iterating (an input without lines is a :class:`DataError`).
     """
     opts = GenerationOptions.parse(options)
     decoder = load_engine(checkpoints, device, weights=weights, combine=combine, engine=engine,
-                          quantization=quantization, adapter=adapter)
+                          quantization=quantization, adapter=adapter, compile=compile)
     return stream_outputs(decoder, inputs, opts)
 
 

@@ -119,11 +119,13 @@ def _vocab_difference(a: Tokenizer, b: Tokenizer) -> str | None:
 
 
 def scorer_from_checkpoints(checkpoints: Sequence[Checkpoint], *, weights: Sequence[float] | None = None,
-                            combine: Combine = "prob") -> Scorer:
-    """One checkpoint -> its ModelScorer; several (or explicit weights) -> an :class:`Ensemble`."""
+                            combine: Combine = "prob", compile: bool = False) -> Scorer:
+    """One checkpoint -> its ModelScorer; several (or explicit weights) -> an :class:`Ensemble`; ``compile``:
+    each model's decoding step runs through ``torch.compile``."""
+    scorers = [ModelScorer(c.model, compile=compile) for c in checkpoints]
     if len(checkpoints) == 1 and weights is None:
-        return ModelScorer(checkpoints[0].model)
-    return Ensemble([c.model for c in checkpoints], weights=weights, combine=combine)
+        return scorers[0]
+    return Ensemble(scorers, weights=weights, combine=combine)
 
 
 # ----------------------------------------------------------------------------- labels: a Classifier

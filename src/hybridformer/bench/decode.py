@@ -40,6 +40,7 @@ class Row:
     agreement: float | None = None  # greedy tokens equal to torch fp32's, before the first difference
     identical: bool | None = None  # fp32 paths: all greedy tokens equal torch fp32's
     skipped: str = ""
+    warmup_s: float | None = None  # building it and a first short decode at both batch sizes (compilation included)
 
 
 @dataclass
@@ -78,7 +79,7 @@ def make_prompts(checkpoint: Path, count: int, length: int, text: Path | None = 
 def run_decode_bench(
     checkpoint: str | Path, *, engines: list[str], formats: list[str], peers: list[str], prompts: int = 8,
     prompt_len: int = 32, new_tokens: int = 64, beam: int = 5, rounds: int = 3, threads: int = 1,
-    text: str | Path | None = None, memory: bool = True, progress=None,
+    text: str | Path | None = None, memory: bool = True, compiled: bool = False, progress=None,
 ) -> DecodeReport:
     """Measure every contender (see module docstring); ``progress(line)`` hears about each step."""
     checkpoint = Path(checkpoint)
@@ -87,7 +88,7 @@ def run_decode_bench(
                                ("--beam", beam, 0)):
         if value < least:
             raise ConfigError(f"{name} must be >= {least}, got {value}")
-    specs = contenders(engines, formats, peers)
+    specs = contenders(engines, formats, peers, compiled)
     load_checkpoint(checkpoint)  # a bad checkpoint fails here, before any contender is built
     batch = make_prompts(checkpoint, prompts, prompt_len, Path(text) if text else None)
     torch.set_num_threads(threads)
@@ -98,9 +99,12 @@ def run_decode_bench(
         rows = {spec: Row(spec.name) for spec in specs}
         for spec in specs:
             try:
+                start = time.perf_counter()
                 runners[spec] = build(spec, setup)
-                runners[spec].greedy(batch[:1], 2)  # warm-up: first-call costs are not decoding speed
-                say(f"built {spec.name}")
+                for warm in (batch[:1], batch):  # warm-up: first-call costs (compilation) are not decoding speed
+                    runners[spec].greedy(warm, 3)
+                rows[spec].warmup_s = time.perf_counter() - start
+                say(f"built {spec.name} ({rows[spec].warmup_s:.1f} s with its warm-up)")
             except Skip as exc:
                 rows[spec].skipped = str(exc)
                 say(f"skipped {spec.name}: {exc}")
@@ -112,7 +116,7 @@ def run_decode_bench(
                 rows[spec].peak_mib = _peak_memory(spec, setup, batch, new_tokens)
                 say(f"peak memory of {spec.name}: {rows[spec].peak_mib:.0f} MiB")
     settings = dict(prompts=prompts, prompt_len=prompt_len, new_tokens=new_tokens, beam=beam, rounds=rounds,
-                    threads=threads, text=str(text) if text else None, torch=torch.__version__)
+                    threads=threads, text=str(text) if text else None, compiled=compiled, torch=torch.__version__)
     return DecodeReport(str(checkpoint), settings, f"{platform.processor() or platform.machine()}, "
                         f"{platform.system()}", list(rows.values()))
 
@@ -208,7 +212,9 @@ def markdown(report: DecodeReport) -> str:
         if row.identical is not None:
             agree += " (identical)" if row.identical else " (DIFFERS: an fp32 path must be identical)"
         rows.append([row.name, *cells, peak, agree])
-    return "\n".join([*lines, markdown_table(header, rows, align="lrrrrrl")]) + "\n"
+    notes = [f"{row.name}: built and warmed up (compiled) in {row.warmup_s:.0f} s" for row in report.rows
+             if row.name.endswith(" compiled") and row.warmup_s is not None]
+    return "\n".join([*lines, markdown_table(header, rows, align="lrrrrrl"), *([""] + notes if notes else [])]) + "\n"
 
 
 def write_decode_report(report: DecodeReport, out: str | Path) -> Path:

@@ -31,15 +31,18 @@ ENGINES = ("torch", "ct2")
 
 @dataclass(frozen=True)
 class Spec:
-    """One contender: ``kind`` (torch, ct2-engine, transformers, ct2, llama.cpp) and its weight format."""
+    """One contender: ``kind`` (torch, ct2-engine, transformers, ct2, llama.cpp), its weight format, and for the
+    torch engine whether its decoding step is compiled."""
 
     kind: str
     fmt: str
+    compiled: bool = False
 
     @property
     def name(self) -> str:
-        return {"torch": "hybridformer torch", "ct2-engine": "hybridformer --engine ct2", "transformers":
+        name = {"torch": "hybridformer torch", "ct2-engine": "hybridformer --engine ct2", "transformers":
                 "transformers", "ct2": "CTranslate2 direct", "llama.cpp": "llama.cpp"}[self.kind] + f" {self.fmt}"
+        return name + " compiled" if self.compiled else name
 
     @property
     def exact(self) -> bool:
@@ -63,14 +66,16 @@ class Setup:
     threads: int
 
 
-def contenders(engines: list[str], formats: list[str], peers: list[str]) -> list[Spec]:
-    """The specs to run, in a fixed order (the reference, torch fp32, first when it is asked for)."""
+def contenders(engines: list[str], formats: list[str], peers: list[str], compiled: bool = False) -> list[Spec]:
+    """The specs to run, in a fixed order (the reference, torch fp32, first when it is asked for); ``compiled``
+    adds each torch format again with its compiled decoding step."""
     for option, given, known in (("--engines", engines, ENGINES), ("--formats", formats, FORMATS),
                                  ("--peers", peers, PEERS)):
         unknown = [name for name in given if name not in known]
         if unknown:
             raise ConfigError(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
     specs = [Spec("torch", fmt) for fmt in FORMATS if "torch" in engines and fmt in formats]
+    specs += [Spec("torch", spec.fmt, compiled=True) for spec in specs if compiled]
     specs += [Spec("ct2-engine", q) for q in ("float32", "int8") if "ct2" in engines]
     specs += [Spec("transformers", "fp32")] if "transformers" in peers else []
     specs += [Spec("ct2", q) for q in ("float32", "int8") if "ct2" in peers]
@@ -81,7 +86,9 @@ def contenders(engines: list[str], formats: list[str], peers: list[str]) -> list
 def build(spec: Spec, setup: Setup) -> Runner:
     """The runner of ``spec``; a missing library or a model the peer cannot run raises ``Skip``."""
     with quiet_torchao():  # transformers imports torchao too
-        return {"torch": _torch, "ct2-engine": _ct2_engine, "transformers": _transformers, "ct2": _ct2,
+        if spec.kind == "torch":
+            return _torch(spec.fmt, setup, spec.compiled)
+        return {"ct2-engine": _ct2_engine, "transformers": _transformers, "ct2": _ct2,
                 "llama.cpp": _llama_cpp}[spec.kind](spec.fmt, setup)
 
 
@@ -97,14 +104,14 @@ def _require(module: str, package: str) -> None:
 # ----------------------------------------------------------------------------- hybridformer
 
 
-def _torch(fmt: str, setup: Setup) -> Runner:
+def _torch(fmt: str, setup: Setup, compiled: bool = False) -> Runner:
     ckpt = load_checkpoint(setup.checkpoint)
     model, cfg = ckpt.model, ckpt.config
     if cfg.quantization is not None:
         raise Skip(f"the checkpoint is already quantized ({cfg.quantization}); bench its float source")
     if fmt != "fp32":
         model, cfg = quantize_model(copy.deepcopy(model), cfg, fmt)
-    scorer = NoEarlyEnd(ModelScorer(model), cfg.eos_ids)
+    scorer = NoEarlyEnd(ModelScorer(model, compile=compiled), cfg.eos_ids)
 
     def start(prompts: Prompts):
         tokens = torch.tensor(prompts)

@@ -25,6 +25,8 @@ def bench_decode(
     text: Path = typer.Option(None, "--text", help="Take the prompts from this text (default: random token ids)."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Peak memory of each contender in a fresh "
                                 "process (costs one model load each)."),
+    compile_: bool = typer.Option(False, "--compile", help="Also run each torch format with its decoding step "
+                                  "compiled (torch.compile; its compile time is reported)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report at --out."),
 ) -> None:
     """Greedy tok/s at batch 1 and full batch, beam tok/s, prefill tok/s and peak memory, contenders
@@ -33,6 +35,7 @@ def bench_decode(
     Examples:
       hybridformer bench decode smollm2 --formats fp32,int8 --peers transformers,ct2 --new-tokens 32 --out runs/decode
       hybridformer bench decode runs/m30k-conformer/checkpoints/best --peers "" --out runs/decode-conformer
+      hybridformer bench decode smollm2 --formats fp32 --compile --peers ct2 --no-memory --out runs/decode-compiled
     """
     from ..bench.decode import markdown, run_decode_bench, write_decode_report
     from ..outputs import prepare_output_dir
@@ -41,7 +44,7 @@ def bench_decode(
     report = run_decode_bench(
         checkpoint, engines=split_list(engines), formats=split_list(formats), peers=split_list(peers),
         prompts=prompts, prompt_len=prompt_len, new_tokens=new_tokens, beam=beam, rounds=rounds, threads=threads,
-        text=text, memory=memory, progress=lambda line: typer.echo(line, err=True))
+        text=text, memory=memory, compiled=compile_, progress=lambda line: typer.echo(line, err=True))
     write_decode_report(report, out)
     typer.echo(markdown(report))
     if not report.fp32_identical:

@@ -24,6 +24,8 @@ CHECKPOINTS = typer.Argument(..., help="Checkpoint directory; several = an ensem
 WEIGHTS = typer.Option(None, "--weights", help="Ensemble weights: 0.7,0.3 or @FILE from tune-weights (default: equal).")
 ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter directory (PEFT format: a LoRA run's checkpoint, or "
                        "peft's save_pretrained) folded into the checkpoint.")
+COMPILE = typer.Option(False, "--compile", help="torch engine: compile the decoding step (torch.compile; pays on "
+                       "long outputs, costs compile time at the start: docs/decoding.md).")
 COMBINE = typer.Option("prob", "--combine", help="Ensemble: mean of probabilities (prob) or of log-probs (log_prob).")
 
 
@@ -51,6 +53,7 @@ def generate_cmd(
     combine: str = COMBINE,
     chat: bool = typer.Option(False, "--chat", help="Wrap each line as a user message in the model's chat template."),
     adapter: str = ADAPTER,
+    compile_: bool = COMPILE,
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar on stderr (default: when "
                                   "stderr is a terminal and stdout is not)."),
 ) -> None:
@@ -76,7 +79,7 @@ def generate_cmd(
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_len_a=max_len_a, max_len_b=max_len_b,
         no_repeat_ngram=no_repeat_ngram, at_budget=at_budget, batch_tokens=batch_tokens,
         weights=parse_weights(weights), combine=combine,
-        chat=chat, adapter=adapter,
+        chat=chat, adapter=adapter, compile=compile_,
     )
     written = 0
     with LineProgress(input, enabled=progress) as bar:

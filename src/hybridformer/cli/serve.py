@@ -9,7 +9,7 @@ import sys
 import typer
 
 from ..errors import ConfigError
-from .generate import ADAPTER
+from .generate import ADAPTER, COMPILE
 
 
 def serve_cmd(
@@ -53,6 +53,7 @@ def serve_cmd(
     body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.1, help="Answer 408 when a request body has "
                                        "not arrived within this many seconds."),
     adapter: str = ADAPTER,
+    compile_: bool = COMPILE,
 ) -> None:
     """Serve a model over HTTP: POST /v1/generate; for language models also the OpenAI routes
     /v1/completions and /v1/chat/completions (stream: true = server-sent events); GET /health, /metrics.
@@ -80,7 +81,7 @@ def serve_cmd(
                              keep_alive_timeout=timeout_keep_alive, header_timeout=header_timeout,
                              body_timeout=body_timeout)
     serve(checkpoint, settings, host=host, port=port, quantization=quantization, device=device, log_level=log_level,
-          adapter=adapter)
+          adapter=adapter, compile=compile_)
     # Shut down cleanly, every answer sent: exit now rather than through the interpreter's teardown of torch and
     # friends, which takes seconds on a busy machine (an idle server must stop at once on SIGTERM).
     logging.shutdown()

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cache import DecodingCache
+from .compiled import CompiledDecode
 
 
 class Scorer(Protocol):
@@ -45,37 +46,41 @@ class ModelScorer:
     Every search reads only the next-token distribution, so each step (the prompt pass included)
     asks the model for the logits of the last position alone (``logits_to_keep=1``): the one
     place this is decided for greedy, sampling, beam search and ensembles alike.
+    ``compile=True`` runs the one-token steps through ``torch.compile`` (:class:`CompiledDecode`).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, compile: bool = False) -> None:
         self.model = model.eval()
         self.seq2seq = hasattr(model, "encode") and hasattr(model, "tgt_embed")
         self.shared: dict = {}  # per-model decoding constants reused across sessions (DecodingCache.shared)
+        self.decode = CompiledDecode(model) if compile else model.decode
+        self.compiled = compile
         # every module that places tokens by column (AttentionKernel.left_padding) must take left padding
         self.left_padding = not self.seq2seq and all(getattr(m, "left_padding", True) for m in model.modules())
 
     @torch.no_grad()
     def init_state(self, src: Tensor | None = None, start: Tensor | None = None) -> ModelState:
         if not self.seq2seq:
-            return ModelState(DecodingCache(self.shared, start))
+            return ModelState(DecodingCache(self.shared, start, transposes=not self.compiled))
         if src is None:
             raise ValueError("a sequence-to-sequence model needs a source batch to decode")
         memory, mask = self.model.encode(src)
-        return ModelState(DecodingCache(self.shared), 0, memory, mask)
+        return ModelState(DecodingCache(self.shared, transposes=not self.compiled), 0, memory, mask)
 
     @torch.no_grad()
     def step(self, state: ModelState, prev_tokens: Tensor) -> tuple[Tensor, ModelState]:
         """prev_tokens: (batch, n) tokens not yet fed -> log-probs of the next token (batch, vocab)."""
+        decode = self.decode if prev_tokens.shape[1] == 1 and state.offset else self.model.decode  # prompts: eager
         if self.seq2seq:
-            logits = self.model.decode(prev_tokens, state.memory, state.memory_padding_mask,
-                                       cache=state.cache, offset=state.offset, logits_to_keep=1)
+            logits = decode(prev_tokens, state.memory, state.memory_padding_mask,
+                            cache=state.cache, offset=state.offset, logits_to_keep=1)
             # Each cross-attention now holds the source's keys/values (StaticKV): the encoder output is
             # never read again, so it is dropped rather than reordered at every beam step.
             state.memory = state.memory_padding_mask = None
         else:  # a long prompt goes in chunks through the cache: exact, and its activations stay O(chunk)
             for start in range(0, prev_tokens.shape[1], PREFILL_CHUNK):
                 chunk = prev_tokens[:, start : start + PREFILL_CHUNK]
-                logits = self.model.decode(chunk, cache=state.cache, offset=state.offset, logits_to_keep=1)
+                logits = decode(chunk, cache=state.cache, offset=state.offset, logits_to_keep=1)
                 state.offset += chunk.shape[1]
             return output_log_probs(logits[:, -1], self.model.pad_id), state
         state.offset += prev_tokens.shape[1]

@@ -44,7 +44,7 @@ class Engine(Protocol):
     @classmethod
     def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *, purpose: str,
              weights: Sequence[float] | None, combine: str, quantization: str | None,
-             adapter: str | Path | None) -> Engine: ...
+             adapter: str | Path | None, compile: bool) -> Engine: ...
 
     def decode_batch(self, sources: list[list[int]], opts: GenerationOptions, generator: torch.Generator | None = None,
                      on_token: Emit | None = None) -> list[list[int]]: ...
@@ -64,15 +64,17 @@ ENGINES: dict[str, type[Engine]] = {"torch": TorchEngine, "ct2": Ct2Engine}
 
 def load_engine(checkpoints: CheckpointLike | Sequence[CheckpointLike], device: str | torch.device = "cpu", *,
                 engine: str = "torch", purpose: str = "generate", weights: Sequence[float] | None = None,
-                combine: str = "prob", quantization: str | None = None, adapter: str | Path | None = None) -> Engine:
+                combine: str = "prob", quantization: str | None = None, adapter: str | Path | None = None,
+                compile: bool = False) -> Engine:
     """Load the checkpoint(s) into the engine named ``engine``: several checkpoints are one ensemble (torch),
     ``quantization`` is CTranslate2's compute type (ct2), ``adapter`` a LoRA adapter (PEFT format) folded into
-    the one checkpoint (torch; a LoRA run's adapter-only checkpoint loads on the base model it names)."""
+    the one checkpoint (torch; a LoRA run's adapter-only checkpoint loads on the base model it names),
+    ``compile`` runs the decoding steps through ``torch.compile`` (torch; docs/decoding.md)."""
     if engine not in ENGINES:
         raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     items = [checkpoints] if isinstance(checkpoints, CheckpointLike) else list(checkpoints)
     return ENGINES[engine].load(items, device, purpose=purpose, weights=weights, combine=combine,
-                                quantization=quantization, adapter=adapter)
+                                quantization=quantization, adapter=adapter, compile=compile)
 
 
 __all__ = ["ENGINES", "Engine", "GenerationOptions", "decode_sources", "load_engine", "output_budget"]

@@ -57,10 +57,12 @@ class Ct2Engine:
     @classmethod
     def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *,
              purpose: str = "generate", weights: Sequence[float] | None = None, combine: str = "prob",
-             quantization: str | None = None, adapter: str | Path | None = None) -> Ct2Engine:
+             quantization: str | None = None, adapter: str | Path | None = None, compile: bool = False) -> Ct2Engine:
         """One checkpoint (exported once into a cache beside it) or a CTranslate2 export, with ``quantization``."""
         from ..lora import is_adapter_only
 
+        if compile:
+            raise ConfigError("--compile compiles the torch engine's decoding step; CTranslate2 runs its own kernels")
         if adapter is not None or any(not isinstance(i, Checkpoint) and is_adapter_only(i) for i in checkpoints):
             raise ConfigError("--engine ct2 runs plain checkpoints; fold the LoRA adapter in first: "
                               "hybridformer merge --fold ADAPTER --out DIR")

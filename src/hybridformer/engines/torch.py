@@ -42,10 +42,11 @@ class TorchEngine:
     @classmethod
     def load(cls, checkpoints: Sequence[CheckpointLike], device: str | torch.device = "cpu", *,
              purpose: Task = "generate", weights: Sequence[float] | None = None, combine: Combine = "prob",
-             quantization: str | None = None, adapter: str | Path | None = None) -> TorchEngine:
+             quantization: str | None = None, adapter: str | Path | None = None, compile: bool = False) -> TorchEngine:
         """Several checkpoints become one :class:`~hybridformer.decoding.Ensemble` Scorer (same vocabulary,
         any architectures), combined per step by ``combine`` (``prob`` or ``log_prob``) with ``weights``;
-        ``adapter`` is a LoRA adapter folded into the one checkpoint."""
+        ``adapter`` is a LoRA adapter folded into the one checkpoint; ``compile``: each model's one-token steps
+        run through ``torch.compile`` (:class:`~hybridformer.decoding.compiled.CompiledDecode`)."""
         if quantization is not None:
             raise ConfigError("--quantization applies to --engine ct2; for the torch engine run `hybridformer "
                               "quantize` once and use its output")
@@ -57,7 +58,7 @@ class TorchEngine:
         from ..lora import with_adapter
 
         ckpts = load_checkpoints(with_adapter(list(checkpoints), adapter, device), device, task=purpose)
-        scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine)
+        scorer = scorer_from_checkpoints(ckpts, weights=weights, combine=combine, compile=compile)
         name = ", ".join(str(c.path) for c in ckpts)
         return cls(scorer, ckpts[0].tokenizer, ckpts[0].config, torch.device(device), name,
                    ckpts[0].chat_template)

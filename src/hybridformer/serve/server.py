@@ -54,10 +54,11 @@ def logging_config(log_level: str) -> dict:
 
 def build_server(checkpoint: str | Path, settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000,
                  quantization: str | None = None, device: str = "cpu", log_level: str = "info",
-                 adapter: str | Path | None = None):
+                 adapter: str | Path | None = None, compile: bool = False):
     """A ready ``uvicorn.Server`` for ``checkpoint`` (call ``.run()``; tests run it in a thread)."""
     check_settings(settings, port, log_level)
-    decoder = load_engine(checkpoint, device, engine=settings.engine, quantization=quantization, adapter=adapter)
+    decoder = load_engine(checkpoint, device, engine=settings.engine, quantization=quantization, adapter=adapter,
+                          compile=compile)
     settings.model_name = Path(checkpoint).name if settings.model_name == "hybridformer" else settings.model_name
     app = create_app(decoder, settings)
     cap, backlog = connection_limits(settings.max_connections)  # over the cap: closed at once (requests: 503)

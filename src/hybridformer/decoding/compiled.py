@@ -1,0 +1,43 @@
+"""A compiled decoding step: ``torch.compile`` of a model's one-token ``decode``, opt-in (``compile=True``).
+
+Eager decoding of a small model at batch 1 spends much of each step launching small operations (norms, RoPE,
+head reshapes, cache writes); inductor fuses them. Only one-token steps are compiled — the prompt pass stays
+eager — with symbolic lengths (``dynamic=True``), so one graph serves every step of a growing cache: a graph
+specialised to each length would recompile at every token (docs/RESULTS.md, *Decoding speed*). The caches are
+grown in chunks outside the compiled graph (:meth:`~hybridformer.cache.DecodingCache.reserve`), so the graph
+never takes the growing branch. On CUDA the same graph runs without CUDA graphs (they would record one graph
+per cache length). Any failure to compile is one warning line on stderr, and that step and every later one
+run eagerly: the tokens are the same either way.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import Tensor, nn
+
+from ..cache import DecodingCache
+
+RESERVE_CHUNK = 256  # cache columns reserved at a time ahead of the compiled steps
+
+
+class CompiledDecode:
+    """``model.decode`` for one-token steps through ``torch.compile``, falling back to eager on failure."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.compiled = torch.compile(model.decode, dynamic=True)
+        self.failed: str | None = None  # why compilation failed, once it has
+
+    def __call__(self, tokens: Tensor, *args, cache: DecodingCache, offset: int, **kwargs) -> Tensor:
+        if self.failed is None:
+            # one spare column: a cache view spanning its whole buffer would specialise the graph
+            cache.reserve(-(-(offset + 2) // RESERVE_CHUNK) * RESERVE_CHUNK)
+            try:
+                return self.compiled(tokens, *args, cache=cache, offset=offset, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure means: decode eagerly
+                self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                print(f"warning: the compiled decoding step failed ({self.failed[:200]}); decoding eagerly",
+                      file=sys.stderr, flush=True)
+        return self.model.decode(tokens, *args, cache=cache, offset=offset, **kwargs)

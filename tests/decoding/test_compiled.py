@@ -1,0 +1,78 @@
+"""The compiled decoding step (``ModelScorer(model, compile=True)``) gives the eager step's tokens, for every
+architecture the torch engine decodes, and falls back to eager (one warning line) when compilation fails."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hybridformer import ModelConfig, build_model
+from hybridformer.decoding import ModelScorer, beam_search, greedy_search
+from hybridformer.decoding import compiled as compiled_module
+
+# One decoder stack holding every decoding state the engine has: a growing KV cache (full attention, GQA),
+# a rolling window with sinks, linear-attention sums, convolution histories (shortconv, conformer) and an SSM.
+HYBRID = ModelConfig(
+    arch="decoder_lm", vocab_size=19, d_model=16, heads=2, kv_heads=1, ffn_dim=32, dropout=0.0, position="rope",
+    norm="rmsnorm", activation="swiglu",
+    decoder={"layers": 6, "layer_types": {3: "shortconv", 4: "mamba2", 5: "conformer"},
+             "layer_attention": {1: {"name": "sliding_window", "window": 3, "num_global": 1,
+                                     "sink_positions": "cache"},
+                                 2: {"name": "linear"}},
+             "conv": {"kernel_size": 3}, "ssm": {"state_size": 4, "head_dim": 8, "chunk_size": 4}})
+SEQ2SEQ = ModelConfig(arch="encoder_decoder", vocab_size=19, d_model=16, heads=2, kv_heads=1, ffn_dim=32,
+                      dropout=0.0, encoder={"layers": 1}, decoder={"layers": 2})
+
+
+def greedy(scorer, prompt, new_tokens):
+    return greedy_search(scorer, scorer.init_state(None), prompt, eos_id=-1, max_new_tokens=new_tokens)
+
+
+@pytest.mark.slow
+def test_compiled_step_equals_eager_on_every_decoder_state(one_thread):
+    """Past a cache reservation chunk, so the reserved buffers grow between compiled steps too."""
+    torch.manual_seed(0)
+    model = build_model(HYBRID).eval()
+    prompt = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    old_chunk, compiled_module.RESERVE_CHUNK = compiled_module.RESERVE_CHUNK, 8
+    try:
+        scorer = ModelScorer(model, compile=True)
+        for rows in (prompt[:1], prompt):  # batch 1, then a batch
+            assert greedy(scorer, rows, 12) == greedy(ModelScorer(model), rows, 12)
+    finally:
+        compiled_module.RESERVE_CHUNK = old_chunk
+    assert scorer.decode.failed is None
+
+
+@pytest.mark.slow
+def test_compiled_seq2seq_beam_search_equals_eager(one_thread):
+    """Beam search reorders the caches and drops finished sentences between compiled steps."""
+    torch.manual_seed(0)
+    model = build_model(SEQ2SEQ).eval()
+    src = torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]])
+    prefix = torch.ones(2, 1, dtype=torch.long)
+
+    def beams(scorer):
+        hyps = beam_search(scorer, scorer.init_state(src), prefix, beam=3, eos_id=2, max_len=torch.tensor([9, 6]))
+        return [h.tokens for h in hyps]
+
+    scorer = ModelScorer(model, compile=True)
+    assert beams(scorer) == beams(ModelScorer(model))
+    assert scorer.decode.failed is None
+
+
+def test_a_failed_compilation_warns_once_and_decodes_eagerly(monkeypatch, capsys):
+    def broken(fn, **options):
+        def call(*args, **kwargs):
+            raise RuntimeError("inductor: no C++ compiler found\nmore detail")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    torch.manual_seed(0)
+    model = build_model(HYBRID).eval()
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    scorer = ModelScorer(model, compile=True)
+    assert greedy(scorer, prompt, 5) == greedy(ModelScorer(model), prompt, 5)
+    err = capsys.readouterr().err
+    assert err.count("warning: the compiled decoding step failed") == 1
+    assert "RuntimeError: inductor: no C++ compiler found" in err and "more detail" not in err
