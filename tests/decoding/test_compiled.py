@@ -10,15 +10,13 @@ from hybridformer import ModelConfig, build_model
 from hybridformer.decoding import ModelScorer, beam_search, greedy_search
 from hybridformer.decoding import compiled as compiled_module
 
-# One decoder stack holding every decoding state the engine has: a growing KV cache (full attention, GQA),
-# a rolling window with sinks, linear-attention sums, convolution histories (shortconv, conformer) and an SSM.
+# One decoder stack holding the decoding states the engine has: a growing KV cache (full attention, GQA), a
+# rolling window, linear-attention sums, convolution histories (shortconv, conformer) and an SSM state.
 HYBRID = ModelConfig(
     arch="decoder_lm", vocab_size=19, d_model=16, heads=2, kv_heads=1, ffn_dim=32, dropout=0.0, position="rope",
     norm="rmsnorm", activation="swiglu",
     decoder={"layers": 6, "layer_types": {3: "shortconv", 4: "mamba2", 5: "conformer"},
-             "layer_attention": {1: {"name": "sliding_window", "window": 3, "num_global": 1,
-                                     "sink_positions": "cache"},
-                                 2: {"name": "linear"}},
+             "layer_attention": {1: {"name": "sliding_window", "window": 3}, 2: {"name": "linear"}},
              "conv": {"kernel_size": 3}, "ssm": {"state_size": 4, "head_dim": 8, "chunk_size": 4}})
 SEQ2SEQ = ModelConfig(arch="encoder_decoder", vocab_size=19, d_model=16, heads=2, kv_heads=1, ffn_dim=32,
                       dropout=0.0, encoder={"layers": 1}, decoder={"layers": 2})
@@ -76,3 +74,23 @@ def test_a_failed_compilation_warns_once_and_decodes_eagerly(monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.count("warning: the compiled decoding step failed") == 1
     assert "RuntimeError: inductor: no C++ compiler found" in err and "more detail" not in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.sh)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_step_on_cuda_equals_eager(dtype):
+    """The same compiled step on CUDA: identical greedy tokens in fp32; in bf16, the first compiled step's
+    log-probs within bf16 rounding of the eager step's."""
+    torch.manual_seed(0)
+    model = build_model(HYBRID).eval().to("cuda", dtype)
+    prompt = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]], device="cuda")
+    eager, compiled = ModelScorer(model), ModelScorer(model, compile=True)
+    if dtype == torch.float32:
+        assert greedy(compiled, prompt, 12) == greedy(eager, prompt, 12)
+    else:
+        steps = []
+        for scorer in (eager, compiled):
+            log_probs, state = scorer.step(scorer.init_state(None), prompt)
+            steps.append(scorer.step(state, log_probs.argmax(-1, keepdim=True))[0])
+        torch.testing.assert_close(steps[1], steps[0], atol=0.05, rtol=0.05)
+    assert compiled.decode.failed is None

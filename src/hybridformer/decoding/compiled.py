@@ -6,8 +6,10 @@ eager — with symbolic lengths (``dynamic=True``), so one graph serves every st
 specialised to each length would recompile at every token (docs/RESULTS.md, *Decoding speed*). The caches are
 grown in chunks outside the compiled graph (:meth:`~hybridformer.cache.DecodingCache.reserve`), so the graph
 never takes the growing branch. On CUDA the same graph runs without CUDA graphs (they would record one graph
-per cache length). Any failure to compile is one warning line on stderr, and that step and every later one
-run eagerly: the tokens are the same either way.
+per cache length). The whole step must compile as one graph (``fullgraph``): a module the compiler cannot
+trace (FBGEMM's packed dynamic-int8 linears) would split it into many small graphs, slower than eager. So any
+failure to compile is one warning line on stderr, and that step and every later one run eagerly: the tokens
+are the same either way.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import Tensor, nn
 from ..cache import DecodingCache
 
 RESERVE_CHUNK = 256  # cache columns reserved at a time ahead of the compiled steps
+RECOMPILE_LIMIT = 64
 
 
 class CompiledDecode:
@@ -27,7 +30,10 @@ class CompiledDecode:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.compiled = torch.compile(model.decode, dynamic=True)
+        # every model's decode shares one code object, and each model (an ensemble's members) and batch-shape
+        # class is a graph of its own: allow more than dynamo's default 8 before a step falls back
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        self.compiled = torch.compile(model.decode, dynamic=True, fullgraph=True)
         self.failed: str | None = None  # why compilation failed, once it has
 
     def __call__(self, tokens: Tensor, *args, cache: DecodingCache, offset: int, **kwargs) -> Tensor:
