@@ -10,6 +10,8 @@ from hybridformer import ModelConfig, build_model
 from hybridformer.decoding import ModelScorer, beam_search, greedy_search
 from hybridformer.decoding import compiled as compiled_module
 
+from ..conftest import run_cli
+
 # One decoder stack holding the decoding states the engine has: a growing KV cache (full attention, GQA), a
 # rolling window, linear-attention sums, convolution histories (shortconv, conformer) and an SSM state.
 HYBRID = ModelConfig(
@@ -57,6 +59,46 @@ def test_compiled_seq2seq_beam_search_equals_eager(one_thread):
     scorer = ModelScorer(model, compile=True)
     assert beams(scorer) == beams(ModelScorer(model))
     assert scorer.decode.failed is None
+
+
+@pytest.mark.slow
+def test_a_step_that_does_not_compile_as_one_graph_falls_back(one_thread, capsys):
+    """Sinks scored from cache positions pick their columns by value (data-dependent): the model decodes
+    eagerly, with one warning line and the eager tokens."""
+    torch.manual_seed(0)
+    sinks = {"name": "sliding_window", "window": 3, "num_global": 1, "sink_positions": "cache"}
+    model = build_model(ModelConfig(arch="decoder_lm", vocab_size=19, d_model=16, heads=2, ffn_dim=32, dropout=0.0,
+                                    position="rope", decoder={"layers": 1, "attention": sinks})).eval()
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    scorer = ModelScorer(model, compile=True)
+    assert greedy(scorer, prompt, 8) == greedy(ModelScorer(model), prompt, 8)
+    assert scorer.decode.failed is not None and capsys.readouterr().err.count("warning: the compiled") == 1
+
+
+@pytest.mark.slow
+def test_generate_and_bench_decode_take_compile(tmp_path, tiny_checkpoint, monkeypatch, capsys, one_thread):
+    lm = tiny_checkpoint("decoder_lm", position="rope", kv_heads=1)
+    (tmp_path / "in.txt").write_text("a b c\nd e\n")
+    outputs = []
+    for flag in ([], ["--compile"]):
+        code, out, err = run_cli(monkeypatch, capsys, "generate", lm, "--input", tmp_path / "in.txt", "--beam", "1",
+                                 "--max-len-b", "6", *flag)
+        assert code == 0 and "warning" not in err, err
+        outputs.append(out)
+    assert outputs[0] == outputs[1]
+    code, out, err = run_cli(monkeypatch, capsys, "bench", "decode", lm, "--formats", "fp32", "--compile", "--peers",
+                             "", "--prompts", "2", "--prompt-len", "4", "--new-tokens", "3", "--beam", "2",
+                             "--rounds", "1", "--no-memory", "--out", tmp_path / "report")
+    assert code == 0, err
+    assert "| hybridformer torch fp32 compiled |" in out and "fp32 compiled: built and warmed up" in out
+    assert "DIFFERS" not in out
+
+
+def test_compile_is_refused_by_the_ct2_engine(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    (tmp_path / "in.txt").write_text("a b c\n")
+    code, _, err = run_cli(monkeypatch, capsys, "generate", tiny_checkpoint(), "--input", tmp_path / "in.txt",
+                           "--engine", "ct2", "--compile")
+    assert code == 2 and "--compile compiles the torch engine's decoding step" in err
 
 
 def test_a_failed_compilation_warns_once_and_decodes_eagerly(monkeypatch, capsys):
