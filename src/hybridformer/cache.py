@@ -132,15 +132,29 @@ def project(linear: nn.Module, x: Tensor, cache: DecodingCache | None) -> Tensor
     multiplies by a contiguous transpose of its weight instead, kept in ``cache.shared`` while the
     weight is unchanged: on CPU (MKL, 1 thread) that GEMM layout read SmolLM2-135M's layer weights
     1.3x faster and its 49,152-row vocabulary head 1.9x faster than ``F.linear`` (docs/RESULTS.md). It
-    costs one copy of the weights, made at the first one-row step; wider steps never make it.
+    costs one copy of the weights, made at the first one-row step; wider steps never make it. A compiled step
+    only reads the copies (:func:`keep_transposes` makes them before it).
     """
-    if cache is None or not cache.transposes or type(linear) is not nn.Linear or x.numel() != x.shape[-1]:
+    if cache is None or type(linear) is not nn.Linear or x.numel() != x.shape[-1]:
         return linear(x)
     state = cache.shared.get(linear)
-    if state is None or not state.matches(linear.weight):
+    if torch.compiler.is_compiling():
+        if state is None:
+            return linear(x)
+    elif state is None or not state.matches(linear.weight):
         state = cache.shared[linear] = TransposedWeight(linear.weight)
     out = torch.matmul(x, state.weight)
     return out if linear.bias is None else out + linear.bias
+
+
+def keep_transposes(model: nn.Module, shared: dict) -> None:
+    """Make or refresh :func:`project`'s transposed copies of every plain ``nn.Linear`` of ``model`` in ``shared``:
+    before a compiled one-row step, which reads them but cannot check them (their check reads addresses)."""
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            state = shared.get(module)
+            if state is None or not state.matches(module.weight):
+                shared[module] = TransposedWeight(module.weight)
 
 
 class DecodingCache(dict):
@@ -154,11 +168,10 @@ class DecodingCache(dict):
     decoded exactly as if it were alone, while all rows share one column offset.
     """
 
-    def __init__(self, shared: dict | None = None, start: Tensor | None = None, *, transposes: bool = True) -> None:
+    def __init__(self, shared: dict | None = None, start: Tensor | None = None) -> None:
         super().__init__()
         self.shared = {} if shared is None else shared
         self.start = start
-        self.transposes = transposes  # False under torch.compile: inductor lays out the products itself
 
     def reserve(self, columns: int) -> None:
         """Make every growing state hold ``columns`` columns without reallocating (see ``KVCache.reserve``)."""

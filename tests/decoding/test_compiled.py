@@ -39,6 +39,11 @@ def test_compiled_step_equals_eager_on_every_decoder_state(one_thread):
         scorer = ModelScorer(model, compile=True)
         for rows in (prompt[:1], prompt):  # batch 1, then a batch
             assert greedy(scorer, rows, 12) == greedy(ModelScorer(model), rows, 12)
+        # left-padded prompts of different lengths (the engine's batched prefill, the server's rows)
+        start, padded = torch.tensor([2, 0]), torch.tensor([[0, 0, 5, 6], [9, 10, 11, 12]])
+        found = [greedy_search(s, s.init_state(None, start), padded, eos_id=-1, max_new_tokens=10)
+                 for s in (scorer, ModelScorer(model))]
+        assert found[0] == found[1]
     finally:
         compiled_module.RESERVE_CHUNK = old_chunk
     assert scorer.decode.failed is None

@@ -25,8 +25,11 @@ def allowed_mask(
 
 
 def drop_empty_padding(key_padding_mask: Tensor | None) -> Tensor | None:
-    """A padding mask with no padding is no mask (lets kernels take their unmasked fast path)."""
-    if key_padding_mask is None or not bool(key_padding_mask.any()):
+    """A padding mask with no padding is no mask (lets kernels take their unmasked fast path). A compiled step
+    keeps the mask: its graph cannot branch on the mask's values."""
+    if key_padding_mask is None or torch.compiler.is_compiling():
+        return key_padding_mask
+    if not bool(key_padding_mask.any()):
         return None
     return key_padding_mask
 

@@ -19,7 +19,7 @@ import sys
 import torch
 from torch import Tensor, nn
 
-from ..cache import DecodingCache
+from ..cache import DecodingCache, keep_transposes
 
 RESERVE_CHUNK = 256  # cache columns reserved at a time ahead of the compiled steps
 RECOMPILE_LIMIT = 64
@@ -40,6 +40,8 @@ class CompiledDecode:
         if self.failed is None:
             # one spare column: a cache view spanning its whole buffer would specialise the graph
             cache.reserve(-(-(offset + 2) // RESERVE_CHUNK) * RESERVE_CHUNK)
+            if tokens.shape[0] == 1:  # one-row steps multiply by transposed weights (cache.project)
+                keep_transposes(self.model, cache.shared)
             try:
                 return self.compiled(tokens, *args, cache=cache, offset=offset, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any compiler failure means: decode eagerly

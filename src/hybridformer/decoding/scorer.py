@@ -54,18 +54,17 @@ class ModelScorer:
         self.seq2seq = hasattr(model, "encode") and hasattr(model, "tgt_embed")
         self.shared: dict = {}  # per-model decoding constants reused across sessions (DecodingCache.shared)
         self.decode = CompiledDecode(model) if compile else model.decode
-        self.compiled = compile
         # every module that places tokens by column (AttentionKernel.left_padding) must take left padding
         self.left_padding = not self.seq2seq and all(getattr(m, "left_padding", True) for m in model.modules())
 
     @torch.no_grad()
     def init_state(self, src: Tensor | None = None, start: Tensor | None = None) -> ModelState:
         if not self.seq2seq:
-            return ModelState(DecodingCache(self.shared, start, transposes=not self.compiled))
+            return ModelState(DecodingCache(self.shared, start))
         if src is None:
             raise ValueError("a sequence-to-sequence model needs a source batch to decode")
         memory, mask = self.model.encode(src)
-        return ModelState(DecodingCache(self.shared, transposes=not self.compiled), 0, memory, mask)
+        return ModelState(DecodingCache(self.shared), 0, memory, mask)
 
     @torch.no_grad()
     def step(self, state: ModelState, prev_tokens: Tensor) -> tuple[Tensor, ModelState]:
