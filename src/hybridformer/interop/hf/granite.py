@@ -189,7 +189,8 @@ def gguf_config(field: Callable[[str], Any], tensors: set[str]) -> dict[str, Any
     hidden, inner, heads = field("embedding_length"), field("ssm.inner_size"), field("ssm.time_step_rank")
     head_dim = field("attention.key_length") or hidden // field("attention.head_count")
     return {"num_key_value_heads": max(kv) or None, "layer_types": ["attention" if n else "mamba" for n in kv],
-            "num_local_experts": 0, "shared_intermediate_size": field("feed_forward_length"),
+            "num_local_experts": 0,  # llama.cpp's converter writes the dense FFN's width under either key
+            "shared_intermediate_size": field("expert_shared_feed_forward_length") or field("feed_forward_length"),
             "mamba_n_heads": heads, "mamba_d_head": inner // heads, "mamba_expand": inner // hidden,
             "mamba_d_state": field("ssm.state_size"), "mamba_n_groups": field("ssm.group_count"),
             "mamba_d_conv": field("ssm.conv_kernel"),
