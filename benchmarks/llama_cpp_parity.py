@@ -27,7 +27,7 @@ from interop.hf_tiny import save_tiny  # noqa: E402
 
 TINY = {  # save_tiny kind -> overrides that llama.cpp's architecture needs
     "llama": {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}},
-    "qwen2": {}, "qwen3": {}, "lfm2": {}, "granite-hybrid": {}, "falcon-h1-nonorm": {},
+    "qwen2": {}, "qwen3": {"attention_bias": False}, "lfm2": {}, "granite-hybrid": {}, "falcon-h1-nonorm": {},
     "gpt2": {"bos_token_id": 0, "eos_token_id": 0},
 }
 

@@ -85,7 +85,7 @@ def test_f32_export_round_trips_through_convert(tmp_path, byte_bpe, layout):
 GEMMA3 = dict(num_hidden_layers=6, layer_types=None, query_pre_attn_scalar=16,
               rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
                                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
-MODERN = {"qwen3": {}, "gemma3": GEMMA3, "lfm2": {}}
+MODERN = {"qwen3": {"attention_bias": False}, "gemma3": GEMMA3, "lfm2": {}}  # llama.cpp's qwen3: no o_proj bias
 
 
 @pytest.mark.parametrize("kind", MODERN)
@@ -207,11 +207,11 @@ def test_gpt2_round_trips_through_gguf(tmp_path, byte_bpe):
 
 def test_layouts_llama_cpp_reads_otherwise_are_refused_in_one_line(tmp_path, byte_bpe):
     """Phi-3 has no GGUF layout here; what llama.cpp's gemma3 (a global layer every sixth), granitehybrid (no Mamba-2
-    projection biases) and gpt2 (the tanh GELU) fix cannot be written otherwise."""
+    projection biases), gpt2 (the tanh GELU) and qwen3 (no output-projection bias) fix cannot be written otherwise."""
     from interop.hf_tiny import save_tiny
 
     variants = {"phi3": {}, "gemma3": {}, "granite-hybrid": {"mamba_proj_bias": True},
-                "gpt2": {"activation_function": "gelu"}}
+                "gpt2": {"activation_function": "gelu"}, "qwen3": {"attention_bias": True}}
     for kind, overrides in variants.items():
         _, folder = save_tiny(kind, tmp_path / kind, vocab_size=byte_bpe.get_vocab_size(), **overrides)
         byte_bpe.save(str(folder / "tokenizer.json"))
@@ -219,7 +219,7 @@ def test_layouts_llama_cpp_reads_otherwise_are_refused_in_one_line(tmp_path, byt
     result = run_entry("export", tmp_path / "phi3-ckpt", "--to", "gguf", "--out", tmp_path / "f.gguf")
     assert_one_line_error(result, 2, "export --to gguf writes the layouts")
     for kind, message in (("gemma3", "a global layer every 6th"), ("granite-hybrid", "no Mamba-2 projection biases"),
-                          ("gpt2", "tanh GELU")):
+                          ("gpt2", "tanh GELU"), ("qwen3", "no output-projection bias")):
         with pytest.raises(ConfigError, match=message):
             export_gguf(tmp_path / f"{kind}-ckpt", tmp_path / f"{kind}.gguf")
         assert not (tmp_path / f"{kind}.gguf").exists()

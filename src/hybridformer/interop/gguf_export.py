@@ -112,8 +112,6 @@ def _named_blocks(name: str, tensor, names, layout: GGUFLayout) -> list[tuple[st
                  or layout_name(name, layout.tensors, layout.layers))
     if gguf_name is None:
         raise ConfigError(f"the gguf package names no {layout.name} tensor for {name}")
-    if suffix in ("weight", "bias") and not gguf_name.endswith(suffix):  # a map entry spelled with its suffix
-        gguf_name = f"{gguf_name}.{suffix}"
     return [(gguf_name, tensor)]
 
 

@@ -182,8 +182,8 @@ def gguf_metadata(writer, cfg: ModelConfig) -> None:
     add_ssm_metadata(writer, cfg)
 
 
-GGUF_NAMES = {  # llama.cpp's falcon-h1 names -> HF's, where they are not the Llama ones
-    "ffn_norm": "pre_ff_layernorm", "ffn_gate": "feed_forward.gate_proj", "ffn_up": "feed_forward.up_proj",
+GGUF_NAMES = {  # llama.cpp's falcon-h1 names -> HF's, where they are not the Llama ones (its ffn_norm has no suffix)
+    "ffn_norm": "pre_ff_layernorm.weight", "ffn_gate": "feed_forward.gate_proj", "ffn_up": "feed_forward.up_proj",
     "ffn_down": "feed_forward.down_proj", **MAMBA_GGUF_NAMES, "output_norm.weight": "model.final_layernorm.weight",
 }
 FALCON_H1 = Architecture("falcon_h1", "FalconH1ForCausalLM", model_config, rules, hf_config, adopts=True, ct2=False,
