@@ -27,7 +27,12 @@ from interop.hf_tiny import save_tiny  # noqa: E402
 
 TINY = {  # save_tiny kind -> overrides that llama.cpp's architecture needs
     "llama": {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}},
-    "qwen2": {}, "qwen3": {"attention_bias": False}, "lfm2": {}, "granite-hybrid": {}, "falcon-h1-nonorm": {},
+    "qwen2": {}, "qwen3": {"attention_bias": False}, "lfm2": {}, "granite-hybrid": {},
+    "falcon-h1": {"mamba_norm_before_gate": False, "mamba_proj_bias": False, "projectors_bias": False},
+    "falcon-h1-nonorm": {},
+    "gemma3": {"num_hidden_layers": 6, "layer_types": None, "query_pre_attn_scalar": 16,  # llama.cpp's fixed pattern
+               "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                   "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}},
     "gpt2": {"bos_token_id": 0, "eos_token_id": 0},
 }
 
@@ -38,7 +43,7 @@ def logits_gap(checkpoint: Path, work: Path, tokens: list[int]) -> dict:
 
     file = export_gguf(checkpoint, work / "model.gguf", overwrite=True)
     llm = llama_cpp.Llama(str(file), n_ctx=max(64, len(tokens)), n_batch=len(tokens), logits_all=True, n_threads=1,
-                          verbose=False)
+                          type_k=0, type_v=0, verbose=False)  # GGML_TYPE_F32 caches (llama.cpp's default is f16)
     llm.eval(tokens)
     theirs = torch.from_numpy(llm.scores[: len(tokens)].copy()).float()
     with torch.no_grad():

@@ -118,7 +118,8 @@ def test_falcon_h1_round_trips_through_gguf(tmp_path, byte_bpe, kind):
     from hybridformer import load_checkpoint
 
     torch.manual_seed(0)
-    _, folder = save_tiny(kind, tmp_path / "hf", vocab_size=byte_bpe.get_vocab_size(), mamba_norm_before_gate=False)
+    _, folder = save_tiny(kind, tmp_path / "hf", vocab_size=byte_bpe.get_vocab_size(), mamba_norm_before_gate=False,
+                          mamba_proj_bias=False, projectors_bias=False)  # llama.cpp's Mamba-2 has no such biases
     byte_bpe.save(str(folder / "tokenizer.json"))
     source = load_checkpoint(convert(folder, tmp_path / "ckpt"))
     back = load_checkpoint(convert(export_gguf(source.path, tmp_path / "model.gguf"), tmp_path / "back"))
@@ -218,7 +219,7 @@ def test_layouts_llama_cpp_reads_otherwise_are_refused_in_one_line(tmp_path, byt
         convert(folder, tmp_path / f"{kind}-ckpt")
     result = run_entry("export", tmp_path / "phi3-ckpt", "--to", "gguf", "--out", tmp_path / "f.gguf")
     assert_one_line_error(result, 2, "export --to gguf writes the layouts")
-    for kind, message in (("gemma3", "a global layer every 6th"), ("granite-hybrid", "no Mamba-2 projection biases"),
+    for kind, message in (("gemma3", "a global layer every 6th"), ("granite-hybrid", "no in/out projection biases"),
                           ("gpt2", "tanh GELU"), ("qwen3", "no output-projection bias")):
         with pytest.raises(ConfigError, match=message):
             export_gguf(tmp_path / f"{kind}-ckpt", tmp_path / f"{kind}.gguf")

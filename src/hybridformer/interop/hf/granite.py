@@ -170,6 +170,9 @@ def mamba_gguf_stored(name: str, weight: Tensor, cfg: ModelConfig) -> Tensor:
 def add_ssm_metadata(writer, cfg: ModelConfig) -> None:
     """llama.cpp's Mamba-2 keys (its ``time_step_rank`` is the number of SSM heads)."""
     ssm = cfg.decoder.ssm
+    if ssm.bias:  # llama.cpp refuses a file holding ssm_in/ssm_out biases ("wrong number of tensors")
+        raise ConfigError("llama.cpp's Mamba-2 layers have no in/out projection biases (ssm.bias; Granite-4.0-H and "
+                          "Falcon-H1 checkpoints have none)")
     inner = ssm.inner or ssm.expand * cfg.d_model
     writer.add_ssm_conv_kernel(ssm.conv_kernel_size)
     writer.add_ssm_inner_size(inner)
@@ -208,8 +211,7 @@ def gguf_metadata(writer, cfg: ModelConfig) -> None:
     ssm = cfg.decoder.ssm
     problems = [need for need, ok in (
         ("a Mamba-2 inner width of 2 x d_model (ssm.expand 2, no ssm.inner)", ssm.expand == 2 and not ssm.inner),
-        ("the gated Mamba-2 output norm (ssm.output_norm 'gated')", ssm.output_norm == "gated"),
-        ("no Mamba-2 projection biases (ssm.bias false)", not ssm.bias)) if not ok]
+        ("the gated Mamba-2 output norm (ssm.output_norm 'gated')", ssm.output_norm == "gated")) if not ok]
     if problems:
         raise ConfigError(f"llama.cpp's granitehybrid architecture needs {'; '.join(problems)}")
     add_ssm_metadata(writer, cfg)
