@@ -28,7 +28,8 @@ from interop.hf_tiny import save_tiny  # noqa: E402
 TINY = {  # save_tiny kind -> overrides that llama.cpp's architecture needs
     "llama": {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}},
     "qwen2": {}, "qwen3": {"attention_bias": False}, "lfm2": {}, "granite-hybrid": {},
-    "falcon-h1": {"mamba_norm_before_gate": False, "mamba_proj_bias": False, "projectors_bias": False},
+    "falcon-h1": {"mamba_norm_before_gate": False, "mamba_proj_bias": False, "projectors_bias": False,
+                  "attention_bias": False},
     "falcon-h1-nonorm": {},
     "gemma3": {"num_hidden_layers": 6, "layer_types": None, "query_pre_attn_scalar": 16,  # llama.cpp's fixed pattern
                "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},

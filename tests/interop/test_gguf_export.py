@@ -119,7 +119,7 @@ def test_falcon_h1_round_trips_through_gguf(tmp_path, byte_bpe, kind):
 
     torch.manual_seed(0)
     _, folder = save_tiny(kind, tmp_path / "hf", vocab_size=byte_bpe.get_vocab_size(), mamba_norm_before_gate=False,
-                          mamba_proj_bias=False, projectors_bias=False)  # llama.cpp's Mamba-2 has no such biases
+                          mamba_proj_bias=False, projectors_bias=False, attention_bias=False)  # llama.cpp's: none
     byte_bpe.save(str(folder / "tokenizer.json"))
     source = load_checkpoint(convert(folder, tmp_path / "ckpt"))
     back = load_checkpoint(convert(export_gguf(source.path, tmp_path / "model.gguf"), tmp_path / "back"))

@@ -176,6 +176,9 @@ def gguf_metadata(writer, cfg: ModelConfig) -> None:
     if cfg.decoder.ssm.output_norm == "before_gate":
         raise ConfigError("llama.cpp's falcon-h1 normalises Mamba-2's gated output (ssm.output_norm 'gated' or "
                           "'none'), not before the gate")
+    if cfg.attention_bias:  # it loads attn_output.bias and never adds it
+        raise ConfigError("llama.cpp's falcon-h1 ignores the attention biases (attention_bias; Falcon-H1 checkpoints "
+                          "have none)")
     if cfg.tie_embeddings and (cfg.embed_multiplier, cfg.output_scale) != (1.0, 1.0):
         raise ConfigError("llama.cpp's falcon-h1 has no embedding or head multiplier, and a tied embedding cannot "
                           "hold both folded")
