@@ -208,11 +208,13 @@ def test_gpt2_round_trips_through_gguf(tmp_path, byte_bpe):
 
 def test_layouts_llama_cpp_reads_otherwise_are_refused_in_one_line(tmp_path, byte_bpe):
     """Phi-3 has no GGUF layout here; what llama.cpp's gemma3 (a global layer every sixth), granitehybrid (no Mamba-2
-    projection biases), gpt2 (the tanh GELU) and qwen3 (no output-projection bias) fix cannot be written otherwise."""
+    projection biases), gpt2 (the tanh GELU), qwen3 (no output-projection bias) and falcon-h1 (no attention biases)
+    fix cannot be written otherwise."""
     from interop.hf_tiny import save_tiny
 
     variants = {"phi3": {}, "gemma3": {}, "granite-hybrid": {"mamba_proj_bias": True},
-                "gpt2": {"activation_function": "gelu"}, "qwen3": {"attention_bias": True}}
+                "gpt2": {"activation_function": "gelu"}, "qwen3": {"attention_bias": True},
+                "falcon-h1": {"mamba_norm_before_gate": False, "mamba_proj_bias": False, "projectors_bias": False}}
     for kind, overrides in variants.items():
         _, folder = save_tiny(kind, tmp_path / kind, vocab_size=byte_bpe.get_vocab_size(), **overrides)
         byte_bpe.save(str(folder / "tokenizer.json"))
@@ -220,7 +222,8 @@ def test_layouts_llama_cpp_reads_otherwise_are_refused_in_one_line(tmp_path, byt
     result = run_entry("export", tmp_path / "phi3-ckpt", "--to", "gguf", "--out", tmp_path / "f.gguf")
     assert_one_line_error(result, 2, "export --to gguf writes the layouts")
     for kind, message in (("gemma3", "a global layer every 6th"), ("granite-hybrid", "no in/out projection biases"),
-                          ("gpt2", "tanh GELU"), ("qwen3", "no output-projection bias")):
+                          ("gpt2", "tanh GELU"), ("qwen3", "no output-projection bias"),
+                          ("falcon-h1", "ignores the attention biases")):
         with pytest.raises(ConfigError, match=message):
             export_gguf(tmp_path / f"{kind}-ckpt", tmp_path / f"{kind}.gguf")
         assert not (tmp_path / f"{kind}.gguf").exists()
