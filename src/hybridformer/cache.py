@@ -75,27 +75,26 @@ class KVCache:
 class StaticKV:
     """Keys, values and key padding computed once per source sentence (cross-attention over the encoder output).
 
-    Beam search reorders the rows every step, yet all beams of a sentence attend the same source. So
-    ``reorder`` only composes a row -> source map (no copy), and :meth:`grouped` hands the attention
-    one copy of the keys per sentence with the group size: the attention folds each sentence's beams
-    into extra queries. While the map keeps its layout (beams move within their sentence) a step costs one
-    comparison; keys are gathered only when the layout changes (a sentence finished), and rows that do not
-    form equal consecutive groups are gathered one by one, so any reorder stays correct.
+    Beam search reorders the rows every step, yet all beams of a sentence attend the same source. So the
+    state keeps one copy of the keys per sentence and a group size, and :meth:`grouped` hands the attention
+    both: it folds each sentence's beams into extra queries. A reorder that keeps the layout (beams move within
+    their sentence) costs one comparison; keys are gathered only when the layout changes (a sentence finished),
+    and rows that do not form equal consecutive groups are gathered one by one, so any reorder stays correct.
+    The decision is made here, at the reorder, so a decoding step reads the state without branching on data.
     """
 
     def __init__(self, keys: Tensor, values: Tensor, padding: Tensor | None) -> None:
         self.keys, self.values, self.padding = keys, values, padding  # (sources, kv_heads, S, d), (sources, S)
-        self.layout = torch.arange(len(keys), device=keys.device)  # the row -> entry map that needs no gather
-        self.rows = self.layout  # row -> entry of keys/values
+        self.rows = torch.arange(len(keys), device=keys.device)  # row -> entry: entries in order, `group` rows each
         self.group = 1
 
     def reorder(self, index: Tensor) -> None:
-        self.rows = self.rows.index_select(0, index)
+        rows = self.rows.index_select(0, index)
+        if not torch.equal(rows, self.rows):
+            self._regroup(rows)
 
     def grouped(self) -> tuple[Tensor, Tensor, Tensor | None, int]:
         """``(keys, values, padding, group)``: rows ``g·i … g·i + g − 1`` all attend entry ``i``."""
-        if self.rows is not self.layout and not torch.equal(self.rows, self.layout):
-            self._regroup(self.rows)
         return self.keys, self.values, self.padding, self.group
 
     def _regroup(self, rows: Tensor) -> None:
@@ -107,7 +106,7 @@ class StaticKV:
             self.keys, self.values = self.keys.index_select(0, entries), self.values.index_select(0, entries)
             if self.padding is not None:
                 self.padding = self.padding.index_select(0, entries)
-        self.rows = self.layout = torch.arange(len(entries), device=rows.device).repeat_interleave(group)
+        self.rows = torch.arange(len(entries), device=rows.device).repeat_interleave(group)
         self.group = group
 
 
