@@ -38,11 +38,15 @@ class SinusoidalPositions(nn.Module):
         return table
 
     def forward(self, positions: Tensor) -> Tensor:
-        needed = int(positions.max()) + 1 if positions.numel() else 0
-        if needed > len(self.table):
-            grown = self.compute(self.d_model, max(needed, 2 * len(self.table)), self.layout)
-            self.table = grown.to(self.table.device)
+        if not torch.compiler.is_compiling():  # a compiled step cannot branch on values: its caller reserves
+            self.reserve(int(positions.max()) + 1 if positions.numel() else 0)
         return self.table[positions]
+
+    def reserve(self, length: int) -> None:
+        """Grow the table to hold positions ``0 .. length - 1``."""
+        if length > len(self.table):
+            grown = self.compute(self.d_model, max(length, 2 * len(self.table)), self.layout)
+            self.table = grown.to(self.table.device)
 
 
 class LearnedPositions(nn.Module):
@@ -59,7 +63,8 @@ class LearnedPositions(nn.Module):
         nn.init.normal_(self.table.weight, std=0.02)
 
     def forward(self, positions: Tensor) -> Tensor:
-        if int(positions.max()) >= self.max_positions:
+        # a compiled decoding step cannot check values; the output cap keeps it inside the table
+        if not torch.compiler.is_compiling() and int(positions.max()) >= self.max_positions:
             raise ValueError(
                 f"position {int(positions.max())} exceeds max_positions={self.max_positions}; "
                 "raise model.max_positions or use position=rope/alibi/sinusoidal"

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cache import DecodingCache, keep_transposes
+from ..position import SinusoidalPositions
 
 RESERVE_CHUNK = 256  # cache columns reserved at a time ahead of the compiled steps
 RECOMPILE_LIMIT = 64
@@ -35,11 +36,15 @@ class CompiledDecode:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         self.compiled = torch.compile(model.decode, dynamic=True, fullgraph=True)
         self.failed: str | None = None  # why compilation failed, once it has
+        self.tables = [m for m in model.modules() if isinstance(m, SinusoidalPositions)]
 
     def __call__(self, tokens: Tensor, *args, cache: DecodingCache, offset: int, **kwargs) -> Tensor:
         if self.failed is None:
             # one spare column: a cache view spanning its whole buffer would specialise the graph
-            cache.reserve(-(-(offset + 2) // RESERVE_CHUNK) * RESERVE_CHUNK)
+            columns = -(-(offset + 2) // RESERVE_CHUNK) * RESERVE_CHUNK
+            cache.reserve(columns)
+            for table in self.tables:  # position tables grow outside the graph too
+                table.reserve(columns)
             if tokens.shape[0] == 1:  # one-row steps multiply by transposed weights (cache.project)
                 keep_transposes(self.model, cache.shared)
             try:
