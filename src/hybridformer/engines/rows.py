@@ -22,9 +22,8 @@ Emit = Callable[[int, int, Tensor | None], bool | None]
 class RowEmitter:
     """Hands each row's output tokens to ``emit`` once each, in order, up to the row's EOS or budget; a row whose
     ``emit`` answers True (a stop string showed up) is ``stopped``: the engine ends it at the next step.
-
-    ``eos_ids``: the model's EOS first; the others (end-of-turn) stop their row like a stop string, so a search
-    that only knows the first (forced prompt tails may hold the others) still ends there."""
+    ``eos_ids``: every id that ends a row (the model's EOS first, then end-of-turn ids); the search ends those rows
+    itself."""
 
     def __init__(self, emit: Emit | None, budgets: list[int], eos_ids: list[int],
                  rows: list[int] | None = None) -> None:
@@ -41,8 +40,6 @@ class RowEmitter:
             return True
         if token in self.eos_ids:
             self.ended[row] = True
-            if token != self.eos_id:
-                self.stopped.add(row)
             return True
         self.sent[row] += 1
         self.ended[row] = self.sent[row] >= self.budgets[row]

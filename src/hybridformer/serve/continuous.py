@@ -1,14 +1,15 @@
 """Continuous batching (Orca, Yu et al., 2022; as vLLM and TGI do it): one running decode batch that requests join
 and leave at step boundaries.
 
-Between two decoding steps the worker admits the queued requests that fit (in arrival order, within
+Between two decoding steps the worker admits the next queued request if it fits (in arrival order, within
 ``max_rows`` rows and ``max_batch_tokens`` tokens held: every running row's prompt and output so far, plus the
-new prompts), prefills them together in one left-padded pass of at most ``PREFILL_TOKENS`` (padding included;
-a longer prompt alone), and joins their rows to the running batch (``engine.join``). Prefill is bound by
-arithmetic on a CPU, so a bigger pass gains nothing and would only stall the running rows longer and waste
-work on padding; the next requests join at the next step. Each step picks every row's next token as that
-request alone would (its own penalties, its own seeded generator), hands it over, and a row that ends (EOS,
-budget, stop string, the caller gone) leaves at once. So an answer never waits for a longer one.
+new prompts) and feeds its prompt in chunks of at most ``PREFILL_TOKENS`` tokens, one chunk per step (chunked
+prefill, Agrawal et al., 2024, Sarathi): a 400-token prompt never stalls the running rows for more than one
+chunk, and requests are prefilled one at a time, so no prompt is padded to another's length (prefill is bound by
+arithmetic on a CPU: batching prompts together gains nothing). Its rows join the running batch
+(``engine.join``) once the prompt is in. Each step picks every row's next token as that request alone would
+(its own penalties, its own seeded generator), hands it over, and a row that ends (EOS, budget, stop string, the
+caller gone) leaves at once. So an answer never waits for a longer one.
 
 Requests the running batch cannot reproduce exactly — beam search, n-gram blocking, a sampled request whose
 prompts differ in length (alone they are sampled group by group) — are decoded between two steps as the dynamic
@@ -19,8 +20,11 @@ batcher decodes them (with the queued requests of the same options). An engine t
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,7 +35,7 @@ from ..engines.rows import RowEmitter
 from .batcher import DynamicBatcher, Job, _resolve
 from .metrics import Metrics
 
-PREFILL_TOKENS = 512  # prompt tokens (rows x longest prompt) prefilled between two decoding steps
+PREFILL_TOKENS = 512  # prompt tokens (rows x columns) fed between two decoding steps
 
 
 @dataclass
@@ -71,6 +75,7 @@ class ContinuousBatcher(DynamicBatcher):
         self.max_rows = max_rows
         self.state, self.log_probs = None, None  # the running batch: decoding state, next-token log-probs
         self.rows: list[tuple[Running, int]] = []  # batch row -> (request, its row)
+        self.filling: tuple[Running, Iterator[tuple[Tensor, Any]], int] | None = None  # prefilling: chunks left
 
     def joins(self, job: Job) -> bool:
         """Whether the running batch decodes ``job`` exactly as alone."""
@@ -81,12 +86,12 @@ class ContinuousBatcher(DynamicBatcher):
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while self.pending or self.rows or not self.closing:
-            if not self.pending and not self.rows:
+        while self.pending or self.rows or self.filling or not self.closing:
+            if not self.pending and not self.rows and not self.filling:
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
-            if self.pending and not self.rows:  # idle: the first request waits a moment for company
+            if self.pending and not self.rows and not self.filling:  # idle: the first request waits for company
                 await self._gather(self.pending[0])
                 if self.closing and not self.pending:  # close() dropped the queue
                     continue
@@ -95,32 +100,26 @@ class ContinuousBatcher(DynamicBatcher):
                 continue
             await loop.run_in_executor(self.executor, self._tick, self._admit(), loop)
 
-    def _admit(self) -> list[Job]:
-        """The queued requests that join now: in arrival order, within the row cap and the token budget (the
-        first always joins an empty batch)."""
-        rows = len(self.rows)
+    def _admit(self) -> Job | None:
+        """The queued request to prefill now, if it fits: the first in arrival order, once the previous one has
+        joined, within the row cap and the token budget (the first always joins an empty batch)."""
+        if self.filling is not None or not self.pending or self.closing or not self.joins(self.pending[0]):
+            return None
+        job = self.pending[0]
         tokens = sum(len(entry.job.sources[row]) + len(entry.outputs[row]) for entry, row in self.rows)
-        admitted: list[Job] = []
-        new_rows = longest = 0  # this step's prefill
-        for job in self.pending:
-            if self.closing or not self.joins(job):
-                break
-            if (rows or admitted) and (rows + job.rows > self.max_rows or tokens + job.tokens > self.max_batch_tokens):
-                break
-            longest = max(longest, *map(len, job.sources))
-            if admitted and (new_rows + job.rows) * longest > PREFILL_TOKENS:
-                break
-            admitted.append(job)
-            rows, tokens, new_rows = rows + job.rows, tokens + job.tokens, new_rows + job.rows
-        self.pending = self.pending[len(admitted):]
-        self.metrics.queued -= sum(job.rows for job in admitted)
-        return admitted
+        if self.rows and (len(self.rows) + job.rows > self.max_rows or tokens + job.tokens > self.max_batch_tokens):
+            return None
+        self.pending.pop(0)
+        self.metrics.queued -= job.rows
+        return job
 
-    def _tick(self, admitted: list[Job], loop: asyncio.AbstractEventLoop) -> None:
-        """Worker thread: the admitted requests join, then one decoding step. A failure fails the requests it
-        touched (the prefill's, or the running batch's), never the server."""
-        if admitted:
-            self._join(admitted, loop)
+    def _tick(self, admitted: Job | None, loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: one chunk of the prompt being prefilled (its rows join once it is in), then one decoding
+        step. A failure fails the requests it touched (the prefill's, or the running batch's), never the server."""
+        if admitted is not None:
+            self._begin(admitted, loop)
+        if self.filling is not None:
+            self._fill(loop)
         if not self.rows:
             return
         try:
@@ -131,26 +130,35 @@ class ContinuousBatcher(DynamicBatcher):
             self.state, self.log_probs, self.rows = None, None, []
         self.metrics.running = len(self.rows)
 
-    def _join(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
-        """Prefill ``jobs`` together and append their rows; if that fails, each alone (one bad request fails
-        itself)."""
+    def _begin(self, job: Job, loop: asyncio.AbstractEventLoop) -> None:
+        """Start prefilling ``job``: at most ``PREFILL_TOKENS`` prompt tokens per step, a fixed split (so its
+        arithmetic, and its answer, never depend on the traffic around it)."""
+        columns = max(1, PREFILL_TOKENS // job.rows)
         try:
-            entries = [self._start(job) for job in jobs]
-            sources = [s for entry in entries for s in entry.job.sources]
-            log_probs, state = self.decoder.prefill(sources)
-        except Exception as exc:  # noqa: BLE001
-            if len(jobs) == 1:
-                loop.call_soon_threadsafe(_resolve, jobs[0].future, None, exc)
-            else:
-                for job in jobs:
-                    self._join([job], loop)
+            chunks = math.ceil(max(map(len, job.sources)) / columns)
+            self.filling = self._start(job), self.decoder.prefill_chunks(job.sources, columns), chunks
+        except Exception as exc:  # noqa: BLE001 - fails this request only
+            loop.call_soon_threadsafe(_resolve, job.future, None, exc)
+
+    def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Feed the next chunk of the prompt being prefilled; once it is all in, its rows join the running batch."""
+        entry, chunks, left = self.filling
+        self.filling = (entry, chunks, left - 1) if left > 1 else None
+        try:
+            log_probs, state = next(chunks)
+        except Exception as exc:  # noqa: BLE001 - fails this request only
+            self.filling = None
+            loop.call_soon_threadsafe(_resolve, entry.job.future, None, exc)
             return
-        self.metrics.batch(len(jobs), len(sources), sum(map(len, sources)), 0)
+        if left > 1:
+            return
+        sources = entry.job.sources
+        self.metrics.batch(1, len(sources), sum(map(len, sources)), 0)
         if self.state is None:
             self.state, self.log_probs = state, log_probs
         else:
             self.state, self.log_probs = self.decoder.join(self.state, state), torch.cat([self.log_probs, log_probs])
-        self.rows += [(entry, row) for entry in entries for row in range(entry.job.rows)]
+        self.rows += [(entry, row) for row in range(entry.job.rows)]
 
     def _start(self, job: Job) -> Running:
         opts, decoder = job.opts, self.decoder
