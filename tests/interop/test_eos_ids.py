@@ -106,6 +106,24 @@ def test_streaming_ends_at_the_end_of_turn_step(models, left_padding) -> None:
     assert len(free[1]) > 2  # the tail's end-of-turn ended nothing
 
 
+def test_ct2_batches_prompts_whose_tails_hold_an_end_of_turn(models) -> None:
+    """CTranslate2 forces a longer prompt's tail token by token and never ends a row on a forced end token, so
+    prompts holding an end-of-turn (every chat prompt) share a batch with shorter ones and get what they get alone."""
+    pytest.importorskip("ctranslate2")
+    from dataclasses import replace
+
+    plain, _, _ = models
+    engine = load_engine(plain, engine="ct2")
+    engine = replace(engine, config=engine.config.model_copy(update={"extra_eos_ids": [9]}))  # 9: never generated
+    prompts = [PROMPTS[0], PROMPTS[1] + [9, 4, 9, 4]]  # 4 and 7 tokens: the second's forced tail holds 9 twice
+    opts = GenerationOptions(max_len_b=6, beam=1)
+    alone = [engine.stream([p], opts)[0] for p in prompts]
+    batches, run = [], engine._run
+    engine._run = lambda batch, *args, **kw: batches.append(len(batch)) or run(batch, *args, **kw)
+    assert engine.stream(prompts, opts) == alone and batches == [2]
+    assert all(len(ids) == 6 for ids in alone)  # no forced 9 ended a row
+
+
 def test_hf_export_writes_the_list(models, tmp_path) -> None:
     from hybridformer.interop.export import export_hf
 

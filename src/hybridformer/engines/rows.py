@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from ..data.text import token_batches
-from ..decoding.logits import EosIds, eos_list
 from .options import GenerationOptions
 
 if TYPE_CHECKING:
@@ -57,14 +56,10 @@ class RowEmitter:
                 self.token(row, token, None if log_probs is None else log_probs[row])
 
 
-def ragged_ok(opts: GenerationOptions, sources: list[list[int]] | None = None, eos_id: EosIds = ()) -> bool:
+def ragged_ok(opts: GenerationOptions) -> bool:
     """Prompts of any lengths may share a batch: greedy search without n-gram blocking (which could block a
-    forced prompt token), and no EOS (of ``eos_id``: one id or several) inside a prompt (a forced EOS would end
-    the row)."""
-    if opts.sample or opts.beam_size != 1 or opts.no_repeat_ngram:
-        return False
-    ends = set(eos_list(eos_id))
-    return sources is None or not any(ends.intersection(s[1:]) for s in sources)
+    forced prompt token)."""
+    return not (opts.sample or opts.beam_size != 1 or opts.no_repeat_ngram)
 
 
 def decode_sources(engine: Engine, sources: list[list[int]], opts: GenerationOptions,
