@@ -211,10 +211,9 @@ def _groups(sources: list[list[int]], opts: GenerationOptions) -> list[list[int]
     """Batches for CTranslate2's Generator. Under greedy search LM prompts of different lengths share one: it feeds
     the shortest prompt's length at once and forces each longer prompt's rest one decoding step per token (never
     ending a row on a forced end token, so chat prompts, an end-of-turn after every turn, mix too). A forced step
-    costs a whole batch step, so prompts sorted by length batch within ``FORCED_SPREAD`` tokens of the shortest: on
-    16 SmolLM2 chat prompts of 119-486 tokens that decoded 1.38x as many tokens per CPU-second as one prompt at a
-    time, where one batch of all 16 made 0.80x. One-token prompts batch apart (CTranslate2 4.8 then returns the
-    longer prompts' second token as if generated)."""
+    costs a whole batch step, so prompts sorted by length batch within ``FORCED_SPREAD`` tokens of the shortest
+    (measured: docs/deployment.md). One-token prompts batch apart (CTranslate2 4.8 then returns the longer
+    prompts' second token as if generated)."""
     lengths = [len(s) for s in sources]
     if not ragged_ok(opts):
         return list(token_batches(lengths, opts.batch_tokens, same_length=True))
