@@ -120,14 +120,16 @@ def test_each_request_gets_what_it_gets_alone(tiny_tokenizer, kind, prefill_toke
     assert batcher.metrics.queued == 0 and not batcher.rows
 
 
-def test_row_cap_and_token_budget_hold_requests_back(tiny_tokenizer, one_thread):
+@pytest.mark.parametrize("prefill_tokens", [512, 4])  # 4: every request prefilled in steps of its own
+def test_row_cap_and_token_budget_hold_requests_back(tiny_tokenizer, prefill_tokens, monkeypatch, one_thread):
+    monkeypatch.setattr(continuous, "PREFILL_TOKENS", prefill_tokens)
     engine = spread(engine_for(tiny_tokenizer, **ARCHITECTURES["rope"]))
     first = [Request([[5, 6, 7]], greedy(6)), Request([[8, 9]], greedy(6)), Request([[10, 11, 12, 13]], greedy(6))]
     outputs, batcher = serve_all(engine, first, [], max_rows=2, max_batch_tokens=6)
     for request, got in zip(first, outputs, strict=True):
         assert got == request.alone(engine)
     assert max(c for r in first for c in r.company) <= 2
-    assert batcher.metrics.batch_requests.count == 3  # one prefill per request
+    assert batcher.metrics.batch_requests.count == (2 if prefill_tokens == 512 else 3)  # prefill passes
 
 
 def test_a_long_prompt_goes_in_chunks_while_the_batch_decodes(tiny_tokenizer, monkeypatch, one_thread):

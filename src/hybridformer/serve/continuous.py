@@ -1,15 +1,15 @@
 """Continuous batching (Orca, Yu et al., 2022; as vLLM and TGI do it): one running decode batch that requests join
 and leave at step boundaries.
 
-Between two decoding steps the worker admits the next queued request if it fits (in arrival order, within
-``max_rows`` rows and ``max_batch_tokens`` tokens held: every running row's prompt and output so far, plus the
-new prompts) and feeds its prompt in chunks of at most ``PREFILL_TOKENS`` tokens, one chunk per step (chunked
-prefill, Agrawal et al., 2024, Sarathi): a 400-token prompt never stalls the running rows for more than one
-chunk, and requests are prefilled one at a time, so no prompt is padded to another's length (prefill is bound by
-arithmetic on a CPU: batching prompts together gains nothing). Its rows join the running batch
-(``engine.join``) once the prompt is in. Each step picks every row's next token as that request alone would
-(its own penalties, its own seeded generator), hands it over, and a row that ends (EOS, budget, stop string, the
-caller gone) leaves at once. So an answer never waits for a longer one.
+Once the previous prefill is in, the worker admits the queued requests that fit (in arrival order, within
+``max_rows`` rows and ``max_batch_tokens`` tokens held: every running row's prompt and output so far, plus the new
+prompts; together within ``PREFILL_TOKENS``, padding included, a longer request alone) and feeds their left-padded
+prompts at most ``PREFILL_TOKENS`` tokens per step, one chunk between two decoding steps (chunked prefill,
+Agrawal et al., 2024, Sarathi): a long prompt stalls the running rows for one chunk, never for its whole prefill.
+Prefill is bound by arithmetic on a CPU, so a bigger pass would gain nothing and waste work on padding. Once the
+prompts are in, their rows join the running batch (``engine.join``). Each step picks every row's next token as
+that request alone would (its own penalties, its own seeded generator), hands it over, and a row that ends (EOS,
+budget, stop string, the caller gone) leaves at once. So an answer never waits for a longer one.
 
 Requests the running batch cannot reproduce exactly — beam search, n-gram blocking, a sampled request whose
 prompts differ in length (alone they are sampled group by group) — are decoded between two steps as the dynamic
@@ -75,7 +75,7 @@ class ContinuousBatcher(DynamicBatcher):
         self.max_rows = max_rows
         self.state, self.log_probs = None, None  # the running batch: decoding state, next-token log-probs
         self.rows: list[tuple[Running, int]] = []  # batch row -> (request, its row)
-        self.filling: tuple[Running, Iterator[tuple[Tensor, Any]], int] | None = None  # prefilling: chunks left
+        self.filling: tuple[list[Running], Iterator[tuple[Tensor, Any]], int] | None = None  # chunks left
 
     def joins(self, job: Job) -> bool:
         """Whether the running batch decodes ``job`` exactly as alone."""
@@ -100,24 +100,40 @@ class ContinuousBatcher(DynamicBatcher):
                 continue
             await loop.run_in_executor(self.executor, self._tick, self._admit(), loop)
 
-    def _admit(self) -> Job | None:
-        """The queued request to prefill now, if it fits: the first in arrival order, once the previous one has
-        joined, within the row cap and the token budget (the first always joins an empty batch)."""
-        if self.filling is not None or not self.pending or self.closing or not self.joins(self.pending[0]):
-            return None
-        job = self.pending[0]
+    def _admit(self) -> list[Job]:
+        """The queued requests to prefill now, once the previous ones have joined: in arrival order, within the row
+        cap and the token budget (the first always joins an empty batch), and together within ``PREFILL_TOKENS``
+        (rows x longest prompt; the first alone may be longer: it goes in chunks)."""
+        if self.filling is not None:
+            return []
+        rows = len(self.rows)
         tokens = sum(len(entry.job.sources[row]) + len(entry.outputs[row]) for entry, row in self.rows)
-        if self.rows and (len(self.rows) + job.rows > self.max_rows or tokens + job.tokens > self.max_batch_tokens):
-            return None
-        self.pending.pop(0)
-        self.metrics.queued -= job.rows
-        return job
+        admitted: list[Job] = []
+        new_rows = longest = 0  # this prefill
+        for job in self.pending:
+            if self.closing or not self.joins(job):
+                break
+            if (rows or admitted) and (rows + job.rows > self.max_rows or tokens + job.tokens > self.max_batch_tokens):
+                break
+            longest = max(longest, *map(len, job.sources))
+            if admitted and (new_rows + job.rows) * longest > PREFILL_TOKENS:
+                break
+            admitted.append(job)
+            rows, tokens, new_rows = rows + job.rows, tokens + job.tokens, new_rows + job.rows
+        self.pending = self.pending[len(admitted):]
+        self.metrics.queued -= sum(job.rows for job in admitted)
+        return admitted
 
-    def _tick(self, admitted: Job | None, loop: asyncio.AbstractEventLoop) -> None:
-        """Worker thread: one chunk of the prompt being prefilled (its rows join once it is in), then one decoding
-        step. A failure fails the requests it touched (the prefill's, or the running batch's), never the server."""
-        if admitted is not None:
-            self._begin(admitted, loop)
+    def _tick(self, admitted: list[Job], loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: one chunk of the prompts being prefilled (their rows join once they are in), then one
+        decoding step. A failure fails the requests it touched (the prefill's, or the running batch's), never the
+        server."""
+        if admitted:
+            entries = [self._start(job) for job in admitted]
+            sources = [s for job in admitted for s in job.sources]
+            columns = max(1, PREFILL_TOKENS // len(sources))
+            chunks = math.ceil(max(map(len, sources)) / columns)
+            self.filling = entries, self.decoder.prefill_chunks(sources, columns), chunks
         if self.filling is not None:
             self._fill(loop)
         if not self.rows:
@@ -130,35 +146,36 @@ class ContinuousBatcher(DynamicBatcher):
             self.state, self.log_probs, self.rows = None, None, []
         self.metrics.running = len(self.rows)
 
-    def _begin(self, job: Job, loop: asyncio.AbstractEventLoop) -> None:
-        """Start prefilling ``job``: at most ``PREFILL_TOKENS`` prompt tokens per step, a fixed split (so its
-        arithmetic, and its answer, never depend on the traffic around it)."""
-        columns = max(1, PREFILL_TOKENS // job.rows)
-        try:
-            chunks = math.ceil(max(map(len, job.sources)) / columns)
-            self.filling = self._start(job), self.decoder.prefill_chunks(job.sources, columns), chunks
-        except Exception as exc:  # noqa: BLE001 - fails this request only
-            loop.call_soon_threadsafe(_resolve, job.future, None, exc)
-
     def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Feed the next chunk of the prompt being prefilled; once it is all in, its rows join the running batch."""
-        entry, chunks, left = self.filling
-        self.filling = (entry, chunks, left - 1) if left > 1 else None
+        """Feed the next chunk of the prompts being prefilled; once they are in, their rows join the running batch.
+        If a chunk fails, each request is prefilled alone (one bad request fails only itself)."""
+        entries, chunks, left = self.filling
+        self.filling = (entries, chunks, left - 1) if left > 1 else None
         try:
             log_probs, state = next(chunks)
-        except Exception as exc:  # noqa: BLE001 - fails this request only
+        except Exception as exc:  # noqa: BLE001
             self.filling = None
-            loop.call_soon_threadsafe(_resolve, entry.job.future, None, exc)
+            if len(entries) == 1:
+                loop.call_soon_threadsafe(_resolve, entries[0].job.future, None, exc)
+                return
+            for entry in entries:
+                try:
+                    self._join([entry], *self.decoder.prefill(entry.job.sources))
+                except Exception as alone:  # noqa: BLE001
+                    loop.call_soon_threadsafe(_resolve, entry.job.future, None, alone)
             return
-        if left > 1:
-            return
-        sources = entry.job.sources
-        self.metrics.batch(1, len(sources), sum(map(len, sources)), 0)
+        if left == 1:
+            self._join(entries, log_probs, state)
+
+    def _join(self, entries: list[Running], log_probs: Tensor, state: Any) -> None:
+        """Append the prefilled rows of ``entries`` to the running batch."""
+        sources = [s for entry in entries for s in entry.job.sources]
+        self.metrics.batch(len(entries), len(sources), sum(map(len, sources)), 0)
         if self.state is None:
             self.state, self.log_probs = state, log_probs
         else:
             self.state, self.log_probs = self.decoder.join(self.state, state), torch.cat([self.log_probs, log_probs])
-        self.rows += [(entry, row) for row in range(entry.job.rows)]
+        self.rows += [(entry, row) for entry in entries for row in range(entry.job.rows)]
 
     def _start(self, job: Job) -> Running:
         opts, decoder = job.opts, self.decoder
