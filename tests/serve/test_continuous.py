@@ -165,3 +165,21 @@ def test_an_engine_that_cannot_join_rows_gets_dynamic_batching():
     assert type(batcher) is DynamicBatcher and metrics.mode == "dynamic"
     make_batcher(decoder, metrics, batching=False, max_batch_tokens=64, max_rows=4, max_wait_ms=1.0)
     assert metrics.mode == "off"
+
+
+def test_dynamic_batching_merges_greedy_requests_of_different_budgets(tiny_tokenizer, one_thread):
+    """Chat requests rarely share ``max_tokens``: greedy ones still share a dynamic batch, run to the largest budget,
+    each row stopping at its own, and each gets what it gets alone."""
+    engine = spread(engine_for(tiny_tokenizer, **ARCHITECTURES["rope"]))
+    requests = [Request([[5, 6, 7]], greedy(3)), Request([[8, 9]], greedy(9)), Request([[10, 11, 12, 13]], greedy(6))]
+
+    async def main():
+        batcher = DynamicBatcher(engine, Metrics(), max_batch_tokens=4096, max_wait_ms=300.0)
+        batcher.start()
+        outputs = await asyncio.gather(*(batcher.submit(r.sources, r.opts) for r in requests))
+        await batcher.close()
+        return outputs, batcher.metrics
+
+    outputs, metrics = asyncio.run(main())
+    assert outputs == [r.alone(engine) for r in requests]
+    assert [len(rows[0]) for rows in outputs] == [3, 9, 6] and metrics.batch_requests.count == 1
