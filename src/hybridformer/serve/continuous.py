@@ -129,11 +129,16 @@ class ContinuousBatcher(DynamicBatcher):
         decoding step. A failure fails the requests it touched (the prefill's, or the running batch's), never the
         server."""
         if admitted:
-            entries = [self._start(job) for job in admitted]
-            sources = [s for job in admitted for s in job.sources]
-            columns = max(1, PREFILL_TOKENS // len(sources))
-            chunks = math.ceil(max(map(len, sources)) / columns)
-            self.filling = entries, self.decoder.prefill_chunks(sources, columns), chunks
+            try:
+                entries = [self._start(job) for job in admitted]
+            except Exception as exc:  # noqa: BLE001 - handed to the callers; the server goes on
+                for job in admitted:
+                    loop.call_soon_threadsafe(_resolve, job.future, None, exc)
+            else:
+                sources = [s for job in admitted for s in job.sources]
+                columns = max(1, PREFILL_TOKENS // len(sources))
+                chunks = math.ceil(max(map(len, sources)) / columns)
+                self.filling = entries, self.decoder.prefill_chunks(sources, columns), chunks
         if self.filling is not None:
             self._fill(loop)
         if not self.rows:
