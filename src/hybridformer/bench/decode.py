@@ -196,7 +196,8 @@ def markdown(report: DecodeReport) -> str:
     s = report.settings
     lines = [f"bench decode {report.checkpoint}: {s['prompts']} prompts × {s['prompt_len']} tokens, "
              f"{s['new_tokens']} new tokens, beam {s['beam']}, {s['threads']} thread(s), median of "
-             f"{s['rounds']} interleaved rounds; tok/s", ""]
+             f"{s['rounds']} interleaved rounds; tok/s"
+             + (f"; int8 calibrated on {s['calibrate']} (SmoothQuant)" if s.get("calibrate") else ""), ""]
     header = ["contender", "greedy b1", f"greedy b{s['prompts']}", f"beam-{s['beam'] or 'off'} b{s['prompts']}",
               "prefill", "peak MiB", "greedy agreement with torch fp32"]
     rows = []

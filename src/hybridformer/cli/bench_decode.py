@@ -33,7 +33,7 @@ def bench_decode(
     interleaved round by round in one run; fp32 paths must give identical greedy tokens.
 
     Examples:
-      hybridformer bench decode smollm2 --formats fp32,int8 --calibrate notes.txt --peers transformers,ct2 --out runs/decode
+      hybridformer bench decode smollm2 --formats fp32,int8 --calibrate notes.txt --peers ct2 --out runs/decode
       hybridformer bench decode runs/m30k-conformer/checkpoints/best --peers "" --out runs/decode-conformer
     """
     from ..bench.decode import markdown, run_decode_bench, write_decode_report
