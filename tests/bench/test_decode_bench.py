@@ -40,7 +40,7 @@ def test_bench_decode_measures_every_contender(tmp_path, llama_checkpoint, monke
     for name in ("hybridformer torch fp32", "hybridformer torch int8", "transformers fp32", "CTranslate2 direct int8"):
         assert all(rows[name]["tokens_per_s"][m] > 0 for m in ("greedy_b1", "greedy_batch", "beam", "prefill"))
     assert 0 <= rows["hybridformer torch int8"]["agreement"] <= 1
-    skipped = rows["llama.cpp F32"]["skipped"]  # llama-cpp-python is optional; GGUF needs a byte-level BPE
+    skipped = rows["llama.cpp F32"]["skipped"]  # llama-cpp-python is optional; this tokenizer has no GGUF form
     assert not skipped or "not installed" in skipped or "byte-level BPE" in skipped
     assert "| hybridformer torch int8 |" in (tmp_path / "report" / "decode.md").read_text()
     assert "| hybridformer torch fp32 |" in out
