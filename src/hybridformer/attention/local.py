@@ -9,7 +9,7 @@ from torch import Tensor
 from ..cache import RollingKVCache
 from ..errors import ConfigError
 from ..position import Rotation
-from .base import AttentionKernel, attend, expand_kv
+from .base import AttentionKernel, attend, attend_lse, expand_kv, merge_attention
 from .bias import ScoreBias
 from .full import FullAttention
 from .masks import drop_empty_padding, position_mask
@@ -58,6 +58,8 @@ class SlidingWindowAttention(AttentionKernel):
         if self.rotates_sinks and not causal:
             raise ConfigError("attention 'sliding_window': sink_positions='cache' (StreamingLLM) is for causal "
                               "stacks; an encoder's global tokens keep their absolute positions")
+        if offset == 0 and causal and padding is None and bias is None and not _needs_grad(q, k, v):
+            return self._bands(q, k, v, rope)
         if offset == 0 and not self._moves_sinks(k_len - 1):
             out = self._all_blocks(q, k, v, causal, padding, bias)
         else:  # a chunk after a cache, or sinks seen from cache positions: band by band
@@ -126,6 +128,26 @@ class SlidingWindowAttention(AttentionKernel):
         out = out.masked_fill(empty[:, None], 0.0)
         return out.flatten(2, 3)[:, :, :length]
 
+    def _bands(self, q: Tensor, k: Tensor, v: Tensor, rope: Rotation | None) -> Tensor:
+        """Causal inference without padding or bias (a prompt's prefill, perplexity): the first
+        ``num_global + window + 1`` queries see their whole past, so they are plain causal attention; every later
+        query sees its ``window + 1`` band keys, in blocks of ``BAND_QUERIES`` queries over strided views of the
+        keys (no copies, one SDPA call), and the sinks, a second tiny attention merged by log-sum-exp, seen
+        from the query's cache position when ``sink_positions='cache'``. The kernel computes
+        ``window + BAND_QUERIES`` scores per query for ``window + 1`` useful ones."""
+        length, g, w = q.shape[2], min(self.num_global, q.shape[2]), self.window
+        head = min(length, g + w + 1)
+        out = self.exact(q[:, :, :head], k[:, :, :head], v[:, :, :head], causal=True)
+        if head == length:
+            return out
+        rest, lse = _band_attention(q[:, :, head:], k[:, :, head - w :], v[:, :, head - w :], w)
+        if g:
+            q_sink = q[:, :, head:]
+            if self.rotates_sinks and rope is not None:  # every one of these queries sits at cache position g + w
+                q_sink = rope.shift(q_sink, torch.arange(head, length, device=q.device) - (g + w))
+            rest = merge_attention(rest, lse, *attend_lse(q_sink, k[:, :, :g], v[:, :, :g]))
+        return torch.cat([out, rest], dim=2)
+
     def _block_by_block(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, padding: Tensor | None,
                         bias: ScoreBias | None, offset: int, rope: Rotation | None = None) -> Tensor:
         """One band of keys (plus the global keys) per block of ``chunk_size`` queries: a chunk decoded
@@ -185,6 +207,8 @@ class SlidingWindowAttention(AttentionKernel):
         """Causal attention of a whole prompt. Its first ``window + 1`` queries see all their past, so they are
         plain causal attention on SDPA's fused kernel (which skips the masked half); later queries go band by
         band, each block of ``chunk_size`` queries over its ``window`` keys and the sinks."""
+        if padding is None and bias is None and not _needs_grad(q, k, v):
+            return self._bands(q, k, v, rope)
         head = min(q.shape[2], self.window + 1)
         if bias is not None or head <= self.num_global:  # a bias needs the blocked path's positions
             return self(q, k, v, causal=True, key_padding_mask=padding, bias=bias, rope=rope)
@@ -218,6 +242,36 @@ class SlidingWindowAttention(AttentionKernel):
             extra = q.new_zeros(*q.shape[:3], len(k_pos)).index_copy_(-1, cols, moved)
             scores = extra if scores is None else scores + extra
         return scores
+
+
+BAND_QUERIES = 32  # queries per band block: 32 measured fastest on CPU at windows 256 and 2,048 (docs/RESULTS.md)
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _band_attention(q: Tensor, k: Tensor, v: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Causal band attention and its log-sum-exp. q (B, H, L, D); k, v (B, kv_heads, window + L, D): query i sits
+    at key i + window and sees keys i .. i + window. Block b of ``c`` queries sees the ``window + c`` keys from
+    b·c on, an overlapping strided view (unfold) of the keys, so all blocks go through SDPA as one batch of
+    blocks without copying the keys; one (c, window + c) mask serves every block."""
+    batch, heads, length, dim = q.shape
+    c = min(BAND_QUERIES, length)
+    n, span = -(-length // c), window + c
+    q_blocks = F.pad(q, (0, 0, 0, n * c - length)).unflatten(2, (n, c)).transpose(1, 2)  # (B, n, H, c, D)
+
+    def unfold(x: Tensor) -> Tensor:  # (B, kv_heads, window + L, D) -> (B, n, kv_heads, span, D), a view
+        x = F.pad(x, (0, 0, 0, n * c + window - x.shape[2]))
+        return x.unfold(2, span, c).permute(0, 2, 1, 4, 3)
+
+    i, j = torch.arange(c, device=q.device)[:, None], torch.arange(span, device=q.device)[None]
+    mask = torch.zeros(c, span, dtype=q.dtype, device=q.device).masked_fill((j < i) | (j > i + window),
+                                                                              float("-inf"))
+    k_blocks, v_blocks = unfold(k), unfold(v)
+    outs, lses = zip(*(attend_lse(q_blocks[b], k_blocks[b], v_blocks[b], mask) for b in range(batch)), strict=True)
+    out = torch.stack(outs).transpose(1, 2).flatten(2, 3)[:, :, :length]  # (B, H, L, D)
+    return out, torch.stack(lses).transpose(1, 2).flatten(2, 3)[:, :, :length]
 
 
 def _sdpa_blocks(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float) -> Tensor:
