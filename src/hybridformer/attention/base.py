@@ -98,15 +98,20 @@ def attend_lse(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> t
     """Softmax attention and the log-sum-exp of each query's scores (batch, heads, q): two attentions over
     disjoint key sets then combine exactly (:func:`merge_attention`). Inference only (the log-sum-exp carries
     no gradient). ``mask`` is additive, of q's dtype. On CPU it is SDPA's fused flash kernel (keys may be
-    overlapping strided views, GQA heads are shared); elsewhere the scores are materialized."""
+    overlapping strided views, GQA heads are shared); elsewhere :func:`dense_attend_lse`."""
     if q.device.type == "cpu":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=mask)
+    return dense_attend_lse(q, k, v, mask)
+
+
+def dense_attend_lse(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`attend_lse` with the scores materialized (devices without a fused kernel that returns them)."""
     k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
     scores = (q @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32)) * q.shape[-1] ** -0.5
     if mask is not None:
         scores = scores + mask
     lse = scores.logsumexp(-1)
-    return ((scores - lse[..., None]).exp().to(v.dtype) @ v), lse
+    return (scores - lse[..., None]).exp().to(v.dtype) @ v, lse
 
 
 def merge_attention(out: Tensor, lse: Tensor, other: Tensor, other_lse: Tensor) -> Tensor:
