@@ -128,25 +128,30 @@ class SlidingWindowAttention(AttentionKernel):
         out = out.masked_fill(empty[:, None], 0.0)
         return out.flatten(2, 3)[:, :, :length]
 
-    def _bands(self, q: Tensor, k: Tensor, v: Tensor, rope: Rotation | None) -> Tensor:
-        """Causal inference without padding or bias (a prompt's prefill, perplexity): the first
-        ``num_global + window + 1`` queries see their whole past, so they are plain causal attention; every later
-        query sees its ``window + 1`` band keys, in blocks of ``BAND_QUERIES`` queries over strided views of the
-        keys (no copies, one SDPA call), and the sinks, a second tiny attention merged by log-sum-exp, seen
+    def _bands(self, q: Tensor, k: Tensor, v: Tensor, rope: Rotation | None, offset: int = 0, shift: int = 0) -> Tensor:
+        """Causal inference without padding or bias (a prompt's prefill, perplexity, a chunk after a cache).
+
+        Queries sit at positions ``offset`` on; k, v hold the sinks and then contiguous positions, column
+        ``c`` at position ``c + shift`` (``shift`` > 0 after a chunk that dropped keys from the window). Queries
+        up to position ``num_global + window`` see their whole past, so they are plain causal attention; every
+        later query sees its ``window + 1`` band keys, in blocks of ``BAND_QUERIES`` queries over strided views of
+        the keys (no copies, one SDPA call), and the sinks, a second tiny attention merged by log-sum-exp, seen
         from the query's cache position when ``sink_positions='cache'``. The kernel computes
         ``window + BAND_QUERIES`` scores per query for ``window + 1`` useful ones."""
-        length, g, w = q.shape[2], min(self.num_global, q.shape[2]), self.window
-        head = min(length, g + w + 1)
-        out = self.exact(q[:, :, :head], k[:, :, :head], v[:, :, :head], causal=True)
-        if head == length:
-            return out
-        rest, lse = _band_attention(q[:, :, head:], k[:, :, head - w :], v[:, :, head - w :], w)
-        if g:
-            q_sink = q[:, :, head:]
-            if self.rotates_sinks and rope is not None:  # every one of these queries sits at cache position g + w
-                q_sink = rope.shift(q_sink, torch.arange(head, length, device=q.device) - (g + w))
-            rest = merge_attention(rest, lse, *attend_lse(q_sink, k[:, :, :g], v[:, :, :g]))
-        return torch.cat([out, rest], dim=2)
+        n, g, w = q.shape[2], self.num_global, self.window
+        head = min(n, max(0, g + w + 1 - offset))  # here shift is 0: every earlier key is kept
+        parts = [self.exact(q[:, :, :head], k[:, :, : offset + head], v[:, :, : offset + head], causal=True)]
+        if head < n:
+            first = offset + head
+            lo = first - w - shift  # column of the first query's oldest band key
+            rest, lse = _band_attention(q[:, :, head:], k[:, :, lo:], v[:, :, lo:], w)
+            if g:
+                q_sink = q[:, :, head:]
+                if self.rotates_sinks and rope is not None:  # every one of these queries sits at cache position g + w
+                    q_sink = rope.shift(q_sink, torch.arange(first, offset + n, device=q.device) - (g + w))
+                rest = merge_attention(rest, lse, *attend_lse(q_sink, k[:, :, :g], v[:, :, :g]))
+            parts = [rest] if head == 0 else [*parts, rest]
+        return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
     def _block_by_block(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, padding: Tensor | None,
                         bias: ScoreBias | None, offset: int, rope: Rotation | None = None) -> Tensor:
@@ -190,25 +195,46 @@ class SlidingWindowAttention(AttentionKernel):
 
         A prompt into an empty cache is never attended through the cache's dense (L, L) mask (which made a
         longified model's prefill 2.3x slower than full attention's): see :meth:`_prefill`."""
+        if q.shape[2] > 1 and start is None and bias is None and not _needs_grad(q, k, v):
+            offset = state.length
+            kept_k, kept_v, shift = state.ordered() if offset else (k[:, :, :0], v[:, :, :0], 0)
+            keys, values = torch.cat([kept_k, k], 2), torch.cat([kept_v, v], 2)  # before extend overwrites slots
+            state.extend(k, v)
+            return self._bands(q, keys, values, rope, offset, shift)
         if state.length == 0 and q.shape[2] > 1:
             state.extend(k, v)
             columns = torch.arange(k.shape[2], device=k.device)
             padding = None if start is None else columns[None] < start[:, None]
             return self._prefill(q, k, v, padding, bias, rope)
         keys, values, k_pos = state.extend(k, v)
+        if q.shape[2] == 1 and start is None and bias is None:
+            return self._ring_step(q, keys, values, state.length - 1, rope)
         q_pos = torch.arange(state.length - q.shape[2], state.length, device=q.device)
         padding = None if start is None else (k_pos[None] < start[:, None])[:, None, None, :]
         allowed = position_mask(q_pos[:, None], k_pos[None, :], causal=True, window=self.window,
                                 num_global=self.num_global, key_padding=padding)
         return attend(q, keys, values, allowed=allowed, bias=self._position_scores(q, keys, q_pos, k_pos, bias, rope))
 
+    def _ring_step(self, q: Tensor, keys: Tensor, values: Tensor, position: int, rope: Rotation | None) -> Tensor:
+        """One token over the ring: every slot in use holds a key the query sees (the sinks, and at most
+        ``window + 1`` positions up to its own), so no mask is built, and a kv head's query heads go in as its
+        queries (GQA without copying the keys). Sinks seen from the cache position are a second attention over the
+        sink slots with the re-rotated query, merged by log-sum-exp: no score bias."""
+        batch, heads, _, dim = q.shape
+        g, q = self.num_global, q.reshape(batch, keys.shape[1], heads // keys.shape[1], dim)
+        if rope is None or not self._moves_sinks(position):
+            out = F.scaled_dot_product_attention(q, keys, values)
+        else:
+            q_sink = rope.shift(q, torch.tensor([position - g - self.window], device=q.device))
+            out, lse = attend_lse(q, keys[:, :, g:], values[:, :, g:])
+            out = merge_attention(out, lse, *attend_lse(q_sink, keys[:, :, :g], values[:, :, :g]))
+        return out.reshape(batch, heads, 1, dim)
+
     def _prefill(self, q: Tensor, k: Tensor, v: Tensor, padding: Tensor | None, bias: ScoreBias | None,
                  rope: Rotation | None) -> Tensor:
         """Causal attention of a whole prompt. Its first ``window + 1`` queries see all their past, so they are
         plain causal attention on SDPA's fused kernel (which skips the masked half); later queries go band by
         band, each block of ``chunk_size`` queries over its ``window`` keys and the sinks."""
-        if padding is None and bias is None and not _needs_grad(q, k, v):
-            return self._bands(q, k, v, rope)
         head = min(q.shape[2], self.window + 1)
         if bias is not None or head <= self.num_global:  # a bias needs the blocked path's positions
             return self(q, k, v, causal=True, key_padding_mask=padding, bias=bias, rope=rope)
