@@ -35,6 +35,17 @@ def cpu_seconds(call: Callable[[], object], rounds: int) -> float:
     return best
 
 
+def measure(kernel: torch.nn.Module, length: int, rounds: int) -> tuple[float, float]:
+    """CPU seconds of the windowed call and of full causal SDPA on the same random tensors."""
+    q = torch.randn(1, HEADS, length, HEAD_DIM)
+    k, v = torch.randn(1, KV_HEADS, length, HEAD_DIM), torch.randn(1, KV_HEADS, length, HEAD_DIM)
+    rope = RotaryEmbedding(HEAD_DIM)(torch.arange(length))
+    with torch.inference_mode():
+        windowed = cpu_seconds(lambda: kernel(q, k, v, causal=True, rope=rope), rounds)
+        full = cpu_seconds(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), 1)
+    return windowed, full
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", default="4096,16384")
@@ -53,12 +64,7 @@ def main() -> None:
     print("| tokens | window CPU s | % of GEMM peak | full causal CPU s | window / full |")
     print("|---|---|---|---|---|")
     for length in map(int, args.lengths.split(",")):
-        q = torch.randn(1, HEADS, length, HEAD_DIM)
-        k, v = torch.randn(1, KV_HEADS, length, HEAD_DIM), torch.randn(1, KV_HEADS, length, HEAD_DIM)
-        rope = RotaryEmbedding(HEAD_DIM)(torch.arange(length))
-        with torch.inference_mode():
-            windowed = cpu_seconds(lambda: kernel(q, k, v, causal=True, rope=rope), args.rounds)
-            full = cpu_seconds(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), 1)
+        windowed, full = measure(kernel, length, args.rounds)
         seen = sum(min(p, args.window + args.sinks) + 1 for p in range(length))
         share = 4 * HEAD_DIM * HEADS * seen / windowed / peak
         print(f"| {length} | {windowed:.3f} | {100 * share:.0f}% | {full:.3f} | {windowed / full:.2f} |", flush=True)
