@@ -21,7 +21,8 @@ class SlidingWindowAttention(AttentionKernel):
 
     Queries go in blocks of ``chunk_size``; a block attends only its band of keys (plus the global
     keys) with SDPA's fused kernel, so time and memory are O(L · (window + chunk)) forward and
-    backward — never an L × L mask. Global query rows are one extra dense pass over all keys.
+    backward — never an L × L mask. Global query rows are one extra dense pass over all keys. Causal inference
+    (no gradient, padding or bias) goes in smaller blocks over strided views of the keys (:meth:`_bands`).
     Decoding keeps a rolling cache bounded by ``num_global + window`` keys however long the output.
 
     ``sink_positions``: where a causal query sees the global (sink) tokens. ``absolute``: at their own
@@ -140,7 +141,9 @@ class SlidingWindowAttention(AttentionKernel):
         ``window + BAND_QUERIES`` scores per query for ``window + 1`` useful ones."""
         n, g, w = q.shape[2], self.num_global, self.window
         head = min(n, max(0, g + w + 1 - offset))  # here shift is 0: every earlier key is kept
-        parts = [self.exact(q[:, :, :head], k[:, :, : offset + head], v[:, :, : offset + head], causal=True)]
+        parts = []
+        if head:
+            parts.append(self.exact(q[:, :, :head], k[:, :, : offset + head], v[:, :, : offset + head], causal=True))
         if head < n:
             first = offset + head
             lo = first - w - shift  # column of the first query's oldest band key
@@ -150,7 +153,7 @@ class SlidingWindowAttention(AttentionKernel):
                 if self.rotates_sinks and rope is not None:  # every one of these queries sits at cache position g + w
                     q_sink = rope.shift(q_sink, torch.arange(first, offset + n, device=q.device) - (g + w))
                 rest = merge_attention(rest, lse, *attend_lse(q_sink, k[:, :, :g], v[:, :, :g]))
-            parts = [rest] if head == 0 else [*parts, rest]
+            parts.append(rest)
         return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
     def _block_by_block(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, padding: Tensor | None,
@@ -193,8 +196,9 @@ class SlidingWindowAttention(AttentionKernel):
         """Attend the new tokens over the kept keys (global + last ``window``) and themselves; the window is
         relative, so left padding (the columns before ``start``, without global keys) is only masked.
 
-        A prompt into an empty cache is never attended through the cache's dense (L, L) mask (which made a
-        longified model's prefill 2.3x slower than full attention's): see :meth:`_prefill`."""
+        Without left padding, a score bias or gradients, a chunk attends the ring's keys in position order and its
+        own through :meth:`_bands` (a prompt into an empty cache too), and one token the ring through
+        :meth:`_ring_step`; otherwise a prompt goes through :meth:`_prefill`, never the dense (L, L) mask."""
         if q.shape[2] > 1 and start is None and bias is None and not _needs_grad(q, k, v):
             offset = state.length
             kept_k, kept_v, shift = state.ordered() if offset else (k[:, :, :0], v[:, :, :0], 0)
