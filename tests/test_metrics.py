@@ -191,12 +191,12 @@ def test_moses_lc_bleu_splits_dashes_and_gives_zero_without_a_four_gram():
 
 
 @pytest.mark.parametrize("attention", [
-    {"name": "full"},
+    {"name": "sliding_window", "window": 4},
     {"name": "sliding_window", "window": 3, "num_global": 2, "sink_positions": "cache"},
 ])
 def test_a_long_text_scored_in_chunks_through_the_cache_equals_one_pass(tiny_checkpoint, attention):
-    """Past ``positions`` tokens an LM text runs chunk by chunk through the decoding cache (one token at a time,
-    chunks that wrap the window's ring, a chunk longer than the ring): the sum equals the one-pass value."""
+    """Past ``positions`` tokens a windowed LM's text runs chunk by chunk through the decoding cache (one token at a
+    time, chunks that wrap the ring, a chunk longer than the ring): the sum equals the one-pass value."""
     decoder = {"layers": 2, "attention": attention}
     ckpt = load_checkpoint(tiny_checkpoint("decoder_lm", position="rope", decoder=decoder))
     inputs, labels = torch.randint(4, 40, (1, 23)), torch.randint(4, 40, (1, 23))

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cache import DecodingCache
+from .attention.base import AttentionKernel
+from .cache import DecodingCache, KVCache
 from .errors import ConfigError, DataError
 
 
@@ -173,20 +174,27 @@ def token_nll(model: nn.Module, inputs: Tensor, labels: Tensor, pad_id: int, src
     inputs, labels: (batch, T); ``src`` (batch, S) for an encoder-decoder, ``None`` for an LM. States are
     projected onto the vocabulary ``chunk`` positions (all rows together) at a time: the (T × vocab) logits
     never exist at once (8k tokens of SmolLM2's 49,152-token vocabulary would be 1.6 GB, and as much again
-    for the softmax). One LM text longer than ``positions`` (one row, no pad token in it) runs through the
-    model ``positions`` at a time, through its decoding cache, which is exact: activations stay bounded by
-    the chunk, and a windowed (longified) model's memory is flat in the length.
+    for the softmax). One LM text longer than ``positions`` (one row, no pad token in it) of a model whose
+    attention keeps bounded state (windows, linear attention, convolutions) runs through the model
+    ``positions`` at a time, through its decoding cache, which is exact: memory is flat in the length.
     """
     if src is not None:
         memory, mask = model.encode(src)
         return _projected_nll(model, model.decoder_states(inputs, memory, mask), labels, pad_id, chunk)
-    if inputs.shape[0] > 1 or inputs.shape[1] <= positions or bool(inputs.eq(model.pad_id).any()):
+    if (inputs.shape[0] > 1 or inputs.shape[1] <= positions or bool(inputs.eq(model.pad_id).any())
+            or not _bounded_state(model)):
         return _projected_nll(model, model.states(inputs), labels, pad_id, chunk)
     cache, nll = DecodingCache(), 0.0
     for start in range(0, inputs.shape[1], positions):
         states = model.states(inputs[:, start : start + positions], cache=cache, offset=start)
         nll += _projected_nll(model, states, labels[:, start : start + positions], pad_id, chunk)
     return nll
+
+
+def _bounded_state(model: nn.Module) -> bool:
+    """Whether no attention of ``model`` keeps a growing KV cache: for one that does, the cache of a long text
+    (SmolLM2 at 8k: 377 MB) outweighs the activations chunking saves, so the text goes through in one pass."""
+    return not any(isinstance(m.new_state(), KVCache) for m in model.modules() if isinstance(m, AttentionKernel))
 
 
 def _projected_nll(model: nn.Module, states: Tensor, labels: Tensor, pad_id: int, chunk: int) -> float:
