@@ -14,7 +14,7 @@ from conftest import TINY_TEXT, require_data
 
 from hybridformer import evaluate, load_checkpoint
 from hybridformer.errors import ConfigError
-from hybridformer.metrics import bleu, chrf, rouge, split_sentences, token_nll
+from hybridformer.metrics import _bounded_state, bleu, chrf, rouge, split_sentences, token_nll
 
 REFS = ["Der Hund läuft über die Wiese.", "Ein Mann fährt Fahrrad, schnell!", "Zwei Kinder spielen im Park.",
         "Eine Frau liest ein Buch am Fenster.", "Das ist gut."]
@@ -200,6 +200,7 @@ def test_a_long_text_scored_in_chunks_through_the_cache_equals_one_pass(tiny_che
     decoder = {"layers": 2, "attention": attention}
     ckpt = load_checkpoint(tiny_checkpoint("decoder_lm", position="rope", decoder=decoder))
     inputs, labels = torch.randint(4, 40, (1, 23)), torch.randint(4, 40, (1, 23))
+    assert _bounded_state(ckpt.model)  # so the text does go through the cache in chunks
     whole = token_nll(ckpt.model, inputs, labels, -100, positions=1000)
     for positions in (1, 5, 8):
         assert token_nll(ckpt.model, inputs, labels, -100, positions=positions) == pytest.approx(whole, rel=1e-6)
