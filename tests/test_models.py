@@ -187,6 +187,7 @@ def test_cached_cross_attention_follows_beam_reorders(reorder):
     scorer = ModelScorer(model)
     state = scorer.init_state(src)
     _, state = scorer.step(state, first)  # the first token is fed once per sentence, as beam search does
+    sources = {id(kv): kv.keys for kv in state.cache.values() if isinstance(kv, StaticKV)}
     state = scorer.reorder(state, rows)
     for t in range(1, 4):
         sentences = len(rows) // beams
@@ -205,3 +206,5 @@ def test_cached_cross_attention_follows_beam_reorders(reorder):
     states = [kv for kv in state.cache.values() if isinstance(kv, StaticKV)]
     assert {kv.group for kv in states} == ({1} if reorder == "shuffle" else {beams})
     assert {len(kv.keys) for kv in states} == {len(rows) // kv.group for kv in states}  # one copy per sentence
+    if reorder == "beams":  # beams moving within their sentence never gather the source's keys
+        assert all(kv.keys is sources[id(kv)] for kv in states)

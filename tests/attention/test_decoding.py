@@ -8,7 +8,7 @@ from attention.attn_oracle import make_bias, qkv
 
 from hybridformer import ModelConfig, build_model
 from hybridformer.attention import build_attention
-from hybridformer.cache import DecodingCache, LinearAttentionState, RollingKVCache
+from hybridformer.cache import DecodingCache, KVCache, LinearAttentionState, RollingKVCache
 
 KERNELS = [
     ("full", {}, "alibi"),
@@ -37,6 +37,23 @@ def test_step_by_step_equals_full_causal_forward(name: str, opts: dict, bias_kin
         outs.append(kernel.step(q[:, :, rows], k[:, :, rows], v[:, :, rows], state, bias=step_bias))
         start += n
     torch.testing.assert_close(torch.cat(outs, dim=2), full)
+
+
+def test_kv_cache_reorders_follow_the_rows_through_growth_and_shrinking() -> None:
+    """Beam reorders gather straight into new buffers; appends, capacity growth and fewer rows (finished
+    sentences) keep every row's keys equal to its history's."""
+    torch.manual_seed(0)
+    cache, history = KVCache(), torch.empty(6, 2, 0, 4)
+    for t in range(70):  # grows past the first 64 slots
+        k = torch.randn(len(history), 2, 1, 4)
+        keys, values = cache.append(k, -k)
+        history = torch.cat([history, k], 2)
+        torch.testing.assert_close(keys, history, rtol=0, atol=0)
+        torch.testing.assert_close(values, -history, rtol=0, atol=0)
+        index = torch.randint(0, len(history), (len(history) - (t == 40),))  # one row fewer at t = 40
+        cache.reorder(index)
+        history = history[index]
+        torch.testing.assert_close(cache.keys[:, :, : cache.length], history, rtol=0, atol=0)
 
 
 def test_rolling_cache_memory_is_bounded_by_window() -> None:

@@ -21,12 +21,14 @@ def test_attention_cache_grows_with_the_context_and_conv_ssm_states_do_not():
               "mamba2": ModelConfig(**TINY, decoder={"layers": 2, "layer": "mamba2", "ssm": SSM})}
     results = {(r.model, r.context): r for r in bench_context(models, [64, 256], steps=2, repeats=1)}
     for name in models:
-        total = [results[(name, c)].cache_bytes_per_token * c for c in (64, 256)]
-        if name == "attention":
-            assert total[1] >= 3 * total[0]  # keys and values of every position
-        else:
-            assert total[1] == total[0]  # a constant state
-        assert results[(name, 64)].ms_per_token > 0
+        held = [(results[(name, c)].kv_bytes_per_token, results[(name, c)].state_bytes) for c in (64, 256)]
+        if name == "attention":  # 2 layers x keys and values x 32 floats for every position, no other state
+            assert held == [(2 * 2 * 32 * 4, 0)] * 2
+        else:  # no keys or values: a constant state
+            assert held[0] == held[1] and held[0][0] == 0 and held[0][1] > 0
+        result = results[(name, 64)]
+        assert result.ms_per_token > 0 and set(result.ms_by_layer) == {"transformer" if name == "attention" else name}
+        assert 0 < result.ms_by_layer[set(result.ms_by_layer).pop()] < 10 * result.ms_per_token
 
 
 def test_cli_compares_recipes(tmp_path):

@@ -165,3 +165,59 @@ def test_batched_beam_equals_one_sentence_at_a_time():
                             max_len=length)[0]
         assert alone.tokens == hyp.tokens
         assert alone.score == pytest.approx(hyp.score, abs=1e-4)
+
+
+# Outputs of the beam search as it stood before its bookkeeping moved to the host (tokens, score, log_prob per
+# source), on the tiny Conformer -> Transformer model below: the rewrite must keep them exactly.
+BEFORE = {
+    (5, True, "eos", 0, 1.0): [([36], -2.78197, -5.56395), ([23] * 12, -1.84108, -23.93408),
+                               ([1, 36, 12, 12, 12, 12], -1.9527, -13.6689),
+                               ([36, 36, 36, 16, 16, 16, 16, 16, 16], -2.5711, -25.711),
+                               ([16] * 12, -1.62347, -21.10515)],
+    (3, False, "stop", 2, 1.0): [([1, 29, 29], -0.4613, -1.38389),
+                                 ([23, 23, 29, 23, 20, 29, 29, 8, 8, 36, 36, 23], -1.88511, -22.62128),
+                                 ([1, 36, 12, 12, 21, 21], -0.72028, -4.3217),
+                                 ([36, 36, 23, 29, 29, 15, 15, 8, 8], -1.75757, -15.81815),
+                                 ([16, 16, 24, 24, 15, 15, 22, 22, 11, 11], -3.69909, -40.68996)],
+    (5, False, "eos", 0, 0.0): [([36], -5.56395, -5.56395), ([23] * 12, -23.93408, -23.93408),
+                                ([1, 36, 12, 12, 12, 12], -13.6689, -13.6689),
+                                ([36, 36, 36, 16, 16, 16, 16, 16, 16], -25.711, -25.711),
+                                ([16] * 12, -21.10515, -21.10515)],
+    (3, True, "eos", 2, 1.0): [([1, 36, 36], -2.53496, -10.13984),
+                               ([23, 23, 29, 23, 20, 29, 29, 8, 8, 23, 38, 38], -3.10322, -40.34192),
+                               ([1, 36, 12, 12, 15, 15], -3.25481, -22.78364),
+                               ([36, 36, 23, 29, 29, 15, 15, 8, 8], -2.98953, -29.89532),
+                               ([16, 16, 24, 15, 15, 22, 22], -3.70588, -29.64701)],
+}
+GREEDY_BEFORE = [[1] * 12, [16] * 12, [36, 12] + [15] * 10, [29] * 12, [16] * 12]
+
+
+def tiny_seq2seq() -> tuple[ModelScorer, torch.Tensor]:
+    """A random Conformer -> Transformer model with sharpened weights (and a likelier EOS, so some hypotheses end
+    early) and five padded sources of different lengths."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="encoder_decoder", vocab_size=40, d_model=32, heads=4, ffn_dim=64, dropout=0.0,
+                      encoder={"layers": 2, "layer": "conformer", "conv": {"kernel_size": 3}}, decoder={"layers": 2})
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2.5)
+        model.output.weight[2] *= 1.8
+    src = torch.randint(3, 40, (5, 9), generator=torch.Generator().manual_seed(1))
+    for row, length in enumerate([9, 4, 7, 2, 9]):
+        src[row, length - 1], src[row, length:] = EOS, 0
+    return ModelScorer(model), src
+
+
+@pytest.mark.parametrize("options", list(BEFORE))
+def test_seq2seq_outputs_are_unchanged(options):
+    beam, early_stopping, at_budget, no_repeat_ngram, lenpen = options
+    scorer, src = tiny_seq2seq()
+    bos = torch.ones(len(src), 1, dtype=torch.long)
+    hyps = beam_search(scorer, scorer.init_state(src), bos, beam=beam, eos_id=EOS,
+                       max_len=torch.tensor([3, 12, 6, 9, 12]), lenpen=lenpen, early_stopping=early_stopping,
+                       no_repeat_ngram=no_repeat_ngram, at_budget=at_budget)
+    for hyp, (tokens, score, log_prob) in zip(hyps, BEFORE[options], strict=True):
+        assert hyp.tokens == tokens
+        assert (hyp.score, hyp.log_prob) == (pytest.approx(score, abs=2e-4), pytest.approx(log_prob, abs=2e-4))
+    assert greedy_search(scorer, scorer.init_state(src), bos, eos_id=EOS, max_new_tokens=12) == GREEDY_BEFORE

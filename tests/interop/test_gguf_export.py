@@ -85,7 +85,7 @@ def test_f32_export_round_trips_through_convert(tmp_path, byte_bpe, layout):
 GEMMA3 = dict(num_hidden_layers=6, layer_types=None, query_pre_attn_scalar=16,
               rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
                                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
-MODERN = {"qwen3": {}, "gemma3": GEMMA3, "lfm2": {}}
+MODERN = {"qwen3": {"attention_bias": False}, "gemma3": GEMMA3, "lfm2": {}}  # llama.cpp's qwen3: no o_proj bias
 
 
 @pytest.mark.parametrize("kind", MODERN)
@@ -118,7 +118,8 @@ def test_falcon_h1_round_trips_through_gguf(tmp_path, byte_bpe, kind):
     from hybridformer import load_checkpoint
 
     torch.manual_seed(0)
-    _, folder = save_tiny(kind, tmp_path / "hf", vocab_size=byte_bpe.get_vocab_size(), mamba_norm_before_gate=False)
+    _, folder = save_tiny(kind, tmp_path / "hf", vocab_size=byte_bpe.get_vocab_size(), mamba_norm_before_gate=False,
+                          mamba_proj_bias=False, projectors_bias=False, attention_bias=False)  # llama.cpp's: none
     byte_bpe.save(str(folder / "tokenizer.json"))
     source = load_checkpoint(convert(folder, tmp_path / "ckpt"))
     back = load_checkpoint(convert(export_gguf(source.path, tmp_path / "model.gguf"), tmp_path / "back"))
@@ -153,17 +154,77 @@ def test_what_llama_cpp_cannot_run_is_refused(tmp_path, byte_bpe, tiny_tokenizer
     assert not (tmp_path / "s.gguf").exists()
 
 
-def test_layouts_llama_cpp_reads_otherwise_are_refused_in_one_line(tmp_path, byte_bpe):
-    """Granite-4.0-H has no GGUF layout here (llama.cpp splits its fused FFN into shared-expert tensors); a Gemma 3
-    whose local/global pattern is not llama.cpp's fixed one cannot be written as gemma3."""
+def test_granite_hybrid_round_trips_through_gguf(tmp_path, byte_bpe):
+    """Granite-4.0-H as llama.cpp's granitehybrid: Mamba-2 layers marked by 0 key/value heads, the fused FFN split
+    into ffn_gate and ffn_up, q/k permuted, the multipliers as *_scale keys, RoPE switched on by
+    rope.scaling.finetuned. Converted back: the same tensors (A_log within float32 rounding of -exp) and model."""
     from interop.hf_tiny import save_tiny
 
-    for kind in ("granite-hybrid", "gemma3"):
-        _, folder = save_tiny(kind, tmp_path / kind, vocab_size=byte_bpe.get_vocab_size())
+    from hybridformer import load_checkpoint
+
+    torch.manual_seed(0)
+    _, folder = save_tiny("granite-hybrid", tmp_path / "hf", vocab_size=byte_bpe.get_vocab_size())
+    byte_bpe.save(str(folder / "tokenizer.json"))
+    source = load_checkpoint(convert(folder, tmp_path / "ckpt"))
+    file = export_gguf(source.path, tmp_path / "model.gguf")
+    from gguf import GGUFReader
+
+    names = {t.name for t in GGUFReader(str(file)).tensors}
+    assert {"blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "blk.0.ffn_down.weight", "blk.0.ssm_dt.bias",
+            "blk.1.attn_q.weight"} <= names and not any("shexp" in n for n in names)
+    back = load_checkpoint(convert(file, tmp_path / "back"))
+    ours, theirs = load_weights(source.path), load_weights(back.path)
+    assert set(ours) == set(theirs)
+    for name in ours:
+        torch.testing.assert_close(theirs[name], ours[name], rtol=1e-6 if name.endswith("A_log") else 0, atol=0)
+    before, after = source.config, back.config
+    assert after.decoder.layer_types == before.decoder.layer_types == {1: "transformer"}
+    assert (after.position, after.embed_multiplier, after.output_scale) == ("rope", 1.5, before.output_scale)
+    assert after.score_scale == pytest.approx(0.3) and after.residual_multiplier == pytest.approx(0.7)
+    tokens = torch.randint(3, byte_bpe.get_vocab_size(), (2, 9))
+    with torch.no_grad():
+        assert (back.model(tokens) - source.model(tokens)).abs().max() < 1e-5
+
+
+def test_gpt2_round_trips_through_gguf(tmp_path, byte_bpe):
+    """GPT-2 as llama.cpp's gpt2: learned positions, LayerNorms with biases, the Conv1D weights transposed; the
+    pad outside the vocabulary stays outside. Converted back: identical weights and config."""
+    from interop.hf_tiny import save_tiny
+
+    torch.manual_seed(0)
+    _, folder = save_tiny("gpt2", tmp_path / "hf", vocab_size=byte_bpe.get_vocab_size(), bos_token_id=2,
+                          eos_token_id=2)
+    byte_bpe.save(str(folder / "tokenizer.json"))
+    source = convert(folder, tmp_path / "ckpt")
+    back = convert(export_gguf(source, tmp_path / "model.gguf"), tmp_path / "back")
+    ours, theirs = load_weights(source), load_weights(back)
+    assert set(ours) == set(theirs)
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+    before, after = (json.loads((p / "config.json").read_text()) for p in (source, back))
+    assert after.pop("norm_eps") == pytest.approx(before.pop("norm_eps"), rel=1e-6)
+    assert {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v} == {}
+
+
+def test_layouts_llama_cpp_reads_otherwise_are_refused_in_one_line(tmp_path, byte_bpe):
+    """Phi-3 has no GGUF layout here; what llama.cpp's gemma3 (a global layer every sixth), granitehybrid (no Mamba-2
+    projection biases), gpt2 (the tanh GELU), qwen3 (no output-projection bias) and falcon-h1 (no attention biases)
+    fix cannot be written otherwise."""
+    from interop.hf_tiny import save_tiny
+
+    variants = {"phi3": {}, "gemma3": {}, "granite-hybrid": {"mamba_proj_bias": True},
+                "gpt2": {"activation_function": "gelu"}, "qwen3": {"attention_bias": True},
+                "falcon-h1": {"mamba_norm_before_gate": False, "mamba_proj_bias": False, "projectors_bias": False}}
+    for kind, overrides in variants.items():
+        _, folder = save_tiny(kind, tmp_path / kind, vocab_size=byte_bpe.get_vocab_size(), **overrides)
         byte_bpe.save(str(folder / "tokenizer.json"))
         convert(folder, tmp_path / f"{kind}-ckpt")
-    result = run_entry("export", tmp_path / "granite-hybrid-ckpt", "--to", "gguf", "--out", tmp_path / "f.gguf")
+    result = run_entry("export", tmp_path / "phi3-ckpt", "--to", "gguf", "--out", tmp_path / "f.gguf")
     assert_one_line_error(result, 2, "export --to gguf writes the layouts")
-    with pytest.raises(ConfigError, match="a global layer every 6th"):
-        export_gguf(tmp_path / "gemma3-ckpt", tmp_path / "g.gguf")
-    assert not (tmp_path / "f.gguf").exists() and not (tmp_path / "g.gguf").exists()
+    for kind, message in (("gemma3", "a global layer every 6th"), ("granite-hybrid", "no in/out projection biases"),
+                          ("gpt2", "tanh GELU"), ("qwen3", "no output-projection bias"),
+                          ("falcon-h1", "ignores the attention biases")):
+        with pytest.raises(ConfigError, match=message):
+            export_gguf(tmp_path / f"{kind}-ckpt", tmp_path / f"{kind}.gguf")
+        assert not (tmp_path / f"{kind}.gguf").exists()
+    assert not (tmp_path / "f.gguf").exists()

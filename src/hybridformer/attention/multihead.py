@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from ..cache import StaticKV, project
 from ..context import MixerContext
 from .base import AttentionKernel
+from .masks import drop_empty_padding
 
 
 class _Attention(nn.Module):
@@ -101,7 +102,8 @@ class CrossAttention(_Attention):
             return self.merge_heads(self.kernel(q, k, v, causal=False, key_padding_mask=ctx.memory_padding_mask))
         state = ctx.cache.get(self)
         if state is None:
-            state = ctx.cache[self] = StaticKV(*self.memory_kv(ctx.memory), ctx.memory_padding_mask)
+            # padding decided once per source, not per step and layer
+            state = ctx.cache[self] = StaticKV(*self.memory_kv(ctx.memory), drop_empty_padding(ctx.memory_padding_mask))
         k, v, padding, group = state.grouped()
         out = self.kernel(fold_beams(q, group), k, v, causal=False, key_padding_mask=padding)
         return self.merge_heads(unfold_beams(out, group))

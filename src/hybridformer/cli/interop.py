@@ -48,8 +48,9 @@ def export(
     progress: bool = PROGRESS,
 ) -> None:
     """Export a checkpoint to another toolkit. ``--to hf`` writes a folder transformers loads
-    (Llama, Mistral, Qwen2 layouts); ``--to gguf`` a file llama.cpp runs (the same layouts, full
-    attention, byte-level BPE vocabularies); layers the target cannot represent are refused by name.
+    (Llama, Mistral, Qwen2 layouts); ``--to gguf`` a file llama.cpp runs (those, Qwen3, Gemma 3, LFM2,
+    Granite-4.0-H, Falcon-H1 and GPT-2; byte-level BPE vocabularies); what the target cannot represent is
+    refused by name.
 
     Examples:
       hybridformer export smollm2 --to hf --out smollm2-hf

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .logits import EosIds, block_repeated_ngrams, eos_list, is_eos, length_penalty
+from .logits import EosIds, block_repeated_ngrams, eos_list, length_penalty
 from .scorer import Scorer
 
 AtBudget = Literal["eos", "stop"]
@@ -52,52 +52,59 @@ def beam_search(
     """
     if at_budget not in ("eos", "stop"):
         raise ValueError(f"at_budget must be 'eos' or 'stop', got {at_budget!r}")
-    wide = (len(eos_list(eos_id)) + 1) * beam
+    device, ends = prefix.device, eos_list(eos_id)
+    eos_ids = torch.tensor(ends, device=device)
+    wide = (len(ends) + 1) * beam
     last = 1 if at_budget == "stop" else 0  # "stop": the step whose token is the budget's last one ends it
     batch, k = prefix.shape[0], beam
-    budget = torch.as_tensor(max_len, device=prefix.device).expand(batch)
+    budget = torch.as_tensor(max_len, device=device).expand(batch)
+    longest = budget + 1 - last  # the length (as the penalty counts it) of a sentence's longest hypothesis
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
 
     log_probs, state = scorer.step(state, prefix)  # the prefix is fed once per sentence, not per beam
-    expand = torch.arange(batch, device=prefix.device).repeat_interleave(k)
+    expand = torch.arange(batch, device=device).repeat_interleave(k)
     state = scorer.reorder(state, expand)
     log_probs, history = log_probs.index_select(0, expand), prefix.index_select(0, expand)
-    scores = torch.full((batch, k), float("-inf"), device=prefix.device)
+    scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep only one of them alive at step 0
-    active = torch.arange(batch, device=prefix.device)  # the sentences still searching, as rows of `scores`
+    # The sentences still searching (rows of `scores`) and their budgets; the nearest budget is known on the host,
+    # so a step before it spends no operation on budgets.
+    active, active_budget = list(range(batch)), budget
+    nearest = int(budget.min())
+    first_rows = torch.arange(batch, device=device)[:, None] * k
     n_prefix, step = prefix.shape[1], 0
     while True:
         vocab = log_probs.shape[-1]
         if no_repeat_ngram > 0:
             log_probs = block_repeated_ngrams(log_probs, history, no_repeat_ngram, eos_id)
-        at_limit = budget.index_select(0, active).le(step + last)  # (active,)
-        if not last and bool(at_limit.any()):
+        at_limit = active_budget.le(step + last) if step + last >= nearest else None  # (active,) or None: none is
+        if at_limit is not None and not last:
             only_eos = torch.full_like(log_probs, float("-inf"))
-            ends = eos_list(eos_id)
             only_eos[:, ends] = log_probs[:, ends]
             log_probs = torch.where(at_limit.repeat_interleave(k)[:, None], only_eos, log_probs)
 
         candidates = (scores.reshape(-1, 1) + log_probs).reshape(len(active), k * vocab)
         # (active, wide): with e EOS ids at most e·k of the best (e + 1)·k are EOS, so ≥ k are not
         top_scores, top_index = candidates.topk(wide, dim=1)
-        top_beam, top_token = top_index // vocab, top_index % vocab
-        eos = is_eos(top_token, eos_id)
-        ends = eos | at_limit[:, None] if last else eos
-        _finalize(finished, active, history[:, n_prefix:], top_scores, top_beam, top_token, ends, k, step, lenpen,
-                  eos_id)
+        eos = torch.isin(top_index % vocab, eos_ids)
+        _finalize(finished, active, history[:, n_prefix:], top_scores, top_index, vocab,
+                  eos | at_limit[:, None] if last and at_limit is not None else eos, k, step, lenpen, ends)
 
-        # The k best non-EOS extensions of each sentence live on.
-        rank = torch.arange(wide, device=prefix.device)
-        keep = (eos.long() * wide + rank).argsort(dim=1)[:, :k]
-        scores = top_scores.gather(1, keep)
-        rows = torch.arange(len(active), device=prefix.device)[:, None] * k + top_beam.gather(1, keep)
-        new_tokens = top_token.gather(1, keep)
+        # The k best non-EOS extensions of each sentence live on (a stable sort puts them first, in rank order).
+        keep = eos.sort(dim=1, stable=True).indices[:, :k]
+        scores, kept = top_scores.gather(1, keep), top_index.gather(1, keep)
+        rows, new_tokens = first_rows[: len(active)] + kept // vocab, kept % vocab
 
-        done = _done(finished, active, scores, at_limit, budget + 1 - last, step, k, lenpen, early_stopping)
-        if bool(done.all()):
+        done = _done(finished, active, scores, at_limit, longest, step, k, lenpen, early_stopping)
+        if all(done):
             break
-        going = ~done
-        rows, scores, new_tokens, active = rows[going].reshape(-1), scores[going], new_tokens[going], active[going]
+        if any(done):  # those sentences leave the batch
+            going = torch.tensor([not d for d in done], device=device)
+            rows, scores, new_tokens = rows[going], scores[going], new_tokens[going]
+            active_budget = active_budget[going]
+            active = [sentence for sentence, d in zip(active, done, strict=True) if not d]
+            nearest = int(active_budget.min())
+        rows = rows.reshape(-1)
         state = scorer.reorder(state, rows)
         history = torch.cat([history.index_select(0, rows), new_tokens.reshape(-1, 1)], 1)
         log_probs, state = scorer.step(state, new_tokens.reshape(-1, 1))
@@ -107,30 +114,28 @@ def beam_search(
             for hyps in finished]
 
 
-def _finalize(finished: list[list[Hypothesis]], active: Tensor, generated: Tensor, top_scores: Tensor,
-              top_beam: Tensor, top_token: Tensor, ends: Tensor, k: int, step: int, lenpen: float,
-              eos_id: EosIds) -> None:
+def _finalize(finished: list[list[Hypothesis]], active: list[int], generated: Tensor, top_scores: Tensor,
+              top_index: Tensor, vocab: int, ends: Tensor, k: int, step: int, lenpen: float, eos: list[int]) -> None:
     """Record the extensions that end (EOS, or the budget's last token under ``at_budget="stop"``) and rank
     among a sentence's top ``k`` (fairseq's and transformers' rule) as finished."""
     ended = (ends[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist()
     if not ended:
         return
     divisor = float(length_penalty(torch.tensor(step + 1), lenpen))  # length counts the EOS
-    eos = eos_list(eos_id)
     for a, r in ended:
         log_prob = float(top_scores[a, r])
-        tokens = generated[a * k + int(top_beam[a, r])].tolist()
-        token = int(top_token[a, r])
-        finished[int(active[a])].append(Hypothesis(tokens + ([] if token in eos else [token]),
-                                                   log_prob / divisor, log_prob))
+        beam, token = divmod(int(top_index[a, r]), vocab)
+        tokens = generated[a * k + beam].tolist()
+        finished[active[a]].append(Hypothesis(tokens + ([] if token in eos else [token]), log_prob / divisor, log_prob))
 
 
-def _done(finished: list[list[Hypothesis]], active: Tensor, live_scores: Tensor, at_limit: Tensor, longest: Tensor,
-          step: int, k: int, lenpen: float, early_stopping: bool) -> Tensor:
+def _done(finished: list[list[Hypothesis]], active: list[int], live_scores: Tensor, at_limit: Tensor | None,
+          longest: Tensor, step: int, k: int, lenpen: float, early_stopping: bool) -> list[bool]:
     """Which active sentences are over: at their length budget, out of live hypotheses, or unbeatable.
     ``longest``: per sentence, the length (as the penalty counts it) of its longest possible hypothesis."""
-    done = at_limit | ~live_scores[:, 0].isfinite()
-    for a, sentence in enumerate(active.tolist()):
+    over = ~live_scores[:, 0].isfinite()
+    done = (over if at_limit is None else over | at_limit).tolist()
+    for a, sentence in enumerate(active):
         hyps = finished[sentence]
         if done[a] or len(hyps) < k:
             continue

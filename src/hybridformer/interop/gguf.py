@@ -32,10 +32,11 @@ _BLOCK = re.compile(r"blk\.(\d+)\.(.+)")
 _KIND = re.compile(r"(.+)\.(weight|bias)")
 
 
-def hf_name(name: str, extra: dict[str, str] | None = None) -> str:
+def hf_name(name: str, extra: dict[str, str] | None = None, layers: str = "model.layers") -> str:
     """``blk.3.attn_q.weight`` -> ``model.layers.3.self_attn.q_proj.weight`` (unknown names stay as they are);
     ``extra`` adds an architecture's own names: per layer, a module (``attn_q_norm``) or a whole tensor
-    (``ssm_a`` -> ``mamba.A_log``), or a global tensor (``token_embd_norm.weight``)."""
+    (``ssm_a`` -> ``mamba.A_log``), or a global tensor (``token_embd_norm.weight``); ``layers`` is the HF prefix of
+    the layers (GPT-2: ``transformer.h``)."""
     extra = extra or {}
     if name in _GLOBAL or name in extra:
         return extra.get(name) or _GLOBAL[name]
@@ -44,29 +45,31 @@ def hf_name(name: str, extra: dict[str, str] | None = None) -> str:
         return name
     index, rest = block.groups()
     if rest in extra:
-        return f"model.layers.{index}.{extra[rest]}"
+        return f"{layers}.{index}.{extra[rest]}"
     module = _KIND.fullmatch(rest)
     layer = _LAYER | extra
     if module is None or module.group(1) not in layer:
         return name
-    return f"model.layers.{index}.{layer[module.group(1)]}.{module.group(2)}"
+    return f"{layers}.{index}.{layer[module.group(1)]}.{module.group(2)}"
 
 
-def gguf_name(name: str, extra: dict[str, str] | None = None) -> str | None:
-    """The inverse of :func:`hf_name` (None for a name it does not produce); the export's fallback where the
-    ``gguf`` package's tensor map lacks a name llama.cpp's converter renames (Falcon-H1's ``pre_ff_layernorm``)."""
+def gguf_name(name: str, extra: dict[str, str] | None = None, layers: str = "model.layers",
+              defaults: bool = True) -> str | None:
+    """The inverse of :func:`hf_name` (None for a name it does not produce; with ``defaults=False`` only for the
+    names ``extra`` declares). The export asks it first for a layout's own names (llama.cpp's converter renames some
+    tensors off the ``gguf`` package's map: Granite's dense FFN, Falcon-H1's ``pre_ff_layernorm``)."""
     extra = extra or {}
-    whole = {hf: gg for gg, hf in (_GLOBAL | extra).items()}
+    whole = {hf: gg for gg, hf in ((_GLOBAL if defaults else {}) | extra).items()}
     if name in whole:
         return whole[name]
-    match = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
+    match = re.fullmatch(rf"{re.escape(layers)}\.(\d+)\.(.+)", name)
     if match is None:
         return None
     index, rest = match.groups()
     if rest in whole:
         return f"blk.{index}.{whole[rest]}"
     module = _KIND.fullmatch(rest)
-    layer = {hf: gg for gg, hf in (_LAYER | extra).items()}
+    layer = {hf: gg for gg, hf in ((_LAYER if defaults else {}) | extra).items()}
     if module is None or module.group(1) not in layer:
         return None
     return f"blk.{index}.{layer[module.group(1)]}.{module.group(2)}"
@@ -103,8 +106,24 @@ class GGUFFile:
                               f"{', '.join(GGUF_ARCHITECTURES)}")
         self.arch, self.spec = arch, GGUF_ARCHITECTURES[arch]
         self.layout = self.spec.gguf
-        self._tensors = {hf_name(t.name, self.layout.tensors): t for t in self.reader.tensors}
+        self._tensors = self._by_hf_name()
         self.config = self._config()
+
+    def _by_hf_name(self) -> dict[str, list]:
+        """HF name -> the GGUF tensors it is made of: one, or the row blocks of a tensor llama.cpp splits (the
+        layout's ``fused``: Granite's gate and up projections), in their order."""
+        extra = self.layout.tensors | {part: hf for hf, parts in self.layout.fused.items() for part in parts}
+        tensors: dict[str, list] = {}
+        for tensor in sorted(self.reader.tensors, key=self._block_index):
+            tensors.setdefault(hf_name(tensor.name, extra, self.layout.layers), []).append(tensor)
+        return tensors
+
+    def _block_index(self, tensor) -> int:
+        """Where a split tensor's block goes in the HF tensor (0 for every other tensor)."""
+        block = _BLOCK.fullmatch(tensor.name)
+        module = _KIND.fullmatch(block.group(2)) if block else None
+        return next((parts.index(module.group(1)) for parts in self.layout.fused.values()
+                     if module and module.group(1) in parts), 0)
 
     def field(self, key: str, default: Any = None) -> Any:
         field = self.reader.fields.get(key)
@@ -122,7 +141,7 @@ class GGUFFile:
             "rope_theta": self.field(f"{a}.rope.freq_base", 10000.0),
             "max_position_embeddings": self.field(f"{a}.context_length", 2048),
             "vocab_size": self.field(f"{a}.vocab_size") or len(self.field("tokenizer.ggml.tokens", []))
-            or self._tensors["model.embed_tokens.weight"].shape[-1],
+            or self._tensors[hf_name("token_embd.weight", self.layout.tensors)][0].shape[-1],
             "tie_word_embeddings": "lm_head.weight" not in self._tensors,
             "bos_token_id": self.field("tokenizer.ggml.bos_token_id"),
             "eos_token_id": [i for key in ("eos", "eot", "eom") if (i := self.field(f"tokenizer.ggml.{key}_token_id"))
@@ -156,24 +175,28 @@ class GGUFFile:
     def get(self, name: str) -> Tensor:
         from gguf import dequantize
 
-        tensor = self._tensors[name]
         self._require_float(name)
-        try:
-            array = dequantize(tensor.data, tensor.tensor_type)
-        except Exception as exc:  # an unknown quantization type or truncated data
-            raise CheckpointError(f"{self.path}: cannot dequantize {tensor.name} "
-                                  f"({tensor.tensor_type.name}: {exc})") from None
-        return self._hf_layout(name, torch.from_numpy(array if array.flags.writeable else array.copy()).float())
+        blocks = []
+        for tensor in self._tensors[name]:
+            try:
+                array = dequantize(tensor.data, tensor.tensor_type)
+            except Exception as exc:  # an unknown quantization type or truncated data
+                raise CheckpointError(f"{self.path}: cannot dequantize {tensor.name} "
+                                      f"({tensor.tensor_type.name}: {exc})") from None
+            blocks.append(torch.from_numpy(array if array.flags.writeable else array.copy()).float())
+        return self._hf_layout(name, torch.cat(blocks))
 
     def meta(self, name: str) -> Tensor:
         """Tensor ``name`` as :meth:`get` would give it, on the ``meta`` device (from the tensor info, no data)."""
         self._require_float(name)
-        shape = [int(n) for n in reversed(self._tensors[name].shape)]  # GGUF lists dimensions fastest first
-        return self._hf_layout(name, torch.empty(shape, device="meta"))
+        blocks = [torch.empty([int(n) for n in reversed(t.shape)], device="meta")  # GGUF lists the fastest first
+                  for t in self._tensors[name]]
+        return self._hf_layout(name, torch.cat(blocks))
 
     def _require_float(self, name: str) -> None:
-        kind = self._tensors[name].tensor_type.name
-        require_float(kind not in ("I8", "I16", "I32", "I64"), kind, self._tensors[name].name, self.path)
+        for tensor in self._tensors[name]:
+            kind = tensor.tensor_type.name
+            require_float(kind not in ("I8", "I16", "I32", "I64"), kind, tensor.name, self.path)
 
     def _hf_layout(self, name: str, weight: Tensor) -> Tensor:
         if self.layout.permuted_qk and name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):

@@ -1,10 +1,11 @@
 """``export --to gguf``: a checkpoint of an architecture whose spec declares a GGUF layout (Llama, Mistral,
-Qwen2, Qwen3, Gemma 3, LFM2) as a GGUF file llama.cpp and ollama run.
+Qwen2, Qwen3, Gemma 3, LFM2, Granite-4.0-H, Falcon-H1, GPT-2) as a GGUF file llama.cpp and ollama run.
 
 The tensors are those of ``export --to hf`` (:func:`~hybridformer.interop.export.hf_state`) under the
 names the ``gguf`` package's tensor map gives them for that architecture, changed as llama.cpp's own
 converter changes them (the spec's ``GGUFLayout``: Llama's q/k rows permuted for its RoPE, Gemma's norms
-stored as 1 + w, LFM2's conv kernels squeezed); the ``gguf`` package writes the file and quantizes (f16,
+stored as 1 + w, LFM2's conv kernels squeezed, Granite's fused FFN split, GPT-2's ``Conv1D`` weights
+transposed); the ``gguf`` package writes the file and quantizes (f16,
 Q8_0). The tokenizer goes in as llama.cpp's ``gpt2`` (byte-level BPE) vocabulary: tokens, token types,
 merges, special ids and the chat template. What llama.cpp cannot represent (windowed attention outside
 Gemma 3's pattern, sinks, our own hybrid layers, RoPE scalings other than linear and YaRN,
@@ -17,6 +18,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .. import structured
 from ..checkpoint import load_config_file
@@ -83,22 +85,34 @@ def _write(writer, source: Path, cfg: ModelConfig, tensors: dict, quantization: 
             tensor = permute(tensor, cfg.num_kv_heads)
         if layout.stored is not None:
             tensor = layout.stored(name, tensor, cfg)
-        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias")) or layout_name(name, layout.tensors)
-        if gguf_name is None:
-            raise ConfigError(f"the gguf package names no {layout.name} tensor for {name}")
-        suffix = name.rsplit(".", 1)[-1]
-        if suffix in ("weight", "bias") and not gguf_name.endswith(suffix):  # a map entry spelled with its suffix
-            gguf_name = f"{gguf_name}.{suffix}"
-        array = tensor.float().numpy()
-        kind = qtype if array.ndim == 2 and (qtype != gguf.GGMLQuantizationType.Q8_0 or array.shape[1] % 32 == 0) \
-            else gguf.GGMLQuantizationType.F32  # norms and biases stay f32, as llama.cpp keeps them
-        data = gguf.quantize(array, kind) if kind != gguf.GGMLQuantizationType.F32 else array
-        writer.add_tensor(gguf_name, data, raw_dtype=kind)
+        for gguf_name, block in _named_blocks(name, tensor, names, layout):
+            array = block.float().numpy()
+            kind = qtype if array.ndim == 2 and (qtype != gguf.GGMLQuantizationType.Q8_0 or array.shape[1] % 32 == 0) \
+                else gguf.GGMLQuantizationType.F32  # norms and biases stay f32, as llama.cpp keeps them
+            data = gguf.quantize(array, kind) if kind != gguf.GGMLQuantizationType.F32 else array
+            writer.add_tensor(gguf_name, data, raw_dtype=kind)
         progress(done, len(tensors))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def _named_blocks(name: str, tensor, names, layout: GGUFLayout) -> list[tuple[str, Any]]:
+    """llama.cpp's name(s) of HF tensor ``name``: the layout's own, else the ``gguf`` package's tensor map, else the
+    Llama ones; a ``fused`` tensor is written as its equal row blocks, each under its own name."""
+    module, suffix = name.rsplit(".", 1)
+    index, _, rest = module.removeprefix(f"{layout.layers}.").partition(".")
+    if rest in layout.fused:
+        parts = layout.fused[rest]
+        return [(f"blk.{index}.{part}.{suffix}", block)
+                for part, block in zip(parts, tensor.chunk(len(parts)), strict=True)]
+    gguf_name = (layout_name(name, layout.tensors, layout.layers, defaults=False)
+                 or names.get_name(name, try_suffixes=(".weight", ".bias"))
+                 or layout_name(name, layout.tensors, layout.layers))
+    if gguf_name is None:
+        raise ConfigError(f"the gguf package names no {layout.name} tensor for {name}")
+    return [(gguf_name, tensor)]
 
 
 def _check(cfg: ModelConfig, source: Path, layout: GGUFLayout) -> None:
@@ -111,6 +125,9 @@ def _check(cfg: ModelConfig, source: Path, layout: GGUFLayout) -> None:
                           "(linear and yarn do)")
 
 
+RECURRENT = ("shortconv", "mamba2")  # layers without attention: llama.cpp marks them by 0 key/value heads
+
+
 def _metadata(writer, cfg: ModelConfig, quantization: str) -> None:
     import gguf
 
@@ -119,15 +136,19 @@ def _metadata(writer, cfg: ModelConfig, quantization: str) -> None:
     writer.add_block_count(cfg.decoder.layers)
     writer.add_feed_forward_length(cfg.ffn_dim)
     writer.add_head_count(cfg.heads)
-    writer.add_head_count_kv([cfg.num_kv_heads if cfg.decoder.layer_of(i) == "transformer" else 0
-                              for i in range(cfg.decoder.layers)] if len(cfg.decoder.layer_kinds()) > 1
-                             else cfg.num_kv_heads)  # per layer in a hybrid (LFM2: 0 = a convolution layer)
-    writer.add_layer_norm_rms_eps(cfg.norm_eps)
-    writer.add_rope_freq_base(cfg.rope_base)
-    writer.add_rope_dimension_count(cfg.attention_head_dim)
+    kinds = [cfg.decoder.layer_of(i) for i in range(cfg.decoder.layers)]
+    writer.add_head_count_kv([0 if kind in RECURRENT else cfg.num_kv_heads for kind in kinds]
+                             if set(kinds) & set(RECURRENT) else cfg.num_kv_heads)  # per layer in LFM2, Granite-H
+    if cfg.norm == "layernorm":
+        writer.add_layer_norm_eps(cfg.norm_eps)
+    else:
+        writer.add_layer_norm_rms_eps(cfg.norm_eps)
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_key_length(cfg.attention_head_dim)
     writer.add_value_length(cfg.attention_head_dim)
+    if cfg.position == "rope":
+        writer.add_rope_freq_base(cfg.rope_base)
+        writer.add_rope_dimension_count(cfg.attention_head_dim)
     if cfg.rope_scaling is not None:
         writer.add_rope_scaling_type(gguf.RopeScalingType(cfg.rope_scaling.type))
         writer.add_rope_scaling_factor(cfg.rope_scaling.factor)

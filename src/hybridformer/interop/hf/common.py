@@ -19,7 +19,9 @@ class GGUFLayout:
     """How llama.cpp writes an architecture: its ``general.architecture`` name and what its converter changed.
 
     ``tensors`` adds per-layer GGUF names (``attn_q_norm`` ...) to the Llama ones in ``interop/gguf`` (the
-    export takes the names from the ``gguf`` package's tensor map; the round-trip tests hold the two equal);
+    export takes them first, then the ``gguf`` package's tensor map; the round-trip tests hold the two equal);
+    ``layers`` is the HF prefix of the layers; ``fused`` names the HF tensors llama.cpp stores split in equal row
+    blocks (Granite's ``shared_mlp.input_linear`` -> ``ffn_gate``, ``ffn_up``);
     ``config`` reads the metadata only this architecture has into config.json fields; ``weight(name, w)``
     undoes what llama.cpp's converter did to a tensor (HF names; Gemma's norms are stored as 1 + w) and
     ``stored(name, w)`` does it (``export --to gguf``); ``metadata(writer, cfg)`` writes the architecture's own
@@ -30,6 +32,8 @@ class GGUFLayout:
     name: str
     permuted_qk: bool = False  # q/k rows permuted for llama.cpp's RoPE (its Llama converter does this)
     tensors: dict[str, str] = dataclass_field(default_factory=dict)
+    layers: str = "model.layers"
+    fused: dict[str, tuple[str, ...]] = dataclass_field(default_factory=dict)
     config: Callable[[Callable[[str], Any], set[str]], dict[str, Any]] | None = None  # (metadata, tensor names)
     weight: Callable[[str, Tensor], Tensor] | None = None
     stored: Callable[[str, Tensor, ModelConfig], Tensor] | None = None

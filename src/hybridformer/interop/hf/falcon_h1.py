@@ -30,7 +30,14 @@ from .common import (
     rope_settings,
     unsupported,
 )
-from .granite import attention_rules, mamba_rules
+from .granite import (
+    MAMBA_GGUF_NAMES,
+    add_ssm_metadata,
+    attention_rules,
+    mamba_gguf_stored,
+    mamba_gguf_weight,
+    mamba_rules,
+)
 
 
 def ssm_sizes(hf: dict[str, Any]) -> tuple[int, int, int]:
@@ -157,54 +164,32 @@ def gguf_config(field: Callable[[str], Any], tensors: set[str]) -> dict[str, Any
             "mlp_bias": f"{layer}.feed_forward.up_proj.bias" in tensors}
 
 
-def gguf_weight(name: str, weight: Tensor) -> Tensor:
-    """Undo llama.cpp's Mamba-2 converter: it stores A = -exp(A_log) and D as (heads, 1), the conv kernels as
-    (channels, k) and the norm as (groups, channels / group)."""
-    if name.endswith("mamba.A_log"):
-        return torch.log(-weight).reshape(-1)
-    if name.endswith(("mamba.D", "mamba.norm.weight")):
-        return weight.reshape(-1)
-    return weight.unsqueeze(1) if name.endswith("mamba.conv1d.weight") and weight.dim() == 2 else weight
-
-
 def gguf_stored(name: str, weight: Tensor, cfg: ModelConfig) -> Tensor:
-    """What llama.cpp's converter does: :func:`gguf_weight` inverted, and the embedding and head multipliers folded
-    into their weights (its runtime has no such scales)."""
-    if name.endswith("mamba.A_log"):
-        return -torch.exp(weight).reshape(-1, 1)
-    if name.endswith("mamba.D"):
-        return weight.reshape(-1, 1)
-    if name.endswith("mamba.norm.weight"):
-        return weight.reshape(cfg.decoder.ssm.groups, -1)
-    if name.endswith("mamba.conv1d.weight"):
-        return weight.squeeze(1)
+    """What llama.cpp's converter does: its Mamba-2 changes, and the embedding and head multipliers folded into their
+    weights (its runtime has no such scales)."""
     if name == "model.embed_tokens.weight":
         return weight * cfg.embed_multiplier
-    return weight * cfg.output_scale if name == "lm_head.weight" else weight
+    return weight * cfg.output_scale if name == "lm_head.weight" else mamba_gguf_stored(name, weight, cfg)
 
 
 def gguf_metadata(writer, cfg: ModelConfig) -> None:
-    ssm = cfg.decoder.ssm
-    if ssm.output_norm == "before_gate":
+    if cfg.decoder.ssm.output_norm == "before_gate":
         raise ConfigError("llama.cpp's falcon-h1 normalises Mamba-2's gated output (ssm.output_norm 'gated' or "
                           "'none'), not before the gate")
+    if cfg.attention_bias:  # it loads attn_output.bias and never adds it
+        raise ConfigError("llama.cpp's falcon-h1 ignores the attention biases (attention_bias; Falcon-H1 checkpoints "
+                          "have none)")
     if cfg.tie_embeddings and (cfg.embed_multiplier, cfg.output_scale) != (1.0, 1.0):
         raise ConfigError("llama.cpp's falcon-h1 has no embedding or head multiplier, and a tied embedding cannot "
                           "hold both folded")
-    inner = ssm.inner or ssm.expand * cfg.d_model
-    writer.add_ssm_conv_kernel(ssm.conv_kernel_size)
-    writer.add_ssm_inner_size(inner)
-    writer.add_ssm_state_size(ssm.state_size)
-    writer.add_ssm_time_step_rank(inner // ssm.head_dim)
-    writer.add_ssm_group_count(ssm.groups)
+    add_ssm_metadata(writer, cfg)
 
 
-GGUF_NAMES = {  # llama.cpp's falcon-h1 names -> HF's, where they are not the Llama ones
-    "ffn_norm": "pre_ff_layernorm", "ffn_gate": "feed_forward.gate_proj", "ffn_up": "feed_forward.up_proj",
-    "ffn_down": "feed_forward.down_proj", "ssm_in": "mamba.in_proj", "ssm_conv1d": "mamba.conv1d",
-    "ssm_out": "mamba.out_proj", "ssm_norm": "mamba.norm", "ssm_a": "mamba.A_log", "ssm_d": "mamba.D",
-    "ssm_dt.bias": "mamba.dt_bias", "output_norm.weight": "model.final_layernorm.weight",
+GGUF_NAMES = {  # llama.cpp's falcon-h1 names -> HF's, where they are not the Llama ones (its ffn_norm has no suffix)
+    "ffn_norm": "pre_ff_layernorm.weight", "ffn_gate": "feed_forward.gate_proj", "ffn_up": "feed_forward.up_proj",
+    "ffn_down": "feed_forward.down_proj", **MAMBA_GGUF_NAMES, "output_norm.weight": "model.final_layernorm.weight",
 }
 FALCON_H1 = Architecture("falcon_h1", "FalconH1ForCausalLM", model_config, rules, hf_config, adopts=True, ct2=False,
                          fold=folded, gguf=GGUFLayout("falcon-h1", tensors=GGUF_NAMES, config=gguf_config,
-                                                      weight=gguf_weight, stored=gguf_stored, metadata=gguf_metadata))
+                                                      weight=mamba_gguf_weight, stored=gguf_stored,
+                                                      metadata=gguf_metadata))

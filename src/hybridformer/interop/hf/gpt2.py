@@ -6,16 +6,21 @@ Quirks honoured: ``Conv1D`` weights stored as ``(in, out)`` (transposed here), q
 special token, ``<|endoftext|>``, is BOS and EOS), so unless config.json names a pad token the pad id
 is ``vocab_size``: outside the vocabulary, embedded as zeros and never a logit, so the logits over the
 real vocabulary are transformers' exactly. Folders saved from ``GPT2Model`` (names without the
-``transformer.`` prefix, as the original checkpoints are) convert too.
+``transformer.`` prefix, as the original checkpoints are) convert too. In GGUF (llama.cpp's ``gpt2``), as
+llama.cpp's converter writes it: the ``Conv1D`` weights transposed to ``(out, in)``, the tanh GELU implied.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from torch import Tensor
+
 from ...config import ModelConfig
+from ...errors import ConfigError
 from ..rules import Rule
-from .common import Architecture, first_id, require
+from .common import Architecture, GGUFLayout, first_id, require
 from .weights import HF_ACTIVATIONS, activation
 
 PREFIX = "transformer."
@@ -70,5 +75,29 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
+def gguf_config(field: Callable[[str], Any], tensors: set[str]) -> dict[str, Any]:
+    """llama.cpp's gpt2 metadata as config.json fields."""
+    return {"n_embd": field("embedding_length"), "n_head": field("attention.head_count"),
+            "n_layer": field("block_count"), "n_positions": field("context_length"),
+            "n_inner": field("feed_forward_length"), "layer_norm_epsilon": field("attention.layer_norm_epsilon"),
+            "activation_function": "gelu_new"}
+
+
+def gguf_weight(name: str, weight: Tensor, cfg: ModelConfig | None = None) -> Tensor:
+    """``Conv1D``'s ``(in, out)`` weights <-> llama.cpp's ``(out, in)`` (the same transposition either way)."""
+    return weight.t() if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) else weight
+
+
+def gguf_metadata(writer, cfg: ModelConfig) -> None:
+    if cfg.activation != "gelu_tanh":
+        raise ConfigError(f"llama.cpp's gpt2 architecture uses the tanh GELU (activation 'gelu_tanh'), not "
+                          f"{cfg.activation!r}")
+
+
+GGUF_NAMES = {"token_embd.weight": "transformer.wte.weight", "position_embd.weight": "transformer.wpe.weight",
+              "output_norm.weight": "transformer.ln_f.weight", "output_norm.bias": "transformer.ln_f.bias",
+              "attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_norm": "ln_2",
+              "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
 GPT2 = Architecture("gpt2", "GPT2LMHeadModel", model_config, rules, hf_config, head="lm_head.weight", prefix=PREFIX,
-                    adopts=True)
+                    adopts=True, gguf=GGUFLayout("gpt2", tensors=GGUF_NAMES, layers="transformer.h", config=gguf_config,
+                                                 weight=gguf_weight, stored=gguf_weight, metadata=gguf_metadata))

@@ -7,15 +7,33 @@ multipliers map onto model options: ``embedding_multiplier`` → ``embed_multipl
 ``residual_multiplier`` → ``residual_multiplier``, ``attention_multiplier`` → ``score_scale``, and
 ``logits_scaling`` → ``output_scale = 1 / logits_scaling``. Attention has RoPE only with
 ``position_embedding_type: rope`` (Granite-4.0-H itself uses none).
+
+In GGUF (llama.cpp's ``granitehybrid``): 0 key/value heads mark a Mamba-2 layer, the FFN's fused ``input_linear``
+is split into ``ffn_gate`` and ``ffn_up``, Mamba-2's tensors as llama.cpp's Mamba-2 converter stores them (shared
+with Falcon-H1), the multipliers as ``*_scale`` keys, and ``rope.scaling.finetuned`` switches RoPE on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from ...config import ModelConfig
+from ...errors import ConfigError
 from ..rules import Rule
-from .common import Architecture, first_id, hf_rope_parameters, output_rules, require, rope_settings, unsupported
+from .common import (
+    Architecture,
+    GGUFLayout,
+    first_id,
+    hf_rope_parameters,
+    output_rules,
+    require,
+    rope_settings,
+    unsupported,
+)
 
 MAMBA = ("mamba", "linear_attention")
 
@@ -128,5 +146,89 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-GRANITE_HYBRID = Architecture("granitemoehybrid", "GraniteMoeHybridForCausalLM", model_config, rules, hf_config,
-                              adopts=True, ct2=False)
+def mamba_gguf_weight(name: str, weight: Tensor) -> Tensor:
+    """Undo llama.cpp's Mamba-2 converter: it stores A = -exp(A_log) and D as (heads, 1), the conv kernels as
+    (channels, k) and the norm as (groups, channels / group)."""
+    if name.endswith("mamba.A_log"):
+        return torch.log(-weight).reshape(-1)
+    if name.endswith(("mamba.D", "mamba.norm.weight")):
+        return weight.reshape(-1)
+    return weight.unsqueeze(1) if name.endswith("mamba.conv1d.weight") and weight.dim() == 2 else weight
+
+
+def mamba_gguf_stored(name: str, weight: Tensor, cfg: ModelConfig) -> Tensor:
+    """What llama.cpp's Mamba-2 converter does: :func:`mamba_gguf_weight` inverted."""
+    if name.endswith("mamba.A_log"):
+        return -torch.exp(weight).reshape(-1, 1)
+    if name.endswith("mamba.D"):
+        return weight.reshape(-1, 1)
+    if name.endswith("mamba.norm.weight"):
+        return weight.reshape(cfg.decoder.ssm.groups, -1)
+    return weight.squeeze(1) if name.endswith("mamba.conv1d.weight") else weight
+
+
+def add_ssm_metadata(writer, cfg: ModelConfig) -> None:
+    """llama.cpp's Mamba-2 keys (its ``time_step_rank`` is the number of SSM heads)."""
+    ssm = cfg.decoder.ssm
+    if ssm.bias:  # llama.cpp refuses a file holding ssm_in/ssm_out biases ("wrong number of tensors")
+        raise ConfigError("llama.cpp's Mamba-2 layers have no in/out projection biases (ssm.bias; Granite-4.0-H and "
+                          "Falcon-H1 checkpoints have none)")
+    inner = ssm.inner or ssm.expand * cfg.d_model
+    writer.add_ssm_conv_kernel(ssm.conv_kernel_size)
+    writer.add_ssm_inner_size(inner)
+    writer.add_ssm_state_size(ssm.state_size)
+    writer.add_ssm_time_step_rank(inner // ssm.head_dim)
+    writer.add_ssm_group_count(ssm.groups)
+
+
+def gguf_config(field: Callable[[str], Any], tensors: set[str]) -> dict[str, Any]:
+    """llama.cpp's granitehybrid metadata as config.json fields: 0 key/value heads mark a Mamba-2 layer; its unset
+    multipliers and query scale take llama.cpp's defaults; biases show as tensors."""
+    layers = field("block_count")
+    kv = field("attention.head_count_kv")
+    kv = kv if isinstance(kv, list) else [kv] * layers
+    attention = next((i for i, n in enumerate(kv) if n), None)
+    mamba = next((i for i, n in enumerate(kv) if not n), None)
+    hidden, inner, heads = field("embedding_length"), field("ssm.inner_size"), field("ssm.time_step_rank")
+    head_dim = field("attention.key_length") or hidden // field("attention.head_count")
+    return {"num_key_value_heads": max(kv) or None, "layer_types": ["attention" if n else "mamba" for n in kv],
+            "num_local_experts": 0,  # llama.cpp's converter writes the dense FFN's width under either key
+            "shared_intermediate_size": field("expert_shared_feed_forward_length") or field("feed_forward_length"),
+            "mamba_n_heads": heads, "mamba_d_head": inner // heads, "mamba_expand": inner // hidden,
+            "mamba_d_state": field("ssm.state_size"), "mamba_n_groups": field("ssm.group_count"),
+            "mamba_d_conv": field("ssm.conv_kernel"),
+            "mamba_conv_bias": mamba is not None and f"model.layers.{mamba}.mamba.conv1d.bias" in tensors,
+            "attention_bias": attention is not None and f"model.layers.{attention}.self_attn.o_proj.bias" in tensors,
+            "position_embedding_type": "nope" if field("rope.scaling.finetuned") is False else "rope",
+            "embedding_multiplier": field("embedding_scale") or 1.0,
+            "residual_multiplier": field("residual_scale") or 1.0,
+            "attention_multiplier": field("attention.scale") or head_dim**-0.5,
+            "logits_scaling": field("logit_scale") or 1.0}
+
+
+def gguf_metadata(writer, cfg: ModelConfig) -> None:
+    """The multipliers and Mamba-2 keys; what llama.cpp's granitehybrid cannot run is refused."""
+    ssm = cfg.decoder.ssm
+    problems = [need for need, ok in (
+        ("a Mamba-2 inner width of 2 x d_model (ssm.expand 2, no ssm.inner)", ssm.expand == 2 and not ssm.inner),
+        ("the gated Mamba-2 output norm (ssm.output_norm 'gated')", ssm.output_norm == "gated")) if not ok]
+    if problems:
+        raise ConfigError(f"llama.cpp's granitehybrid architecture needs {'; '.join(problems)}")
+    add_ssm_metadata(writer, cfg)
+    writer.add_attention_scale(cfg.attention_head_dim**-0.5 if cfg.score_scale is None else cfg.score_scale)
+    writer.add_embedding_scale(cfg.embed_multiplier)
+    writer.add_residual_scale(cfg.residual_multiplier)
+    writer.add_logit_scale(1.0 / cfg.output_scale)
+    writer.add_rope_scaling_finetuned(cfg.position == "rope")  # llama.cpp's granitehybrid: RoPE on or off
+
+
+MAMBA_GGUF_NAMES = {  # llama.cpp's Mamba-2 names -> HF's (Granite-4.0-H, Falcon-H1)
+    "ssm_in": "mamba.in_proj", "ssm_conv1d": "mamba.conv1d", "ssm_out": "mamba.out_proj", "ssm_norm": "mamba.norm",
+    "ssm_a": "mamba.A_log", "ssm_d": "mamba.D", "ssm_dt.bias": "mamba.dt_bias",
+}
+GRANITE_HYBRID = Architecture(
+    "granitemoehybrid", "GraniteMoeHybridForCausalLM", model_config, rules, hf_config, adopts=True, ct2=False,
+    gguf=GGUFLayout("granitehybrid", permuted_qk=True,  # dense: llama.cpp's ffn_*, not the shared-expert names
+                    tensors={**MAMBA_GGUF_NAMES, "ffn_down": "shared_mlp.output_linear"},
+                    fused={"shared_mlp.input_linear": ("ffn_gate", "ffn_up")}, config=gguf_config,
+                    weight=mamba_gguf_weight, stored=mamba_gguf_stored, metadata=gguf_metadata))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...config import ModelConfig
+from ...errors import ConfigError
 from . import llama
 from .common import Architecture, GGUFLayout
 
@@ -22,5 +23,11 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     return llama.hf_config(cfg, "qwen3") | {"use_sliding_window": False, "sliding_window": None}
 
 
+def gguf_metadata(writer, cfg: ModelConfig) -> None:
+    if cfg.attention_bias:  # llama.cpp refuses a file holding attn_output.bias: "wrong number of tensors"
+        raise ConfigError("llama.cpp's qwen3 architecture has no output-projection bias (attention_bias; Qwen3 "
+                          "checkpoints have none)")
+
+
 QWEN3 = Architecture("qwen3", "Qwen3ForCausalLM", model_config, llama.rules, hf_config, adopts=True, ct2=False,
-                     gguf=GGUFLayout("qwen3", tensors=QK_NORMS))
+                     gguf=GGUFLayout("qwen3", tensors=QK_NORMS, metadata=gguf_metadata))
