@@ -3,9 +3,7 @@
 A SmolLM2-135M-shaped decoder (d_model 576, 9 heads, 3 kv heads, SwiGLU 1536, RoPE, 49,152-token vocabulary;
 ``--layers`` of its 30 layers, random weights: speed does not depend on them) prefills one prompt through the
 torch engine (``engine.prefill``), with full attention and with ``sliding_window`` (``--window``, ``--sinks``
-StreamingLLM sinks at cache positions, as ``hybridformer longify`` makes them). ``window-dense`` is the same
-windowed model fed one token first and then the rest: the rest goes through the cache's dense (L, L) mask,
-which is how every windowed prefill ran before the blocked prefill path. Reports the median CPU time
+StreamingLLM sinks at cache positions, as ``hybridformer longify`` makes them). Reports the median CPU time
 (``time.process_time``: robust on a shared machine) per contender and the ratio to full attention.
 
     OMP_NUM_THREADS=1 python benchmarks/prefill_window.py --lengths 2048,3415 --window 2048 --sinks 4
@@ -31,12 +29,6 @@ def engine(layers: int, attention: dict) -> TorchEngine:
     return TorchEngine(ModelScorer(build_model(cfg).eval()), None, cfg, torch.device("cpu"), attention["name"])
 
 
-def dense_prefill(engine: TorchEngine, prompt: list[int]) -> None:
-    """The first token alone, then the rest through the cache's step (the pre-blocked prefill path)."""
-    _, state = engine.prefill([prompt[:1]])
-    engine.scorer.step(state, torch.tensor([prompt[1:]]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", default="2048,3415")
@@ -50,11 +42,10 @@ def main() -> None:
     if args.sinks:
         window["sink_positions"] = "cache"
     full, windowed = engine(args.layers, {"name": "full"}), engine(args.layers, window)
-    contenders = {"full": full.prefill, "window": windowed.prefill,
-                  "window-dense": lambda rows: dense_prefill(windowed, rows[0])}
-    print(f"| tokens | full CPU s | window CPU s | window / full | window-dense / full |  ({args.layers} layers, "
+    contenders = {"full": full.prefill, "window": windowed.prefill}
+    print(f"| tokens | full CPU s | window CPU s | window / full |  ({args.layers} layers, "
           f"window {args.window}, {args.sinks} sinks, 1 thread, median of {args.rounds})")
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|")
     for length in map(int, args.lengths.split(",")):
         prompt = torch.randint(4, 49152, (length,)).tolist()
         times: dict[str, list[float]] = {name: [] for name in contenders}
@@ -63,8 +54,8 @@ def main() -> None:
                 begin = time.process_time()
                 contender([prompt])
                 times[name].append(time.process_time() - begin)
-        base, win, dense = (statistics.median(times[name]) for name in contenders)
-        print(f"| {length} | {base:.2f} | {win:.2f} | {win / base:.2f} | {dense / base:.2f} |")
+        base, win = (statistics.median(times[name]) for name in contenders)
+        print(f"| {length} | {base:.2f} | {win:.2f} | {win / base:.2f} |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 The fixtures under tests/fixtures/before_518bad8 were written by that commit's code
 (tests/fixtures/make_before_checkpoints.py): a head-pruned ALiBi seq2seq model with a Conformer
 decoder, an int8-quantized GQA/RoPE/SwiGLU LM and a Branchformer classifier, each with the logits
-it computed then. Loading must give back every stored tensor and the very same logits.
+it computed then. Loading must give back every stored tensor and the very same logits (the int8 LM's
+within int8's error: its activation quantization has since become more accurate).
 """
 
 from __future__ import annotations
@@ -33,5 +34,9 @@ def test_old_checkpoint_loads_bit_exactly(name: str) -> None:
             logits = ckpt.model(tokens, tokens[:, :5])
         else:
             logits = ckpt.model(tokens)
-    assert torch.equal(logits, expected["logits"])
+    if name == "lm_int8":  # int8 activations have since got 8 bits (VNNI) and one scale per row: same weights,
+        # a more accurate product, so the logits move within int8's error (tests/compress/test_weight_formats.py)
+        assert (logits - expected["logits"]).abs().max() <= 0.05 * expected["logits"].abs().max()
+    else:
+        assert torch.equal(logits, expected["logits"])
     assert ckpt.meta.get("made_by") == "518bad8"

@@ -14,7 +14,7 @@ from conftest import TINY_TEXT, require_data
 
 from hybridformer import evaluate, load_checkpoint
 from hybridformer.errors import ConfigError
-from hybridformer.metrics import bleu, chrf, rouge, split_sentences, token_nll
+from hybridformer.metrics import _bounded_state, bleu, chrf, rouge, split_sentences, token_nll
 
 REFS = ["Der Hund läuft über die Wiese.", "Ein Mann fährt Fahrrad, schnell!", "Zwei Kinder spielen im Park.",
         "Eine Frau liest ein Buch am Fenster.", "Das ist gut."]
@@ -188,3 +188,19 @@ def test_moses_lc_bleu_splits_dashes_and_gives_zero_without_a_four_gram():
     assert bleu(["ein Hund"], ["ein Hund"], tokenize="moses-lc").score == 0  # no 3-grams: no smoothing, as fairseq
     with pytest.raises(ConfigError, match="moses-lc"):
         bleu(HYPS, REFS, tokenize="moses")
+
+
+@pytest.mark.parametrize("attention", [
+    {"name": "sliding_window", "window": 4},
+    {"name": "sliding_window", "window": 3, "num_global": 2, "sink_positions": "cache"},
+])
+def test_a_long_text_scored_in_chunks_through_the_cache_equals_one_pass(tiny_checkpoint, attention):
+    """Past ``positions`` tokens a windowed LM's text runs chunk by chunk through the decoding cache (one token at a
+    time, chunks that wrap the ring, a chunk longer than the ring): the sum equals the one-pass value."""
+    decoder = {"layers": 2, "attention": attention}
+    ckpt = load_checkpoint(tiny_checkpoint("decoder_lm", position="rope", decoder=decoder))
+    inputs, labels = torch.randint(4, 40, (1, 23)), torch.randint(4, 40, (1, 23))
+    assert _bounded_state(ckpt.model)  # so the text does go through the cache in chunks
+    whole = token_nll(ckpt.model, inputs, labels, -100, positions=1000)
+    for positions in (1, 5, 8):
+        assert token_nll(ckpt.model, inputs, labels, -100, positions=positions) == pytest.approx(whole, rel=1e-6)

@@ -294,6 +294,18 @@ class RollingKVCache:
         self.kept_positions[slots] = kept
         return keys, values, positions
 
+    def ordered(self) -> tuple[Tensor, Tensor, int]:
+        """The kept keys and values in position order (the sinks, then the window), and the window keys' shift
+        (position minus column): a chunk after the cache then sees a contiguous band of keys (rows without
+        left padding only)."""
+        if self.length <= self.slots:  # not wrapped: slot = position
+            return self.keys[:, :, : self.length], self.values[:, :, : self.length], 0
+        g, oldest = self.num_global, self.length - self.window - 1
+        first = self._slot(oldest)
+        order = torch.cat([torch.arange(g), torch.arange(first, self.slots), torch.arange(g, first)])
+        order = order.to(self.keys.device)
+        return self.keys.index_select(2, order), self.values.index_select(2, order), oldest - g
+
     def reorder(self, index: Tensor) -> None:
         if self.keys is not None:
             self.keys = self.keys.index_select(0, index)

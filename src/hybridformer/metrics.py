@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention.multihead import MultiHeadAttention
+from .cache import DecodingCache, KVCache
 from .errors import ConfigError, DataError
 
 
@@ -161,23 +163,42 @@ def rouge(hypotheses: Sequence[str], references: Sequence[str], *, use_stemmer: 
 
 
 LOGIT_CHUNK = 256  # positions projected onto the vocabulary at once when scoring (50 MB of logits for 49k tokens)
+SCORE_CHUNK = 2048  # positions of one long text run through a language model at once, through its decoding cache
 
 
 @torch.inference_mode()
 def token_nll(model: nn.Module, inputs: Tensor, labels: Tensor, pad_id: int, src: Tensor | None = None, *,
-              chunk: int = LOGIT_CHUNK) -> float:
+              chunk: int = LOGIT_CHUNK, positions: int = SCORE_CHUNK) -> float:
     """Summed negative log-likelihood (nats) of ``labels`` under teacher forcing; padding not counted.
 
-    inputs, labels: (batch, T); ``src`` (batch, S) for an encoder-decoder, ``None`` for an LM. The
-    states of the whole sequence come from one pass, but they are projected onto the vocabulary
-    ``chunk`` positions (all rows together) at a time: the (T × vocab) logits never exist at once
-    (8k tokens of SmolLM2's 49,152-token vocabulary would be 1.6 GB, and as much again for the softmax).
+    inputs, labels: (batch, T); ``src`` (batch, S) for an encoder-decoder, ``None`` for an LM. States are
+    projected onto the vocabulary ``chunk`` positions (all rows together) at a time: the (T × vocab) logits
+    never exist at once (8k tokens of SmolLM2's 49,152-token vocabulary would be 1.6 GB, and as much again
+    for the softmax). One LM text longer than ``positions`` (one row, no pad token in it) of a model whose
+    attention keeps bounded state (windows, linear attention, convolutions) runs through the model
+    ``positions`` at a time, through its decoding cache, which is exact: memory is flat in the length.
     """
     if src is not None:
         memory, mask = model.encode(src)
-        states = model.decoder_states(inputs, memory, mask)
-    else:
-        states = model.states(inputs)
+        return _projected_nll(model, model.decoder_states(inputs, memory, mask), labels, pad_id, chunk)
+    if (inputs.shape[0] > 1 or inputs.shape[1] <= positions or bool(inputs.eq(model.pad_id).any())
+            or not _bounded_state(model)):
+        return _projected_nll(model, model.states(inputs), labels, pad_id, chunk)
+    cache, nll = DecodingCache(), 0.0
+    for start in range(0, inputs.shape[1], positions):
+        states = model.states(inputs[:, start : start + positions], cache=cache, offset=start)
+        nll += _projected_nll(model, states, labels[:, start : start + positions], pad_id, chunk)
+    return nll
+
+
+def _bounded_state(model: nn.Module) -> bool:
+    """Whether no attention of ``model`` keeps a growing KV cache: for one that does, the cache of a long text
+    (SmolLM2 at 8k: 377 MB) outweighs the activations chunking saves, so the text goes through in one pass."""
+    return not any(isinstance(m.kernel.new_state(), KVCache) for m in model.modules()
+                   if isinstance(m, MultiHeadAttention))
+
+
+def _projected_nll(model: nn.Module, states: Tensor, labels: Tensor, pad_id: int, chunk: int) -> float:
     step = max(1, chunk // states.shape[0])
     nll = 0.0
     for start in range(0, states.shape[1], step):

@@ -7,6 +7,7 @@ import torch
 from attention.attn_oracle import B, H, band, grads, make_bias, padding, qkv, reference
 
 from hybridformer.attention import build_attention
+from hybridformer.attention.base import attend_lse, dense_attend_lse
 
 CASES = [(causal, pad, bias) for causal in (False, True) for pad in (False, True) for bias in (None, "alibi", "t5")]
 
@@ -125,3 +126,28 @@ def test_gqa_shapes_for_every_exact_kernel() -> None:
     for name, opts in [("chunked", {}), ("sliding_window", {"window": 3}), ("block_sparse", {"block_size": 4})]:
         out = build_attention(name, **opts)(q, k, v, causal=True)
         assert out.shape == (B, H, 19, q.shape[-1])
+
+
+@pytest.mark.parametrize("num_global", [0, 3])
+def test_sliding_window_inference_bands_match_reference(num_global: int) -> None:
+    """Without gradients a causal call takes the band-block path (several blocks of BAND_QUERIES queries, sinks
+    merged by log-sum-exp); with gradients the masked all-blocks path. Both equal the dense oracle, in float32
+    (SDPA's fused CPU kernel) as in float64."""
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+        q, k, v = qkv(101, dtype=dtype)
+        kernel = build_attention("sliding_window", window=7, num_global=num_global)
+        expected = reference(q, k, v, causal=True, allowed=band(101, 101, 7, num_global))
+        with torch.no_grad():
+            fast = kernel(q, k, v, causal=True)
+        slow = kernel(q.requires_grad_(), k, v, causal=True)
+        torch.testing.assert_close(fast, expected, atol=tol, rtol=0)
+        torch.testing.assert_close(slow.detach(), expected, atol=tol, rtol=0)
+
+
+def test_dense_attend_lse_matches_the_fused_kernel() -> None:
+    """The materialized fallback of ``attend_lse`` (devices without SDPA's CPU flash kernel) computes the same."""
+    q, k, v = qkv(9, 13, dtype=torch.float32)
+    mask = torch.zeros(9, 13).masked_fill(torch.rand(9, 13) < 0.3, float("-inf"))
+    mask[:, 0] = 0.0
+    for got, want in zip(dense_attend_lse(q, k, v, mask), attend_lse(q, k, v, mask), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

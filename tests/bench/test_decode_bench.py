@@ -25,12 +25,14 @@ def llama_checkpoint(tmp_path, tiny_tokenizer):
 def test_bench_decode_measures_every_contender(tmp_path, llama_checkpoint, monkeypatch, capsys, one_thread):
     pytest.importorskip("transformers")
     pytest.importorskip("ctranslate2")
+    (tmp_path / "calibration.txt").write_text("the cat sat on the mat\na dog ran\n")
     code, out, err = run_cli(monkeypatch, capsys, "bench", "decode", llama_checkpoint, "--formats", "fp32,int8",
                              "--peers", "transformers,ct2,llama.cpp", "--prompts", "2", "--prompt-len", "4",
                              "--new-tokens", "3", "--beam", "2", "--rounds", "2", "--no-memory", "--out",
-                             tmp_path / "report")
+                             tmp_path / "report", "--calibrate", tmp_path / "calibration.txt")
     assert code == 0, err
     report = json.loads((tmp_path / "report" / "decode.json").read_text())
+    assert report["settings"]["calibrate"] == str(tmp_path / "calibration.txt")  # int8 was smoothed on it
     rows = {row["name"]: row for row in report["rows"]}
     assert report["fp32_identical"] is True
     for name in ("hybridformer torch fp32", "transformers fp32", "CTranslate2 direct float32"):

@@ -13,6 +13,7 @@ from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpo
 from hybridformer.compress import Int8Linear, quantize_dynamic_int8, quantize_model, state_size
 from hybridformer.decoding import ModelScorer, greedy_search
 from hybridformer.errors import ConfigError
+from hybridformer.quantized import _REDUCE_RANGE
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -36,10 +37,23 @@ def test_int8_linear_matches_pytorch_dynamic_quantization():
         reference = quantize_dynamic(float_model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
     ours = quantize_dynamic_int8(copy.deepcopy(float_model))
     assert isinstance(ours[0], Int8Linear)
-    x = torch.randn(2, 5, 16)
-    assert torch.equal(ours(x), reference(x))
+    weight, _ = reference[0]._packed_params._weight_bias()
+    assert torch.equal(ours[0].weight_int8, weight.int_repr())
+    assert torch.equal(ours[0].weight_scale, weight.q_per_channel_scales())
+    # one row (a decoding step at batch 1): torch.ao's kernel call, with 8-bit activations where VNNI allows
+    x = torch.randn(1, 16)
+    packed = reference[0]._packed_params._packed_params
+    assert torch.equal(ours[0](x), torch.ops.quantized.linear_dynamic(x, packed, _REDUCE_RANGE))
     assert not ours[0].bias.requires_grad
-    assert torch.equal(copy.deepcopy(ours)(x), reference(x))  # ensembles/benchmarks copy models
+    assert torch.equal(copy.deepcopy(ours)(x), ours(x))  # ensembles/benchmarks copy models
+
+
+def test_int8_activations_get_one_scale_per_row():
+    layer = quantize_dynamic_int8(nn.Sequential(nn.Linear(64, 32)))[0]
+    x = torch.randn(12, 64) * torch.tensor([[1e-3], [1.0], [1e3]]).repeat(4, 1)  # rows of very different sizes
+    expected = x @ (layer.weight_int8.float() * layer.weight_scale[:, None].float()).T + layer.bias
+    # each row keeps ~1% accuracy: with one scale for all rows the small ones would quantize to zero
+    assert ((layer(x) - expected).norm(dim=-1) / expected.norm(dim=-1)).max() < 0.02
 
 
 def test_quantized_model_stays_close_to_float():

@@ -82,6 +82,48 @@ def test_streaming_stops_on_end_of_turn(models) -> None:
     assert [seen.get(i, []) for i in range(len(PROMPTS))] == expected
 
 
+@pytest.mark.parametrize("left_padding", [True, False])
+def test_streaming_ends_at_the_end_of_turn_step(models, left_padding) -> None:
+    """The streaming search knows every EOS id: a row ends at the step that picks the end-of-turn (no step spent
+    forcing EOS after it), while an end-of-turn inside a longer prompt's forced tail (a model without left
+    padding feeds it step by step) is prompt, not an end."""
+    from dataclasses import replace
+
+    plain, _, _ = models
+    opts = GenerationOptions(max_len_b=12, beam=1, presence_penalty=50.0)  # every output token a new one
+    engine = load_engine(plain)
+    end_of_turn = engine.stream([PROMPTS[0]], opts)[0][3]
+    prompts = [PROMPTS[0], PROMPTS[1] + [end_of_turn, 9, end_of_turn, 4]]
+    free = [engine.stream([p], opts)[0] for p in prompts]
+    listed = replace(engine, config=engine.config.model_copy(update={"extra_eos_ids": [end_of_turn]}))
+    listed.scorer.left_padding = left_padding  # False: the longer prompt's tail is forced token by token
+    steps = []
+    inner = listed.scorer.step
+    listed.scorer.step = lambda state, tokens: steps.append(1) or inner(state, tokens)
+    alone = listed.stream([PROMPTS[0]], opts)
+    assert alone == [free[0][:3]] and len(steps) == 4
+    assert listed.stream(prompts, opts) == [cut(ids, {end_of_turn}) for ids in free]
+    assert len(free[1]) > 2  # the tail's end-of-turn ended nothing
+
+
+def test_ct2_batches_prompts_whose_tails_hold_an_end_of_turn(models) -> None:
+    """CTranslate2 forces a longer prompt's tail token by token and never ends a row on a forced end token, so
+    prompts holding an end-of-turn (every chat prompt) share a batch with shorter ones and get what they get alone."""
+    pytest.importorskip("ctranslate2")
+    from dataclasses import replace
+
+    plain, _, _ = models
+    engine = load_engine(plain, engine="ct2")
+    engine = replace(engine, config=engine.config.model_copy(update={"extra_eos_ids": [9]}))  # 9: never generated
+    prompts = [PROMPTS[0], PROMPTS[1] + [9, 4, 9, 4]]  # 4 and 7 tokens: the second's forced tail holds 9 twice
+    opts = GenerationOptions(max_len_b=6, beam=1)
+    alone = [engine.stream([p], opts)[0] for p in prompts]
+    batches, run = [], engine._run
+    engine._run = lambda batch, *args, **kw: batches.append(len(batch)) or run(batch, *args, **kw)
+    assert engine.stream(prompts, opts) == alone and batches == [2]
+    assert all(len(ids) == 6 for ids in alone)  # no forced 9 ended a row
+
+
 def test_hf_export_writes_the_list(models, tmp_path) -> None:
     from hybridformer.interop.export import export_hf
 

@@ -105,8 +105,10 @@ def serve_all(engine, first: list[Request], late: list[Request], **limits) -> tu
     return asyncio.run(main())
 
 
+@pytest.mark.parametrize("prefill_tokens", [512, 3])  # 3: prompts go in 3 tokens per step (chunked prefill)
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_request_gets_what_it_gets_alone(tiny_tokenizer, kind, one_thread):
+def test_each_request_gets_what_it_gets_alone(tiny_tokenizer, kind, prefill_tokens, monkeypatch, one_thread):
+    monkeypatch.setattr(continuous, "PREFILL_TOKENS", prefill_tokens)
     engine = spread(engine_for(tiny_tokenizer, **ARCHITECTURES[kind]))
     outputs, batcher = serve_all(engine, FIRST, LATE)
     assert isinstance(batcher, ContinuousBatcher) and batcher.metrics.mode == "continuous"
@@ -118,7 +120,7 @@ def test_each_request_gets_what_it_gets_alone(tiny_tokenizer, kind, one_thread):
     assert batcher.metrics.queued == 0 and not batcher.rows
 
 
-@pytest.mark.parametrize("prefill_tokens", [512, 4])  # 4: every request prefilled in a step of its own
+@pytest.mark.parametrize("prefill_tokens", [512, 4])  # 4: every request prefilled in steps of its own
 def test_row_cap_and_token_budget_hold_requests_back(tiny_tokenizer, prefill_tokens, monkeypatch, one_thread):
     monkeypatch.setattr(continuous, "PREFILL_TOKENS", prefill_tokens)
     engine = spread(engine_for(tiny_tokenizer, **ARCHITECTURES["rope"]))
@@ -130,6 +132,32 @@ def test_row_cap_and_token_budget_hold_requests_back(tiny_tokenizer, prefill_tok
     assert batcher.metrics.batch_requests.count == (2 if prefill_tokens == 512 else 3)  # prefill passes
 
 
+def test_a_long_prompt_goes_in_chunks_while_the_batch_decodes(tiny_tokenizer, monkeypatch, one_thread):
+    """Chunked prefill: 3 prompt tokens per step, so the late 15-token prompt goes in over 5 chunks with a decoding
+    step of the running rows between each two, and joins them mid-flight with the answer it gets alone."""
+    monkeypatch.setattr(continuous, "PREFILL_TOKENS", 3)
+    engine = spread(engine_for(tiny_tokenizer, **ARCHITECTURES["rope"]))
+    steps, chunk_steps = [], []  # decoding steps so far; per prefill, the steps done before each of its chunks
+    step, chunks = engine.step, engine.prefill_chunks
+
+    def counted(rows, columns):
+        chunk_steps.append([])
+        for out in chunks(rows, columns):
+            chunk_steps[-1].append(len(steps))
+            yield out
+
+    monkeypatch.setattr(engine, "step", lambda state, tokens: steps.append(len(tokens)) or step(state, tokens))
+    monkeypatch.setattr(engine, "prefill_chunks", counted)
+    first, late = [Request([[5, 6, 7, 8]], greedy(16))], [LATE[0]]
+    outputs, _ = serve_all(engine, first, late)
+    long = next(marks for marks in chunk_steps if len(marks) == 5)
+    assert long == sorted(set(long)), long  # a step between every two chunks
+    monkeypatch.setattr(engine, "prefill_chunks", chunks)
+    for request, got in zip(first + late, outputs, strict=True):
+        assert got == request.alone(engine)
+    assert max(late[0].company) == 2
+
+
 def test_an_engine_that_cannot_join_rows_gets_dynamic_batching():
     metrics = Metrics()
     decoder = SimpleNamespace(joins=False)  # CTranslate2
@@ -137,3 +165,21 @@ def test_an_engine_that_cannot_join_rows_gets_dynamic_batching():
     assert type(batcher) is DynamicBatcher and metrics.mode == "dynamic"
     make_batcher(decoder, metrics, batching=False, max_batch_tokens=64, max_rows=4, max_wait_ms=1.0)
     assert metrics.mode == "off"
+
+
+def test_dynamic_batching_merges_greedy_requests_of_different_budgets(tiny_tokenizer, one_thread):
+    """Chat requests rarely share ``max_tokens``: greedy ones still share a dynamic batch, run to the largest budget,
+    each row stopping at its own, and each gets what it gets alone."""
+    engine = spread(engine_for(tiny_tokenizer, **ARCHITECTURES["rope"]))
+    requests = [Request([[5, 6, 7]], greedy(3)), Request([[8, 9]], greedy(9)), Request([[10, 11, 12, 13]], greedy(6))]
+
+    async def main():
+        batcher = DynamicBatcher(engine, Metrics(), max_batch_tokens=4096, max_wait_ms=300.0)
+        batcher.start()
+        outputs = await asyncio.gather(*(batcher.submit(r.sources, r.opts) for r in requests))
+        await batcher.close()
+        return outputs, batcher.metrics
+
+    outputs, metrics = asyncio.run(main())
+    assert outputs == [r.alone(engine) for r in requests]
+    assert [len(rows[0]) for rows in outputs] == [3, 9, 6] and metrics.batch_requests.count == 1

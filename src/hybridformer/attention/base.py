@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -91,6 +92,34 @@ def attend(q: Tensor, k: Tensor, v: Tensor, *, allowed: Tensor | None = None, bi
         mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
     gqa = q.dim() == 4 and k.shape[1] != q.shape[1]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
+
+
+def attend_lse(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Softmax attention and the log-sum-exp of each query's scores (batch, heads, q): two attentions over
+    disjoint key sets then combine exactly (:func:`merge_attention`). Inference only (the log-sum-exp carries
+    no gradient). ``mask`` is additive, of q's dtype. On CPU it is SDPA's fused flash kernel (keys may be
+    overlapping strided views, GQA heads are shared); elsewhere :func:`dense_attend_lse`."""
+    if q.device.type == "cpu":
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=mask)
+    return dense_attend_lse(q, k, v, mask)
+
+
+def dense_attend_lse(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`attend_lse` with the scores materialized (devices without a fused kernel that returns them)."""
+    k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
+    scores = (q @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores + mask
+    lse = scores.logsumexp(-1)
+    return (scores - lse[..., None]).exp().to(v.dtype) @ v, lse
+
+
+def merge_attention(out: Tensor, lse: Tensor, other: Tensor, other_lse: Tensor) -> Tensor:
+    """Attention over the union of two disjoint key sets from each one's output and log-sum-exp: each part is
+    weighted by its share of the softmax mass (the flash-attention rescaling, Dao et al., 2022)."""
+    total = torch.logaddexp(lse, other_lse)
+    return out * (lse - total).exp()[..., None].to(out.dtype) + other * (other_lse - total).exp()[..., None].to(
+        out.dtype)
 
 
 SCORE_BIAS_ALTERNATIVES = ("use position=rope/sinusoidal/learned, or attention full, chunked, sliding_window "

@@ -9,7 +9,7 @@ from torch import Tensor
 from ..cache import RollingKVCache
 from ..errors import ConfigError
 from ..position import Rotation
-from .base import AttentionKernel, attend, expand_kv
+from .base import AttentionKernel, attend, attend_lse, expand_kv, merge_attention
 from .bias import ScoreBias
 from .full import FullAttention
 from .masks import drop_empty_padding, position_mask
@@ -21,7 +21,8 @@ class SlidingWindowAttention(AttentionKernel):
 
     Queries go in blocks of ``chunk_size``; a block attends only its band of keys (plus the global
     keys) with SDPA's fused kernel, so time and memory are O(L · (window + chunk)) forward and
-    backward — never an L × L mask. Global query rows are one extra dense pass over all keys.
+    backward — never an L × L mask. Global query rows are one extra dense pass over all keys. Causal inference
+    (no gradient, padding or bias) goes in smaller blocks over strided views of the keys (:meth:`_bands`).
     Decoding keeps a rolling cache bounded by ``num_global + window`` keys however long the output.
 
     ``sink_positions``: where a causal query sees the global (sink) tokens. ``absolute``: at their own
@@ -58,6 +59,8 @@ class SlidingWindowAttention(AttentionKernel):
         if self.rotates_sinks and not causal:
             raise ConfigError("attention 'sliding_window': sink_positions='cache' (StreamingLLM) is for causal "
                               "stacks; an encoder's global tokens keep their absolute positions")
+        if offset == 0 and causal and padding is None and bias is None and not _needs_grad(q, k, v):
+            return self._bands(q, k, v, rope)
         if offset == 0 and not self._moves_sinks(k_len - 1):
             out = self._all_blocks(q, k, v, causal, padding, bias)
         else:  # a chunk after a cache, or sinks seen from cache positions: band by band
@@ -126,6 +129,33 @@ class SlidingWindowAttention(AttentionKernel):
         out = out.masked_fill(empty[:, None], 0.0)
         return out.flatten(2, 3)[:, :, :length]
 
+    def _bands(self, q: Tensor, k: Tensor, v: Tensor, rope: Rotation | None, offset: int = 0, shift: int = 0) -> Tensor:
+        """Causal inference without padding or bias (a prompt's prefill, perplexity, a chunk after a cache).
+
+        Queries sit at positions ``offset`` on; k, v hold the sinks and then contiguous positions, column
+        ``c`` at position ``c + shift`` (``shift`` > 0 after a chunk that dropped keys from the window). Queries
+        up to position ``num_global + window`` see their whole past, so they are plain causal attention; every
+        later query sees its ``window + 1`` band keys, in blocks of ``BAND_QUERIES`` queries over strided views of
+        the keys (no copies, one SDPA call), and the sinks, a second tiny attention merged by log-sum-exp, seen
+        from the query's cache position when ``sink_positions='cache'``. The kernel computes
+        ``window + BAND_QUERIES`` scores per query for ``window + 1`` useful ones."""
+        n, g, w = q.shape[2], self.num_global, self.window
+        head = min(n, max(0, g + w + 1 - offset))  # here shift is 0: every earlier key is kept
+        parts = []
+        if head:
+            parts.append(self.exact(q[:, :, :head], k[:, :, : offset + head], v[:, :, : offset + head], causal=True))
+        if head < n:
+            first = offset + head
+            lo = first - w - shift  # column of the first query's oldest band key
+            rest, lse = _band_attention(q[:, :, head:], k[:, :, lo:], v[:, :, lo:], w)
+            if g:
+                q_sink = q[:, :, head:]
+                if self.rotates_sinks and rope is not None:  # every one of these queries sits at cache position g + w
+                    q_sink = rope.shift(q_sink, torch.arange(first, offset + n, device=q.device) - (g + w))
+                rest = merge_attention(rest, lse, *attend_lse(q_sink, k[:, :, :g], v[:, :, :g]))
+            parts.append(rest)
+        return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+
     def _block_by_block(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, padding: Tensor | None,
                         bias: ScoreBias | None, offset: int, rope: Rotation | None = None) -> Tensor:
         """One band of keys (plus the global keys) per block of ``chunk_size`` queries: a chunk decoded
@@ -166,19 +196,43 @@ class SlidingWindowAttention(AttentionKernel):
         """Attend the new tokens over the kept keys (global + last ``window``) and themselves; the window is
         relative, so left padding (the columns before ``start``, without global keys) is only masked.
 
-        A prompt into an empty cache is never attended through the cache's dense (L, L) mask (which made a
-        longified model's prefill 2.3x slower than full attention's): see :meth:`_prefill`."""
+        Without left padding, a score bias or gradients, a chunk attends the ring's keys in position order and its
+        own through :meth:`_bands` (a prompt into an empty cache too), and one token the ring through
+        :meth:`_ring_step`; otherwise a prompt goes through :meth:`_prefill`, never the dense (L, L) mask."""
+        if q.shape[2] > 1 and start is None and bias is None and not _needs_grad(q, k, v):
+            offset = state.length
+            kept_k, kept_v, shift = state.ordered() if offset else (k[:, :, :0], v[:, :, :0], 0)
+            keys, values = torch.cat([kept_k, k], 2), torch.cat([kept_v, v], 2)  # before extend overwrites slots
+            state.extend(k, v)
+            return self._bands(q, keys, values, rope, offset, shift)
         if state.length == 0 and q.shape[2] > 1:
             state.extend(k, v)
             columns = torch.arange(k.shape[2], device=k.device)
             padding = None if start is None else columns[None] < start[:, None]
             return self._prefill(q, k, v, padding, bias, rope)
         keys, values, k_pos = state.extend(k, v)
+        if q.shape[2] == 1 and start is None and bias is None:
+            return self._ring_step(q, keys, values, state.length - 1, rope)
         q_pos = torch.arange(state.length - q.shape[2], state.length, device=q.device)
         padding = None if start is None else (k_pos[None] < start[:, None])[:, None, None, :]
         allowed = position_mask(q_pos[:, None], k_pos[None, :], causal=True, window=self.window,
                                 num_global=self.num_global, key_padding=padding)
         return attend(q, keys, values, allowed=allowed, bias=self._position_scores(q, keys, q_pos, k_pos, bias, rope))
+
+    def _ring_step(self, q: Tensor, keys: Tensor, values: Tensor, position: int, rope: Rotation | None) -> Tensor:
+        """One token over the ring: every slot in use holds a key the query sees (the sinks, and at most
+        ``window + 1`` positions up to its own), so no mask is built, and a kv head's query heads go in as its
+        queries (GQA without copying the keys). Sinks seen from the cache position are a second attention over the
+        sink slots with the re-rotated query, merged by log-sum-exp: no score bias."""
+        batch, heads, _, dim = q.shape
+        g, q = self.num_global, q.reshape(batch, keys.shape[1], heads // keys.shape[1], dim)
+        if rope is None or not self._moves_sinks(position):
+            out = F.scaled_dot_product_attention(q, keys, values)
+        else:
+            q_sink = rope.shift(q, torch.tensor([position - g - self.window], device=q.device))
+            out, lse = attend_lse(q, keys[:, :, g:], values[:, :, g:])
+            out = merge_attention(out, lse, *attend_lse(q_sink, keys[:, :, :g], values[:, :, :g]))
+        return out.reshape(batch, heads, 1, dim)
 
     def _prefill(self, q: Tensor, k: Tensor, v: Tensor, padding: Tensor | None, bias: ScoreBias | None,
                  rope: Rotation | None) -> Tensor:
@@ -218,6 +272,36 @@ class SlidingWindowAttention(AttentionKernel):
             extra = q.new_zeros(*q.shape[:3], len(k_pos)).index_copy_(-1, cols, moved)
             scores = extra if scores is None else scores + extra
         return scores
+
+
+BAND_QUERIES = 32  # queries per band block: 32 measured fastest on CPU at windows 256 and 2,048 (docs/RESULTS.md)
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _band_attention(q: Tensor, k: Tensor, v: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Causal band attention and its log-sum-exp. q (B, H, L, D); k, v (B, kv_heads, window + L, D): query i sits
+    at key i + window and sees keys i .. i + window. Block b of ``c`` queries sees the ``window + c`` keys from
+    b·c on, an overlapping strided view (unfold) of the keys, so all blocks go through SDPA as one batch of
+    blocks without copying the keys; one (c, window + c) mask serves every block."""
+    batch, heads, length, dim = q.shape
+    c = min(BAND_QUERIES, length)
+    n, span = -(-length // c), window + c
+    q_blocks = F.pad(q, (0, 0, 0, n * c - length)).unflatten(2, (n, c)).transpose(1, 2)  # (B, n, H, c, D)
+
+    def unfold(x: Tensor) -> Tensor:  # (B, kv_heads, window + L, D) -> (B, n, kv_heads, span, D), a view
+        x = F.pad(x, (0, 0, 0, n * c + window - x.shape[2]))
+        return x.unfold(2, span, c).permute(0, 2, 1, 4, 3)
+
+    i, j = torch.arange(c, device=q.device)[:, None], torch.arange(span, device=q.device)[None]
+    mask = torch.zeros(c, span, dtype=q.dtype, device=q.device).masked_fill((j < i) | (j > i + window),
+                                                                              float("-inf"))
+    k_blocks, v_blocks = unfold(k), unfold(v)
+    outs, lses = zip(*(attend_lse(q_blocks[b], k_blocks[b], v_blocks[b], mask) for b in range(batch)), strict=True)
+    out = torch.stack(outs).transpose(1, 2).flatten(2, 3)[:, :, :length]  # (B, H, L, D)
+    return out, torch.stack(lses).transpose(1, 2).flatten(2, 3)[:, :, :length]
 
 
 def _sdpa_blocks(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float) -> Tensor:

@@ -79,9 +79,11 @@ def make_prompts(checkpoint: Path, count: int, length: int, text: Path | None = 
 def run_decode_bench(
     checkpoint: str | Path, *, engines: list[str], formats: list[str], peers: list[str], prompts: int = 8,
     prompt_len: int = 32, new_tokens: int = 64, beam: int = 5, rounds: int = 3, threads: int = 1,
-    text: str | Path | None = None, memory: bool = True, compiled: bool = False, progress=None,
+    text: str | Path | None = None, calibrate: str | Path | None = None, memory: bool = True,
+    compiled: bool = False, progress=None,
 ) -> DecodeReport:
-    """Measure every contender (see module docstring); ``progress(line)`` hears about each step."""
+    """Measure every contender (see module docstring); ``progress(line)`` hears about each step.
+    ``calibrate``: text that the int8 format is calibrated on (SmoothQuant) before it runs."""
     checkpoint = Path(checkpoint)
     for name, value, least in (("--prompts", prompts, 1), ("--prompt-len", prompt_len, 2),
                                ("--new-tokens", new_tokens, 1), ("--rounds", rounds, 1), ("--threads", threads, 1),
@@ -94,7 +96,7 @@ def run_decode_bench(
     torch.set_num_threads(threads)
     say = progress or (lambda line: None)
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as work:
-        setup = Setup(checkpoint, Path(work), threads)
+        setup = Setup(checkpoint, Path(work), threads, Path(calibrate) if calibrate else None)
         runners: dict[Spec, Runner] = {}
         rows = {spec: Row(spec.name) for spec in specs}
         for spec in specs:
@@ -116,7 +118,8 @@ def run_decode_bench(
                 rows[spec].peak_mib = _peak_memory(spec, setup, batch, new_tokens)
                 say(f"peak memory of {spec.name}: {rows[spec].peak_mib:.0f} MiB")
     settings = dict(prompts=prompts, prompt_len=prompt_len, new_tokens=new_tokens, beam=beam, rounds=rounds,
-                    threads=threads, text=str(text) if text else None, compiled=compiled, torch=torch.__version__)
+                    threads=threads, text=str(text) if text else None,
+                    calibrate=str(calibrate) if calibrate else None, compiled=compiled, torch=torch.__version__)
     return DecodeReport(str(checkpoint), settings, f"{platform.processor() or platform.machine()}, "
                         f"{platform.system()}", list(rows.values()))
 
@@ -198,7 +201,8 @@ def markdown(report: DecodeReport) -> str:
     s = report.settings
     lines = [f"bench decode {report.checkpoint}: {s['prompts']} prompts × {s['prompt_len']} tokens, "
              f"{s['new_tokens']} new tokens, beam {s['beam']}, {s['threads']} thread(s), median of "
-             f"{s['rounds']} interleaved rounds; tok/s", ""]
+             f"{s['rounds']} interleaved rounds; tok/s"
+             + (f"; int8 calibrated on {s['calibrate']} (SmoothQuant)" if s.get("calibrate") else ""), ""]
     header = ["contender", "greedy b1", f"greedy b{s['prompts']}", f"beam-{s['beam'] or 'off'} b{s['prompts']}",
               "prefill", "peak MiB", "greedy agreement with torch fp32"]
     rows = []

@@ -18,6 +18,7 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..compress import quantize_model
+from ..compress.data import text_batches
 from ..decoding import ModelScorer, beam_search, greedy_search
 from ..errors import ConfigError
 from ..quantized import quiet_torchao
@@ -59,11 +60,13 @@ class Runner:
 
 @dataclass(frozen=True)
 class Setup:
-    """What every contender is built from: the checkpoint, a scratch folder for exports, the thread count."""
+    """What every contender is built from: the checkpoint, a scratch folder for exports, the thread count,
+    and the text that int8 is calibrated on (SmoothQuant), if any."""
 
     checkpoint: Path
     workdir: Path
     threads: int
+    calibrate: Path | None = None
 
 
 def contenders(engines: list[str], formats: list[str], peers: list[str], compiled: bool = False) -> list[Spec]:
@@ -110,7 +113,10 @@ def _torch(fmt: str, setup: Setup, compiled: bool = False) -> Runner:
     if cfg.quantization is not None:
         raise Skip(f"the checkpoint is already quantized ({cfg.quantization}); bench its float source")
     if fmt != "fp32":
-        model, cfg = quantize_model(copy.deepcopy(model), cfg, fmt)
+        calibration = None
+        if fmt == "int8" and setup.calibrate is not None:
+            calibration = text_batches(ckpt.tokenizer, cfg, [setup.calibrate], batch_size=8, purpose="calibration")
+        model, cfg = quantize_model(copy.deepcopy(model), cfg, fmt, calibration=calibration)
     scorer = NoEarlyEnd(ModelScorer(model, compile=compiled), cfg.eos_ids)
 
     def start(prompts: Prompts):

@@ -23,6 +23,8 @@ def bench_decode(
     rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds (the median is reported)."),
     threads: int = typer.Option(1, "--threads", help="CPU threads of every contender."),
     text: Path = typer.Option(None, "--text", help="Take the prompts from this text (default: random token ids)."),
+    calibrate: Path = typer.Option(None, "--calibrate", help="Calibrate int8 on this text first (SmoothQuant, as "
+                                   "`quantize --calibrate`); LLMs need it."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Peak memory of each contender in a fresh "
                                 "process (costs one model load each)."),
     compile_: bool = typer.Option(False, "--compile", help="Also run each torch format with its decoding step "
@@ -33,18 +35,19 @@ def bench_decode(
     interleaved round by round in one run; fp32 paths must give identical greedy tokens.
 
     Examples:
-      hybridformer bench decode smollm2 --formats fp32,int8 --peers transformers,ct2 --new-tokens 32 --out runs/decode
+      hybridformer bench decode smollm2 --formats fp32,int8 --calibrate notes.txt --peers ct2 --out runs/decode
       hybridformer bench decode runs/m30k-conformer/checkpoints/best --peers "" --out runs/decode-conformer
       hybridformer bench decode smollm2 --formats fp32 --compile --peers ct2 --no-memory --out runs/decode-compiled
     """
     from ..bench.decode import markdown, run_decode_bench, write_decode_report
     from ..outputs import prepare_output_dir
 
-    prepare_output_dir(out, overwrite=overwrite, inputs=[checkpoint])
+    prepare_output_dir(out, overwrite=overwrite, inputs=[checkpoint, *([calibrate] if calibrate else [])])
     report = run_decode_bench(
         checkpoint, engines=split_list(engines), formats=split_list(formats), peers=split_list(peers),
         prompts=prompts, prompt_len=prompt_len, new_tokens=new_tokens, beam=beam, rounds=rounds, threads=threads,
-        text=text, memory=memory, compiled=compile_, progress=lambda line: typer.echo(line, err=True))
+        text=text, calibrate=calibrate, memory=memory, compiled=compile_,
+        progress=lambda line: typer.echo(line, err=True))
     write_decode_report(report, out)
     typer.echo(markdown(report))
     if not report.fp32_identical:

@@ -44,21 +44,29 @@ def quantize(
     checkpoint: Path = typer.Argument(..., help="Float checkpoint directory."),
     out: Path = typer.Option(..., "--out", help="Directory for the quantized checkpoint."),
     scheme: str = typer.Option("int8", "--scheme", help="Weight format of the linear layers: int8 (dynamic: "
-                               "weights and activations), int8-weight (weights only; accurate on LLMs), int4 (groups "
-                               "of 32, bf16 products) or bf16."),
+                               "weights and activations; calibrate it for LLMs), int8-weight (weights only), int4 "
+                               "(groups of 32, bf16 products) or bf16."),
+    calibrate: list[Path] = typer.Option([], "--calibrate", help="Text for SmoothQuant before --scheme int8: "
+                                         "--calibrate TEXT (LM) or --calibrate SRC --calibrate TGT (seq2seq)."),
+    alpha: float = typer.Option(0.5, "--alpha", help="SmoothQuant's migration strength (0-1): the share of the "
+                                "activation outliers moved into the weights."),
+    max_examples: int = typer.Option(512, "--max-examples", help="Calibration lines used (256 tokens each at most)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
 ) -> None:
     """Store every linear layer as int8, int4 or bf16 for CPU inference; every command loads the result.
 
     Embeddings, norms and attention stay float. Fine-tune, prune or merge the float checkpoint, then quantize.
+    An LLM's activations have outlier channels: give --scheme int8 a little text to calibrate on.
 
     Examples:
       hybridformer quantize runs/m30k/checkpoints/best --out runs/m30k-int8
-      hybridformer quantize smollm2 --scheme int4 --out smollm2-int4
+      hybridformer quantize smollm2 --calibrate notes.txt --out smollm2-int8
+      hybridformer quantize smollm2 --scheme bf16 --out smollm2-bf16
     """
     from ..compress import quantize_checkpoint
 
-    result = quantize_checkpoint(checkpoint, out, scheme=scheme, overwrite=overwrite)
+    result = quantize_checkpoint(checkpoint, out, scheme=scheme, calibrate=calibrate, alpha=alpha,
+                                 max_examples=max_examples, overwrite=overwrite)
     before, after = result.size_bytes
     typer.echo(f"weights: {before / 2**20:.2f} MiB -> {after / 2**20:.2f} MiB")
     typer.echo(f"saved {result.path}")

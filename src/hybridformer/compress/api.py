@@ -21,7 +21,7 @@ from .data import check_batching, text_batches
 from .heads import head_importance, weight_importance
 from .magnitude import magnitude_prune, sparsity
 from .prune import head_counts, prune_heads
-from .quantize import SCHEMES, quantize_model
+from .quantize import SCHEMES, check_scheme, quantize_model
 
 
 @dataclass
@@ -86,22 +86,29 @@ def prune_checkpoint(
 
 
 def quantize_checkpoint(checkpoint: str | Path, out: str | Path, *, scheme: str = "int8",
+                        calibrate: Sequence[str | Path] = (), alpha: float = 0.5, max_examples: int = 512,
                         overwrite: bool = False) -> CompressResult:
     """Store the linear layers of a float checkpoint as ``scheme`` (int8: dynamic, per channel; int4:
-    groups of 32; bf16) and save it to ``out``."""
-    if scheme not in SCHEMES:
-        raise ConfigError(f"--scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
-    prepare_output_dir(out, overwrite=overwrite, inputs=[checkpoint])
+    groups of 32; bf16) and save it to ``out``. ``calibrate``: text (one file for an LM, source and
+    target for seq2seq) that SmoothQuant measures the activations on before dynamic int8."""
+    check_scheme(scheme, calibrated=bool(calibrate), alpha=alpha)
+    check_batching(max_examples, 1)
+    prepare_output_dir(out, overwrite=overwrite, inputs=[checkpoint, *calibrate])
     ckpt = load_checkpoint(checkpoint)
     before = state_size(ckpt.model)
-    model, config = quantize_model(ckpt.model, ckpt.config, scheme)
-    after = state_size(model)
     note = {"method": SCHEMES[scheme]}
+    batches = None
+    if calibrate:
+        batches = text_batches(_tokenizer(ckpt, "--calibrate text"), ckpt.config, [Path(p) for p in calibrate],
+                               max_examples=max_examples, batch_size=8, purpose="calibration")
+        note["smoothquant"] = {"alpha": alpha, "calibration": [str(p) for p in calibrate]}
+    model, config = quantize_model(ckpt.model, ckpt.config, scheme, calibration=batches, alpha=alpha)
+    after = state_size(model)
     path = save_checkpoint(out, model, config, ckpt.side_files, meta=compression_meta(ckpt.meta, checkpoint, note))
     return CompressResult(path, note, (before[0], after[0]), (before[1], after[1]))
 
 
-def _tokenizer(ckpt: Checkpoint):
+def _tokenizer(ckpt: Checkpoint, what: str = "--data text for head importance"):
     if ckpt.tokenizer is None:
-        raise ConfigError(f"{ckpt.path} has no tokenizer.json; cannot read --data text for head importance")
+        raise ConfigError(f"{ckpt.path} has no tokenizer.json; cannot read {what}")
     return ckpt.tokenizer

@@ -1,4 +1,5 @@
-"""Held-out batches for head importance, read from plain (or gzipped) text with the checkpoint's tokenizer.
+"""Held-out batches for head importance and quantization calibration, read from plain (or gzipped) text
+with the checkpoint's tokenizer.
 
 Sequences follow the model's token conventions: a target (or LM text) is ``BOS … EOS``, a source
 ``… EOS``; batches are right-padded with ``pad_id``. Lines beyond ``max_examples`` are ignored.
@@ -23,14 +24,14 @@ def check_batching(max_examples: int, batch_size: int) -> None:
 
 
 def text_batches(tokenizer: Tokenizer, config: ModelConfig, files: list[Path], *, max_examples: int = 512,
-                 batch_size: int = 32, max_len: int = 256) -> list:
+                 batch_size: int = 32, max_len: int = 256, purpose: str = "head importance") -> list:
     """``(src, tgt)`` batches from two parallel files (seq2seq) or token batches from one file (LM)."""
     check_batching(max_examples, batch_size)
     need = 2 if config.is_seq2seq else 1
     if config.arch == "encoder_classifier" or len(files) != need:
-        raise DataError(f"a {config.arch} model needs {need} data file(s) for head importance, got {len(files)}"
+        raise DataError(f"a {config.arch} model needs {need} data file(s) for {purpose}, got {len(files)}"
                         if config.arch != "encoder_classifier" else
-                        "head importance from text files supports encoder_decoder and decoder_lm models")
+                        f"{purpose} from text files supports encoder_decoder and decoder_lm models")
     columns = [read_lines(f, max_examples) for f in files]
     if len({len(c) for c in columns}) != 1:
         raise DataError(f"{files[0]} and {files[1]} have different line counts in their first {max_examples} lines")

@@ -21,12 +21,13 @@ def sample_tokens(log_probs: Tensor, *, temperature: float = 1.0, top_k: int = 0
 def sample_search(
     scorer: Scorer, state, prefix: Tensor, *, eos_id: EosIds, max_new_tokens: int | Tensor,
     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, no_repeat_ngram: int = 0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, forced: Tensor | None = None,
 ) -> list[list[int]]:
-    """Sample each row's continuation token by token; ``generator`` makes it reproducible."""
+    """Sample each row's continuation token by token; ``generator`` makes it reproducible (``forced``: as in
+    :func:`~.greedy.token_loop`)."""
 
     def pick(log_probs: Tensor) -> Tensor:
         return sample_tokens(log_probs, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
 
     return token_loop(scorer, state, prefix, pick, eos_id=eos_id, max_new_tokens=max_new_tokens,
-                      no_repeat_ngram=no_repeat_ngram)
+                      no_repeat_ngram=no_repeat_ngram, forced=forced)

@@ -7,8 +7,9 @@ rows out: ``decode_batch`` runs one search over a batch (``ragged``: whether LM 
 may share it, ``budgets``: each prompt's output budget), ``stream`` decodes any number of inputs handing
 each output token over as it is chosen, ``nll`` scores text under teacher forcing. Where ``joins`` is True
 (the torch engine, for a language model that takes left padding) the engine also exposes its rows directly:
-``prefill`` of prompts of any lengths, ``step``, ``keep`` for rows leaving and ``join`` for rows arriving —
-what continuous batching needs. CTranslate2 runs whole searches only (``joins`` is False).
+``prefill`` of prompts of any lengths (``prefill_chunks``: a chunk at a time), ``step``, ``keep`` for rows
+leaving and ``join`` for rows arriving — what continuous batching needs. CTranslate2 runs whole searches
+only (``joins`` is False).
 Adding an engine: one module here with such a class, one line in ``ENGINES``.
 """
 

@@ -146,8 +146,7 @@ class Ct2Engine:
                emit: Emit | None = None) -> list[list[int]]:
         """Outputs per source, each token handed to ``emit(row, token)`` as CTranslate2 generates it (LM greedy
         search and sampling); LM prompts of different lengths share a batch (CTranslate2 forces their tails)."""
-        # every EOS id: a forced prompt tail holding an end-of-turn would end the row in CTranslate2
-        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts, self.config.eos_ids))
+        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts))
 
     def nll(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> tuple[float, int]:
         """Summed negative log-likelihood (nats) and tokens scored, as :meth:`score` defines them."""
@@ -207,13 +206,27 @@ def ct2_cache(checkpoint: Path, quantization: str) -> Path:
     return checkpoint.parent / f"{checkpoint.name}.ct2-{quantization}"
 
 
-def _groups(sources: list[list[int]], opts: GenerationOptions, eos_id: list[int]) -> list[list[int]]:
-    """Batches for CTranslate2's Generator: mixed prompt lengths under greedy search, except one-token prompts,
-    which batch apart (CTranslate2 4.8 then returns the longer prompts' second token as if generated)."""
+FORCED_SPREAD = 32  # prompt tokens CTranslate2 may force one step at a time in a batch (its longest - shortest)
+
+
+def _groups(sources: list[list[int]], opts: GenerationOptions) -> list[list[int]]:
+    """Batches for CTranslate2's Generator. Under greedy search LM prompts of different lengths share one: it feeds
+    the shortest prompt's length at once and forces each longer prompt's rest one decoding step per token (never
+    ending a row on a forced end token, so chat prompts, an end-of-turn after every turn, mix too). A forced step
+    costs a whole batch step, so prompts sorted by length batch within ``FORCED_SPREAD`` tokens of the shortest
+    (measured: docs/deployment.md). One-token prompts batch apart (CTranslate2 4.8 then returns the longer
+    prompts' second token as if generated)."""
     lengths = [len(s) for s in sources]
-    if not ragged_ok(opts, sources, eos_id):
+    if not ragged_ok(opts):
         return list(token_batches(lengths, opts.batch_tokens, same_length=True))
     groups = []
     for part in ([i for i, n in enumerate(lengths) if n == 1], [i for i, n in enumerate(lengths) if n > 1]):
-        groups += [[part[j] for j in batch] for batch in token_batches([lengths[i] for i in part], opts.batch_tokens)]
+        for batch in token_batches([lengths[i] for i in part], opts.batch_tokens):  # each sorted by length
+            group: list[int] = []
+            for row in (part[j] for j in batch):
+                if group and lengths[row] - lengths[group[0]] > FORCED_SPREAD:
+                    groups.append(group)
+                    group = []
+                group.append(row)
+            groups.append(group)
     return groups

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from ..data.text import token_batches
-from ..decoding.logits import EosIds, eos_list
 from .options import GenerationOptions
 
 if TYPE_CHECKING:
@@ -22,9 +21,8 @@ Emit = Callable[[int, int, Tensor | None], bool | None]
 class RowEmitter:
     """Hands each row's output tokens to ``emit`` once each, in order, up to the row's EOS or budget; a row whose
     ``emit`` answers True (a stop string showed up) is ``stopped``: the engine ends it at the next step.
-
-    ``eos_ids``: the model's EOS first; the others (end-of-turn) stop their row like a stop string, so a search
-    that only knows the first (forced prompt tails may hold the others) still ends there."""
+    ``eos_ids``: every id that ends a row (the model's EOS first, then end-of-turn ids); the search ends those rows
+    itself."""
 
     def __init__(self, emit: Emit | None, budgets: list[int], eos_ids: list[int],
                  rows: list[int] | None = None) -> None:
@@ -41,8 +39,6 @@ class RowEmitter:
             return True
         if token in self.eos_ids:
             self.ended[row] = True
-            if token != self.eos_id:
-                self.stopped.add(row)
             return True
         self.sent[row] += 1
         self.ended[row] = self.sent[row] >= self.budgets[row]
@@ -60,14 +56,10 @@ class RowEmitter:
                 self.token(row, token, None if log_probs is None else log_probs[row])
 
 
-def ragged_ok(opts: GenerationOptions, sources: list[list[int]] | None = None, eos_id: EosIds = ()) -> bool:
+def ragged_ok(opts: GenerationOptions) -> bool:
     """Prompts of any lengths may share a batch: greedy search without n-gram blocking (which could block a
-    forced prompt token), and no EOS (of ``eos_id``: one id or several) inside a prompt (a forced EOS would end
-    the row)."""
-    if opts.sample or opts.beam_size != 1 or opts.no_repeat_ngram:
-        return False
-    ends = set(eos_list(eos_id))
-    return sources is None or not any(ends.intersection(s[1:]) for s in sources)
+    forced prompt token)."""
+    return not (opts.sample or opts.beam_size != 1 or opts.no_repeat_ngram)
 
 
 def decode_sources(engine: Engine, sources: list[list[int]], opts: GenerationOptions,

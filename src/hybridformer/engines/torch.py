@@ -6,7 +6,7 @@ greedy, beam and sampling never know which model runs; and it scores text under 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,10 +81,20 @@ class TorchEngine:
         The prompts are left-padded to one length and fed together (long ones in chunks through the cache),
         with masks, so each row's log-probs are those of its prompt alone; only the last position of each
         prompt is projected onto the vocabulary."""
+        *_, last = self.prefill_chunks(rows, max(map(len, rows)))
+        return last
+
+    def prefill_chunks(self, rows: list[list[int]], columns: int) -> Iterator[tuple[Tensor, Any]]:
+        """:meth:`prefill` fed ``columns`` columns at a time, one chunk per ``next()`` (chunked prefill, Agrawal et
+        al., 2024, Sarathi: a running batch decodes between two chunks, so a long prompt never stalls it for long).
+        Yields ``(log_probs, state)`` after each chunk; the last chunk's log-probs are the next token's."""
         prompts, start = self._left_pad(rows)
         if start is None and self.joins:  # every row starts at column 0: said, so that the rows can join others
             start = torch.zeros(len(rows), dtype=torch.long, device=self.device)
-        return self.scorer.step(self.scorer.init_state(None, start), prompts)
+        state = self.scorer.init_state(None, start)
+        for at in range(0, prompts.shape[1], columns):
+            log_probs, state = self.scorer.step(state, prompts[:, at : at + columns])
+            yield log_probs, state
 
     def join(self, state: Any, other: Any) -> Any:
         """The running batch ``state`` with the rows of ``other`` (from :meth:`prefill`) appended after its own:
@@ -149,7 +159,7 @@ class TorchEngine:
         if cfg.is_seq2seq or opts.beam_size != 1:
             return stream_rows(self, sources, opts, generator, emit, [])
         lengths = [len(s) for s in sources]
-        groups = token_batches(lengths, opts.batch_tokens, same_length=not ragged_ok(opts, sources, cfg.eos_id))
+        groups = token_batches(lengths, opts.batch_tokens, same_length=not ragged_ok(opts))
         outputs: dict[int, list[int]] = {}
         for rows in groups:
             batch = [sources[r] for r in rows]
@@ -163,8 +173,9 @@ class TorchEngine:
             ragged = RaggedPrompts(self.scorer, tails, emitter, start=start, presence=opts.presence_penalty,
                                    frequency=opts.frequency_penalty)
             budget = torch.tensor([len(t) + b for t, b in zip(tails, emitter.budgets, strict=True)], device=self.device)
-            # the search knows only the first EOS (a forced prompt tail may hold the others): the emitter stops there
-            common_args = {"eos_id": cfg.eos_id, "max_new_tokens": budget, "no_repeat_ngram": opts.no_repeat_ngram}
+            forced = torch.tensor([len(t) for t in tails], device=self.device)  # an EOS there is prompt, not an end
+            common_args = {"eos_id": cfg.eos_ids, "max_new_tokens": budget, "no_repeat_ngram": opts.no_repeat_ngram,
+                           "forced": forced}
             if opts.sample:
                 found = sample_search(ragged, ragged.init_state(None), prefix, temperature=opts.temperature,
                                       top_k=opts.top_k, top_p=opts.top_p, generator=generator, **common_args)

@@ -138,8 +138,18 @@ class DynamicBatcher:
                 return
 
     def _mates(self, first: Job) -> list[Job]:
-        key = (options_key(first.opts), self._shape(first))
-        return [j for j in self.pending if not j.solo and (options_key(j.opts), self._shape(j)) == key]
+        key = self._key(first)
+        return [j for j in self.pending if not j.solo and self._key(j) == key]
+
+    def _key(self, job: Job) -> tuple:
+        """Jobs with the same key may share a batch: equal options and prompt shapes (:meth:`_shape`), except the
+        output budget of a language model under greedy search (prefix-consistent: the batch runs to the largest
+        budget and each row stops at its own, so chat requests need not share ``max_tokens``)."""
+        opts = replace(job.opts, max_len_a=None, max_len_b=None) if self._own_budgets(job.opts) else job.opts
+        return options_key(opts), self._shape(job)
+
+    def _own_budgets(self, opts: GenerationOptions) -> bool:
+        return not self.decoder.config.is_seq2seq and ragged_ok(opts)
 
     def _shape(self, job: Job) -> int | None:
         """Which jobs' inputs can share a batch: any, but LM prompts under beam search or n-gram blocking
@@ -179,7 +189,11 @@ class DynamicBatcher:
 
     def _decode(self, batch: list[Job]) -> list[list[list[int]]]:
         sources = [s for job in batch for s in job.sources]
-        opts = batch[0].opts
+        opts, own = batch[0].opts, None
+        if len(batch) > 1 and self._own_budgets(opts):  # the largest budget for the batch, each row its own
+            a, b = zip(*(job.opts.length_budget(False) for job in batch), strict=True)
+            opts = replace(opts, max_len_a=max(a), max_len_b=max(b))
+            own = [n for job in batch for n in self.decoder.budgets(job.sources, job.opts)]
         generator = None
         if opts.sample:
             generator = torch.Generator(device=self.decoder.device)
@@ -190,7 +204,8 @@ class DynamicBatcher:
         def emit(flat: int, token: int, log_probs: Tensor | None) -> bool:
             job, row = owners[flat]
             counts[flat] += 1
-            return job.stream(row, token, counts[flat] - 1, log_probs) or self.closing
+            ended = own is not None and counts[flat] >= own[flat]
+            return job.stream(row, token, counts[flat] - 1, log_probs) or self.closing or ended
 
         self.metrics.running = len(sources)
         try:

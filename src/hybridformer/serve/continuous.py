@@ -1,13 +1,14 @@
 """Continuous batching (Orca, Yu et al., 2022; as vLLM and TGI do it): one running decode batch that requests join
 and leave at step boundaries.
 
-Between two decoding steps the worker admits the queued requests that fit (in arrival order, within
-``max_rows`` rows and ``max_batch_tokens`` tokens held: every running row's prompt and output so far, plus the
-new prompts), prefills them together in one left-padded pass of at most ``PREFILL_TOKENS`` (padding included;
-a longer prompt alone), and joins their rows to the running batch (``engine.join``). Prefill is bound by
-arithmetic on a CPU, so a bigger pass gains nothing and would only stall the running rows longer and waste
-work on padding; the next requests join at the next step. Each step picks every row's next token as that
-request alone would (its own penalties, its own seeded generator), hands it over, and a row that ends (EOS,
+Once the previous prefill is in, the worker admits the queued requests that fit (in arrival order, within
+``max_rows`` rows and ``max_batch_tokens`` tokens held: every running row's prompt and output so far, plus the new
+prompts; together within ``PREFILL_TOKENS``, padding included, a longer request alone) and feeds their left-padded
+prompts at most ``PREFILL_TOKENS`` tokens per step, one chunk between two decoding steps (chunked prefill,
+Agrawal et al., 2024, Sarathi): a long prompt stalls the running rows for one chunk, never for its whole prefill.
+Prefill is bound by arithmetic on a CPU, so a bigger pass would gain nothing and waste work on padding. Once the
+prompts are in, their rows join the running batch (``engine.join``). Each step picks every row's next token as
+that request alone would (its own penalties, its own seeded generator), hands it over, and a row that ends (EOS,
 budget, stop string, the caller gone) leaves at once. So an answer never waits for a longer one.
 
 Requests the running batch cannot reproduce exactly — beam search, n-gram blocking, a sampled request whose
@@ -19,8 +20,11 @@ batcher decodes them (with the queued requests of the same options). An engine t
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,7 +35,7 @@ from ..engines.rows import RowEmitter
 from .batcher import DynamicBatcher, Job, _resolve
 from .metrics import Metrics
 
-PREFILL_TOKENS = 512  # prompt tokens (rows x longest prompt) prefilled between two decoding steps
+PREFILL_TOKENS = 512  # prompt tokens (rows x columns) fed between two decoding steps
 
 
 @dataclass
@@ -71,6 +75,7 @@ class ContinuousBatcher(DynamicBatcher):
         self.max_rows = max_rows
         self.state, self.log_probs = None, None  # the running batch: decoding state, next-token log-probs
         self.rows: list[tuple[Running, int]] = []  # batch row -> (request, its row)
+        self.filling: tuple[list[Running], Iterator[tuple[Tensor, Any]], int] | None = None  # chunks left
 
     def joins(self, job: Job) -> bool:
         """Whether the running batch decodes ``job`` exactly as alone."""
@@ -81,12 +86,12 @@ class ContinuousBatcher(DynamicBatcher):
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while self.pending or self.rows or not self.closing:
-            if not self.pending and not self.rows:
+        while self.pending or self.rows or self.filling or not self.closing:
+            if not self.pending and not self.rows and not self.filling:
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
-            if self.pending and not self.rows:  # idle: the first request waits a moment for company
+            if self.pending and not self.rows and not self.filling:  # idle: the first request waits for company
                 await self._gather(self.pending[0])
                 if self.closing and not self.pending:  # close() dropped the queue
                     continue
@@ -96,12 +101,15 @@ class ContinuousBatcher(DynamicBatcher):
             await loop.run_in_executor(self.executor, self._tick, self._admit(), loop)
 
     def _admit(self) -> list[Job]:
-        """The queued requests that join now: in arrival order, within the row cap and the token budget (the
-        first always joins an empty batch)."""
+        """The queued requests to prefill now, once the previous ones have joined: in arrival order, within the row
+        cap and the token budget (the first always joins an empty batch), and together within ``PREFILL_TOKENS``
+        (rows x longest prompt; the first alone may be longer: it goes in chunks)."""
+        if self.filling is not None:
+            return []
         rows = len(self.rows)
         tokens = sum(len(entry.job.sources[row]) + len(entry.outputs[row]) for entry, row in self.rows)
         admitted: list[Job] = []
-        new_rows = longest = 0  # this step's prefill
+        new_rows = longest = 0  # this prefill
         for job in self.pending:
             if self.closing or not self.joins(job):
                 break
@@ -117,10 +125,22 @@ class ContinuousBatcher(DynamicBatcher):
         return admitted
 
     def _tick(self, admitted: list[Job], loop: asyncio.AbstractEventLoop) -> None:
-        """Worker thread: the admitted requests join, then one decoding step. A failure fails the requests it
-        touched (the prefill's, or the running batch's), never the server."""
+        """Worker thread: one chunk of the prompts being prefilled (their rows join once they are in), then one
+        decoding step. A failure fails the requests it touched (the prefill's, or the running batch's), never the
+        server."""
         if admitted:
-            self._join(admitted, loop)
+            try:
+                entries = [self._start(job) for job in admitted]
+            except Exception as exc:  # noqa: BLE001 - handed to the callers; the server goes on
+                for job in admitted:
+                    loop.call_soon_threadsafe(_resolve, job.future, None, exc)
+            else:
+                sources = [s for job in admitted for s in job.sources]
+                columns = max(1, PREFILL_TOKENS // len(sources))
+                chunks = math.ceil(max(map(len, sources)) / columns)
+                self.filling = entries, self.decoder.prefill_chunks(sources, columns), chunks
+        if self.filling is not None:
+            self._fill(loop)
         if not self.rows:
             return
         try:
@@ -131,21 +151,31 @@ class ContinuousBatcher(DynamicBatcher):
             self.state, self.log_probs, self.rows = None, None, []
         self.metrics.running = len(self.rows)
 
-    def _join(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
-        """Prefill ``jobs`` together and append their rows; if that fails, each alone (one bad request fails
-        itself)."""
+    def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Feed the next chunk of the prompts being prefilled; once they are in, their rows join the running batch.
+        If a chunk fails, each request is prefilled alone (one bad request fails only itself)."""
+        entries, chunks, left = self.filling
+        self.filling = (entries, chunks, left - 1) if left > 1 else None
         try:
-            entries = [self._start(job) for job in jobs]
-            sources = [s for entry in entries for s in entry.job.sources]
-            log_probs, state = self.decoder.prefill(sources)
+            log_probs, state = next(chunks)
         except Exception as exc:  # noqa: BLE001
-            if len(jobs) == 1:
-                loop.call_soon_threadsafe(_resolve, jobs[0].future, None, exc)
-            else:
-                for job in jobs:
-                    self._join([job], loop)
+            self.filling = None
+            if len(entries) == 1:
+                loop.call_soon_threadsafe(_resolve, entries[0].job.future, None, exc)
+                return
+            for entry in entries:
+                try:
+                    self._join([entry], *self.decoder.prefill(entry.job.sources))
+                except Exception as alone:  # noqa: BLE001
+                    loop.call_soon_threadsafe(_resolve, entry.job.future, None, alone)
             return
-        self.metrics.batch(len(jobs), len(sources), sum(map(len, sources)), 0)
+        if left == 1:
+            self._join(entries, log_probs, state)
+
+    def _join(self, entries: list[Running], log_probs: Tensor, state: Any) -> None:
+        """Append the prefilled rows of ``entries`` to the running batch."""
+        sources = [s for entry in entries for s in entry.job.sources]
+        self.metrics.batch(len(entries), len(sources), sum(map(len, sources)), 0)
         if self.state is None:
             self.state, self.log_probs = state, log_probs
         else:
