@@ -62,9 +62,8 @@ def test_compiled_seq2seq_beam_search_equals_eager(one_thread):
 
 
 @pytest.mark.slow
-def test_a_step_that_does_not_compile_as_one_graph_falls_back(one_thread, capsys):
-    """Sinks scored from cache positions pick their columns by value (data-dependent): the model decodes
-    eagerly, with one warning line and the eager tokens."""
+def test_window_with_sinks_at_cache_positions_compiles(one_thread, capsys):
+    """StreamingLLM sinks re-rotated to cache positions: the one-token ring step branches on no value."""
     torch.manual_seed(0)
     sinks = {"name": "sliding_window", "window": 3, "num_global": 1, "sink_positions": "cache"}
     model = build_model(ModelConfig(arch="decoder_lm", vocab_size=19, d_model=16, heads=2, ffn_dim=32, dropout=0.0,
@@ -72,7 +71,7 @@ def test_a_step_that_does_not_compile_as_one_graph_falls_back(one_thread, capsys
     prompt = torch.tensor([[5, 6, 7, 8]])
     scorer = ModelScorer(model, compile=True)
     assert greedy(scorer, prompt, 8) == greedy(ModelScorer(model), prompt, 8)
-    assert scorer.decode.failed is not None and capsys.readouterr().err.count("warning: the compiled") == 1
+    assert scorer.decode.failed is None and "warning" not in capsys.readouterr().err
 
 
 @pytest.mark.slow
