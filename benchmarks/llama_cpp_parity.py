@@ -57,11 +57,13 @@ def logits_gap(checkpoint: Path, work: Path, tokens: list[int]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, action="append", default=[], help="Converted checkpoint(s).")
-    parser.add_argument("--tokenizer-from", type=Path, default=Path("/work/runs/lora-smollm2-base"),
+    parser.add_argument("--tokenizer-from", type=Path, required=True,
                         help="A folder holding a byte-level BPE tokenizer.json for the tiny models.")
     parser.add_argument("--tiny", default=",".join(TINY), help="Tiny layouts to check (save_tiny kinds).")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.out.exists() and any(args.out.iterdir()):
+        parser.error(f"--out {args.out} is not empty; the check writes its GGUF files and tiny models there")
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer = args.tokenizer_from / "tokenizer.json"
     from tokenizers import Tokenizer
@@ -75,7 +77,6 @@ def main() -> None:
     for kind in filter(None, args.tiny.split(",")):
         torch.manual_seed(0)
         work = args.out / kind
-        shutil.rmtree(work, ignore_errors=True)
         _, folder = save_tiny(kind, work / "hf", vocab_size=vocab, **TINY[kind])
         shutil.copy(tokenizer, folder / "tokenizer.json")
         try:
