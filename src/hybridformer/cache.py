@@ -247,6 +247,9 @@ class RollingKVCache:
     CPU), then the query attends the whole buffer. Once the ring wraps its slots are out of position
     order; the kernel masks by ``kept_positions``, so order does not matter. Memory stays bounded by
     ``num_global + window + 1`` keys however long the generation runs.
+
+    :meth:`pin` keeps ``pinned`` more keys for good between the sinks and the ring (SnapKV's selection,
+    ``sliding_window:keep=``); every later query attends them as it does the sinks.
     """
 
     def __init__(self, window: int, num_global: int = 0) -> None:
@@ -256,10 +259,11 @@ class RollingKVCache:
         self.values: Tensor | None = None
         self.kept_positions: Tensor | None = None  # (slots,) absolute position held by each slot
         self.length = 0
+        self.pinned = 0
 
     def _slot(self, position: int) -> int:
         g = self.num_global
-        return position if position < g else g + (position - g) % (self.window + 1)
+        return position if position < g else g + self.pinned + (position - g) % (self.window + 1)
 
     def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Add ``n`` new keys/values; return the keys, values and absolute positions the new queries
@@ -276,7 +280,7 @@ class RollingKVCache:
             self.values[:, :, slot] = v[:, :, 0]
             self.kept_positions[slot] = self.length
             self.length += 1
-            used = min(self.length, self.slots)
+            used = min(self.length + self.pinned, self.slots)
             return self.keys[:, :, :used], self.values[:, :, :used], self.kept_positions[:used]
         first, g = self.length, self.num_global
         positions = torch.cat([self.kept_positions[:filled], torch.arange(first, first + n, device=k.device)])
@@ -293,6 +297,17 @@ class RollingKVCache:
         self.values[:, :, slots] = v[:, :, index]
         self.kept_positions[slots] = kept
         return keys, values, positions
+
+    def pin(self, keys: Tensor, values: Tensor) -> None:
+        """Keep ``keys, values`` (batch, kv_heads, n, head_dim) after the sinks for good, once the prompt is in
+        (they may hold other positions in each head, so their slots are marked -2, not by position); a later chunk
+        then goes one token at a time (:meth:`ordered` knows no pinned keys)."""
+        g, n = self.num_global, keys.shape[2]
+        self.keys = torch.cat([self.keys[:, :, :g], keys, self.keys[:, :, g:]], 2)
+        self.values = torch.cat([self.values[:, :, :g], values, self.values[:, :, g:]], 2)
+        marks = self.kept_positions.new_full((n,), -2)
+        self.kept_positions = torch.cat([self.kept_positions[:g], marks, self.kept_positions[g:]])
+        self.pinned, self.slots = self.pinned + n, self.slots + n
 
     def ordered(self) -> tuple[Tensor, Tensor, int]:
         """The kept keys and values in position order (the sinks, then the window), and the window keys' shift

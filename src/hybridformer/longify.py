@@ -248,7 +248,7 @@ def decoding_memory(cfg: ModelConfig, length: int, bytes_per_value: int = 4) -> 
             tokens.append(0)
         elif attention.name in ("sliding_window", "window_linear"):  # + window_linear's fixed linear state
             kernel = ATTENTION[attention.name](**attention.options)
-            tokens.append(min(length, kernel.window + getattr(kernel, "num_global", 0)))
+            tokens.append(min(length, kernel.window + getattr(kernel, "num_global", 0) + getattr(kernel, "keep", 0)))
         else:
             tokens.append(0 if attention.name in ("linear", "performer") else length)
     return {"length": length, "kv_tokens_per_layer": tokens, "kv_mib": round(sum(tokens) * per_token / 2**20, 2)}

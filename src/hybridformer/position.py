@@ -138,13 +138,14 @@ class Rotation:
         return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
 
     def shift(self, x: Tensor, back: Tensor) -> Tensor:
-        """x: (batch, heads, L, head_dim) rotated at positions p -> rotated at ``p - back`` (back: (L,)).
+        """x: (batch, heads, L, head_dim) rotated at positions p -> rotated at ``p - back`` (back: (L,), or
+        (batch, heads, L) for vectors that sit at other positions in each head).
 
         A pure rotation by ``-back`` positions: any attention factor already in ``x`` stays as it is.
         """
         if self.inv_freq is None:
             raise ValueError("this rotation carries no frequencies, so it cannot move vectors to other positions")
-        angles = -back.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None]  # (L, head_dim/2)
+        angles = -back.to(self.inv_freq.dtype)[..., None] * self.inv_freq  # (..., L, head_dim/2)
         angles = torch.cat([angles, angles], dim=-1)
         return x * angles.cos().to(x.dtype) + rotate_half(x) * angles.sin().to(x.dtype)
 

@@ -13,6 +13,7 @@ from .base import AttentionKernel, attend, attend_lse, expand_kv, merge_attentio
 from .bias import ScoreBias
 from .full import FullAttention
 from .masks import drop_empty_padding, position_mask
+from .snapkv import attend_last, gather_keys, select_kept
 
 
 class SlidingWindowAttention(AttentionKernel):
@@ -32,21 +33,31 @@ class SlidingWindowAttention(AttentionKernel):
     and every distance it sees stays within ``num_global + window``. Window keys keep their distances
     either way. With RoPE the kernel receives the call's rotation (``rope``) and re-rotates the queries
     for the sink scores; a score bias (ALiBi, T5) is evaluated at the same cache positions.
+
+    ``keep`` (SnapKV, Li et al., 2024; :mod:`.snapkv`): decoding also keeps, per kv head, the ``keep`` older keys
+    the prompt's last ``observe`` queries attend most; the prompt's last query and every generated token attend them
+    beside the sinks, so a key before the window can be recalled. Kept keys sit where ``sink_positions`` puts the sinks:
+    at their own positions, or after the sinks in the cache (the query then at ``num_global + keep + window``).
+    A full forward (perplexity) is the plain window; so is a prompt the window and sinks hold whole.
     """
 
     def __init__(self, *, window: int = 256, num_global: int = 0, chunk_size: int = 128, dropout: float = 0.0,
-                 sink_positions: str = "absolute") -> None:
+                 sink_positions: str = "absolute", keep: int = 0, observe: int = 32) -> None:
         super().__init__()
-        for name, value, least in (("window", window, 1), ("num_global", num_global, 0), ("chunk_size", chunk_size, 1)):
+        for name, value, least in (("window", window, 1), ("num_global", num_global, 0), ("chunk_size", chunk_size, 1),
+                                   ("keep", keep, 0), ("observe", observe, 1)):
             if value < least:
                 raise ConfigError(f"attention 'sliding_window': {name} must be >= {least}, got {value}")
+        if observe > window:
+            raise ConfigError(f"attention 'sliding_window': observe ({observe}) must be <= window ({window}): "
+                              "the observing queries are the prompt's last, inside the window")
         if sink_positions not in ("absolute", "cache"):
             raise ConfigError(f"attention 'sliding_window': sink_positions must be 'absolute' or 'cache' "
                               f"(StreamingLLM), got {sink_positions!r}")
         self.window, self.num_global, self.chunk_size, self.dropout = window, num_global, chunk_size, dropout
-        self.sink_positions = sink_positions
-        self.rotates_sinks = sink_positions == "cache" and num_global > 0
-        self.left_padding = num_global == 0  # global keys sit at columns, which left padding would move
+        self.sink_positions, self.keep, self.observe = sink_positions, keep, observe
+        self.rotates_sinks = sink_positions == "cache" and (num_global > 0 or keep > 0)
+        self.left_padding = num_global == 0 and keep == 0  # global and kept keys sit at columns
         self.exact = FullAttention(dropout=dropout)  # prefill rows whose window holds their whole past
 
     def forward(
@@ -198,7 +209,17 @@ class SlidingWindowAttention(AttentionKernel):
 
         Without left padding, a score bias or gradients, a chunk attends the ring's keys in position order and its
         own through :meth:`_bands` (a prompt into an empty cache too), and one token the ring through
-        :meth:`_ring_step`; otherwise a prompt goes through :meth:`_prefill`, never the dense (L, L) mask."""
+        :meth:`_ring_step`; otherwise a prompt goes through :meth:`_prefill`, never the dense (L, L) mask.
+        With ``keep``, a prompt longer than the window and sinks goes through :meth:`_prefill_kept`."""
+        if self.keep and state.length == 0 and q.shape[2] > self.num_global + self.window:
+            if bias is not None or start is not None:
+                raise ConfigError("attention 'sliding_window': keep= (SnapKV) takes neither a score bias (ALiBi/T5) "
+                                  "nor left-padded batches; use position=rope, or drop keep")
+            if not _needs_grad(q, k, v):
+                return self._prefill_kept(q, k, v, state, rope)
+        if state.pinned and q.shape[2] > 1:  # a chunk after kept keys: one token at a time
+            return torch.cat([self.step(q[:, :, i : i + 1], k[:, :, i : i + 1], v[:, :, i : i + 1], state, rope=rope)
+                              for i in range(q.shape[2])], 2)
         if q.shape[2] > 1 and start is None and bias is None and not _needs_grad(q, k, v):
             offset = state.length
             kept_k, kept_v, shift = state.ordered() if offset else (k[:, :, :0], v[:, :, :0], 0)
@@ -212,21 +233,22 @@ class SlidingWindowAttention(AttentionKernel):
             return self._prefill(q, k, v, padding, bias, rope)
         keys, values, k_pos = state.extend(k, v)
         if q.shape[2] == 1 and start is None and bias is None:
-            return self._ring_step(q, keys, values, state.length - 1, rope)
+            return self._ring_step(q, keys, values, state.length - 1, rope, self.num_global + state.pinned)
         q_pos = torch.arange(state.length - q.shape[2], state.length, device=q.device)
         padding = None if start is None else (k_pos[None] < start[:, None])[:, None, None, :]
         allowed = position_mask(q_pos[:, None], k_pos[None, :], causal=True, window=self.window,
                                 num_global=self.num_global, key_padding=padding)
         return attend(q, keys, values, allowed=allowed, bias=self._position_scores(q, keys, q_pos, k_pos, bias, rope))
 
-    def _ring_step(self, q: Tensor, keys: Tensor, values: Tensor, position: int, rope: Rotation | None) -> Tensor:
-        """One token over the ring: every slot in use holds a key the query sees (the sinks, and at most
-        ``window + 1`` positions up to its own), so no mask is built, and a kv head's query heads go in as its
-        queries (GQA without copying the keys). Sinks seen from the cache position are a second attention over the
-        sink slots with the re-rotated query, merged by log-sum-exp: no score bias."""
+    def _ring_step(self, q: Tensor, keys: Tensor, values: Tensor, position: int, rope: Rotation | None,
+                   g: int) -> Tensor:
+        """One token over the ring: every slot in use holds a key the query sees (the ``g`` sinks and kept keys,
+        and at most ``window + 1`` positions up to its own), so no mask is built, and a kv head's query heads go in
+        as its queries (GQA without copying the keys). Sinks seen from the cache position are a second attention
+        over the sink slots with the re-rotated query, merged by log-sum-exp: no score bias."""
         batch, heads, _, dim = q.shape
-        g, q = self.num_global, q.reshape(batch, keys.shape[1], heads // keys.shape[1], dim)
-        if rope is None or not self._moves_sinks(position):
+        q = q.reshape(batch, keys.shape[1], heads // keys.shape[1], dim)
+        if rope is None or not self._moves_sinks(position, g):
             out = F.scaled_dot_product_attention(q, keys, values)
         else:
             q_sink = rope.shift(q, torch.tensor([position - g - self.window], device=q.device))
@@ -249,9 +271,33 @@ class SlidingWindowAttention(AttentionKernel):
         rest = self._block_by_block(q[:, :, head:], k, v, True, drop_empty_padding(padding), None, head, rope)
         return torch.cat([out, rest], dim=2)
 
-    def _moves_sinks(self, last_position: int) -> bool:
-        """Whether some query up to ``last_position`` sees the sinks from a cache position other than its own."""
-        return self.rotates_sinks and last_position > self.num_global + self.window
+    def _prefill_kept(self, q: Tensor, k: Tensor, v: Tensor, state: RollingKVCache, rope: Rotation | None) -> Tensor:
+        """A prompt of n tokens with SnapKV's selection. Every query but the last sees its window and the sinks
+        (:meth:`_bands`); the last ``observe`` queries choose, per kv head, the ``keep`` keys the first generated
+        token's window no longer holds (after the sinks, before n - window) that they attend most; the last query,
+        which predicts the first new token, attends them too (only it: an earlier query never sees a choice made
+        by later ones). The state keeps the sinks, the chosen keys and the window. Beyond the window's, the
+        selection's memory is the last queries' scores over the prompt: (heads · observe · n) floats per layer."""
+        n, g, w = q.shape[2], self.num_global, self.window
+        end = n - w
+        kept = select_kept(q[:, :, n - self.observe :], k, first=g, end=end, keep=min(self.keep, end - g))
+        kept_k, kept_v, q_last = gather_keys(k, kept), gather_keys(v, kept), q[:, :, n - 1 :]
+        q_prefix = q_last
+        if self.sink_positions == "cache" and rope is not None:  # kept keys at g, g + 1, ...; the query at g + K + w
+            slots = g + kept.shape[-1]
+            kept_k = rope.shift(kept_k, kept - torch.arange(g, slots, device=q.device))
+            q_prefix = rope.shift(q_last, torch.tensor([max(0, n - 1 - slots - w)], device=q.device))
+        last = attend_last(q_last, q_prefix, k, v, kept_k, kept_v, kept, sinks=g, window=w)
+        out = torch.cat([self._bands(q[:, :, : n - 1], k[:, :, : n - 1], v[:, :, : n - 1], rope), last], 2)
+        state.extend(k, v)
+        state.pin(kept_k, kept_v)
+        return out
+
+    def _moves_sinks(self, last_position: int, prefix: int | None = None) -> bool:
+        """Whether some query up to ``last_position`` sees the sinks (and the ``prefix - num_global`` kept keys)
+        from a cache position other than its own."""
+        prefix = self.num_global if prefix is None else prefix
+        return self.sink_positions == "cache" and prefix > 0 and last_position > prefix + self.window
 
     def _position_scores(self, q: Tensor, keys: Tensor, q_pos: Tensor, k_pos: Tensor, bias: ScoreBias | None,
                          rope: Rotation | None) -> Tensor | None:
