@@ -1,8 +1,9 @@
 """SnapKV kept keys (``sliding_window:keep=``) against hand-computed scores and a dense per-query oracle.
 
-The oracle writes the kept cache out: query p attends the sinks, its window [p - w, p] and, once the prompt's
-last query is reached, the kept keys older than its window; at cache positions (``sink_positions=cache``) the
-sinks and kept keys are numbered 0, 1, ... and the query sits at min(p, sinks + keep + window) for them.
+The oracle writes the kept cache out: a prompt query attends the sinks and its window [p - w, p], the prompt's
+last OBSERVE queries their whole past, a generated token the sinks, the kept keys and its window; at cache
+positions (``sink_positions=cache``) the sinks and kept keys are numbered 0, 1, ... and the token sits at
+min(p, sinks + keep + window) for them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from attention.attn_oracle import qkv
 
 from hybridformer.attention import build_attention
-from hybridformer.attention.snapkv import POOL, select_kept
+from hybridformer.attention.snapkv import POOL, observe, select_kept
 from hybridformer.errors import ConfigError
 from hybridformer.position import RotaryEmbedding
 
@@ -44,8 +45,8 @@ def hand_kept(q, k, *, first: int, end: int, keep: int) -> list[list[list[int]]]
 
 def test_kept_set_is_the_top_k_of_hand_computed_scores():
     torch.manual_seed(0)
-    q, k, _ = qkv(OBSERVE, PROMPT)
-    got = select_kept(q, k, first=SINKS, end=PROMPT - WINDOW, keep=KEEP)
+    q, k, v = qkv(OBSERVE, PROMPT)
+    got = select_kept(observe(q, k, v)[1], first=SINKS, end=PROMPT - WINDOW, keep=KEEP)
     assert got.tolist() == hand_kept(q, k, first=SINKS, end=PROMPT - WINDOW, keep=KEEP)
 
 
@@ -58,11 +59,14 @@ def kept_oracle(q, k, v, kept, rotary, *, cache: bool):
         for h in range(heads):
             chosen = kept[b, h // group].tolist() if kept is not None else []
             for p in range(length):
-                late = p >= PROMPT - 1
+                late = p >= PROMPT
                 window = list(range(max(SINKS, p - WINDOW), p + 1))
+                if PROMPT - OBSERVE <= p < PROMPT:  # the observing queries see everything
+                    window = list(range(SINKS, p + 1))
                 prefix = list(range(min(SINKS, p + 1))) + [s for s in chosen if late and s < p - WINDOW]
                 keys = k[b, h // group, prefix + window]
-                if cache:  # sinks and kept keys numbered from 0, the query at min(p, their count + window) for them
+                # at cache positions: sinks and kept keys numbered from 0, the query at min(p, their count + window)
+                if cache and not PROMPT - OBSERVE <= p < PROMPT:
                     slots = SINKS + (len(chosen) if late else 0)
                     q_at = rotary(torch.tensor([min(p, slots + WINDOW)])).rotate(q[b, h, p][None, None, None])
                     k_at = rotary(torch.arange(len(prefix))).rotate(keys[None, None, : len(prefix)])
@@ -102,16 +106,17 @@ def test_decoding_after_selection_equals_a_dense_reference(sink_positions, piece
     got, state = run_kernel(kernel, q, k, v, rotary, pieces)
     rotation = rotary(torch.arange(PROMPT))
     q_last = rotary(torch.arange(PROMPT - OBSERVE, PROMPT)).rotate(q[:, :, PROMPT - OBSERVE : PROMPT])
-    kept = select_kept(q_last, rotation.rotate(k[:, :, :PROMPT]), first=SINKS, end=PROMPT - WINDOW, keep=KEEP)
+    weights = observe(q_last, rotation.rotate(k[:, :, :PROMPT]), v[:, :, :PROMPT])[1]
+    kept = select_kept(weights, first=SINKS, end=PROMPT - WINDOW, keep=KEEP)
     expected = kept_oracle(q, k, v, kept, rotary, cache=sink_positions == "cache")
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
     assert state.keys.shape[2] == SINKS + KEEP + WINDOW + 1  # bounded: sinks, kept keys, the ring
     plain = kept_oracle(q, k, v, None, rotary, cache=sink_positions == "cache")  # the kept keys matter
-    assert (got[:, :, PROMPT - 1 :] - plain[:, :, PROMPT - 1 :]).abs().max() > 1e-3
+    assert (got[:, :, PROMPT:] - plain[:, :, PROMPT:]).abs().max() > 1e-3
 
 
 def test_keep_covering_the_prompt_equals_full_attention():
-    """Every key the window drops is kept: the prompt's last query and the first new token see everything."""
+    """Every key the window drops is kept: the prompt's last queries and the first new token see everything."""
     torch.manual_seed(2)
     q, k, v = qkv(PROMPT + 1)
     rotary = RotaryEmbedding(q.shape[-1], base=10.0)
@@ -119,7 +124,7 @@ def test_keep_covering_the_prompt_equals_full_attention():
     got, _ = run_kernel(kernel, q, k, v, rotary, [1])
     rotation = rotary(torch.arange(PROMPT + 1))
     full = build_attention("reference")(rotation.rotate(q), rotation.rotate(k), v, causal=True)
-    torch.testing.assert_close(got[:, :, PROMPT - 1 :], full[:, :, PROMPT - 1 :], atol=1e-6, rtol=0)
+    torch.testing.assert_close(got[:, :, PROMPT - OBSERVE :], full[:, :, PROMPT - OBSERVE :], atol=1e-6, rtol=0)
 
 
 def test_no_future_leakage():

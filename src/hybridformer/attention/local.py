@@ -13,7 +13,7 @@ from .base import AttentionKernel, attend, attend_lse, expand_kv, merge_attentio
 from .bias import ScoreBias
 from .full import FullAttention
 from .masks import drop_empty_padding, position_mask
-from .snapkv import attend_last, gather_keys, select_kept
+from .snapkv import gather_keys, observe, select_kept
 
 
 class SlidingWindowAttention(AttentionKernel):
@@ -35,10 +35,11 @@ class SlidingWindowAttention(AttentionKernel):
     for the sink scores; a score bias (ALiBi, T5) is evaluated at the same cache positions.
 
     ``keep`` (SnapKV, Li et al., 2024; :mod:`.snapkv`): decoding also keeps, per kv head, the ``keep`` older keys
-    the prompt's last ``observe`` queries attend most; the prompt's last query and every generated token attend them
-    beside the sinks, so a key before the window can be recalled. Kept keys sit where ``sink_positions`` puts the sinks:
-    at their own positions, or after the sinks in the cache (the query then at ``num_global + keep + window``).
-    A full forward (perplexity) is the plain window; so is a prompt the window and sinks hold whole.
+    the prompt's last ``observe`` queries (which attend their whole past, as SnapKV's prefill does) attend most;
+    every generated token attends them beside the sinks, so a key before the window can be recalled. Kept keys sit
+    where ``sink_positions`` puts the sinks: at their own positions, or after the sinks in the cache (a token then
+    sees them from ``num_global + keep + window``). A full forward (perplexity) is the plain window; so is a prompt
+    the window and sinks hold whole.
     """
 
     def __init__(self, *, window: int = 256, num_global: int = 0, chunk_size: int = 128, dropout: float = 0.0,
@@ -272,23 +273,19 @@ class SlidingWindowAttention(AttentionKernel):
         return torch.cat([out, rest], dim=2)
 
     def _prefill_kept(self, q: Tensor, k: Tensor, v: Tensor, state: RollingKVCache, rope: Rotation | None) -> Tensor:
-        """A prompt of n tokens with SnapKV's selection. Every query but the last sees its window and the sinks
-        (:meth:`_bands`); the last ``observe`` queries choose, per kv head, the ``keep`` keys the first generated
-        token's window no longer holds (after the sinks, before n - window) that they attend most; the last query,
-        which predicts the first new token, attends them too (only it: an earlier query never sees a choice made
-        by later ones). The state keeps the sinks, the chosen keys and the window. Beyond the window's, the
-        selection's memory is the last queries' scores over the prompt: (heads · observe · n) floats per layer."""
+        """A prompt of n tokens with SnapKV's selection. Every query but the last ``observe`` sees its window and the
+        sinks (:meth:`_bands`); the last ones (the question) attend their whole past and choose, per kv head, the
+        ``keep`` keys they attend most among the ones the first generated token's window no longer holds (after
+        the sinks, before n - window). The state keeps the sinks, the chosen keys and the window. Beyond the
+        window's, the selection's memory is those queries' scores: (heads · observe · n) floats per layer."""
         n, g, w = q.shape[2], self.num_global, self.window
-        end = n - w
-        kept = select_kept(q[:, :, n - self.observe :], k, first=g, end=end, keep=min(self.keep, end - g))
-        kept_k, kept_v, q_last = gather_keys(k, kept), gather_keys(v, kept), q[:, :, n - 1 :]
-        q_prefix = q_last
-        if self.sink_positions == "cache" and rope is not None:  # kept keys at g, g + 1, ...; the query at g + K + w
-            slots = g + kept.shape[-1]
-            kept_k = rope.shift(kept_k, kept - torch.arange(g, slots, device=q.device))
-            q_prefix = rope.shift(q_last, torch.tensor([max(0, n - 1 - slots - w)], device=q.device))
-        last = attend_last(q_last, q_prefix, k, v, kept_k, kept_v, kept, sinks=g, window=w)
-        out = torch.cat([self._bands(q[:, :, : n - 1], k[:, :, : n - 1], v[:, :, : n - 1], rope), last], 2)
+        first, end = n - self.observe, n - w
+        last, weights = observe(q[:, :, first:], k, v)
+        kept = select_kept(weights, first=g, end=end, keep=min(self.keep, end - g))  # (batch, kv_heads, K)
+        kept_k, kept_v = gather_keys(k, kept), gather_keys(v, kept)
+        if self.sink_positions == "cache" and rope is not None:  # kept keys at cache positions g, g + 1, ...
+            kept_k = rope.shift(kept_k, kept - torch.arange(g, g + kept.shape[-1], device=q.device))
+        out = torch.cat([self._bands(q[:, :, :first], k[:, :, :first], v[:, :, :first], rope), last], 2)
         state.extend(k, v)
         state.pin(kept_k, kept_v)
         return out
