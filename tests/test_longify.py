@@ -310,3 +310,31 @@ def test_impossible_layer_patterns_are_refused(pattern, layers, message):
     with pytest.raises(ConfigError, match=message):
         longify_checkpoint(original, LongifyPlan(parse_attention_spec("sliding_window:window=4"), layers=layers,
                                                  pattern=pattern))
+
+
+def test_kept_keys_decode_in_bounded_memory_and_are_counted():
+    """``keep`` (SnapKV): the prompt's rows before its last ``observe`` are the plain window's, the cache holds the
+    sinks, the kept keys and the window, a chunk after it decodes as token by token, and the memory counts it."""
+    original = tiny("decoder_lm", "rope", decoder={"layers": 2}, kv_heads=2)
+    spec = "sliding_window:window=5,sink_positions=cache,keep=4,observe=3"
+    model, cfg, record = longify_checkpoint(original, LongifyPlan(parse_attention_spec(spec), global_tokens=2,
+                                                                  max_positions=64))
+    assert cfg.decoder.attention.options["keep"] == 4
+    assert record["decoding_memory"]["kv_tokens_per_layer"] == [2 + 4 + 5] * 2
+    plain, _, _ = longify_checkpoint(original, LongifyPlan(parse_attention_spec(
+        "sliding_window:window=5,sink_positions=cache"), global_tokens=2, max_positions=64))
+    tokens = torch.randint(3, 50, (2, LENGTH + 4))
+    with torch.no_grad():
+        outs = []
+        for pieces in ([1, 1, 1, 1], [1, 3]):
+            cache, start = DecodingCache(), LENGTH
+            steps = [model.decode(tokens[:, :LENGTH], cache=cache, offset=0)]
+            for n in pieces:
+                steps.append(model.decode(tokens[:, start : start + n], cache=cache, offset=start))
+                start += n
+            outs.append(torch.cat(steps, 1))
+        torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(outs[0][:, : LENGTH - 3], plain(tokens[:, :LENGTH])[:, : LENGTH - 3], atol=1e-5,
+                                   rtol=0)
+    kept = [state for state in cache.values() if isinstance(state, RollingKVCache)]
+    assert kept and all(state.keys.shape[2] == 2 + 4 + 5 + 1 and state.pinned == 4 for state in kept)

@@ -78,3 +78,20 @@ def test_cli_layer_pattern_reports_decoding_memory(monkeypatch, capsys, tmp_path
     code, _, err = run_cli(monkeypatch, capsys, "longify", source, "--attention", "sliding_window", "--global-every",
                            "2", "--layer-attention", "l,g", "--out", tmp_path / "bad")
     assert code == 2 and "one layer pattern" in err
+
+
+def test_generate_runs_with_kept_keys_and_bad_keep_is_refused(monkeypatch, capsys, tmp_path, tiny_checkpoint):
+    source = tiny_checkpoint("decoder_lm", position="rope", max_positions=16)
+    code, out, err = run_cli(monkeypatch, capsys, "longify", source, "--attention",
+                             "sliding_window:window=3,sink_positions=cache,keep=2,observe=2", "--global-tokens", "1",
+                             "--max-positions", "64", "--out", tmp_path / "long")
+    assert code == 0, err
+    assert load_config_file(tmp_path / "long").decoder.attention.options["keep"] == 2
+    (tmp_path / "in.txt").write_text("\n".join(TINY_TEXT[:2]) + "\n")
+    code, out, err = run_cli(monkeypatch, capsys, "generate", tmp_path / "long", "--input", tmp_path / "in.txt",
+                             "--max-len-b", "6")
+    assert code == 0, err
+    assert len(out.splitlines()) == 2
+    code, _, err = run_cli(monkeypatch, capsys, "longify", source, "--attention", "sliding_window:window=3,keep=2",
+                           "--out", tmp_path / "bad")
+    assert code == 2 and "observe (32) must be <= window (3)" in err, err

@@ -49,7 +49,7 @@ class SlidingWindowAttention(AttentionKernel):
                                    ("keep", keep, 0), ("observe", observe, 1)):
             if value < least:
                 raise ConfigError(f"attention 'sliding_window': {name} must be >= {least}, got {value}")
-        if observe > window:
+        if keep and observe > window:
             raise ConfigError(f"attention 'sliding_window': observe ({observe}) must be <= window ({window}): "
                               "the observing queries are the prompt's last, inside the window")
         if sink_positions not in ("absolute", "cache"):
