@@ -235,7 +235,7 @@ def _check_position_limit(cfg: ModelConfig, max_positions: int) -> None:
 
 def decoding_memory(cfg: ModelConfig, length: int, bytes_per_value: int = 4) -> dict[str, Any] | None:
     """The self-attention caches of a decoder at ``length`` tokens of context (float32 by default):
-    a ``sliding_window`` layer keeps ``num_global + window`` keys and values, a linear-attention layer
+    a ``sliding_window`` layer keeps ``num_global + keep + window`` keys and values, a linear-attention layer
     a fixed state (not counted here), as do convolution and state-space layers; any other layer all
     ``length``. None for a model without a decoder."""
     if cfg.arch == "encoder_classifier":
