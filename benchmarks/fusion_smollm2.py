@@ -52,6 +52,7 @@ MERGES: dict[str, list[str]] = {  # the four methods first, then a grid (made an
     "ta-0.8": ["--method", "task_arithmetic", "--weights", "0.8,0.8", "--base"],  # (ta-0.5 is `linear` exactly)
     "ties-d0.5": ["--method", "ties", "--density", "0.5", "--weights", "1.0,1.0", "--base"],
     "dare-ties-d0.5": ["--method", "dare", "--combine", "ties", "--density", "0.5", "--weights", "1.0,1.0", "--base"],
+    "linear-0.4": ["--method", "linear", "--weights", "0.4,0.6"],  # more of SciTLDR (the adapters' weaker side)
 }
 
 
