@@ -21,7 +21,8 @@ work whose output already exists, so a stopped run resumes; results accumulate i
 
 Run (one thread, the other core is busy):
   OMP_NUM_THREADS=1 PYTHONPATH=src nice -n 19 python benchmarks/fusion_smollm2.py all --out /work/runs/fusion
-  OMP_NUM_THREADS=1 PYTHONPATH=src nice -n 19 python benchmarks/fusion_smollm2.py all --lora --out runs/fusion-lora
+  OMP_NUM_THREADS=1 PYTHONPATH=src nice -n 19 python benchmarks/fusion_smollm2.py all --lora --out runs/fusion-lora \
+    --merges linear,ta-1.0,ties-d0.2,dare-d0.5,ta-0.8,linear-0.4 --rouge-models ft-scitldr,linear,ties-d0.2
 """
 
 from __future__ import annotations
