@@ -3,10 +3,11 @@
 # the ensemble, a linear merge and a distilled student, all decoded and scored the same way.
 #
 #   benchmarks/fusion_multi30k.sh prepare              # averages, EMA exports, merge (seconds)
-#   benchmarks/fusion_multi30k.sh decode NAME CKPT...  # beam-4 decode + sacreBLEU (cased and lowercased)
+#   benchmarks/fusion_multi30k.sh decode NAME CKPT...  # beam decode + sacreBLEU (cased and lowercased)
 #                                                     # and fairseq-style moses-lc BLEU;
 #                                                     # several CKPTs = ensemble; GENERATE_ARGS adds generate
 #                                                     # options (e.g. "--engine ct2 --quantization int8")
+#   SPLIT=val decodes val instead of test2016; BEAM (4) and LENPEN (1.0) set the search
 #   benchmarks/fusion_multi30k.sh distill STEPS        # student: best single + STEPS of word-level KD from all
 #   benchmarks/fusion_multi30k.sh control STEPS        # the same STEPS on the labels alone (the KD control)
 #
@@ -18,10 +19,15 @@ OUT=${OUT:-runs/fusion-exp}
 MEMBERS=${MEMBERS:-"m30k-t1 m30k-t2 m30k-c3"}
 STUDENT_BASE=${STUDENT_BASE:-m30k-t1}
 GENERATE_ARGS=${GENERATE_ARGS:-}
+SPLIT=${SPLIT:-test}
+BEAM=${BEAM:-4}
+LENPEN=${LENPEN:-1.0}
 DATA=../shared/data/multi30k
 mkdir -p "$OUT/ckpt" "$OUT/hyp"
 [ -f "$OUT/test.en" ] || zcat $DATA/test_2016_flickr.en.gz > "$OUT/test.en"
 [ -f "$OUT/test.de" ] || zcat $DATA/test_2016_flickr.de.gz > "$OUT/test.de"
+[ -f "$OUT/val.en" ] || zcat $DATA/val.en.gz > "$OUT/val.en"
+[ -f "$OUT/val.de" ] || zcat $DATA/val.de.gz > "$OUT/val.de"
 latest() { ls -d "$RUNS/$1"/checkpoints/step-* | sort | tail -1; }
 finetune() {  # the options of a short fine-tune of the student base (distill and its control)
   echo "--set train.init_from=$(latest "$STUDENT_BASE") --set train.schedule=constant --set train.lr=3e-4
@@ -40,15 +46,17 @@ prepare)
   fi ;;
 decode)
   name=$2; shift 2
+  [ "$SPLIT" = test ] || name=$name.$SPLIT
   start=$(date +%s.%N)
   # shellcheck disable=SC2086
-  hybridformer generate "$@" -i "$OUT/test.en" --beam 4 --batch-tokens 16000 $GENERATE_ARGS > "$OUT/hyp/$name.de"
+  hybridformer generate "$@" -i "$OUT/$SPLIT.en" --beam "$BEAM" --lenpen "$LENPEN" --batch-tokens 16000 \
+    $GENERATE_ARGS > "$OUT/hyp/$name.de"
   secs=$(python -c "import time; print(round(time.time() - $start, 1))")
-  sacrebleu "$OUT/test.de" -i "$OUT/hyp/$name.de" -m bleu -w 2 > "$OUT/hyp/$name.bleu.json"
-  sacrebleu "$OUT/test.de" -i "$OUT/hyp/$name.de" -m bleu -w 2 -lc > "$OUT/hyp/$name.bleu-lc.json"
+  sacrebleu "$OUT/$SPLIT.de" -i "$OUT/hyp/$name.de" -m bleu -w 2 > "$OUT/hyp/$name.bleu.json"
+  sacrebleu "$OUT/$SPLIT.de" -i "$OUT/hyp/$name.de" -m bleu -w 2 -lc > "$OUT/hyp/$name.bleu-lc.json"
   python -c "import json; from hybridformer.metrics import bleu; r = json.load(open('$OUT/hyp/$name.bleu.json')); \
 lc = json.load(open('$OUT/hyp/$name.bleu-lc.json')); read = lambda p: open(p).read().splitlines(); \
-moses = bleu(read('$OUT/hyp/$name.de'), read('$OUT/test.de'), tokenize='moses-lc', lang='de').score; \
+moses = bleu(read('$OUT/hyp/$name.de'), read('$OUT/$SPLIT.de'), tokenize='moses-lc', lang='de').score; \
 print('$name', r['score'], 'lc', lc['score'], 'moses-lc', round(moses, 2), '${secs}s', r['verbose_score'], \
 r['signature'])" | tee -a "$OUT/results.txt" ;;
 distill)

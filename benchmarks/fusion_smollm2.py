@@ -9,16 +9,20 @@ work whose output already exists, so a stopped run resumes; results accumulate i
            (train split; the valid text is the first dev examples filling ``--valid-blocks`` blocks;
            ROUGE prompts are the next ``--rouge-n`` dev examples, cut after ``TL;DR:``)
   convert  ``hybridformer convert`` the GGUF into OUT/base
-  train    two fine-tunes from the base (``train.init_from``): OUT/ft-shakespeare, OUT/ft-scitldr
+  train    two fine-tunes from the base (``train.init_from``): OUT/ft-shakespeare, OUT/ft-scitldr; with ``--lora``
+           LoRA adapters instead (rank 16 on all 7 projections, ``train.lora``), whose checkpoints are PEFT folders
   merge    ``hybridformer merge`` of the two fine-tunes with --base OUT/base: the entries of MERGES named by --merges
+           (adapters merge through their full ΔW with ``merge --adapter``, the same methods and options)
   eval     ``hybridformer evaluate --metric ppl --context BLOCK --json`` of base, parents, merges on both tasks
   rouge    greedy ``hybridformer generate`` of the TLDR for the ROUGE prompts (first sentence of the continuation)
            and ROUGE-1/2/L against the author TLDR (each example's first target)
-  overlap  cosine between the two task vectors (fine-tune minus base, all tensors together) and their norms
+  overlap  cosine between the two task vectors (fine-tune minus base, or the adapter's ΔW; all tensors together)
   report   the markdown table (loss in nats/token, gain kept = (base - model) / (base - own fine-tune))
 
 Run (one thread, the other core is busy):
   OMP_NUM_THREADS=1 PYTHONPATH=src nice -n 19 python benchmarks/fusion_smollm2.py all --out /work/runs/fusion
+  OMP_NUM_THREADS=1 PYTHONPATH=src nice -n 19 python benchmarks/fusion_smollm2.py all --lora --out runs/fusion-lora \
+    --merges linear,ta-1.0,ties-d0.2,dare-d0.5,ta-0.8,linear-0.4 --rouge-models ft-scitldr,linear,ties-d0.2
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import torch
 
 GGUF = Path("../shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
 DATA = Path("../shared/data")
@@ -46,6 +53,7 @@ MERGES: dict[str, list[str]] = {  # the four methods first, then a grid (made an
     "ta-0.8": ["--method", "task_arithmetic", "--weights", "0.8,0.8", "--base"],  # (ta-0.5 is `linear` exactly)
     "ties-d0.5": ["--method", "ties", "--density", "0.5", "--weights", "1.0,1.0", "--base"],
     "dare-ties-d0.5": ["--method", "dare", "--combine", "ties", "--density", "0.5", "--weights", "1.0,1.0", "--base"],
+    "linear-0.4": ["--method", "linear", "--weights", "0.4,0.6"],  # more of SciTLDR (the adapters' weaker side)
 }
 
 
@@ -163,6 +171,8 @@ def _config(out: Path, task: str, args: argparse.Namespace) -> Path:
                   "precision": args.precision, "eval_every": steps, "save_every": steps, "keep_last": 1,
                   "log_every": 1, "seed": 0},
     }
+    if args.lora:
+        config["train"]["lora"] = {"rank": 16}  # all 7 projections, alpha 32 (the defaults)
     path = out / f"{task}.json"
     path.write_text(json.dumps(config, indent=1))
     return path
@@ -177,7 +187,8 @@ def stage_train(out: Path, args: argparse.Namespace) -> None:
         _, wall, cpu = _cli(["train", str(config), "--out", str(run), "--no-progress"], log=out / f"ft-{task}.log")
         results = _results(out)
         results.setdefault("train", {})[task] = {"wall_s": wall, "cpu_s": cpu, "steps": args.steps,
-                                                 "block": args.block, "batch": args.batch, "lr": args.lr}
+                                                 "block": args.block, "batch": args.batch, "lr": args.lr,
+                                                 "lora": args.lora}
         _save(out, results)
         (run / "done").write_text("")
 
@@ -207,7 +218,8 @@ def stage_merge(out: Path, args: argparse.Namespace) -> None:
         if target.exists() or name not in args.merges:
             continue
         options = [*options, str(out / "base")] if options[-1] == "--base" else options
-        _, wall, cpu = _cli(["merge", *options, *parents, "--out", str(target)])
+        adapters = [arg for parent in parents for arg in ("--adapter", parent)] if args.lora else parents
+        _, wall, cpu = _cli(["merge", *options, *adapters, "--out", str(target)])
         results = _results(out)
         results.setdefault("merge", {})[name] = {"wall_s": wall, "cpu_s": cpu, "command": options}
         _save(out, results)
@@ -247,15 +259,30 @@ def stage_rouge(out: Path, args: argparse.Namespace) -> None:
         _save(out, results)
 
 
-def stage_overlap(out: Path, args: argparse.Namespace) -> None:
-    """Cosine between the two task vectors (fine-tune − base, all tensors flattened together) and their norms."""
+def _task_vectors(out: Path, args: argparse.Namespace) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Both tasks' updates, tensor by tensor: fine-tune − base, or each adapter's full ΔW."""
+    if args.lora:
+        from hybridformer import load_checkpoint
+        from hybridformer.lora import deltas_for, read_adapter
+
+        base = load_checkpoint(out / "base")
+        deltas = [deltas_for(base, read_adapter(_best(out, t))) for t in TASKS]
+        zero = torch.zeros(())
+        for name in deltas[0].keys() | deltas[1].keys():
+            yield deltas[0].get(name, zero).double(), deltas[1].get(name, zero).double()
+        return
     from safetensors import safe_open
 
     files = [safe_open(str(p / "model.safetensors"), "pt") for p in (out / "base", *[_best(out, t) for t in TASKS])]
-    dot = norm_a = norm_b = 0.0
     for name in files[0].keys():
         base = files[0].get_tensor(name).double()
-        delta_a, delta_b = (f.get_tensor(name).double() - base for f in files[1:])
+        yield tuple(f.get_tensor(name).double() - base for f in files[1:])
+
+
+def stage_overlap(out: Path, args: argparse.Namespace) -> None:
+    """Cosine between the two task vectors (all tensors flattened together) and their norms."""
+    dot = norm_a = norm_b = 0.0
+    for delta_a, delta_b in _task_vectors(out, args):
         dot += float((delta_a * delta_b).sum())
         norm_a += float(delta_a.square().sum())
         norm_b += float(delta_b.square().sum())
@@ -301,7 +328,10 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=256, help="tokens per training block and per scored block")
     parser.add_argument("--batch", type=int, default=2, help="blocks per training step")
     parser.add_argument("--steps", type=int, default=48, help="fine-tuning steps per task")
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr", type=float, help="peak learning rate (default 2e-4; 1e-3 with --lora, as the "
+                        "SciTLDR LoRA recipe)")
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters (rank 16, all linear layers) and "
+                        "merge those (use a fresh --out)")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "auto"])
     parser.add_argument("--valid-blocks", type=int, default=16, help="held-out blocks per task")
     parser.add_argument("--rouge-n", type=int, default=16, help="SciTLDR dev examples for ROUGE")
@@ -310,6 +340,7 @@ def main() -> None:
     parser.add_argument("--rouge-models", default="base,ft-scitldr,linear",
                         type=lambda s: s.split(","), help="models to score by ROUGE (comma-separated names)")
     args = parser.parse_args()
+    args.lr = args.lr or (1e-3 if args.lora else 2e-4)
     args.out.mkdir(parents=True, exist_ok=True)
     order = ["convert", "data", "train", "merge", "eval", "rouge"]
     for stage in order if args.stage == "all" else [args.stage] if args.stage != "report" else []:

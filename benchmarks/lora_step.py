@@ -3,7 +3,8 @@ process, optimizer steps interleaved (full, LoRA, full, LoRA, ...) on the same b
 CPU seconds (one thread) and wall seconds, so machine contention hits both alike. bf16 autocast, fused AdamW,
 as the SciTLDR recipe trains. Peak memory needs one process per mode: ``--only full|lora`` runs a single
 mode and prints its peak RSS. The loss is the trainer's (``--loss-chunk N`` as ``train.loss_chunk``).
-``--base bf16|int8`` holds LoRA's frozen base as ``train.base_precision`` does.
+``--base bf16|int8`` holds LoRA's frozen base as ``train.base_precision`` does. ``--full-plain`` keeps the
+full fine-tune as the recipe trains it (no checkpointing, whole loss) against LoRA with the savings.
 
     python benchmarks/lora_step.py runs/smollm2 --rounds 3 --batch 4 --tokens 512
 """
@@ -52,6 +53,10 @@ def step(model, optimizer, tokens: torch.Tensor, loss_chunk: int | None) -> tupl
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
+def _peak_gib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
@@ -62,24 +67,28 @@ def main() -> None:
     parser.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
     parser.add_argument("--base", choices=["fp32", "bf16", "int8"], default="fp32", help="LoRA's frozen base")
     parser.add_argument("--loss-chunk", type=int, help="as train.loss_chunk (both modes)")
+    parser.add_argument("--full-plain", action="store_true", help="checkpointing and --loss-chunk for LoRA only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     modes = [args.only] if args.only else ["full", "lora"]
-    runs = {mode: make(args.checkpoint, mode == "lora", args.activation_checkpointing, args.base) for mode in modes}
+    savings = {mode: mode == "lora" or not args.full_plain for mode in modes}
+    runs = {mode: make(args.checkpoint, mode == "lora", args.activation_checkpointing and savings[mode], args.base)
+            for mode in modes}
+    built = _peak_gib()  # loading and building, before any step
     tokens = torch.randint(3, load_config_file(args.checkpoint).vocab_size, (args.batch, args.tokens + 1))
     times: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     for round_ in range(args.rounds + 1):  # round 0 warms up
         for mode in modes:
             model, optimizer, _ = runs[mode]
-            measured = step(model, optimizer, tokens, args.loss_chunk)
+            measured = step(model, optimizer, tokens, args.loss_chunk if savings[mode] else None)
             if round_:
                 times[mode].append(measured)
     report = {mode: {"trained_params": runs[mode][2],
                      "cpu_s": round(statistics.median(t[0] for t in times[mode]), 2),
                      "wall_s": round(statistics.median(t[1] for t in times[mode]), 2)} for mode in modes}
     if args.only:
-        report[args.only]["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+        report[args.only].update(peak_rss_gib=_peak_gib(), build_peak_gib=built)
     print(json.dumps(report))
 
 

@@ -53,13 +53,14 @@ def hand_deltas(adapter: Path, rank: int, alpha: float) -> dict[str, torch.Tenso
     return deltas
 
 
-@pytest.mark.parametrize(("method", "weights", "combine"), [
-    ("task_arithmetic", [0.5, 2.0], lambda w, d1, d2: w + 0.5 * d1 + 2.0 * d2),
-    ("linear", [1.0, 3.0], lambda w, d1, d2: w + (1.0 * d1 + 3.0 * d2) / 4.0),
+@pytest.mark.parametrize(("method", "weights", "options", "combine"), [
+    ("task_arithmetic", [0.5, 2.0], {}, lambda w, d1, d2: w + 0.5 * d1 + 2.0 * d2),
+    ("linear", [1.0, 3.0], {}, lambda w, d1, d2: w + (1.0 * d1 + 3.0 * d2) / 4.0),
+    ("dare", [0.5, 2.0], {"density": 1.0}, lambda w, d1, d2: w + 0.5 * d1 + 2.0 * d2),  # nothing dropped
 ])
-def test_merges_equal_hand_computed_combinations(adapters, tmp_path: Path, method, weights, combine) -> None:
+def test_merges_equal_hand_computed_combinations(adapters, tmp_path: Path, method, weights, options, combine) -> None:
     folder, base, (first, second) = adapters
-    merge_adapters([first, second], method, tmp_path / "merged", base=base, weights=weights)
+    merge_adapters([first, second], method, tmp_path / "merged", base=base, weights=weights, **options)
     export(tmp_path / "merged", tmp_path / "hf", to="hf")
     original, merged = load_file(folder / "model.safetensors"), load_file(tmp_path / "hf" / "model.safetensors")
     d1, d2 = hand_deltas(first, 2, 4), hand_deltas(second, 3, 3)

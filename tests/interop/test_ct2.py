@@ -15,7 +15,7 @@ from hybridformer.errors import ConfigError, DataError
 
 pytest.importorskip("ctranslate2", reason="the ct2 extra (pip install 'hybridformer[ct2]') is not installed")
 
-from hybridformer.engines.ct2 import load_ct2_engine  # noqa: E402
+from hybridformer.engines.ct2 import FORCED_SPREAD, _groups, load_ct2_engine  # noqa: E402
 from hybridformer.interop.ct2 import ct2_blockers, export_ct2  # noqa: E402
 
 SEQ2SEQ = {
@@ -117,6 +117,23 @@ def test_int8_export_stays_close(tmp_path, tiny_tokenizer, one_thread):
     int8 = load_ct2_engine(export_ct2(ckpt, tmp_path / "i8", quantization="int8")).score(sources)[0]
     assert (tmp_path / "i8" / "model.bin").stat().st_size < (tmp_path / "f32" / "model.bin").stat().st_size
     assert max(abs(a - b) for a, b in zip(exact, int8, strict=True)) < 0.5
+
+
+def test_int8_never_forces_a_prompt_tail(tmp_path, tiny_tokenizer, one_thread):
+    """Under int8 a forced tail changes a longer prompt's answer (measured on SmolLM2), so such an engine batches
+    LM prompts of one length only; float32 still mixes lengths. Either way each answer is the prompt's alone."""
+    ckpt = make_checkpoint(tmp_path / "ckpt", tiny_tokenizer, "decoder_lm", position="rope")
+    f32 = load_ct2_engine(export_ct2(ckpt, tmp_path / "f32"))
+    int8 = load_ct2_engine(export_ct2(ckpt, tmp_path / "i8", quantization="int8"))
+    assert f32.forced_spread == FORCED_SPREAD and int8.forced_spread == 0
+    sources = [encode_source(tiny_tokenizer, line, ckpt.config) for line in TINY_TEXT[:6]]
+    sources.append(list(sources[0]))  # a second prompt of the first one's length
+    opts = GenerationOptions.parse({"beam": 1, "max_len_a": 0.0, "max_len_b": 8})
+    groups = _groups(sources, opts, int8.forced_spread)
+    assert all(len({len(sources[row]) for row in group}) == 1 for group in groups)
+    assert any(len(group) > 1 for group in groups)
+    assert any(len({len(sources[row]) for row in group}) > 1 for group in _groups(sources, opts, FORCED_SPREAD))
+    assert int8.stream(sources, opts) == [int8.decode_batch([s], opts)[0] for s in sources]
 
 
 def test_checkpoint_is_exported_once_into_a_cache(tmp_path, tiny_tokenizer):

@@ -39,6 +39,8 @@ from ..interop.ct2 import (
 from .options import GenerationOptions, output_budget, refuse_penalties
 from .rows import Emit, ragged_ok, stream_rows
 
+FORCED_SPREAD = 32  # prompt tokens CTranslate2 may force one step at a time in a batch (its longest - shortest)
+
 
 @dataclass
 class Ct2Engine:
@@ -52,6 +54,9 @@ class Ct2Engine:
     vocab: list[str] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
     chat_template: ChatTemplate | None = None  # a converted instruct model's, for generate --chat and serve
+    # Prompt tokens a batch may force one step at a time; none under int8 compute types, where a forced tail
+    # changes the longer prompt's answer (SmolLM2-135M chat prompts in pairs: 10 of 11 longer ones), never in float32
+    forced_spread: int = FORCED_SPREAD
     joins = False  # CTranslate2 runs whole searches: rows cannot join one mid-flight
 
     @classmethod
@@ -146,7 +151,7 @@ class Ct2Engine:
                emit: Emit | None = None) -> list[list[int]]:
         """Outputs per source, each token handed to ``emit(row, token)`` as CTranslate2 generates it (LM greedy
         search and sampling); LM prompts of different lengths share a batch (CTranslate2 forces their tails)."""
-        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts))
+        return stream_rows(self, sources, opts, generator, emit, _groups(sources, opts, self.forced_spread))
 
     def nll(self, sources: list[list[int]], targets: list[list[int]] | None = None) -> tuple[float, int]:
         """Summed negative log-likelihood (nats) and tokens scored, as :meth:`score` defines them."""
@@ -198,7 +203,8 @@ def load_ct2_engine(path: str | Path, *, quantization: str | None = None, device
     vocab_file = "shared_vocabulary.json" if config.is_seq2seq else "vocabulary.json"
     vocab = structured.read(export / vocab_file, error=CheckpointError)
     return Ct2Engine(model, side.tokenizer, config, str(export), torch.device("cpu"), vocab,
-                     {token: i for i, token in enumerate(vocab)}, side.chat_template)
+                     {token: i for i, token in enumerate(vocab)}, side.chat_template,
+                     0 if model.compute_type.startswith("int8") else FORCED_SPREAD)
 
 
 def ct2_cache(checkpoint: Path, quantization: str) -> Path:
@@ -206,14 +212,11 @@ def ct2_cache(checkpoint: Path, quantization: str) -> Path:
     return checkpoint.parent / f"{checkpoint.name}.ct2-{quantization}"
 
 
-FORCED_SPREAD = 32  # prompt tokens CTranslate2 may force one step at a time in a batch (its longest - shortest)
-
-
-def _groups(sources: list[list[int]], opts: GenerationOptions) -> list[list[int]]:
+def _groups(sources: list[list[int]], opts: GenerationOptions, spread: int) -> list[list[int]]:
     """Batches for CTranslate2's Generator. Under greedy search LM prompts of different lengths share one: it feeds
     the shortest prompt's length at once and forces each longer prompt's rest one decoding step per token (never
     ending a row on a forced end token, so chat prompts, an end-of-turn after every turn, mix too). A forced step
-    costs a whole batch step, so prompts sorted by length batch within ``FORCED_SPREAD`` tokens of the shortest
+    costs a whole batch step, so prompts sorted by length batch within ``spread`` tokens of the shortest
     (measured: docs/deployment.md). One-token prompts batch apart (CTranslate2 4.8 then returns the longer
     prompts' second token as if generated)."""
     lengths = [len(s) for s in sources]
@@ -224,7 +227,7 @@ def _groups(sources: list[list[int]], opts: GenerationOptions) -> list[list[int]
         for batch in token_batches([lengths[i] for i in part], opts.batch_tokens):  # each sorted by length
             group: list[int] = []
             for row in (part[j] for j in batch):
-                if group and lengths[row] - lengths[group[0]] > FORCED_SPREAD:
+                if group and lengths[row] - lengths[group[0]] > spread:
                     groups.append(group)
                     group = []
                 group.append(row)
