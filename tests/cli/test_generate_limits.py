@@ -49,7 +49,7 @@ def test_an_unknown_device_is_blamed_not_the_weights(tmp_path, tiny_checkpoint):
 
 def test_ctrl_c_says_how_many_lines_were_written(tmp_path, tiny_checkpoint):
     lines = tmp_path / "in.txt"
-    lines.write_text("\n".join(TINY_TEXT * 5000) + "\n")  # enough work that the signal lands mid-run on a loaded machine
+    lines.write_text("\n".join(TINY_TEXT * 5000) + "\n")  # the signal lands mid-run, even under load
     proc = subprocess.Popen(
         [*entry_command(), "generate", str(tiny_checkpoint()), "--input", str(lines), "--beam", "2",
          "--batch-tokens", "16"],
