@@ -49,7 +49,7 @@ def test_an_unknown_device_is_blamed_not_the_weights(tmp_path, tiny_checkpoint):
 
 def test_ctrl_c_says_how_many_lines_were_written(tmp_path, tiny_checkpoint):
     lines = tmp_path / "in.txt"
-    lines.write_text("\n".join(TINY_TEXT * 5000) + "\n")  # the signal lands mid-run, even under load
+    lines.write_text("\n".join(TINY_TEXT * 500) + "\n")
     proc = subprocess.Popen(
         [*entry_command(), "generate", str(tiny_checkpoint()), "--input", str(lines), "--beam", "2",
          "--batch-tokens", "16"],
@@ -63,7 +63,7 @@ def test_ctrl_c_says_how_many_lines_were_written(tmp_path, tiny_checkpoint):
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert f"only the first {written} output line(s) were written" in err
-    assert written < 40000
+    assert written < 4000
 
 
 def test_progress_is_shown_on_a_terminal(tmp_path, tiny_checkpoint):
