@@ -30,7 +30,7 @@ def label_smoothed_nll(logits: Tensor, target: Tensor, *, epsilon: float, ignore
     return loss_sum, nll_sum, keep.sum()
 
 
-def chunked_label_nll(states: Tensor, output: nn.Linear, target: Tensor, *, chunk: int, epsilon: float,
+def chunked_label_nll(states: Tensor, output: nn.Module, target: Tensor, *, chunk: int, epsilon: float,
                       ignore_index: int) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`label_smoothed_nll` of ``output(states)`` by ``torch.nn.functional.linear_cross_entropy``'s
     chunked path: ``chunk`` positions at a time, each chunk's gradients computed in the forward pass, so the
@@ -45,7 +45,8 @@ def chunked_label_nll(states: Tensor, output: nn.Linear, target: Tensor, *, chun
     device = rows.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else rows.dtype
     options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=chunk, chunking_method=None)
-    weight, bias = output.weight, output.bias
+    weight = output.weight if isinstance(output, nn.Linear) else output.dequantized()  # an int8 LoRA base's
+    bias = output.bias
     nll_sum = F.linear_cross_entropy(rows.to(dtype), weight.to(dtype), labels, reduction="sum",
                                      linear_bias=None if bias is None else bias.to(dtype),
                                      ignore_index=ignore_index, options=options).float()
