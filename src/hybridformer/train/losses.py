@@ -33,11 +33,12 @@ def label_smoothed_nll(logits: Tensor, target: Tensor, *, epsilon: float, ignore
 def chunked_label_nll(states: Tensor, output: nn.Module, target: Tensor, *, chunk: int, epsilon: float,
                       ignore_index: int) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`label_smoothed_nll` of ``output(states)`` by ``torch.nn.functional.linear_cross_entropy``'s
-    chunked path: ``chunk`` positions at a time, each chunk's logits recomputed in the backward pass, so the
-    (tokens × vocab) logits never exist whole (2,048 tokens × SmolLM2's 49,152 words are 400 MB per copy in
-    float32). It works in the autocast dtype throughout: on CPU its float32 accumulation of bf16 products
-    measured 4x slower, and per-position losses summed here in float32 keep the total exact to 1e-4 (its bf16
-    sum of a whole batch was 0.4% off).
+    chunked path: ``chunk`` positions at a time, so the (tokens × vocab) logits never exist whole (2,048 tokens ×
+    SmolLM2's 49,152 words are 400 MB per copy in float32). When a gradient is wanted it is computed in the
+    forward pass, chunk by chunk, and the logits are never recomputed; the total is then summed in the autocast
+    dtype (bf16: within ~0.4%, which is what a training log shows). Without gradients (validation) per-position
+    losses are summed in float32, exact. A frozen head (LoRA) works in the autocast dtype throughout: on CPU the
+    float32 accumulation of bf16 products measured 4x slower; a trained head's gradient accumulates in float32.
 
     Label smoothing needs no second pass: per position ``-mean_v log p = nll + z_target - mean_v z``, and the
     logits' mean over the vocabulary is linear in the states, so ``loss = nll + eps · (z_target - mean_v z)``.
@@ -46,11 +47,12 @@ def chunked_label_nll(states: Tensor, output: nn.Module, target: Tensor, *, chun
     rows, labels = states.flatten(0, -2), target.flatten()
     device = rows.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else rows.dtype
-    options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=chunk, chunking_method=None, acc_policy="accurate",
-                                                 acc_dtype=dtype)
     weight = output.weight if isinstance(output, nn.Linear) else output.dequantized()  # an int8 LoRA base's
     bias = output.bias
-    nll_sum = F.linear_cross_entropy(rows.to(dtype), weight.to(dtype), labels, reduction="none",
+    options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=chunk, chunking_method=None, acc_policy="accurate",
+                                                 acc_dtype=torch.float32 if weight.requires_grad else dtype)
+    graded = torch.is_grad_enabled() and (rows.requires_grad or weight.requires_grad)
+    nll_sum = F.linear_cross_entropy(rows.to(dtype), weight.to(dtype), labels, reduction="sum" if graded else "none",
                                      linear_bias=None if bias is None else bias.to(dtype),
                                      ignore_index=ignore_index, options=options).float().sum()
     keep = labels.ne(ignore_index)
