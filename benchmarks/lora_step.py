@@ -3,8 +3,9 @@ process, optimizer steps interleaved (full, LoRA, full, LoRA, ...) on the same b
 CPU seconds (one thread) and wall seconds, so machine contention hits both alike. bf16 autocast, fused AdamW,
 as the SciTLDR recipe trains. Peak memory needs one process per mode: ``--only full|lora`` runs a single
 mode and prints its peak RSS. The loss is the trainer's (``--loss-chunk N`` as ``train.loss_chunk``).
-``--base bf16|int8`` holds LoRA's frozen base as ``train.base_precision`` does. ``--full-plain`` keeps the
-full fine-tune as the recipe trains it (no checkpointing, whole loss) against LoRA with the savings.
+``--base bf16|int8`` holds LoRA's frozen base as ``train.base_precision`` does, ``--activation-checkpointing
+[selective]`` recomputes as ``train.activation_checkpointing`` does. ``--full-plain`` keeps the full fine-tune
+as the recipe trains it (no checkpointing, whole loss) against LoRA with the savings.
 
     python benchmarks/lora_step.py runs/smollm2 --rounds 3 --batch 4 --tokens 512
 """
