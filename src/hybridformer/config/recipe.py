@@ -110,7 +110,7 @@ class TrainConfig(Strict):
     precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16 = autocast; auto = probe at start-up, keep faster
     # recompute each layer in backward: true = everything, selective = all but its matrix products and attention
     activation_checkpointing: bool | Literal["selective"] = False
-    # decoder LM: the loss over this many positions at a time, each chunk's logits recomputed in backward
+    # decoder LM: the loss over this many positions at a time (torch's linear_cross_entropy, torch >= 2.13)
     loss_chunk: int | None = Field(None, ge=1)
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # e.g. 0.999: EMA of the weights
     eval_every: int = Field(200, ge=1)
@@ -135,6 +135,12 @@ class TrainConfig(Strict):
         if self.base_precision == "bf16" and (self.lora is None or self.precision != "bf16"):
             raise ValueError("train.base_precision=bf16 holds a frozen LoRA base in bf16 and computes in bf16: it "
                              "needs train.lora and train.precision=bf16")
+        if self.loss_chunk is not None:
+            import torch
+
+            if not hasattr(torch.nn.functional, "linear_cross_entropy"):
+                raise ValueError(f"train.loss_chunk needs torch >= 2.13 (its linear_cross_entropy); this is torch "
+                                 f"{torch.__version__}: upgrade torch or remove train.loss_chunk")
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr={self.min_lr} must not exceed train.lr={self.lr}")
         if self.decay_fraction is not None and self.schedule not in ("wsd", "inverse_sqrt"):
