@@ -60,27 +60,17 @@ class AttentionKernel(nn.Module):
              start: Tensor | None = None) -> Tensor:
         """Append the new keys/values, then attend causally over everything cached (but each row's left padding,
         the columns before ``start``). A one-token step attends each row's own keys in a call of their own, shaped
-        as the row alone: one masked call over the padded columns sums in another order, so a row's result would
-        depend on its batch (bf16 products amplify that into other answers). It measured no slower at 16 rows."""
+        as the row alone: a masked call over the padded columns, or even several rows in one call, sums in another
+        order, so a row's result would depend on its batch (bf16 products amplify that into other answers). It
+        measured no slower at 16 rows (SmolLM2-135M)."""
         keys, values = state.append(k, v)
         if bias is not None:
             bias = bias.with_keys(state.positions(q.device))
         if start is not None and q.shape[2] == 1 and bias is None and not torch.compiler.is_compiling():
-            return torch.cat([self(q[rows], keys[rows, :, first:], values[rows, :, first:], causal=True)
-                              for rows, first in same_start(start)])
+            return torch.cat([self(q[row : row + 1], keys[row : row + 1, :, first:], values[row : row + 1, :, first:],
+                                   causal=True) for row, first in enumerate(start.tolist())])
         padding = None if start is None else state.positions(q.device)[None] < start[:, None]
         return self(q, keys, values, causal=True, bias=bias, key_padding_mask=padding)
-
-
-def same_start(start: Tensor) -> list[tuple[slice, int]]:
-    """The runs of consecutive rows whose keys start at one column: ``(rows, first column)``."""
-    firsts, runs = start.tolist(), []
-    for row, first in enumerate(firsts):
-        if runs and runs[-1][1] == first:
-            runs[-1] = (slice(runs[-1][0].start, row + 1), first)
-        else:
-            runs.append((slice(row, row + 1), first))
-    return runs
 
 
 def expand_kv(k: Tensor, heads: int) -> Tensor:
