@@ -129,6 +129,9 @@ class ContinuousBatcher(DynamicBatcher):
         """Worker thread: one chunk of the prompts being prefilled (their rows join once they are in), then one
         decoding step. A failure fails the requests it touched (the prefill's, or the running batch's), never the
         server."""
+        if admitted:  # requests admitted together (each prefilled in passes of its own)
+            sources = [s for job in admitted for s in job.sources]
+            self.metrics.batch(len(admitted), len(sources), sum(map(len, sources)), 0)
         for job in admitted:
             try:
                 entry = self._start(job)
@@ -168,8 +171,6 @@ class ContinuousBatcher(DynamicBatcher):
 
     def _join(self, entry: Running, log_probs: Tensor, state: Any) -> None:
         """Append the prefilled rows of ``entry`` to the running batch."""
-        sources = entry.job.sources
-        self.metrics.batch(1, len(sources), sum(map(len, sources)), 0)
         if self.state is None:
             self.state, self.log_probs = state, log_probs
         else:
