@@ -268,8 +268,11 @@ class BF16Linear(_PackedLinear):
         self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1) if prepack else self.weight
 
     def forward(self, x: Tensor) -> Tensor:
-        out = torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.packed(), self.bias, "none", [], "")
-        return out.to(x.dtype)
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        if len(rows) == 1:  # oneDNN sums one row in another order than several: a row's result would depend on
+            rows = rows.expand(2, -1)  # its batch, so it goes as two (batch invariance; as cheap, measured)
+        out = torch.ops.mkldnn._linear_pointwise(rows, self.packed(), self.bias, "none", [], "")
+        return out[: x.numel() // self.in_features].to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=bfloat16"

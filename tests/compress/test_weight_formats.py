@@ -15,6 +15,7 @@ from hybridformer.compress import FORMATS, SCHEMES, quantize_model, state_size
 from hybridformer.decoding import ModelScorer
 from hybridformer.errors import ConfigError
 from hybridformer.longify import longify
+from hybridformer.quantized import BF16Linear
 from hybridformer.train.setup import fine_tune_defaults
 
 from ..conftest import assert_one_line_error, run_cli, run_entry
@@ -71,6 +72,19 @@ def test_quantized_step_stays_close_to_the_fp32_step(arch, scheme):
     assert (got - expected).abs().max() <= relative * expected.abs().max()
     assert nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0) > cosine
 
+
+def test_a_bf16_row_gets_the_same_bits_alone_as_in_a_batch(one_thread):
+    """oneDNN sums a one-row bf16 product in another order than a several-row one (seen at SmolLM2's 1536 -> 576
+    projection with heavy-tailed activations), which would make a served row's answer depend on its company."""
+    gen = torch.Generator().manual_seed(0)
+    layer = BF16Linear.from_linear(nn.Linear(1536, 576))
+    for _ in range(20):
+        rows = torch.randn(4, 1, 1536, generator=gen) * torch.randn(4, 1, 1536, generator=gen).mul(2).exp()
+        with torch.no_grad():
+            together = layer(rows)
+            assert all(torch.equal(layer(rows[i : i + 1]), together[i : i + 1]) for i in range(4))
+    expected = nn.functional.linear(rows.bfloat16(), layer.weight, layer.bias).float()
+    torch.testing.assert_close(together, expected, atol=0.02 * expected.abs().max(), rtol=0)
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_quantized_checkpoint_round_trips_exactly(tmp_path, scheme):

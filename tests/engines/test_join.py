@@ -8,6 +8,7 @@ import torch
 from engines.test_prefill import ARCHITECTURES, engine_for
 
 from hybridformer.engines import load_engine
+from hybridformer.quantized import quantize_linears
 
 RUNNING, ARRIVING = [[5, 6, 7, 8, 9], [10, 11]], [[12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22], [23]]
 KINDS = ["rope", "alibi", "learned", "sliding-window", "linear", "layer-shortconv", "layer-mamba2",
@@ -77,6 +78,27 @@ def test_rows_joining_mid_flight_decode_as_alone(tiny_tokenizer, kind, steps_bef
         for got, expected in zip(batch.seen[row], alone(engine, prompt, batch.fed[row]), strict=True):
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
+
+def test_bf16_rows_decode_to_the_bit_as_alone(tiny_tokenizer, one_thread):
+    """bf16 products round every sum to 8 bits, so a last-bit difference turns into another answer: a row of a
+    running batch (each prompt prefilled in a pass of its own, as the server does) must get, to the bit, the
+    log-probs it gets alone, whichever rows share its steps."""
+    engine = engine_for(tiny_tokenizer, position="rope")
+    quantize_linears(engine.scorer.model, "bf16")
+    batch = Batch(engine)
+    for prompt in RUNNING:
+        batch.join([prompt])
+    batch.steps(2)
+    for prompt in ARRIVING:
+        batch.join([prompt])
+    batch.leave(0)
+    batch.steps(3)
+    batch.leave(2)
+    batch.join([[24, 25, 26]])
+    batch.steps(3)
+    for row, prompt in enumerate(batch.prompts):
+        for got, expected in zip(batch.seen[row], alone(engine, prompt, batch.fed[row]), strict=True):
+            assert torch.equal(got, expected), (row, (got - expected).abs().max())
 
 def test_engines_say_whether_rows_join(tiny_checkpoint, tiny_tokenizer):
     assert not load_engine(tiny_checkpoint("encoder_decoder")).joins  # seq2seq: whole searches

@@ -120,7 +120,7 @@ def test_each_request_gets_what_it_gets_alone(tiny_tokenizer, kind, prefill_toke
     assert batcher.metrics.queued == 0 and not batcher.rows
 
 
-@pytest.mark.parametrize("prefill_tokens", [512, 4])  # 4: every request prefilled in steps of its own
+@pytest.mark.parametrize("prefill_tokens", [512, 4])  # 4: every request admitted on its own
 def test_row_cap_and_token_budget_hold_requests_back(tiny_tokenizer, prefill_tokens, monkeypatch, one_thread):
     monkeypatch.setattr(continuous, "PREFILL_TOKENS", prefill_tokens)
     engine = spread(engine_for(tiny_tokenizer, **ARCHITECTURES["rope"]))
@@ -129,7 +129,7 @@ def test_row_cap_and_token_budget_hold_requests_back(tiny_tokenizer, prefill_tok
     for request, got in zip(first, outputs, strict=True):
         assert got == request.alone(engine)
     assert max(c for r in first for c in r.company) <= 2
-    assert batcher.metrics.batch_requests.count == (2 if prefill_tokens == 512 else 3)  # prefill passes
+    assert batcher.metrics.batch_requests.count == (2 if prefill_tokens == 512 else 3)  # admissions
 
 
 def test_a_long_prompt_goes_in_chunks_while_the_batch_decodes(tiny_tokenizer, monkeypatch, one_thread):

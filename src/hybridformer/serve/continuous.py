@@ -3,13 +3,15 @@ and leave at step boundaries.
 
 Once the previous prefill is in, the worker admits the queued requests that fit (in arrival order, within
 ``max_rows`` rows and ``max_batch_tokens`` tokens held: every running row's prompt and output so far, plus the new
-prompts; together within ``PREFILL_TOKENS``, padding included, a longer request alone) and feeds their left-padded
-prompts at most ``PREFILL_TOKENS`` tokens per step, one chunk between two decoding steps (chunked prefill,
-Agrawal et al., 2024, Sarathi): a long prompt stalls the running rows for one chunk, never for its whole prefill.
-Prefill is bound by arithmetic on a CPU, so a bigger pass would gain nothing and waste work on padding. Once the
-prompts are in, their rows join the running batch (``engine.join``). Each step picks every row's next token as
-that request alone would (its own penalties, its own seeded generator), hands it over, and a row that ends (EOS,
-budget, stop string, the caller gone) leaves at once. So an answer never waits for a longer one.
+prompts; together within ``PREFILL_TOKENS``, padding included, a longer request alone) and feeds their prompts at
+most ``PREFILL_TOKENS`` tokens per step, one chunk between two decoding steps (chunked prefill, Agrawal et al., 2024,
+Sarathi): a long prompt stalls the running rows for one chunk, never for its whole prefill. Each request is
+prefilled in passes of its own, cut where it would be cut alone, so its numbers never depend on its neighbours
+(bf16 products turn the last bit into other answers); prefill is bound by arithmetic on a CPU, so a joint pass
+would gain nothing. Once its prompts are in, its rows join the running batch (``engine.join``). Each step picks
+every row's next token as that request alone would (its own penalties, its own seeded generator), hands it over,
+and a row that ends (EOS, budget, stop string, the caller gone) leaves at once. So an answer never waits for a
+longer one.
 
 Requests the running batch cannot reproduce exactly — beam search, n-gram blocking, a sampled request whose
 prompts differ in length (alone they are sampled group by group) — are decoded between two steps as the dynamic
@@ -22,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +76,7 @@ class ContinuousBatcher(DynamicBatcher):
         self.max_rows = max_rows
         self.state, self.log_probs = None, None  # the running batch: decoding state, next-token log-probs
         self.rows: list[tuple[Running, int]] = []  # batch row -> (request, its row)
-        self.filling: tuple[list[Running], Iterator[tuple[Tensor, Any]], int] | None = None  # chunks left
+        self.filling: list[list] = []  # requests being prefilled: [entry, its chunks, chunks left]
 
     def joins(self, job: Job) -> bool:
         """Whether the running batch decodes ``job`` exactly as alone."""
@@ -104,7 +105,7 @@ class ContinuousBatcher(DynamicBatcher):
         """The queued requests to prefill now, once the previous ones have joined: in arrival order, within the row
         cap and the token budget (the first always joins an empty batch), and together within ``PREFILL_TOKENS``
         (rows x longest prompt; the first alone may be longer: it goes in chunks)."""
-        if self.filling is not None:
+        if self.filling:
             return []
         rows = len(self.rows)
         tokens = sum(len(entry.job.sources[row]) + len(entry.outputs[row]) for entry, row in self.rows)
@@ -128,18 +129,19 @@ class ContinuousBatcher(DynamicBatcher):
         """Worker thread: one chunk of the prompts being prefilled (their rows join once they are in), then one
         decoding step. A failure fails the requests it touched (the prefill's, or the running batch's), never the
         server."""
-        if admitted:
+        if admitted:  # requests admitted together (each prefilled in passes of its own)
+            sources = [s for job in admitted for s in job.sources]
+            self.metrics.batch(len(admitted), len(sources), sum(map(len, sources)), 0)
+        for job in admitted:
             try:
-                entries = [self._start(job) for job in admitted]
-            except Exception as exc:  # noqa: BLE001 - handed to the callers; the server goes on
-                for job in admitted:
-                    loop.call_soon_threadsafe(_resolve, job.future, None, exc)
-            else:
-                sources = [s for job in admitted for s in job.sources]
-                columns = max(1, PREFILL_TOKENS // len(sources))
-                chunks = math.ceil(max(map(len, sources)) / columns)
-                self.filling = entries, self.decoder.prefill_chunks(sources, columns), chunks
-        if self.filling is not None:
+                entry = self._start(job)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller; the server goes on
+                loop.call_soon_threadsafe(_resolve, job.future, None, exc)
+                continue
+            columns = max(1, PREFILL_TOKENS // job.rows)
+            chunks = math.ceil(max(map(len, job.sources)) / columns)
+            self.filling.append([entry, self.decoder.prefill_chunks(job.sources, columns), chunks])
+        if self.filling:
             self._fill(loop)
         if not self.rows:
             return
@@ -152,35 +154,28 @@ class ContinuousBatcher(DynamicBatcher):
         self.metrics.running = len(self.rows)
 
     def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Feed the next chunk of the prompts being prefilled; once they are in, their rows join the running batch.
-        If a chunk fails, each request is prefilled alone (one bad request fails only itself)."""
-        entries, chunks, left = self.filling
-        self.filling = (entries, chunks, left - 1) if left > 1 else None
-        try:
-            log_probs, state = next(chunks)
-        except Exception as exc:  # noqa: BLE001
-            self.filling = None
-            if len(entries) == 1:
-                loop.call_soon_threadsafe(_resolve, entries[0].job.future, None, exc)
-                return
-            for entry in entries:
-                try:
-                    self._join([entry], *self.decoder.prefill(entry.job.sources))
-                except Exception as alone:  # noqa: BLE001
-                    loop.call_soon_threadsafe(_resolve, entry.job.future, None, alone)
-            return
-        if left == 1:
-            self._join(entries, log_probs, state)
+        """Feed the next chunk of each request being prefilled; a request whose prompts are in joins the running
+        batch. A chunk that fails fails only its request."""
+        for filling in list(self.filling):
+            entry, chunks, left = filling
+            try:
+                log_probs, state = next(chunks)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller; the server goes on
+                self.filling.remove(filling)
+                loop.call_soon_threadsafe(_resolve, entry.job.future, None, exc)
+                continue
+            filling[2] = left - 1
+            if left == 1:
+                self.filling.remove(filling)
+                self._join(entry, log_probs, state)
 
-    def _join(self, entries: list[Running], log_probs: Tensor, state: Any) -> None:
-        """Append the prefilled rows of ``entries`` to the running batch."""
-        sources = [s for entry in entries for s in entry.job.sources]
-        self.metrics.batch(len(entries), len(sources), sum(map(len, sources)), 0)
+    def _join(self, entry: Running, log_probs: Tensor, state: Any) -> None:
+        """Append the prefilled rows of ``entry`` to the running batch."""
         if self.state is None:
             self.state, self.log_probs = state, log_probs
         else:
             self.state, self.log_probs = self.decoder.join(self.state, state), torch.cat([self.log_probs, log_probs])
-        self.rows += [(entry, row) for entry in entries for row in range(entry.job.rows)]
+        self.rows += [(entry, row) for row in range(entry.job.rows)]
 
     def _start(self, job: Job) -> Running:
         opts, decoder = job.opts, self.decoder
