@@ -27,8 +27,10 @@ stay float.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
+import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -52,6 +54,24 @@ def quiet_torchao():
             logger.setLevel(level)
 
 
+# Packed layers by key, for the compiled step (:func:`packed_linear`); a layer leaves when it is freed.
+_LAYERS: weakref.WeakValueDictionary[int, _PackedLinear] = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
+
+
+@torch.library.custom_op("hybridformer::packed_linear", mutates_args=())
+def packed_linear(x: Tensor, key: int) -> Tensor:
+    """The packed layer ``key``'s product, as one opaque operation that ``torch.compile`` can trace: the packed
+    weights (FBGEMM's, oneDNN's) are objects the compiler cannot take as graph inputs, so the graph holds only the
+    layer's key, and everything around the product is fused as usual."""
+    return _LAYERS[key].product(x)
+
+
+@packed_linear.register_fake
+def _(x: Tensor, key: int) -> Tensor:
+    return x.new_empty(*x.shape[:-1], _LAYERS[key].out_features)
+
+
 class _PackedLinear(nn.Module):
     """A linear layer whose weight lives in buffers and is packed for its kernel after loading."""
 
@@ -59,7 +79,12 @@ class _PackedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._packed = None
+        self._register()
         self.register_load_state_dict_post_hook(lambda module, _: module.repack())
+
+    def _register(self) -> None:
+        self.key = next(_KEYS)
+        _LAYERS[self.key] = self
 
     @staticmethod
     def fits(linear: nn.Linear) -> bool:
@@ -74,9 +99,21 @@ class _PackedLinear(nn.Module):
             self.repack()
         return self._packed
 
+    def product(self, x: Tensor) -> Tensor:
+        """The packed kernel's call on ``x``: eager code calls it directly, a compiled step through
+        :func:`packed_linear` (whose dispatch costs more than the kernel at batch 1)."""
+        raise NotImplementedError
+
+    def multiply(self, x: Tensor) -> Tensor:
+        return packed_linear(x, self.key) if torch.compiler.is_compiling() else self.product(x)
+
     def __getstate__(self) -> dict:
         """Copies (ensembles, benchmarks) pack again: some packed layouts (oneDNN's) cannot be copied."""
         return {**self.__dict__, "_packed": None}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._register()  # a copy is a layer of its own
 
 
 # FBGEMM multiplies uint8 activations by int8 weights; without VNNI its pairwise int16 sums can saturate, so
@@ -113,12 +150,15 @@ class Int8Linear(_PackedLinear):
                 self.weight_int8, self.weight_scale, self.weight_zero_point, 0)
         self._packed = torch.ops.quantized.linear_prepack(weight, self.bias)
 
+    def product(self, x: Tensor) -> Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self.packed(), _REDUCE_RANGE)
+
     def forward(self, x: Tensor) -> Tensor:
         rows = x.float()
         if rows.numel() <= _SHARED_SCALE_ROWS * self.in_features:
-            return torch.ops.quantized.linear_dynamic(rows, self.packed(), _REDUCE_RANGE).to(x.dtype)
+            return self.multiply(rows).to(x.dtype)
         peak = rows.abs().amax(-1, keepdim=True).clamp_(min=1e-12)
-        out = torch.ops.quantized.linear_dynamic(rows / peak, self.packed(), _REDUCE_RANGE)  # (x / peak) Wᵀ + b
+        out = self.multiply(rows / peak)  # (x / peak) Wᵀ + b
         out = out * peak if self.bias is None else (out - self.bias) * peak + self.bias
         return out.to(x.dtype)
 
@@ -263,9 +303,11 @@ class BF16Linear(_PackedLinear):
         prepack = torch.ops.mkldnn._is_mkldnn_bf16_supported()
         self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1) if prepack else self.weight
 
+    def product(self, x: Tensor) -> Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed(), self.bias, "none", [], "")
+
     def forward(self, x: Tensor) -> Tensor:
-        out = torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.packed(), self.bias, "none", [], "")
-        return out.to(x.dtype)
+        return self.multiply(x.to(torch.bfloat16)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=bfloat16"
