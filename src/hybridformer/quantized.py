@@ -59,17 +59,24 @@ _LAYERS: weakref.WeakValueDictionary[int, _PackedLinear] = weakref.WeakValueDict
 _KEYS = itertools.count()
 
 
-@torch.library.custom_op("hybridformer::packed_linear", mutates_args=())
-def packed_linear(x: Tensor, key: int) -> Tensor:
+# A plain library operator, not ``torch.library.custom_op``: its Python wrapper cost 10 us a call, 5x this one's.
+torch.library.define("hybridformer::packed_linear", "(Tensor x, int key) -> Tensor")
+
+
+@torch.library.impl("hybridformer::packed_linear", "cpu")
+def _packed_linear(x: Tensor, key: int) -> Tensor:
     """The packed layer ``key``'s product, as one opaque operation that ``torch.compile`` can trace: the packed
     weights (FBGEMM's, oneDNN's) are objects the compiler cannot take as graph inputs, so the graph holds only the
     layer's key, and everything around the product is fused as usual."""
     return _LAYERS[key].product(x)
 
 
-@packed_linear.register_fake
+@torch.library.register_fake("hybridformer::packed_linear")
 def _(x: Tensor, key: int) -> Tensor:
     return x.new_empty(*x.shape[:-1], _LAYERS[key].out_features)
+
+
+packed_linear = torch.ops.hybridformer.packed_linear.default
 
 
 class _PackedLinear(nn.Module):
@@ -101,7 +108,7 @@ class _PackedLinear(nn.Module):
 
     def product(self, x: Tensor) -> Tensor:
         """The packed kernel's call on ``x``: eager code calls it directly, a compiled step through
-        :func:`packed_linear` (whose dispatch costs more than the kernel at batch 1)."""
+        :func:`packed_linear` (a custom op's dispatch costs more than the kernel at batch 1)."""
         raise NotImplementedError
 
     def multiply(self, x: Tensor) -> Tensor:
@@ -268,9 +275,11 @@ class Int4Linear(_PackedLinear):
         values = torch.stack([self.weight_int4 & 15, self.weight_int4 >> 4], dim=-1).flatten(1)
         self._packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values.to(torch.int32), 1)
 
+    def product(self, x: Tensor) -> Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed(), self.GROUP, self.scales_and_zeros)
+
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed(), self.GROUP, self.scales_and_zeros)
+        out = self.multiply(x.reshape(-1, self.in_features).to(torch.bfloat16))
         out = out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
 
