@@ -23,7 +23,11 @@ from ..cache import DecodingCache, keep_transposes
 from ..position import SinusoidalPositions
 
 RESERVE_CHUNK = 256  # cache columns reserved at a time ahead of the compiled steps
-RECOMPILE_LIMIT = 64
+# dynamo's settings while a step runs (the process's own are left alone): every model's decode shares one code
+# object, and each model (an ensemble's members) and batch-shape class is a graph of its own, so more graphs than
+# dynamo's default 8; Python floats (scales) as constants: made symbolic, they were specialised late, which
+# restarted the whole trace (twice the tracing time)
+DYNAMO = {"recompile_limit": 64, "specialize_float": True}
 
 
 class CompiledDecode:
@@ -31,9 +35,6 @@ class CompiledDecode:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        # every model's decode shares one code object, and each model (an ensemble's members) and batch-shape
-        # class is a graph of its own: allow more than dynamo's default 8 before a step falls back
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         self.compiled = torch.compile(model.decode, dynamic=True, fullgraph=True)
         self.failed: str | None = None  # why compilation failed, once it has
         self.tables = [m for m in model.modules() if isinstance(m, SinusoidalPositions)]
@@ -48,7 +49,8 @@ class CompiledDecode:
             if tokens.shape[0] == 1:  # one-row steps multiply by transposed weights (cache.project)
                 keep_transposes(self.model, cache.shared)
             try:
-                return self.compiled(tokens, *args, cache=cache, offset=offset, **kwargs)
+                with torch._dynamo.config.patch(DYNAMO):
+                    return self.compiled(tokens, *args, cache=cache, offset=offset, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any compiler failure means: decode eagerly
                 self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 print(f"warning: the compiled decoding step failed ({self.failed[:200]}); decoding eagerly",
