@@ -23,6 +23,9 @@ a copy). ``ModelConfig.quantization`` names the format, and :func:`~hybridformer
 quantized structure before the weights are loaded, which is why this module lives beside ``ffn.py``,
 below ``models``; ``hybridformer.compress`` decides *when* to quantize. Embeddings, norms and attention
 stay float.
+
+Compiling: ``torch.compile`` cannot take a packed weight as a graph input, so a compiled step reaches each
+packed product through one opaque operator, :func:`packed_linear`, that finds its layer by a key.
 """
 
 from __future__ import annotations
@@ -107,8 +110,8 @@ class _PackedLinear(nn.Module):
         return self._packed
 
     def product(self, x: Tensor) -> Tensor:
-        """The packed kernel's call on ``x``: eager code calls it directly, a compiled step through
-        :func:`packed_linear` (a custom op's dispatch costs more than the kernel at batch 1)."""
+        """The packed kernel's call on ``x``: eager code calls it directly (the operator's dispatch costs
+        2 us a call), a compiled step through :func:`packed_linear`."""
         raise NotImplementedError
 
     def multiply(self, x: Tensor) -> Tensor:

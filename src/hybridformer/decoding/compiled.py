@@ -7,9 +7,9 @@ specialised to each length would recompile at every token (docs/RESULTS.md, *Dec
 grown in chunks outside the compiled graph (:meth:`~hybridformer.cache.DecodingCache.reserve`), so the graph
 never takes the growing branch. On CUDA the same graph runs without CUDA graphs (they would record one graph
 per cache length). The whole step must compile as one graph (``fullgraph``): a module the compiler cannot
-trace (FBGEMM's packed dynamic-int8 linears) would split it into many small graphs, slower than eager. So any
-failure to compile is one warning line on stderr, and that step and every later one run eagerly: the tokens
-are the same either way.
+trace would split it into many small graphs, slower than eager (packed int8/int4/bf16 weights are traced
+through one opaque operator each, ``quantized.packed_linear``). So any failure to compile is one warning line
+on stderr, and that step and every later one run eagerly: the tokens are the same either way.
 """
 
 from __future__ import annotations
