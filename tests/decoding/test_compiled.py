@@ -130,8 +130,10 @@ def test_a_failed_compilation_warns_once_and_decodes_eagerly(monkeypatch, capsys
     torch.manual_seed(0)
     model = build_model(HYBRID).eval()
     prompt = torch.tensor([[5, 6, 7, 8]])
+    limit = torch._dynamo.config.recompile_limit
     scorer = ModelScorer(model, compile=True)
     assert greedy(scorer, prompt, 5) == greedy(ModelScorer(model), prompt, 5)
+    assert torch._dynamo.config.recompile_limit == limit  # raised only while a step runs, not for the process
     err = capsys.readouterr().err
     assert err.count("warning: the compiled decoding step failed") == 1
     assert "RuntimeError: inductor: no C++ compiler found" in err and "more detail" not in err
