@@ -3,8 +3,9 @@ process, optimizer steps interleaved (full, LoRA, full, LoRA, ...) on the same b
 CPU seconds (one thread) and wall seconds, so machine contention hits both alike. bf16 autocast, fused AdamW,
 as the SciTLDR recipe trains. Peak memory needs one process per mode: ``--only full|lora`` runs a single
 mode and prints its peak RSS. The loss is the trainer's (``--loss-chunk N`` as ``train.loss_chunk``).
-``--base bf16|int8`` holds LoRA's frozen base as ``train.base_precision`` does. ``--full-plain`` keeps the
-full fine-tune as the recipe trains it (no checkpointing, whole loss) against LoRA with the savings.
+``--base bf16|int8`` holds LoRA's frozen base as ``train.base_precision`` does, ``--activation-checkpointing
+[selective]`` recomputes as ``train.activation_checkpointing`` does. ``--full-plain`` keeps the full fine-tune
+as the recipe trains it (no checkpointing, whole loss) against LoRA with the savings.
 
     python benchmarks/lora_step.py runs/smollm2 --rounds 3 --batch 4 --tokens 512
 """
@@ -23,14 +24,14 @@ from hybridformer import load_checkpoint
 from hybridformer.checkpoint import load_config_file, load_meta
 from hybridformer.config import LoraConfig
 from hybridformer.lora import add_lora, hold_frozen, lora_layout
+from hybridformer.train import enable_activation_checkpointing
 from hybridformer.train.losses import chunked_label_nll, label_smoothed_nll
-from hybridformer.train.trainer import enable_activation_checkpointing
 
 
-def make(checkpoint: str, lora: bool, recompute: bool = False, base: str = "fp32"):
+def make(checkpoint: str, lora: bool, recompute: str | None = None, base: str = "fp32"):
     ckpt = load_checkpoint(checkpoint)
     if recompute:
-        enable_activation_checkpointing(ckpt.model)
+        enable_activation_checkpointing(ckpt.model, selective=recompute == "selective")
     if lora:
         add_lora(ckpt.model, lora_layout(ckpt.model, ckpt.config, load_meta(checkpoint)), LoraConfig(rank=16))
         if base != "fp32":
@@ -64,7 +65,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--only", choices=["full", "lora"])
-    parser.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
+    parser.add_argument("--activation-checkpointing", nargs="?", const="all", choices=["all", "selective"],
+                        help="recompute each layer in backward: all of it, or all but its products and attention")
     parser.add_argument("--base", choices=["fp32", "bf16", "int8"], default="fp32", help="LoRA's frozen base")
     parser.add_argument("--loss-chunk", type=int, help="as train.loss_chunk (both modes)")
     parser.add_argument("--full-plain", action="store_true", help="checkpointing and --loss-chunk for LoRA only")
@@ -73,8 +75,8 @@ def main() -> None:
     torch.manual_seed(0)
     modes = [args.only] if args.only else ["full", "lora"]
     savings = {mode: mode == "lora" or not args.full_plain for mode in modes}
-    runs = {mode: make(args.checkpoint, mode == "lora", args.activation_checkpointing and savings[mode], args.base)
-            for mode in modes}
+    recompute = {mode: args.activation_checkpointing if savings[mode] else None for mode in modes}
+    runs = {mode: make(args.checkpoint, mode == "lora", recompute[mode], args.base) for mode in modes}
     built = _peak_gib()  # loading and building, before any step
     tokens = torch.randint(3, load_config_file(args.checkpoint).vocab_size, (args.batch, args.tokens + 1))
     times: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}

@@ -202,6 +202,10 @@ class Int8WeightLinear(nn.Module):
         out = out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
 
+    def dequantized(self) -> Tensor:
+        """``diag(scale) · W_int8`` in bf16: the matrix itself, for the chunked training loss."""
+        return self.weight_int8.to(torch.bfloat16) * self.weight_scale[:, None]
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=int8, weight-only"
 

@@ -181,7 +181,8 @@ def test_bf16_base_ema_export_and_config_errors(lora_run, tmp_path: Path) -> Non
     from hybridformer.train.setup import load_recipe
 
     base, recipe, run = lora_run
-    overrides = ["train.base_precision=bf16", "train.precision=bf16", "train.max_steps=2", "train.lora.targets=[q,v]"]
+    overrides = ["train.base_precision=bf16", "train.precision=bf16", "train.max_steps=2", "train.lora.targets=[q,v]",
+                 "train.loss_chunk=16", "train.activation_checkpointing=selective"]  # the recommended setting
     result = train(recipe, tmp_path / "bf16", overrides=overrides)
     assert result.status == "completed" and result.best_valid_loss < 10
     tensors = load_file(tmp_path / "bf16" / "checkpoints" / "best" / "adapter_model.safetensors")

@@ -82,8 +82,10 @@ def test_early_stopping(tmp_path, tiny_config, monkeypatch):
 def test_activation_checkpointing_changes_nothing(tmp_path, tiny_config):
     plain = train(tiny_config("train.max_steps=3"), tmp_path / "a")
     ckpt = train(tiny_config("train.max_steps=3", "train.activation_checkpointing=true"), tmp_path / "b")
+    selective = train(tiny_config("train.max_steps=3", "train.activation_checkpointing=selective"), tmp_path / "c")
     assert _losses(tmp_path / "a") == pytest.approx(_losses(tmp_path / "b"), rel=1e-5)
-    assert plain.step == ckpt.step == 3
+    assert _losses(tmp_path / "a") == pytest.approx(_losses(tmp_path / "c"), rel=1e-5)
+    assert plain.step == ckpt.step == selective.step == 3
 
 
 def test_chunked_loss_changes_nothing(tmp_path, tiny_config):

@@ -108,7 +108,8 @@ class TrainConfig(Strict):
     clip_norm: float = Field(1.0, ge=0.0)  # 0 = no clipping
     accumulate: int = Field(1, ge=1)  # micro-batches per optimizer step
     precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16 = autocast; auto = probe at start-up, keep faster
-    activation_checkpointing: bool = False
+    # recompute each layer in backward: true = everything, selective = all but its matrix products and attention
+    activation_checkpointing: bool | Literal["selective"] = False
     # decoder LM: the loss over this many positions at a time, each chunk's logits recomputed in backward
     loss_chunk: int | None = Field(None, ge=1)
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # e.g. 0.999: EMA of the weights

@@ -73,7 +73,11 @@ def add_lora(model: nn.Module, layout: Layout, lora: LoraConfig) -> LoraLayers:
                             alpha_pattern={name: n * lora.alpha for name, n in counts.items() if n > 1})
     peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
     for module, module_parts in parts.items():
-        b = model.get_submodule(module).lora_B[ADAPTER_NAME].weight
+        layer = model.get_submodule(module)
+        # peft casts each input to the adapters' float32, and bf16 autocast casts it back: two copies of every
+        # activation per layer for nothing (autocast, or float32 inputs without it, set the product's dtype)
+        layer.cast_input_dtype_enabled = False
+        b = layer.lora_B[ADAPTER_NAME].weight
         mask = torch.zeros_like(b)
         for i, part in enumerate(module_parts):
             mask[part.start: part.stop, i * lora.rank: (i + 1) * lora.rank] = 1.0

@@ -10,7 +10,6 @@ atomic checkpoint write as the weights. A run killed at any moment and resumed w
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import time
@@ -20,10 +19,7 @@ from typing import Literal
 
 import torch
 import yaml
-from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..blocks import Layer
 from ..config import ExperimentConfig
 from ..data.batching import BatchStream, DataPosition, collate, make_batches
 from ..data.side_files import SideFiles, tokenizer_config_beside
@@ -41,6 +37,7 @@ from .logging import MetricsLog, ProgressBar
 from .losses import TrainLoss, chunked_label_nll, label_smoothed_nll
 from .objectives import objective_for
 from .precision import resolve_precision, summed
+from .recompute import enable_activation_checkpointing
 from .saving import RunWriter
 from .schedules import build_schedule
 from .setup import get_tokenizer, load_recipe
@@ -83,13 +80,6 @@ def train(config: ExperimentConfig | str | Path, out: str | Path, *, overrides: 
             D.shutdown(env)
 
 
-def enable_activation_checkpointing(model: nn.Module) -> None:
-    """Recompute each layer's activations in the backward pass instead of storing them (Chen et al., 2016)."""
-    for module in model.modules():
-        if isinstance(module, Layer):
-            module.forward = functools.partial(checkpoint, module.forward, use_reentrant=False)
-
-
 def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step) * 1009 + rank
 
@@ -124,7 +114,7 @@ class _Trainer:
         model = build_model(self.model_cfg)
         self.lora, state = load_start(model, self.model_cfg, self.t, resume_from, self.log, fsdp=self._fsdp())
         if self.t.activation_checkpointing:
-            enable_activation_checkpointing(model)
+            enable_activation_checkpointing(model, selective=self.t.activation_checkpointing == "selective")
         self.model = D.wrap_model(model.to(self.device), env, self.t.strategy, self.device)
         self.writer = RunWriter(run, env, self.model_cfg, self.side, self.objective.meta, self._fsdp(), self.lora,
                                 self.t.lora)
