@@ -23,12 +23,17 @@ a copy). ``ModelConfig.quantization`` names the format, and :func:`~hybridformer
 quantized structure before the weights are loaded, which is why this module lives beside ``ffn.py``,
 below ``models``; ``hybridformer.compress`` decides *when* to quantize. Embeddings, norms and attention
 stay float.
+
+Compiling: ``torch.compile`` cannot take a packed weight as a graph input, so a compiled step reaches each
+packed product through one opaque operator, :func:`packed_linear`, that finds its layer by a key.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
+import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -52,6 +57,31 @@ def quiet_torchao():
             logger.setLevel(level)
 
 
+# Packed layers by key, for the compiled step (:func:`packed_linear`); a layer leaves when it is freed.
+_LAYERS: weakref.WeakValueDictionary[int, _PackedLinear] = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
+
+
+# A plain library operator, not ``torch.library.custom_op``: its Python wrapper cost 10 us a call, 5x this one's.
+torch.library.define("hybridformer::packed_linear", "(Tensor x, int key) -> Tensor")
+
+
+@torch.library.impl("hybridformer::packed_linear", "cpu")
+def _packed_linear(x: Tensor, key: int) -> Tensor:
+    """The packed layer ``key``'s product, as one opaque operation that ``torch.compile`` can trace: the packed
+    weights (FBGEMM's, oneDNN's) are objects the compiler cannot take as graph inputs, so the graph holds only the
+    layer's key, and everything around the product is fused as usual."""
+    return _LAYERS[key].product(x)
+
+
+@torch.library.register_fake("hybridformer::packed_linear")
+def _(x: Tensor, key: int) -> Tensor:
+    return x.new_empty(*x.shape[:-1], _LAYERS[key].out_features)
+
+
+packed_linear = torch.ops.hybridformer.packed_linear.default
+
+
 class _PackedLinear(nn.Module):
     """A linear layer whose weight lives in buffers and is packed for its kernel after loading."""
 
@@ -59,7 +89,12 @@ class _PackedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._packed = None
+        self._register()
         self.register_load_state_dict_post_hook(lambda module, _: module.repack())
+
+    def _register(self) -> None:
+        self.key = next(_KEYS)
+        _LAYERS[self.key] = self
 
     @staticmethod
     def fits(linear: nn.Linear) -> bool:
@@ -74,9 +109,21 @@ class _PackedLinear(nn.Module):
             self.repack()
         return self._packed
 
+    def product(self, x: Tensor) -> Tensor:
+        """The packed kernel's call on ``x``: eager code calls it directly (the operator's dispatch costs
+        2 us a call), a compiled step through :func:`packed_linear`."""
+        raise NotImplementedError
+
+    def multiply(self, x: Tensor) -> Tensor:
+        return packed_linear(x, self.key) if torch.compiler.is_compiling() else self.product(x)
+
     def __getstate__(self) -> dict:
         """Copies (ensembles, benchmarks) pack again: some packed layouts (oneDNN's) cannot be copied."""
         return {**self.__dict__, "_packed": None}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._register()  # a copy is a layer of its own
 
 
 # FBGEMM multiplies uint8 activations by int8 weights; without VNNI its pairwise int16 sums can saturate, so
@@ -113,12 +160,15 @@ class Int8Linear(_PackedLinear):
                 self.weight_int8, self.weight_scale, self.weight_zero_point, 0)
         self._packed = torch.ops.quantized.linear_prepack(weight, self.bias)
 
+    def product(self, x: Tensor) -> Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self.packed(), _REDUCE_RANGE)
+
     def forward(self, x: Tensor) -> Tensor:
         rows = x.float()
         if rows.numel() <= _SHARED_SCALE_ROWS * self.in_features:
-            return torch.ops.quantized.linear_dynamic(rows, self.packed(), _REDUCE_RANGE).to(x.dtype)
+            return self.multiply(rows).to(x.dtype)
         peak = rows.abs().amax(-1, keepdim=True).clamp_(min=1e-12)
-        out = torch.ops.quantized.linear_dynamic(rows / peak, self.packed(), _REDUCE_RANGE)  # (x / peak) Wᵀ + b
+        out = self.multiply(rows / peak)  # (x / peak) Wᵀ + b
         out = out * peak if self.bias is None else (out - self.bias) * peak + self.bias
         return out.to(x.dtype)
 
@@ -232,9 +282,11 @@ class Int4Linear(_PackedLinear):
         values = torch.stack([self.weight_int4 & 15, self.weight_int4 >> 4], dim=-1).flatten(1)
         self._packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values.to(torch.int32), 1)
 
+    def product(self, x: Tensor) -> Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed(), self.GROUP, self.scales_and_zeros)
+
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed(), self.GROUP, self.scales_and_zeros)
+        out = self.multiply(x.reshape(-1, self.in_features).to(torch.bfloat16))
         out = out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
 
@@ -267,12 +319,15 @@ class BF16Linear(_PackedLinear):
         prepack = torch.ops.mkldnn._is_mkldnn_bf16_supported()
         self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1) if prepack else self.weight
 
-    def forward(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+    def product(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features)
         if len(rows) == 1:  # oneDNN sums one row in another order than several: a row's result would depend on
             rows = rows.expand(2, -1)  # its batch, so it goes as two (batch invariance; as cheap, measured)
         out = torch.ops.mkldnn._linear_pointwise(rows, self.packed(), self.bias, "none", [], "")
-        return out[: x.numel() // self.in_features].to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return out[: x.numel() // self.in_features].reshape(*x.shape[:-1], self.out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.multiply(x.to(torch.bfloat16)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=bfloat16"

@@ -15,7 +15,7 @@ from hybridformer.compress import FORMATS, SCHEMES, quantize_model, state_size
 from hybridformer.decoding import ModelScorer
 from hybridformer.errors import ConfigError
 from hybridformer.longify import longify
-from hybridformer.quantized import BF16Linear
+from hybridformer.quantized import BF16Linear, packed_linear
 from hybridformer.train.setup import fine_tune_defaults
 
 from ..conftest import assert_one_line_error, run_cli, run_entry
@@ -104,6 +104,19 @@ def test_quantized_checkpoint_round_trips_exactly(tmp_path, scheme):
     with safe_open(str(tmp_path / scheme / "model.safetensors"), "pt") as handle:
         dtypes = {handle.get_slice(name).get_dtype() for name in handle.keys()}
     assert {"int4": "U8", "int8": "I8", "int8-weight": "I8", "bf16": "BF16"}[scheme] in dtypes
+
+
+@pytest.mark.parametrize("fmt", ["dynamic_int8", "bf16", "int4"])
+def test_packed_product_is_an_opaque_op_the_compiler_can_trace(fmt):
+    """``packed_linear(x, key)`` (what a compiled step calls) is the layer's product, with a fake implementation
+    for tracing; a copied layer has a key of its own (its packed weight is packed again)."""
+    torch.manual_seed(0)
+    layer = FORMATS[fmt].from_linear(nn.Linear(64, 32))
+    x = torch.randn(3, 64).to(torch.bfloat16 if fmt != "dynamic_int8" else torch.float32)
+    torch.library.opcheck(packed_linear, (x, layer.key), test_utils=("test_schema", "test_faketensor"))
+    twin = copy.deepcopy(layer)
+    assert twin.key != layer.key
+    assert torch.equal(packed_linear(x, twin.key), layer.product(x))
 
 
 def test_int4_keeps_layers_the_kernel_cannot_take_in_float():

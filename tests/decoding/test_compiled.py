@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from hybridformer import ModelConfig, build_model
+from hybridformer.compress.smooth import activation_peaks, smooth
 from hybridformer.decoding import ModelScorer, beam_search, greedy_search
 from hybridformer.decoding import compiled as compiled_module
+from hybridformer.quantized import quantize_linears
 
 from ..conftest import run_cli
 
@@ -42,6 +44,24 @@ def test_compiled_step_equals_eager_on_every_decoder_state(one_thread):
     finally:
         compiled_module.RESERVE_CHUNK = old_chunk
     assert scorer.decode.failed is None
+
+
+@pytest.mark.slow
+def test_compiled_step_with_packed_weights_equals_eager(one_thread, capsys):
+    """A Llama-shaped model (GQA, RoPE, RMSNorm, SwiGLU) smoothed as int8 calibration does, with dynamic-int8
+    linears in one layer, prepacked bf16 in the other and int4 in the vocabulary head: one compile covers each
+    packed product (``quantized.packed_linear``), and the step compiles whole, without falling back."""
+    torch.manual_seed(0)
+    config = ModelConfig(arch="decoder_lm", vocab_size=48, d_model=32, heads=4, kv_heads=2, ffn_dim=64, dropout=0.0,
+                         position="rope", norm="rmsnorm", activation="swiglu", decoder={"layers": 2})
+    model = build_model(config).eval()
+    smooth(model, activation_peaks(model, [torch.randint(3, 48, (2, 8))]))
+    for part, fmt in ((model.decoder.layers[0], "dynamic_int8"), (model.decoder.layers[1], "bf16"), (model, "int4")):
+        quantize_linears(part, fmt)
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    scorer = ModelScorer(model, compile=True)
+    assert greedy(scorer, prompt, 8) == greedy(ModelScorer(model), prompt, 8)
+    assert scorer.decode.failed is None and "warning" not in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -110,8 +130,10 @@ def test_a_failed_compilation_warns_once_and_decodes_eagerly(monkeypatch, capsys
     torch.manual_seed(0)
     model = build_model(HYBRID).eval()
     prompt = torch.tensor([[5, 6, 7, 8]])
+    limit = torch._dynamo.config.recompile_limit
     scorer = ModelScorer(model, compile=True)
     assert greedy(scorer, prompt, 5) == greedy(ModelScorer(model), prompt, 5)
+    assert torch._dynamo.config.recompile_limit == limit  # raised only while a step runs, not for the process
     err = capsys.readouterr().err
     assert err.count("warning: the compiled decoding step failed") == 1
     assert "RuntimeError: inductor: no C++ compiler found" in err and "more detail" not in err
