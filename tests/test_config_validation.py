@@ -101,3 +101,12 @@ def test_bpe_minimum_matches_the_tokenizer():
     from hybridformer.data.tokenizer import RESERVED
 
     assert BPE_MIN_VOCAB == RESERVED + 1
+
+
+def test_loss_chunk_on_a_torch_without_linear_cross_entropy_is_one_line(monkeypatch):
+    import torch
+
+    monkeypatch.delattr(torch.nn.functional, "linear_cross_entropy")
+    with pytest.raises(ConfigError, match=r"train.loss_chunk needs torch >= 2.13") as err:
+        parse_config(ExperimentConfig, {"train": {"loss_chunk": 256}})
+    assert "\n" not in str(err.value)

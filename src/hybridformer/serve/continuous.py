@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,15 @@ class Running:
         return drawn[rows]
 
 
+@dataclass
+class Filling:
+    """A request being prefilled in passes of its own: its chunks, and how many are left."""
+
+    entry: Running
+    chunks: Iterator[tuple[Tensor, Any]]
+    left: int
+
+
 class ContinuousBatcher(DynamicBatcher):
     """``await batcher.submit(sources, opts)`` -> output token ids per source, as if decoded alone."""
 
@@ -76,7 +86,7 @@ class ContinuousBatcher(DynamicBatcher):
         self.max_rows = max_rows
         self.state, self.log_probs = None, None  # the running batch: decoding state, next-token log-probs
         self.rows: list[tuple[Running, int]] = []  # batch row -> (request, its row)
-        self.filling: list[list] = []  # requests being prefilled: [entry, its chunks, chunks left]
+        self.filling: list[Filling] = []  # requests being prefilled
 
     def joins(self, job: Job) -> bool:
         """Whether the running batch decodes ``job`` exactly as alone."""
@@ -140,7 +150,7 @@ class ContinuousBatcher(DynamicBatcher):
                 continue
             columns = max(1, PREFILL_TOKENS // job.rows)
             chunks = math.ceil(max(map(len, job.sources)) / columns)
-            self.filling.append([entry, self.decoder.prefill_chunks(job.sources, columns), chunks])
+            self.filling.append(Filling(entry, self.decoder.prefill_chunks(job.sources, columns), chunks))
         if self.filling:
             self._fill(loop)
         if not self.rows:
@@ -157,17 +167,16 @@ class ContinuousBatcher(DynamicBatcher):
         """Feed the next chunk of each request being prefilled; a request whose prompts are in joins the running
         batch. A chunk that fails fails only its request."""
         for filling in list(self.filling):
-            entry, chunks, left = filling
             try:
-                log_probs, state = next(chunks)
+                log_probs, state = next(filling.chunks)
             except Exception as exc:  # noqa: BLE001 - handed to the caller; the server goes on
                 self.filling.remove(filling)
-                loop.call_soon_threadsafe(_resolve, entry.job.future, None, exc)
+                loop.call_soon_threadsafe(_resolve, filling.entry.job.future, None, exc)
                 continue
-            filling[2] = left - 1
-            if left == 1:
+            filling.left -= 1
+            if not filling.left:
                 self.filling.remove(filling)
-                self._join(entry, log_probs, state)
+                self._join(filling.entry, log_probs, state)
 
     def _join(self, entry: Running, log_probs: Tensor, state: Any) -> None:
         """Append the prefilled rows of ``entry`` to the running batch."""
