@@ -13,7 +13,7 @@ from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpo
 from hybridformer.compress import Int8Linear, quantize_dynamic_int8, quantize_model, state_size
 from hybridformer.decoding import ModelScorer, greedy_search
 from hybridformer.errors import ConfigError
-from hybridformer.quantized import _REDUCE_RANGE
+from hybridformer.quantized import _REDUCE_RANGE, CLIP_RATIOS, int8_per_channel
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -35,8 +35,8 @@ def test_int8_linear_matches_pytorch_dynamic_quantization():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = quantize_dynamic(float_model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-    ours = quantize_dynamic_int8(copy.deepcopy(float_model))
-    assert isinstance(ours[0], Int8Linear)
+    ours = copy.deepcopy(float_model)
+    ours[0], ours[2] = (Int8Linear.from_linear(layer) for layer in (float_model[0], float_model[2]))
     weight, _ = reference[0]._packed_params._weight_bias()
     assert torch.equal(ours[0].weight_int8, weight.int_repr())
     assert torch.equal(ours[0].weight_scale, weight.q_per_channel_scales())
@@ -46,6 +46,25 @@ def test_int8_linear_matches_pytorch_dynamic_quantization():
     assert torch.equal(ours[0](x), torch.ops.quantized.linear_dynamic(x, packed, _REDUCE_RANGE))
     assert not ours[0].bias.requires_grad
     assert torch.equal(copy.deepcopy(ours)(x), ours(x))  # ensembles/benchmarks copy models
+
+
+def test_clip_search_picks_the_scale_of_least_error():
+    # heavy-tailed rows, as trained weights are
+    torch.manual_seed(0)
+    weight = torch.distributions.Laplace(0.0, 0.02).sample((3, 2048))
+    values, scale = int8_per_channel(weight, clip=True)
+    peak_values, peak_scale = int8_per_channel(weight, clip=False)
+    assert torch.equal(peak_scale, weight.abs().amax(1) / 127.5)
+
+    def error(values, scale):
+        return ((values.float() * scale[:, None] - weight) ** 2).sum(1)
+
+    assert (error(values, scale) <= error(peak_values, peak_scale)).all()
+    assert (error(values, scale) < 0.98 * error(peak_values, peak_scale)).any()  # a row clipped at a gain
+    for ratio in CLIP_RATIOS:  # by hand: no candidate scale does better than the chosen one
+        trial_scale = peak_scale * ratio
+        trial = (weight / trial_scale[:, None]).round().clamp(-128, 127)
+        assert (error(trial, trial_scale) >= error(values, scale) - 1e-9).all()
 
 
 def test_int8_activations_get_one_scale_per_row():
