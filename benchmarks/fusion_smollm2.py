@@ -13,6 +13,10 @@ work whose output already exists, so a stopped run resumes; results accumulate i
            LoRA adapters instead (rank 16 on all 7 projections, ``train.lora``), whose checkpoints are PEFT folders
   merge    ``hybridformer merge`` of the two fine-tunes with --base OUT/base: the entries of MERGES named by --merges
            (adapters merge through their full ΔW with ``merge --adapter``, the same methods and options)
+  tune     each task's weight of a task-arithmetic merge chosen on held-out text of its own (Shakespeare's lines
+           after the valid ones, SciTLDR dev examples after the ROUGE ones; ``--tune-blocks`` blocks each), never
+           on the reported sets: every pair of TUNE_WEIGHTS is merged and scored, the pair keeping the most of
+           the task that keeps less wins, and becomes OUT/merges/tuned (scored by eval like the others)
   eval     ``hybridformer evaluate --metric ppl --context BLOCK --json`` of base, parents, merges on both tasks
   rouge    greedy ``hybridformer generate`` of the TLDR for the ROUGE prompts (first sentence of the continuation)
            and ROUGE-1/2/L against the author TLDR (each example's first target)
@@ -33,6 +37,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -55,6 +60,7 @@ MERGES: dict[str, list[str]] = {  # the four methods first, then a grid (made an
     "dare-ties-d0.5": ["--method", "dare", "--combine", "ties", "--density", "0.5", "--weights", "1.0,1.0", "--base"],
     "linear-0.4": ["--method", "linear", "--weights", "0.4,0.6"],  # more of SciTLDR (the adapters' weaker side)
 }
+TUNE_WEIGHTS = (0.4, 0.5, 0.6, 0.7)  # each task's λ in base + λ_A·ΔA + λ_B·ΔB, searched by the tune stage
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -207,7 +213,7 @@ def _best(out: Path, task: str) -> Path:
 def models(out: Path) -> dict[str, Path]:
     found = {"base": out / "base"}
     found.update({f"ft-{t}": _best(out, t) for t in TASKS if (out / f"ft-{t}" / "done").exists()})
-    found.update({name: out / "merges" / name for name in MERGES if (out / "merges" / name).exists()})
+    found.update({name: out / "merges" / name for name in [*MERGES, "tuned"] if (out / "merges" / name).exists()})
     return found
 
 
@@ -225,19 +231,80 @@ def stage_merge(out: Path, args: argparse.Namespace) -> None:
         _save(out, results)
 
 
+def _score(path: Path, text: Path, args: argparse.Namespace) -> dict:
+    stdout, wall, cpu = _cli(["evaluate", str(path), "--ref", str(text), "--metric", "ppl", "--context",
+                              str(args.block), "--json"])
+    score = json.loads(stdout)
+    score["loss"] = score["details"]["bits_per_token"] * math.log(2)  # nats per token
+    score.update(wall_s=wall, cpu_s=cpu)
+    return score
+
+
 def stage_eval(out: Path, args: argparse.Namespace) -> None:
     for name, path in models(out).items():
         for task in TASKS:
             results = _results(out)
             if name in results.get("eval", {}).get(task, {}):
                 continue
-            stdout, wall, cpu = _cli(["evaluate", str(path), "--ref", str(out / "data" / f"{task}-valid.txt"),
-                                      "--metric", "ppl", "--context", str(args.block), "--json"])
-            score = json.loads(stdout)
-            score["loss"] = score["details"]["bits_per_token"] * math.log(2)  # nats per token
-            score.update(wall_s=wall, cpu_s=cpu)
-            results.setdefault("eval", {}).setdefault(task, {})[name] = score
+            results.setdefault("eval", {}).setdefault(task, {})[name] = _score(
+                path, out / "data" / f"{task}-valid.txt", args)
             _save(out, results)
+
+
+def _tune_texts(out: Path, args: argparse.Namespace) -> dict[str, Path]:
+    """Each task's tuning text, disjoint from its reported held-out text and the ROUGE examples."""
+    data = out / "data"
+    paths = {task: data / f"{task}-tune.txt" for task in TASKS}
+    if all(path.exists() for path in paths.values()):
+        return paths
+    tokenizer, want = _tokenizer(out), args.tune_blocks * args.block
+    text = (DATA / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    held_out = text[text.rfind("\n", 0, int(len(text) * 0.9)) + 1:].splitlines()
+    used = len((data / "shakespeare-valid.txt").read_text().splitlines())
+    paths["shakespeare"].write_text("\n".join(_cut_to_blocks(held_out[used:], tokenizer, want)) + "\n")
+    used = len((data / "scitldr-valid.txt").read_text().splitlines()) + args.rouge_n
+    lines = [f"{_flat(' '.join(e['source']))} TL;DR: {_flat(e['target'][0])}" for e in _scitldr("dev")[used:]]
+    paths["scitldr"].write_text("\n".join(_cut_to_blocks(lines, tokenizer, want)) + "\n")
+    return paths
+
+
+def stage_tune(out: Path, args: argparse.Namespace) -> None:
+    texts = _tune_texts(out, args)
+    parents = [str(_best(out, t)) for t in TASKS]
+    sources = [arg for parent in parents for arg in ("--adapter", parent)] if args.lora else parents
+    candidates = {f"ta-{a}-{b}": (a, b) for a in TUNE_WEIGHTS for b in TUNE_WEIGHTS}
+    for name, path in [*{k: v for k, v in models(out).items() if k in ("base", *[f"ft-{t}" for t in TASKS])}.items(),
+                       *[(name, None) for name in candidates]]:
+        results = _results(out)
+        if name in results.get("tune", {}).get("loss", {}):
+            continue
+        if path is None:  # a candidate merge: made, scored on both tuning texts, deleted
+            path = out / "tune-scratch" / name
+            shutil.rmtree(path, ignore_errors=True)
+            weights = ",".join(str(w) for w in candidates[name])
+            _cli(["merge", "--method", "task_arithmetic", "--weights", weights, "--base", str(out / "base"),
+                  *sources, "--out", str(path)])
+        losses = {task: _score(path, texts[task], args)["loss"] for task in TASKS}
+        if name in candidates:
+            shutil.rmtree(path)
+        results.setdefault("tune", {}).setdefault("loss", {})[name] = losses
+        _save(out, results)
+    results = _results(out)
+    losses = results["tune"]["loss"]
+
+    def kept(name: str, task: str) -> float:
+        base, own = losses["base"][task], losses[f"ft-{task}"][task]
+        return (base - losses[name][task]) / (base - own)
+
+    chosen = max(candidates, key=lambda name: min(kept(name, task) for task in TASKS))
+    results["tune"]["chosen"] = {"name": chosen, "weights": candidates[chosen],
+                                 "kept_on_tuning_text": {task: kept(chosen, task) for task in TASKS}}
+    _save(out, results)
+    target = out / "merges" / "tuned"
+    if not target.exists():
+        weights = ",".join(str(w) for w in candidates[chosen])
+        _cli(["merge", "--method", "task_arithmetic", "--weights", weights, "--base", str(out / "base"), *sources,
+              "--out", str(target)])
 
 
 def stage_rouge(out: Path, args: argparse.Namespace) -> None:
@@ -318,7 +385,7 @@ def report(out: Path) -> str:
 
 
 STAGES = {"data": stage_data, "convert": stage_convert, "train": stage_train, "merge": stage_merge,
-          "eval": stage_eval, "rouge": stage_rouge, "overlap": stage_overlap}
+          "tune": stage_tune, "eval": stage_eval, "rouge": stage_rouge, "overlap": stage_overlap}
 
 
 def main() -> None:
@@ -335,6 +402,7 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "auto"])
     parser.add_argument("--valid-blocks", type=int, default=16, help="held-out blocks per task")
     parser.add_argument("--rouge-n", type=int, default=16, help="SciTLDR dev examples for ROUGE")
+    parser.add_argument("--tune-blocks", type=int, default=8, help="blocks per task of the tune stage's own text")
     parser.add_argument("--merges", default="linear,ta-1.0,ties-d0.2,dare-d0.5,ta-0.8", type=lambda s: s.split(","),
                         help="merges to make (comma-separated names of MERGES; the default is what RESULTS reports)")
     parser.add_argument("--rouge-models", default="base,ft-scitldr,linear",
@@ -342,7 +410,7 @@ def main() -> None:
     args = parser.parse_args()
     args.lr = args.lr or (1e-3 if args.lora else 2e-4)
     args.out.mkdir(parents=True, exist_ok=True)
-    order = ["convert", "data", "train", "merge", "eval", "rouge"]
+    order = ["convert", "data", "train", "merge", "tune", "eval", "rouge"]
     for stage in order if args.stage == "all" else [args.stage] if args.stage != "report" else []:
         STAGES[stage](args.out, args)
     print(report(args.out))
