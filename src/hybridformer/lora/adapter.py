@@ -25,11 +25,15 @@ from .layout import PEFT_PREFIX, Layout, Part, by_file_name
 
 
 def peft_module(name: str = "peft"):  # noqa: ANN201 - a module
-    """``peft`` (or one of its modules), or a ConfigError saying how to install it."""
+    """``peft`` (or one of its modules), or a ConfigError saying how to install it. peft imports torchao, whose
+    import-time warnings (CUDA libraries, torch's pytree deprecations) are silenced as for our own imports."""
     import importlib
 
+    from ..quantized import quiet_torchao
+
     try:
-        return importlib.import_module(name)
+        with quiet_torchao():
+            return importlib.import_module(name)
     except ImportError:
         raise ConfigError("LoRA adapters need the peft library: pip install 'hybridformer[lora]'") from None
 
