@@ -148,10 +148,10 @@ class Int8Linear(_PackedLinear):
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear: nn.Linear, clip: bool = False) -> Int8Linear:
-        """Each row's scale from its peak: choosing it by least squared error (``clip``, :func:`int8_per_channel`)
-        measured no better here, where the activations' quantization dominates the error (docs/compression.md)."""
-        layer = _int8_from_linear(cls, linear, clip)
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        """Each row's scale from its peak: choosing it by least squared error (:func:`int8_per_channel`) measured
+        no better here, where the activations' quantization dominates the error (docs/compression.md)."""
+        layer = _int8_from_linear(cls, linear, clip=False)
         layer.repack()
         return layer
 
@@ -193,10 +193,10 @@ class Int8WeightLinear(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear: nn.Linear, clip: bool = True) -> Int8WeightLinear:
-        """Each row's scale by least squared error (``clip``, :func:`int8_per_channel`): the weights are this
-        format's only error."""
-        return _int8_from_linear(cls, linear, clip)
+    def from_linear(cls, linear: nn.Linear) -> Int8WeightLinear:
+        """Each row's scale by least squared error (:func:`int8_per_channel`): the weights are this format's only
+        error."""
+        return _int8_from_linear(cls, linear, clip=True)
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled():  # training through a frozen int8 base (LoRA): differentiable in x
@@ -233,7 +233,7 @@ class _Int8WeightMatmul(torch.autograd.Function):
         return (grad * scale.to(grad.dtype)) @ weight_int8.to(grad.dtype), None, None, None
 
 
-def _int8_from_linear(cls: type[Int8Linear | Int8WeightLinear], linear: nn.Linear, clip: bool = True):
+def _int8_from_linear(cls: type[Int8Linear | Int8WeightLinear], linear: nn.Linear, *, clip: bool):
     """``cls`` filled with ``linear``'s weight in int8, symmetric per output channel, and its bias."""
     layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
     weight, scale = int8_per_channel(linear.weight, clip=clip)
