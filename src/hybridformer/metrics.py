@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention.multihead import MultiHeadAttention
-from .cache import DecodingCache, KVCache
+from .cache import DecodingCache
 from .errors import ConfigError, DataError
 
 
@@ -194,8 +194,7 @@ def token_nll(model: nn.Module, inputs: Tensor, labels: Tensor, pad_id: int, src
 def _bounded_state(model: nn.Module) -> bool:
     """Whether no attention of ``model`` keeps a growing KV cache: for one that does, the cache of a long text
     (SmolLM2 at 8k: 377 MB) outweighs the activations chunking saves, so the text goes through in one pass."""
-    return not any(isinstance(m.kernel.new_state(), KVCache) for m in model.modules()
-                   if isinstance(m, MultiHeadAttention))
+    return all(m.kernel.bounded_state for m in model.modules() if isinstance(m, MultiHeadAttention))
 
 
 def _projected_nll(model: nn.Module, states: Tensor, labels: Tensor, pad_id: int, chunk: int) -> float:

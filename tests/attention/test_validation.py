@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hybridformer import ModelConfig, build_model
-from hybridformer.attention import build_attention
+from hybridformer.attention import ATTENTION, build_attention
+from hybridformer.cache import KVCache
 from hybridformer.config import ConfigError
 
 
@@ -56,3 +57,11 @@ def test_unknown_option_is_rejected_when_the_config_loads() -> None:
     with pytest.raises(ConfigError, match="window.*allowed"):
         from hybridformer.config import parse_config
         parse_config(ModelConfig, {"decoder": {"attention": {"name": "performer", "window": 3}}})
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION))
+def test_a_kernel_says_whether_its_decoding_state_is_bounded(name):
+    """``bounded_state`` decides whether a long text is scored through the cache in chunks (metrics.token_nll):
+    a kernel whose state is a growing KV cache must not claim it, and one with any other state must."""
+    kernel = build_attention(name)
+    assert kernel.bounded_state == (not isinstance(kernel.new_state(), KVCache))

@@ -31,10 +31,14 @@ class AttentionKernel(nn.Module):
 
     ``is_exact``: True for a kernel computing softmax attention over every unmasked key, as the dense
     reference does: another engine (CTranslate2) running plain attention then computes the same.
+
+    ``bounded_state``: True for a kernel whose decoding state keeps one size however long the text (a window's
+    ring, a linear-attention state): a long text can then be scored through the cache in chunks at flat memory.
     """
 
     rotates_sinks = False
     is_exact = False
+    bounded_state = False
     left_padding = True  # step() takes start=: rows of left-padded prompts decode as if each were alone
 
     @classmethod

@@ -35,7 +35,7 @@ class HeadSubsetKernel(AttentionKernel):
     def __init__(self, inner: AttentionKernel, kept: list[int]) -> None:
         super().__init__()
         self.inner = inner
-        self.left_padding = inner.left_padding
+        self.left_padding, self.bounded_state = inner.left_padding, inner.bounded_state
         self.register_buffer("kept", torch.tensor(kept), persistent=False)
 
     def _narrow(self, bias: ScoreBias | None) -> ScoreBias | None:

@@ -30,6 +30,7 @@ class _KernelizedAttention(AttentionKernel):
     """What elu+1 and FAVOR+ share: everything except the feature map φ."""
 
     name = "kernelized"
+    bounded_state = True  # a (head_dim x features) state and a normalizer per head
     segment_len = 4096  # tokens per recomputed segment in training (see the module docstring)
 
     def __init__(self, chunk_size: int, eps: float) -> None:

@@ -42,6 +42,8 @@ class SlidingWindowAttention(AttentionKernel):
     the window and sinks hold whole.
     """
 
+    bounded_state = True  # a ring of the sinks, the kept keys and the window
+
     def __init__(self, *, window: int = 256, num_global: int = 0, chunk_size: int = 128, dropout: float = 0.0,
                  sink_positions: str = "absolute", keep: int = 0, observe: int = 32) -> None:
         super().__init__()

@@ -32,6 +32,7 @@ class WindowLinearAttention(AttentionKernel):
     and one for keys, sized by :meth:`bind`. Queries go in blocks of ``chunk_size``."""
 
     name = "window_linear"
+    bounded_state = True  # a window ring and a linear state
 
     def __init__(self, *, window: int = 64, feature_dim: int = 64, chunk_size: int = 64) -> None:
         super().__init__()
