@@ -37,9 +37,9 @@ import json
 import math
 import os
 import resource
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,27 +268,32 @@ def _tune_texts(out: Path, args: argparse.Namespace) -> dict[str, Path]:
     return paths
 
 
+def _task_arithmetic(out: Path, weights: tuple[float, float], sources: list[str], target: Path) -> None:
+    _cli(["merge", "--method", "task_arithmetic", "--weights", ",".join(map(str, weights)), "--base",
+          str(out / "base"), *sources, "--out", str(target)])
+
+
 def stage_tune(out: Path, args: argparse.Namespace) -> None:
     texts = _tune_texts(out, args)
-    parents = [str(_best(out, t)) for t in TASKS]
-    sources = [arg for parent in parents for arg in ("--adapter", parent)] if args.lora else parents
+    sources = [str(_best(out, t)) for t in TASKS]
+    sources = [arg for parent in sources for arg in ("--adapter", parent)] if args.lora else sources
     candidates = {f"ta-{a}-{b}": (a, b) for a in TUNE_WEIGHTS for b in TUNE_WEIGHTS}
-    for name, path in [*{k: v for k, v in models(out).items() if k in ("base", *[f"ft-{t}" for t in TASKS])}.items(),
-                       *[(name, None) for name in candidates]]:
+
+    def record(name: str, path: Path) -> None:
         results = _results(out)
-        if name in results.get("tune", {}).get("loss", {}):
-            continue
-        if path is None:  # a candidate merge: made, scored on both tuning texts, deleted
-            path = out / "tune-scratch" / name
-            shutil.rmtree(path, ignore_errors=True)
-            weights = ",".join(str(w) for w in candidates[name])
-            _cli(["merge", "--method", "task_arithmetic", "--weights", weights, "--base", str(out / "base"),
-                  *sources, "--out", str(path)])
-        losses = {task: _score(path, texts[task], args)["loss"] for task in TASKS}
-        if name in candidates:
-            shutil.rmtree(path)
-        results.setdefault("tune", {}).setdefault("loss", {})[name] = losses
+        results.setdefault("tune", {}).setdefault("loss", {})[name] = {
+            task: _score(path, texts[task], args)["loss"] for task in TASKS}
         _save(out, results)
+
+    scored = _results(out).get("tune", {}).get("loss", {})
+    for name in ("base", *[f"ft-{t}" for t in TASKS]):
+        if name not in scored:
+            record(name, models(out)[name])
+    for name, weights in candidates.items():
+        if name not in scored:  # each candidate is merged into a temporary folder, scored, and dropped
+            with tempfile.TemporaryDirectory(prefix="tune-", dir=out) as scratch:
+                _task_arithmetic(out, weights, sources, Path(scratch) / name)
+                record(name, Path(scratch) / name)
     results = _results(out)
     losses = results["tune"]["loss"]
 
@@ -300,11 +305,8 @@ def stage_tune(out: Path, args: argparse.Namespace) -> None:
     results["tune"]["chosen"] = {"name": chosen, "weights": candidates[chosen],
                                  "kept_on_tuning_text": {task: kept(chosen, task) for task in TASKS}}
     _save(out, results)
-    target = out / "merges" / "tuned"
-    if not target.exists():
-        weights = ",".join(str(w) for w in candidates[chosen])
-        _cli(["merge", "--method", "task_arithmetic", "--weights", weights, "--base", str(out / "base"), *sources,
-              "--out", str(target)])
+    if not (out / "merges" / "tuned").exists():
+        _task_arithmetic(out, candidates[chosen], sources, out / "merges" / "tuned")
 
 
 def stage_rouge(out: Path, args: argparse.Namespace) -> None:
