@@ -90,7 +90,6 @@ class _PackedLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self._packed = None
         self._register()
-        self.register_load_state_dict_post_hook(lambda module, _: module.repack())
 
     def _register(self) -> None:
         self.key = next(_KEYS)
@@ -103,6 +102,14 @@ class _PackedLinear(nn.Module):
 
     def repack(self) -> None:
         raise NotImplementedError
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Pack again when this load brought some of the layer's tensors. The checkpoint loader loads one layer
+        per call, and a hook that packed on every call packed each layer once per layer of the model (SmolLM2 in
+        bf16: 4,114 packs, 5.6 of its 7 CPU-s to load)."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if any(name.startswith(prefix) for name in state_dict):
+            self.repack()
 
     def packed(self):
         if self._packed is None:

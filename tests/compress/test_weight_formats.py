@@ -87,7 +87,7 @@ def test_a_bf16_row_gets_the_same_bits_alone_as_in_a_batch(one_thread):
     torch.testing.assert_close(together, expected, atol=0.02 * expected.abs().max(), rtol=0)
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_quantized_checkpoint_round_trips_exactly(tmp_path, scheme):
+def test_quantized_checkpoint_round_trips_exactly(tmp_path, scheme, monkeypatch):
     config = tiny("decoder_lm")
     model = build_model(config).eval()
     float_bytes = state_size(model)[1]
@@ -95,7 +95,13 @@ def test_quantized_checkpoint_round_trips_exactly(tmp_path, scheme):
     tokens = torch.randint(3, 48, (2, 7))
     expected = quantized(tokens)
     save_checkpoint(tmp_path / scheme, quantized, new_config)
+    packs = []
+    fmt = FORMATS[SCHEMES[scheme]]
+    if hasattr(fmt, "repack"):
+        monkeypatch.setattr(fmt, "repack", lambda self, repack=fmt.repack: packs.append(self) or repack(self))
     loaded = load_checkpoint(tmp_path / scheme)
+    if hasattr(fmt, "repack"):  # built, then loaded: the loader's one call per layer packs that layer only
+        assert len(packs) == 2 * sum(isinstance(m, fmt) for m in loaded.model.modules())
     layer = loaded.model.decoder.layers[0].sublayers[-1].body
     assert loaded.config.quantization == SCHEMES[scheme]
     assert any(isinstance(m, FORMATS[SCHEMES[scheme]]) for m in layer.modules())
