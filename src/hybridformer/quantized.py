@@ -343,6 +343,10 @@ class BF16Linear(_PackedLinear):
     oneDNN's blocked layout (what inductor's CPU freezing does): at batch 1 the plain bf16 product streamed
     SmolLM2's vocabulary head at 15 GB/s, the prepacked one at 33 GB/s (1 thread)."""
 
+    # The attention's own products in bf16 too, where a kernel has such a path (the sliding window's bands: 1.8x
+    # SDPA's fp32 kernel, whose bf16 one is no faster on CPU; docs/RESULTS.md)
+    attention_dtype = torch.bfloat16
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, out_features)
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.bfloat16))
@@ -359,9 +363,30 @@ class BF16Linear(_PackedLinear):
         return layer
 
     def repack(self) -> None:
-        # without oneDNN bf16 support the plain weight is used (the same op takes it, unpacked)
-        prepack = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1) if prepack else self.weight
+        """Pack the weight and let the packed copy be the only one (holding both cost SmolLM2 270 MB more than
+        its fp32 weights' half); ``state_dict`` unpacks it. Without oneDNN bf16 the same op takes the plain weight."""
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            self._packed = self.weight
+            return
+        self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1)
+        self.weight = None
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.weight is None:
+            destination[prefix + "weight"] = self._packed.to_dense()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if self.weight is None and prefix + "weight" in state_dict:  # held packed: a plain buffer to load into
+            self.weight = torch.empty(self.out_features, self.in_features, dtype=torch.bfloat16)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def __getstate__(self) -> dict:
+        """A copy gets the plain weight back (and packs it again)."""
+        state = super().__getstate__()
+        if self.weight is None:
+            state["_buffers"] = {**state["_buffers"], "weight": self._packed.to_dense()}
+        return state
 
     def product(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -396,6 +421,11 @@ def quantize_linears(model: nn.Module, fmt: str) -> nn.Module:
         make = layer.from_linear
     model.eval()
     _swap_linears(model, make, layer.fits)
+    from .attention.base import AttentionKernel  # the attention package imports this module's users
+
+    for module in model.modules():
+        if isinstance(module, AttentionKernel):
+            module.product_dtype = getattr(layer, "attention_dtype", None)
     return model
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attention.attn_oracle import make_bias, qkv
+from attention.attn_oracle import band, make_bias, qkv, reference
 
-from hybridformer.attention import ALiBi, build_attention
+from hybridformer.attention import ALiBi, build_attention, local
 from hybridformer.errors import ConfigError
 from hybridformer.position import RotaryEmbedding
 
@@ -54,6 +54,33 @@ def test_rope_sinks_at_cache_positions_match_streaming_llm(scaling):
     late = slice(SINKS + WINDOW + 1, None)  # only queries past the first full cache differ
     torch.testing.assert_close(got[:, :, :late.start], absolute[:, :, :late.start], atol=1e-5, rtol=0)
     assert (got[:, :, late] - absolute[:, :, late]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-5), (torch.bfloat16, 0.05)])
+@pytest.mark.parametrize("sink_positions", ["absolute", "cache"])
+def test_products_path_matches_the_oracles(monkeypatch, dtype, tol, sink_positions):
+    """The bf16 weight format's band path (``product_dtype``: scores and weighted sums as GEMMs, the sinks' scores
+    as the first columns of one softmax), in blocks of 4 queries (the last one partial), against the StreamingLLM
+    oracle (whose float32 rotation tables bound the float64 tolerance, as above) or the Longformer band; and in
+    float64 equal to the SDPA path's output."""
+    monkeypatch.setattr(local, "PRODUCT_QUERIES", 4)
+    torch.manual_seed(3)
+    q, k, v = qkv(LENGTH)
+    rotary = RotaryEmbedding(q.shape[-1], base=10.0)
+    rotation = rotary(torch.arange(LENGTH))
+    kernel = build_attention("sliding_window", window=WINDOW, num_global=SINKS, sink_positions=sink_positions)
+    with torch.no_grad():
+        sdpa = kernel(rotation.rotate(q), rotation.rotate(k), v, causal=True, rope=rotation)
+        kernel.product_dtype = dtype
+        got = kernel(rotation.rotate(q), rotation.rotate(k), v, causal=True, rope=rotation)
+    if sink_positions == "cache":
+        expected = streaming_oracle(q, k, v, rotary, window=WINDOW, sinks=SINKS)
+    else:
+        expected = reference(rotation.rotate(q), rotation.rotate(k), v, causal=True,
+                             allowed=band(LENGTH, LENGTH, WINDOW, SINKS))
+    torch.testing.assert_close(got, expected, atol=tol, rtol=0)
+    if dtype == torch.float64:
+        torch.testing.assert_close(got, sdpa, atol=1e-12, rtol=0)
 
 
 def test_alibi_sinks_at_cache_positions_match_streaming_llm():

@@ -11,6 +11,7 @@ from safetensors import safe_open
 from torch import nn
 
 from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from hybridformer.attention.base import AttentionKernel
 from hybridformer.compress import FORMATS, SCHEMES, quantize_model, state_size
 from hybridformer.decoding import ModelScorer
 from hybridformer.errors import ConfigError
@@ -83,7 +84,7 @@ def test_a_bf16_row_gets_the_same_bits_alone_as_in_a_batch(one_thread):
         with torch.no_grad():
             together = layer(rows)
             assert all(torch.equal(layer(rows[i : i + 1]), together[i : i + 1]) for i in range(4))
-    expected = nn.functional.linear(rows.bfloat16(), layer.weight, layer.bias).float()
+    expected = nn.functional.linear(rows.bfloat16(), layer.state_dict()["weight"], layer.bias).float()
     torch.testing.assert_close(together, expected, atol=0.02 * expected.abs().max(), rtol=0)
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -102,6 +103,10 @@ def test_quantized_checkpoint_round_trips_exactly(tmp_path, scheme, monkeypatch)
     loaded = load_checkpoint(tmp_path / scheme)
     if hasattr(fmt, "repack"):  # built, then loaded: the loader's one call per layer packs that layer only
         assert len(packs) == 2 * sum(isinstance(m, fmt) for m in loaded.model.modules())
+    kernels = [m for m in loaded.model.modules() if isinstance(m, AttentionKernel)]
+    assert kernels and all(m.product_dtype == (torch.bfloat16 if scheme == "bf16" else None) for m in kernels)
+    if scheme == "bf16" and torch.ops.mkldnn._is_mkldnn_bf16_supported():  # the packed copy is the only one
+        assert all(m.weight is None for m in loaded.model.modules() if isinstance(m, fmt))
     layer = loaded.model.decoder.layers[0].sublayers[-1].body
     assert loaded.config.quantization == SCHEMES[scheme]
     assert any(isinstance(m, FORMATS[SCHEMES[scheme]]) for m in layer.modules())

@@ -34,9 +34,14 @@ class AttentionKernel(nn.Module):
 
     ``bounded_state``: True for a kernel whose decoding state keeps one size however long the text (a window's
     ring, a linear-attention state): a long text can then be scored through the cache in chunks at flat memory.
+
+    ``product_dtype``: None, or the dtype (bf16) in which a kernel with a products path of its own computes the
+    scores and the weighted sum as batched GEMMs in inference (the sliding window's bands). The bf16 weight format
+    sets it on every kernel; the others ignore it.
     """
 
     rotates_sinks = False
+    product_dtype: torch.dtype | None = None
     is_exact = False
     bounded_state = False
     left_padding = True  # step() takes start=: rows of left-padded prompts decode as if each were alone

@@ -161,12 +161,16 @@ class SlidingWindowAttention(AttentionKernel):
         if head < n:
             first = offset + head
             lo = first - w - shift  # column of the first query's oldest band key
-            rest, lse = _band_attention(q[:, :, head:], k[:, :, lo:], v[:, :, lo:], w)
-            if g:
-                q_sink = q[:, :, head:]
-                if self.rotates_sinks and rope is not None:  # every one of these queries sits at cache position g + w
-                    q_sink = rope.shift(q_sink, torch.arange(first, offset + n, device=q.device) - (g + w))
-                rest = merge_attention(rest, lse, *attend_lse(q_sink, k[:, :, :g], v[:, :, :g]))
+            q_band = q_sink = q[:, :, head:]
+            if g and self.rotates_sinks and rope is not None:  # every one of these queries sits at cache position g + w
+                q_sink = rope.shift(q_sink, torch.arange(first, offset + n, device=q.device) - (g + w))
+            if self.product_dtype is not None:
+                sinks = (q_sink, k[:, :, :g], v[:, :, :g]) if g else None
+                rest = _band_products(q_band, k[:, :, lo:], v[:, :, lo:], w, sinks, self.product_dtype)
+            else:
+                rest, lse = _band_attention(q_band, k[:, :, lo:], v[:, :, lo:], w)
+                if g:
+                    rest = merge_attention(rest, lse, *attend_lse(q_sink, k[:, :, :g], v[:, :, :g]))
             parts.append(rest)
         return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
@@ -347,6 +351,50 @@ def _band_attention(q: Tensor, k: Tensor, v: Tensor, window: int) -> tuple[Tenso
     outs, lses = zip(*(attend_lse(q_blocks[b], k_blocks[b], v_blocks[b], mask) for b in range(batch)), strict=True)
     out = torch.stack(outs).transpose(1, 2).flatten(2, 3)[:, :, :length]  # (B, H, L, D)
     return out, torch.stack(lses).transpose(1, 2).flatten(2, 3)[:, :, :length]
+
+
+PRODUCT_QUERIES = 64  # queries per block of the products path: measured fastest at window 2,048 (docs/RESULTS.md)
+
+
+def _band_products(q: Tensor, k: Tensor, v: Tensor, window: int, sinks: tuple[Tensor, Tensor, Tensor] | None,
+                   dtype: torch.dtype) -> Tensor:
+    """:func:`_band_attention` (and the sinks) as batched GEMMs in ``dtype`` (bf16), block by block, out in q's dtype.
+
+    Each block of ``c`` queries scores its ``window + c`` band keys, the sinks' scores (from ``q_sink``, the
+    queries at their sink positions) as the first columns of the same matrix; one softmax (accumulated in fp32)
+    covers both, so nothing is merged. GQA heads share a kv head as extra query rows of one product."""
+    batch, heads, length, dim = q.shape
+    kv_heads, group = k.shape[1], heads // k.shape[1]
+    scale = dim**-0.5  # folded into the queries (a power of two for head_dim 64: exact in bf16)
+
+    def rows(x: Tensor) -> Tensor:  # (B, H, L, D) -> (B, kv_heads, group, L, D) in dtype
+        return (x * scale).to(dtype).view(batch, kv_heads, group, length, dim)
+
+    queries, keys, values = rows(q), k.to(dtype), v.to(dtype)
+    g, sink_queries = 0, None  # None: the band's queries score the sinks too
+    if sinks is not None:
+        q_sink, k_sink, v_sink = sinks
+        g, k_sink, v_sink = k_sink.shape[2], k_sink.to(dtype), v_sink.to(dtype)
+        sink_queries = None if q_sink is q else rows(q_sink)
+    c = min(PRODUCT_QUERIES, length)
+    i, j = torch.arange(c, device=q.device)[:, None], torch.arange(window + c, device=q.device)[None]
+    mask = torch.zeros(c, g + window + c, dtype=dtype, device=q.device)
+    mask[:, g:].masked_fill_((j < i) | (j > i + window), float("-inf"))
+    out = q.new_empty(batch, kv_heads, group, length, dim)
+    for start in range(0, length, c):
+        n = min(c, length - start)
+        block = queries[:, :, :, start : start + n].reshape(batch, kv_heads, group * n, dim)
+        band_k, band_v = keys[:, :, start : start + window + n], values[:, :, start : start + window + n]
+        if g:
+            band_k, band_v = torch.cat([k_sink, band_k], 2), torch.cat([v_sink, band_v], 2)
+        scores = block @ band_k.transpose(-1, -2)  # (B, kv_heads, group·n, g + window + n)
+        if sink_queries is not None:
+            sink_block = sink_queries[:, :, :, start : start + n].reshape(batch, kv_heads, group * n, dim)
+            scores[..., :g] = sink_block @ k_sink.transpose(-1, -2)
+        scores += mask[:n, : g + window + n].repeat(group, 1)
+        weighted = torch.softmax(scores, dim=-1) @ band_v
+        out[:, :, :, start : start + n] = weighted.view(batch, kv_heads, group, n, dim)
+    return out.view(batch, heads, length, dim)
 
 
 def _sdpa_blocks(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float) -> Tensor:
