@@ -95,13 +95,15 @@ def test_alibi_sinks_at_cache_positions_match_streaming_llm():
 
 @pytest.mark.parametrize("pieces", [[1] * LENGTH, [9, 1, 1, 6, 1, 5], [3, 12, 8], [LENGTH - 4, 1, 3]])
 @pytest.mark.parametrize("bias_kind", [None, "t5"])
-def test_decoding_through_the_ring_equals_the_full_forward(pieces, bias_kind):
+@pytest.mark.parametrize("product_dtype", [None, torch.float64])  # the bf16 format's GEMM path, exact here
+def test_decoding_through_the_ring_equals_the_full_forward(pieces, bias_kind, product_dtype):
     torch.manual_seed(2)
     q, k, v = qkv(LENGTH)
     rotation = RotaryEmbedding(q.shape[-1], base=10.0)(torch.arange(LENGTH))
     q, k = rotation.rotate(q), rotation.rotate(k)
     bias = make_bias(bias_kind, LENGTH, LENGTH, bidirectional=False)
     kernel = build_attention("sliding_window", window=WINDOW, num_global=SINKS, sink_positions="cache")
+    kernel.product_dtype = product_dtype
     full = kernel(q, k, v, causal=True, bias=bias, rope=rotation)
     state, outs, start = kernel.new_state(), [], 0
     for n in pieces:

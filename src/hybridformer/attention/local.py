@@ -156,7 +156,10 @@ class SlidingWindowAttention(AttentionKernel):
         n, g, w = q.shape[2], self.num_global, self.window
         head = min(n, max(0, g + w + 1 - offset))  # here shift is 0: every earlier key is kept
         parts = []
-        if head:
+        if head and self.product_dtype is not None:
+            parts.append(_band_products(q[:, :, :head], k[:, :, : offset + head], v[:, :, : offset + head], None,
+                                        None, self.product_dtype))
+        elif head:
             parts.append(self.exact(q[:, :, :head], k[:, :, : offset + head], v[:, :, : offset + head], causal=True))
         if head < n:
             first = offset + head
@@ -356,15 +359,16 @@ def _band_attention(q: Tensor, k: Tensor, v: Tensor, window: int) -> tuple[Tenso
 PRODUCT_QUERIES = 64  # queries per block of the products path: measured fastest at window 2,048 (docs/RESULTS.md)
 
 
-def _band_products(q: Tensor, k: Tensor, v: Tensor, window: int, sinks: tuple[Tensor, Tensor, Tensor] | None,
-                   dtype: torch.dtype) -> Tensor:
-    """:func:`_band_attention` (and the sinks) as batched GEMMs in ``dtype`` (bf16), block by block, out in q's dtype.
+def _band_products(q: Tensor, k: Tensor, v: Tensor, window: int | None,
+                   sinks: tuple[Tensor, Tensor, Tensor] | None, dtype: torch.dtype) -> Tensor:
+    """Causal attention as batched GEMMs in ``dtype`` (bf16), block by block, out in q's dtype: query i sits at key
+    column ``k_len - q_len + i`` and sees the ``window`` keys before it and itself (``None``: all before it).
 
-    Each block of ``c`` queries scores its ``window + c`` band keys, the sinks' scores (from ``q_sink``, the
-    queries at their sink positions) as the first columns of the same matrix; one softmax (accumulated in fp32)
-    covers both, so nothing is merged. GQA heads share a kv head as extra query rows of one product."""
+    Each block of ``c`` queries scores the keys its rows see (``window + c`` in a band), and the sinks' scores
+    (from ``q_sink``, the queries at their sink positions) as the first columns of the same matrix; one softmax
+    (accumulated in fp32) covers both, so nothing is merged. GQA heads share a kv head as extra rows of one product."""
     batch, heads, length, dim = q.shape
-    kv_heads, group = k.shape[1], heads // k.shape[1]
+    kv_heads, group, first = k.shape[1], heads // k.shape[1], k.shape[2] - q.shape[2]
     scale = dim**-0.5  # folded into the queries (a power of two for head_dim 64: exact in bf16)
 
     def rows(x: Tensor) -> Tensor:  # (B, H, L, D) -> (B, kv_heads, group, L, D) in dtype
@@ -376,23 +380,24 @@ def _band_products(q: Tensor, k: Tensor, v: Tensor, window: int, sinks: tuple[Te
         q_sink, k_sink, v_sink = sinks
         g, k_sink, v_sink = k_sink.shape[2], k_sink.to(dtype), v_sink.to(dtype)
         sink_queries = None if q_sink is q else rows(q_sink)
-    c = min(PRODUCT_QUERIES, length)
-    i, j = torch.arange(c, device=q.device)[:, None], torch.arange(window + c, device=q.device)[None]
-    mask = torch.zeros(c, g + window + c, dtype=dtype, device=q.device)
-    mask[:, g:].masked_fill_((j < i) | (j > i + window), float("-inf"))
     out = q.new_empty(batch, kv_heads, group, length, dim)
-    for start in range(0, length, c):
-        n = min(c, length - start)
+    for start in range(0, length, PRODUCT_QUERIES):
+        n = min(PRODUCT_QUERIES, length - start)
+        lo = 0 if window is None else max(0, first + start - window)  # the block's first and last key columns
+        hi = first + start + n
         block = queries[:, :, :, start : start + n].reshape(batch, kv_heads, group * n, dim)
-        band_k, band_v = keys[:, :, start : start + window + n], values[:, :, start : start + window + n]
+        block_k, block_v = keys[:, :, lo:hi], values[:, :, lo:hi]
         if g:
-            band_k, band_v = torch.cat([k_sink, band_k], 2), torch.cat([v_sink, band_v], 2)
-        scores = block @ band_k.transpose(-1, -2)  # (B, kv_heads, group·n, g + window + n)
+            block_k, block_v = torch.cat([k_sink, block_k], 2), torch.cat([v_sink, block_v], 2)
+        scores = block @ block_k.transpose(-1, -2)  # (B, kv_heads, group·n, g + hi - lo)
         if sink_queries is not None:
             sink_block = sink_queries[:, :, :, start : start + n].reshape(batch, kv_heads, group * n, dim)
             scores[..., :g] = sink_block @ k_sink.transpose(-1, -2)
-        scores += mask[:n, : g + window + n].repeat(group, 1)
-        weighted = torch.softmax(scores, dim=-1) @ band_v
+        position = torch.arange(first + start, hi, device=q.device)[:, None]  # each row's own key column
+        column = torch.arange(lo, hi, device=q.device)[None]
+        hidden = (column > position) if window is None else (column > position) | (column < position - window)
+        scores.view(batch, kv_heads, group, n, -1)[..., g:].masked_fill_(hidden, float("-inf"))
+        weighted = torch.softmax(scores, dim=-1) @ block_v
         out[:, :, :, start : start + n] = weighted.view(batch, kv_heads, group, n, dim)
     return out.view(batch, heads, length, dim)
 
