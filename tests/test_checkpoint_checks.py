@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hybridformer import load_checkpoint
-from hybridformer.checkpoint import FINGERPRINT
+from hybridformer.checkpoint import FINGERPRINT, all_finite
 from hybridformer.errors import CheckpointError
 from tests.conftest import TINY_TEXT, assert_one_line_error, run_entry
 
@@ -80,6 +80,29 @@ def test_nan_weights_are_one_line_through_the_cli(tiny_checkpoint, tmp_path):
     (tmp_path / "in.txt").write_text("the cat\n")
     result = run_entry("generate", path, "--input", tmp_path / "in.txt")
     assert_one_line_error(result, 2, "NaN or infinite", "encoder.final_norm.weight")
+
+
+def test_all_finite_catches_nan_and_inf_and_is_not_fooled_by_an_overflowing_sum():
+    big = torch.full((4,), 3e38)  # finite, but its sum overflows to inf
+    assert all_finite(big) and all_finite(torch.zeros(3, dtype=torch.bfloat16))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        assert not all_finite(torch.tensor([1.0, bad, 2.0]))
+    assert not all_finite(torch.tensor([float("inf"), float("-inf")]))  # the sum is NaN: caught as well
+
+
+def test_loading_draws_no_random_init(tiny_checkpoint, monkeypatch):
+    """The model built to receive a checkpoint is not randomly initialised (its every tensor is overwritten), and
+    the initialisers work again after the load."""
+    path = tiny_checkpoint()
+    draws = []
+    for name in ("uniform_", "normal_"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, f=original, **k: draws.append(1) or f(self, *a, **k))
+    loaded = load_checkpoint(path)
+    assert not draws
+    torch.nn.Linear(4, 4)
+    assert draws  # restored
+    assert all(bool(torch.isfinite(t).all()) for t in loaded.model.state_dict().values() if t.is_floating_point())
 
 
 @pytest.mark.parametrize("key, value, words", [

@@ -15,7 +15,8 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -194,9 +195,28 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     check_meta(meta, config, path / META)
     tokenizer = load_tokenizer(path)
     check_vocabulary(tokenizer, metadata, path)
-    model = build_model(config)
+    with random_init_skipped():  # every tensor is in the file (checked above) and overwrites the init
+        model = build_model(config)
     copy_weights_into(model, path / WEIGHTS)
     return Checkpoint(model.to(device).eval(), config, tokenizer, path, meta, read_tokenizer_config(path))
+
+
+RANDOM_INITS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+                "xavier_normal_", "orthogonal_")
+
+
+@contextmanager
+def random_init_skipped() -> Iterator[None]:
+    """``torch.nn.init``'s random initialisers do nothing inside (a model built only to be overwritten: SmolLM2's
+    drew 0.66 CPU-s of random numbers per load). No buffer that must survive a load is random."""
+    saved = {name: getattr(nn.init, name) for name in RANDOM_INITS}
+    try:
+        for name in RANDOM_INITS:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
 
 
 def copy_weights_into(model: nn.Module, weights: Path) -> None:
@@ -213,7 +233,7 @@ def copy_weights_into(model: nn.Module, weights: Path) -> None:
         for _, group in groupby(names, key=lambda name: name.rsplit(".", 1)[0].split(".")[:3]):
             with safe_open(str(weights), framework="pt") as handle:  # closed: its pages leave the process
                 tensors = {name: handle.get_tensor(name) for name in group}
-            bad += [n for n, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+            bad += [n for n, t in tensors.items() if t.is_floating_point() and not all_finite(t)]
             model.load_state_dict(tensors, strict=False)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: corrupt or truncated safetensors file ({exc})") from None
@@ -325,7 +345,7 @@ def check_weight_specs(config: ModelConfig, specs: TensorSpecs, source: Path) ->
             raise CheckpointError(f"{source}: config.json says {role}.layers={claimed} but the weights hold "
                                   f"{max(found) + 1} {role} layers")
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), random_init_skipped():
             expected = build_model(config).state_dict(keep_vars=True)
     except (RuntimeError, ValueError, OverflowError, TypeError) as exc:  # e.g. "Storage size calculation overflowed"
         raise CheckpointError(f"{source.parent / CONFIG}: describes a model that cannot be built "
@@ -365,6 +385,12 @@ def _dtype_fits(stored: torch.dtype | None, wanted: torch.dtype) -> bool:
     if stored is None:
         return False
     return stored == wanted or (stored.is_floating_point and wanted.is_floating_point)
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether no element is NaN or infinite: one sum first (any NaN or inf makes it non-finite), the elementwise
+    check only when the sum is not finite (which an overflow alone can cause). A third of the elementwise cost."""
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
 
 
 def refuse_non_finite(bad: list[str], source: Path) -> None:

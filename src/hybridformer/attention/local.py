@@ -380,7 +380,7 @@ def _band_products(q: Tensor, k: Tensor, v: Tensor, window: int | None,
         q_sink, k_sink, v_sink = sinks
         g, k_sink, v_sink = k_sink.shape[2], k_sink.to(dtype), v_sink.to(dtype)
         sink_queries = None if q_sink is q else rows(q_sink)
-    out = q.new_empty(batch, kv_heads, group, length, dim)
+    out, masks = q.new_empty(batch, kv_heads, group, length, dim), {}
     for start in range(0, length, PRODUCT_QUERIES):
         n = min(PRODUCT_QUERIES, length - start)
         lo = 0 if window is None else max(0, first + start - window)  # the block's first and last key columns
@@ -393,10 +393,14 @@ def _band_products(q: Tensor, k: Tensor, v: Tensor, window: int | None,
         if sink_queries is not None:
             sink_block = sink_queries[:, :, :, start : start + n].reshape(batch, kv_heads, group * n, dim)
             scores[..., :g] = sink_block @ k_sink.transpose(-1, -2)
-        position = torch.arange(first + start, hi, device=q.device)[:, None]  # each row's own key column
-        column = torch.arange(lo, hi, device=q.device)[None]
-        hidden = (column > position) if window is None else (column > position) | (column < position - window)
-        scores.view(batch, kv_heads, group, n, -1)[..., g:].masked_fill_(hidden, float("-inf"))
+        shape = (n, hi - lo, first + start - lo)  # rows, keys, the first row's own key: they fix the mask
+        if shape not in masks:  # every full block of a band has the same one
+            own = torch.arange(shape[2], shape[2] + n, device=q.device)[:, None]
+            column = torch.arange(hi - lo, device=q.device)[None]
+            hidden = (column > own) if window is None else (column > own) | (column < own - window)
+            masks[shape] = scores.new_zeros(n, g + hi - lo)
+            masks[shape][:, g:].masked_fill_(hidden, float("-inf"))
+        scores.view(batch, kv_heads, group, n, -1).add_(masks[shape])  # additive, every head's rows at once
         weighted = torch.softmax(scores, dim=-1) @ block_v
         out[:, :, :, start : start + n] = weighted.view(batch, kv_heads, group, n, dim)
     return out.view(batch, heads, length, dim)
