@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hybridformer.decoding.logits import (
+    argmax_rows,
     banned_ngram_mask,
     block_repeated_ngrams,
     length_penalty,
@@ -69,3 +70,12 @@ def test_penalties_by_hand():
     scores = torch.tensor([[math.log(0.5) - 0.5 - 0.5, math.log(0.3), math.log(0.2) - 0.5 - 0.25]])
     assert torch.allclose(out, scores - torch.logsumexp(scores, -1, keepdim=True))
     assert torch.allclose(penalized(log_probs, torch.zeros_like(counts), 0.0, 0.0), log_probs)
+
+
+def test_argmax_rows_is_torch_argmax_first_on_ties():
+    scores = torch.tensor([[0.0, 3.0, 3.0, -1.0], [2.0, 1.0, 2.0, 2.0], [-5.0, float("-inf"), -4.0, -4.5]])
+    assert argmax_rows(scores).tolist() == [1, 0, 2] == scores.argmax(-1).tolist()
+    assert argmax_rows(scores).dtype == torch.long
+    big = torch.randn(8, 4099)
+    assert torch.equal(argmax_rows(big), big.argmax(-1))
+    assert torch.equal(argmax_rows(big.bfloat16()), big.bfloat16().argmax(-1))  # other dtypes: torch's own

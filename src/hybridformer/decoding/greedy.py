@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .logits import EosIds, block_repeated_ngrams, eos_list, is_eos
+from .logits import EosIds, argmax_rows, block_repeated_ngrams, eos_list, is_eos
 from .scorer import Scorer
 
 Pick = Callable[[Tensor], Tensor]  # log-probs (rows, vocab) -> chosen token per row (rows,)
@@ -54,7 +54,7 @@ def token_loop(
 def greedy_search(scorer: Scorer, state, prefix: Tensor, *, eos_id: EosIds, max_new_tokens: int | Tensor,
                   no_repeat_ngram: int = 0, forced: Tensor | None = None) -> list[list[int]]:
     """Pick the most likely next token at every step (beam search with one beam, without the bookkeeping)."""
-    return token_loop(scorer, state, prefix, lambda log_probs: log_probs.argmax(-1), eos_id=eos_id,
+    return token_loop(scorer, state, prefix, argmax_rows, eos_id=eos_id,
                       max_new_tokens=max_new_tokens, no_repeat_ngram=no_repeat_ngram, forced=forced)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..decoding.logits import penalized
+from ..decoding.logits import argmax_rows, penalized
 from ..decoding.sampling import sample_tokens
 from ..engines.rows import RowEmitter
 from .batcher import DynamicBatcher, Job, _resolve
@@ -59,7 +59,7 @@ class Running:
         if self.counts is not None:
             log_probs = penalized(log_probs, self.counts[rows], opts.presence_penalty, opts.frequency_penalty)
         if not opts.sample:
-            return log_probs.argmax(-1)
+            return argmax_rows(log_probs)
         every = torch.full((self.job.rows, log_probs.shape[-1]), float("-inf"), device=log_probs.device)
         every[:, self.emitter.eos_id] = 0.0
         every[rows] = log_probs
