@@ -343,7 +343,7 @@ class BF16Linear(_PackedLinear):
     oneDNN's blocked layout (what inductor's CPU freezing does): at batch 1 the plain bf16 product streamed
     SmolLM2's vocabulary head at 15 GB/s, the prepacked one at 33 GB/s (1 thread)."""
 
-    # The attention's own products in bf16 too, where a kernel has such a path (the sliding window's bands: 1.8x
+    # The attention's own products in bf16 too, where a kernel has such a path (the sliding window's bands: 2.4x
     # SDPA's fp32 kernel, whose bf16 one is no faster on CPU; docs/RESULTS.md)
     attention_dtype = torch.bfloat16
 
