@@ -292,6 +292,7 @@ class Int4Linear(_PackedLinear):
     zero (asymmetric, as torchao's int4 weight-only scheme), x multiplied in bf16."""
 
     GROUP = 32
+    attention_dtype = torch.bfloat16  # its products are bf16 already: the attention's too (see BF16Linear)
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, out_features)

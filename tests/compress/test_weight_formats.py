@@ -104,7 +104,7 @@ def test_quantized_checkpoint_round_trips_exactly(tmp_path, scheme, monkeypatch)
     if hasattr(fmt, "repack"):  # built, then loaded: the loader's one call per layer packs that layer only
         assert len(packs) == 2 * sum(isinstance(m, fmt) for m in loaded.model.modules())
     kernels = [m for m in loaded.model.modules() if isinstance(m, AttentionKernel)]
-    assert kernels and all(m.product_dtype == (torch.bfloat16 if scheme == "bf16" else None) for m in kernels)
+    assert kernels and all(m.product_dtype == (torch.bfloat16 if scheme in ("bf16", "int4") else None) for m in kernels)
     if scheme == "bf16" and torch.ops.mkldnn._is_mkldnn_bf16_supported():  # the packed copy is the only one
         assert all(m.weight is None for m in loaded.model.modules() if isinstance(m, fmt))
     layer = loaded.model.decoder.layers[0].sublayers[-1].body
