@@ -20,7 +20,7 @@ from .cache import DecodingCache, project
 from .config import AttentionConfig, ModelConfig, RopeScaling, StackConfig
 from .context import MixerContext
 from .position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
-from .quantized import quantize_linears
+from .quantized import format_structure
 
 
 class TokenEmbedding(nn.Embedding):
@@ -346,8 +346,8 @@ def _score_bias(cfg: ModelConfig, *, bidirectional: bool) -> nn.Module | None:
 
 
 def build_model(cfg: ModelConfig) -> EncoderDecoder | DecoderLM | Encoder:
-    """Turn a validated ModelConfig into a model (random init), then replay its compression:
-    pruned attention heads, then the linear layers' weight format (see docs/compression.md)."""
+    """Turn a validated ModelConfig into a model (random init), then replay its compression: pruned attention
+    heads, then the linear layers' weight format as empty layers for the checkpoint's weights (docs/compression.md)."""
     model = apply_pruned_heads(_build_float_model(cfg), cfg.pruned_heads,
                                per_head_bias=cfg.position in ("alibi", "t5"))
-    return quantize_linears(model, cfg.quantization) if cfg.quantization else model
+    return format_structure(model, cfg.quantization) if cfg.quantization else model

@@ -408,18 +408,24 @@ FORMATS: dict[str, type[Int8Linear | Int8WeightLinear | Int4Linear | BF16Linear]
 
 
 def quantize_linears(model: nn.Module, fmt: str) -> nn.Module:
-    """Replace every ``nn.Linear`` of ``model`` that the format's kernel takes by its ``FORMATS[fmt]``
-    layer, in place (CPU only), and return the model. On the meta device only the structure is built
-    (a checkpoint's header is checked before anything is allocated)."""
+    """Replace every ``nn.Linear`` of ``model`` that the format's kernel takes by its ``FORMATS[fmt]`` layer,
+    quantized from the float weights, in place (CPU only), and return the model."""
+    return _format_linears(model, fmt, FORMATS[fmt].from_linear)
+
+
+def format_structure(model: nn.Module, fmt: str) -> nn.Module:
+    """:func:`quantize_linears`'s structure with empty layers, for weights loaded next (``build_model`` replaying a
+    checkpoint's format; on the meta device, its header check). Quantizing the random init instead cost every load:
+    int8-weight's scale search alone made loading SmolLM2 take 12 CPU-s."""
     layer = FORMATS[fmt]
-    devices = {p.device.type for p in model.parameters()}
-    if devices == {"meta"}:
-        make = lambda linear: layer(linear.in_features, linear.out_features,  # noqa: E731
-                                    bias=linear.bias is not None).to("meta")
-    elif devices - {"cpu"}:
+    return _format_linears(model, fmt, lambda linear: layer(linear.in_features, linear.out_features,
+                                                             bias=linear.bias is not None).to(linear.weight.device))
+
+
+def _format_linears(model: nn.Module, fmt: str, make: Callable[[nn.Linear], nn.Module]) -> nn.Module:
+    if {p.device.type for p in model.parameters()} - {"cpu", "meta"}:
         raise ConfigError(f"{fmt} weights run on CPU; load the model on CPU (device='cpu')")
-    else:
-        make = layer.from_linear
+    layer = FORMATS[fmt]
     model.eval()
     _swap_linears(model, make, layer.fits)
     from .attention.base import AttentionKernel  # the attention package imports this module's users
