@@ -152,7 +152,8 @@ class SlidingWindowAttention(AttentionKernel):
         later query sees its ``window + 1`` band keys, in blocks of ``BAND_QUERIES`` queries over strided views of
         the keys (no copies, one SDPA call), and the sinks, a second tiny attention merged by log-sum-exp, seen
         from the query's cache position when ``sink_positions='cache'``. The kernel computes
-        ``window + BAND_QUERIES`` scores per query for ``window + 1`` useful ones."""
+        ``window + BAND_QUERIES`` scores per query for ``window + 1`` useful ones. With ``product_dtype`` set (bf16
+        weights) both parts go through :func:`_band_products` instead."""
         n, g, w = q.shape[2], self.num_global, self.window
         head = min(n, max(0, g + w + 1 - offset))  # here shift is 0: every earlier key is kept
         parts = []
