@@ -345,6 +345,29 @@ class RollingKVCache:
         self.kept_positions = torch.maximum(self.kept_positions, other.kept_positions)
 
 
+class SplitHeadsState:
+    """Two states over disjoint kv heads of one layer: a growing cache for the heads that attend their whole
+    past and a window's ring for the others (``retrieval_heads``)."""
+
+    def __init__(self, full: KVCache, local: RollingKVCache) -> None:
+        self.full, self.local = full, local
+
+    def reserve(self, columns: int) -> None:
+        self.full.reserve(columns)
+
+    def reorder(self, index: Tensor) -> None:
+        self.full.reorder(index)
+        self.local.reorder(index)
+
+    def shift(self, n: int) -> None:
+        self.full.shift(n)
+        self.local.shift(n)
+
+    def cat(self, other: SplitHeadsState) -> None:
+        self.full.cat(other.full)
+        self.local.cat(other.local)
+
+
 class LinearAttentionState:
     """Recurrent state of kernelized attention (Katharopoulos et al., 2020): O(1) memory per token.
 

@@ -47,6 +47,7 @@ class LongifyPlan:
     rope_scaling: str | None = None  # none | linear:F | ntk:F | yarn:F | dynamic:F
     global_tokens: int = 0
     pattern: str | None = None  # local/global layer pattern, repeated over the stack: local,local,global | every:N
+    retrieval_heads: int = 0  # keep full caches for this many kv heads, scored on pass-key prompts (decoder LMs)
 
 
 # ----------------------------------------------------------------------------- parsing user input
@@ -147,10 +148,15 @@ def model_stacks(cfg: ModelConfig) -> list[str]:
     return {"decoder_lm": ["decoder"], "encoder_classifier": ["encoder"]}.get(cfg.arch, ["encoder", "decoder"])
 
 
-def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, dict[str, Any]]:
-    """The longified ModelConfig and the record of what changed (for ``meta.json``)."""
+def longify_config(cfg: ModelConfig, plan: LongifyPlan, full_heads: dict[int, list[int]] | None = None,
+                   ) -> tuple[ModelConfig, dict[str, Any]]:
+    """The longified ModelConfig and the record of what changed (for ``meta.json``). ``full_heads``
+    (``{layer: [kv heads]}``, :func:`hybridformer.retrieval.top_heads`) keeps those heads' full attention in a
+    decoder's layers (``retrieval_heads``) and gives the others the window."""
     attention = _with_globals(plan.attention, plan.global_tokens)
     stacks = _chosen_stacks(cfg, plan.stack)
+    if full_heads is not None:
+        _check_retrieval_plan(cfg, plan, attention, stacks)
     update: dict[str, Any] = {}
     changed_layers: dict[str, list[int]] = {}
     _check_sink_positions(cfg, attention, stacks)
@@ -176,15 +182,18 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
             raise ConfigError(f"--layers {plan.layers!r}: none of the chosen {role} layers has self-attention "
                               f"(those that do: {', '.join(map(str, attending))})")
         carried = _carry_dropout(stack, attention)
-        new = {i: _keep_rope_base(carried, stack.attention_of(i)) for i in layers}
+        new = {i: _keep_rope_base(_retrieving(carried, (full_heads or {}).get(i)), stack.attention_of(i))
+               for i in layers}
         if layers == list(range(stack.layers)):
             default = _keep_rope_base(carried, stack.attention)
             overrides = {i: a for i, a in new.items() if a != default}  # layers rotating with their own base
             update[role] = stack.model_copy(update={"attention": default, "layer_attention": overrides})
         else:
             update[role] = stack.model_copy(update={"layer_attention": {**stack.layer_attention, **new}})
-        if role in global_layers and scaling is not None:  # only the global layers read past the trained length
-            rotations = {**stack.layer_rope_scaling, **dict.fromkeys(global_layers[role], RopeScaling(**scaling))}
+        # only the global layers (or those with retrieval heads) read past the trained length
+        far = global_layers.get(role) or (sorted(full_heads) if full_heads else [])
+        if far and scaling is not None:
+            rotations = {**stack.layer_rope_scaling, **dict.fromkeys(far, RopeScaling(**scaling))}
             update[role] = update[role].model_copy(update={"layer_rope_scaling": rotations})
         changed_layers[role] = layers
     old_max = cfg.max_positions
@@ -198,7 +207,7 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan) -> tuple[ModelConfig, di
     if plan.global_tokens > positions:
         raise ConfigError(f"--global-tokens {plan.global_tokens:,} exceeds the model's {positions:,} positions; "
                           "global tokens are a few leading tokens (e.g. 1 to 64)")
-    if scaling is not None and not global_layers:
+    if scaling is not None and not global_layers and not full_heads:
         update["rope_scaling"] = scaling
     data = cfg.model_dump()
     data.update({k: v.model_dump() if isinstance(v, StackConfig) else v for k, v in update.items()})
@@ -249,9 +258,35 @@ def decoding_memory(cfg: ModelConfig, length: int, bytes_per_value: int = 4) -> 
         elif attention.name in ("sliding_window", "window_linear"):  # + window_linear's fixed linear state
             kernel = ATTENTION[attention.name](**attention.options)
             tokens.append(min(length, kernel.window + getattr(kernel, "num_global", 0) + getattr(kernel, "keep", 0)))
+        elif attention.name == "retrieval_heads":  # full kv heads and windowed ones: their mean per layer
+            kernel = ATTENTION[attention.name](**attention.options)
+            full = len(kernel.full_heads) / cfg.num_kv_heads
+            windowed = min(length, kernel.local.window + kernel.local.num_global)
+            tokens.append(round(full * length + (1 - full) * windowed))
         else:
             tokens.append(0 if attention.name in ("linear", "performer") else length)
     return {"length": length, "kv_tokens_per_layer": tokens, "kv_mib": round(sum(tokens) * per_token / 2**20, 2)}
+
+
+def _check_retrieval_plan(cfg: ModelConfig, plan: LongifyPlan, attention: AttentionConfig, stacks: list[str]) -> None:
+    """Retrieval heads split a decoder LM's layers between full heads and ``sliding_window`` streaming heads."""
+    if cfg.arch != "decoder_lm" or stacks != ["decoder"]:
+        raise ConfigError("--retrieval-heads is for decoder LMs (their decoder stack)")
+    if attention.name != "sliding_window" or {"keep", "observe"} & set(attention.options):
+        raise ConfigError("--retrieval-heads gives the other heads a window: use --attention sliding_window:window=N "
+                          "(with sink_positions; without keep)")
+    if plan.layers != "all" or plan.pattern is not None:
+        raise ConfigError("--retrieval-heads chooses heads in every layer; drop --layers, --global-every and "
+                          "--layer-attention")
+
+
+def _retrieving(attention: AttentionConfig, heads: list[int] | None) -> AttentionConfig:
+    """A layer with retrieval heads: those kv heads attend everything, the others keep ``attention``'s window."""
+    if not heads:
+        return attention
+    window = {k: v for k, v in attention.options.items() if k in ("window", "num_global", "sink_positions",
+                                                                   "chunk_size")}
+    return AttentionConfig(name="retrieval_heads", full_heads=heads, **window)
 
 
 def _chosen_stacks(cfg: ModelConfig, stack: str | None) -> list[str]:
@@ -345,7 +380,16 @@ def _transfer(old: nn.Module, new: nn.Module, offset: int) -> None:
 
 def longify_checkpoint(checkpoint: Checkpoint, plan: LongifyPlan) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
     """In memory: the longified model (eval mode), its config, and the change record."""
-    new_cfg, record = longify_config(checkpoint.config, plan)
+    full_heads = scores = None
+    if plan.retrieval_heads:
+        from .retrieval import retrieval_scores, top_heads
+
+        scores = retrieval_scores(checkpoint)
+        full_heads = top_heads(scores, plan.retrieval_heads)
+    new_cfg, record = longify_config(checkpoint.config, plan, full_heads)
+    if scores is not None:
+        record["retrieval_heads"] = {"count": plan.retrieval_heads, "full_heads": full_heads,
+                                     "scores": [[round(x, 4) for x in row] for row in scores.tolist()]}
     model = build_model(new_cfg)
     _transfer(checkpoint.model, model, getattr(new_cfg, "position_offset", 0))
     return model.eval(), new_cfg, record
@@ -354,15 +398,17 @@ def longify_checkpoint(checkpoint: Checkpoint, plan: LongifyPlan) -> tuple[nn.Mo
 def longify(
     ckpt: str | Path, out: str | Path, *, attention: str | AttentionConfig | dict[str, Any], layers: str = "all",
     stack: str | None = None, max_positions: int | None = None, rope_scaling: str | None = None,
-    global_tokens: int = 0, pattern: str | None = None, overwrite: bool = False,
+    global_tokens: int = 0, pattern: str | None = None, retrieval_heads: int = 0, overwrite: bool = False,
 ) -> Path:
     """Write a longified copy of checkpoint ``ckpt`` to ``out`` (see module docstring); returns ``out``.
 
     ``pattern`` (:func:`parse_pattern`: ``every:6`` or ``local,...,global``) keeps the global layers'
-    attention and windows the others; ``rope_scaling`` then goes to the global layers only."""
+    attention and windows the others; ``rope_scaling`` then goes to the global layers only. ``retrieval_heads``
+    N keeps full attention in the N kv heads that score best on pass-key prompts (:mod:`hybridformer.retrieval`)
+    and gives every other head the window (a decoder LM; ``attention`` a ``sliding_window``)."""
     out = prepare_output_dir(out, overwrite=overwrite, inputs=[ckpt])
     plan = LongifyPlan(parse_attention_spec(attention), layers, stack, max_positions, rope_scaling, global_tokens,
-                       pattern)
+                       pattern, retrieval_heads)
     checkpoint = load_checkpoint(ckpt)
     model, new_cfg, record = longify_checkpoint(checkpoint, plan)
     record["source"] = str(Path(ckpt))

@@ -6,7 +6,7 @@ tests/cli/test_lazy_cli.py checks they match the registries (``attention.ATTENTI
 """
 
 ATTENTION_NAMES = ("reference", "full", "chunked", "sliding_window", "block_sparse", "linear", "performer",
-                   "linformer", "nystrom", "window_linear")
+                   "linformer", "nystrom", "window_linear", "retrieval_heads")
 LAYER_NAMES = ("transformer", "conformer", "lsra", "branchformer", "ebranchformer", "lightconv", "dynamicconv",
                "shortconv", "mamba2", "parallel_mamba2")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh")

@@ -23,6 +23,7 @@ from .local import SlidingWindowAttention
 from .low_rank import LinformerAttention, NystromAttention
 from .multihead import CrossAttention, MultiHeadAttention
 from .reference import ReferenceAttention
+from .retrieval_heads import RetrievalHeadsAttention
 from .window_linear import WindowLinearAttention
 
 ATTENTION: dict[str, type[AttentionKernel]] = {
@@ -36,6 +37,7 @@ ATTENTION: dict[str, type[AttentionKernel]] = {
     "linformer": LinformerAttention,
     "nystrom": NystromAttention,
     "window_linear": WindowLinearAttention,
+    "retrieval_heads": RetrievalHeadsAttention,
 }
 
 
@@ -87,5 +89,5 @@ __all__ = [
     "ALiBi", "T5RelativeBias",
     "MultiHeadAttention", "CrossAttention", "FullAttention", "ReferenceAttention", "ChunkedAttention",
     "SlidingWindowAttention", "BlockSparseAttention", "LinearAttention", "PerformerAttention", "LinformerAttention",
-    "NystromAttention", "WindowLinearAttention",
+    "NystromAttention", "WindowLinearAttention", "RetrievalHeadsAttention",
 ]

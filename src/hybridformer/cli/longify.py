@@ -28,6 +28,9 @@ def longify(
                                      "one global); --rope-scaling then applies to the global layers only."),
     layer_attention: str = typer.Option(None, "--layer-attention", help="Layer pattern, explicit: local/global "
                                         "(or l/g) per layer, repeated over the stack, e.g. l,l,l,l,l,g."),
+    retrieval_heads: int = typer.Option(0, "--retrieval-heads", help="Keep full attention in the N kv heads that "
+                                        "attend a pass key most when recalling it (scored on generated prompts); "
+                                        "every other head gets --attention's window (DuoAttention, RazorAttention)."),
     out: Path = typer.Option(..., "--out", help="Directory for the longified checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
 ) -> None:
@@ -48,6 +51,9 @@ def longify(
       hybridformer longify smollm2 --attention sliding_window:window=2048,sink_positions=cache --global-tokens 4
         --global-every 6 --rope-scaling yarn:4 --max-positions 32768 --out smollm2-gemma   (5 local : 1 global)
 
+      hybridformer longify smollm2 --attention sliding_window:window=1024 --global-tokens 4 --retrieval-heads 15
+        --rope-scaling dynamic:4 --max-positions 32768 --out smollm2-retrieval   (full caches for 15 kv heads)
+
       hybridformer longify m30k/best --stack encoder --layers every:2 --attention sliding_window:window=64 --out m30k-l
     """
     from ..checkpoint import load_meta
@@ -58,9 +64,14 @@ def longify(
     pattern = f"every:{global_every}" if global_every is not None else layer_attention
     written = longify_api(checkpoint, out, attention=attention, layers=layers, stack=stack,
                           max_positions=max_positions, rope_scaling=rope_scaling, global_tokens=global_tokens,
-                          pattern=pattern, overwrite=overwrite)
+                          pattern=pattern, retrieval_heads=retrieval_heads, overwrite=overwrite)
     typer.echo(f"longified {checkpoint} -> {written}")
-    memory = load_meta(written)["longify"][-1].get("decoding_memory")
+    record = load_meta(written)["longify"][-1]
+    if "retrieval_heads" in record:
+        chosen = record["retrieval_heads"]["full_heads"]
+        listed = ", ".join(f"{layer}: {heads}" for layer, heads in chosen.items())
+        typer.echo(f"retrieval heads (layer: kv heads) kept whole: {listed}")
+    memory = record.get("decoding_memory")
     if memory is not None:
         typer.echo(f"decoding memory at {memory['length']:,} tokens (float32 KV caches): {memory['kv_mib']:,} MiB, "
                    f"full attention {memory['original_kv_mib']:,} MiB")
