@@ -38,6 +38,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ConfigError
@@ -390,10 +391,13 @@ class BF16Linear(_PackedLinear):
         return state
 
     def product(self, x: Tensor) -> Tensor:
+        packed = self.packed()
+        if packed is self.weight:  # a CPU without oneDNN bf16 (no AVX-512): PyTorch's own bf16 product
+            return F.linear(x, packed, self.bias)
         rows = x.reshape(-1, self.in_features)
         if len(rows) == 1:  # oneDNN sums one row in another order than several: a row's result would depend on
             rows = rows.expand(2, -1)  # its batch, so it goes as two (batch invariance; as cheap, measured)
-        out = torch.ops.mkldnn._linear_pointwise(rows, self.packed(), self.bias, "none", [], "")
+        out = torch.ops.mkldnn._linear_pointwise(rows, packed, self.bias, "none", [], "")
         return out[: x.numel() // self.in_features].reshape(*x.shape[:-1], self.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
