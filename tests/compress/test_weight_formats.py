@@ -87,6 +87,20 @@ def test_a_bf16_row_gets_the_same_bits_alone_as_in_a_batch(one_thread):
     expected = nn.functional.linear(rows.bfloat16(), layer.state_dict()["weight"], layer.bias).float()
     torch.testing.assert_close(together, expected, atol=0.02 * expected.abs().max(), rtol=0)
 
+def test_bf16_weights_run_on_a_cpu_without_onednn_bf16(monkeypatch):
+    """Without AVX-512 oneDNN has no bf16 product (it failed to create its primitive): the layer keeps its plain
+    weight and multiplies through PyTorch's own bf16 product, and still saves the same tensors."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    linear = nn.Linear(24, 10)
+    layer = BF16Linear.from_linear(linear)
+    assert layer.weight is not None and layer.packed() is layer.weight
+    x = torch.randn(3, 5, 24)
+    with torch.no_grad():
+        expected = nn.functional.linear(x.bfloat16(), linear.weight.bfloat16(), linear.bias.bfloat16()).float()
+        torch.testing.assert_close(layer(x), expected)
+    assert torch.equal(layer.state_dict()["weight"], linear.weight.bfloat16())
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_quantized_checkpoint_round_trips_exactly(tmp_path, scheme, monkeypatch):
     config = tiny("decoder_lm")
