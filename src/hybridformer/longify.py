@@ -384,6 +384,9 @@ def longify_checkpoint(checkpoint: Checkpoint, plan: LongifyPlan) -> tuple[nn.Mo
     if plan.retrieval_heads:
         from .retrieval import retrieval_scores, top_heads
 
+        cfg = checkpoint.config  # a plan that cannot work is refused before the heads are scored
+        attention = _with_globals(plan.attention, plan.global_tokens)
+        _check_retrieval_plan(cfg, plan, attention, _chosen_stacks(cfg, plan.stack))
         scores = retrieval_scores(checkpoint)
         full_heads = top_heads(scores, plan.retrieval_heads)
     new_cfg, record = longify_config(checkpoint.config, plan, full_heads)
