@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Two pytest-xdist workers share the CI's two cores: one torch thread each, so neither oversubscribes them.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -90,6 +92,20 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
+def in_process(monkeypatch, capsys):
+    """``in_process(*args)``: ``hybridformer ARGS`` run in-process, as a result with ``returncode``, ``stdout`` and
+    ``stderr`` (what ``assert_one_line_error`` reads). For matrices of refusals: a console-script subprocess costs a
+    torch import (~3 s here); one real-entry test per command stays (``run_entry``)."""
+    from types import SimpleNamespace
+
+    def run(*args):
+        code, out, err = run_cli(monkeypatch, capsys, *args)
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
+
+
+@pytest.fixture
 def one_thread():
     """Tiny models run fastest (and steadiest on a shared 2-core machine) on one torch thread."""
     before = torch.get_num_threads()
@@ -102,8 +118,6 @@ def one_thread():
 
 def entry_env(**extra: str) -> dict[str, str]:
     """The environment for a subprocess that must import this checkout (not another install)."""
-    import os
-
     import hybridformer
 
     src = str(Path(hybridformer.__file__).resolve().parents[1])
@@ -162,7 +176,6 @@ def run_on_terminal(args: list, *, until: str | None = None, then=None, timeout:
     """Run the real console script with stderr on a pseudo-terminal (so progress bars draw): (process, stdout,
     what the terminal showed). The terminal is drained while it runs (a full pty buffer would block the writer);
     once what it showed matches the regex ``until``, ``then(process)`` is called once (e.g. to send a signal)."""
-    import os
     import pty
     import re
     import select

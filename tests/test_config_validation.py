@@ -29,8 +29,8 @@ RECIPE = CONFIGS / "multi30k-small.yaml"
     ("rope_base=0", ["rope_base", "greater than 1"]),
     ("dropout=.nan", ["dropout", "finite"]),
 ])
-def test_config_check_refuses_bad_model_values(override, words):
-    assert_one_line_error(run_entry("config", "check", "--set", override), 2, *words)
+def test_config_check_refuses_bad_model_values(override, words, in_process):
+    assert_one_line_error(in_process("config", "check", "--set", override), 2, *words)
 
 
 @pytest.mark.parametrize("override, words", [
@@ -39,18 +39,22 @@ def test_config_check_refuses_bad_model_values(override, words):
     ("train.lr=.inf", ["train.lr", "finite"]),
     ("data.vocab_size=1", ["data.vocab_size", str(BPE_MIN_VOCAB)]),
 ])
-def test_config_check_refuses_bad_recipe_values(override, words):
-    assert_one_line_error(run_entry("config", "check", RECIPE, "--set", override), 2, *words)
+def test_config_check_refuses_bad_recipe_values(override, words, in_process):
+    assert_one_line_error(in_process("config", "check", RECIPE, "--set", override), 2, *words)
 
 
-def test_config_check_accepts_every_shipped_recipe(tmp_path):
+def test_config_check_accepts_every_shipped_recipe(tmp_path, in_process):
+    """In-process, so 13 recipes cost one torch import (the console script itself: tests/cli/test_config_cmd.py)."""
+    def check(*args):
+        return in_process("config", "check", *args)
+
     for recipe in sorted(CONFIGS.glob("*.yaml")):
         overrides = stand_in_overrides(recipe, tmp_path / recipe.stem)
-        result = run_entry("config", "check", recipe, *(arg for o in overrides for arg in ("--set", o)))
+        result = check(recipe, *(arg for o in overrides for arg in ("--set", o)))
         assert result.returncode == 0, (recipe, result.stderr)
         assert '"train"' in result.stdout and '"model"' in result.stdout
         if overrides:  # a fine-tune before its conversion: one line naming the key and the missing checkpoint
-            missing = run_entry("config", "check", recipe, "--set", f"train.init_from={tmp_path}/not-converted")
+            missing = check(recipe, "--set", f"train.init_from={tmp_path}/not-converted")
             assert_one_line_error(missing, 2, "train.init_from", "not-converted", "not a checkpoint directory")
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from hybridformer.bench import run_benchmark
 from hybridformer.errors import ConfigError
-from tests.conftest import assert_one_line_error, run_entry
+from tests.conftest import assert_one_line_error
 
 
 @pytest.mark.parametrize("args, words", [
@@ -15,8 +15,8 @@ from tests.conftest import assert_one_line_error, run_entry
     (["--heads", "0"], ["heads must be positive"]),
     (["--bias", "foo"], ["bias='foo'", "alibi"]),
 ])
-def test_bench_attention_refuses_bad_sizes(tmp_path, args, words):
-    result = run_entry("bench", "attention", "-m", "full", *args, "--out", tmp_path / "b")
+def test_bench_attention_refuses_bad_sizes(tmp_path, args, words, in_process):
+    result = in_process("bench", "attention", "-m", "full", *args, "--out", tmp_path / "b")
     assert_one_line_error(result, 2, *words)
     assert not (tmp_path / "b").exists()
 

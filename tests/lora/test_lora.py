@@ -101,7 +101,7 @@ def test_adapter_loads_in_peft_on_the_hf_export(lora_run, tmp_path: Path) -> Non
         assert (plain(tokens).logits - ours).abs().max() < 1e-4
 
 
-def test_fold_equals_base_plus_adapter(lora_run, tmp_path: Path) -> None:
+def test_fold_equals_base_plus_adapter(lora_run, tmp_path: Path, in_process) -> None:
     """``merge --fold`` (W + ΔW) gives the logits of the base running peft's LoRA layers (W x + B A x)."""
     base, _, run = lora_run
     best = run / "checkpoints" / "best"
@@ -116,13 +116,14 @@ def test_fold_equals_base_plus_adapter(lora_run, tmp_path: Path) -> None:
     assert (logits(folded.model, tokens) - logits(unfolded.model.eval(), tokens)).abs().max() < 1e-5
     assert (folded.path / "tokenizer_config.json").is_file()  # the chat template travels
 
-    again = run_entry("merge", "--fold", "--adapter", best, "--out", tmp_path / "folded")
+    again = in_process("merge", "--fold", "--adapter", best, "--out", tmp_path / "folded")
     assert_one_line_error(again, 2, "--overwrite")
-    plain = run_entry("generate", best, "--input", "-", "--beam", "1", "--max-len-b", "3", input="the cat\n")
-    with_flag = run_entry("generate", base, "--adapter", best, "--input", "-", "--beam", "1", "--max-len-b", "3",
-                          input="the cat\n")
+    (tmp_path / "in.txt").write_text("the cat\n")
+    plain = in_process("generate", best, "--input", tmp_path / "in.txt", "--beam", "1", "--max-len-b", "3")
+    with_flag = in_process("generate", base, "--adapter", best, "--input", tmp_path / "in.txt", "--beam", "1",
+                           "--max-len-b", "3")
     assert plain.returncode == 0 and plain.stdout == with_flag.stdout, plain.stderr[-2000:]
-    ct2 = run_entry("generate", base, "--adapter", best, "--engine", "ct2", "--input", "-", input="the cat\n")
+    ct2 = in_process("generate", base, "--adapter", best, "--engine", "ct2", "--input", tmp_path / "in.txt")
     assert_one_line_error(ct2, 2, "--fold")
 
 
