@@ -38,7 +38,6 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ConfigError
@@ -134,9 +133,12 @@ class _PackedLinear(nn.Module):
         self._register()  # a copy is a layer of its own
 
 
-# FBGEMM multiplies uint8 activations by int8 weights; without VNNI its pairwise int16 sums can saturate, so
-# activations then keep 7 bits (what torch.ao always does). With VNNI the full 8 bits are exact and halve the error.
-_REDUCE_RANGE = not torch.cpu._is_vnni_supported()
+# FBGEMM multiplies uint8 activations by int8 weights. Without VNNI it sums pairs of products in int16, which
+# saturates unless activations or weights give up a bit: 8-bit activations with 8-bit weights scored +23%
+# perplexity on SmolLM2 (AVX2 EPYC). So a CPU without VNNI quantizes weights to 7 bits, and a layer whose weights
+# fit 7 bits takes 8-bit activations on any CPU (+4.7% there, against +11.9% for 7-bit activations, what torch.ao
+# always does); 8-bit weights (quantized on a VNNI CPU) run there with 7-bit activations.
+_VNNI = torch.cpu._is_vnni_supported()
 _SHARED_SCALE_ROWS = 8  # calls with up to this many rows (decoding steps) quantize them with one scale
 
 
@@ -156,10 +158,14 @@ class Int8Linear(_PackedLinear):
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+    def from_linear(cls, linear: nn.Linear, weight_bits: int | None = None) -> Int8Linear:
         """Each row's scale from its peak: choosing it by least squared error (:func:`int8_per_channel`) measured
-        no better here, where the activations' quantization dominates the error (docs/compression.md)."""
-        layer = _int8_from_linear(cls, linear, clip=False)
+        no better here, where the activations' quantization dominates the error (docs/compression.md).
+        ``weight_bits`` None: 8 with VNNI, else 7, so that the activations keep 8 (see ``_VNNI``). After SmoothQuant,
+        which moves the activations' outliers into the weights, :func:`quantize_model` asks for 8 (SmolLM2 on an AVX2
+        CPU, 4,096 tokens: +1.3% perplexity, against +3.8% with 7-bit weights)."""
+        bits = weight_bits or (8 if _VNNI else 7)
+        layer = _int8_from_linear(cls, linear, clip=False, bits=bits)
         layer.repack()
         return layer
 
@@ -169,9 +175,12 @@ class Int8Linear(_PackedLinear):
             weight = torch._make_per_channel_quantized_tensor(
                 self.weight_int8, self.weight_scale, self.weight_zero_point, 0)
         self._packed = torch.ops.quantized.linear_prepack(weight, self.bias)
+        seven_bits = bool(self.weight_int8.min() >= -64 and self.weight_int8.max() <= 63)  # (quantized here: ±63)
+        self.reduce_range = not (_VNNI or seven_bits)  # 7-bit activations only where int16 sums could saturate
 
     def product(self, x: Tensor) -> Tensor:
-        return torch.ops.quantized.linear_dynamic(x, self.packed(), _REDUCE_RANGE)
+        packed = self.packed()  # packing also sets reduce_range
+        return torch.ops.quantized.linear_dynamic(x, packed, self.reduce_range)
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.float()
@@ -241,10 +250,10 @@ class _Int8WeightMatmul(torch.autograd.Function):
         return (grad * scale.to(grad.dtype)) @ weight_int8.to(grad.dtype), None, None, None
 
 
-def _int8_from_linear(cls: type[Int8Linear | Int8WeightLinear], linear: nn.Linear, *, clip: bool):
-    """``cls`` filled with ``linear``'s weight in int8, symmetric per output channel, and its bias."""
+def _int8_from_linear(cls: type[Int8Linear | Int8WeightLinear], linear: nn.Linear, *, clip: bool, bits: int = 8):
+    """``cls`` filled with ``linear``'s weight in int8 (``bits`` of it), symmetric per output channel, and its bias."""
     layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-    weight, scale = int8_per_channel(linear.weight, clip=clip)
+    weight, scale = int8_per_channel(linear.weight, clip=clip, bits=bits)
     layer.weight_int8.copy_(weight)
     layer.weight_scale.copy_(scale)  # the zero points (Int8Linear's buffer) stay 0: symmetric
     if linear.bias is not None:
@@ -256,8 +265,11 @@ CLIP_RATIOS = tuple(1 - 0.02 * i for i in range(16))  # a row's scale: its peak'
 
 
 @torch.no_grad()
-def int8_per_channel(weight: Tensor, clip: bool = True) -> tuple[Tensor, Tensor]:
-    """``weight`` (out, in) as int8 values and one symmetric scale per output channel (torchao's helpers).
+def int8_per_channel(weight: Tensor, clip: bool = True, bits: int = 8) -> tuple[Tensor, Tensor]:
+    """``weight`` (out, in) as int8 values and one symmetric scale per output channel (torchao's helpers);
+    ``bits=7`` keeps them in [-63, 63] (see ``_VNNI``) with the peak on ±63 exactly: the observer's scale (peak /
+    63.5) rounds a negative peak to -63, half a step off on the outlier weights that matter most (+6.8% perplexity
+    on SmolLM2 with 8-bit activations, against +3.5% with the peak kept).
 
     ``clip=False`` takes each row's peak as its range: the values and scales of PyTorch's per-channel qint8
     observer, exactly. ``clip=True`` gives each row the scale of least squared error among its peak's times
@@ -268,7 +280,15 @@ def int8_per_channel(weight: Tensor, clip: bool = True) -> tuple[Tensor, Tensor]
         from torchao.quantization.quant_primitives import quantize_affine
         from torchao.quantization.utils import dynamically_quantize_per_channel
     weight = weight.float()
-    values, scale, zero = dynamically_quantize_per_channel(weight, -128, 127, torch.int8)
+    if bits == 8:
+        low, high = -128, 127
+        values, scale, zero = dynamically_quantize_per_channel(weight, low, high, torch.int8)
+    else:
+        high = 2 ** (bits - 1) - 1
+        low = -high
+        scale = weight.abs().amax(1).clamp(min=torch.finfo(torch.float32).eps) / high
+        zero = torch.zeros(len(weight), dtype=torch.int64)
+        values = quantize_affine(weight, (1, weight.shape[1]), scale, zero, torch.int8, low, high)
     if not clip:
         return values, scale
 
@@ -279,7 +299,7 @@ def int8_per_channel(weight: Tensor, clip: bool = True) -> tuple[Tensor, Tensor]
     peak_scale = scale
     for ratio in CLIP_RATIOS[1:]:
         trial_scale = peak_scale * ratio
-        trial = quantize_affine(weight, (1, weight.shape[1]), trial_scale, zero, torch.int8, -128, 127)
+        trial = quantize_affine(weight, (1, weight.shape[1]), trial_scale, zero, torch.int8, low, high)
         trial_error = error(trial, trial_scale)
         better = trial_error < best
         best = torch.where(better, trial_error, best)
@@ -366,17 +386,25 @@ class BF16Linear(_PackedLinear):
 
     def repack(self) -> None:
         """Pack the weight and let the packed copy be the only one (holding both cost SmolLM2 270 MB more than
-        its fp32 weights' half); ``state_dict`` unpacks it. Without oneDNN bf16 the plain weight is kept."""
-        if not fast_bf16():
-            self._packed = self.weight
-            return
-        self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1)
+        its fp32 weights' half); ``state_dict`` unpacks it. A CPU without bf16 units emulates bf16 products at ~1%
+        of fp32's rate, and casting the weight to fp32 in every call made a SmolLM2 step 3.3x slower than fp32's
+        (AVX2 EPYC, batch 1): there the weight is held once, in fp32 (the bf16 values; fp32's memory and speed),
+        transposed: MKL multiplies one row by an (in, out) matrix up to 1.6x faster (the vocabulary head), as
+        :func:`~hybridformer.cache.project` does for fp32 layers."""
+        self._packed = (torch.ops.mkldnn._reorder_linear_weight(self.weight, 1) if fast_bf16()
+                        else self.weight.float().t().contiguous())
         self.weight = None
+
+    def _plain_weight(self) -> Tensor:
+        """The bf16 (out, in) weight back from the held copy, exactly."""
+        if self._packed.dtype == torch.float32:
+            return self._packed.t().to(torch.bfloat16)
+        return self._packed.to_dense()
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if self.weight is None:
-            destination[prefix + "weight"] = self._packed.to_dense()
+            destination[prefix + "weight"] = self._plain_weight()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         if self.weight is None and prefix + "weight" in state_dict:  # held packed: a plain buffer to load into
@@ -387,19 +415,19 @@ class BF16Linear(_PackedLinear):
         """A copy gets the plain weight back (and packs it again)."""
         state = super().__getstate__()
         if self.weight is None:
-            state["_buffers"] = {**state["_buffers"], "weight": self._packed.to_dense()}
+            state["_buffers"] = {**state["_buffers"], "weight": self._plain_weight()}
         return state
 
     def product(self, x: Tensor) -> Tensor:
         packed = self.packed()
         rows = x.reshape(-1, self.in_features)
+        if packed.dtype == torch.float32:  # a CPU without bf16 units (see repack): the bf16 values in fp32, one
+            out = rows.float() @ packed  # row as one (MKL's 2-row product took 2-3x as long)
+            out = out if self.bias is None else out + self.bias.float()
+            return out.to(torch.bfloat16).reshape(*x.shape[:-1], self.out_features)
         if len(rows) == 1:  # oneDNN sums one row in another order than several: a row's result would depend on
             rows = rows.expand(2, -1)  # its batch, so it goes as two (batch invariance; as cheap, measured)
-        if packed is self.weight:  # a CPU without bf16 units: its emulated bf16 GEMM ran at 1% of fp32's rate,
-            bias = None if self.bias is None else self.bias.float()  # so the bf16 values multiply in fp32
-            out = F.linear(rows.float(), packed.float(), bias).to(torch.bfloat16)
-        else:
-            out = torch.ops.mkldnn._linear_pointwise(rows, packed, self.bias, "none", [], "")
+        out = torch.ops.mkldnn._linear_pointwise(rows, packed, self.bias, "none", [], "")
         return out[: x.numel() // self.in_features].reshape(*x.shape[:-1], self.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -419,10 +447,11 @@ FORMATS: dict[str, type[Int8Linear | Int8WeightLinear | Int4Linear | BF16Linear]
     "dynamic_int8": Int8Linear, "int8_weight": Int8WeightLinear, "int4": Int4Linear, "bf16": BF16Linear}
 
 
-def quantize_linears(model: nn.Module, fmt: str) -> nn.Module:
+def quantize_linears(model: nn.Module, fmt: str, **options) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` that the format's kernel takes by its ``FORMATS[fmt]`` layer,
-    quantized from the float weights, in place (CPU only), and return the model."""
-    return _format_linears(model, fmt, FORMATS[fmt].from_linear)
+    quantized from the float weights (``options``: the layer's ``from_linear`` options), in place (CPU only), and
+    return the model."""
+    return _format_linears(model, fmt, lambda linear: FORMATS[fmt].from_linear(linear, **options))
 
 
 def format_structure(model: nn.Module, fmt: str) -> nn.Module:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from hybridformer import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from hybridformer import ModelConfig, build_model, load_checkpoint, quantized, save_checkpoint
 from hybridformer.compress import Int8Linear, quantize_dynamic_int8, quantize_model, state_size
 from hybridformer.decoding import ModelScorer, greedy_search
 from hybridformer.errors import ConfigError
-from hybridformer.quantized import _REDUCE_RANGE, CLIP_RATIOS, int8_per_channel
+from hybridformer.quantized import CLIP_RATIOS, int8_per_channel
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -28,9 +28,13 @@ def batch():
     return src, tgt
 
 
-def test_int8_linear_matches_pytorch_dynamic_quantization():
+@pytest.mark.parametrize("vnni", [True, False])
+def test_int8_linear_matches_pytorch_dynamic_quantization(monkeypatch, vnni):
+    """With VNNI: torch.ao's weights and kernel call, exactly, with 8-bit activations. Without: the weights keep
+    7 bits (the observer's values for the range [-64, 63]), so the activations can keep 8 (see the next test)."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    monkeypatch.setattr(quantized, "_VNNI", vnni)
     float_model = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 8))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -38,14 +42,57 @@ def test_int8_linear_matches_pytorch_dynamic_quantization():
     ours = copy.deepcopy(float_model)
     ours[0], ours[2] = (Int8Linear.from_linear(layer) for layer in (float_model[0], float_model[2]))
     weight, _ = reference[0]._packed_params._weight_bias()
-    assert torch.equal(ours[0].weight_int8, weight.int_repr())
-    assert torch.equal(ours[0].weight_scale, weight.q_per_channel_scales())
-    # one row (a decoding step at batch 1): torch.ao's kernel call, with 8-bit activations where VNNI allows
-    x = torch.randn(1, 16)
-    packed = reference[0]._packed_params._packed_params
-    assert torch.equal(ours[0](x), torch.ops.quantized.linear_dynamic(x, packed, _REDUCE_RANGE))
+    peak = float_model[0].weight.abs().amax(1)
+    if vnni:
+        assert torch.equal(ours[0].weight_int8, weight.int_repr())
+        assert torch.equal(ours[0].weight_scale, weight.q_per_channel_scales())
+        packed = reference[0]._packed_params._packed_params
+    else:
+        assert torch.equal(ours[0].weight_int8.abs().amax(1), torch.full((24,), 63, dtype=torch.int8))  # peaks kept
+        torch.testing.assert_close(ours[0].weight_scale.float(), peak / 63)
+        expected = (float_model[0].weight / (peak / 63)[:, None]).round()
+        assert (ours[0].weight_int8.float() - expected).abs().max() <= 1 and ours[0].weight_int8.abs().max() <= 63
+        packed = ours[0].packed()
+    assert ours[0].reduce_range is False  # 8-bit activations either way
+    x = torch.randn(1, 16)  # one row (a decoding step at batch 1): the kernel call as torch.ao makes it
+    assert torch.equal(ours[0](x), torch.ops.quantized.linear_dynamic(x, packed, False))
     assert not ours[0].bias.requires_grad
     assert torch.equal(copy.deepcopy(ours)(x), ours(x))  # ensembles/benchmarks copy models
+
+
+def test_weights_give_up_a_bit_without_vnni_unless_asked_for_8(monkeypatch):
+    """Without VNNI the weights keep 7 bits (the activations then keep 8); SmoothQuant moves the activations'
+    outliers into the weights, so a calibrated model asks for 8-bit weights (and its activations keep 7)."""
+    from hybridformer.quantized import quantize_linears
+
+    monkeypatch.setattr(quantized, "_VNNI", False)
+    linear = nn.Linear(16, 24)
+    plain = quantize_linears(nn.Sequential(copy.deepcopy(linear)), "dynamic_int8")[0]
+    smoothed = quantize_linears(nn.Sequential(copy.deepcopy(linear)), "dynamic_int8", weight_bits=8)[0]
+    assert plain.weight_int8.abs().max() == 63 and not plain.reduce_range
+    assert smoothed.weight_int8.abs().max() >= 127 and smoothed.reduce_range
+
+
+def test_int8_products_do_not_saturate():
+    """The worst case for FBGEMM's int16 pair sums without VNNI: every weight at a row's peak, every activation at
+    its largest. Weights quantized here (7 bits without VNNI) take 8-bit activations and stay exact to rounding; 8-bit
+    weights (a checkpoint from a VNNI CPU) fall back to 7-bit activations where the CPU has no VNNI."""
+    linear = nn.Linear(64, 4, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([1.0, -1.0, 1.0, 1.0])[:, None].expand(4, 64))
+    x = torch.full((1, 64), 3.0)
+    x[0, 0] = -1.0  # a zero point away from 0, so the large activations quantize near 255
+    expected = x @ linear.weight.T
+    layer = Int8Linear.from_linear(linear)
+    torch.testing.assert_close(layer(x), expected, rtol=0.02, atol=0.05)
+    full = Int8Linear.from_linear(linear) if quantized._VNNI else None
+    if full is None:  # a layer with 8-bit weights on this CPU
+        full = Int8Linear(64, 4, bias=False)
+        full.weight_int8.copy_(torch.full((4, 64), 127, dtype=torch.int8) * torch.tensor([1, -1, 1, 1])[:, None])
+        full.weight_scale.fill_(1 / 127)
+        full.repack()
+        assert full.reduce_range
+    torch.testing.assert_close(full(x), expected, rtol=0.02, atol=0.05)
 
 
 def test_clip_search_picks_the_scale_of_least_error():
