@@ -45,16 +45,13 @@ def test_config_check_refuses_bad_recipe_values(override, words, in_process):
 
 def test_config_check_accepts_every_shipped_recipe(tmp_path, in_process):
     """In-process, so 13 recipes cost one torch import (the console script itself: tests/cli/test_config_cmd.py)."""
-    def check(*args):
-        return in_process("config", "check", *args)
-
     for recipe in sorted(CONFIGS.glob("*.yaml")):
         overrides = stand_in_overrides(recipe, tmp_path / recipe.stem)
-        result = check(recipe, *(arg for o in overrides for arg in ("--set", o)))
+        result = in_process("config", "check", recipe, *(arg for o in overrides for arg in ("--set", o)))
         assert result.returncode == 0, (recipe, result.stderr)
         assert '"train"' in result.stdout and '"model"' in result.stdout
         if overrides:  # a fine-tune before its conversion: one line naming the key and the missing checkpoint
-            missing = check(recipe, "--set", f"train.init_from={tmp_path}/not-converted")
+            missing = in_process("config", "check", recipe, "--set", f"train.init_from={tmp_path}/not-converted")
             assert_one_line_error(missing, 2, "train.init_from", "not-converted", "not a checkpoint directory")
 
 

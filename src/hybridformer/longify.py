@@ -155,8 +155,8 @@ def longify_config(cfg: ModelConfig, plan: LongifyPlan, full_heads: dict[int, li
     decoder's layers (``retrieval_heads``) and gives the others the window."""
     attention = _with_globals(plan.attention, plan.global_tokens)
     stacks = _chosen_stacks(cfg, plan.stack)
-    if full_heads is not None:
-        _check_retrieval_plan(cfg, plan, attention, stacks)
+    if full_heads is not None:  # (longify_checkpoint checks before scoring; a caller may pass heads directly)
+        _check_retrieval_plan(cfg, plan)
     update: dict[str, Any] = {}
     changed_layers: dict[str, list[int]] = {}
     _check_sink_positions(cfg, attention, stacks)
@@ -268,9 +268,10 @@ def decoding_memory(cfg: ModelConfig, length: int, bytes_per_value: int = 4) -> 
     return {"length": length, "kv_tokens_per_layer": tokens, "kv_mib": round(sum(tokens) * per_token / 2**20, 2)}
 
 
-def _check_retrieval_plan(cfg: ModelConfig, plan: LongifyPlan, attention: AttentionConfig, stacks: list[str]) -> None:
+def _check_retrieval_plan(cfg: ModelConfig, plan: LongifyPlan) -> None:
     """Retrieval heads split a decoder LM's layers between full heads and ``sliding_window`` streaming heads."""
-    if cfg.arch != "decoder_lm" or stacks != ["decoder"]:
+    attention = _with_globals(plan.attention, plan.global_tokens)
+    if cfg.arch != "decoder_lm" or _chosen_stacks(cfg, plan.stack) != ["decoder"]:
         raise ConfigError("--retrieval-heads is for decoder LMs (their decoder stack)")
     if attention.name != "sliding_window" or {"keep", "observe"} & set(attention.options):
         raise ConfigError("--retrieval-heads gives the other heads a window: use --attention sliding_window:window=N "
@@ -384,9 +385,7 @@ def longify_checkpoint(checkpoint: Checkpoint, plan: LongifyPlan) -> tuple[nn.Mo
     if plan.retrieval_heads:
         from .retrieval import retrieval_scores, top_heads
 
-        cfg = checkpoint.config  # a plan that cannot work is refused before the heads are scored
-        attention = _with_globals(plan.attention, plan.global_tokens)
-        _check_retrieval_plan(cfg, plan, attention, _chosen_stacks(cfg, plan.stack))
+        _check_retrieval_plan(checkpoint.config, plan)  # a plan that cannot work is refused before scoring
         scores = retrieval_scores(checkpoint)
         full_heads = top_heads(scores, plan.retrieval_heads)
     new_cfg, record = longify_config(checkpoint.config, plan, full_heads)

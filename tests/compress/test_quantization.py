@@ -76,23 +76,19 @@ def test_weights_give_up_a_bit_without_vnni_unless_asked_for_8(monkeypatch):
 def test_int8_products_do_not_saturate():
     """The worst case for FBGEMM's int16 pair sums without VNNI: every weight at a row's peak, every activation at
     its largest. Weights quantized here (7 bits without VNNI) take 8-bit activations and stay exact to rounding; 8-bit
-    weights (a checkpoint from a VNNI CPU) fall back to 7-bit activations where the CPU has no VNNI."""
+    weights (a VNNI CPU's checkpoint, or SmoothQuant's) take 7-bit activations where the CPU has no VNNI. Either
+    with 8 bits on both sides saturates on such a CPU (65 instead of 188 here)."""
     linear = nn.Linear(64, 4, bias=False)
     with torch.no_grad():
         linear.weight.copy_(torch.tensor([1.0, -1.0, 1.0, 1.0])[:, None].expand(4, 64))
     x = torch.full((1, 64), 3.0)
     x[0, 0] = -1.0  # a zero point away from 0, so the large activations quantize near 255
     expected = x @ linear.weight.T
-    layer = Int8Linear.from_linear(linear)
-    torch.testing.assert_close(layer(x), expected, rtol=0.02, atol=0.05)
-    full = Int8Linear.from_linear(linear) if quantized._VNNI else None
-    if full is None:  # a layer with 8-bit weights on this CPU
-        full = Int8Linear(64, 4, bias=False)
-        full.weight_int8.copy_(torch.full((4, 64), 127, dtype=torch.int8) * torch.tensor([1, -1, 1, 1])[:, None])
-        full.weight_scale.fill_(1 / 127)
-        full.repack()
-        assert full.reduce_range
-    torch.testing.assert_close(full(x), expected, rtol=0.02, atol=0.05)
+    quantized_here = Int8Linear.from_linear(linear)
+    eight_bit = Int8Linear.from_linear(linear, weight_bits=8)
+    assert eight_bit.weight_int8.abs().max() == 127 and eight_bit.reduce_range == (not quantized._VNNI)
+    for layer in (quantized_here, eight_bit):
+        torch.testing.assert_close(layer(x), expected, rtol=0.02, atol=0.05)
 
 
 def test_clip_search_picks_the_scale_of_least_error():
