@@ -17,7 +17,7 @@ import torch
 
 from hybridformer import load_checkpoint
 from hybridformer.compress import quantize_model
-from hybridformer.quantized import _REDUCE_RANGE, Int8Linear
+from hybridformer.quantized import _VNNI, Int8Linear
 
 
 def per_call_us(calls: list, repeats: int = 5) -> float:
@@ -46,7 +46,7 @@ def kernels(out_features: int, in_features: int, copies: int) -> dict[str, float
     zero_points = torch.zeros(out_features, dtype=torch.int64)
     return {
         "FBGEMM linear_dynamic (int8)": per_call_us(
-            [lambda p=p: torch.ops.quantized.linear_dynamic(x, p, _REDUCE_RANGE) for p in fbgemm]),
+            [lambda p=p: torch.ops.quantized.linear_dynamic(x, p, not _VNNI) for p in fbgemm]),  # 8-bit weights
         "_weight_int8pack_mm (int8-weight)": per_call_us(
             [lambda w=w: torch._weight_int8pack_mm(x_bf16, w, bf16_scales) for w in weights]),
         "oneDNN qlinear_pointwise": per_call_us(

@@ -118,6 +118,17 @@ def test_int8_activations_get_one_scale_per_row():
     assert ((layer(x) - expected).norm(dim=-1) / expected.norm(dim=-1)).max() < 0.02
 
 
+def test_int8_rows_share_one_scale_only_while_their_peaks_lie_within_2x():
+    """Many rows (a beam step) share the kernel's one scale while none would lose more than one bit by it."""
+    layer = quantize_dynamic_int8(nn.Sequential(nn.Linear(64, 32)))[0]
+    x = torch.randn(12, 64)
+    x = x / x.abs().amax(-1, keepdim=True)  # every row's peak is 1
+    close, apart = x * torch.linspace(1.0, 1.9, 12)[:, None], x * torch.linspace(1.0, 2.5, 12)[:, None]
+    assert torch.equal(layer(close), layer.multiply(close))
+    assert not torch.equal(layer(apart), layer.multiply(apart))  # rescaled row by row
+    assert torch.equal(layer(apart[:8]), layer.multiply(apart[:8]))  # a decoding step's few rows always share
+
+
 def test_quantized_model_stays_close_to_float():
     config = tiny()
     model = build_model(config).eval()

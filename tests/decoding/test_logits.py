@@ -10,6 +10,7 @@ import torch
 from hybridformer.decoding.logits import (
     argmax_rows,
     banned_ngram_mask,
+    best_extensions,
     block_repeated_ngrams,
     length_penalty,
     max_lengths,
@@ -79,3 +80,29 @@ def test_argmax_rows_is_torch_argmax_first_on_ties():
     big = torch.randn(8, 4099)
     assert torch.equal(argmax_rows(big), big.argmax(-1))
     assert torch.equal(argmax_rows(big.bfloat16()), big.bfloat16().argmax(-1))  # other dtypes: torch's own
+
+
+@pytest.mark.parametrize("vocab", [8000, 1000, 37, 8003])  # tiled, tiled, one topk, tiled with a padded tile
+def test_best_extensions_equal_one_topk_over_all_candidates(vocab):
+    torch.manual_seed(vocab)
+    sentences, k, n = 3, 5, 10
+    log_probs = torch.randn(sentences * k, vocab).log_softmax(-1)
+    log_probs[2, : vocab // 2] = float("-inf")  # banned tokens
+    # a beam whose best tokens sit in one tile, and a dead beam (the state of every beam but the first at step 0)
+    log_probs[5, 64:70] = 0.0
+    scores = torch.randn(sentences, k)
+    scores[1, 2] = float("-inf")
+    expected = (scores.reshape(-1, 1) + log_probs).reshape(sentences, -1).topk(n, dim=1)
+    values, index = best_extensions(log_probs, scores, n)
+    assert torch.equal(values, expected.values)
+    assert torch.equal(index.sort(1).values, expected.indices.sort(1).values)  # no ties here
+
+
+def test_best_extensions_with_fewer_live_candidates_than_asked():
+    """A sentence with 3 finite candidates: they come first; the rest are -inf at valid indices."""
+    vocab, k = 1000, 4
+    log_probs = torch.full((k, vocab), float("-inf"))
+    log_probs[0, [3, 500, 999]] = torch.tensor([-1.0, -2.0, -3.0])
+    values, index = best_extensions(log_probs, torch.zeros(1, k), 8)
+    assert values[0, :3].tolist() == [-1.0, -2.0, -3.0] and index[0, :3].tolist() == [3, 500, 999]
+    assert values[0, 3:].isneginf().all() and bool(((index >= 0) & (index < k * vocab)).all())

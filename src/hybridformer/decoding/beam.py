@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .logits import EosIds, block_repeated_ngrams, eos_list, length_penalty
+from .logits import EosIds, best_extensions, block_repeated_ngrams, eos_list, length_penalty
 from .scorer import Scorer
 
 AtBudget = Literal["eos", "stop"]
@@ -83,9 +83,8 @@ def beam_search(
             only_eos[:, ends] = log_probs[:, ends]
             log_probs = torch.where(at_limit.repeat_interleave(k)[:, None], only_eos, log_probs)
 
-        candidates = (scores.reshape(-1, 1) + log_probs).reshape(len(active), k * vocab)
         # (active, wide): with e EOS ids at most e·k of the best (e + 1)·k are EOS, so ≥ k are not
-        top_scores, top_index = candidates.topk(wide, dim=1)
+        top_scores, top_index = best_extensions(log_probs, scores, wide)
         eos = torch.isin(top_index % vocab, eos_ids)
         _finalize(finished, active, history[:, n_prefix:], top_scores, top_index, vocab,
                   eos | at_limit[:, None] if last and at_limit is not None else eos, k, step, lenpen, ends)

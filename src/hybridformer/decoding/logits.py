@@ -34,6 +34,39 @@ def argmax_rows(scores: Tensor) -> Tensor:
     return scores.argmax(-1)
 
 
+TILE = 64  # vocabulary entries per tile in best_extensions
+
+
+def best_extensions(log_probs: Tensor, scores: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """The ``n`` best extensions of each sentence's beams, best first: the values and flat indices (beam · vocab +
+    token) of ``(scores.reshape(-1, 1) + log_probs).reshape(sentences, -1).topk(n)``.
+
+    log_probs (sentences · k, vocab), scores (sentences, k). ``topk`` over all k · vocab candidates was the largest
+    search cost on CPU (8 sentences × 5 beams, 1 thread: 0.58 ms a step over 8k tokens, 5.3 ms over 49k; this
+    way 0.19 and 0.61 ms). The best ``n``
+    candidates lie in the ``n`` tiles of 64 tokens with the largest maxima (each tile holding one of them has a
+    maximum at least that large, so at most ``n`` tiles beat it), so one ``amax`` over the tiles, then ``topk`` over
+    the tile maxima and over the ``n`` chosen tiles' 64 · n candidates give the same values. Equal values may
+    come in another order.
+    """
+    sentences, k = scores.shape
+    vocab = log_probs.shape[-1]
+    tiles = -(-vocab // TILE)
+    if k * tiles <= 4 * n:  # a small vocabulary: one topk is as cheap
+        return (scores.reshape(-1, 1) + log_probs).reshape(sentences, k * vocab).topk(n, dim=1)
+    if vocab % TILE:
+        log_probs = torch.nn.functional.pad(log_probs, (0, tiles * TILE - vocab), value=float("-inf"))
+    blocks = log_probs.view(sentences, k * tiles, TILE)
+    tile_best = (blocks.amax(-1).view(sentences, k, tiles) + scores[..., None]).view(sentences, k * tiles)
+    chosen = tile_best.topk(n, dim=1).indices  # (sentences, n)
+    candidates = blocks.gather(1, chosen[..., None].expand(-1, -1, TILE)) + scores.gather(1, chosen // tiles)[..., None]
+    values, where = candidates.reshape(sentences, n * TILE).topk(n, dim=1)
+    tile = chosen.gather(1, where // TILE)
+    # a padding entry is chosen only when a sentence has fewer than n finite candidates: it stays -inf
+    token = (tile % tiles * TILE + where % TILE).clamp(max=vocab - 1)
+    return values, tile // tiles * vocab + token
+
+
 def max_lengths(src_lengths: Tensor, a: float, b: int, *, cap: int | None = None) -> Tensor:
     """Per-sentence output budget ``a · src_len + b`` (Ott et al., 2019, fairseq's max-len-a/b).
 
