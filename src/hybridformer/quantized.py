@@ -151,7 +151,7 @@ class Int8Linear(_PackedLinear):
     share one scale: rescaling them cost 20% of a batch-8 SmolLM2 step. More rows (beam search: 8 sentences ×
     5 beams) share one too while their peaks lie within 2× of each other, so that no row loses more than one
     bit: rescaling was 14% of a beam-5 step of the Conformer recipe, and on SmolLM2's 16-row steps the rule
-    agreed with fp32 as often as one scale per row did (docs/compression.md). A compiled step cannot branch on
+    agreed with fp32 about as often as one scale per row did (docs/compression.md). A compiled step cannot branch on
     values: there more rows always get their own scales."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
