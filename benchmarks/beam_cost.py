@@ -20,9 +20,8 @@ import time
 
 import torch
 
-from hybridformer import load_checkpoint
 from hybridformer import cache as cache_module
-from hybridformer import quantized
+from hybridformer import load_checkpoint, quantized
 from hybridformer.attention import full
 from hybridformer.bench.peers import NoEarlyEnd
 from hybridformer.compress import quantize_model
