@@ -42,12 +42,11 @@ def best_extensions(log_probs: Tensor, scores: Tensor, n: int) -> tuple[Tensor, 
     token) of ``(scores.reshape(-1, 1) + log_probs).reshape(sentences, -1).topk(n)``.
 
     log_probs (sentences · k, vocab), scores (sentences, k). ``topk`` over all k · vocab candidates was the largest
-    search cost on CPU (8 sentences × 5 beams, 1 thread: 0.58 ms a step over 8k tokens, 5.3 ms over 49k; this
-    way 0.19 and 0.61 ms). The best ``n``
-    candidates lie in the ``n`` tiles of 64 tokens with the largest maxima (each tile holding one of them has a
-    maximum at least that large, so at most ``n`` tiles beat it), so one ``amax`` over the tiles, then ``topk`` over
-    the tile maxima and over the ``n`` chosen tiles' 64 · n candidates give the same values. Equal values may
-    come in another order.
+    search cost on CPU (8 sentences × 5 beams, 1 thread: 0.58 ms a step over 8k tokens, 5.3 ms over 49k; this way
+    0.19 and 0.61 ms). The best ``n`` candidates lie in the ``n`` tiles of 64 tokens with the largest maxima (each
+    tile holding one of them has a maximum at least that large, so at most ``n`` tiles beat it): one ``amax`` over
+    the tiles, a ``topk`` over the tile maxima and one over the chosen tiles' 64 · n candidates give the same
+    values. Equal values may come in another order.
     """
     sentences, k = scores.shape
     vocab = log_probs.shape[-1]
