@@ -27,9 +27,7 @@ SHIPPED = Int8Linear.forward
 
 def per_row(self: Int8Linear, x: torch.Tensor) -> torch.Tensor:
     rows = x.float()
-    peak = rows.abs().amax(-1, keepdim=True).clamp_(min=1e-12)
-    out = self.multiply(rows / peak)
-    return (out * peak if self.bias is None else (out - self.bias) * peak + self.bias).to(x.dtype)
+    return self.multiply_rows(rows, rows.abs().amax(-1, keepdim=True)).to(x.dtype)
 
 
 def per_call(self: Int8Linear, x: torch.Tensor) -> torch.Tensor:

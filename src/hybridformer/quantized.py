@@ -196,10 +196,13 @@ class Int8Linear(_PackedLinear):
             low, high = torch.aminmax(peak)
             if float(high) <= _SHARED_SCALE_SPREAD * float(low):
                 return self.multiply(rows).to(x.dtype)
-        peak.clamp_(min=1e-12)
+        return self.multiply_rows(rows, peak).to(x.dtype)
+
+    def multiply_rows(self, rows: Tensor, peak: Tensor) -> Tensor:
+        """The product with one scale per row: each row (peak: its largest magnitude) scaled to 1 first, then back."""
+        peak = peak.clamp(min=1e-12)
         out = self.multiply(rows / peak)  # (x / peak) Wᵀ + b
-        out = out * peak if self.bias is None else (out - self.bias) * peak + self.bias
-        return out.to(x.dtype)
+        return out * peak if self.bias is None else (out - self.bias) * peak + self.bias
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8, per_channel"
