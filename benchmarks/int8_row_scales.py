@@ -65,7 +65,7 @@ def main() -> None:
         parser.error(f"{args.text}: {len(ids)} tokens, too few for {args.rows} prompts of {args.prompt_len}")
     prompts = torch.tensor([ids[r * stride : r * stride + args.prompt_len] for r in range(args.rows)])
     reference = ModelScorer(ckpt.model)
-    tokens = torch.tensor(greedy_search(reference, reference.init_state(None), prompts, eos_id=-1,
+    tokens = torch.tensor(greedy_search(reference, reference.init_state(None), prompts, eos_id=-1,  # no id ends a row
                                         max_new_tokens=args.steps))
     expected = teacher_forced(reference, prompts, tokens)
     model, _ = quantize_model(copy.deepcopy(ckpt.model), ckpt.config, "int8")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hybridformer import ModelConfig, build_model
-from hybridformer.decoding import ModelScorer, beam_search, greedy_search
+from hybridformer.decoding import ModelScorer, beam_search, greedy_search, logits
 
 EOS, A, B = 2, 3, 4
 VOCAB = 5  # 0 pad, 1 bos, 2 eos, 3 a, 4 b
@@ -209,8 +209,10 @@ def tiny_seq2seq() -> tuple[ModelScorer, torch.Tensor]:
     return ModelScorer(model), src
 
 
+@pytest.mark.parametrize("tile", [64, 3])  # 40 tokens: one topk over all candidates, or tiles (the last padded)
 @pytest.mark.parametrize("options", list(BEFORE))
-def test_seq2seq_outputs_are_unchanged(options):
+def test_seq2seq_outputs_are_unchanged(options, tile, monkeypatch):
+    monkeypatch.setattr(logits, "TILE", tile)
     beam, early_stopping, at_budget, no_repeat_ngram, lenpen = options
     scorer, src = tiny_seq2seq()
     bos = torch.ones(len(src), 1, dtype=torch.long)

@@ -27,7 +27,9 @@ def quantize_model(model: nn.Module, config: ModelConfig, scheme: str = "int8", 
         raise ConfigError(f"the model is already quantized ({config.quantization})")
     if calibration is not None:
         smooth(model, activation_peaks(model, calibration), alpha)
-    model = quantize_linears(model, SCHEMES[scheme], **({"weight_bits": 8} if calibration is not None else {}))
+    # smoothing moved the activations' outliers into the weights: they keep 8 bits (quantized.Int8Linear.from_linear)
+    options = {"weight_bits": 8} if calibration is not None else {}
+    model = quantize_linears(model, SCHEMES[scheme], **options)
     return model, parse_config(ModelConfig, {**config.model_dump(), "quantization": SCHEMES[scheme]})
 
 

@@ -55,7 +55,7 @@ def best_extensions(log_probs: Tensor, scores: Tensor, n: int) -> tuple[Tensor, 
         return (scores.reshape(-1, 1) + log_probs).reshape(sentences, k * vocab).topk(n, dim=1)
     if vocab % TILE:
         log_probs = torch.nn.functional.pad(log_probs, (0, tiles * TILE - vocab), value=float("-inf"))
-    blocks = log_probs.view(sentences, k * tiles, TILE)
+    blocks = log_probs.reshape(sentences, k * tiles, TILE)  # a view when log_probs is contiguous
     tile_best = (blocks.amax(-1).view(sentences, k, tiles) + scores[..., None]).view(sentences, k * tiles)
     chosen = tile_best.topk(n, dim=1).indices  # (sentences, n)
     candidates = blocks.gather(1, chosen[..., None].expand(-1, -1, TILE)) + scores.gather(1, chosen // tiles)[..., None]
